@@ -1,0 +1,53 @@
+# Rebound — one entry point for newcomers, CI and operators. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+UNITS ?= 10000
+
+.DEFAULT_GOAL := help
+.PHONY: help install up down status demo test test-unit test-integration test-e2e schemas clean-state
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install Rebound with its pinned dependencies
+
+$(STAMP): pyproject.toml contracts/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "rebound: Python 3.11+ is required (found $$($(PYTHON) --version 2>&1))" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ./contracts -e '.[dev]'
+	@touch $@
+
+up: install ## start Kafka and PostgreSQL (local, loopback), create topics, migrate
+	deploy/scripts/kafka.sh up
+	deploy/scripts/postgres.sh up
+	$(BIN)/rebound topics
+	$(BIN)/rebound migrate
+
+down: ## stop Kafka and PostgreSQL
+	deploy/scripts/kafka.sh down
+	deploy/scripts/postgres.sh down
+
+status: ## is the local infrastructure running?
+	-deploy/scripts/kafka.sh status
+	-deploy/scripts/postgres.sh status
+
+demo: up ## run every service, simulate a return wave, print the summary and the guarantee check
+	$(BIN)/rebound demo --units $(UNITS)
+
+test: up ## unit, integration and end-to-end tests against the real Kafka and PostgreSQL
+	$(BIN)/pytest
+
+test-unit: install ## unit tests only (no infrastructure)
+	$(BIN)/pytest tests/unit contracts/tests
+
+schemas: install ## regenerate contracts/schemas from the models
+	$(BIN)/python -m rebound_contracts.schema --write
+
+clean-state: down ## delete local Kafka and PostgreSQL data (keeps the downloaded jars)
+	deploy/scripts/kafka.sh wipe
+	deploy/scripts/postgres.sh wipe

@@ -1,0 +1,1 @@
+"""Rebound: returned units back to sellable stock, exactly once."""

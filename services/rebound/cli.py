@@ -1,0 +1,132 @@
+"""`rebound`: run a service, onboard sellers, simulate a return wave, check the guarantees."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import logs
+from .settings import Settings
+
+app = typer.Typer(
+    help="Rebound: returned units back to sellable stock, synced to the shop exactly once.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+sellers_app = typer.Typer(help="Onboard sellers and manage their grading rules.", no_args_is_help=True)
+app.add_typer(sellers_app, name="sellers")
+
+
+class Service(str, Enum):
+    intake = "intake"
+    grading = "grading"
+    ledger = "ledger"
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"rebound: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def run(service: Annotated[Service, typer.Argument(help="The service to run.")]) -> None:
+    """Run one service (a consumer-group member; start several for replicas) until SIGTERM."""
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format, service=service.value)
+    module = importlib.import_module(f"rebound.{service.value}.app")
+    asyncio.run(module.create_app(settings).run())
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (services also do this at start)."""
+    from .db import create_pool
+    from .db import migrate as apply
+
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format)
+
+    async def go() -> list[str]:
+        pool = await create_pool(settings.database_url, wait_seconds=30)
+        try:
+            return await apply(pool)
+        finally:
+            await pool.close()
+
+    applied = asyncio.run(go())
+    typer.echo(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+
+
+@app.command()
+def topics() -> None:
+    """Create the registry's topics with their partition counts (idempotent)."""
+    from .messaging.topics import ensure_topics
+
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format)
+    created = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, wait_seconds=30))
+    typer.echo(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
+
+
+@sellers_app.command("add")
+def sellers_add(
+    seller_id: Annotated[str, typer.Argument(help="The seller (tenant) id used in every event.")],
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+) -> None:
+    """Register a seller; events of unregistered sellers go to returns.exceptions.v1."""
+    from . import tenancy
+
+    settings = Settings.from_env()
+    asyncio.run(tenancy.add_sellers(settings.database_url, {seller_id: name or seller_id}))
+    typer.echo(f"seller {seller_id} registered")
+
+
+@sellers_app.command("rules")
+def sellers_rules(
+    seller_id: Annotated[str, typer.Argument(help="The seller whose grading rules to show or set.")],
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="JSON rules to validate and set.")] = None,
+    check: Annotated[bool, typer.Option(help="Only validate --file; change nothing.")] = False,
+    reset: Annotated[bool, typer.Option(help="Go back to the default rule.")] = False,
+) -> None:
+    """Show, validate or set a seller's grading rules (rules are data, per seller and SKU prefix)."""
+    from . import tenancy
+    from .grading.domain import InvalidGradingRules, parse_rules
+
+    settings = Settings.from_env()
+    if file is not None:
+        try:
+            document = json.loads(file.read_text(encoding="utf-8"))
+            parse_rules(document)
+        except (OSError, json.JSONDecodeError, InvalidGradingRules) as error:
+            _fail(f"{file}: {error}")
+        if check:
+            typer.echo(f"{file}: valid")
+            return
+        if not asyncio.run(tenancy.set_rules(settings.database_url, seller_id, document)):
+            _fail(f"seller {seller_id} is not registered")
+        typer.echo(f"grading rules of {seller_id} set from {file}")
+        return
+    if reset:
+        if not asyncio.run(tenancy.set_rules(settings.database_url, seller_id, None)):
+            _fail(f"seller {seller_id} is not registered")
+        typer.echo(f"grading rules of {seller_id} reset to the default")
+        return
+    found, rules = asyncio.run(tenancy.get_rules(settings.database_url, seller_id))
+    if not found:
+        _fail(f"seller {seller_id} is not registered")
+    typer.echo(json.dumps(rules, indent=2))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,86 @@
+"""PostgreSQL: a pool that waits for the server, and versioned migrations run at start."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+MIGRATIONS_LOCK = 0x5EB0_0001  # advisory lock id: one migrator at a time across replicas
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncio.TimeoutError,
+)
+"""Errors after which the same work may succeed if tried again."""
+
+
+async def create_pool(
+    url: str, *, min_size: int = 1, max_size: int = 4, wait_seconds: float = 120.0
+) -> asyncpg.Pool:
+    """Connect, waiting with back-off while the server is not up yet."""
+    delay, waited = 0.2, 0.0
+    while True:
+        try:
+            return await asyncpg.create_pool(
+                url, min_size=min_size, max_size=max_size, command_timeout=60
+            )
+        except TRANSIENT_ERRORS as error:
+            if waited >= wait_seconds:
+                raise
+            log.warning("database_unavailable", error=str(error), retry_in_s=round(delay, 2))
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("rebound") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Apply the migrations not applied yet, in order; safe to run from every replica at once."""
+    applied_now = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATIONS_LOCK)
+        try:
+            await conn.execute(
+                "CREATE SCHEMA IF NOT EXISTS rebound;"
+                " CREATE TABLE IF NOT EXISTS rebound.schema_migrations ("
+                " version int PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM rebound.schema_migrations")}
+            for version, name, sql in _migrations():
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO rebound.schema_migrations (version, name) VALUES ($1, $2)",
+                        version, name,
+                    )
+                applied_now.append(name)
+                log.info("migration_applied", migration=name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATIONS_LOCK)
+    return applied_now

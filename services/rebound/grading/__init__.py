@@ -1,0 +1,1 @@
+"""Grading: inspections and refurbishments -> a grade with its reasons."""

@@ -1,0 +1,38 @@
+"""Grading as a FastStream app: consumes receipts, inspections and refurbishments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import asyncpg
+from faststream import FastStream
+from pydantic import BaseModel
+
+from rebound_contracts.topics import UNIT_INSPECTED, UNIT_RECEIVED, UNIT_REFURBISHED
+
+from ..messaging.processor import Route
+from ..service import ServiceSpec, build_app
+from ..settings import Settings
+from .adapters import GradingRepository
+from .handlers import apply_refurbishment, grade_unit, record_receipt
+
+
+async def lock_keys(_conn: asyncpg.Connection, events: Sequence[BaseModel]) -> Iterable[str]:
+    # Receipts and inspections of one LPN come on different topics: serialise them per LPN.
+    return [f"lpn:{event.lpn}" for event in events]
+
+
+def spec() -> ServiceSpec:
+    return ServiceSpec(
+        name="grading",
+        routes=(
+            Route(UNIT_RECEIVED, record_receipt, GradingRepository),
+            Route(UNIT_INSPECTED, grade_unit, GradingRepository),
+            Route(UNIT_REFURBISHED, apply_refurbishment, GradingRepository),
+        ),
+        lock_keys=lock_keys,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastStream:
+    return build_app(spec(), settings or Settings.from_env())

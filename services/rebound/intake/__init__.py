@@ -1,0 +1,1 @@
+"""Intake: return orders and dock scans -> matched, registered, sorted units."""

@@ -1,0 +1,99 @@
+"""Intake handlers: one async function per consumed message type."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import structlog
+
+from rebound_contracts import Money, ParcelScanned, RmaIssued, UnitReceived
+from rebound_contracts.topics import UNIT_RECEIVED
+
+from ..messaging.processor import Context
+from .adapters import IntakeRepository
+from .domain import categorise_reason, lane_for, match_units
+
+log = structlog.get_logger(__name__)
+
+
+async def register_return(ctx: Context, rma: RmaIssued, repo: IntakeRepository) -> None:
+    """Record a return order; a parcel that arrived before it is matched now."""
+    if await repo.has_rma(rma.seller_id, rma.return_id):
+        log.info("return_already_registered", seller_id=rma.seller_id, return_id=rma.return_id,
+                 event_id=str(rma.event_id))
+        return
+    category = categorise_reason(rma.channel, rma.reason_code)
+    await repo.add_rma(rma, category, lane_for(category))
+    for scan, source in await repo.take_parked_scans(rma.seller_id, rma.tracking_number):
+        log.info("parked_parcel_matched", seller_id=rma.seller_id, return_id=rma.return_id,
+                 tracking_number=rma.tracking_number, event_id=str(scan.event_id))
+        parked_ctx = dataclasses.replace(ctx, event=scan, source=source, exceptions_raised=0)
+        await receive_parcel(parked_ctx, scan, repo)
+        ctx.exceptions_raised += parked_ctx.exceptions_raised
+
+
+async def receive_parcel(ctx: Context, scan: ParcelScanned, repo: IntakeRepository) -> None:
+    """Match a scanned parcel to its return order, register its units, sort them into lanes."""
+    rma = await repo.rma_for_tracking(scan.seller_id, scan.tracking_number)
+    if rma is None:
+        if await repo.sellers_with_tracking(scan.tracking_number):
+            ctx.raise_exception(
+                "cross_tenant_reference",
+                f"tracking number {scan.tracking_number} belongs to another seller's return",
+            )
+            return
+        await repo.park_scan(scan, ctx.source)
+        ctx.raise_exception(
+            "unmatched_parcel",
+            f"no return order with tracking number {scan.tracking_number} yet; parked until it arrives",
+        )
+        return
+
+    owners = await repo.owners_of([unit.lpn for unit in scan.units])
+    fresh = []
+    for unit in scan.units:
+        owner = owners.get(unit.lpn)
+        if owner is None:
+            fresh.append((unit.lpn, unit.sku))
+            owners[unit.lpn] = scan.seller_id  # a parcel listing the same LPN twice counts it once
+        elif owner != scan.seller_id:
+            ctx.raise_exception("cross_tenant_reference", f"LPN {unit.lpn} belongs to another seller")
+        else:
+            ctx.raise_exception("duplicate_lpn", f"LPN {unit.lpn} is already registered")
+
+    details = await repo.lines_for_update(rma.seller_id, rma.return_id)
+    by_line = {d.line.line_id: d for d in details}
+    matches = match_units([d.line for d in details], fresh)
+    await repo.add_units(
+        scan, [(m.lpn, m.sku, rma.return_id if m.line_id else None, m.line_id,
+                rma.lane if m.line_id else None) for m in matches],
+    )
+    for match in matches:
+        if match.line_id is None:
+            ctx.raise_exception(
+                "unexpected_unit",
+                f"LPN {match.lpn} (SKU {match.sku}) is not expected by return {rma.return_id}; parked",
+            )
+            continue
+        line = by_line[match.line_id]
+        ctx.emit(UNIT_RECEIVED, UnitReceived(
+            event_id=uuid.uuid5(scan.event_id, match.lpn),
+            occurred_at=scan.occurred_at,
+            seller_id=scan.seller_id,
+            lpn=match.lpn,
+            sku=match.sku,
+            warehouse_id=scan.warehouse_id,
+            tracking_number=scan.tracking_number,
+            return_id=rma.return_id,
+            order_id=rma.order_id,
+            line_id=match.line_id,
+            shop_id=rma.shop_id,
+            channel=rma.channel,
+            reason_code=rma.reason_code,
+            reason_category=rma.reason_category,
+            lane=rma.lane,
+            unit_price=Money(amount=line.unit_price, currency=line.currency),
+            size=line.size,
+            colour=line.colour,
+        ))

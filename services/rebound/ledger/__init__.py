@@ -1,0 +1,1 @@
+"""Ledger: graded units -> sellable stock per storefront key, adjusted exactly once."""

@@ -1,0 +1,61 @@
+"""Ledger's PostgreSQL repository: unit placements and per-key stock counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from .domain import StockKey
+
+
+@dataclass(frozen=True)
+class Placement:
+    seller_id: str
+    stock_key: StockKey | None
+    revision: int
+
+
+@dataclass(frozen=True)
+class Counter:
+    available: int
+    sequence: int
+
+
+class LedgerRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def placement_for_update(self, lpn: str) -> Placement | None:
+        row = await self.conn.fetchrow(
+            "SELECT seller_id, stock_key, revision FROM ledger.units WHERE lpn = $1 FOR UPDATE", lpn
+        )
+        if row is None:
+            return None
+        key = StockKey.parse(row["stock_key"]) if row["stock_key"] else None
+        return Placement(row["seller_id"], key, row["revision"])
+
+    async def current_keys(self, lpns: list[str]) -> list[str]:
+        rows = await self.conn.fetch(
+            "SELECT stock_key FROM ledger.units WHERE lpn = ANY($1::text[]) AND stock_key IS NOT NULL", lpns
+        )
+        return [row["stock_key"] for row in rows]
+
+    async def place(self, lpn: str, seller_id: str, key: StockKey | None, revision: int) -> None:
+        await self.conn.execute(
+            "INSERT INTO ledger.units (lpn, seller_id, stock_key, revision) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (lpn) DO UPDATE SET stock_key = EXCLUDED.stock_key,"
+            " revision = EXCLUDED.revision, updated_at = now()",
+            lpn, seller_id, str(key) if key else None, revision,
+        )
+
+    async def adjust(self, key: StockKey, shop_id: str, delta: int) -> Counter:
+        """Move the counter of `key` by `delta` and take the key's next sequence number."""
+        row = await self.conn.fetchrow(
+            "INSERT INTO ledger.stock AS s (key, seller_id, shop_id, channel, warehouse_id, sku,"
+            " condition, available, sequence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)"
+            " ON CONFLICT (key) DO UPDATE SET available = s.available + EXCLUDED.available,"
+            " sequence = s.sequence + 1 RETURNING available, sequence",
+            str(key), key.seller_id, shop_id, key.channel, key.warehouse_id, key.sku, key.condition, delta,
+        )
+        return Counter(row["available"], row["sequence"])

@@ -1,0 +1,1 @@
+"""Kafka <-> PostgreSQL plumbing shared by every service: inbox, outbox, relay, batch consumer."""

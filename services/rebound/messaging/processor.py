@@ -1,0 +1,321 @@
+"""The batch consumer shared by every service.
+
+A batch of Kafka records is decoded, and then applied in ONE PostgreSQL transaction: for each
+record its inbox row, the handler's state changes and the events they cause (outbox rows).
+Kafka offsets are committed only after that transaction, so a crash anywhere re-delivers the
+batch and the inbox turns the replay into a no-op. Records that cannot be read are dead-lettered
+through the same outbox; valid records that cannot be applied become operator exceptions. Either
+way the partition moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+import asyncpg
+import orjson
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from rebound_contracts import ExceptionRaised, MessageDeadLettered, MessageSource, Topic
+from rebound_contracts.outbound import DeadLetterKind, ExceptionKind
+from rebound_contracts.topics import DLQ, EXCEPTIONS
+
+from ..db import TRANSIENT_ERRORS
+from . import inbox
+from .outbox import OutboxBuffer
+
+log = structlog.get_logger(__name__)
+
+DLQ_RAW_LIMIT = 64 * 1024  # bytes of an oversized message kept in its dead letter
+
+
+class Record(Protocol):
+    """What the processor needs of a Kafka record (aiokafka's ConsumerRecord has it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class Context:
+    """What a handler gets besides its event: the open transaction and where to put events."""
+
+    conn: asyncpg.Connection
+    outbox: OutboxBuffer
+    source: MessageSource
+    now: datetime
+    event: BaseModel
+    exceptions_raised: int = 0
+
+    def emit(self, topic: Topic, message: BaseModel) -> None:
+        self.outbox.add(topic, message)
+
+    def raise_exception(self, kind: ExceptionKind, detail: str) -> None:
+        """Report valid-but-wrong input to operators, with the original event."""
+        event = self.event
+        exception = ExceptionRaised(
+            event_id=exception_event_id(self.source, f"{kind}#{self.exceptions_raised}"),
+            occurred_at=self.now,
+            seller_id=getattr(event, "seller_id"),
+            kind=kind,
+            detail=detail,
+            source=self.source,
+            source_event_id=getattr(event, "event_id"),
+            original=event.model_dump(mode="json"),
+        )
+        structlog.get_logger("rebound.exceptions").warning(
+            "exception_raised", kind=kind, detail=detail, event_id=str(exception.source_event_id),
+            seller_id=exception.seller_id, topic=self.source.topic,
+            partition=self.source.partition, offset=self.source.offset,
+        )
+        self.emit(EXCEPTIONS, exception)
+        self.exceptions_raised += 1
+
+
+Handler = Callable[[Context, Any, Any], Awaitable[None]]
+"""`handler(ctx, event, repository)`: applies one event inside the batch's transaction."""
+LockKeys = Callable[[asyncpg.Connection, Sequence[BaseModel]], Awaitable[Iterable[str]]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One consumed topic: its contract, the handler that applies its events, and how to build
+    the repository the handler works on from the transaction's connection."""
+
+    topic: Topic
+    handle: Handler
+    repository: Callable[[asyncpg.Connection], Any]
+
+
+@dataclass
+class Decoded:
+    record: Record
+    route: Route | None
+    event: BaseModel | None = None
+    digest: bytes = b""
+    failure: tuple[DeadLetterKind, str] | None = None
+    seller_id: str | None = None
+
+    @property
+    def source(self) -> MessageSource:
+        r = self.record
+        return MessageSource(topic=r.topic, partition=r.partition, offset=r.offset)
+
+
+@dataclass
+class BatchStats:
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    exceptions: int = 0
+    outbox_rows: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _validation_summary(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "(message)"
+        parts.append(f"{where}: {item['msg']}")
+    more = error.error_count() - len(parts)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def decode(record: Record, route: Route | None, max_bytes: int) -> Decoded:
+    """Turn a record into its contract model, or say precisely why it cannot be read."""
+    item = Decoded(record=record, route=route)
+    raw = record.value or b""
+    if route is None:
+        item.failure = ("schema_violation", f"no route for topic {record.topic}")
+        return item
+    if len(raw) > max_bytes:
+        item.failure = ("oversized", f"{len(raw)} bytes, the limit is {max_bytes}")
+        return item
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        item.failure = ("invalid_json", f"not UTF-8 JSON: {error}")
+        return item
+    if not isinstance(document, dict):
+        item.failure = ("schema_violation", "the message must be a JSON object")
+        return item
+    seller = document.get("seller_id")
+    item.seller_id = seller if isinstance(seller, str) else None
+    try:
+        item.event = route.topic.model.model_validate(document)
+    except ValidationError as error:
+        item.failure = ("schema_violation", _validation_summary(error))
+        return item
+    item.digest = inbox.fingerprint(document)
+    return item
+
+
+def dead_letter(item: Decoded, consumer: str, now: datetime) -> MessageDeadLettered:
+    kind, error = item.failure or ("processing_failed", "unknown")
+    raw = item.record.value or b""
+    kept = raw[:DLQ_RAW_LIMIT]
+    key = item.record.key.decode("utf-8", "replace") if item.record.key is not None else None
+    return MessageDeadLettered(
+        event_id=inbox.position_id(item.record.topic, item.record.partition, item.record.offset),
+        occurred_at=now,
+        seller_id=item.seller_id,
+        kind=kind,
+        error=error,
+        source=item.source,
+        key=key,
+        raw_base64=base64.b64encode(kept).decode("ascii"),
+        raw_size=len(raw),
+        truncated=len(kept) < len(raw),
+        consumer=consumer,
+    )
+
+
+class BatchProcessor:
+    """Applies batches of records for one consumer group, exactly once per event."""
+
+    def __init__(
+        self,
+        consumer: str,
+        routes: Iterable[Route],
+        pool: asyncpg.Pool,
+        *,
+        max_message_bytes: int = 256 * 1024,
+        lock_keys: LockKeys | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.consumer = consumer
+        self.routes = {route.topic.name: route for route in routes}
+        self.pool = pool
+        self.max_message_bytes = max_message_bytes
+        self.lock_keys = lock_keys
+        self.clock = clock
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self.routes)
+
+    async def process(self, records: Sequence[Record]) -> BatchStats:
+        items = [decode(r, self.routes.get(r.topic), self.max_message_bytes) for r in records]
+        try:
+            return await self._with_retry(items)
+        except Exception:  # noqa: BLE001 - any non-transient failure: isolate the record at fault
+            log.exception("batch_failed_isolating_records", consumer=self.consumer, size=len(items))
+        total = BatchStats()
+        for item in items:
+            try:
+                stats = await self._with_retry([item])
+            except Exception as error:  # noqa: BLE001
+                log.exception(
+                    "record_failed", consumer=self.consumer, topic=item.record.topic,
+                    partition=item.record.partition, offset=item.record.offset,
+                )
+                item.failure = ("processing_failed", f"{type(error).__name__}: {error}")
+                item.event = None
+                stats = await self._with_retry([item])
+            _merge(total, stats)
+        return total
+
+    async def _with_retry(self, items: list[Decoded]) -> BatchStats:
+        delay = 0.1
+        while True:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    return await self._apply(conn, items)
+            except TRANSIENT_ERRORS as error:
+                log.warning(
+                    "batch_retry", consumer=self.consumer, error=f"{type(error).__name__}: {error}",
+                    retry_in_s=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _apply(self, conn: asyncpg.Connection, items: list[Decoded]) -> BatchStats:
+        now = self.clock()
+        stats = BatchStats()
+        outbox = OutboxBuffer(self.consumer)
+        events = [item.event for item in items if item.event is not None]
+        if self.lock_keys and events:
+            # Taken in one fixed order, so two replicas touching the same keys never wait on
+            # each other in a cycle.
+            keys = sorted(set(await self.lock_keys(conn, events)))
+            if keys:
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h"
+                    " FROM unnest($1::text[]) AS k ORDER BY h) AS ordered",
+                    keys,
+                )
+        sellers = {e.seller_id for e in events}
+        known = {
+            r["seller_id"]
+            for r in await conn.fetch(
+                "SELECT seller_id FROM rebound.sellers WHERE seller_id = ANY($1::text[])", list(sellers)
+            )
+        }
+        for item in items:
+            record = item.record
+            if item.event is not None:
+                claim = await inbox.claim(
+                    conn, self.consumer, item.event.event_id, item.digest,
+                    record.topic, record.partition, record.offset,
+                )
+                if claim is inbox.Claim.DUPLICATE:
+                    stats.duplicates += 1
+                    log.info("duplicate_skipped", event_id=str(item.event.event_id),
+                             topic=record.topic, partition=record.partition, offset=record.offset)
+                    continue
+                if claim is inbox.Claim.CONFLICT:
+                    item.failure = (
+                        "conflicting_duplicate",
+                        f"event_id {item.event.event_id} was already applied with other content",
+                    )
+                    item.event = None
+            if item.event is None:
+                if await self._claim_position(conn, item):
+                    outbox.add(DLQ, dead_letter(item, self.consumer, now))
+                    stats.dead_lettered += 1
+                    log.warning(
+                        "dead_lettered", kind=item.failure[0], error=item.failure[1],
+                        seller_id=item.seller_id, topic=record.topic,
+                        partition=record.partition, offset=record.offset,
+                    )
+                continue
+            ctx = Context(conn=conn, outbox=outbox, source=item.source, now=now, event=item.event)
+            if item.event.seller_id not in known:
+                ctx.raise_exception("unknown_seller", f"seller {item.event.seller_id!r} is not registered")
+            else:
+                await item.route.handle(ctx, item.event, item.route.repository(conn))
+            stats.exceptions += ctx.exceptions_raised
+            stats.applied += 1
+        stats.outbox_rows = await outbox.flush(conn)
+        return stats
+
+    async def _claim_position(self, conn: asyncpg.Connection, item: Decoded) -> bool:
+        r = item.record
+        claim = await inbox.claim(
+            conn, self.consumer, inbox.position_id(r.topic, r.partition, r.offset), b"",
+            r.topic, r.partition, r.offset,
+        )
+        return claim is inbox.Claim.NEW
+
+
+def _merge(total: BatchStats, part: BatchStats) -> None:
+    total.applied += part.applied
+    total.duplicates += part.duplicates
+    total.dead_lettered += part.dead_lettered
+    total.exceptions += part.exceptions
+    total.outbox_rows += part.outbox_rows
+
+
+def exception_event_id(source: MessageSource, kind: str) -> UUID:
+    """Deterministic, so a re-delivered record raises the same exception id."""
+    return inbox.position_id(f"{source.topic}#{kind}", source.partition, source.offset)

@@ -1,0 +1,194 @@
+"""The outbox relay: moves outbox rows to Kafka exactly once.
+
+One relay per producer is active (a PostgreSQL advisory lock elects it among replicas); its
+transactional id fences any zombie. Rows are sent in a Kafka transaction. Before that
+transaction commits, the batch is recorded as *in doubt* with the offset of one of its records;
+after it commits, the rows are deleted. A relay that starts after a crash finds the in-doubt
+batch and reads the probe offset back with read_committed: visible means the transaction
+committed (delete the rows), invisible means it was aborted (send them again). So each row
+reaches the topic once, whichever moment the crash hit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from ..db import TRANSIENT_ERRORS
+from .outbox import NOTIFY_CHANNEL
+
+log = structlog.get_logger(__name__)
+
+HEADER = "rebound-outbox-id"
+
+
+def leader_lock_id(producer: str) -> int:
+    return 0x5EB0_0000_0000 + zlib.crc32(producer.encode())
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        database_url: str,
+        bootstrap_servers: str,
+        producer: str,
+        *,
+        batch_size: int = 2000,
+        idle_wait_s: float = 0.5,
+    ) -> None:
+        self.pool = pool
+        self.database_url = database_url
+        self.bootstrap_servers = bootstrap_servers
+        self.producer_name = producer
+        self.batch_size = batch_size
+        self.idle_wait_s = idle_wait_s
+        self.published = 0
+        self._wake = asyncio.Event()
+
+    @property
+    def transactional_id(self) -> str:
+        return f"rebound-{self.producer_name}-relay"
+
+    async def run(self) -> None:
+        """Relay forever; on any failure start over (re-elect, re-fence, recover)."""
+        delay = 0.2
+        while True:
+            try:
+                await self._run_as_leader()
+                delay = 0.2
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, *TRANSIENT_ERRORS) as error:
+                log.warning("relay_restarting", producer=self.producer_name,
+                            error=f"{type(error).__name__}: {error}", retry_in_s=delay)
+            except Exception:  # noqa: BLE001 - the relay must outlive any single failure
+                log.exception("relay_failed", producer=self.producer_name, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _run_as_leader(self) -> None:
+        # A dedicated connection: it holds the leadership lock and listens for new rows.
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", leader_lock_id(self.producer_name)):
+                await asyncio.sleep(1.0)
+            log.info("relay_elected", producer=self.producer_name)
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap_servers,
+                transactional_id=self.transactional_id,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=5,
+                max_batch_size=256 * 1024,
+                request_timeout_ms=30000,
+            )
+            await producer.start()  # InitProducerId: fences a zombie and aborts its open transaction
+            try:
+                await self._recover(producer)
+                while True:
+                    sent = await self._relay_batch(producer)
+                    if sent == 0:
+                        self._wake.clear()
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), self.idle_wait_s)
+                        if conn.is_closed():
+                            raise asyncpg.exceptions.ConnectionDoesNotExistError("leader connection lost")
+            finally:
+                await producer.stop()
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    def _on_notify(self, _conn, _pid, _channel, payload: str) -> None:
+        if payload == self.producer_name:
+            self._wake.set()
+
+    async def _relay_batch(self, producer: AIOKafkaProducer) -> int:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT id, topic, key, payload FROM rebound.outbox WHERE producer = $1"
+                " ORDER BY id LIMIT $2",
+                self.producer_name, self.batch_size,
+            )
+        if not rows:
+            return 0
+        ids = [row["id"] for row in rows]
+        async with producer.transaction():
+            futures = [
+                await producer.send(
+                    row["topic"], value=bytes(row["payload"]), key=row["key"].encode(),
+                    headers=[(HEADER, str(row["id"]).encode())],
+                )
+                for row in rows
+            ]
+            probe = await futures[-1]
+            await asyncio.gather(*futures)
+            async with self.pool.acquire() as conn:
+                await conn.execute(
+                    "INSERT INTO rebound.relay_in_doubt (producer, outbox_ids, probe_topic,"
+                    " probe_partition, probe_offset, probe_outbox_id) VALUES ($1, $2, $3, $4, $5, $6)"
+                    " ON CONFLICT (producer) DO UPDATE SET outbox_ids = EXCLUDED.outbox_ids,"
+                    " probe_topic = EXCLUDED.probe_topic, probe_partition = EXCLUDED.probe_partition,"
+                    " probe_offset = EXCLUDED.probe_offset, probe_outbox_id = EXCLUDED.probe_outbox_id,"
+                    " created_at = now()",
+                    self.producer_name, ids, probe.topic, probe.partition, probe.offset, ids[-1],
+                )
+        # The Kafka transaction committed: these rows are out.
+        await self._forget(ids)
+        self.published += len(ids)
+        return len(ids)
+
+    async def _forget(self, ids: list[int]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM rebound.outbox WHERE id = ANY($1::bigint[])", ids)
+            await conn.execute("DELETE FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name)
+
+    async def _recover(self, producer: AIOKafkaProducer) -> None:
+        async with self.pool.acquire() as conn:
+            doubt = await conn.fetchrow(
+                "SELECT * FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name
+            )
+        if doubt is None:
+            return
+        committed = await self._probe_committed(
+            doubt["probe_topic"], doubt["probe_partition"], doubt["probe_offset"], doubt["probe_outbox_id"]
+        )
+        log.warning("relay_recovered_in_doubt_batch", producer=self.producer_name,
+                    rows=len(doubt["outbox_ids"]), committed=committed)
+        if committed:
+            await self._forget(list(doubt["outbox_ids"]))
+        else:
+            async with self.pool.acquire() as conn:
+                await conn.execute("DELETE FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name)
+
+    async def _probe_committed(self, topic: str, partition: int, offset: int, outbox_id: int) -> bool:
+        """Is the record at `offset` visible to a read_committed reader (its transaction committed)?"""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
+            for _ in range(600):
+                batch = await consumer.getmany(tp, timeout_ms=100, max_records=1)
+                for record in batch.get(tp, []):
+                    headers = dict(record.headers or ())
+                    return record.offset == offset and headers.get(HEADER) == str(outbox_id).encode()
+                if await consumer.position(tp) > offset:
+                    return False  # the reader moved past it: the record was aborted
+            raise TimeoutError(f"could not read {topic}[{partition}]@{offset} to settle the in-doubt batch")
+        finally:
+            await consumer.stop()

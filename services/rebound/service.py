@@ -1,0 +1,110 @@
+"""What every Rebound service shares at run time: one FastStream app over a batch processor.
+
+A service is its routes (topic -> handler) and, optionally, the advisory-lock keys its batches
+need. `build_app` wires them to Kafka and PostgreSQL; nothing is connected until the app runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from .db import create_pool, migrate
+from .messaging.processor import BatchProcessor, LockKeys, Route
+from .messaging.relay import OutboxRelay
+from .messaging.topics import ensure_topics
+from .settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    routes: Sequence[Route]
+    lock_keys: LockKeys | None = None
+
+    @property
+    def group_id(self) -> str:
+        return f"rebound-{self.name}"
+
+
+async def _records_only(message, original_parser):  # noqa: ANN001 - FastStream's parser hook
+    """Parse without touching headers or bodies: the processor reads the raw records itself,
+    so a header that is not UTF-8 can never stop the partition."""
+    records = message if isinstance(message, tuple) else (message,)
+    bare = tuple(dataclasses.replace(r, headers=()) for r in records)
+    parsed = await original_parser(bare if isinstance(message, tuple) else bare[0])
+    parsed.raw_message = records
+    return parsed
+
+
+async def _no_body(_message) -> None:  # noqa: ANN001 - FastStream's decoder hook
+    return None
+
+
+def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
+    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None)
+    runtime: dict[str, object] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        structlog.contextvars.bind_contextvars(service=spec.name)
+        log.info("service_starting", kafka=settings.kafka_bootstrap_servers,
+                 database=settings.redacted_database_url())
+        await ensure_topics(settings.kafka_bootstrap_servers)
+        pool = await create_pool(settings.database_url, max_size=settings.pool_size)
+        await migrate(pool)
+        runtime["processor"] = BatchProcessor(
+            spec.group_id, spec.routes, pool,
+            max_message_bytes=settings.max_message_bytes, lock_keys=spec.lock_keys,
+        )
+        relay = OutboxRelay(
+            pool, settings.database_url, settings.kafka_bootstrap_servers, spec.group_id,
+            batch_size=settings.relay_batch_size,
+        )
+        relay_task = asyncio.create_task(relay.run(), name=f"{spec.name}-relay")
+        log.info("service_started", topics=[r.topic.name for r in spec.routes], group_id=spec.group_id)
+        try:
+            yield
+        finally:
+            relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay_task
+            await pool.close()
+            log.info("service_stopped")
+
+    @broker.subscriber(
+        *[route.topic.name for route in spec.routes],
+        group_id=spec.group_id,
+        batch=True,
+        max_records=settings.batch_max_records,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        ack_policy=AckPolicy.MANUAL,  # offsets are committed only after the database transaction
+        parser=_records_only,
+        decoder=_no_body,
+    )
+    async def on_batch(message: KafkaMessage) -> None:
+        processor: BatchProcessor = runtime["processor"]  # type: ignore[assignment]
+        records = message.raw_message
+        stats = await processor.process(records)
+        await message.ack()
+        log.debug("batch_applied", records=len(records), applied=stats.applied,
+                  duplicates=stats.duplicates, dead_lettered=stats.dead_lettered,
+                  exceptions=stats.exceptions)
+
+    return FastStream(broker, lifespan=lifespan, logger=None)
+
+
+def run(spec_factory: Callable[[], ServiceSpec], settings: Settings) -> None:
+    """Run one service until SIGINT/SIGTERM."""
+    asyncio.run(build_app(spec_factory(), settings).run())

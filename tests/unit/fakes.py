@@ -1,0 +1,156 @@
+"""In-memory stand-ins for the repositories, for handler unit tests only. The same handler
+flows run against the real PostgreSQL repositories in tests/integration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from rebound.grading.adapters import UnitState
+from rebound.grading.domain import DEFAULT_RULES, GradingRules
+from rebound.intake.adapters import LineDetail, ReturnOrder
+from rebound.intake.domain import OpenLine
+from rebound.ledger.adapters import Counter, Placement
+from rebound.ledger.domain import StockKey
+from rebound.messaging.outbox import OutboxBuffer
+from rebound.messaging.processor import Context
+from rebound_contracts import TOPICS_BY_NAME, MessageSource, ParcelScanned, RmaIssued
+
+NOW = datetime.fromisoformat("2026-11-05T10:00:00+00:00")
+
+
+def context(event: Any, topic: str = "test.topic") -> Context:
+    return Context(conn=None, outbox=OutboxBuffer("test"), source=MessageSource(topic=topic, partition=0, offset=7),
+                   now=NOW, event=event)
+
+
+def emitted(ctx: Context, topic_name: str) -> list[Any]:
+    """The events a handler put in the outbox for `topic_name`, parsed back from their bytes."""
+    model = TOPICS_BY_NAME[topic_name].model
+    return [model.model_validate_json(payload) for _, topic, _, payload in ctx.outbox.rows if topic == topic_name]
+
+
+@dataclass
+class FakeIntakeRepository:
+    rmas: dict[tuple[str, str], ReturnOrder] = field(default_factory=dict)
+    lines: dict[tuple[str, str], list[LineDetail]] = field(default_factory=dict)
+    units: dict[str, dict[str, Any]] = field(default_factory=dict)
+    parked: list[tuple[ParcelScanned, MessageSource]] = field(default_factory=list)
+
+    async def has_rma(self, seller_id: str, return_id: str) -> bool:
+        return (seller_id, return_id) in self.rmas
+
+    async def add_rma(self, rma: RmaIssued, reason_category: str, lane: str) -> None:
+        key = (rma.seller_id, rma.return_id)
+        self.rmas[key] = ReturnOrder(rma.seller_id, rma.return_id, rma.shop_id, rma.channel, rma.order_id,
+                                     rma.tracking_number, rma.reason_code, reason_category, lane)
+        self.lines[key] = [
+            LineDetail(OpenLine(l.line_id, l.sku, l.quantity, 0), Decimal(l.unit_price.amount),
+                       l.unit_price.currency, l.size, l.colour)
+            for l in rma.lines
+        ]
+
+    async def sellers_with_tracking(self, tracking_number: str) -> set[str]:
+        return {r.seller_id for r in self.rmas.values() if r.tracking_number == tracking_number}
+
+    async def rma_for_tracking(self, seller_id: str, tracking_number: str) -> ReturnOrder | None:
+        return next((r for r in self.rmas.values()
+                     if r.seller_id == seller_id and r.tracking_number == tracking_number), None)
+
+    async def lines_for_update(self, seller_id: str, return_id: str) -> list[LineDetail]:
+        return list(self.lines[(seller_id, return_id)])
+
+    async def owners_of(self, lpns: list[str]) -> dict[str, str]:
+        return {lpn: self.units[lpn]["seller_id"] for lpn in lpns if lpn in self.units}
+
+    async def add_units(self, scan: ParcelScanned, rows: list[tuple]) -> None:
+        for lpn, sku, return_id, line_id, lane in rows:
+            self.units[lpn] = dict(seller_id=scan.seller_id, sku=sku, return_id=return_id, line_id=line_id, lane=lane)
+            if line_id:
+                key = (scan.seller_id, return_id)
+                self.lines[key] = [
+                    replace(d, line=replace(d.line, received=d.line.received + 1)) if d.line.line_id == line_id else d
+                    for d in self.lines[key]
+                ]
+
+    async def park_scan(self, scan: ParcelScanned, source: MessageSource) -> None:
+        self.parked.append((scan, source))
+
+    async def take_parked_scans(self, seller_id: str, tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
+        taken = [(s, src) for s, src in self.parked if s.seller_id == seller_id and s.tracking_number == tracking_number]
+        self.parked = [p for p in self.parked if p not in taken]
+        return taken
+
+
+@dataclass
+class FakeGradingRepository:
+    units: dict[str, UnitState] = field(default_factory=dict)
+    rules: dict[str, GradingRules] = field(default_factory=dict)
+
+    async def owner(self, lpn: str) -> str | None:
+        return self.units[lpn].seller_id if lpn in self.units else None
+
+    def _merge(self, lpn: str, seller_id: str, **changes: Any) -> UnitState | None:
+        state = self.units.get(lpn)
+        if state is None:
+            state = UnitState(lpn, seller_id, None, None, None, (), None, (), 0)
+        elif state.seller_id != seller_id:
+            return None
+        self.units[lpn] = replace(state, **changes)
+        return self.units[lpn]
+
+    async def merge_receipt(self, unit):  # noqa: ANN001, ANN201
+        return self._merge(unit.lpn, unit.seller_id, received=unit)
+
+    async def take_over(self, unit):  # noqa: ANN001, ANN201
+        state = self.units[unit.lpn]
+        if state.received is not None:
+            return None
+        self.units[unit.lpn] = UnitState(unit.lpn, unit.seller_id, unit, None, None, (), state.grade,
+                                         state.reasons, state.revision)
+        return self.units[unit.lpn]
+
+    async def merge_inspection(self, inspection):  # noqa: ANN001, ANN201
+        state = self.units.get(inspection.lpn)
+        if state is not None and state.inspected_at is not None and state.inspected_at > inspection.occurred_at:
+            return None
+        return self._merge(inspection.lpn, inspection.seller_id,
+                           checks=orjson.loads(inspection.checks.model_dump_json()),
+                           inspected_at=inspection.occurred_at)
+
+    async def merge_refurbishment(self, work):  # noqa: ANN001, ANN201
+        state = self.units.get(work.lpn)
+        before = set(state.refurbished) if state and state.seller_id == work.seller_id else set()
+        return self._merge(work.lpn, work.seller_id, refurbished=tuple(sorted(before | set(work.actions))))
+
+    async def record_grade(self, lpn: str, grade: str, reasons: tuple[str, ...], revision: int) -> None:
+        self.units[lpn] = replace(self.units[lpn], grade=grade, reasons=tuple(reasons), revision=revision)
+
+    async def rules_for(self, seller_id: str) -> GradingRules:
+        return self.rules.get(seller_id, DEFAULT_RULES)
+
+
+@dataclass
+class FakeLedgerRepository:
+    placements: dict[str, Placement] = field(default_factory=dict)
+    stock: dict[str, Counter] = field(default_factory=dict)
+
+    async def placement_for_update(self, lpn: str) -> Placement | None:
+        return self.placements.get(lpn)
+
+    async def current_keys(self, lpns: list[str]) -> list[str]:
+        return [str(p.stock_key) for lpn, p in self.placements.items() if lpn in lpns and p.stock_key]
+
+    async def place(self, lpn: str, seller_id: str, key: StockKey | None, revision: int) -> None:
+        self.placements[lpn] = Placement(seller_id, key, revision)
+
+    async def adjust(self, key: StockKey, shop_id: str, delta: int) -> Counter:
+        before = self.stock.get(str(key), Counter(0, 0))
+        if before.available + delta < 0:
+            raise AssertionError(f"stock of {key} would go below zero")
+        self.stock[str(key)] = Counter(before.available + delta, before.sequence + 1)
+        return self.stock[str(key)]

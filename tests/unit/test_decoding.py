@@ -1,0 +1,120 @@
+"""How the batch consumer reads a record: every kind of bad input gets its own clear outcome."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from rebound.messaging.inbox import fingerprint, position_id
+from rebound.messaging.processor import Route, dead_letter, decode
+from rebound_contracts.topics import PARCEL_SCANNED, RMA, UNIT_INSPECTED
+from tests import factories as f
+
+
+@dataclass
+class FakeRecord:
+    topic: str
+    value: bytes | None
+    partition: int = 2
+    offset: int = 41
+    key: bytes | None = b"k"
+
+
+async def _noop(*_: object) -> None:
+    return None
+
+
+ROUTES = {t.name: Route(t, _noop, lambda conn: None) for t in (RMA, PARCEL_SCANNED, UNIT_INSPECTED)}
+
+
+def _decode(topic: str, value: bytes | None, limit: int = 256 * 1024):
+    return decode(FakeRecord(topic, value), ROUTES.get(topic), limit)
+
+
+def _valid(topic: str) -> dict:
+    event = {
+        RMA.name: lambda: f.rma("s1"),
+        PARCEL_SCANNED.name: lambda: f.scan("s1", "T1", [("L1", "SKU")]),
+        UNIT_INSPECTED.name: lambda: f.inspection("s1", "L1"),
+    }[topic]()
+    return orjson.loads(event.model_dump_json())
+
+
+def test_a_valid_event_decodes_and_tolerates_unknown_fields() -> None:
+    document = {**_valid(RMA.name), "marketplace_extra": {"x": 1}}
+    item = _decode(RMA.name, orjson.dumps(document))
+    assert item.failure is None and item.event.return_id == document["return_id"]
+    assert item.digest == fingerprint(document)
+
+
+@pytest.mark.parametrize("topic", [RMA.name, PARCEL_SCANNED.name, UNIT_INSPECTED.name])
+@pytest.mark.parametrize(
+    ("mutate", "kind", "says"),
+    [
+        (lambda d: b"{not json", "invalid_json", "not UTF-8 JSON"),
+        (lambda d: b"\xff\xfe\x00", "invalid_json", "not UTF-8 JSON"),
+        (lambda d: b"[1, 2]", "schema_violation", "must be a JSON object"),
+        (lambda d: orjson.dumps({**d, "occurred_at": "yesterday"}), "schema_violation", "occurred_at"),
+        (lambda d: orjson.dumps({k: v for k, v in d.items() if k != "seller_id"}), "schema_violation", "seller_id"),
+        (lambda d: orjson.dumps({**d, "event_id": 12}), "schema_violation", "event_id"),
+        (lambda d: orjson.dumps({**d, "occurred_at": "2026-11-01T10:00:00"}), "schema_violation", "occurred_at"),
+        (lambda d: orjson.dumps({**d, "pad": "x" * 300_000}), "oversized", "the limit is"),
+    ],
+)
+def test_unreadable_input_is_dead_lettered_with_a_reason(topic: str, mutate, kind: str, says: str) -> None:
+    item = _decode(topic, mutate(_valid(topic)))
+    assert item.event is None
+    assert item.failure[0] == kind and says in item.failure[1]
+
+
+@pytest.mark.parametrize(
+    ("topic", "mutate", "field"),
+    [
+        (RMA.name, lambda d: d["lines"][0].update(quantity=0), "lines.0.quantity"),
+        (RMA.name, lambda d: d["lines"][0].update(quantity=-3), "lines.0.quantity"),
+        (RMA.name, lambda d: d.update(channel="wish"), "channel"),
+        (RMA.name, lambda d: d["lines"][0]["unit_price"].update(amount="abc"), "lines.0.unit_price.amount"),
+        (RMA.name, lambda d: d.update(lines=[]), "lines"),
+        (UNIT_INSPECTED.name, lambda d: d["checks"].update(packaging="shredded"), "checks.packaging"),
+        (UNIT_INSPECTED.name, lambda d: d["checks"].pop("irreparable"), "checks.irreparable"),
+        (PARCEL_SCANNED.name, lambda d: d["units"][0].update(lpn=""), "units.0.lpn"),
+        (PARCEL_SCANNED.name, lambda d: d.update(tracking_number="has:colon"), "tracking_number"),
+    ],
+)
+def test_schema_violations_name_the_field(topic: str, mutate, field: str) -> None:
+    document = _valid(topic)
+    mutate(document)
+    item = _decode(topic, orjson.dumps(document))
+    assert item.failure[0] == "schema_violation" and field in item.failure[1]
+    assert item.seller_id == "s1"  # kept for the dead letter, so operators can route it
+
+
+def test_a_dead_letter_keeps_the_raw_bytes_and_where_they_came_from() -> None:
+    raw = b'{"event_id": nope}'
+    item = decode(FakeRecord(RMA.name, raw, partition=3, offset=99), ROUTES[RMA.name], 1024)
+    letter = dead_letter(item, "rebound-intake", datetime.now(UTC))
+    assert base64.b64decode(letter.raw_base64) == raw and letter.raw_size == len(raw)
+    assert (letter.source.topic, letter.source.partition, letter.source.offset) == (RMA.name, 3, 99)
+    assert letter.kind == "invalid_json" and letter.consumer == "rebound-intake"
+    # its id is derived from the position, so a re-delivered record is dead-lettered once
+    assert letter.event_id == position_id(RMA.name, 3, 99)
+
+
+def test_an_oversized_dead_letter_is_truncated_and_says_so() -> None:
+    raw = b"x" * 200_000
+    letter = dead_letter(decode(FakeRecord(RMA.name, raw), ROUTES[RMA.name], 1024), "c", datetime.now(UTC))
+    assert letter.truncated and letter.raw_size == 200_000
+    assert len(base64.b64decode(letter.raw_base64)) < 200_000
+
+
+def test_fingerprints_ignore_key_order_but_not_content() -> None:
+    a = {"x": 1, "y": [1, 2]}
+    assert fingerprint(a) == fingerprint({"y": [1, 2], "x": 1})
+    assert fingerprint(a) != fingerprint({"x": 2, "y": [1, 2]})
+    assert position_id("t", 1, 2) == position_id("t", 1, 2) != position_id("t", 1, 3)
+    assert isinstance(position_id("t", 1, 2), uuid.UUID)

@@ -1,0 +1,129 @@
+"""Intake rules and handlers, on in-memory repositories."""
+
+from __future__ import annotations
+
+import pytest
+
+from rebound.intake.domain import OpenLine, categorise_reason, lane_for, match_units
+from rebound.intake.handlers import receive_parcel, register_return
+from rebound_contracts.topics import UNIT_RECEIVED
+from tests import factories as f
+
+from .fakes import FakeIntakeRepository, context, emitted
+
+
+@pytest.mark.parametrize(
+    ("channel", "code", "category"),
+    [
+        ("tiktok", "buyer_refund_item_is_too_small", "SIZE_FIT"),
+        ("tiktok", "ecom_order_delivered_refund_and_return_reason_damaged", "DAMAGED"),
+        ("shopify", "SIZE_TOO_LARGE", "SIZE_FIT"),
+        ("amazon", "APPAREL_STYLE", "CHANGED_MIND"),
+        ("ebay", "NOT_AS_DESCRIBED", "NOT_AS_DESCRIBED"),
+        ("ebay", "  Doesnt_Fit ", "SIZE_FIT"),
+        ("tiktok", "something_new_from_the_marketplace", "OTHER"),
+        ("amazon", "buyer_refund_item_is_too_small", "OTHER"),  # a TikTok code means nothing on Amazon
+    ],
+)
+def test_raw_reason_codes_map_to_categories(channel: str, code: str, category: str) -> None:
+    assert categorise_reason(channel, code) == category
+
+
+def test_size_and_changed_mind_take_the_fast_lane_the_rest_full_inspection() -> None:
+    assert lane_for("SIZE_FIT") == "FAST"
+    assert lane_for("CHANGED_MIND") == "FAST"
+    for category in ("QUALITY", "DAMAGED", "NOT_AS_DESCRIBED", "WRONG_ITEM", "OTHER"):
+        assert lane_for(category) == "FULL_INSPECTION"
+
+
+def test_units_match_lines_by_sku_up_to_their_quantity() -> None:
+    lines = [OpenLine("l1", "TEE-M", 2, 1), OpenLine("l2", "JEANS-L", 1, 0)]
+    matches = match_units(lines, [("a", "TEE-M"), ("b", "TEE-M"), ("c", "JEANS-L"), ("d", "HAT")])
+    assert [(m.lpn, m.line_id) for m in matches] == [("a", "l1"), ("b", None), ("c", "l2"), ("d", None)]
+
+
+async def test_a_scanned_parcel_registers_its_units_and_sorts_them() -> None:
+    repo = FakeIntakeRepository()
+    order = f.rma("s1", lines=[("TEE-BLK-M", 2)])
+    await register_return(context(order), order, repo)
+    parcel = f.scan("s1", order.tracking_number, [("L1", "TEE-BLK-M"), ("L2", "TEE-BLK-M")])
+    ctx = context(parcel)
+    await receive_parcel(ctx, parcel, repo)
+    units = emitted(ctx, UNIT_RECEIVED.name)
+    assert [(u.lpn, u.return_id, u.lane, u.reason_category) for u in units] == [
+        ("L1", order.return_id, "FAST", "SIZE_FIT"),
+        ("L2", order.return_id, "FAST", "SIZE_FIT"),
+    ]
+    assert units[0].unit_price == order.lines[0].unit_price
+    assert ctx.exceptions_raised == 0
+
+
+async def test_a_parcel_before_its_rma_is_parked_and_matched_when_the_rma_arrives() -> None:
+    repo = FakeIntakeRepository()
+    order = f.rma("s1")
+    parcel = f.scan("s1", order.tracking_number, [("L1", "TEE-BLK-M")])
+    early = context(parcel)
+    await receive_parcel(early, parcel, repo)
+    assert emitted(early, UNIT_RECEIVED.name) == []
+    assert [e.kind for e in emitted(early, "returns.exceptions.v1")] == ["unmatched_parcel"]
+    assert len(repo.parked) == 1
+
+    late = context(order)
+    await register_return(late, order, repo)
+    assert [u.lpn for u in emitted(late, UNIT_RECEIVED.name)] == ["L1"]
+    assert repo.parked == []
+
+
+async def test_a_unit_the_rma_does_not_list_is_parked_as_an_exception() -> None:
+    repo = FakeIntakeRepository()
+    order = f.rma("s1", lines=[("TEE-BLK-M", 1)])
+    await register_return(context(order), order, repo)
+    parcel = f.scan("s1", order.tracking_number, [("L1", "TEE-BLK-M"), ("L2", "HAT-RED")])
+    ctx = context(parcel)
+    await receive_parcel(ctx, parcel, repo)
+    assert [u.lpn for u in emitted(ctx, UNIT_RECEIVED.name)] == ["L1"]
+    exceptions = emitted(ctx, "returns.exceptions.v1")
+    assert [(e.kind, e.original["event_id"]) for e in exceptions] == [("unexpected_unit", str(parcel.event_id))]
+    assert repo.units["L2"]["return_id"] is None  # kept, never dropped
+
+
+async def test_a_tracking_number_of_another_seller_is_a_cross_tenant_reference() -> None:
+    repo = FakeIntakeRepository()
+    order = f.rma("victim")
+    await register_return(context(order), order, repo)
+    parcel = f.scan("intruder", order.tracking_number, [("L1", "TEE-BLK-M")])
+    ctx = context(parcel)
+    await receive_parcel(ctx, parcel, repo)
+    assert [e.kind for e in emitted(ctx, "returns.exceptions.v1")] == ["cross_tenant_reference"]
+    assert emitted(ctx, UNIT_RECEIVED.name) == []
+    assert repo.parked == [] and repo.units == {}
+    # the exception names no data of the other seller
+    assert "victim" not in emitted(ctx, "returns.exceptions.v1")[0].model_dump_json()
+
+
+async def test_an_lpn_of_another_seller_is_refused_and_the_rest_of_the_parcel_goes_on() -> None:
+    repo = FakeIntakeRepository()
+    theirs = f.rma("other")
+    await register_return(context(theirs), theirs, repo)
+    await receive_parcel(context(theirs), f.scan("other", theirs.tracking_number, [("SHARED", "TEE-BLK-M")]), repo)
+    mine = f.rma("s1", lines=[("TEE-BLK-M", 2)])
+    await register_return(context(mine), mine, repo)
+    parcel = f.scan("s1", mine.tracking_number, [("SHARED", "TEE-BLK-M"), ("L2", "TEE-BLK-M")])
+    ctx = context(parcel)
+    await receive_parcel(ctx, parcel, repo)
+    assert [e.kind for e in emitted(ctx, "returns.exceptions.v1")] == ["cross_tenant_reference"]
+    assert [u.lpn for u in emitted(ctx, UNIT_RECEIVED.name)] == ["L2"]
+    assert repo.units["SHARED"]["seller_id"] == "other"
+
+
+async def test_unit_received_ids_are_derived_so_a_replay_emits_the_same_event() -> None:
+    async def run_once() -> list:
+        repo = FakeIntakeRepository()
+        await register_return(context(order), order, repo)
+        ctx = context(parcel)
+        await receive_parcel(ctx, parcel, repo)
+        return [u.event_id for u in emitted(ctx, UNIT_RECEIVED.name)]
+
+    order = f.rma("s1")
+    parcel = f.scan("s1", order.tracking_number, [("L1", "TEE-BLK-M")])
+    assert await run_once() == await run_once()
