@@ -51,11 +51,22 @@ class LedgerRepository:
 
     async def adjust(self, key: StockKey, shop_id: str, delta: int) -> Counter:
         """Move the counter of `key` by `delta` and take the key's next sequence number."""
-        row = await self.conn.fetchrow(
-            "INSERT INTO ledger.stock AS s (key, seller_id, shop_id, channel, warehouse_id, sku,"
-            " condition, available, sequence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)"
-            " ON CONFLICT (key) DO UPDATE SET available = s.available + EXCLUDED.available,"
-            " sequence = s.sequence + 1 RETURNING available, sequence",
-            str(key), key.seller_id, shop_id, key.channel, key.warehouse_id, key.sku, key.condition, delta,
-        )
+        if delta < 0:
+            # An UPDATE, not an upsert: PostgreSQL checks CHECK constraints on the row an upsert
+            # would insert before it sees the conflict, and a unit can only leave a key it is on.
+            row = await self.conn.fetchrow(
+                "UPDATE ledger.stock SET available = available + $2, sequence = sequence + 1"
+                " WHERE key = $1 RETURNING available, sequence",
+                str(key), delta,
+            )
+            if row is None:
+                raise LookupError(f"stock key {key} has no row to take {delta} from")
+        else:
+            row = await self.conn.fetchrow(
+                "INSERT INTO ledger.stock AS s (key, seller_id, shop_id, channel, warehouse_id, sku,"
+                " condition, available, sequence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)"
+                " ON CONFLICT (key) DO UPDATE SET available = s.available + EXCLUDED.available,"
+                " sequence = s.sequence + 1 RETURNING available, sequence",
+                str(key), key.seller_id, shop_id, key.channel, key.warehouse_id, key.sku, key.condition, delta,
+            )
         return Counter(row["available"], row["sequence"])

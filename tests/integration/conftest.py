@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from rebound.settings import Settings
+
+
+@pytest.fixture(scope="session")
+async def kafka_admin(settings: Settings) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10000)
+    try:
+        await admin.start()
+    except Exception as error:  # noqa: BLE001
+        await admin.close()
+        pytest.fail(f"Kafka at {settings.kafka_bootstrap_servers} is not reachable ({error}); run `make up`",
+                    pytrace=False)
+    yield admin
+    await admin.close()
+
+
+@pytest.fixture
+async def scratch_topic(kafka_admin: AIOKafkaAdminClient) -> str:
+    """A fresh 3-partition topic for one test, deleted afterwards."""
+    name = f"it.scratch.{uuid.uuid4().hex[:12]}"
+    await kafka_admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
+    yield name
+    await kafka_admin.delete_topics([name])

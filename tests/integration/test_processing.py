@@ -1,0 +1,179 @@
+"""The services' batch processing against the real PostgreSQL: inbox, outbox, parking, locks."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+
+import orjson
+import pytest
+
+from rebound_contracts.topics import (
+    DLQ,
+    EXCEPTIONS,
+    PARCEL_SCANNED,
+    RMA,
+    STOCK_ADJUSTMENTS,
+    UNIT_GRADED,
+    UNIT_INSPECTED,
+    UNIT_RECEIVED,
+)
+from tests import factories as f
+
+from .pipeline import Pipeline
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pipe(pool) -> Pipeline:  # noqa: ANN001
+    return Pipeline(pool)
+
+
+async def _through_everything(pipe: Pipeline, inbound: list) -> dict[str, list]:
+    """Feed inbound records to intake and grading, then everything downstream; return all events."""
+    out: dict[str, list] = defaultdict(list)
+    intake_records = [r for r in inbound if r.topic in (RMA.name, PARCEL_SCANNED.name)]
+    grading_records = [r for r in inbound if r.topic not in (RMA.name, PARCEL_SCANNED.name)]
+    await pipe.feed(pipe.intake, intake_records)
+    from_intake = await pipe.take_outbox(pipe.intake)
+    await pipe.feed(pipe.grading, grading_records + pipe.forward(from_intake, UNIT_RECEIVED.name))
+    from_grading = await pipe.take_outbox(pipe.grading)
+    await pipe.feed(pipe.ledger, pipe.forward(from_grading, UNIT_GRADED.name))
+    from_ledger = await pipe.take_outbox(pipe.ledger)
+    for emitted in from_intake + from_grading + from_ledger:
+        out[emitted.topic].append(emitted.event)
+    return out
+
+
+async def test_a_return_flows_to_exactly_one_adjustment_per_sellable_unit(pipe: Pipeline) -> None:
+    [seller] = await pipe.add_sellers("s")
+    order = f.rma(seller, lines=[("TEE-BLK-M", 1), ("JEANS-L", 1), ("HAT", 1)])
+    parcel = f.scan(seller, order.tracking_number, [(pipe.id("A1"), "TEE-BLK-M"), (pipe.id("B1"), "JEANS-L"), (pipe.id("C1"), "HAT")])
+    out = await _through_everything(pipe, [
+        pipe.record(f.inspection(seller, pipe.id("A1"), "A"), UNIT_INSPECTED.name),  # inspected before the scan
+        pipe.record(parcel, PARCEL_SCANNED.name),                           # scanned before the RMA
+        pipe.record(order, RMA.name),
+        pipe.record(f.inspection(seller, pipe.id("B1"), "B"), UNIT_INSPECTED.name),
+        pipe.record(f.inspection(seller, pipe.id("C1"), "C"), UNIT_INSPECTED.name),
+    ])
+    assert sorted((g.lpn, g.grade) for g in out[UNIT_GRADED.name]) == [(pipe.id("A1"), "A"), (pipe.id("B1"), "B"), (pipe.id("C1"), "C")]
+    adjustments = sorted((a.cause.lpn, a.condition, a.delta, a.available, a.sequence)
+                         for a in out[STOCK_ADJUSTMENTS.name])
+    assert adjustments == [(pipe.id("A1"), "new", 1, 1, 1), (pipe.id("B1"), "open_box", 1, 1, 1)]
+    assert [e.kind for e in out[EXCEPTIONS.name]] == ["unmatched_parcel"]
+    stock = await pipe.pool.fetch("SELECT key, available FROM ledger.stock WHERE seller_id = $1", seller)
+    assert sorted((r["key"].split(":")[3:], r["available"]) for r in stock) == [
+        (["JEANS-L", "open_box"], 1), (["TEE-BLK-M", "new"], 1)]
+
+
+async def test_a_redelivered_batch_has_no_second_effect(pipe: Pipeline) -> None:
+    [seller] = await pipe.add_sellers("s")
+    order = f.rma(seller)
+    batch = [pipe.record(order, RMA.name),
+             pipe.record(f.scan(seller, order.tracking_number, [(pipe.id("L1"), "TEE-BLK-M")]), PARCEL_SCANNED.name)]
+    first = await pipe.feed(pipe.intake, batch)
+    assert (first.applied, len(await pipe.take_outbox(pipe.intake))) == (2, 1)
+    again = await pipe.feed(pipe.intake, batch)  # the same records, as after a crash before the offset commit
+    assert (again.applied, again.duplicates) == (0, 2)
+    assert await pipe.take_outbox(pipe.intake) == []
+
+
+async def test_the_same_event_id_with_other_content_is_dead_lettered_once(pipe: Pipeline) -> None:
+    [seller] = await pipe.add_sellers("s")
+    order = f.rma(seller)
+    forged = order.model_copy(update={"order_id": "other-order"})
+    conflicting = pipe.record(forged, RMA.name)
+    await pipe.feed(pipe.intake, [pipe.record(order, RMA.name), conflicting, pipe.record(order, RMA.name)])
+    await pipe.feed(pipe.intake, [conflicting])  # re-delivered: still one dead letter
+    emitted = await pipe.take_outbox(pipe.intake)
+    letters = [e.event for e in emitted if e.topic == DLQ.name]
+    assert [(d.kind, d.source.offset) for d in letters] == [("conflicting_duplicate", conflicting.offset)]
+    assert orjson.loads(__import__("base64").b64decode(letters[0].raw_base64))["order_id"] == "other-order"
+    kept = await pipe.pool.fetchval(
+        "SELECT order_id FROM intake.rmas WHERE seller_id = $1 AND return_id = $2", seller, order.return_id)
+    assert kept == order.order_id
+
+
+async def test_bad_records_are_dead_lettered_and_the_batch_goes_on(pipe: Pipeline) -> None:
+    [seller] = await pipe.add_sellers("s")
+    order = f.rma(seller)
+    bad = [pipe.record(b"{oops", RMA.name), pipe.record(b'{"event_id": 1}', RMA.name), pipe.record(b"", RMA.name)]
+    stats = await pipe.feed(pipe.intake, [bad[0], bad[1], pipe.record(order, RMA.name), bad[2]])
+    assert (stats.applied, stats.dead_lettered) == (1, 3)
+    emitted = await pipe.take_outbox(pipe.intake)
+    assert sorted(e.event.kind for e in emitted if e.topic == DLQ.name) == ["invalid_json", "invalid_json",
+                                                                             "schema_violation"]
+    assert await pipe.pool.fetchval("SELECT count(*) FROM intake.rmas WHERE seller_id = $1", seller) == 1
+
+
+async def test_events_of_an_unknown_seller_become_exceptions(pipe: Pipeline) -> None:
+    stranger = f"stranger-{uuid.uuid4().hex[:8]}"
+    order = f.rma(stranger)
+    stats = await pipe.feed(pipe.intake, [pipe.record(order, RMA.name)])
+    assert stats.exceptions == 1
+    [emitted] = await pipe.take_outbox(pipe.intake)
+    assert (emitted.topic, emitted.event.kind, emitted.event.seller_id) == (EXCEPTIONS.name, "unknown_seller", stranger)
+    assert await pipe.pool.fetchval("SELECT count(*) FROM intake.rmas WHERE seller_id = $1", stranger) == 0
+
+
+async def test_a_seller_cannot_inspect_or_scan_another_sellers_units(pipe: Pipeline) -> None:
+    owner, intruder = await pipe.add_sellers("owner", "intruder")
+    order = f.rma(owner)
+    out = await _through_everything(pipe, [
+        pipe.record(order, RMA.name),
+        pipe.record(f.scan(owner, order.tracking_number, [(pipe.id("L1"), "TEE-BLK-M")]), PARCEL_SCANNED.name),
+        pipe.record(f.inspection(owner, pipe.id("L1"), "A"), UNIT_INSPECTED.name),
+    ])
+    assert len(out[STOCK_ADJUSTMENTS.name]) == 1
+    later = f.inspection(intruder, pipe.id("L1"), "SCRAP")
+    attack = await _through_everything(pipe, [
+        pipe.record(later, UNIT_INSPECTED.name),
+        pipe.record(f.scan(intruder, order.tracking_number, [(pipe.id("L9"), "TEE-BLK-M")]), PARCEL_SCANNED.name),
+    ])
+    assert sorted(e.kind for e in attack[EXCEPTIONS.name]) == ["cross_tenant_reference", "cross_tenant_reference"]
+    assert attack[STOCK_ADJUSTMENTS.name] == [] and attack[UNIT_GRADED.name] == []
+    assert await pipe.pool.fetchval("SELECT grade FROM grading.units WHERE lpn = $2 AND seller_id = $1", owner, pipe.id("L1")) == "A"
+
+
+async def test_seller_grading_rules_come_from_the_registry(pipe: Pipeline) -> None:
+    [seller] = await pipe.add_sellers("strict")
+    await pipe.pool.execute(
+        "UPDATE rebound.sellers SET grading_rules = $2 WHERE seller_id = $1", seller,
+        orjson.dumps({"default": [{"grade": "C", "any": {"packaging": ["worn"]}}, {"grade": "A"}]}).decode(),
+    )
+    order = f.rma(seller)
+    out = await _through_everything(pipe, [
+        pipe.record(order, RMA.name),
+        pipe.record(f.scan(seller, order.tracking_number, [(pipe.id("L1"), "TEE-BLK-M")]), PARCEL_SCANNED.name),
+        pipe.record(f.inspection(seller, pipe.id("L1"), "B"), UNIT_INSPECTED.name),  # packaging worn
+    ])
+    assert [(g.grade, g.reasons) for g in out[UNIT_GRADED.name]] == [("C", ["packaging=worn"])]
+
+
+async def test_concurrent_batches_on_shared_keys_keep_sequences_gapless(pipe: Pipeline) -> None:
+    [seller] = await pipe.add_sellers("busy")
+    skus = ["TEE-1", "TEE-2", "TEE-3"]
+    events = [f.graded(seller, pipe.id(f"L{i}"), "A" if i % 3 else "B", sku=skus[i % 3]) for i in range(600)]
+    regrades = [f.graded(seller, pipe.id(f"L{i}"), "B", revision=2, sku=skus[i % 3]) for i in range(0, 600, 7) if i % 3]
+    batches = [events[i::4] for i in range(4)]
+    # Two replicas of the ledger (one consumer name) take batches that share every stock key.
+    await asyncio.gather(*(pipe.feed(pipe.ledger, [pipe.record(e, UNIT_GRADED.name) for e in b]) for b in batches))
+    await pipe.feed(pipe.ledger, [pipe.record(e, UNIT_GRADED.name) for e in regrades])
+    adjustments = [e.event for e in await pipe.take_outbox(pipe.ledger) if e.topic == STOCK_ADJUSTMENTS.name]
+    by_key = defaultdict(list)
+    for a in adjustments:  # outbox id order = the order the relay publishes in
+        by_key[STOCK_ADJUSTMENTS.key_of(a)].append(a)
+    for history in by_key.values():
+        assert [a.sequence for a in history] == list(range(1, len(history) + 1))
+        running = 0
+        for a in history:
+            running += a.delta
+            assert a.available == running >= 0
+    rows = dict(await pipe.pool.fetch("SELECT key, available FROM ledger.stock WHERE seller_id = $1", seller))
+    moved = len([i for i in range(0, 600, 7) if i % 3 == 1])
+    assert sum(rows.values()) == 600
+    assert rows[f"{seller}:tiktok:W1:TEE-1:open_box"] == 200
+    assert rows[f"{seller}:tiktok:W1:TEE-2:open_box"] == moved
+    assert rows[f"{seller}:tiktok:W1:TEE-2:new"] == 200 - moved

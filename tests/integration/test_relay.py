@@ -1,0 +1,140 @@
+"""The outbox relay against the real Kafka and PostgreSQL: each row reaches the topic once,
+whenever a crash hits between the Kafka commit and forgetting the rows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from rebound.messaging.outbox import OutboxBuffer
+from rebound.messaging.relay import OutboxRelay
+from rebound.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+class Crash(Exception):
+    """Stands for the process dying at one precise point."""
+
+
+async def _write_rows(pool: asyncpg.Pool, producer: str, topic: str, count: int) -> list[bytes]:
+    buffer = OutboxBuffer(producer)
+    payloads = [f'{{"n": {i}}}'.encode() for i in range(count)]
+    for i, payload in enumerate(payloads):
+        buffer.add_raw(topic, f"key-{i % 5}", payload)
+    async with pool.acquire() as conn, conn.transaction():
+        await buffer.flush(conn)
+    return payloads
+
+
+async def _read_committed(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(3)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        out = []
+        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                out += [(r.key, r.value) for r in records]
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _relay_until_empty(relay: OutboxRelay, pool: asyncpg.Pool) -> None:
+    task = asyncio.create_task(relay.run())
+    try:
+        for _ in range(300):
+            if not await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", relay.producer_name):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("the relay did not drain the outbox in 30 s")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _relay(pool: asyncpg.Pool, settings: Settings, producer: str, **kwargs) -> OutboxRelay:
+    return OutboxRelay(pool, settings.database_url, settings.kafka_bootstrap_servers, producer, **kwargs)
+
+
+async def test_rows_are_published_once_in_order_per_key(pool, settings, scratch_topic) -> None:  # noqa: ANN001
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    payloads = await _write_rows(pool, producer, scratch_topic, 250)
+    await _relay_until_empty(_relay(pool, settings, producer, batch_size=60), pool)
+    published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
+    assert sorted(v for _, v in published) == sorted(payloads)
+    for key in {k for k, _ in published}:
+        in_topic = [v for k, v in published if k == key]
+        assert in_topic == [p for i, p in enumerate(payloads) if f"key-{i % 5}".encode() == key]
+
+
+async def test_a_crash_after_the_kafka_commit_does_not_publish_twice(pool, settings, scratch_topic) -> None:  # noqa: ANN001
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    payloads = await _write_rows(pool, producer, scratch_topic, 40)
+
+    class DiesBeforeForgetting(OutboxRelay):
+        async def _forget(self, ids: list[int]) -> None:
+            raise Crash  # the Kafka transaction committed; the rows are still in the outbox
+
+    doomed = _relay(pool, settings, producer, batch_size=15)
+    doomed.__class__ = DiesBeforeForgetting
+    with pytest.raises(Crash):
+        await doomed._run_as_leader()
+    assert await pool.fetchval("SELECT count(*) FROM rebound.relay_in_doubt WHERE producer = $1", producer) == 1
+
+    await _relay_until_empty(_relay(pool, settings, producer, batch_size=15), pool)
+    published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
+    assert sorted(v for _, v in published) == sorted(payloads)  # the first 15 once, not twice
+
+
+async def test_a_crash_before_the_kafka_commit_publishes_the_rows_later(pool, settings, scratch_topic) -> None:  # noqa: ANN001
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    payloads = await _write_rows(pool, producer, scratch_topic, 30)
+    real_execute = asyncpg.pool.PoolConnectionProxy.execute
+
+    async def dies_after_recording_doubt(self, query, *args, **kwargs):  # noqa: ANN001, ANN202
+        result = await real_execute(self, query, *args, **kwargs)
+        if "relay_in_doubt" in query and "INSERT" in query:
+            raise Crash  # recorded as in doubt; the Kafka transaction never commits
+        return result
+
+    asyncpg.pool.PoolConnectionProxy.execute = dies_after_recording_doubt
+    try:
+        with pytest.raises(Crash):
+            await _relay(pool, settings, producer, batch_size=10)._run_as_leader()
+    finally:
+        asyncpg.pool.PoolConnectionProxy.execute = real_execute
+
+    await _relay_until_empty(_relay(pool, settings, producer, batch_size=10), pool)
+    published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
+    assert sorted(v for _, v in published) == sorted(payloads)
+
+
+async def test_only_one_relay_per_producer_publishes(pool, settings, scratch_topic) -> None:  # noqa: ANN001
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    payloads = await _write_rows(pool, producer, scratch_topic, 300)
+    relays = [_relay(pool, settings, producer, batch_size=20) for _ in range(2)]
+    tasks = [asyncio.create_task(r.run()) for r in relays]
+    try:
+        for _ in range(300):
+            if not await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert sorted(r.published for r in relays) == [0, 300]
+    published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
+    assert sorted(v for _, v in published) == sorted(payloads)
