@@ -75,6 +75,29 @@ def topics() -> None:
     typer.echo(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
 
 
+@app.command()
+def demo(
+    units: Annotated[int, typer.Option(min=1, help="Units in the simulated return wave.")] = 10_000,
+    seed: Annotated[int | None, typer.Option(help="Seed of the wave (default: the clock); printed for replay.")] = None,
+    replicas: Annotated[int, typer.Option(min=1, max=8, help="Processes per service (one consumer group each).")] = 1,
+    duplicates: Annotated[float, typer.Option(min=0, max=1, help="Share of events sent twice.")] = 0.02,
+    out_of_order: Annotated[float, typer.Option(min=0, max=1, help="Share of returns whose scan comes before the RMA.")] = 0.05,
+    bad: Annotated[float, typer.Option(min=0, max=1, help="Share of extra malformed or wrong messages.")] = 0.005,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the pipeline to catch up.")] = 900.0,
+) -> None:
+    """Run every service, simulate a return wave, print a summary and check the guarantees.
+
+    Exits 1 when a guarantee was broken, 2 when the pipeline did not catch up."""
+    from .demo import DemoOptions
+    from .demo import main as run_demo
+
+    settings = Settings.from_env()
+    logs.configure("warning", settings.log_format)
+    code = run_demo(DemoOptions(units=units, seed=seed, replicas=replicas, duplicate_rate=duplicates,
+                                out_of_order_rate=out_of_order, bad_rate=bad, timeout=timeout), settings)
+    raise typer.Exit(code)
+
+
 @sellers_app.command("add")
 def sellers_add(
     seller_id: Annotated[str, typer.Argument(help="The seller (tenant) id used in every event.")],

@@ -1,0 +1,161 @@
+"""The main job in one command: run every service, send a return wave, wait for the pipeline
+to catch up, then summarise what happened and check the guarantees independently."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from rebound_contracts import TOPICS_BY_NAME
+from rebound_contracts.topics import (
+    DLQ,
+    EXCEPTIONS,
+    PARCEL_SCANNED,
+    RMA,
+    STOCK_ADJUSTMENTS,
+    UNIT_GRADED,
+    UNIT_INSPECTED,
+    UNIT_RECEIVED,
+    UNIT_REFURBISHED,
+)
+
+from . import checker, simulator
+from .db import create_pool, migrate
+from .messaging.topics import ensure_topics
+from .processes import Backlog, Fleet, wait_until_caught_up
+from .settings import Settings
+
+INBOUND = (RMA, PARCEL_SCANNED, UNIT_INSPECTED, UNIT_REFURBISHED)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    units: int = 10_000
+    seed: int | None = None
+    replicas: int = 1
+    duplicate_rate: float = 0.02
+    out_of_order_rate: float = 0.05
+    bad_rate: float = 0.005
+    timeout: float = 900.0
+    log_dir: Path = Path(".state/logs/demo")
+
+
+async def _end_offsets(bootstrap: str) -> dict[tuple[str, int], int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(t.name, p) for t in INBOUND for p in range(t.partitions)]
+        return {(tp.topic, tp.partition): end for tp, end in (await consumer.end_offsets(partitions)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def run_demo(options: DemoOptions, settings: Settings, console: Console) -> bool:
+    """Returns whether every guarantee held."""
+    seed = options.seed if options.seed is not None else int(time.time())
+    bootstrap = settings.kafka_bootstrap_servers
+    console.print(f"[bold]Rebound demo[/] — {options.units:,} units, seed {seed} "
+                  f"(replay with --seed {seed}), {options.replicas} replica(s) per service")
+    await ensure_topics(bootstrap, wait_seconds=30)
+    pool = await create_pool(settings.database_url, wait_seconds=30)
+    try:
+        await migrate(pool)
+        wave = simulator.generate(simulator.WaveConfig(
+            units=options.units, seed=seed, duplicate_rate=options.duplicate_rate,
+            out_of_order_rate=options.out_of_order_rate, bad_rate=options.bad_rate,
+        ))
+        await simulator.register_sellers(settings.database_url, wave.sellers)
+        before = await _end_offsets(bootstrap)
+        with Fleet(log_dir=options.log_dir / str(seed), replicas=options.replicas) as fleet:
+            started = time.monotonic()
+            await simulator.publish(wave, bootstrap)
+            published = time.monotonic()
+            with console.status("waiting for the pipeline to catch up") as status:
+                def show(state: Backlog) -> None:
+                    status.update(f"waiting for the pipeline to catch up: {state.lag:,} records to consume, "
+                                  f"{state.outbox:,} events to relay")
+                await wait_until_caught_up(bootstrap, pool, timeout=options.timeout, on_poll=show, fleet=fleet)
+            done = time.monotonic()
+        console.print(f"sent {len(wave.messages):,} messages in {published - started:.1f} s; "
+                      f"caught up {done - started:.1f} s after the first one "
+                      f"({wave.units / (done - started):,.0f} units/s end to end)")
+        sellers = set(wave.sellers)
+        received = await checker.read_topic(bootstrap, UNIT_RECEIVED.name, sellers=sellers)
+        graded = await checker.read_topic(bootstrap, UNIT_GRADED.name, sellers=sellers)
+        # with their Kafka keys, so the checker can hold each key to its seller
+        adjustments = (await checker.read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=sellers)).records
+        exceptions = await checker.read_topic(bootstrap, EXCEPTIONS.name, sellers=None)
+        letters = await checker.read_topic(bootstrap, DLQ.name, sellers=None)
+        ours = lambda source: source.offset >= before.get((source.topic, source.partition), 0)  # noqa: E731
+        exceptions = [e for _, _, e in exceptions if e.source.topic in TOPICS_BY_NAME and _inbound(e.source.topic)
+                      and ours(e.source)]
+        letters = [d for _, _, d in letters if _inbound(d.source.topic) and ours(d.source)]
+        console.print(_summary(wave, received, graded, adjustments, exceptions, letters))
+        report = checker.check(adjustments, graded, wave.expected_stock)
+        console.print(report.table())
+        if not report.ok:
+            for check, examples in report.examples.items():
+                console.print(f"[red]{check}[/]: " + "; ".join(examples))
+        console.print("[bold green]all guarantees held[/]" if report.ok else "[bold red]a guarantee was broken[/]")
+        return report.ok
+    finally:
+        await pool.close()
+
+
+def _inbound(topic: str) -> bool:
+    return topic in {t.name for t in INBOUND}
+
+
+def _summary(wave, received, graded, adjustments, exceptions, letters) -> Table:  # noqa: ANN001
+    latest: dict[str, object] = {}
+    for _, _, g in graded:
+        if g.lpn not in latest or g.revision > latest[g.lpn].revision:
+            latest[g.lpn] = g
+    lanes = Counter(u.lane for _, _, u in received)
+    grades = Counter(g.grade for g in latest.values())
+    moves = Counter((r.model.condition, "+1" if r.model.delta > 0 else "-1") for r in adjustments)
+    final: dict[str, int] = {}
+    for r in adjustments:
+        final[STOCK_ADJUSTMENTS.key_of(r.model)] = r.model.available
+    sellable = Counter()
+    for key, available in final.items():
+        sellable[key.rsplit(":", 1)[1]] += available
+
+    table = Table(title="Return wave", show_header=True)
+    table.add_column("What")
+    table.add_column("Count", justify="right")
+    table.add_column("Detail")
+    table.add_row("parcels sent", f"{wave.parcels:,}", f"{wave.out_of_order:,} returns out of order")
+    table.add_row("units sent", f"{wave.units:,}", f"{wave.unexpected_units:,} unexpected units")
+    table.add_row("duplicates sent", f"{wave.duplicates:,}", "same event_id, same content")
+    table.add_row("bad messages sent", f"{sum(wave.bad_by_kind.values()):,}",
+                  ", ".join(f"{k} {v}" for k, v in sorted(wave.bad_by_kind.items())))
+    table.add_section()
+    table.add_row("units received", f"{sum(lanes.values()):,}", ", ".join(f"{k} {v:,}" for k, v in sorted(lanes.items())))
+    table.add_row("units graded", f"{len(latest):,}", ", ".join(f"{g} {grades.get(g, 0):,}" for g in ("A", "B", "C", "SCRAP")))
+    table.add_row("stock adjustments", f"{len(adjustments):,}",
+                  ", ".join(f"{c} {s} {n:,}" for (c, s), n in sorted(moves.items())))
+    table.add_row("sellable now", f"{sum(sellable.values()):,}", ", ".join(f"{c} {n:,}" for c, n in sorted(sellable.items())))
+    table.add_section()
+    table.add_row("exceptions", f"{len(exceptions):,}",
+                  ", ".join(f"{k} {v:,}" for k, v in sorted(Counter(e.kind for e in exceptions).items())))
+    table.add_row("dead letters", f"{len(letters):,}",
+                  ", ".join(f"{k} {v:,}" for k, v in sorted(Counter(d.kind for d in letters).items())))
+    return table
+
+
+def main(options: DemoOptions, settings: Settings) -> int:
+    console = Console()
+    try:
+        ok = asyncio.run(run_demo(options, settings, console))
+    except (TimeoutError, RuntimeError) as error:
+        console.print(f"[bold red]rebound demo: {error}[/]")
+        return 2
+    return 0 if ok else 1

@@ -1,0 +1,170 @@
+"""Run the services as real processes (for the demo, end-to-end tests and fault scenarios),
+and tell when the pipeline has caught up with its input."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from rebound_contracts import ALL_TOPICS, TOPICS_BY_NAME
+
+SERVICES = ("intake", "grading", "ledger")
+
+
+def consumed_topics(service: str) -> list[str]:
+    return [t.name for t in ALL_TOPICS if service in t.consumers]
+
+
+@dataclass
+class ServiceProcess:
+    service: str
+    replica: int
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}-{self.replica}"
+
+    def start(self, env: dict[str, str]) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rebound", "run", self.service],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        log.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """`kill -9`: no goodbye, no flush."""
+        if self.alive():
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if not self.alive():
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+@dataclass
+class Fleet:
+    """Every service as N replicas (one consumer group per service)."""
+
+    log_dir: Path
+    replicas: int = 1
+    services: Iterable[str] = SERVICES
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    members: list[ServiceProcess] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**self.env, "REBOUND_LOG_FORMAT": "json"}
+        for service in self.services:
+            for replica in range(self.replicas):
+                member = ServiceProcess(service, replica, self.log_dir / f"{service}-{replica}.log")
+                member.start(env)
+                self.members.append(member)
+
+    def dead(self) -> list[ServiceProcess]:
+        return [m for m in self.members if not m.alive()]
+
+    def stop(self) -> None:
+        for member in self.members:
+            if member.alive():
+                member.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for member in self.members:
+            member.stop(max(0.1, deadline - time.monotonic()))
+
+    def __enter__(self) -> Fleet:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class Backlog:
+    lag: int           # records not yet consumed and committed, over every service
+    outbox: int        # events written but not yet in Kafka
+
+    @property
+    def empty(self) -> bool:
+        return self.lag == 0 and self.outbox == 0
+
+
+async def backlog(bootstrap: str, pool: asyncpg.Pool, services: Iterable[str] = SERVICES) -> Backlog:
+    # The outbox first: a row deleted from it is already committed in Kafka, so a lag read
+    # afterwards includes it.
+    outbox = await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = ANY($1::text[])",
+                                 [f"rebound-{s}" for s in services])
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    await admin.start()
+    await consumer.start()
+    try:
+        lag = 0
+        for service in services:
+            committed = await admin.list_consumer_group_offsets(f"rebound-{service}")
+            topics = set(consumed_topics(service))
+            partitions = [tp for t in topics for tp in _partitions(t)]
+            ends = await consumer.end_offsets(partitions)
+            for tp, end in ends.items():
+                done = committed.get(tp)
+                lag += end - (done.offset if done is not None and done.offset >= 0 else 0)
+        return Backlog(lag=lag, outbox=outbox)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def _partitions(topic: str) -> list[TopicPartition]:
+    return [TopicPartition(topic, p) for p in range(TOPICS_BY_NAME[topic].partitions)]
+
+
+async def wait_until_caught_up(
+    bootstrap: str,
+    pool: asyncpg.Pool,
+    *,
+    timeout: float = 600.0,
+    on_poll: Callable[[Backlog], None] | None = None,
+    fleet: Fleet | None = None,
+    quiet_polls: int = 3,
+) -> Backlog:
+    """Poll until the backlog is empty on `quiet_polls` polls in a row (one empty poll can fall
+    between a transaction's commit and its offset commit)."""
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while True:
+        state = await backlog(bootstrap, pool)
+        if on_poll:
+            on_poll(state)
+        quiet = quiet + 1 if state.empty else 0
+        if quiet >= quiet_polls:
+            return state
+        if fleet is not None and fleet.dead():
+            names = ", ".join(m.name for m in fleet.dead())
+            raise RuntimeError(f"service process exited: {names} (see {fleet.log_dir})")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not caught up after {timeout:.0f} s: lag {state.lag}, outbox {state.outbox}")
+        await asyncio.sleep(0.5)

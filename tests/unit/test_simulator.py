@@ -1,0 +1,221 @@
+"""The return-wave simulator: deterministic, contract-valid, and honest about what it expects."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from rebound.simulator import (
+    BAD_KINDS,
+    OVERSIZED_BYTES,
+    REASON_CODES,
+    SCHEMA_INVALID_KINDS,
+    Wave,
+    WaveConfig,
+    condition_of,
+    default_grade,
+    generate,
+)
+from rebound_contracts import InspectionChecks, ParcelScanned, RmaIssued
+from rebound_contracts.topics import BY_NAME, PARCEL_SCANNED, RMA
+
+START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+def wave(**overrides) -> Wave:
+    return generate(WaveConfig(**({"units": 1_000, "seed": 11, "start": START} | overrides)))
+
+
+@pytest.fixture(scope="module")
+def faulty() -> Wave:
+    return wave(units=2_000, duplicate_rate=0.03, out_of_order_rate=0.1, bad_rate=0.01, reinspect_rate=0.05)
+
+
+def valid_messages(w: Wave):
+    """(index, topic, model) of every message that is not one of the crafted bad ones."""
+    for i, m in enumerate(w.messages):
+        if i not in w.bad_kinds:
+            yield i, m.topic, BY_NAME[m.topic].model.model_validate_json(m.value)
+
+
+def test_same_config_gives_byte_identical_messages():
+    first, second = wave(bad_rate=0.01, duplicate_rate=0.02), wave(bad_rate=0.01, duplicate_rate=0.02)
+    assert first.messages == second.messages
+    assert first.expected_stock == second.expected_stock
+
+
+def test_different_seeds_differ_and_do_not_share_ids():
+    a, b = wave(seed=1), wave(seed=2)
+    assert a.messages != b.messages
+    assert not set(a.sellers) & set(b.sellers)
+    assert not set(a.expected_grades) & set(b.expected_grades)
+
+
+def test_units_are_exactly_the_configured_number():
+    w = wave(units=777)
+    assert w.units == len(w.expected_grades) == 777
+
+
+def test_every_valid_message_validates_against_its_topic_and_key(faulty: Wave):
+    count = 0
+    for i, topic, model in valid_messages(faulty):
+        assert faulty.messages[i].key == BY_NAME[topic].key_of(model).encode()
+        count += 1
+    assert count == len(faulty.messages) - len(faulty.bad_kinds)
+
+
+def test_every_bad_kind_is_produced_and_is_wrong(faulty: Wave):
+    kinds = Counter(faulty.bad_kinds.values())
+    assert set(kinds) == set(BAD_KINDS)
+    assert kinds == Counter(faulty.bad_by_kind)
+    first_seen: dict[str, bytes] = {}
+    for i, m in enumerate(faulty.messages):
+        kind = faulty.bad_kinds.get(i)
+        if kind is None:
+            first_seen.setdefault(json.loads(m.value)["event_id"], m.value)
+            continue
+        model = BY_NAME[m.topic].model
+        if kind in SCHEMA_INVALID_KINDS:
+            with pytest.raises(ValidationError):
+                model.model_validate_json(m.value)
+        elif kind == "oversized":
+            assert len(m.value) > OVERSIZED_BYTES
+        elif kind == "conflicting_duplicate":
+            event_id = str(model.model_validate_json(m.value).event_id)
+            assert event_id in first_seen, "a conflict must come after the event it conflicts with"
+            assert first_seen[event_id] != m.value
+        elif kind == "unknown_seller":
+            assert model.model_validate_json(m.value).seller_id not in faulty.sellers
+        elif kind == "cross_tenant":
+            event = model.model_validate_json(m.value)
+            assert event.seller_id in faulty.sellers
+            assert str(event.event_id) not in first_seen
+
+
+def test_cross_tenant_messages_name_another_sellers_parcel_or_unit(faulty: Wave):
+    owner_of_tracking, owner_of_lpn = {}, {}
+    for _, topic, model in valid_messages(faulty):
+        if topic == PARCEL_SCANNED.name:
+            owner_of_tracking[model.tracking_number] = model.seller_id
+            owner_of_lpn.update({u.lpn: model.seller_id for u in model.units})
+    for i, kind in faulty.bad_kinds.items():
+        if kind != "cross_tenant":
+            continue
+        m = faulty.messages[i]
+        event = BY_NAME[m.topic].model.model_validate_json(m.value)
+        if isinstance(event, ParcelScanned):
+            owner = owner_of_tracking[event.tracking_number]
+        else:
+            owner = owner_of_lpn[event.lpn]
+        assert owner != event.seller_id
+
+
+def test_expected_stock_follows_from_expected_grades(faulty: Wave):
+    rmas: dict[tuple[str, str], RmaIssued] = {}
+    units: dict[str, tuple[str, str, str, str]] = {}  # lpn -> seller, warehouse, sku, tracking
+    for _, topic, model in valid_messages(faulty):
+        if topic == RMA.name:
+            rmas.setdefault((model.seller_id, model.tracking_number), model)
+        elif topic == PARCEL_SCANNED.name:
+            for unit in model.units:
+                units.setdefault(unit.lpn, (model.seller_id, model.warehouse_id, unit.sku, model.tracking_number))
+    expected: Counter[str] = Counter()
+    for lpn, grade in faulty.expected_grades.items():
+        seller, warehouse, sku, tracking = units[lpn]
+        condition = condition_of(grade)
+        if condition:
+            channel = rmas[(seller, tracking)].channel
+            expected[f"{seller}:{channel}:{warehouse}:{sku}:{condition}"] += 1
+    assert dict(expected) == faulty.expected_stock
+
+
+def test_expected_grades_follow_the_latest_inspection_and_refurbishment(faulty: Wave):
+    latest: dict[str, tuple[datetime, InspectionChecks]] = {}
+    refurbished: dict[str, set[str]] = {}
+    for _, topic, model in valid_messages(faulty):
+        if topic == "wms.unit-inspected.v1":
+            if model.lpn not in latest or model.occurred_at > latest[model.lpn][0]:
+                latest[model.lpn] = (model.occurred_at, model.checks)
+        elif topic == "wms.unit-refurbished.v1":
+            refurbished.setdefault(model.lpn, set()).update(model.actions)
+    for lpn, grade in faulty.expected_grades.items():
+        assert default_grade(latest[lpn][1], refurbished.get(lpn, ())) == grade
+    repackaged_to_a = [lpn for lpn, actions in refurbished.items()
+                       if "repackaged" in actions and faulty.expected_grades.get(lpn) == "A"]
+    assert repackaged_to_a, "some B units whose only flaw was packaging become A once repackaged"
+
+
+def test_reasons_are_mostly_size_and_raw_marketplace_codes():
+    w = wave(units=3_000)
+    size_codes = {code for codes in REASON_CODES["size"].values() for code in codes}
+    known = {code for by_channel in REASON_CODES.values() for codes in by_channel.values() for code in codes}
+    total = sum(w.by_reason_code.values())
+    size = sum(n for code, n in w.by_reason_code.items() if code in size_codes)
+    assert total == w.parcels
+    assert 0.5 < size / total < 0.7
+    assert set(w.by_reason_code) <= known
+    assert "weird_code_xyz" in w.by_reason_code or "RETURN_REASON_UNMAPPED_42" in w.by_reason_code
+    assert w.by_intended_grade["A"] / w.units > 0.6
+
+
+def test_out_of_order_sends_scans_before_their_rma_and_inspections_before_their_scan(faulty: Wave):
+    rma_at, scan_at, first_inspection_at = {}, {}, {}
+    lpn_tracking = {}
+    for i, topic, model in valid_messages(faulty):
+        if topic == RMA.name:
+            rma_at.setdefault(model.tracking_number, i)
+        elif topic == PARCEL_SCANNED.name:
+            scan_at.setdefault(model.tracking_number, i)
+            lpn_tracking.update({u.lpn: model.tracking_number for u in model.units})
+        elif topic == "wms.unit-inspected.v1":
+            first_inspection_at.setdefault(model.lpn, i)
+    early_scans = {t for t, i in scan_at.items() if i < rma_at[t]}
+    assert len(early_scans) == faulty.out_of_order > 0
+    for lpn, tracking in lpn_tracking.items():
+        if tracking in early_scans:
+            assert first_inspection_at[lpn] < scan_at[tracking]
+
+
+def test_in_order_wave_has_no_surprises():
+    w = wave(units=500, reinspect_rate=0.0)
+    assert w.bad_kinds == {} and w.duplicates == 0 and w.out_of_order == 0
+    event_ids = [json.loads(m.value)["event_id"] for m in w.messages]
+    assert len(event_ids) == len(set(event_ids))
+
+
+def test_duplicates_are_identical_copies_sent_later(faulty: Wave):
+    seen: dict[str, int] = {}
+    copies = 0
+    for i, m in enumerate(faulty.messages):
+        if i in faulty.bad_kinds:
+            continue
+        event_id = json.loads(m.value)["event_id"]
+        if event_id in seen:
+            copies += 1
+            assert faulty.messages[seen[event_id]] == m
+        else:
+            seen[event_id] = i
+    assert copies == faulty.duplicates > 0
+
+
+def test_default_grade_is_designs_rule():
+    def checks(**kw):
+        return InspectionChecks(**({"packaging": "intact", "appearance": "as_new", "function": "works",
+                                    "accessories": "complete", "irreparable": False} | kw))
+    assert default_grade(checks()) == "A"
+    assert default_grade(checks(packaging="worn")) == "B"
+    assert default_grade(checks(packaging="worn"), ["repackaged"]) == "A"
+    assert default_grade(checks(appearance="minor_flaw"), ["repackaged"]) == "B"
+    assert default_grade(checks(accessories="incomplete")) == "C"
+    assert default_grade(checks(irreparable=True)) == "SCRAP"
+
+
+def test_config_rejects_naive_start_and_bad_rates():
+    with pytest.raises(ValueError):
+        WaveConfig(start=datetime(2026, 1, 1))
+    with pytest.raises(ValueError):
+        WaveConfig(bad_rate=1.5, start=START)
