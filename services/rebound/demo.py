@@ -47,7 +47,7 @@ class DemoOptions:
     log_dir: Path = Path(".state/logs/demo")
 
 
-async def _end_offsets(bootstrap: str) -> dict[tuple[str, int], int]:
+async def inbound_end_offsets(bootstrap: str) -> dict[tuple[str, int], int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
@@ -72,7 +72,7 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
             out_of_order_rate=options.out_of_order_rate, bad_rate=options.bad_rate,
         ))
         await simulator.register_sellers(settings.database_url, wave.sellers)
-        before = await _end_offsets(bootstrap)
+        before = await inbound_end_offsets(bootstrap)
         with Fleet(log_dir=options.log_dir / str(seed), replicas=options.replicas) as fleet:
             started = time.monotonic()
             await simulator.publish(wave, bootstrap)

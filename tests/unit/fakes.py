@@ -80,8 +80,10 @@ class FakeIntakeRepository:
     async def park_scan(self, scan: ParcelScanned, source: MessageSource) -> None:
         self.parked.append((scan, source))
 
-    async def take_parked_scans(self, seller_id: str, tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
-        taken = [(s, src) for s, src in self.parked if s.seller_id == seller_id and s.tracking_number == tracking_number]
+    async def take_parked_scans(self, seller_id: str, tracking_number: str, *, others: bool = False
+                                ) -> list[tuple[ParcelScanned, MessageSource]]:
+        taken = [(s, src) for s, src in self.parked
+                 if (s.seller_id == seller_id) != others and s.tracking_number == tracking_number]
         self.parked = [p for p in self.parked if p not in taken]
         return taken
 

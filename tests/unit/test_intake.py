@@ -127,3 +127,16 @@ async def test_unit_received_ids_are_derived_so_a_replay_emits_the_same_event() 
     order = f.rma("s1")
     parcel = f.scan("s1", order.tracking_number, [("L1", "TEE-BLK-M")])
     assert await run_once() == await run_once()
+
+
+async def test_a_parked_parcel_of_another_seller_is_refused_when_the_rma_arrives() -> None:
+    repo = FakeIntakeRepository()
+    order = f.rma("owner")
+    forged = f.scan("intruder", order.tracking_number, [("X1", "TEE-BLK-M")])
+    await receive_parcel(context(forged), forged, repo)  # nobody's RMA yet: parked
+    ctx = context(order)
+    await register_return(ctx, order, repo)
+    [refused] = emitted(ctx, "returns.exceptions.v1")
+    assert (refused.kind, refused.seller_id, refused.source_event_id) == (
+        "cross_tenant_reference", "intruder", forged.event_id)
+    assert repo.parked == [] and emitted(ctx, UNIT_RECEIVED.name) == []

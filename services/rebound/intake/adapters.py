@@ -128,12 +128,14 @@ class IntakeRepository:
         )
 
     async def take_parked_scans(
-        self, seller_id: str, tracking_number: str
+        self, seller_id: str, tracking_number: str, *, others: bool = False
     ) -> list[tuple[ParcelScanned, MessageSource]]:
+        """Un-park the scans of this tracking number: the seller's own, or (`others`) those other
+        sellers sent for it."""
         rows = await self.conn.fetch(
-            "DELETE FROM intake.parked_scans WHERE seller_id = $1 AND tracking_number = $2"
-            " RETURNING payload, source, parked_at",
-            seller_id, tracking_number,
+            "DELETE FROM intake.parked_scans WHERE tracking_number = $2"
+            " AND (seller_id = $1) <> $3 RETURNING payload, source, parked_at",
+            seller_id, tracking_number, others,
         )
         rows = sorted(rows, key=lambda r: r["parked_at"])
         return [

@@ -31,6 +31,13 @@ async def register_return(ctx: Context, rma: RmaIssued, repo: IntakeRepository) 
         parked_ctx = dataclasses.replace(ctx, event=scan, source=source, exceptions_raised=0)
         await receive_parcel(parked_ctx, scan, repo)
         ctx.exceptions_raised += parked_ctx.exceptions_raised
+    # A parcel another seller scanned under this tracking number was not theirs after all.
+    for scan, source in await repo.take_parked_scans(rma.seller_id, rma.tracking_number, others=True):
+        parked_ctx = dataclasses.replace(ctx, event=scan, source=source, exceptions_raised=0)
+        parked_ctx.raise_exception(
+            "cross_tenant_reference", f"tracking number {scan.tracking_number} belongs to another seller's return"
+        )
+        ctx.exceptions_raised += parked_ctx.exceptions_raised
 
 
 async def receive_parcel(ctx: Context, scan: ParcelScanned, repo: IntakeRepository) -> None:
