@@ -14,12 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    KafkaConnectionError,
+    NotCoordinatorForGroupError,
+)
 
 from rebound_contracts import ALL_TOPICS, TOPICS_BY_NAME
 
 SERVICES = ("intake", "grading", "ledger")
+RETRIABLE = (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorForGroupError,
+             KafkaConnectionError)
+
+log = structlog.get_logger(__name__)
 
 
 def consumed_topics(service: str) -> list[str]:
@@ -156,7 +167,14 @@ async def wait_until_caught_up(
     deadline = time.monotonic() + timeout
     quiet = 0
     while True:
-        state = await backlog(bootstrap, pool)
+        try:
+            state = await backlog(bootstrap, pool)
+        except RETRIABLE as error:
+            # e.g. a fresh broker still creating __consumer_offsets: not known yet, so not empty
+            log.info("backlog_unknown", error=f"{type(error).__name__}: {error}")
+            quiet = 0
+            await asyncio.sleep(0.5)
+            continue
         if on_poll:
             on_poll(state)
         quiet = quiet + 1 if state.empty else 0
