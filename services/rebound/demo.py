@@ -97,7 +97,9 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         exceptions = [e for _, _, e in exceptions if e.source.topic in TOPICS_BY_NAME and _inbound(e.source.topic)
                       and ours(e.source)]
         letters = [d for _, _, d in letters if _inbound(d.source.topic) and ours(d.source)]
-        console.print(_summary(wave, received, graded, adjustments, exceptions, letters))
+        parked = await pool.fetchval(
+            "SELECT count(*) FROM intake.parked_scans WHERE seller_id = ANY($1::text[])", list(sellers))
+        console.print(_summary(wave, received, graded, adjustments, exceptions, letters, parked))
         report = checker.check(adjustments, graded, wave.expected_stock)
         console.print(report.table())
         if not report.ok:
@@ -113,7 +115,7 @@ def _inbound(topic: str) -> bool:
     return topic in {t.name for t in INBOUND}
 
 
-def _summary(wave, received, graded, adjustments, exceptions, letters) -> Table:  # noqa: ANN001
+def _summary(wave, received, graded, adjustments, exceptions, letters, parked) -> Table:  # noqa: ANN001
     latest: dict[str, object] = {}
     for _, _, g in graded:
         if g.lpn not in latest or g.revision > latest[g.lpn].revision:
@@ -138,6 +140,7 @@ def _summary(wave, received, graded, adjustments, exceptions, letters) -> Table:
     table.add_row("bad messages sent", f"{sum(wave.bad_by_kind.values()):,}",
                   ", ".join(f"{k} {v}" for k, v in sorted(wave.bad_by_kind.items())))
     table.add_section()
+    table.add_row("parcels still parked", f"{parked:,}", "waiting for their RMA")
     table.add_row("units received", f"{sum(lanes.values()):,}", ", ".join(f"{k} {v:,}" for k, v in sorted(lanes.items())))
     table.add_row("units graded", f"{len(latest):,}", ", ".join(f"{g} {grades.get(g, 0):,}" for g in ("A", "B", "C", "SCRAP")))
     table.add_row("stock adjustments", f"{len(adjustments):,}",

@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+import asyncpg
 import structlog
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from .db import create_pool, migrate
+from .db import TRANSIENT_ERRORS, create_pool, migrate
 from .messaging.processor import BatchProcessor, LockKeys, Route
 from .messaging.relay import OutboxRelay
 from .messaging.topics import ensure_topics
@@ -27,10 +28,20 @@ log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
+class Periodic:
+    """Work a service does on a timer rather than on a message, e.g. a sweep."""
+
+    name: str
+    every_s: float
+    run: Callable[[asyncpg.Pool, Settings, str], Awaitable[object]]  # (pool, settings, producer)
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     routes: Sequence[Route]
     lock_keys: LockKeys | None = None
+    periodic: Sequence[Periodic] = ()
 
     @property
     def group_id(self) -> str:
@@ -49,6 +60,17 @@ async def _records_only(message, original_parser):  # noqa: ANN001 - FastStream'
 
 async def _no_body(_message) -> None:  # noqa: ANN001 - FastStream's decoder hook
     return None
+
+
+async def _every(job: Periodic, pool: asyncpg.Pool, settings: Settings, producer: str) -> None:
+    while True:
+        await asyncio.sleep(job.every_s)
+        try:
+            await job.run(pool, settings, producer)
+        except TRANSIENT_ERRORS as error:
+            log.warning("periodic_job_retry", job=job.name, error=f"{type(error).__name__}: {error}")
+        except Exception:  # noqa: BLE001 - a failing sweep must not take the consumer down
+            log.exception("periodic_job_failed", job=job.name)
 
 
 def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
@@ -71,14 +93,16 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
             pool, settings.database_url, settings.kafka_bootstrap_servers, spec.group_id,
             batch_size=settings.relay_batch_size,
         )
-        relay_task = asyncio.create_task(relay.run(), name=f"{spec.name}-relay")
+        tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]
+        tasks += [asyncio.create_task(_every(job, pool, settings, spec.group_id), name=job.name)
+                  for job in spec.periodic]
         log.info("service_started", topics=[r.topic.name for r in spec.routes], group_id=spec.group_id)
         try:
             yield
         finally:
-            relay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay_task
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await pool.close()
             log.info("service_stopped")
 

@@ -20,6 +20,7 @@ class Settings:
     max_message_bytes: int = 256 * 1024
     relay_batch_size: int = 2000
     pool_size: int = 4
+    unmatched_parcel_after_s: float = 900.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -33,6 +34,7 @@ class Settings:
             max_message_bytes=int(env.get("REBOUND_MAX_MESSAGE_BYTES", str(256 * 1024))),
             relay_batch_size=int(env.get("REBOUND_RELAY_BATCH_SIZE", "2000")),
             pool_size=int(env.get("REBOUND_POOL_SIZE", "4")),
+            unmatched_parcel_after_s=float(env.get("REBOUND_UNMATCHED_PARCEL_AFTER_S", "900")),
         )
 
     def redacted_database_url(self) -> str:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 
+from rebound.intake.adapters import IntakeRepository
+from rebound.intake.handlers import report_unmatched_parcels
+from rebound.messaging.outbox import OutboxBuffer
 from rebound_contracts.topics import (
     DLQ,
     EXCEPTIONS,
@@ -62,7 +66,7 @@ async def test_a_return_flows_to_exactly_one_adjustment_per_sellable_unit(pipe: 
     adjustments = sorted((a.cause.lpn, a.condition, a.delta, a.available, a.sequence)
                          for a in out[STOCK_ADJUSTMENTS.name])
     assert adjustments == [(pipe.id("A1"), "new", 1, 1, 1), (pipe.id("B1"), "open_box", 1, 1, 1)]
-    assert [e.kind for e in out[EXCEPTIONS.name]] == ["unmatched_parcel"]
+    assert out[EXCEPTIONS.name] == []  # parked a moment, then matched: nothing for operators
     stock = await pipe.pool.fetch("SELECT key, available FROM ledger.stock WHERE seller_id = $1", seller)
     assert sorted((r["key"].split(":")[3:], r["available"]) for r in stock) == [
         (["JEANS-L", "open_box"], 1), (["TEE-BLK-M", "new"], 1)]
@@ -177,3 +181,26 @@ async def test_concurrent_batches_on_shared_keys_keep_sequences_gapless(pipe: Pi
     assert rows[f"{seller}:tiktok:W1:TEE-1:open_box"] == 200
     assert rows[f"{seller}:tiktok:W1:TEE-2:open_box"] == moved
     assert rows[f"{seller}:tiktok:W1:TEE-2:new"] == 200 - moved
+
+
+async def test_a_parcel_parked_too_long_is_reported_once(pipe: Pipeline) -> None:
+    [seller] = await pipe.add_sellers("s")
+    lost = f.scan(seller, f"T-{pipe.tag}", [(pipe.id("L1"), "TEE-BLK-M")])
+    await pipe.feed(pipe.intake, [pipe.record(lost, PARCEL_SCANNED.name)])
+    assert await pipe.take_outbox(pipe.intake) == []
+
+    async def sweep(waited: timedelta) -> list:
+        async with pipe.pool.acquire() as conn, conn.transaction():
+            outbox = OutboxBuffer(pipe.intake.consumer)
+            await report_unmatched_parcels(conn, IntakeRepository(conn), outbox, datetime.now(UTC), waited)
+            await outbox.flush(conn)
+        return [e.event for e in await pipe.take_outbox(pipe.intake) if e.event.source_event_id == lost.event_id]
+
+    assert await sweep(timedelta(hours=1)) == []  # not waited long enough yet
+    [reported] = await sweep(timedelta(0))
+    assert (reported.kind, reported.seller_id, reported.original["tracking_number"]) == (
+        "unmatched_parcel", seller, lost.tracking_number)
+    assert await sweep(timedelta(0)) == []  # once
+    order = f.rma(seller, tracking=lost.tracking_number)  # still applied when its RMA comes
+    await pipe.feed(pipe.intake, [pipe.record(order, RMA.name)])
+    assert [e.event.lpn for e in await pipe.take_outbox(pipe.intake)] == [pipe.id("L1")]

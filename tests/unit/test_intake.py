@@ -65,7 +65,7 @@ async def test_a_parcel_before_its_rma_is_parked_and_matched_when_the_rma_arrive
     early = context(parcel)
     await receive_parcel(early, parcel, repo)
     assert emitted(early, UNIT_RECEIVED.name) == []
-    assert [e.kind for e in emitted(early, "returns.exceptions.v1")] == ["unmatched_parcel"]
+    assert emitted(early, "returns.exceptions.v1") == []  # its RMA is usually just behind
     assert len(repo.parked) == 1
 
     late = context(order)

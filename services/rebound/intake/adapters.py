@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
@@ -142,6 +143,25 @@ class IntakeRepository:
             (ParcelScanned.model_validate_json(r["payload"]), MessageSource.model_validate_json(r["source"]))
             for r in rows
         ]
+
+    async def unreported_parked_scans(
+        self, parked_before: datetime, limit: int = 500
+    ) -> list[tuple[ParcelScanned, MessageSource]]:
+        """Parcels parked before `parked_before` and not reported yet, locked for this transaction."""
+        rows = await self.conn.fetch(
+            "SELECT payload, source FROM intake.parked_scans WHERE reported_at IS NULL AND parked_at < $1"
+            " ORDER BY parked_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            parked_before, limit,
+        )
+        return [
+            (ParcelScanned.model_validate_json(r["payload"]), MessageSource.model_validate_json(r["source"]))
+            for r in rows
+        ]
+
+    async def mark_reported(self, event_ids: list, at: datetime) -> None:
+        await self.conn.execute(
+            "UPDATE intake.parked_scans SET reported_at = $2 WHERE event_id = ANY($1::uuid[])", event_ids, at
+        )
 
     async def parked_count(self) -> int:
         return await self.conn.fetchval("SELECT count(*) FROM intake.parked_scans")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from faststream import FastStream
@@ -12,10 +13,11 @@ from rebound_contracts import ParcelScanned, RmaIssued
 from rebound_contracts.topics import PARCEL_SCANNED, RMA
 
 from ..messaging.processor import Route
-from ..service import ServiceSpec, build_app
+from ..messaging.outbox import OutboxBuffer
+from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
 from .adapters import IntakeRepository
-from .handlers import receive_parcel, register_return
+from .handlers import receive_parcel, register_return, report_unmatched_parcels
 
 
 async def lock_keys(_conn: asyncpg.Connection, events: Sequence[BaseModel]) -> Iterable[str]:
@@ -30,6 +32,17 @@ async def lock_keys(_conn: asyncpg.Connection, events: Sequence[BaseModel]) -> I
     return keys
 
 
+async def sweep_unmatched_parcels(pool: asyncpg.Pool, settings: Settings, producer: str) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        outbox = OutboxBuffer(producer)
+        reported = await report_unmatched_parcels(
+            conn, IntakeRepository(conn), outbox, datetime.now(UTC),
+            timedelta(seconds=settings.unmatched_parcel_after_s),
+        )
+        await outbox.flush(conn)
+        return reported
+
+
 def spec() -> ServiceSpec:
     return ServiceSpec(
         name="intake",
@@ -38,6 +51,7 @@ def spec() -> ServiceSpec:
             Route(PARCEL_SCANNED, receive_parcel, IntakeRepository),
         ),
         lock_keys=lock_keys,
+        periodic=(Periodic("unmatched-parcels", 30.0, sweep_unmatched_parcels),),
     )
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from datetime import datetime, timedelta
+
+import asyncpg
 
 import structlog
 
 from rebound_contracts import Money, ParcelScanned, RmaIssued, UnitReceived
 from rebound_contracts.topics import UNIT_RECEIVED
 
+from ..messaging.outbox import OutboxBuffer
 from ..messaging.processor import Context
 from .adapters import IntakeRepository
 from .domain import categorise_reason, lane_for, match_units
@@ -50,11 +54,11 @@ async def receive_parcel(ctx: Context, scan: ParcelScanned, repo: IntakeReposito
                 f"tracking number {scan.tracking_number} belongs to another seller's return",
             )
             return
+        # Its RMA is usually a moment behind (another topic, another partition): park quietly;
+        # `report_unmatched_parcels` tells operators about the ones that wait too long.
         await repo.park_scan(scan, ctx.source)
-        ctx.raise_exception(
-            "unmatched_parcel",
-            f"no return order with tracking number {scan.tracking_number} yet; parked until it arrives",
-        )
+        log.info("parcel_parked", seller_id=scan.seller_id, tracking_number=scan.tracking_number,
+                 event_id=str(scan.event_id))
         return
 
     owners = await repo.owners_of([unit.lpn for unit in scan.units])
@@ -104,3 +108,18 @@ async def receive_parcel(ctx: Context, scan: ParcelScanned, repo: IntakeReposito
             size=line.size,
             colour=line.colour,
         ))
+
+
+async def report_unmatched_parcels(
+    conn: asyncpg.Connection, repo: IntakeRepository, outbox: OutboxBuffer, now: datetime, waited: timedelta
+) -> int:
+    """Raise one `unmatched_parcel` exception for each parcel parked longer than `waited`."""
+    stale = await repo.unreported_parked_scans(now - waited)
+    for scan, source in stale:
+        Context(conn=conn, outbox=outbox, source=source, now=now, event=scan).raise_exception(
+            "unmatched_parcel",
+            f"no return order with tracking number {scan.tracking_number} after {waited}; "
+            "still parked, applied if its RMA arrives",
+        )
+    await repo.mark_reported([scan.event_id for scan, _ in stale], now)
+    return len(stale)
