@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 UNITS ?= 10000
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status demo test test-unit test-integration test-e2e schemas clean-state
+.PHONY: help install up down status demo test test-docker test-unit schemas clean-state
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ demo: up ## run every service, simulate a return wave, print the summary and the
 
 test: up ## unit, integration and end-to-end tests against the real Kafka and PostgreSQL
 	$(BIN)/pytest
+
+test-docker: install ## the same tests against throwaway containers (needs a Docker engine)
+	REBOUND_TESTCONTAINERS=1 $(BIN)/pytest
 
 test-unit: install ## unit tests only (no infrastructure)
 	$(BIN)/pytest tests/unit contracts/tests

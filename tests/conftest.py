@@ -1,9 +1,15 @@
 """Fixtures shared by the integration and end-to-end tests: the real Kafka and PostgreSQL.
 
-They come from KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, or the local ones `make up` starts.
+They come from KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, or the local ones `make up` starts; with
+REBOUND_TESTCONTAINERS=1 (`make test-docker`) from containers, on a machine with a Docker engine.
 A missing broker or database fails the run with a clear message; nothing is skipped."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 
 import asyncpg
 import pytest
@@ -12,9 +18,27 @@ from rebound.db import create_pool, migrate
 from rebound.settings import Settings
 
 
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+
+
 @pytest.fixture(scope="session")
-def settings() -> Settings:
-    return Settings.from_env()
+def settings() -> Iterator[Settings]:
+    if os.environ.get("REBOUND_TESTCONTAINERS") != "1":
+        yield Settings.from_env()
+        return
+    if not _docker_answers():
+        pytest.fail("REBOUND_TESTCONTAINERS=1 but no Docker engine answers; use `make test`", pytrace=False)
+    from testcontainers.community.kafka import KafkaContainer
+    from testcontainers.community.postgres import PostgresContainer
+
+    with KafkaContainer().with_kraft() as kafka, PostgresContainer("postgres:15") as postgres:
+        # The services the end-to-end tests start as processes read these too.
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = kafka.get_bootstrap_server()
+        os.environ["DATABASE_URL"] = postgres.get_connection_url(driver=None)
+        yield Settings.from_env()
 
 
 @pytest.fixture(scope="session")
