@@ -1,6 +1,6 @@
 """JSON Schema export: one file per topic, generated from the models and committed.
 
-    python -m rebound_contracts.schema --write   # regenerate contracts/schemas/
+    python -m rebound_contracts.schema --write   # regenerate contracts/rebound_contracts/schemas/
     python -m rebound_contracts.schema --check   # exit 1 when a committed file is stale
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .topics import ALL, Topic
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"  # shipped with the package
 
 
 def schema_of(topic: Topic) -> dict:

@@ -76,6 +76,38 @@ def topics() -> None:
 
 
 @app.command()
+def simulate(
+    units: Annotated[int, typer.Option(min=1, help="Units in the return wave.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Same seed (and --start) gives the same wave, byte for byte.")] = 1,
+    sellers: Annotated[int, typer.Option(min=1, help="Sellers (tenants) in the wave.")] = 4,
+    duplicates: Annotated[float, typer.Option(min=0, max=1, help="Share of events sent twice.")] = 0.0,
+    out_of_order: Annotated[float, typer.Option(min=0, max=1, help="Share of returns whose scan comes before the RMA.")] = 0.0,
+    bad: Annotated[float, typer.Option(min=0, max=1, help="Share of extra malformed or wrong messages.")] = 0.0,
+    start: Annotated[str | None, typer.Option(help="occurred_at of the first event, RFC 3339 (default: now).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print what would be sent; send nothing.")] = False,
+) -> None:
+    """Send a realistic return wave to the inbound topics (and register its sellers)."""
+    from datetime import UTC, datetime
+
+    from . import simulator
+
+    settings = Settings.from_env()
+    logs.configure("warning", settings.log_format)
+    try:
+        when = datetime.fromisoformat(start) if start else datetime.now(UTC)
+        config = simulator.WaveConfig(units=units, seed=seed, sellers=sellers, duplicate_rate=duplicates,
+                                      out_of_order_rate=out_of_order, bad_rate=bad, start=when)
+    except ValueError as error:
+        _fail(f"--start/--units: {error}")
+    wave = simulator.generate(config)
+    summary = wave.summary()
+    if not dry_run:
+        asyncio.run(simulator.register_sellers(settings.database_url, wave.sellers))
+        asyncio.run(simulator.publish(wave, settings.kafka_bootstrap_servers))
+    typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+@app.command()
 def demo(
     units: Annotated[int, typer.Option(min=1, help="Units in the simulated return wave.")] = 10_000,
     seed: Annotated[int | None, typer.Option(help="Seed of the wave (default: the clock); printed for replay.")] = None,

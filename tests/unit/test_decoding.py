@@ -12,7 +12,7 @@ import pytest
 
 from rebound.messaging.inbox import fingerprint, position_id
 from rebound.messaging.processor import Route, dead_letter, decode
-from rebound_contracts.topics import PARCEL_SCANNED, RMA, UNIT_INSPECTED
+from rebound_contracts.topics import PARCEL_SCANNED, RMA, UNIT_INSPECTED, UNIT_REFURBISHED
 from tests import factories as f
 
 
@@ -29,7 +29,7 @@ async def _noop(*_: object) -> None:
     return None
 
 
-ROUTES = {t.name: Route(t, _noop, lambda conn: None) for t in (RMA, PARCEL_SCANNED, UNIT_INSPECTED)}
+ROUTES = {t.name: Route(t, _noop, lambda conn: None) for t in (RMA, PARCEL_SCANNED, UNIT_INSPECTED, UNIT_REFURBISHED)}
 
 
 def _decode(topic: str, value: bytes | None, limit: int = 256 * 1024):
@@ -41,6 +41,7 @@ def _valid(topic: str) -> dict:
         RMA.name: lambda: f.rma("s1"),
         PARCEL_SCANNED.name: lambda: f.scan("s1", "T1", [("L1", "SKU")]),
         UNIT_INSPECTED.name: lambda: f.inspection("s1", "L1"),
+        UNIT_REFURBISHED.name: lambda: f.refurbished("s1", "L1", "repackaged"),
     }[topic]()
     return orjson.loads(event.model_dump_json())
 
@@ -52,7 +53,7 @@ def test_a_valid_event_decodes_and_tolerates_unknown_fields() -> None:
     assert item.digest == fingerprint(document)
 
 
-@pytest.mark.parametrize("topic", [RMA.name, PARCEL_SCANNED.name, UNIT_INSPECTED.name])
+@pytest.mark.parametrize("topic", [RMA.name, PARCEL_SCANNED.name, UNIT_INSPECTED.name, UNIT_REFURBISHED.name])
 @pytest.mark.parametrize(
     ("mutate", "kind", "says"),
     [
@@ -84,6 +85,8 @@ def test_unreadable_input_is_dead_lettered_with_a_reason(topic: str, mutate, kin
         (UNIT_INSPECTED.name, lambda d: d["checks"].pop("irreparable"), "checks.irreparable"),
         (PARCEL_SCANNED.name, lambda d: d["units"][0].update(lpn=""), "units.0.lpn"),
         (PARCEL_SCANNED.name, lambda d: d.update(tracking_number="has:colon"), "tracking_number"),
+        (UNIT_REFURBISHED.name, lambda d: d.update(actions=["polished"]), "actions.0"),
+        (UNIT_REFURBISHED.name, lambda d: d.update(actions=[]), "actions"),
     ],
 )
 def test_schema_violations_name_the_field(topic: str, mutate, field: str) -> None:

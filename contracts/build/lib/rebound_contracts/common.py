@@ -1,0 +1,55 @@
+"""Types every message of contract v1 shares: the envelope, money, identifiers."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+
+# Unknown fields are ignored, not rejected: upstream systems add fields without asking,
+# and a connector reading our outbound topics must survive our minor additions too.
+FROZEN = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s:]+$")]
+"""An opaque id from upstream. No whitespace and no ':' (it is the key separator)."""
+
+Channel = Literal["tiktok", "shopify", "amazon", "ebay"]
+Grade = Literal["A", "B", "C", "SCRAP"]
+Condition = Literal["new", "open_box"]
+
+ReasonCategory = Literal[
+    "SIZE_FIT", "CHANGED_MIND", "QUALITY", "DAMAGED", "NOT_AS_DESCRIBED", "WRONG_ITEM", "OTHER"
+]
+Lane = Literal["FAST", "FULL_INSPECTION"]
+
+DecimalString = Annotated[
+    Decimal,
+    Field(max_digits=14, decimal_places=4),
+    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
+]
+
+
+class Money(BaseModel):
+    """An amount of one currency. On the wire the amount is a decimal string: never a float."""
+
+    model_config = FROZEN
+
+    amount: DecimalString = Field(ge=0)
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class Envelope(BaseModel):
+    """Fields every message carries. A retry of the same event reuses its `event_id`."""
+
+    model_config = FROZEN
+
+    event_id: UUID
+    occurred_at: AwareDatetime
+
+
+class TenantEvent(Envelope):
+    """A message that belongs to one seller (the tenant)."""
+
+    seller_id: Identifier

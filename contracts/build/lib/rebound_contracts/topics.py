@@ -1,0 +1,96 @@
+"""The topic registry: every topic of contract v1, its message model, key, and who uses it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
+
+from .inbound import ParcelScanned, RmaIssued, UnitInspected, UnitRefurbished
+from .outbound import (
+    ExceptionRaised,
+    ListingRequested,
+    MessageDeadLettered,
+    StockAdjusted,
+    UnitGraded,
+    UnitReceived,
+)
+
+Direction = Literal["inbound", "internal", "outbound"]
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    model: type[BaseModel]
+    key_fields: tuple[str, ...]
+    direction: Direction
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    partitions: int = 6
+    description: str = ""
+
+    def key_of(self, message: BaseModel) -> str:
+        """The Kafka key of `message` on this topic: its key fields joined by ':'."""
+        return ":".join(str(getattr(message, field)) for field in self.key_fields)
+
+
+RMA = Topic(
+    "returns.rma.v1", RmaIssued, ("seller_id", "return_id"), "inbound",
+    ("shop connector",), ("intake",),
+    description="Return orders (RMAs) forwarded from the shop.",
+)
+PARCEL_SCANNED = Topic(
+    "wms.parcel-scanned.v1", ParcelScanned, ("warehouse_id", "tracking_number"), "inbound",
+    ("WMS dock scanner",), ("intake",),
+    description="A returned parcel opened at the dock; each unit has an LPN.",
+)
+UNIT_INSPECTED = Topic(
+    "wms.unit-inspected.v1", UnitInspected, ("lpn",), "inbound",
+    ("WMS QC station",), ("grading",),
+    description="QC checks of one unit; the latest inspection of an LPN stands.",
+)
+UNIT_REFURBISHED = Topic(
+    "wms.unit-refurbished.v1", UnitRefurbished, ("lpn",), "inbound",
+    ("WMS refurbishment station",), ("grading",),
+    description="Work done on one unit (cleaned, repackaged...).",
+)
+UNIT_RECEIVED = Topic(
+    "returns.unit-received.v1", UnitReceived, ("lpn",), "internal",
+    ("intake",), ("grading", "WMS"),
+    description="A unit matched to its RMA line and sorted to a lane.",
+)
+UNIT_GRADED = Topic(
+    "returns.unit-graded.v1", UnitGraded, ("lpn",), "outbound",
+    ("grading",), ("ledger", "analytics"),
+    description="A unit's grade (A, B, C, SCRAP) with its reasons.",
+)
+STOCK_ADJUSTMENTS = Topic(
+    "storefront.stock-adjustments.v1", StockAdjusted,
+    ("seller_id", "channel", "warehouse_id", "sku", "condition"), "outbound",
+    ("ledger",), ("storefront connectors",),
+    description="Sellable stock moves, exactly once, gapless `sequence` per key.",
+)
+LISTINGS = Topic(
+    "storefront.listings.v1", ListingRequested,
+    ("seller_id", "channel", "warehouse_id", "sku", "condition"), "outbound",
+    ("ledger",), ("storefront connectors",),
+    description="Listing requests, e.g. an open-box listing at the seller's discount.",
+)
+EXCEPTIONS = Topic(
+    "returns.exceptions.v1", ExceptionRaised, ("seller_id",), "outbound",
+    ("intake", "grading", "ledger"), ("operators",),
+    description="Valid input that cannot be applied (unmatched parcel, cross-tenant reference...).",
+)
+DLQ = Topic(
+    "returns.dlq.v1", MessageDeadLettered, ("consumer",), "outbound",
+    ("intake", "grading", "ledger"), ("operators",), partitions=3,
+    description="Unreadable messages (bad JSON, schema violation, conflicting duplicate), raw.",
+)
+
+ALL: tuple[Topic, ...] = (
+    RMA, PARCEL_SCANNED, UNIT_INSPECTED, UNIT_REFURBISHED, UNIT_RECEIVED, UNIT_GRADED,
+    STOCK_ADJUSTMENTS, LISTINGS, EXCEPTIONS, DLQ,
+)
+BY_NAME: dict[str, Topic] = {topic.name: topic for topic in ALL}
