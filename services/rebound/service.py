@@ -74,7 +74,8 @@ async def _every(job: Periodic, pool: asyncpg.Pool, settings: Settings, producer
 
 
 def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None)
+    # On SIGTERM the in-flight batch finishes (and is acknowledged) before the consumer leaves.
+    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None, graceful_timeout=30.0)
     runtime: dict[str, object] = {}
 
     @contextlib.asynccontextmanager
@@ -90,7 +91,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
             max_message_bytes=settings.max_message_bytes, lock_keys=spec.lock_keys,
         )
         relay = OutboxRelay(
-            pool, settings.database_url, settings.kafka_bootstrap_servers, spec.group_id,
+            settings.database_url, settings.kafka_bootstrap_servers, spec.group_id,
             batch_size=settings.relay_batch_size,
         )
         tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]

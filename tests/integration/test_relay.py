@@ -65,7 +65,7 @@ async def _relay_until_empty(relay: OutboxRelay, pool: asyncpg.Pool) -> None:
 
 
 def _relay(pool: asyncpg.Pool, settings: Settings, producer: str, **kwargs) -> OutboxRelay:
-    return OutboxRelay(pool, settings.database_url, settings.kafka_bootstrap_servers, producer, **kwargs)
+    return OutboxRelay(settings.database_url, settings.kafka_bootstrap_servers, producer, **kwargs)
 
 
 async def test_rows_are_published_once_in_order_per_key(pool, settings, scratch_topic) -> None:  # noqa: ANN001
@@ -101,7 +101,7 @@ async def test_a_crash_after_the_kafka_commit_does_not_publish_twice(pool, setti
 async def test_a_crash_before_the_kafka_commit_publishes_the_rows_later(pool, settings, scratch_topic) -> None:  # noqa: ANN001
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
     payloads = await _write_rows(pool, producer, scratch_topic, 30)
-    real_execute = asyncpg.pool.PoolConnectionProxy.execute
+    real_execute = asyncpg.connection.Connection.execute
 
     async def dies_after_recording_doubt(self, query, *args, **kwargs):  # noqa: ANN001, ANN202
         result = await real_execute(self, query, *args, **kwargs)
@@ -109,12 +109,12 @@ async def test_a_crash_before_the_kafka_commit_publishes_the_rows_later(pool, se
             raise Crash  # recorded as in doubt; the Kafka transaction never commits
         return result
 
-    asyncpg.pool.PoolConnectionProxy.execute = dies_after_recording_doubt
+    asyncpg.connection.Connection.execute = dies_after_recording_doubt
     try:
         with pytest.raises(Crash):
             await _relay(pool, settings, producer, batch_size=10)._run_as_leader()
     finally:
-        asyncpg.pool.PoolConnectionProxy.execute = real_execute
+        asyncpg.connection.Connection.execute = real_execute
 
     await _relay_until_empty(_relay(pool, settings, producer, batch_size=10), pool)
     published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)

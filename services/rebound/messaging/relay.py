@@ -1,7 +1,8 @@
 """The outbox relay: moves outbox rows to Kafka exactly once.
 
 One relay per producer is active (a PostgreSQL advisory lock elects it among replicas); its
-transactional id fences any zombie. Rows are sent in a Kafka transaction. Before that
+transactional id fences any zombie, and it writes its bookkeeping through the very session that
+holds the lock, so a relay that lost its leadership cannot write any more. Rows are sent in a Kafka transaction. Before that
 transaction commits, the batch is recorded as *in doubt* with the offset of one of its records;
 after it commits, the rows are deleted. A relay that starts after a crash finds the in-doubt
 batch and reads the probe offset back with read_committed: visible means the transaction
@@ -35,7 +36,6 @@ def leader_lock_id(producer: str) -> int:
 class OutboxRelay:
     def __init__(
         self,
-        pool: asyncpg.Pool,
         database_url: str,
         bootstrap_servers: str,
         producer: str,
@@ -43,7 +43,6 @@ class OutboxRelay:
         batch_size: int = 2000,
         idle_wait_s: float = 0.5,
     ) -> None:
-        self.pool = pool
         self.database_url = database_url
         self.bootstrap_servers = bootstrap_servers
         self.producer_name = producer
@@ -51,6 +50,7 @@ class OutboxRelay:
         self.idle_wait_s = idle_wait_s
         self.published = 0
         self._wake = asyncio.Event()
+        self._leader: asyncpg.Connection | None = None
 
     @property
     def transactional_id(self) -> str:
@@ -80,6 +80,7 @@ class OutboxRelay:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", leader_lock_id(self.producer_name)):
                 await asyncio.sleep(1.0)
             log.info("relay_elected", producer=self.producer_name)
+            self._leader = conn
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap_servers,
@@ -104,6 +105,7 @@ class OutboxRelay:
             finally:
                 await producer.stop()
         finally:
+            self._leader = None
             with contextlib.suppress(Exception):
                 await conn.close()
 
@@ -112,12 +114,10 @@ class OutboxRelay:
             self._wake.set()
 
     async def _relay_batch(self, producer: AIOKafkaProducer) -> int:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT id, topic, key, payload FROM rebound.outbox WHERE producer = $1"
-                " ORDER BY id LIMIT $2",
-                self.producer_name, self.batch_size,
-            )
+        rows = await self._leader.fetch(
+            "SELECT id, topic, key, payload FROM rebound.outbox WHERE producer = $1 ORDER BY id LIMIT $2",
+            self.producer_name, self.batch_size,
+        )
         if not rows:
             return 0
         ids = [row["id"] for row in rows]
@@ -131,31 +131,29 @@ class OutboxRelay:
             ]
             probe = await futures[-1]
             await asyncio.gather(*futures)
-            async with self.pool.acquire() as conn:
-                await conn.execute(
-                    "INSERT INTO rebound.relay_in_doubt (producer, outbox_ids, probe_topic,"
-                    " probe_partition, probe_offset, probe_outbox_id) VALUES ($1, $2, $3, $4, $5, $6)"
-                    " ON CONFLICT (producer) DO UPDATE SET outbox_ids = EXCLUDED.outbox_ids,"
-                    " probe_topic = EXCLUDED.probe_topic, probe_partition = EXCLUDED.probe_partition,"
-                    " probe_offset = EXCLUDED.probe_offset, probe_outbox_id = EXCLUDED.probe_outbox_id,"
-                    " created_at = now()",
-                    self.producer_name, ids, probe.topic, probe.partition, probe.offset, ids[-1],
-                )
+            await self._leader.execute(
+                "INSERT INTO rebound.relay_in_doubt (producer, outbox_ids, probe_topic,"
+                " probe_partition, probe_offset, probe_outbox_id) VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (producer) DO UPDATE SET outbox_ids = EXCLUDED.outbox_ids,"
+                " probe_topic = EXCLUDED.probe_topic, probe_partition = EXCLUDED.probe_partition,"
+                " probe_offset = EXCLUDED.probe_offset, probe_outbox_id = EXCLUDED.probe_outbox_id,"
+                " created_at = now()",
+                self.producer_name, ids, probe.topic, probe.partition, probe.offset, ids[-1],
+            )
         # The Kafka transaction committed: these rows are out.
         await self._forget(ids)
         self.published += len(ids)
         return len(ids)
 
     async def _forget(self, ids: list[int]) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("DELETE FROM rebound.outbox WHERE id = ANY($1::bigint[])", ids)
-            await conn.execute("DELETE FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name)
+        async with self._leader.transaction():
+            await self._leader.execute("DELETE FROM rebound.outbox WHERE id = ANY($1::bigint[])", ids)
+            await self._leader.execute("DELETE FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name)
 
     async def _recover(self, producer: AIOKafkaProducer) -> None:
-        async with self.pool.acquire() as conn:
-            doubt = await conn.fetchrow(
-                "SELECT * FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name
-            )
+        doubt = await self._leader.fetchrow(
+            "SELECT * FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name
+        )
         if doubt is None:
             return
         committed = await self._probe_committed(
@@ -166,8 +164,7 @@ class OutboxRelay:
         if committed:
             await self._forget(list(doubt["outbox_ids"]))
         else:
-            async with self.pool.acquire() as conn:
-                await conn.execute("DELETE FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name)
+            await self._leader.execute("DELETE FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name)
 
     async def _probe_committed(self, topic: str, partition: int, offset: int, outbox_id: int) -> bool:
         """Is the record at `offset` visible to a read_committed reader (its transaction committed)?"""
