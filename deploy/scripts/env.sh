@@ -8,7 +8,7 @@
 #   deploy/scripts/env.sh             # print KEY=value lines (e.g. for a Makefile or .env)
 
 KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:${KAFKA_PORT:-19092}}"
-DATABASE_URL="${DATABASE_URL:-postgresql://rebound:rebound@127.0.0.1:${PGPORT_REBOUND:-15432}/rebound}"
+DATABASE_URL="${DATABASE_URL:-postgresql://rebound:localdev-7f3a9c@127.0.0.1:${PGPORT_REBOUND:-15432}/rebound}"
 export KAFKA_BOOTSTRAP_SERVERS DATABASE_URL
 
 # Print only when executed directly, not when sourced.

@@ -2,7 +2,7 @@
 # Local single-node Apache Kafka 4.1 (KRaft, broker+controller in one JVM) on
 # loopback, without Docker: jars come from Maven Central via deploy/kafka/pom.xml.
 #
-#   deploy/scripts/kafka.sh up|down|status|wipe
+#   deploy/scripts/kafka.sh up|down|kill|status|wipe
 #   deploy/scripts/kafka.sh run-class CLASS [ARGS...]   # e.g. org.apache.kafka.tools.TopicCommand --list ...
 #
 # Environment:
@@ -116,6 +116,9 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 auto.create.topics.enable=false
 group.initial.rebalance.delay.ms=0
+# A restarted (or crashed) single node re-registers sooner: fault tests restart it often.
+broker.session.timeout.ms=3000
+broker.heartbeat.interval.ms=1000
 message.max.bytes=2097152
 # Abort hung transactions quickly so crashed test producers don't block consumers for long.
 transaction.abort.timed.out.transaction.cleanup.interval.ms=10000
@@ -219,6 +222,16 @@ cmd_down() {
   echo "kafka: stopped"
 }
 
+# A hard crash for fault tests: SIGKILL, no shutdown; `up` restarts on the same data.
+cmd_kill() {
+  external_broker && die "an external broker is in use ($KAFKA_BOOTSTRAP_SERVERS): not killing it"
+  local pid
+  pid="$(running_pid)" || { echo "kafka: not running"; return 0; }
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  echo "kafka: killed (pid $pid)"
+}
+
 cmd_status() {
   if external_broker; then
     echo "kafka: external broker $KAFKA_BOOTSTRAP_SERVERS (not managed here)"
@@ -250,6 +263,7 @@ lock() {
 case "${1:-}" in
   up) lock; cmd_up ;;
   down) lock; cmd_down ;;
+  kill) lock; cmd_kill ;;
   status) cmd_status ;;
   wipe) lock; cmd_wipe ;;
   run-class)
@@ -260,7 +274,7 @@ case "${1:-}" in
     run_class "$@"
     ;;
   *)
-    echo "usage: $0 {up|down|status|wipe|run-class CLASS [ARGS...]}" >&2
+    echo "usage: $0 {up|down|kill|status|wipe|run-class CLASS [ARGS...]}" >&2
     exit 2
     ;;
 esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local PostgreSQL cluster for Rebound on loopback, without Docker.
 #
-#   deploy/scripts/postgres.sh up|down|status|wipe
+#   deploy/scripts/postgres.sh up|down|kill|status|wipe
 #
 # Environment:
 #   REBOUND_STATE    state root (default: <repo>/.state); the cluster lives in $REBOUND_STATE/pg
@@ -23,9 +23,11 @@ LOG="$PGSTATE/postgres.log"
 HOST=127.0.0.1
 PORT="${PGPORT_REBOUND:-15432}"
 DB_USER=rebound
-DB_PASS=rebound
+# The local cluster's password: distinctive, so a test can grep a run's logs for it.
+DB_PASS=localdev-7f3a9c
 DB_NAME=rebound
 LOCAL_URL="postgresql://$DB_USER:$DB_PASS@$HOST:$PORT/$DB_NAME"
+SHOWN_URL="postgresql://$DB_USER:***@$HOST:$PORT/$DB_NAME"   # what we print: no password in logs
 READY_TIMEOUT=30
 
 die() { echo "postgres: $*" >&2; exit 1; }
@@ -142,7 +144,11 @@ psql_admin() {
 ensure_role_and_db() {
   local has
   has="$(psql_admin -tAc "select 1 from pg_roles where rolname = '$DB_USER'")"
-  [[ "$has" == 1 ]] || psql_admin -c "create role $DB_USER login password '$DB_PASS'"
+  if [[ "$has" == 1 ]]; then
+    psql_admin -c "alter role $DB_USER login password '$DB_PASS'"   # clusters made with an older password
+  else
+    psql_admin -c "create role $DB_USER login password '$DB_PASS'"
+  fi
   has="$(psql_admin -tAc "select 1 from pg_database where datname = '$DB_NAME'")"
   [[ "$has" == 1 ]] || psql_admin -c "create database $DB_NAME owner $DB_USER"
 }
@@ -157,7 +163,7 @@ cmd_up() {
   if running; then
     wait_ready
     ensure_role_and_db
-    echo "postgres: already running, ready at $LOCAL_URL"
+    echo "postgres: already running, ready at $SHOWN_URL"
     return 0
   fi
   port_open && die "port $PORT is already in use by another process (set PGPORT_REBOUND or stop it)"
@@ -170,7 +176,7 @@ cmd_up() {
     || die "server failed to start, see $(rel "$LOG")"
   wait_ready
   ensure_role_and_db
-  echo "postgres: ready at $LOCAL_URL"
+  echo "postgres: ready at $SHOWN_URL"
 }
 
 cmd_down() {
@@ -187,13 +193,22 @@ cmd_down() {
   echo "postgres: stopped"
 }
 
+# A crash for fault tests: immediate shutdown (no checkpoint); `up` restarts with crash recovery.
+cmd_kill() {
+  external_db && die "an external database is in use: not killing it"
+  PGBIN="$(find_pg_bin)" || { echo "postgres: not running (no server binaries)"; return 0; }
+  running || { echo "postgres: not running"; return 0; }
+  as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w -t 60 stop >/dev/null || die "pg_ctl stop -m immediate failed"
+  echo "postgres: killed (immediate shutdown)"
+}
+
 cmd_status() {
   if external_db; then
     echo "postgres: external database via DATABASE_URL (not managed here)"
     return 0
   fi
   if PGBIN="$(find_pg_bin)" && running && ready; then
-    echo "postgres: running, ready at $LOCAL_URL"
+    echo "postgres: running, ready at $SHOWN_URL"
     return 0
   fi
   echo "postgres: not running"
@@ -217,10 +232,11 @@ lock() {
 case "${1:-}" in
   up) lock; cmd_up ;;
   down) lock; cmd_down ;;
+  kill) lock; cmd_kill ;;
   status) cmd_status ;;
   wipe) lock; cmd_wipe ;;
   *)
-    echo "usage: $0 {up|down|status|wipe}" >&2
+    echo "usage: $0 {up|down|kill|status|wipe}" >&2
     exit 2
     ;;
 esac

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import structlog
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -83,8 +84,9 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         structlog.contextvars.bind_contextvars(service=spec.name)
         log.info("service_starting", kafka=settings.kafka_bootstrap_servers,
                  database=settings.redacted_database_url())
-        await ensure_topics(settings.kafka_bootstrap_servers)
-        pool = await create_pool(settings.database_url, max_size=settings.pool_size)
+        # A service may start before Kafka or PostgreSQL: it waits for them, logging each retry.
+        await ensure_topics(settings.kafka_bootstrap_servers, wait_seconds=float("inf"))
+        pool = await create_pool(settings.database_url, max_size=settings.pool_size, wait_seconds=float("inf"))
         await migrate(pool)
         runtime["processor"] = BatchProcessor(
             spec.group_id, spec.routes, pool,
@@ -121,8 +123,20 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
     async def on_batch(message: KafkaMessage) -> None:
         processor: BatchProcessor = runtime["processor"]  # type: ignore[assignment]
         records = message.raw_message
-        stats = await processor.process(records)
-        await message.ack()
+        try:
+            stats = await processor.process(records)
+        except Exception:  # noqa: BLE001 - never let FastStream move past a batch not applied
+            log.exception("batch_not_applied", records=len(records))
+            with contextlib.suppress(Exception):
+                await message.nack()  # seeks back: the same records come again
+            await asyncio.sleep(1.0)
+            return
+        try:
+            await message.ack()
+        except KafkaError as error:
+            # Applied and committed in PostgreSQL; if these records come again the inbox skips them.
+            log.warning("offset_commit_failed", error=f"{type(error).__name__}: {error}", records=len(records))
+            return
         log.debug("batch_applied", records=len(records), applied=stats.applied,
                   duplicates=stats.duplicates, dead_lettered=stats.dead_lettered,
                   exceptions=stats.exceptions)

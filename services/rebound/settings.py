@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_KAFKA = "127.0.0.1:19092"
-DEFAULT_DATABASE = "postgresql://rebound:rebound@127.0.0.1:15432/rebound"
+DEFAULT_DATABASE = "postgresql://rebound:localdev-7f3a9c@127.0.0.1:15432/rebound"
 
 
 @dataclass(frozen=True)
