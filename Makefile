@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 UNITS ?= 10000
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status demo test test-docker test-unit schemas clean-state
+.PHONY: help install up down status demo test test-faults soak test-docker test-unit schemas clean-state
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -42,8 +42,14 @@ demo: up ## run every service, simulate a return wave, print the summary and the
 test: up ## unit, integration and end-to-end tests against the real Kafka and PostgreSQL
 	$(BIN)/pytest
 
-test-docker: install ## the same tests against throwaway containers (needs a Docker engine)
-	REBOUND_TESTCONTAINERS=1 $(BIN)/pytest
+test-faults: up ## the fault scenarios alone, short profile (kill -9, rebalances, broker and database restarts)
+	$(BIN)/pytest tests/faults -s
+
+soak: up ## the fault scenarios at full size (20,000 units, 12 kills, 30 s outage), ROUNDS times (default 1)
+	for round in $$(seq $${ROUNDS:-1}); do REBOUND_FAULT_PROFILE=full $(BIN)/pytest tests/faults -s || exit 1; done
+
+test-docker: install ## the same tests but the fault scenarios, against throwaway containers (needs Docker)
+	REBOUND_TESTCONTAINERS=1 $(BIN)/pytest --ignore=tests/faults
 
 test-unit: install ## unit tests only (no infrastructure)
 	$(BIN)/pytest tests/unit contracts/tests

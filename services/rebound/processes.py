@@ -26,9 +26,11 @@ from aiokafka.errors import (
 
 from rebound_contracts import ALL_TOPICS, TOPICS_BY_NAME
 
+from .db import TRANSIENT_ERRORS
+
 SERVICES = ("intake", "grading", "ledger")
 RETRIABLE = (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorForGroupError,
-             KafkaConnectionError)
+             KafkaConnectionError, *TRANSIENT_ERRORS)
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +60,10 @@ class ServiceProcess:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
 
     def kill(self) -> None:
         """`kill -9`: no goodbye, no flush."""
@@ -97,6 +103,9 @@ class Fleet:
 
     def dead(self) -> list[ServiceProcess]:
         return [m for m in self.members if not m.alive()]
+
+    def restart(self, member: ServiceProcess) -> None:
+        member.start({**self.env, "REBOUND_LOG_FORMAT": "json"})
 
     def stop(self) -> None:
         for member in self.members:

@@ -1,0 +1,78 @@
+"""Guarantees 1-6 under kill -9, rebalances, broker and database restarts, and outages."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from .harness import Chaos, run
+
+pytestmark = pytest.mark.faults
+
+
+async def kill_services_repeatedly(chaos: Chaos) -> None:
+    for _ in range(chaos.profile.kills):
+        await chaos.pause(0.2, 1.5)
+        await chaos.kill_and_restart(chaos.pick(), down_for=(0.1, 1.5))
+
+
+async def kill_one_replica_mid_batch(chaos: Chaos) -> None:
+    for service in ("ledger", "grading", "intake"):
+        await chaos.pause(0.2, 1.0)
+        # the survivor takes the partitions over (rebalance) before the victim comes back
+        await chaos.kill_and_restart(chaos.pick(service), down_for=(3.0, 5.0))
+
+
+async def restart_kafka(chaos: Chaos) -> None:
+    await chaos.pause(0.5, 2.0)
+    await chaos.infra.kafka("kill")
+    chaos.note("kafka killed (SIGKILL)")
+    await chaos.pause(0.5, 2.0)
+    await chaos.infra.kafka("up")
+    chaos.note("kafka back")
+    await chaos.pause(1.0, 3.0)
+    await chaos.infra.kafka("down")
+    chaos.note("kafka stopped cleanly")
+    await chaos.infra.kafka("up")
+    chaos.note("kafka back")
+
+
+async def restart_postgres(chaos: Chaos) -> None:
+    await chaos.pause(0.5, 2.0)
+    await chaos.infra.postgres("kill")
+    chaos.note("postgres killed (immediate shutdown)")
+    await chaos.infra.postgres("up")
+    chaos.note("postgres back")
+
+
+async def postgres_unreachable(chaos: Chaos) -> None:
+    await chaos.pause(0.5, 2.0)
+    await chaos.infra.postgres("down")
+    chaos.note(f"postgres down for {chaos.profile.outage_s:.0f} s")
+    await asyncio.sleep(chaos.profile.outage_s)
+    dead = chaos.fleet.dead()
+    assert not dead, f"services exited while the database was away: {[m.name for m in dead]}"
+    await chaos.infra.postgres("up")
+    chaos.note("postgres back; no service had exited")
+
+
+async def everything_at_once(chaos: Chaos) -> None:
+    await asyncio.gather(kill_services_repeatedly(chaos), restart_kafka(chaos), restart_postgres(chaos))
+
+
+@pytest.mark.parametrize(
+    ("scenario", "replicas"),
+    [
+        (kill_services_repeatedly, 1),
+        (kill_one_replica_mid_batch, 2),
+        (restart_kafka, 1),
+        (restart_postgres, 1),
+        (postgres_unreachable, 1),
+        (everything_at_once, 2),
+    ],
+    ids=lambda value: value.__name__ if callable(value) else f"{value}x",
+)
+async def test_guarantees_hold(scenario, replicas: int, settings, pool, tmp_path: Path) -> None:  # noqa: ANN001
+    await run(scenario.__name__, scenario, settings, pool, tmp_path / "logs", replicas=replicas)
