@@ -14,12 +14,14 @@ from dataclasses import dataclass
 
 import asyncpg
 import structlog
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from .db import TRANSIENT_ERRORS, create_pool, migrate
+from .messaging import inbox
 from .messaging.processor import BatchProcessor, LockKeys, Route
 from .messaging.relay import OutboxRelay
 from .messaging.topics import ensure_topics
@@ -68,10 +70,26 @@ async def _every(job: Periodic, pool: asyncpg.Pool, settings: Settings, producer
         await asyncio.sleep(job.every_s)
         try:
             await job.run(pool, settings, producer)
-        except TRANSIENT_ERRORS as error:
+        except (KafkaError, *TRANSIENT_ERRORS) as error:
             log.warning("periodic_job_retry", job=job.name, error=f"{type(error).__name__}: {error}")
         except Exception:  # noqa: BLE001 - a failing sweep must not take the consumer down
             log.exception("periodic_job_failed", job=job.name)
+
+
+async def prune_inbox(pool: asyncpg.Pool, settings: Settings, consumer: str) -> int:
+    """Keep the inbox bounded: see `inbox.prune` for which rows may go."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(consumer)
+    finally:
+        await admin.close()
+    committed = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+    async with pool.acquire() as conn:
+        deleted = await inbox.prune(conn, consumer, committed, settings.inbox_retention_s)
+    if deleted:
+        log.info("inbox_pruned", rows=deleted, consumer=consumer)
+    return deleted
 
 
 def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
@@ -97,8 +115,8 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
             batch_size=settings.relay_batch_size,
         )
         tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]
-        tasks += [asyncio.create_task(_every(job, pool, settings, spec.group_id), name=job.name)
-                  for job in spec.periodic]
+        jobs = [*spec.periodic, Periodic("prune-inbox", settings.inbox_prune_every_s, prune_inbox)]
+        tasks += [asyncio.create_task(_every(job, pool, settings, spec.group_id), name=job.name) for job in jobs]
         log.info("service_started", topics=[r.topic.name for r in spec.routes], group_id=spec.group_id)
         try:
             yield

@@ -21,6 +21,8 @@ class Settings:
     relay_batch_size: int = 2000
     pool_size: int = 4
     unmatched_parcel_after_s: float = 900.0
+    inbox_retention_s: float = 7 * 24 * 3600.0
+    inbox_prune_every_s: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -35,6 +37,8 @@ class Settings:
             relay_batch_size=int(env.get("REBOUND_RELAY_BATCH_SIZE", "2000")),
             pool_size=int(env.get("REBOUND_POOL_SIZE", "4")),
             unmatched_parcel_after_s=float(env.get("REBOUND_UNMATCHED_PARCEL_AFTER_S", "900")),
+            inbox_retention_s=float(env.get("REBOUND_INBOX_RETENTION_S", str(7 * 24 * 3600))),
+            inbox_prune_every_s=float(env.get("REBOUND_INBOX_PRUNE_EVERY_S", "300")),
         )
 
     def redacted_database_url(self) -> str:

@@ -109,7 +109,7 @@ Scenario = Callable[[Chaos], Awaitable[None]]
 
 
 async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.Pool, log_dir: Path,
-              *, replicas: int = 1) -> None:
+              *, replicas: int = 1, env: dict[str, str] | None = None) -> None:
     shape = profile()
     seed = run_seed()
     rng = random.Random(seed ^ zlib.crc32(name.encode()))
@@ -121,7 +121,7 @@ async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.P
     ))
     await simulator.register_sellers(settings.database_url, wave.sellers)
     before = await inbound_end_offsets(settings.kafka_bootstrap_servers)
-    fleet = Fleet(log_dir=log_dir, replicas=replicas)
+    fleet = Fleet(log_dir=log_dir, replicas=replicas, env={**os.environ, **(env or {})})
     chaos = Chaos(fleet=fleet, infra=Infra(settings), rng=rng, profile=shape)
     fleet.start()
     try:

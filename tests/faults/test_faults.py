@@ -18,6 +18,18 @@ async def kill_services_repeatedly(chaos: Chaos) -> None:
         await chaos.kill_and_restart(chaos.pick(), down_for=(0.1, 1.5))
 
 
+async def stop_services_with_sigterm(chaos: Chaos) -> None:
+    for _ in range(chaos.profile.kills):
+        await chaos.pause(0.2, 1.5)
+        member = chaos.pick()
+        code = await asyncio.to_thread(member.stop)
+        chaos.note(f"SIGTERM {member.name}: exited {code}")
+        assert code == 0, f"{member.name} did not shut down cleanly on SIGTERM (exit {code})"
+        await chaos.pause(0.1, 1.0)
+        chaos.fleet.restart(member)
+        chaos.note(f"restart {member.name}")
+
+
 async def kill_one_replica_mid_batch(chaos: Chaos) -> None:
     for service in ("ledger", "grading", "intake"):
         await chaos.pause(0.2, 1.0)
@@ -62,10 +74,19 @@ async def everything_at_once(chaos: Chaos) -> None:
     await asyncio.gather(kill_services_repeatedly(chaos), restart_kafka(chaos), restart_postgres(chaos))
 
 
+async def test_pruning_the_inbox_while_services_are_killed(settings, pool, tmp_path: Path) -> None:  # noqa: ANN001
+    # Pruning every second everything older than 10 s that Kafka will not deliver again.
+    env = {"REBOUND_INBOX_RETENTION_S": "10", "REBOUND_INBOX_PRUNE_EVERY_S": "1"}
+    await run("prune_inbox_while_killing", kill_services_repeatedly, settings, pool, tmp_path / "logs", env=env)
+    pruned = sum(path.read_text().count('"inbox_pruned"') for path in (tmp_path / "logs").glob("*.log"))
+    assert pruned > 0, "the inbox was never pruned during the scenario"
+
+
 @pytest.mark.parametrize(
     ("scenario", "replicas"),
     [
         (kill_services_repeatedly, 1),
+        (stop_services_with_sigterm, 1),
         (kill_one_replica_mid_batch, 2),
         (restart_kafka, 1),
         (restart_postgres, 1),

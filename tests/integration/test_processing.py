@@ -12,6 +12,7 @@ import pytest
 
 from rebound.intake.adapters import IntakeRepository
 from rebound.intake.handlers import report_unmatched_parcels
+from rebound.messaging import inbox
 from rebound.messaging.outbox import OutboxBuffer
 from rebound_contracts.topics import (
     DLQ,
@@ -204,3 +205,21 @@ async def test_a_parcel_parked_too_long_is_reported_once(pipe: Pipeline) -> None
     order = f.rma(seller, tracking=lost.tracking_number)  # still applied when its RMA comes
     await pipe.feed(pipe.intake, [pipe.record(order, RMA.name)])
     assert [e.event.lpn for e in await pipe.take_outbox(pipe.intake)] == [pipe.id("L1")]
+
+
+async def test_pruning_keeps_what_a_redelivery_could_still_need(pipe: Pipeline) -> None:
+    [seller] = await pipe.add_sellers("s")
+    records = [pipe.record(f.rma(seller), RMA.name, partition=p) for p in (0, 0, 1)]
+    await pipe.feed(pipe.intake, records)
+    await pipe.take_outbox(pipe.intake)
+    consumer = pipe.intake.consumer
+    count = "SELECT count(*) FROM rebound.inbox WHERE consumer = $1"
+    assert await pipe.pool.fetchval(count, consumer) == 3
+    async with pipe.pool.acquire() as conn:
+        # committed past the first record of partition 0 only; partition 1 not committed at all
+        assert await inbox.prune(conn, consumer, {(RMA.name, 0): records[1].offset}, older_than_s=3600) == 0
+        assert await inbox.prune(conn, consumer, {(RMA.name, 0): records[1].offset}, older_than_s=0) == 1
+    assert await pipe.pool.fetchval(count, consumer) == 2
+    # the records still at or above the committed offset are still deduplicated
+    again = await pipe.feed(pipe.intake, records[1:])
+    assert (again.applied, again.duplicates) == (0, 2)

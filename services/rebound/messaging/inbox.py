@@ -49,3 +49,29 @@ async def claim(
         consumer, event_id,
     )
     return Claim.DUPLICATE if bytes(stored) == digest else Claim.CONFLICT
+
+
+async def prune(
+    conn: asyncpg.Connection,
+    consumer: str,
+    committed: dict[tuple[str, int], int],
+    older_than_s: float,
+    batch: int = 5000,
+) -> int:
+    """Delete inbox rows that can no longer be needed: older than `older_than_s` (an upstream
+    retry of the same event after that is applied again) AND below the group's committed offset
+    of their partition (Kafka will never deliver them again). Returns the rows deleted."""
+    deleted = 0
+    for (topic, partition), offset in committed.items():
+        while True:
+            status = await conn.execute(
+                "DELETE FROM rebound.inbox WHERE ctid = ANY(ARRAY(SELECT ctid FROM rebound.inbox"
+                " WHERE consumer = $1 AND topic = $2 AND partition = $3 AND \"offset\" < $4"
+                " AND processed_at < now() - make_interval(secs => $5) LIMIT $6))",
+                consumer, topic, partition, offset, older_than_s, batch,
+            )
+            count = int(status.split()[-1])
+            deleted += count
+            if count < batch:
+                break
+    return deleted
