@@ -134,3 +134,28 @@ async def test_an_inspection_of_another_sellers_lpn_changes_nothing() -> None:
     await grade_unit(ctx, attack, repo)
     assert [e.kind for e in emitted(ctx, "returns.exceptions.v1")] == ["cross_tenant_reference"]
     assert repo.units["L1"].seller_id == "owner" and repo.units["L1"].checks is None
+
+
+async def test_refurbishment_reported_by_another_seller_changes_nothing() -> None:
+    repo = FakeGradingRepository()
+    unit = f.received("owner", "L1")
+    await record_receipt(context(unit), unit, repo)
+    look = f.inspection("owner", "L1", "B")
+    await grade_unit(context(look), look, repo)
+    work = f.refurbished("intruder", "L1", "repackaged")
+    ctx = context(work)
+    await apply_refurbishment(ctx, work, repo)
+    assert [e.kind for e in emitted(ctx, "returns.exceptions.v1")] == ["cross_tenant_reference"]
+    assert emitted(ctx, UNIT_GRADED.name) == [] and repo.units["L1"].grade == "B"
+
+
+async def test_the_receipt_wins_over_an_early_inspection_from_another_seller() -> None:
+    repo = FakeGradingRepository()
+    forged = f.inspection("intruder", "L1", "SCRAP")
+    await grade_unit(context(forged), forged, repo)  # before intake registered the LPN: parked
+    unit = f.received("owner", "L1")
+    ctx = context(unit)
+    await record_receipt(ctx, unit, repo)
+    assert [e.kind for e in emitted(ctx, "returns.exceptions.v1")] == ["cross_tenant_reference"]
+    assert emitted(ctx, UNIT_GRADED.name) == []  # the forged checks were discarded, not graded
+    assert repo.units["L1"].seller_id == "owner" and repo.units["L1"].checks is None

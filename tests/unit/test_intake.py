@@ -140,3 +140,17 @@ async def test_a_parked_parcel_of_another_seller_is_refused_when_the_rma_arrives
     assert (refused.kind, refused.seller_id, refused.source_event_id) == (
         "cross_tenant_reference", "intruder", forged.event_id)
     assert repo.parked == [] and emitted(ctx, UNIT_RECEIVED.name) == []
+
+
+async def test_two_sellers_may_use_the_same_return_id_without_touching_each_other() -> None:
+    repo = FakeIntakeRepository()
+    first = f.rma("a")
+    second = f.rma("b").model_copy(update={"return_id": first.return_id})
+    await register_return(context(first), first, repo)
+    await register_return(context(second), second, repo)
+    parcel = f.scan("b", second.tracking_number, [("L1", "TEE-BLK-M")])
+    ctx = context(parcel)
+    await receive_parcel(ctx, parcel, repo)
+    [unit] = emitted(ctx, UNIT_RECEIVED.name)
+    assert (unit.seller_id, unit.shop_id) == ("b", second.shop_id)
+    assert repo.lines[("a", first.return_id)][0].line.received == 0
