@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -38,6 +39,9 @@ def _fail(message: str) -> None:
 @app.command()
 def run(service: Annotated[Service, typer.Argument(help="The service to run.")]) -> None:
     """Run one service (a consumer-group member; start several for replicas) until SIGTERM."""
+    # Until the app installs its graceful handler, a SIGTERM means: stop now, cleanly (nothing
+    # has been consumed yet).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format, service=service.value)
     module = importlib.import_module(f"rebound.{service.value}.app")

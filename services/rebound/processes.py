@@ -133,29 +133,58 @@ class Backlog:
         return self.lag == 0 and self.outbox == 0
 
 
-async def backlog(bootstrap: str, pool: asyncpg.Pool, services: Iterable[str] = SERVICES) -> Backlog:
+async def backlog(
+    bootstrap: str, pool: asyncpg.Pool, services: Iterable[str] = SERVICES, *, count_records: bool = False
+) -> Backlog:
+    """Records not yet consumed-and-committed by each service's group, and outbox rows not yet
+    relayed. A committed offset can stay behind the end of a partition by transaction markers
+    (and aborted records) that no handler ever sees: with `count_records`, partitions that lag
+    are read from their committed offset and only the records a consumer would get count."""
     # The outbox first: a row deleted from it is already committed in Kafka, so a lag read
     # afterwards includes it.
     outbox = await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = ANY($1::text[])",
                                  [f"rebound-{s}" for s in services])
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                                enable_auto_commit=False, fetch_max_wait_ms=50)
     await admin.start()
     await consumer.start()
     try:
-        lag = 0
+        behind: dict[TopicPartition, tuple[int, int]] = {}
         for service in services:
             committed = await admin.list_consumer_group_offsets(f"rebound-{service}")
-            topics = set(consumed_topics(service))
-            partitions = [tp for t in topics for tp in _partitions(t)]
-            ends = await consumer.end_offsets(partitions)
-            for tp, end in ends.items():
+            partitions = [tp for t in set(consumed_topics(service)) for tp in _partitions(t)]
+            for tp, end in (await consumer.end_offsets(partitions)).items():
                 done = committed.get(tp)
-                lag += end - (done.offset if done is not None and done.offset >= 0 else 0)
-        return Backlog(lag=lag, outbox=outbox)
+                start = done.offset if done is not None and done.offset >= 0 else 0
+                if end > start:
+                    behind[tp] = (start, end)
+        if count_records and behind:
+            return Backlog(lag=await _visible_records(consumer, behind), outbox=outbox)
+        return Backlog(lag=sum(end - start for start, end in behind.values()), outbox=outbox)
     finally:
         await consumer.stop()
         await admin.close()
+
+
+async def _visible_records(consumer: AIOKafkaConsumer, ranges: dict[TopicPartition, tuple[int, int]]) -> int:
+    consumer.assign(list(ranges))
+    for tp, (start, _) in ranges.items():
+        consumer.seek(tp, start)
+    visible = 0
+    deadline = time.monotonic() + 10
+    pending = set(ranges)
+    while pending and time.monotonic() < deadline:
+        for tp, records in (await consumer.getmany(*pending, timeout_ms=200)).items():
+            visible += sum(1 for r in records if r.offset < ranges[tp][1])
+        still = set()
+        for tp in pending:
+            if await consumer.position(tp) < ranges[tp][1]:
+                still.add(tp)
+        pending = still
+    for tp in pending:  # could not read them in time: count them as not consumed
+        visible += ranges[tp][1] - await consumer.position(tp)
+    return visible
 
 
 def _partitions(topic: str) -> list[TopicPartition]:
@@ -175,9 +204,12 @@ async def wait_until_caught_up(
     between a transaction's commit and its offset commit)."""
     deadline = time.monotonic() + timeout
     quiet = 0
+    previous: Backlog | None = None
     while True:
         try:
-            state = await backlog(bootstrap, pool)
+            # Count records (slower, exact) only once the raw figures stop moving.
+            state = await backlog(bootstrap, pool, count_records=previous is not None and previous.lag < 5000
+                                  and previous.outbox == 0)
         except RETRIABLE as error:
             # e.g. a fresh broker still creating __consumer_offsets: not known yet, so not empty
             log.info("backlog_unknown", error=f"{type(error).__name__}: {error}")
@@ -186,6 +218,7 @@ async def wait_until_caught_up(
             continue
         if on_poll:
             on_poll(state)
+        previous = state
         quiet = quiet + 1 if state.empty else 0
         if quiet >= quiet_polls:
             return state
