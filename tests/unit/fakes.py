@@ -41,11 +41,10 @@ class FakeIntakeRepository:
     units: dict[str, dict[str, Any]] = field(default_factory=dict)
     parked: list[tuple[ParcelScanned, MessageSource]] = field(default_factory=list)
 
-    async def has_rma(self, seller_id: str, return_id: str) -> bool:
-        return (seller_id, return_id) in self.rmas
-
-    async def add_rma(self, rma: RmaIssued, reason_category: str, lane: str) -> None:
+    async def add_rma(self, rma: RmaIssued, reason_category: str, lane: str) -> bool:
         key = (rma.seller_id, rma.return_id)
+        if key in self.rmas:
+            return False
         self.rmas[key] = ReturnOrder(rma.seller_id, rma.return_id, rma.shop_id, rma.channel, rma.order_id,
                                      rma.tracking_number, rma.reason_code, reason_category, lane)
         self.lines[key] = [
@@ -53,6 +52,7 @@ class FakeIntakeRepository:
                        l.unit_price.currency, l.size, l.colour)
             for l in rma.lines
         ]
+        return True
 
     async def sellers_with_tracking(self, tracking_number: str) -> set[str]:
         return {r.seller_id for r in self.rmas.values() if r.tracking_number == tracking_number}
@@ -80,10 +80,8 @@ class FakeIntakeRepository:
     async def park_scan(self, scan: ParcelScanned, source: MessageSource) -> None:
         self.parked.append((scan, source))
 
-    async def take_parked_scans(self, seller_id: str, tracking_number: str, *, others: bool = False
-                                ) -> list[tuple[ParcelScanned, MessageSource]]:
-        taken = [(s, src) for s, src in self.parked
-                 if (s.seller_id == seller_id) != others and s.tracking_number == tracking_number]
+    async def take_parked_scans(self, tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
+        taken = [(s, src) for s, src in self.parked if s.tracking_number == tracking_number]
         self.parked = [p for p in self.parked if p not in taken]
         return taken
 

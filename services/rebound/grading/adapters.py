@@ -48,8 +48,11 @@ _RETURNING = " RETURNING lpn, seller_id, received, inspection, inspected_at, ref
 
 
 class GradingRepository:
+    """Built per batch: the rules it reads are cached for the batch's length."""
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
+        self._rules: dict[str, GradingRules] = {}
 
     async def owner(self, lpn: str) -> str | None:
         return await self.conn.fetchval("SELECT seller_id FROM grading.units WHERE lpn = $1", lpn)
@@ -103,7 +106,9 @@ class GradingRepository:
         )
 
     async def rules_for(self, seller_id: str) -> GradingRules:
-        raw = await self.conn.fetchval(
-            "SELECT grading_rules FROM rebound.sellers WHERE seller_id = $1", seller_id
-        )
-        return parse_rules(orjson.loads(raw)) if raw else DEFAULT_RULES
+        if seller_id not in self._rules:
+            raw = await self.conn.fetchval(
+                "SELECT grading_rules FROM rebound.sellers WHERE seller_id = $1", seller_id
+            )
+            self._rules[seller_id] = parse_rules(orjson.loads(raw)) if raw else DEFAULT_RULES
+        return self._rules[seller_id]

@@ -56,7 +56,7 @@ async def apply_refurbishment(ctx: Context, work: UnitRefurbished, repo: Grading
 async def regrade(ctx: Context, repo: GradingRepository, state: UnitState) -> None:
     """Decide the grade once both the receipt and an inspection are known; emit it when it changed."""
     if state.received is None or state.checks is None:
-        log.info("grading_parked", lpn=state.lpn, seller_id=state.seller_id,
+        log.debug("grading_parked", lpn=state.lpn, seller_id=state.seller_id,
                  waiting_for="receipt" if state.received is None else "inspection")
         return
     unit = state.received

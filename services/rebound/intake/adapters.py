@@ -42,19 +42,17 @@ class IntakeRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def has_rma(self, seller_id: str, return_id: str) -> bool:
-        return bool(await self.conn.fetchval(
-            "SELECT true FROM intake.rmas WHERE seller_id = $1 AND return_id = $2", seller_id, return_id
-        ))
-
-    async def add_rma(self, rma: RmaIssued, reason_category: str, lane: str) -> None:
-        await self.conn.execute(
+    async def add_rma(self, rma: RmaIssued, reason_category: str, lane: str) -> bool:
+        """Register the return order and its lines; False if this seller already has that return id."""
+        added = await self.conn.fetchval(
             "INSERT INTO intake.rmas (seller_id, return_id, shop_id, channel, order_id,"
             " tracking_number, reason_code, reason_category, lane, issued_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING true",
             rma.seller_id, rma.return_id, rma.shop_id, rma.channel, rma.order_id,
             rma.tracking_number, rma.reason_code, reason_category, lane, rma.occurred_at,
         )
+        if not added:
+            return False
         await self.conn.executemany(
             "INSERT INTO intake.rma_lines (seller_id, return_id, line_id, position, sku, quantity,"
             " unit_price, currency, size, colour) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -64,6 +62,7 @@ class IntakeRepository:
                 for position, line in enumerate(rma.lines)
             ],
         )
+        return True
 
     async def sellers_with_tracking(self, tracking_number: str) -> set[str]:
         rows = await self.conn.fetch(
@@ -128,15 +127,11 @@ class IntakeRepository:
             scan.model_dump_json(), orjson.dumps(source.model_dump()).decode(),
         )
 
-    async def take_parked_scans(
-        self, seller_id: str, tracking_number: str, *, others: bool = False
-    ) -> list[tuple[ParcelScanned, MessageSource]]:
-        """Un-park the scans of this tracking number: the seller's own, or (`others`) those other
-        sellers sent for it."""
+    async def take_parked_scans(self, tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
+        """Un-park every scan of this tracking number, whichever seller sent it, oldest first."""
         rows = await self.conn.fetch(
-            "DELETE FROM intake.parked_scans WHERE tracking_number = $2"
-            " AND (seller_id = $1) <> $3 RETURNING payload, source, parked_at",
-            seller_id, tracking_number, others,
+            "DELETE FROM intake.parked_scans WHERE tracking_number = $1 RETURNING payload, source, parked_at",
+            tracking_number,
         )
         rows = sorted(rows, key=lambda r: r["parked_at"])
         return [

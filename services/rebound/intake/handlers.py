@@ -23,24 +23,23 @@ log = structlog.get_logger(__name__)
 
 async def register_return(ctx: Context, rma: RmaIssued, repo: IntakeRepository) -> None:
     """Record a return order; a parcel that arrived before it is matched now."""
-    if await repo.has_rma(rma.seller_id, rma.return_id):
+    category = categorise_reason(rma.channel, rma.reason_code)
+    if not await repo.add_rma(rma, category, lane_for(category)):
         log.info("return_already_registered", seller_id=rma.seller_id, return_id=rma.return_id,
                  event_id=str(rma.event_id))
         return
-    category = categorise_reason(rma.channel, rma.reason_code)
-    await repo.add_rma(rma, category, lane_for(category))
-    for scan, source in await repo.take_parked_scans(rma.seller_id, rma.tracking_number):
-        log.info("parked_parcel_matched", seller_id=rma.seller_id, return_id=rma.return_id,
-                 tracking_number=rma.tracking_number, event_id=str(scan.event_id))
+    for scan, source in await repo.take_parked_scans(rma.tracking_number):
         parked_ctx = dataclasses.replace(ctx, event=scan, source=source, exceptions_raised=0)
-        await receive_parcel(parked_ctx, scan, repo)
-        ctx.exceptions_raised += parked_ctx.exceptions_raised
-    # A parcel another seller scanned under this tracking number was not theirs after all.
-    for scan, source in await repo.take_parked_scans(rma.seller_id, rma.tracking_number, others=True):
-        parked_ctx = dataclasses.replace(ctx, event=scan, source=source, exceptions_raised=0)
-        parked_ctx.raise_exception(
-            "cross_tenant_reference", f"tracking number {scan.tracking_number} belongs to another seller's return"
-        )
+        if scan.seller_id == rma.seller_id:
+            log.debug("parked_parcel_matched", seller_id=rma.seller_id, return_id=rma.return_id,
+                     tracking_number=rma.tracking_number, event_id=str(scan.event_id))
+            await receive_parcel(parked_ctx, scan, repo)
+        else:
+            # Another seller scanned a parcel under this tracking number: it was not theirs.
+            parked_ctx.raise_exception(
+                "cross_tenant_reference",
+                f"tracking number {scan.tracking_number} belongs to another seller's return",
+            )
         ctx.exceptions_raised += parked_ctx.exceptions_raised
 
 
@@ -57,7 +56,7 @@ async def receive_parcel(ctx: Context, scan: ParcelScanned, repo: IntakeReposito
         # Its RMA is usually a moment behind (another topic, another partition): park quietly;
         # `report_unmatched_parcels` tells operators about the ones that wait too long.
         await repo.park_scan(scan, ctx.source)
-        log.info("parcel_parked", seller_id=scan.seller_id, tracking_number=scan.tracking_number,
+        log.debug("parcel_parked", seller_id=scan.seller_id, tracking_number=scan.tracking_number,
                  event_id=str(scan.event_id))
         return
 

@@ -28,6 +28,43 @@ def position_id(topic: str, partition: int, offset: int) -> uuid.UUID:
     return uuid.uuid5(_POSITION_NAMESPACE, f"{topic}:{partition}:{offset}")
 
 
+async def claim_all(
+    conn: asyncpg.Connection,
+    consumer: str,
+    entries: list[tuple[uuid.UUID, bytes, str, int, int]],
+) -> list[Claim]:
+    """Claim (event_id, fingerprint, topic, partition, offset) entries in two round trips at most.
+    An id repeated within `entries` is NEW once, then DUPLICATE or CONFLICT like any other."""
+    if not entries:
+        return []
+    ids, digests, topics, partitions, offsets = (list(column) for column in zip(*entries, strict=True))
+    inserted = {
+        row["event_id"]
+        for row in await conn.fetch(
+            "INSERT INTO rebound.inbox (consumer, event_id, fingerprint, topic, partition, \"offset\")"
+            " SELECT $1, e, f, t, p, o FROM unnest($2::uuid[], $3::bytea[], $4::text[], $5::int[], $6::bigint[])"
+            " WITH ORDINALITY AS u(e, f, t, p, o, n) ORDER BY n ON CONFLICT DO NOTHING RETURNING event_id",
+            consumer, ids, digests, topics, partitions, offsets,
+        )
+    }
+    stored: dict[uuid.UUID, bytes] = {}
+    missing = list({i for i in ids if i not in inserted})
+    if missing:
+        rows = await conn.fetch(
+            "SELECT event_id, fingerprint FROM rebound.inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
+            consumer, missing,
+        )
+        stored = {row["event_id"]: bytes(row["fingerprint"]) for row in rows}
+    claims = []
+    for event_id, digest, *_ in entries:
+        if event_id in inserted and event_id not in stored:
+            stored[event_id] = digest  # first occurrence in this batch: the one that was inserted
+            claims.append(Claim.NEW)
+        else:
+            claims.append(Claim.DUPLICATE if stored[event_id] == digest else Claim.CONFLICT)
+    return claims
+
+
 async def claim(
     conn: asyncpg.Connection,
     consumer: str,

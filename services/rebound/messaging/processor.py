@@ -160,8 +160,10 @@ def decode(record: Record, route: Route | None, max_bytes: int) -> Decoded:
     return item
 
 
-def dead_letter(item: Decoded, consumer: str, now: datetime) -> MessageDeadLettered:
-    kind, error = item.failure or ("processing_failed", "unknown")
+def dead_letter(
+    item: Decoded, consumer: str, now: datetime, failure: tuple[DeadLetterKind, str] | None = None
+) -> MessageDeadLettered:
+    kind, error = failure or item.failure or ("processing_failed", "unknown")
     raw = item.record.value or b""
     kept = raw[:DLQ_RAW_LIMIT]
     key = item.record.key.decode("utf-8", "replace") if item.record.key is not None else None
@@ -261,30 +263,43 @@ class BatchProcessor:
                 "SELECT seller_id FROM rebound.sellers WHERE seller_id = ANY($1::text[])", list(sellers)
             )
         }
-        for item in items:
+        # What this attempt does with each item; the items themselves stay as decoded, so a
+        # retry after a rollback starts from scratch.
+        failures: dict[int, tuple[DeadLetterKind, str]] = {i: item.failure for i, item in enumerate(items)
+                                                            if item.failure is not None}
+        duplicates: set[int] = set()
+        readable = [i for i, item in enumerate(items) if item.event is not None]
+        claims = await inbox.claim_all(conn, self.consumer, [
+            (items[i].event.event_id, items[i].digest, items[i].record.topic, items[i].record.partition,
+             items[i].record.offset) for i in readable
+        ])
+        for i, claim in zip(readable, claims, strict=True):
+            if claim is inbox.Claim.DUPLICATE:
+                duplicates.add(i)
+            elif claim is inbox.Claim.CONFLICT:
+                failures[i] = ("conflicting_duplicate",
+                               f"event_id {items[i].event.event_id} was already applied with other content")
+        # Dead letters are claimed by position, so a re-delivered record is dead-lettered once.
+        unreadable = sorted(failures)
+        letters = await inbox.claim_all(conn, self.consumer, [
+            (inbox.position_id(items[i].record.topic, items[i].record.partition, items[i].record.offset), b"",
+             items[i].record.topic, items[i].record.partition, items[i].record.offset) for i in unreadable
+        ])
+        new_letters = {i for i, claim in zip(unreadable, letters, strict=True) if claim is inbox.Claim.NEW}
+        repositories: dict[str, Any] = {}  # one per route and batch, so they may cache
+        for i, item in enumerate(items):
             record = item.record
-            if item.event is not None:
-                claim = await inbox.claim(
-                    conn, self.consumer, item.event.event_id, item.digest,
-                    record.topic, record.partition, record.offset,
-                )
-                if claim is inbox.Claim.DUPLICATE:
-                    stats.duplicates += 1
-                    log.info("duplicate_skipped", event_id=str(item.event.event_id),
-                             topic=record.topic, partition=record.partition, offset=record.offset)
-                    continue
-                if claim is inbox.Claim.CONFLICT:
-                    item.failure = (
-                        "conflicting_duplicate",
-                        f"event_id {item.event.event_id} was already applied with other content",
-                    )
-                    item.event = None
-            if item.event is None:
-                if await self._claim_position(conn, item):
-                    outbox.add(DLQ, dead_letter(item, self.consumer, now))
+            if i in duplicates:
+                stats.duplicates += 1
+                log.debug("duplicate_skipped", event_id=str(item.event.event_id),
+                          topic=record.topic, partition=record.partition, offset=record.offset)
+                continue
+            if i in failures:
+                if i in new_letters:
+                    outbox.add(DLQ, dead_letter(item, self.consumer, now, failures[i]))
                     stats.dead_lettered += 1
                     log.warning(
-                        "dead_lettered", kind=item.failure[0], error=item.failure[1],
+                        "dead_lettered", kind=failures[i][0], error=failures[i][1],
                         seller_id=item.seller_id, topic=record.topic,
                         partition=record.partition, offset=record.offset,
                     )
@@ -293,19 +308,14 @@ class BatchProcessor:
             if item.event.seller_id not in known:
                 ctx.raise_exception("unknown_seller", f"seller {item.event.seller_id!r} is not registered")
             else:
-                await item.route.handle(ctx, item.event, item.route.repository(conn))
+                name = item.route.topic.name
+                if name not in repositories:
+                    repositories[name] = item.route.repository(conn)
+                await item.route.handle(ctx, item.event, repositories[name])
             stats.exceptions += ctx.exceptions_raised
             stats.applied += 1
         stats.outbox_rows = await outbox.flush(conn)
         return stats
-
-    async def _claim_position(self, conn: asyncpg.Connection, item: Decoded) -> bool:
-        r = item.record
-        claim = await inbox.claim(
-            conn, self.consumer, inbox.position_id(r.topic, r.partition, r.offset), b"",
-            r.topic, r.partition, r.offset,
-        )
-        return claim is inbox.Claim.NEW
 
 
 def _merge(total: BatchStats, part: BatchStats) -> None:
