@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 UNITS ?= 10000
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status demo test test-faults soak test-docker test-unit schemas clean-state
+.PHONY: help install up down status demo test test-faults soak bench bench-full test-docker test-unit schemas clean-state
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -47,6 +47,12 @@ test-faults: up ## the fault scenarios alone, short profile (kill -9, rebalances
 
 soak: up ## the fault scenarios at full size (20,000 units, 12 kills, 30 s outage), ROUNDS times (default 1)
 	for round in $$(seq $${ROUNDS:-1}); do REBOUND_FAULT_PROFILE=full $(BIN)/pytest tests/faults -s || exit 1; done
+
+bench: up ## benchmark: the bare-loop ceiling, end to end at 10k and 100k units, 1 and 2 replicas, latency at half load
+	$(BIN)/python -m bench
+
+bench-full: up ## the benchmark plus a 1,000,000-unit run
+	$(BIN)/python -m bench --full
 
 test-docker: install ## the same tests but the fault scenarios, against throwaway containers (needs Docker)
 	REBOUND_TESTCONTAINERS=1 $(BIN)/pytest --ignore=tests/faults

@@ -1,0 +1,116 @@
+"""make bench [--full]: the ceiling, Rebound end to end, latency at half load, and scale."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from rebound.db import create_pool, migrate
+from rebound.logs import configure
+from rebound.messaging.topics import ensure_topics
+from rebound.settings import Settings
+
+from . import ceiling, pipeline
+
+OUT = Path(".bench")
+TABLES = ("rebound.inbox", "rebound.outbox", "intake.rmas", "intake.rma_lines", "intake.units",
+          "grading.units", "ledger.units", "ledger.stock")
+
+
+def machine() -> dict:
+    meminfo = Path("/proc/meminfo").read_text().split()
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {"cores": os.cpu_count(), "ram_gib": round(int(meminfo[1]) / 1024 / 1024, 1), "cpu": model,
+            "python": platform.python_version(), "kernel": platform.release()}
+
+
+async def table_sizes(pool: asyncpg.Pool) -> dict:
+    sizes = {}
+    for table in TABLES:
+        rows = await pool.fetchval(f"SELECT count(*) FROM {table}")  # noqa: S608 - fixed table names
+        size = await pool.fetchval("SELECT pg_total_relation_size($1::regclass)", table)
+        sizes[table] = {"rows": rows, "mb": round(size / 1024 / 1024, 1)}
+    return sizes
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"Rebound benchmark, {result['date']}, {result['machine']['cores']} cores, "
+        f"{result['machine']['ram_gib']} GiB, {result['machine']['cpu']}",
+        "",
+        "| Run | Units | Replicas | Units/s | vs ceiling | Peak RSS (MB, max per service) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| ceiling (bare loop) | {result['ceiling']['units']:,} | 1 | {result['ceiling']['units_per_s']:,.0f} | 1.00 | |",
+    ]
+    for run in result["scale"]:
+        ratio = run["units_per_s"] / result["ceiling_units_per_s"]
+        lines.append(f"| Rebound end to end | {run['units']:,} | {run['replicas']} | {run['units_per_s']:,.0f} "
+                     f"| {ratio:.2f} | {max(run['peak_rss_mb'].values()):.0f} |")
+    lat = result["latency_ms"]
+    lines += ["", f"Latency inspection → adjustment readable (read_committed), {lat['units']:,} units offered at "
+              f"{lat['offered_units_per_s']:,.0f} units/s: p50 {lat['p50']} ms, p95 {lat['p95']} ms, "
+              f"p99 {lat['p99']} ms, max {lat['max']} ms"]
+    return "\n".join(lines)
+
+
+async def main(full: bool, units: int, ceiling_units: int, latency_s: float) -> dict:
+    settings = Settings.from_env()
+    await ensure_topics(settings.kafka_bootstrap_servers)
+    pool = await create_pool(settings.database_url)
+    await migrate(pool)
+    logs = OUT / "logs" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    print(f"ceiling: {ceiling_units:,} units through the bare loop ...", flush=True)
+    top = await ceiling.measure(settings.kafka_bootstrap_servers, settings.database_url, ceiling_units)
+    print(f"  {top['units_per_s']:,.0f} units/s", flush=True)
+    scale = []
+    plan = [(10_000, 1), (units, 1), (units, 2)] + ([(1_000_000, 1)] if full else [])
+    for size, replicas in plan:
+        print(f"end to end: {size:,} units, {replicas} replica(s) per service ...", flush=True)
+        run = await pipeline.throughput(settings, size, replicas, logs / f"{size}-{replicas}", timeout=3600)
+        run["tables"] = await table_sizes(pool)
+        print(f"  {run['units_per_s']:,.0f} units/s in {run['seconds']} s", flush=True)
+        scale.append(run)
+    main_run = next(r for r in scale if r["units"] == units and r["replicas"] == 1)
+    half = main_run["units_per_s"] / 2
+    print(f"latency: inspections offered at {half:,.0f} units/s for {latency_s:.0f} s ...", flush=True)
+    lat = await pipeline.latency(settings, half, latency_s, logs / "latency")
+    await pool.close()
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "ceiling": top,
+        "ceiling_units_per_s": top["units_per_s"],
+        "e2e_units_per_s": main_run["units_per_s"],
+        "ratio_to_ceiling": round(main_run["units_per_s"] / top["units_per_s"], 2),
+        "units": units,
+        "replicas": main_run["replicas"],
+        "latency_ms": lat,
+        "scale": scale,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
+    parser.add_argument("--full", action="store_true", help="add the 1,000,000-unit scale run")
+    parser.add_argument("--units", type=int, default=100_000, help="units of the main end-to-end run")
+    parser.add_argument("--ceiling-units", type=int, default=50_000, help="units through the bare loop")
+    parser.add_argument("--latency-seconds", type=float, default=30.0, help="how long to offer the fixed load")
+    args = parser.parse_args()
+    configure("warning")
+    began = time.monotonic()
+    result = asyncio.run(main(args.full, args.units, args.ceiling_units, args.latency_seconds))
+    result["bench_seconds"] = round(time.monotonic() - began)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "latest.json").write_text(json.dumps(result, indent=2))
+    print()
+    print(markdown(result))
+    print(f"\n(.bench/latest.json; {result['bench_seconds']} s)")

@@ -1,0 +1,166 @@
+"""Rebound end to end: the services as processes, a simulated wave, timed from the first message
+sent to the last adjustment readable with read_committed."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from rebound import simulator
+from rebound.db import create_pool
+from rebound.processes import Fleet, wait_until_caught_up
+from rebound.settings import Settings
+from rebound_contracts import StockAdjusted
+from rebound_contracts.topics import STOCK_ADJUSTMENTS, UNIT_INSPECTED, UNIT_REFURBISHED
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the most resident memory the process ever had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+class AdjustmentWatcher:
+    """Reads storefront.stock-adjustments.v1 with read_committed from its current end, and
+    notes when each adjustment of the given sellers became readable."""
+
+    def __init__(self, bootstrap: str, sellers: set[str]) -> None:
+        self.bootstrap = bootstrap
+        self.sellers = sellers
+        self.seen: list[tuple[float, StockAdjusted]] = []
+        self.available: dict[str, int] = {}
+        self._task: asyncio.Task | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_committed",
+                                          enable_auto_commit=False, fetch_max_wait_ms=20)
+        await self._consumer.start()
+        partitions = [TopicPartition(STOCK_ADJUSTMENTS.name, p) for p in range(STOCK_ADJUSTMENTS.partitions)]
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for records in batches.values():
+                for record in records:
+                    adjustment = StockAdjusted.model_validate_json(record.value)
+                    if adjustment.seller_id in self.sellers:
+                        self.seen.append((now, adjustment))
+                        self.available[STOCK_ADJUSTMENTS.key_of(adjustment)] = adjustment.available
+
+    async def wait(self, done: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(self.seen)} adjustments after {timeout:.0f} s")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer:
+            await self._consumer.stop()
+
+
+async def throughput(settings: Settings, units: int, replicas: int, log_dir: Path, timeout: float) -> dict:
+    wave = simulator.generate(simulator.WaveConfig(units=units, seed=random.randrange(1 << 30)))
+    expected = sum(wave.expected_stock.values())
+    await simulator.register_sellers(settings.database_url, wave.sellers)
+    watcher = AdjustmentWatcher(settings.kafka_bootstrap_servers, set(wave.sellers))
+    await watcher.start()
+    pool = await create_pool(settings.database_url, max_size=2)
+    try:
+        with Fleet(log_dir=log_dir, replicas=replicas) as fleet:
+            await asyncio.sleep(3.0)  # let the consumer groups settle before the clock starts
+            started = time.time()
+            await simulator.publish(wave, settings.kafka_bootstrap_servers, progress=False)
+            await watcher.wait(lambda: sum(watcher.available.values()) == expected, timeout)
+            finished = watcher.seen[-1][0]
+            await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet)
+            rss = {m.name: peak_rss_mb(m.process.pid) for m in fleet.members}
+        elapsed = finished - started
+        return {
+            "units": units, "replicas": replicas, "messages": len(wave.messages),
+            "adjustments": len(watcher.seen), "seconds": round(elapsed, 2),
+            "units_per_s": round(units / elapsed, 1), "peak_rss_mb": rss,
+        }
+    finally:
+        await watcher.stop()
+        await pool.close()
+
+
+def _restamped(value: bytes, now: datetime) -> bytes:
+    document = orjson.loads(value)
+    document["occurred_at"] = now.isoformat()
+    return orjson.dumps(document)
+
+
+async def latency(settings: Settings, units_per_s: float, seconds: float, log_dir: Path) -> dict:
+    """Inspections offered at a fixed rate, each stamped with the moment it is sent; latency is
+    from that `occurred_at` to its adjustment being readable with read_committed."""
+    units = max(50, int(units_per_s * seconds))
+    wave = simulator.generate(simulator.WaveConfig(units=units, seed=random.randrange(1 << 30), reinspect_rate=0.0))
+    await simulator.register_sellers(settings.database_url, wave.sellers)
+    prep = [m for m in wave.messages if m.topic not in (UNIT_INSPECTED.name, UNIT_REFURBISHED.name)]
+    inspections = [m for m in wave.messages if m.topic == UNIT_INSPECTED.name]
+    expected = {lpn for lpn, grade in wave.expected_grades.items() if grade in ("A", "B")}
+    pool = await create_pool(settings.database_url, max_size=2)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+                                enable_idempotence=True, linger_ms=0)
+    watcher = AdjustmentWatcher(settings.kafka_bootstrap_servers, set(wave.sellers))
+    try:
+        with Fleet(log_dir=log_dir) as fleet:
+            await simulator.publish(simulator.Wave(**{**wave.__dict__, "messages": prep}),
+                                    settings.kafka_bootstrap_servers, progress=False)
+            await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=600, fleet=fleet)
+            await watcher.start()
+            await producer.start()
+            sent_at: dict[str, float] = {}
+            interval = 1.0 / units_per_s
+            begin = time.perf_counter()
+            for i, message in enumerate(inspections):
+                await asyncio.sleep(max(0.0, begin + i * interval - time.perf_counter()))
+                now = datetime.now(UTC)
+                sent_at[message.key.decode()] = now.timestamp()
+                await producer.send(message.topic, _restamped(message.value, now), key=message.key)
+            await producer.flush()
+            firsts: dict[str, float] = {}
+            cursor = 0
+
+            def all_seen() -> bool:
+                nonlocal cursor
+                for at, adjustment in watcher.seen[cursor:]:
+                    firsts.setdefault(adjustment.cause.lpn, at)
+                cursor = len(watcher.seen)
+                return expected <= firsts.keys()
+
+            await watcher.wait(all_seen, timeout=300)
+        samples = sorted((firsts[lpn] - sent_at[lpn]) * 1000 for lpn in expected)
+        return {"offered_units_per_s": round(units_per_s, 1), "units": len(samples), **percentiles(samples)}
+    finally:
+        await watcher.stop()
+        await producer.stop()
+        await pool.close()
+
+
+def percentiles(samples: list[float]) -> dict:
+    def at(q: float) -> float:
+        return round(samples[min(len(samples) - 1, int(q * len(samples)))], 1)
+
+    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(samples[-1], 1)}
