@@ -3,7 +3,7 @@ so an event can never change another seller's unit."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -48,35 +48,43 @@ _RETURNING = " RETURNING lpn, seller_id, received, inspection, inspected_at, ref
 
 
 class GradingRepository:
-    """Built per batch: the rules it reads are cached for the batch's length."""
+    """Built per batch: the rules it reads are cached for the batch's length, and the grades it
+    records are written in one statement by `flush` (the batch's later reads see them already)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self._rules: dict[str, GradingRules] = {}
+        self._grades: dict[str, tuple[str, tuple[str, ...], int]] = {}
+
+    def _latest(self, state: UnitState | None) -> UnitState | None:
+        if state is None or state.lpn not in self._grades:
+            return state
+        grade, reasons, revision = self._grades[state.lpn]
+        return replace(state, grade=grade, reasons=reasons, revision=revision)
 
     async def owner(self, lpn: str) -> str | None:
         return await self.conn.fetchval("SELECT seller_id FROM grading.units WHERE lpn = $1", lpn)
 
     async def merge_receipt(self, unit: UnitReceived) -> UnitState | None:
-        return _state(await self.conn.fetchrow(
+        return self._latest(_state(await self.conn.fetchrow(
             "INSERT INTO grading.units AS u (lpn, seller_id, received) VALUES ($1, $2, $3)"
             " ON CONFLICT (lpn) DO UPDATE SET received = EXCLUDED.received, updated_at = now()"
             " WHERE u.seller_id = EXCLUDED.seller_id" + _RETURNING,
             unit.lpn, unit.seller_id, unit.model_dump_json(),
-        ))
+        )))
 
     async def take_over(self, unit: UnitReceived) -> UnitState | None:
         """The receipt is authoritative: drop what another seller's events left on this LPN."""
-        return _state(await self.conn.fetchrow(
+        return self._latest(_state(await self.conn.fetchrow(
             "UPDATE grading.units SET seller_id = $2, received = $3, inspection = NULL,"
             " inspection_event_id = NULL, inspected_at = NULL, refurbished = '{}', updated_at = now()"
             " WHERE lpn = $1 AND received IS NULL" + _RETURNING,
             unit.lpn, unit.seller_id, unit.model_dump_json(),
-        ))
+        )))
 
     async def merge_inspection(self, inspection: UnitInspected) -> UnitState | None:
         """Store the inspection unless a later one of the same seller is already stored."""
-        return _state(await self.conn.fetchrow(
+        return self._latest(_state(await self.conn.fetchrow(
             "INSERT INTO grading.units AS u (lpn, seller_id, inspection, inspection_event_id, inspected_at)"
             " VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (lpn) DO UPDATE SET inspection = EXCLUDED.inspection,"
@@ -86,24 +94,29 @@ class GradingRepository:
             " AND (u.inspected_at IS NULL OR u.inspected_at <= EXCLUDED.inspected_at)" + _RETURNING,
             inspection.lpn, inspection.seller_id, inspection.checks.model_dump_json(),
             inspection.event_id, inspection.occurred_at,
-        ))
+        )))
 
     async def merge_refurbishment(self, work: UnitRefurbished) -> UnitState | None:
-        return _state(await self.conn.fetchrow(
+        return self._latest(_state(await self.conn.fetchrow(
             "INSERT INTO grading.units AS u (lpn, seller_id, refurbished) VALUES ($1, $2, $3)"
             " ON CONFLICT (lpn) DO UPDATE SET refurbished ="
             " ARRAY(SELECT DISTINCT a FROM unnest(u.refurbished || EXCLUDED.refurbished) AS a ORDER BY a),"
             " updated_at = now()"
             " WHERE u.seller_id = EXCLUDED.seller_id" + _RETURNING,
             work.lpn, work.seller_id, sorted(set(work.actions)),
-        ))
+        )))
 
     async def record_grade(self, lpn: str, grade: str, reasons: tuple[str, ...], revision: int) -> None:
-        await self.conn.execute(
-            "UPDATE grading.units SET grade = $2, reasons = $3, revision = $4, updated_at = now()"
-            " WHERE lpn = $1",
-            lpn, grade, list(reasons), revision,
-        )
+        self._grades[lpn] = (grade, tuple(reasons), revision)
+
+    async def flush(self) -> None:
+        if self._grades:
+            await self.conn.executemany(
+                "UPDATE grading.units SET grade = $2, reasons = $3, revision = $4, updated_at = now()"
+                " WHERE lpn = $1",
+                [(lpn, grade, list(reasons), revision) for lpn, (grade, reasons, revision) in self._grades.items()],
+            )
+            self._grades.clear()
 
     async def rules_for(self, seller_id: str) -> GradingRules:
         if seller_id not in self._rules:

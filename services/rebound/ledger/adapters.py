@@ -23,10 +23,17 @@ class Counter:
 
 
 class LedgerRepository:
+    """Built per batch: placements are written in one statement by `flush`; the batch's later
+    reads see them already. Stock counters are written at once (their row lock orders the
+    outbox rows of a key)."""
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
+        self._placed: dict[str, Placement] = {}
 
     async def placement_for_update(self, lpn: str) -> Placement | None:
+        if lpn in self._placed:
+            return self._placed[lpn]
         row = await self.conn.fetchrow(
             "SELECT seller_id, stock_key, revision FROM ledger.units WHERE lpn = $1 FOR UPDATE", lpn
         )
@@ -42,12 +49,18 @@ class LedgerRepository:
         return [row["stock_key"] for row in rows]
 
     async def place(self, lpn: str, seller_id: str, key: StockKey | None, revision: int) -> None:
-        await self.conn.execute(
-            "INSERT INTO ledger.units (lpn, seller_id, stock_key, revision) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (lpn) DO UPDATE SET stock_key = EXCLUDED.stock_key,"
-            " revision = EXCLUDED.revision, updated_at = now()",
-            lpn, seller_id, str(key) if key else None, revision,
-        )
+        self._placed[lpn] = Placement(seller_id, key, revision)
+
+    async def flush(self) -> None:
+        if self._placed:
+            await self.conn.executemany(
+                "INSERT INTO ledger.units (lpn, seller_id, stock_key, revision) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (lpn) DO UPDATE SET stock_key = EXCLUDED.stock_key,"
+                " revision = EXCLUDED.revision, updated_at = now()",
+                [(lpn, p.seller_id, str(p.stock_key) if p.stock_key else None, p.revision)
+                 for lpn, p in self._placed.items()],
+            )
+            self._placed.clear()
 
     async def adjust(self, key: StockKey, shop_id: str, delta: int) -> Counter:
         """Move the counter of `key` by `delta` and take the key's next sequence number."""

@@ -314,6 +314,10 @@ class BatchProcessor:
                 await item.route.handle(ctx, item.event, repositories[name])
             stats.exceptions += ctx.exceptions_raised
             stats.applied += 1
+        for repository in repositories.values():  # writes a repository deferred to the batch's end
+            flush = getattr(repository, "flush", None)
+            if flush is not None:
+                await flush()
         stats.outbox_rows = await outbox.flush(conn)
         return stats
 
