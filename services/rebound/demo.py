@@ -13,7 +13,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from rebound_contracts import TOPICS_BY_NAME
 from rebound_contracts.topics import (
     DLQ,
     EXCEPTIONS,
@@ -94,7 +93,7 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         exceptions = await checker.read_topic(bootstrap, EXCEPTIONS.name, sellers=None)
         letters = await checker.read_topic(bootstrap, DLQ.name, sellers=None)
         ours = lambda source: source.offset >= before.get((source.topic, source.partition), 0)  # noqa: E731
-        exceptions = [e for _, _, e in exceptions if e.source.topic in TOPICS_BY_NAME and _inbound(e.source.topic)
+        exceptions = [e for _, _, e in exceptions if _inbound(e.source.topic)
                       and ours(e.source)]
         letters = [d for _, _, d in letters if _inbound(d.source.topic) and ours(d.source)]
         parked = await pool.fetchval(

@@ -160,8 +160,3 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
                   exceptions=stats.exceptions)
 
     return FastStream(broker, lifespan=lifespan, logger=None)
-
-
-def run(spec_factory: Callable[[], ServiceSpec], settings: Settings) -> None:
-    """Run one service until SIGINT/SIGTERM."""
-    asyncio.run(build_app(spec_factory(), settings).run())

@@ -157,6 +157,3 @@ class IntakeRepository:
         await self.conn.execute(
             "UPDATE intake.parked_scans SET reported_at = $2 WHERE event_id = ANY($1::uuid[])", event_ids, at
         )
-
-    async def parked_count(self) -> int:
-        return await self.conn.fetchval("SELECT count(*) FROM intake.parked_scans")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -119,7 +119,6 @@ class BatchStats:
     dead_lettered: int = 0
     exceptions: int = 0
     outbox_rows: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 def _validation_summary(error: ValidationError) -> str:
@@ -201,10 +200,6 @@ class BatchProcessor:
         self.max_message_bytes = max_message_bytes
         self.lock_keys = lock_keys
         self.clock = clock
-
-    @property
-    def topics(self) -> list[str]:
-        return list(self.routes)
 
     async def process(self, records: Sequence[Record]) -> BatchStats:
         items = [decode(r, self.routes.get(r.topic), self.max_message_bytes) for r in records]
