@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from rebound_contracts import (
@@ -19,6 +20,17 @@ from rebound_contracts import (
 )
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class Record:
+    """A Kafka record as the batch processor reads it (aiokafka's ConsumerRecord has these)."""
+
+    topic: str
+    value: bytes | None
+    partition: int = 0
+    offset: int = 0
+    key: bytes | None = None
 
 
 def uid(prefix: str = "") -> str:

@@ -18,15 +18,7 @@ from rebound.ledger.app import spec as ledger_spec
 from rebound.messaging.processor import BatchProcessor, BatchStats
 from rebound.service import ServiceSpec
 from rebound_contracts import TOPICS_BY_NAME
-
-
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
+from tests.factories import Record
 
 
 @dataclass
@@ -71,7 +63,7 @@ class Pipeline:
             value = message.model_dump_json().encode()
         else:
             key, value = b"raw", message
-        return Record(topic, partition, next(self._offsets), key, value)
+        return Record(topic, value, partition, next(self._offsets), key)
 
     async def feed(self, processor: BatchProcessor, records: list[Record]) -> BatchStats:
         return await processor.process(records)
@@ -85,4 +77,4 @@ class Pipeline:
         return [Emitted(r["topic"], r["key"], bytes(r["payload"])) for r in sorted(rows, key=lambda r: r["id"])]
 
     def forward(self, emitted: list[Emitted], topic: str) -> list[Record]:
-        return [Record(e.topic, 0, next(self._offsets), e.key.encode(), e.payload) for e in emitted if e.topic == topic]
+        return [Record(e.topic, e.payload, 0, next(self._offsets), e.key.encode()) for e in emitted if e.topic == topic]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -95,7 +96,7 @@ async def test_the_same_event_id_with_other_content_is_dead_lettered_once(pipe: 
     emitted = await pipe.take_outbox(pipe.intake)
     letters = [e.event for e in emitted if e.topic == DLQ.name]
     assert [(d.kind, d.source.offset) for d in letters] == [("conflicting_duplicate", conflicting.offset)]
-    assert orjson.loads(__import__("base64").b64decode(letters[0].raw_base64))["order_id"] == "other-order"
+    assert orjson.loads(base64.b64decode(letters[0].raw_base64))["order_id"] == "other-order"
     kept = await pipe.pool.fetchval(
         "SELECT order_id FROM intake.rmas WHERE seller_id = $1 AND return_id = $2", seller, order.return_id)
     assert kept == order.order_id

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
@@ -14,15 +13,7 @@ from rebound.messaging.inbox import fingerprint, position_id
 from rebound.messaging.processor import Route, dead_letter, decode
 from rebound_contracts.topics import PARCEL_SCANNED, RMA, UNIT_INSPECTED, UNIT_REFURBISHED
 from tests import factories as f
-
-
-@dataclass
-class FakeRecord:
-    topic: str
-    value: bytes | None
-    partition: int = 2
-    offset: int = 41
-    key: bytes | None = b"k"
+from tests.factories import Record
 
 
 async def _noop(*_: object) -> None:
@@ -33,7 +24,7 @@ ROUTES = {t.name: Route(t, _noop, lambda conn: None) for t in (RMA, PARCEL_SCANN
 
 
 def _decode(topic: str, value: bytes | None, limit: int = 256 * 1024):
-    return decode(FakeRecord(topic, value), ROUTES.get(topic), limit)
+    return decode(Record(topic, value, partition=2, offset=41, key=b"k"), ROUTES.get(topic), limit)
 
 
 def _valid(topic: str) -> dict:
@@ -99,7 +90,7 @@ def test_schema_violations_name_the_field(topic: str, mutate, field: str) -> Non
 
 def test_a_dead_letter_keeps_the_raw_bytes_and_where_they_came_from() -> None:
     raw = b'{"event_id": nope}'
-    item = decode(FakeRecord(RMA.name, raw, partition=3, offset=99), ROUTES[RMA.name], 1024)
+    item = decode(Record(RMA.name, raw, partition=3, offset=99), ROUTES[RMA.name], 1024)
     letter = dead_letter(item, "rebound-intake", datetime.now(UTC))
     assert base64.b64decode(letter.raw_base64) == raw and letter.raw_size == len(raw)
     assert (letter.source.topic, letter.source.partition, letter.source.offset) == (RMA.name, 3, 99)
@@ -110,7 +101,7 @@ def test_a_dead_letter_keeps_the_raw_bytes_and_where_they_came_from() -> None:
 
 def test_an_oversized_dead_letter_is_truncated_and_says_so() -> None:
     raw = b"x" * 200_000
-    letter = dead_letter(decode(FakeRecord(RMA.name, raw), ROUTES[RMA.name], 1024), "c", datetime.now(UTC))
+    letter = dead_letter(decode(Record(RMA.name, raw), ROUTES[RMA.name], 1024), "c", datetime.now(UTC))
     assert letter.truncated and letter.raw_size == 200_000
     assert len(base64.b64decode(letter.raw_base64)) < 200_000
 

@@ -65,29 +65,6 @@ async def claim_all(
     return claims
 
 
-async def claim(
-    conn: asyncpg.Connection,
-    consumer: str,
-    event_id: uuid.UUID,
-    digest: bytes,
-    topic: str,
-    partition: int,
-    offset: int,
-) -> Claim:
-    inserted = await conn.fetchval(
-        "INSERT INTO rebound.inbox (consumer, event_id, fingerprint, topic, partition, \"offset\")"
-        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
-        consumer, event_id, digest, topic, partition, offset,
-    )
-    if inserted:
-        return Claim.NEW
-    stored = await conn.fetchval(
-        "SELECT fingerprint FROM rebound.inbox WHERE consumer = $1 AND event_id = $2",
-        consumer, event_id,
-    )
-    return Claim.DUPLICATE if bytes(stored) == digest else Claim.CONFLICT
-
-
 async def prune(
     conn: asyncpg.Connection,
     consumer: str,
