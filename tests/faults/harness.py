@@ -119,6 +119,9 @@ async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.P
     wave = simulator.generate(simulator.WaveConfig(
         units=shape.units, seed=rng.randrange(1 << 30), duplicate_rate=0.02, out_of_order_rate=0.05, bad_rate=0.02,
     ))
+    if await pool.fetchval("SELECT count(*) FROM rebound.sellers WHERE seller_id = ANY($1::text[])", wave.sellers):
+        pytest.fail(f"seed {seed} already ran against this database, so its wave would be all duplicates: "
+                    "replay it on fresh state (make clean-state && make up)", pytrace=False)
     await simulator.register_sellers(settings.database_url, wave.sellers)
     before = await inbound_end_offsets(settings.kafka_bootstrap_servers)
     fleet = Fleet(log_dir=log_dir, replicas=replicas, env={**os.environ, **(env or {})})

@@ -24,6 +24,7 @@ from rebound_contracts.topics import (
     UNIT_GRADED,
     UNIT_INSPECTED,
     UNIT_RECEIVED,
+    UNIT_REFURBISHED,
 )
 from tests import factories as f
 
@@ -156,6 +157,23 @@ async def test_seller_grading_rules_come_from_the_registry(pipe: Pipeline) -> No
         pipe.record(f.inspection(seller, pipe.id("L1"), "B"), UNIT_INSPECTED.name),  # packaging worn
     ])
     assert [(g.grade, g.reasons) for g in out[UNIT_GRADED.name]] == [("C", ["packaging=worn"])]
+
+
+async def test_an_inspection_and_a_refurbishment_in_one_batch_regrade_in_revision_order(pipe: Pipeline) -> None:
+    # They come on different topics, so a batch after a restart often holds both.
+    [seller] = await pipe.add_sellers("s")
+    lpn = pipe.id("L1")
+    await pipe.feed(pipe.grading, [pipe.record(f.received(seller, lpn), UNIT_RECEIVED.name)])
+    await pipe.feed(pipe.grading, [
+        pipe.record(f.inspection(seller, lpn, "B"), UNIT_INSPECTED.name),  # packaging worn
+        pipe.record(f.refurbished(seller, lpn, "repackaged"), UNIT_REFURBISHED.name),
+    ])
+    grades = [e.event for e in await pipe.take_outbox(pipe.grading) if e.topic == UNIT_GRADED.name]
+    assert [(g.grade, g.revision) for g in grades] == [("B", 1), ("A", 2)]
+    await pipe.feed(pipe.ledger, [pipe.record(g, UNIT_GRADED.name) for g in grades])
+    moves = [(e.event.condition, e.event.delta) for e in await pipe.take_outbox(pipe.ledger)
+             if e.topic == STOCK_ADJUSTMENTS.name]
+    assert moves == [("open_box", 1), ("open_box", -1), ("new", 1)]
 
 
 async def test_concurrent_batches_on_shared_keys_keep_sequences_gapless(pipe: Pipeline) -> None:

@@ -281,7 +281,10 @@ class BatchProcessor:
              items[i].record.topic, items[i].record.partition, items[i].record.offset) for i in unreadable
         ])
         new_letters = {i for i, claim in zip(unreadable, letters, strict=True) if claim is inbox.Claim.NEW}
-        repositories: dict[str, Any] = {}  # one per route and batch, so they may cache
+        # One repository per kind and batch, shared by the routes that build the same kind: a
+        # repository caches what the batch wrote (e.g. a unit's latest grade), and two caches of
+        # one unit would each believe they hold its latest state.
+        repositories: dict[Callable[[asyncpg.Connection], Any], Any] = {}
         for i, item in enumerate(items):
             record = item.record
             if i in duplicates:
@@ -303,10 +306,10 @@ class BatchProcessor:
             if item.event.seller_id not in known:
                 ctx.raise_exception("unknown_seller", f"seller {item.event.seller_id!r} is not registered")
             else:
-                name = item.route.topic.name
-                if name not in repositories:
-                    repositories[name] = item.route.repository(conn)
-                await item.route.handle(ctx, item.event, repositories[name])
+                build = item.route.repository
+                if build not in repositories:
+                    repositories[build] = build(conn)
+                await item.route.handle(ctx, item.event, repositories[build])
             stats.exceptions += ctx.exceptions_raised
             stats.applied += 1
         for repository in repositories.values():  # writes a repository deferred to the batch's end
