@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 UNITS ?= 10000
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status demo test test-faults soak bench bench-full test-docker test-unit schemas clean-state
+.PHONY: help install up down status demo test test-faults soak bench bench-full test-docker test-unit schemas asyncapi clean-state
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ test-unit: install ## unit tests only (no infrastructure)
 
 schemas: install ## regenerate contracts/schemas from the models
 	$(BIN)/python -m rebound_contracts.schema --write
+
+asyncapi: install ## regenerate contracts/asyncapi.yaml (AsyncAPI 3.0) from the topic registry
+	$(BIN)/python -m rebound.asyncapi
 
 clean-state: down ## delete local Kafka and PostgreSQL data (keeps the downloaded jars)
 	deploy/scripts/kafka.sh wipe
