@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 UNITS ?= 10000
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status demo test test-faults soak bench bench-full test-docker test-unit schemas asyncapi clean-state
+.PHONY: help install up down status demo test test-faults soak bench bench-full test-docker test-unit schemas asyncapi clean-state manifests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ schemas: install ## regenerate contracts/schemas from the models
 
 asyncapi: install ## regenerate contracts/asyncapi.yaml (AsyncAPI 3.0) from the topic registry
 	$(BIN)/python -m rebound.asyncapi
+
+manifests: install ## regenerate deploy/k8s/topics (Strimzi KafkaTopics) from the topic registry
+	$(BIN)/python -m rebound.deploy_manifests
 
 clean-state: down ## delete local Kafka and PostgreSQL data (keeps the downloaded jars)
 	deploy/scripts/kafka.sh wipe
