@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from rebound import checker, simulator
 from rebound.demo import INBOUND
-from rebound_contracts.topics import DLQ, EXCEPTIONS, STOCK_ADJUSTMENTS, UNIT_GRADED
+from rebound_contracts.topics import DISPOSITIONS, DLQ, EXCEPTIONS, STOCK_ADJUSTMENTS, UNIT_GRADED
 
 
 def _ours(before: dict, source) -> bool:  # noqa: ANN001
@@ -19,7 +19,8 @@ async def guarantees(bootstrap: str, wave: simulator.Wave) -> checker.Report:
     sellers = set(wave.sellers)
     adjustments = (await checker.read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=sellers)).records
     graded = await checker.read_topic(bootstrap, UNIT_GRADED.name, sellers=sellers)
-    return checker.check(adjustments, graded, wave.expected_stock)
+    decided = await checker.read_topic(bootstrap, DISPOSITIONS.name, sellers=sellers)
+    return checker.check(adjustments, graded, wave.expected_stock, dispositions=decided)
 
 
 async def assert_bad_input_accounted_for(bootstrap: str, wave: simulator.Wave, before: dict) -> None:

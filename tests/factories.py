@@ -7,14 +7,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from rebound_contracts import (
+    ExchangeRequested,
     InspectionChecks,
     Money,
     ParcelScanned,
     RmaIssued,
     RmaLine,
     ScannedUnit,
+    StorefrontAck,
     UnitGraded,
     UnitInspected,
+    UnitPicked,
     UnitReceived,
     UnitRefurbished,
 )
@@ -100,3 +103,22 @@ def graded(seller_id: str, lpn: str, grade: str, revision: int = 1, *, sku: str 
         shop_id=f"shop-{seller_id}", channel="tiktok", unit_price=Money(amount=price, currency="USD"),
         source_event_id=uuid.uuid4(),
     )
+
+
+def picked(seller_id: str, lpn: str, *, channel: str = "tiktok", warehouse: str = "W1") -> UnitPicked:
+    return UnitPicked(event_id=uuid.uuid4(), occurred_at=T0 + timedelta(days=5), seller_id=seller_id,
+                      warehouse_id=warehouse, lpn=lpn, channel=channel, order_id=uid("O"))
+
+
+def exchange(seller_id: str, sku: str, *, exchange_id: str | None = None, warehouse: str = "W1") -> ExchangeRequested:
+    return ExchangeRequested(event_id=uuid.uuid4(), occurred_at=T0 + timedelta(days=5), seller_id=seller_id,
+                             exchange_id=exchange_id or uid("X"), return_id=uid("R"), shop_id=f"shop-{seller_id}",
+                             channel="tiktok", warehouse_id=warehouse, sku=sku)
+
+
+def ack(seller_id: str, key: str, status: str, *, reason: str = "") -> StorefrontAck:
+    """An answer for the listing key `seller:channel:warehouse:sku:condition`."""
+    _, channel, warehouse, sku, condition = key.split(":")
+    return StorefrontAck(event_id=uuid.uuid4(), occurred_at=T0 + timedelta(days=5), seller_id=seller_id,
+                         ref_event_id=uuid.uuid4(), status=status, reason=reason, shop_id=f"shop-{seller_id}",
+                         channel=channel, warehouse_id=warehouse, sku=sku, condition=condition)

@@ -2,21 +2,30 @@
 
 from .common import Channel, Condition, Envelope, Grade, Lane, Money, ReasonCategory, TenantEvent
 from .inbound import (
+    ExchangeRequested,
     InspectionChecks,
     ParcelScanned,
     RmaIssued,
     RmaLine,
     ScannedUnit,
+    StorefrontAck,
     UnitInspected,
+    UnitPicked,
     UnitRefurbished,
 )
 from .outbound import (
     AdjustmentCause,
+    Destination,
+    DispositionDecided,
     ExceptionRaised,
+    ExchangeAllocated,
     ListingRequested,
+    LotContents,
     MessageDeadLettered,
     MessageSource,
+    SkippedDestination,
     StockAdjusted,
+    UnitAllocated,
     UnitGraded,
     UnitReceived,
 )
@@ -25,9 +34,10 @@ from .topics import BY_NAME as TOPICS_BY_NAME
 from .topics import Topic
 
 __all__ = [
-    "ALL_TOPICS", "TOPICS_BY_NAME", "AdjustmentCause", "Channel", "Condition", "Envelope",
-    "ExceptionRaised", "Grade", "InspectionChecks", "Lane", "ListingRequested",
-    "MessageDeadLettered", "MessageSource", "Money", "ParcelScanned", "ReasonCategory",
-    "RmaIssued", "RmaLine", "ScannedUnit", "StockAdjusted", "TenantEvent", "Topic",
-    "UnitGraded", "UnitInspected", "UnitReceived", "UnitRefurbished",
+    "ALL_TOPICS", "TOPICS_BY_NAME", "AdjustmentCause", "Channel", "Condition", "Destination",
+    "DispositionDecided", "Envelope", "ExceptionRaised", "ExchangeAllocated", "ExchangeRequested",
+    "Grade", "InspectionChecks", "Lane", "ListingRequested", "LotContents", "MessageDeadLettered",
+    "MessageSource", "Money", "ParcelScanned", "ReasonCategory", "RmaIssued", "RmaLine",
+    "ScannedUnit", "SkippedDestination", "StockAdjusted", "StorefrontAck", "TenantEvent", "Topic",
+    "UnitAllocated", "UnitGraded", "UnitInspected", "UnitPicked", "UnitReceived", "UnitRefurbished",
 ]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from uuid import UUID
 
 from pydantic import BaseModel, Field, PositiveInt
 
-from .common import FROZEN, Channel, Identifier, Money, TenantEvent
+from .common import FROZEN, Channel, Condition, Identifier, Money, TenantEvent
 
 
 class RmaLine(BaseModel):
@@ -77,3 +78,43 @@ class UnitRefurbished(TenantEvent):
     warehouse_id: Identifier
     lpn: Identifier
     actions: Annotated[list[RefurbishAction], Field(min_length=1, max_length=10)]
+
+
+class UnitPicked(TenantEvent):
+    """`wms.unit-picked.v1`: the warehouse picked a unit for a customer order on `channel`. The
+    storefront already counted its own sale, so Rebound's ledger goes down without sending a -1."""
+
+    warehouse_id: Identifier
+    lpn: Identifier
+    channel: Channel
+    order_id: Identifier
+
+
+class ExchangeRequested(TenantEvent):
+    """`returns.exchange-requested.v1`: a buyer wants the same product in another size (`sku`),
+    shipped from `warehouse_id`."""
+
+    exchange_id: Identifier
+    return_id: Identifier
+    shop_id: Identifier
+    channel: Channel
+    warehouse_id: Identifier
+    sku: Identifier
+
+
+AckStatus = Literal["applied", "rejected", "paused"]
+
+
+class StorefrontAck(TenantEvent):
+    """`storefront.acks.v1`: a connector's answer to a stock adjustment or a listing request
+    (`ref_event_id`). `rejected` (the marketplace refused it) and `paused` (the listing was paused)
+    take the listing's units back to be placed elsewhere."""
+
+    ref_event_id: UUID
+    status: AckStatus
+    reason: Annotated[str, Field(max_length=1000)] = ""
+    shop_id: Identifier
+    channel: Channel
+    warehouse_id: Identifier
+    sku: Identifier
+    condition: Condition

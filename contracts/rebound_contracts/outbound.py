@@ -60,16 +60,19 @@ class UnitGraded(TenantEvent):
 class AdjustmentCause(BaseModel):
     model_config = FROZEN
 
-    kind: Literal["unit_graded", "unit_regraded"]
+    kind: Literal[
+        "unit_graded", "unit_regraded", "unit_reallocated", "exchange_allocated", "lot_formed", "sold_elsewhere"
+    ]
     lpn: Identifier
     source_event_id: UUID
 
 
 class StockAdjusted(TenantEvent):
     """`storefront.stock-adjustments.v1`: the sellable quantity of one listing key changed.
-
     Per key (`seller_id:channel:warehouse_id:sku:condition`) `sequence` runs 1, 2, 3... with no
-    gap or repeat, and `available` is the running sum of `delta`.
+    gap or repeat. `picked` counts the key's units the warehouse has picked for orders so far:
+    the storefront counted those sales itself, so no -1 is sent for them, and `available` is the
+    running sum of `delta` minus `picked`.
     """
 
     adjustment_id: UUID
@@ -81,11 +84,25 @@ class StockAdjusted(TenantEvent):
     delta: int
     available: NonNegativeInt
     sequence: PositiveInt
+    picked: NonNegativeInt = 0
     cause: AdjustmentCause
 
 
+class LotContents(BaseModel):
+    """The units of a lucky-bag lot, sold together as one listing of quantity 1."""
+
+    model_config = FROZEN
+
+    lot_id: Identifier
+    lpns: Annotated[list[Identifier], Field(min_length=1)]
+    skus: Annotated[list[Identifier], Field(min_length=1)]
+
+
 class ListingRequested(TenantEvent):
-    """`storefront.listings.v1`: a connector should create or update a listing."""
+    """`storefront.listings.v1`: a connector should create or update a listing. `listing_sku` is
+    the SKU to list under when the channel has no condition field (a TikTok Shop open-box unit
+    gets a listing of its own); `marketplace_condition` is the channel's own vocabulary
+    (eBay `NEW_OTHER`, condition id 1500; Amazon `new_open_box`...)."""
 
     action: Literal["upsert"]
     shop_id: Identifier
@@ -95,6 +112,99 @@ class ListingRequested(TenantEvent):
     condition: Condition
     price: Money
     condition_note: str
+    listing_sku: Identifier | None = None
+    marketplace_condition: str | None = None
+    marketplace_condition_id: int | None = None
+    quantity_limit: PositiveInt | None = None
+    lot: LotContents | None = None
+
+
+DestinationKind = Literal[
+    "listing", "exchange_pool", "lucky_bag", "bundle_pool", "repair", "parts_harvest", "liquidation", "disposal"
+]
+
+
+class Destination(BaseModel):
+    """One place a unit can go. Only `listing` and `lucky_bag` put stock on a storefront."""
+
+    model_config = FROZEN
+
+    kind: DestinationKind
+    channel: Channel | None = None
+    condition: Condition | None = None
+    listing_sku: Identifier | None = None
+    marketplace_condition: str | None = None
+    marketplace_condition_id: int | None = None
+    price: Money | None = None
+    """None: the unit joins the listing at the listing's own price (the original listing)."""
+    pool: Identifier | None = None
+    quota: PositiveInt | None = None
+    """exchange_pool: at most this many units per SKU and warehouse are held back."""
+    lot_size: PositiveInt | None = None
+    """lucky_bag: a lot is formed and listed once this many units are pooled."""
+    unsold_after_days: PositiveInt | None = None
+    """listing: a unit still unsold after this many days moves on to the next destination."""
+
+
+class DispositionDecided(TenantEvent):
+    """`returns.disposition-decided.v1`: where a graded unit may go, best first, and why: the
+    policy rule that matched and its reasons. The ledger places the unit on the first candidate
+    that can take it, and on the next one when that one stops being available."""
+
+    lpn: Identifier
+    sku: Identifier
+    grade: Grade
+    grade_revision: PositiveInt
+    warehouse_id: Identifier
+    shop_id: Identifier
+    channel: Channel
+    unit_price: Money
+    policy_version: NonNegativeInt
+    rule: str
+    reasons: Annotated[list[str], Field(min_length=1)]
+    candidates: Annotated[list[Destination], Field(min_length=1)]
+    source_event_id: UUID
+
+
+class SkippedDestination(BaseModel):
+    model_config = FROZEN
+
+    candidate: NonNegativeInt
+    kind: DestinationKind
+    why: str
+
+
+class UnitAllocated(TenantEvent):
+    """`returns.unit-allocated.v1`: where a unit now is. `destination` is None when no candidate
+    could take it (it is held in the warehouse and reported). `skipped` says why the earlier
+    candidates were passed over."""
+
+    lpn: Identifier
+    sku: Identifier
+    warehouse_id: Identifier
+    grade: Grade
+    grade_revision: PositiveInt
+    rule: str
+    cause: Literal["decided", "listing_rejected", "listing_paused", "unsold"]
+    candidate: NonNegativeInt | None
+    destination: Destination | None
+    skipped: list[SkippedDestination] = []
+    lot_id: Identifier | None = None
+    source_event_id: UUID
+
+
+class ExchangeAllocated(TenantEvent):
+    """`returns.exchange-allocated.v1`: the answer to an exchange request: which LPN the WMS
+    should pick (from the size-exchange pool, or taken off a storefront listing), or unavailable."""
+
+    exchange_id: Identifier
+    return_id: Identifier
+    warehouse_id: Identifier
+    sku: Identifier
+    status: Literal["allocated", "unavailable"]
+    lpn: Identifier | None = None
+    source: Literal["exchange_pool", "stock"] | None = None
+    source_event_id: UUID
 
 
 class MessageSource(BaseModel):
@@ -112,6 +222,9 @@ ExceptionKind = Literal[
     "cross_tenant_reference",
     "duplicate_lpn",
     "unknown_lpn",
+    "unexpected_pick",
+    "unknown_reference",
+    "no_destination",
 ]
 
 

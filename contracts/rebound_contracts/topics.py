@@ -7,12 +7,23 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from .inbound import ParcelScanned, RmaIssued, UnitInspected, UnitRefurbished
+from .inbound import (
+    ExchangeRequested,
+    ParcelScanned,
+    RmaIssued,
+    StorefrontAck,
+    UnitInspected,
+    UnitPicked,
+    UnitRefurbished,
+)
 from .outbound import (
+    DispositionDecided,
     ExceptionRaised,
+    ExchangeAllocated,
     ListingRequested,
     MessageDeadLettered,
     StockAdjusted,
+    UnitAllocated,
     UnitGraded,
     UnitReceived,
 )
@@ -63,7 +74,7 @@ UNIT_RECEIVED = Topic(
 )
 UNIT_GRADED = Topic(
     "returns.unit-graded.v1", UnitGraded, ("lpn",), "outbound",
-    ("grading",), ("ledger", "analytics"),
+    ("grading",), ("relisting", "analytics"),
     description="A unit's grade (A, B, C, SCRAP) with its reasons.",
 )
 STOCK_ADJUSTMENTS = Topic(
@@ -78,19 +89,50 @@ LISTINGS = Topic(
     ("ledger",), ("storefront connectors",),
     description="Listing requests, e.g. an open-box listing at the seller's discount.",
 )
+DISPOSITIONS = Topic(
+    "returns.disposition-decided.v1", DispositionDecided, ("lpn",), "outbound",
+    ("relisting",), ("ledger", "analytics"),
+    description="Where a graded unit may go, best first, and the policy rule that decided it.",
+)
+ALLOCATIONS = Topic(
+    "returns.unit-allocated.v1", UnitAllocated, ("lpn",), "outbound",
+    ("ledger",), ("analytics", "WMS"),
+    description="Where a unit now is (listing, pool, lot, repair...), and why earlier candidates were passed over.",
+)
+UNIT_PICKED = Topic(
+    "wms.unit-picked.v1", UnitPicked, ("lpn",), "inbound",
+    ("WMS picking",), ("ledger",),
+    description="A unit picked for a customer order: stock goes down, the storefront is not told.",
+)
+EXCHANGE_REQUESTED = Topic(
+    "returns.exchange-requested.v1", ExchangeRequested, ("seller_id", "exchange_id"), "inbound",
+    ("shop connector",), ("ledger",),
+    description="A buyer wants the same product in another size.",
+)
+EXCHANGE_ALLOCATED = Topic(
+    "returns.exchange-allocated.v1", ExchangeAllocated, ("seller_id", "exchange_id"), "outbound",
+    ("ledger",), ("WMS", "shop connector"),
+    description="Which LPN serves an exchange request, or that none can.",
+)
+ACKS = Topic(
+    "storefront.acks.v1", StorefrontAck, ("seller_id", "channel", "warehouse_id", "sku", "condition"), "inbound",
+    ("storefront connectors",), ("ledger",),
+    description="Connectors' answers to stock adjustments and listing requests: applied, rejected, paused.",
+)
 EXCEPTIONS = Topic(
     "returns.exceptions.v1", ExceptionRaised, ("seller_id",), "outbound",
-    ("intake", "grading", "ledger"), ("operators",),
+    ("intake", "grading", "relisting", "ledger"), ("operators",),
     description="Valid input that cannot be applied (unmatched parcel, cross-tenant reference...).",
 )
 DLQ = Topic(
     "returns.dlq.v1", MessageDeadLettered, ("consumer",), "outbound",
-    ("intake", "grading", "ledger"), ("operators",), partitions=3,
+    ("intake", "grading", "relisting", "ledger"), ("operators",), partitions=3,
     description="Unreadable messages (bad JSON, schema violation, conflicting duplicate), raw.",
 )
 
 ALL: tuple[Topic, ...] = (
-    RMA, PARCEL_SCANNED, UNIT_INSPECTED, UNIT_REFURBISHED, UNIT_RECEIVED, UNIT_GRADED,
-    STOCK_ADJUSTMENTS, LISTINGS, EXCEPTIONS, DLQ,
+    RMA, PARCEL_SCANNED, UNIT_INSPECTED, UNIT_REFURBISHED, UNIT_PICKED, EXCHANGE_REQUESTED, ACKS,
+    UNIT_RECEIVED, UNIT_GRADED, DISPOSITIONS, ALLOCATIONS, STOCK_ADJUSTMENTS, LISTINGS, EXCHANGE_ALLOCATED,
+    EXCEPTIONS, DLQ,
 )
 BY_NAME: dict[str, Topic] = {topic.name: topic for topic in ALL}

@@ -21,8 +21,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel, ValidationError
 from rich.table import Table
 
-from rebound_contracts import StockAdjusted, UnitGraded
-from rebound_contracts.topics import BY_NAME, STOCK_ADJUSTMENTS, UNIT_GRADED
+from rebound_contracts import DispositionDecided, StockAdjusted, UnitGraded
+from rebound_contracts.topics import BY_NAME, DISPOSITIONS, STOCK_ADJUSTMENTS, UNIT_GRADED
 
 EXAMPLES_PER_CHECK = 5
 
@@ -218,6 +218,7 @@ class _KeyState:
     seen: set[int] = field(default_factory=set)
     running: int = 0
     available: int = 0
+    picked: int = 0
 
 
 def _unwrap(item: BaseModel | Record | tuple[int, int, BaseModel]) -> tuple[Any, str | None]:
@@ -234,6 +235,7 @@ def check(
     graded: Iterable[UnitGraded | Record | tuple[int, int, BaseModel]],
     expected_stock: Mapping[str, int] | None,
     *,
+    dispositions: Iterable[DispositionDecided | Record | tuple[int, int, BaseModel]] = (),
     unreadable: int = 0,
 ) -> Report:
     """Hold `adjustments` (in partition order; one key lives in one partition) to the guarantees.
@@ -245,8 +247,12 @@ def check(
     grades = [_unwrap(g)[0] for g in graded]
     grade_by_id: dict[UUID, UnitGraded] = {g.event_id: g for g in grades}
     owners_of: dict[str, set[str]] = {}
+    grades_of: dict[str, list[UnitGraded]] = {}
     for g in grades:
         owners_of.setdefault(g.lpn, set()).add(g.seller_id)
+        grades_of.setdefault(g.lpn, []).append(g)
+    # A +1 placed by a disposition traces back to the grade the disposition was decided on.
+    grade_of_disposition = {d.event_id: d.source_event_id for d in (_unwrap(x)[0] for x in dispositions)}
 
     seen_ids: set[UUID] = set()
     states: dict[str, _KeyState] = {}
@@ -272,15 +278,21 @@ def check(
             state.last = max(state.last, adj.sequence)
 
         state.running += adj.delta
-        if adj.available != state.running or adj.available < 0:
+        # Units picked for orders leave the key without a -1 (the storefront counted the sale).
+        if adj.available != state.running - adj.picked or adj.available < 0 or adj.picked < state.picked:
             report.running_sum_errors += 1
-            report.note("running_sum_errors",
-                        f"{key} sequence {adj.sequence}: available {adj.available}, running sum {state.running}")
-            state.running = adj.available
-        state.available = adj.available
+            report.note("running_sum_errors", f"{key} sequence {adj.sequence}: available {adj.available}, "
+                        f"running sum {state.running}, picked {adj.picked}")
+            state.running = adj.available + adj.picked
+        state.available, state.picked = adj.available, adj.picked
 
         if adj.delta > 0:
-            cause = grade_by_id.get(adj.cause.source_event_id)
+            source = adj.cause.source_event_id
+            cause = grade_by_id.get(source) or grade_by_id.get(grade_of_disposition.get(source))  # type: ignore[arg-type]
+            if cause is None:
+                # Moved on by a connector's answer, or bagged into a lot: the unit's grade then.
+                earlier = [g for g in grades_of.get(adj.cause.lpn, []) if g.occurred_at <= adj.occurred_at]
+                cause = max(earlier, key=lambda g: g.revision) if earlier else None
             if (cause is None or cause.lpn != adj.cause.lpn or cause.grade not in ("A", "B")
                     or cause.occurred_at > adj.occurred_at):
                 report.ungraded += 1
@@ -315,9 +327,11 @@ async def check_topics(bootstrap: str, sellers: Iterable[str], expected_stock: M
     lpns = {r.model.cause.lpn for r in adjustments.records}  # type: ignore[attr-defined]
     graded = await read_records(bootstrap, UNIT_GRADED.name, sellers=wanted,
                                 also=lambda document: document.get("lpn") in lpns)
-    report = check(adjustments.records, graded.records, expected_stock,
-                   unreadable=len(adjustments.unreadable) + len(graded.unreadable))
-    for partition, offset, error in (adjustments.unreadable + graded.unreadable)[:EXAMPLES_PER_CHECK]:
+    decided = await read_records(bootstrap, DISPOSITIONS.name, sellers=wanted)
+    report = check(adjustments.records, graded.records, expected_stock, dispositions=decided.records,
+                   unreadable=len(adjustments.unreadable) + len(graded.unreadable) + len(decided.unreadable))
+    for partition, offset, error in (adjustments.unreadable + graded.unreadable
+                                     + decided.unreadable)[:EXAMPLES_PER_CHECK]:
         report.note("unreadable", f"partition {partition} offset {offset}: {error}")
     return report
 

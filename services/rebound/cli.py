@@ -23,11 +23,17 @@ app = typer.Typer(
 )
 sellers_app = typer.Typer(help="Onboard sellers and manage their grading rules.", no_args_is_help=True)
 app.add_typer(sellers_app, name="sellers")
+policy_app = typer.Typer(
+    help="Disposition policies: where each seller's graded units go (listings, pools, lots...).",
+    no_args_is_help=True,
+)
+app.add_typer(policy_app, name="policy")
 
 
 class Service(str, Enum):
     intake = "intake"
     grading = "grading"
+    relisting = "relisting"
     ledger = "ledger"
 
 
@@ -181,6 +187,86 @@ def sellers_rules(
     if not found:
         _fail(f"seller {seller_id} is not registered")
     typer.echo(json.dumps(rules, indent=2))
+
+
+def _read_policy(file: Path):  # noqa: ANN202 - a Policy, imported lazily
+    from .relisting.domain import PolicyError
+    from .relisting.policy_file import parse_policy
+
+    try:
+        return parse_policy(file.read_text(encoding="utf-8"), str(file))
+    except OSError as error:
+        _fail(f"{file}: cannot read it: {error.strerror or error}")
+    except PolicyError as error:
+        _fail(f"{error}; nothing changed")
+
+
+async def _with_conn(database_url: str, work):  # noqa: ANN001, ANN202
+    from .db import create_pool
+
+    pool = await create_pool(database_url, wait_seconds=30)
+    try:
+        async with pool.acquire() as conn:
+            return await work(conn)
+    finally:
+        await pool.close()
+
+
+@policy_app.command("validate")
+def policy_validate(
+    file: Annotated[Path, typer.Argument(help="A policy in YAML or JSON.")],
+) -> None:
+    """Check a policy file; a problem is reported with its line, and nothing is stored."""
+    policy = _read_policy(file)
+    typer.echo(f"{file}: valid ({len(policy.rules)} rules)")
+
+
+@policy_app.command("set")
+def policy_set(
+    seller_id: Annotated[str, typer.Argument(help="The seller whose policy to set.")],
+    file: Annotated[Path, typer.Argument(help="A policy in YAML or JSON (see `rebound policy show`).")],
+) -> None:
+    """Validate a policy file and make it the seller's policy; units graded from now on follow it."""
+    from .relisting.adapters import set_policy
+
+    policy = _read_policy(file)
+    settings = Settings.from_env()
+    version = asyncio.run(_with_conn(settings.database_url, lambda conn: set_policy(conn, seller_id, policy)))
+    if version is None:
+        _fail(f"seller {seller_id} is not registered (rebound sellers add {seller_id})")
+    typer.echo(f"policy of {seller_id} set from {file} (version {version}, {len(policy.rules)} rules)")
+
+
+@policy_app.command("reset")
+def policy_reset(seller_id: Annotated[str, typer.Argument(help="The seller.")]) -> None:
+    """Go back to the default policy (A new, B open box at 80 %, C repair, SCRAP disposal)."""
+    from .relisting.adapters import set_policy
+
+    settings = Settings.from_env()
+    if asyncio.run(_with_conn(settings.database_url, lambda conn: set_policy(conn, seller_id, None))) is None:
+        _fail(f"seller {seller_id} is not registered")
+    typer.echo(f"policy of {seller_id} reset to the default")
+
+
+@policy_app.command("show")
+def policy_show(seller_id: Annotated[str, typer.Argument(help="The seller.")]) -> None:
+    """Print the seller's policy as YAML (the default one when none is set)."""
+    from .relisting.adapters import RelistingRepository
+    from .relisting.policy_file import dump_policy
+
+    settings = Settings.from_env()
+
+    async def read(conn):  # noqa: ANN001, ANN202
+        if not await conn.fetchval("SELECT 1 FROM rebound.sellers WHERE seller_id = $1", seller_id):
+            return None
+        return await RelistingRepository(conn).policy_for(seller_id)
+
+    found = asyncio.run(_with_conn(settings.database_url, read))
+    if found is None:
+        _fail(f"seller {seller_id} is not registered")
+    policy, version = found
+    typer.echo(f"# policy of {seller_id}: " + (f"version {version}" if version else "the default (none set)"))
+    typer.echo(dump_policy(policy), nl=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

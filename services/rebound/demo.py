@@ -13,16 +13,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from rebound_contracts import ALL_TOPICS
 from rebound_contracts.topics import (
+    ALLOCATIONS,
+    DISPOSITIONS,
     DLQ,
     EXCEPTIONS,
-    PARCEL_SCANNED,
-    RMA,
     STOCK_ADJUSTMENTS,
     UNIT_GRADED,
-    UNIT_INSPECTED,
     UNIT_RECEIVED,
-    UNIT_REFURBISHED,
 )
 
 from . import checker, simulator
@@ -31,7 +30,7 @@ from .messaging.topics import ensure_topics
 from .processes import Backlog, Fleet, wait_until_caught_up
 from .settings import Settings
 
-INBOUND = (RMA, PARCEL_SCANNED, UNIT_INSPECTED, UNIT_REFURBISHED)
+INBOUND = tuple(topic for topic in ALL_TOPICS if topic.direction == "inbound")
 
 
 @dataclass(frozen=True)
@@ -88,6 +87,8 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         sellers = set(wave.sellers)
         received = await checker.read_topic(bootstrap, UNIT_RECEIVED.name, sellers=sellers)
         graded = await checker.read_topic(bootstrap, UNIT_GRADED.name, sellers=sellers)
+        decided = await checker.read_topic(bootstrap, DISPOSITIONS.name, sellers=sellers)
+        allocated = await checker.read_topic(bootstrap, ALLOCATIONS.name, sellers=sellers)
         # with their Kafka keys, so the checker can hold each key to its seller
         adjustments = (await checker.read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=sellers)).records
         exceptions = await checker.read_topic(bootstrap, EXCEPTIONS.name, sellers=None)
@@ -98,8 +99,8 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         letters = [d for _, _, d in letters if _inbound(d.source.topic) and ours(d.source)]
         parked = await pool.fetchval(
             "SELECT count(*) FROM intake.parked_scans WHERE seller_id = ANY($1::text[])", list(sellers))
-        console.print(_summary(wave, received, graded, adjustments, exceptions, letters, parked))
-        report = checker.check(adjustments, graded, wave.expected_stock)
+        console.print(_summary(wave, received, graded, allocated, adjustments, exceptions, letters, parked))
+        report = checker.check(adjustments, graded, wave.expected_stock, dispositions=decided)
         console.print(report.table())
         if not report.ok:
             for check, examples in report.examples.items():
@@ -114,11 +115,17 @@ def _inbound(topic: str) -> bool:
     return topic in {t.name for t in INBOUND}
 
 
-def _summary(wave, received, graded, adjustments, exceptions, letters, parked) -> Table:  # noqa: ANN001
+def _summary(wave, received, graded, allocated, adjustments, exceptions, letters, parked) -> Table:  # noqa: ANN001
     latest: dict[str, object] = {}
     for _, _, g in graded:
         if g.lpn not in latest or g.revision > latest[g.lpn].revision:
             latest[g.lpn] = g
+    placed: dict[str, object] = {}  # the last allocation of each unit, in topic order (one LPN, one partition)
+    for _, _, a in allocated:
+        placed[a.lpn] = a
+    destinations = Counter(a.destination.kind if a.destination else "held" for a in placed.values())
+    channels = Counter(f"{a.destination.channel} {a.destination.condition or a.destination.kind}"
+                       for a in placed.values() if a.destination and a.destination.channel)
     lanes = Counter(u.lane for _, _, u in received)
     grades = Counter(g.grade for g in latest.values())
     moves = Counter((r.model.condition, "+1" if r.model.delta > 0 else "-1") for r in adjustments)
@@ -142,6 +149,10 @@ def _summary(wave, received, graded, adjustments, exceptions, letters, parked) -
     table.add_row("parcels still parked", f"{parked:,}", "waiting for their RMA")
     table.add_row("units received", f"{sum(lanes.values()):,}", ", ".join(f"{k} {v:,}" for k, v in sorted(lanes.items())))
     table.add_row("units graded", f"{len(latest):,}", ", ".join(f"{g} {grades.get(g, 0):,}" for g in ("A", "B", "C", "SCRAP")))
+    table.add_row("units placed", f"{len(placed):,}",
+                  ", ".join(f"{k} {v:,}" for k, v in sorted(destinations.items())))
+    table.add_row("offered per channel", f"{sum(channels.values()):,}",
+                  ", ".join(f"{k} {v:,}" for k, v in sorted(channels.items())))
     table.add_row("stock adjustments", f"{len(adjustments):,}",
                   ", ".join(f"{c} {s} {n:,}" for (c, s), n in sorted(moves.items())))
     table.add_row("sellable now", f"{sum(sellable.values()):,}", ", ".join(f"{c} {n:,}" for c, n in sorted(sellable.items())))

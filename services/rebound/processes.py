@@ -28,7 +28,7 @@ from rebound_contracts import ALL_TOPICS, TOPICS_BY_NAME
 
 from .db import TRANSIENT_ERRORS
 
-SERVICES = ("intake", "grading", "ledger")
+SERVICES = ("intake", "grading", "relisting", "ledger")
 RETRIABLE = (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorForGroupError,
              KafkaConnectionError, *TRANSIENT_ERRORS)
 

@@ -11,13 +11,15 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
-from rebound import grading, intake, ledger  # noqa: F401 - packages of the apps below
+from rebound import grading, intake, ledger, relisting  # noqa: F401 - packages of the apps below
 from rebound.grading.app import spec as grading_spec
 from rebound.intake.app import spec as intake_spec
 from rebound.ledger.app import spec as ledger_spec
+from rebound.relisting.app import spec as relisting_spec
 from rebound.messaging.processor import BatchProcessor, BatchStats
 from rebound.service import ServiceSpec
 from rebound_contracts import TOPICS_BY_NAME
+from rebound_contracts.topics import DISPOSITIONS, UNIT_GRADED
 from tests.factories import Record
 
 
@@ -39,6 +41,7 @@ class Pipeline:
         self._offsets = itertools.count()
         self.intake = self._processor(intake_spec())
         self.grading = self._processor(grading_spec())
+        self.relisting = self._processor(relisting_spec())
         self.ledger = self._processor(ledger_spec())
 
     def _processor(self, spec: ServiceSpec) -> BatchProcessor:
@@ -78,3 +81,8 @@ class Pipeline:
 
     def forward(self, emitted: list[Emitted], topic: str) -> list[Record]:
         return [Record(e.topic, e.payload, 0, next(self._offsets), e.key.encode()) for e in emitted if e.topic == topic]
+
+    async def decide(self, grades: list[BaseModel]) -> list[Record]:
+        """Relisting's dispositions of these grades, as records for the ledger."""
+        await self.feed(self.relisting, [self.record(g, UNIT_GRADED.name) for g in grades])
+        return self.forward(await self.take_outbox(self.relisting), DISPOSITIONS.name)

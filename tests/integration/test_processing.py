@@ -16,6 +16,7 @@ from rebound.intake.handlers import report_unmatched_parcels
 from rebound.messaging import inbox
 from rebound.messaging.outbox import OutboxBuffer
 from rebound_contracts.topics import (
+    DISPOSITIONS,
     DLQ,
     EXCEPTIONS,
     PARCEL_SCANNED,
@@ -47,9 +48,11 @@ async def _through_everything(pipe: Pipeline, inbound: list) -> dict[str, list]:
     from_intake = await pipe.take_outbox(pipe.intake)
     await pipe.feed(pipe.grading, grading_records + pipe.forward(from_intake, UNIT_RECEIVED.name))
     from_grading = await pipe.take_outbox(pipe.grading)
-    await pipe.feed(pipe.ledger, pipe.forward(from_grading, UNIT_GRADED.name))
+    await pipe.feed(pipe.relisting, pipe.forward(from_grading, UNIT_GRADED.name))
+    from_relisting = await pipe.take_outbox(pipe.relisting)
+    await pipe.feed(pipe.ledger, pipe.forward(from_relisting, DISPOSITIONS.name))
     from_ledger = await pipe.take_outbox(pipe.ledger)
-    for emitted in from_intake + from_grading + from_ledger:
+    for emitted in from_intake + from_grading + from_relisting + from_ledger:
         out[emitted.topic].append(emitted.event)
     return out
 
@@ -170,7 +173,7 @@ async def test_an_inspection_and_a_refurbishment_in_one_batch_regrade_in_revisio
     ])
     grades = [e.event for e in await pipe.take_outbox(pipe.grading) if e.topic == UNIT_GRADED.name]
     assert [(g.grade, g.revision) for g in grades] == [("B", 1), ("A", 2)]
-    await pipe.feed(pipe.ledger, [pipe.record(g, UNIT_GRADED.name) for g in grades])
+    await pipe.feed(pipe.ledger, await pipe.decide(grades))
     moves = [(e.event.condition, e.event.delta) for e in await pipe.take_outbox(pipe.ledger)
              if e.topic == STOCK_ADJUSTMENTS.name]
     assert moves == [("open_box", 1), ("open_box", -1), ("new", 1)]
@@ -181,10 +184,11 @@ async def test_concurrent_batches_on_shared_keys_keep_sequences_gapless(pipe: Pi
     skus = ["TEE-1", "TEE-2", "TEE-3"]
     events = [f.graded(seller, pipe.id(f"L{i}"), "A" if i % 3 else "B", sku=skus[i % 3]) for i in range(600)]
     regrades = [f.graded(seller, pipe.id(f"L{i}"), "B", revision=2, sku=skus[i % 3]) for i in range(0, 600, 7) if i % 3]
-    batches = [events[i::4] for i in range(4)]
-    # Two replicas of the ledger (one consumer name) take batches that share every stock key.
-    await asyncio.gather(*(pipe.feed(pipe.ledger, [pipe.record(e, UNIT_GRADED.name) for e in b]) for b in batches))
-    await pipe.feed(pipe.ledger, [pipe.record(e, UNIT_GRADED.name) for e in regrades])
+    decided = await pipe.decide(events)
+    batches = [decided[i::4] for i in range(4)]
+    # Replicas of the ledger (one consumer name) take batches that share every stock key.
+    await asyncio.gather(*(pipe.feed(pipe.ledger, b) for b in batches))
+    await pipe.feed(pipe.ledger, await pipe.decide(regrades))
     adjustments = [e.event for e in await pipe.take_outbox(pipe.ledger) if e.topic == STOCK_ADJUSTMENTS.name]
     by_key = defaultdict(list)
     for a in adjustments:  # outbox id order = the order the relay publishes in

@@ -14,8 +14,6 @@ from rebound.grading.adapters import UnitState
 from rebound.grading.domain import DEFAULT_RULES, GradingRules
 from rebound.intake.adapters import LineDetail, ReturnOrder
 from rebound.intake.domain import OpenLine
-from rebound.ledger.adapters import Counter, Placement
-from rebound.ledger.domain import StockKey
 from rebound.messaging.outbox import OutboxBuffer
 from rebound.messaging.processor import Context
 from rebound_contracts import TOPICS_BY_NAME, MessageSource, ParcelScanned, RmaIssued
@@ -132,25 +130,3 @@ class FakeGradingRepository:
 
     async def rules_for(self, seller_id: str) -> GradingRules:
         return self.rules.get(seller_id, DEFAULT_RULES)
-
-
-@dataclass
-class FakeLedgerRepository:
-    placements: dict[str, Placement] = field(default_factory=dict)
-    stock: dict[str, Counter] = field(default_factory=dict)
-
-    async def placement_for_update(self, lpn: str) -> Placement | None:
-        return self.placements.get(lpn)
-
-    async def current_keys(self, lpns: list[str]) -> list[str]:
-        return [str(p.stock_key) for lpn, p in self.placements.items() if lpn in lpns and p.stock_key]
-
-    async def place(self, lpn: str, seller_id: str, key: StockKey | None, revision: int) -> None:
-        self.placements[lpn] = Placement(seller_id, key, revision)
-
-    async def adjust(self, key: StockKey, shop_id: str, delta: int) -> Counter:
-        before = self.stock.get(str(key), Counter(0, 0))
-        if before.available + delta < 0:
-            raise AssertionError(f"stock of {key} would go below zero")
-        self.stock[str(key)] = Counter(before.available + delta, before.sequence + 1)
-        return self.stock[str(key)]

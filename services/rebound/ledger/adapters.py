@@ -1,66 +1,130 @@
-"""Ledger's PostgreSQL repository: unit placements and per-key stock counters."""
+"""Ledger's PostgreSQL repository: where each unit is, per-key stock counters, lots, exchanges.
+
+Every event the ledger applies holds the advisory lock of its seller and warehouse (see
+`app.lock_keys`), so the counts read here (pool sizes, units on a key) cannot change under it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
+from rebound_contracts import DispositionDecided
+
 from .domain import StockKey
-
-
-@dataclass(frozen=True)
-class Placement:
-    seller_id: str
-    stock_key: StockKey | None
-    revision: int
 
 
 @dataclass(frozen=True)
 class Counter:
     available: int
     sequence: int
+    picked: int
+
+
+@dataclass
+class Unit:
+    lpn: str
+    seller_id: str
+    sku: str
+    warehouse_id: str
+    shop_id: str
+    revision: int
+    decision: DispositionDecided | None = None
+    place: str | None = None
+    stock_key: StockKey | None = None
+    pool: str | None = None
+    lot_id: str | None = None
+    candidate: int | None = None
+    placed_at: datetime | None = None
+
+
+_UNIT_COLUMNS = ("lpn, seller_id, sku, warehouse_id, shop_id, revision, decision, place, stock_key, pool, lot_id,"
+                 " candidate, placed_at")
+
+
+def _unit(row: asyncpg.Record) -> Unit:
+    return Unit(
+        lpn=row["lpn"], seller_id=row["seller_id"], sku=row["sku"] or "", warehouse_id=row["warehouse_id"] or "",
+        shop_id=row["shop_id"] or "", revision=row["revision"],
+        decision=DispositionDecided.model_validate_json(row["decision"]) if row["decision"] else None,
+        place=row["place"], stock_key=StockKey.parse(row["stock_key"]) if row["stock_key"] else None,
+        pool=row["pool"], lot_id=row["lot_id"], candidate=row["candidate"], placed_at=row["placed_at"],
+    )
 
 
 class LedgerRepository:
-    """Built per batch: placements are written in one statement by `flush`; the batch's later
-    reads see them already. Stock counters are written at once (their row lock orders the
-    outbox rows of a key)."""
+    """Built per batch; caches which listing keys are blocked for the batch's length."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
-        self._placed: dict[str, Placement] = {}
+        self._blocked: dict[str, str | None] = {}
 
-    async def placement_for_update(self, lpn: str) -> Placement | None:
-        if lpn in self._placed:
-            return self._placed[lpn]
+    # --- units ------------------------------------------------------------------------------
+
+    async def unit_for_update(self, lpn: str) -> Unit | None:
         row = await self.conn.fetchrow(
-            "SELECT seller_id, stock_key, revision FROM ledger.units WHERE lpn = $1 FOR UPDATE", lpn
-        )
-        if row is None:
-            return None
-        key = StockKey.parse(row["stock_key"]) if row["stock_key"] else None
-        return Placement(row["seller_id"], key, row["revision"])
+            "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE lpn = $1 FOR UPDATE", lpn)
+        return _unit(row) if row else None
 
-    async def current_keys(self, lpns: list[str]) -> list[str]:
+    async def save(self, unit: Unit, now: datetime) -> None:
+        await self.conn.execute(
+            "INSERT INTO ledger.units (lpn, seller_id, sku, warehouse_id, shop_id, revision, decision, place,"
+            " stock_key, pool, lot_id, candidate, placed_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            " ON CONFLICT (lpn) DO UPDATE SET sku = EXCLUDED.sku, warehouse_id = EXCLUDED.warehouse_id,"
+            " shop_id = EXCLUDED.shop_id, revision = EXCLUDED.revision, decision = EXCLUDED.decision,"
+            " place = EXCLUDED.place, stock_key = EXCLUDED.stock_key, pool = EXCLUDED.pool,"
+            " lot_id = EXCLUDED.lot_id, candidate = EXCLUDED.candidate, placed_at = EXCLUDED.placed_at,"
+            " updated_at = $14",
+            unit.lpn, unit.seller_id, unit.sku, unit.warehouse_id, unit.shop_id, unit.revision,
+            unit.decision.model_dump_json() if unit.decision else None, unit.place,
+            str(unit.stock_key) if unit.stock_key else None, unit.pool, unit.lot_id, unit.candidate,
+            unit.placed_at or now, now,
+        )
+
+    async def units_on_key_for_update(self, key: StockKey) -> list[Unit]:
         rows = await self.conn.fetch(
-            "SELECT stock_key FROM ledger.units WHERE lpn = ANY($1::text[]) AND stock_key IS NOT NULL", lpns
-        )
-        return [row["stock_key"] for row in rows]
+            "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE stock_key = $1 AND place = 'listing'"
+            " ORDER BY placed_at, lpn FOR UPDATE", str(key))
+        return [_unit(r) for r in rows]
 
-    async def place(self, lpn: str, seller_id: str, key: StockKey | None, revision: int) -> None:
-        self._placed[lpn] = Placement(seller_id, key, revision)
+    async def count_in_exchange_pool(self, seller_id: str, warehouse_id: str, sku: str) -> int:
+        return await self.conn.fetchval(
+            "SELECT count(*) FROM ledger.units WHERE seller_id = $1 AND warehouse_id = $2"
+            " AND place = 'exchange_pool' AND sku = $3", seller_id, warehouse_id, sku)
 
-    async def flush(self) -> None:
-        if self._placed:
-            await self.conn.executemany(
-                "INSERT INTO ledger.units (lpn, seller_id, stock_key, revision) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (lpn) DO UPDATE SET stock_key = EXCLUDED.stock_key,"
-                " revision = EXCLUDED.revision, updated_at = now()",
-                [(lpn, p.seller_id, str(p.stock_key) if p.stock_key else None, p.revision)
-                 for lpn, p in self._placed.items()],
-            )
-            self._placed.clear()
+    async def pooled_for_update(self, seller_id: str, warehouse_id: str, pool: str, limit: int) -> list[Unit]:
+        """The oldest units waiting in a lucky-bag pool."""
+        rows = await self.conn.fetch(
+            "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE seller_id = $1 AND warehouse_id = $2"
+            " AND place = 'lucky_bag' AND pool = $3 ORDER BY placed_at, lpn LIMIT $4 FOR UPDATE",
+            seller_id, warehouse_id, pool, limit)
+        return [_unit(r) for r in rows]
+
+    async def exchange_candidate_for_update(self, seller_id: str, warehouse_id: str, sku: str) -> Unit | None:
+        """A unit of `sku` to serve an exchange: from the exchange pool first, else off a listing
+        (new before open box, longest listed first)."""
+        row = await self.conn.fetchrow(
+            "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE seller_id = $1 AND warehouse_id = $2 AND sku = $3"
+            " AND place IN ('exchange_pool', 'listing')"
+            " ORDER BY place = 'exchange_pool' DESC, stock_key LIKE '%:new' DESC, placed_at, lpn"
+            " LIMIT 1 FOR UPDATE",
+            seller_id, warehouse_id, sku)
+        return _unit(row) if row else None
+
+    async def stale_listings(self, now: datetime, limit: int) -> list[tuple[str, str, str]]:
+        """(lpn, seller_id, warehouse_id) of listed units older than their destination's
+        `unsold_after_days`."""
+        rows = await self.conn.fetch(
+            "SELECT lpn, seller_id, warehouse_id FROM ledger.units WHERE place = 'listing'"
+            " AND (decision->'candidates'->candidate->>'unsold_after_days') IS NOT NULL"
+            " AND placed_at < $1::timestamptz - make_interval(days =>"
+            " (decision->'candidates'->candidate->>'unsold_after_days')::int)"
+            " ORDER BY placed_at LIMIT $2", now, limit)
+        return [(r["lpn"], r["seller_id"], r["warehouse_id"]) for r in rows]
+
+    # --- stock counters ---------------------------------------------------------------------
 
     async def adjust(self, key: StockKey, shop_id: str, delta: int) -> Counter:
         """Move the counter of `key` by `delta` and take the key's next sequence number."""
@@ -69,7 +133,7 @@ class LedgerRepository:
             # would insert before it sees the conflict, and a unit can only leave a key it is on.
             row = await self.conn.fetchrow(
                 "UPDATE ledger.stock SET available = available + $2, sequence = sequence + 1"
-                " WHERE key = $1 RETURNING available, sequence",
+                " WHERE key = $1 RETURNING available, sequence, picked",
                 str(key), delta,
             )
             if row is None:
@@ -79,7 +143,65 @@ class LedgerRepository:
                 "INSERT INTO ledger.stock AS s (key, seller_id, shop_id, channel, warehouse_id, sku,"
                 " condition, available, sequence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)"
                 " ON CONFLICT (key) DO UPDATE SET available = s.available + EXCLUDED.available,"
-                " sequence = s.sequence + 1 RETURNING available, sequence",
+                " sequence = s.sequence + 1 RETURNING available, sequence, picked",
                 str(key), key.seller_id, shop_id, key.channel, key.warehouse_id, key.sku, key.condition, delta,
             )
-        return Counter(row["available"], row["sequence"])
+        return Counter(row["available"], row["sequence"], row["picked"])
+
+    async def picked(self, key: StockKey) -> Counter:
+        """A unit of `key` left for an order the storefront took itself: no sequence number."""
+        row = await self.conn.fetchrow(
+            "UPDATE ledger.stock SET available = available - 1, picked = picked + 1 WHERE key = $1"
+            " RETURNING available, sequence, picked", str(key))
+        if row is None:
+            raise LookupError(f"stock key {key} has no row to pick from")
+        return Counter(row["available"], row["sequence"], row["picked"])
+
+    async def key_exists(self, key: StockKey) -> bool:
+        return bool(await self.conn.fetchval("SELECT 1 FROM ledger.stock WHERE key = $1", str(key)))
+
+    # --- listings a connector refused -------------------------------------------------------
+
+    async def blocked(self, key: StockKey) -> str | None:
+        text = str(key)
+        if text not in self._blocked:
+            row = await self.conn.fetchrow(
+                "SELECT status, reason FROM ledger.blocked_listings WHERE key = $1", text)
+            self._blocked[text] = f"{row['status']}: {row['reason'] or 'no reason given'}" if row else None
+        return self._blocked[text]
+
+    async def block(self, key: StockKey, status: str, reason: str, ref_event_id: object) -> bool:
+        """Block `key`; False when it already was."""
+        done = await self.conn.fetchval(
+            "INSERT INTO ledger.blocked_listings (key, seller_id, status, reason, ref_event_id)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING RETURNING true",
+            str(key), key.seller_id, status, reason, ref_event_id)
+        self._blocked[str(key)] = f"{status}: {reason or 'no reason given'}"
+        return bool(done)
+
+    # --- lots and exchanges -----------------------------------------------------------------
+
+    async def add_lot(self, lot_id: str, seller_id: str, warehouse_id: str, pool: str, key: StockKey,
+                      lpns: list[str]) -> None:
+        await self.conn.execute(
+            "INSERT INTO ledger.lots (lot_id, seller_id, warehouse_id, pool, stock_key, lpns)"
+            " VALUES ($1, $2, $3, $4, $5, $6)", lot_id, seller_id, warehouse_id, pool, str(key), lpns)
+
+    async def sell_lot(self, lot_id: str) -> tuple[StockKey, list[str]] | None:
+        """Mark a listed lot sold: its key and units, or None when it was sold already."""
+        row = await self.conn.fetchrow(
+            "UPDATE ledger.lots SET status = 'sold' WHERE lot_id = $1 AND status = 'listed'"
+            " RETURNING stock_key, lpns", lot_id)
+        return (StockKey.parse(row["stock_key"]), list(row["lpns"])) if row else None
+
+    async def mark_sold(self, lpns: list[str]) -> None:
+        await self.conn.execute(
+            "UPDATE ledger.units SET place = 'sold', stock_key = NULL, updated_at = now() WHERE lpn = ANY($1::text[])",
+            lpns)
+
+    async def record_exchange(self, seller_id: str, exchange_id: str, status: str, lpn: str | None,
+                              source: str | None) -> bool:
+        """Record the answer; False when this exchange id was answered before."""
+        return bool(await self.conn.fetchval(
+            "INSERT INTO ledger.exchanges (seller_id, exchange_id, status, lpn, source) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT DO NOTHING RETURNING true", seller_id, exchange_id, status, lpn, source))

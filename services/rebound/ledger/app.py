@@ -1,39 +1,48 @@
-"""The stock ledger as a FastStream app: consumes grades, emits stock adjustments via the outbox."""
+"""The ledger (channel publishing) as a FastStream app: places units by their dispositions, keeps
+per-key stock, answers connectors' acknowledgements, picks and exchange requests."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 from faststream import FastStream
 from pydantic import BaseModel
 
-from rebound_contracts import UnitGraded
-from rebound_contracts.topics import UNIT_GRADED
+from rebound_contracts.topics import ACKS, DISPOSITIONS, EXCHANGE_REQUESTED, UNIT_PICKED
 
 from ..messaging.processor import Route
-from ..service import ServiceSpec, build_app
+from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
 from .adapters import LedgerRepository
-from .domain import placement
-from .handlers import adjust_stock
+from .handlers import allocation_lock, apply_ack, apply_pick, move_unsold, place_unit, serve_exchange
+
+UNSOLD_SWEEP_EVERY_S = 600.0
 
 
-async def lock_keys(conn: asyncpg.Connection, events: Sequence[BaseModel]) -> Iterable[str]:
-    # Stock keys are shared by many LPNs (and so by partitions and replicas): lock every key a
-    # batch may move, up front and in one order, so concurrent batches cannot deadlock.
-    graded = [e for e in events if isinstance(e, UnitGraded)]
-    keys = [f"stock:{key}" for key in await LedgerRepository(conn).current_keys([e.lpn for e in graded])]
-    for e in graded:
-        target = placement(e.seller_id, e.channel, e.warehouse_id, e.sku, e.grade)
-        if target is not None:
-            keys.append(f"stock:{target}")
-        keys.append(f"lpn:{e.lpn}")
-    return keys
+async def lock_keys(_conn: asyncpg.Connection, events: Sequence[BaseModel]) -> Iterable[str]:
+    # All an event can touch (its unit, listing keys, pools, lots) lies within one seller and
+    # warehouse: one lock each, taken up front in one order, so replicas never deadlock.
+    return [allocation_lock(e.seller_id, e.warehouse_id) for e in events]
+
+
+async def _sweep_unsold(pool: asyncpg.Pool, _settings: Settings, producer: str) -> int:
+    return await move_unsold(pool, producer, datetime.now(UTC))
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name="ledger", routes=(Route(UNIT_GRADED, adjust_stock, LedgerRepository),), lock_keys=lock_keys)
+    return ServiceSpec(
+        name="ledger",
+        routes=(
+            Route(DISPOSITIONS, place_unit, LedgerRepository),
+            Route(ACKS, apply_ack, LedgerRepository),
+            Route(UNIT_PICKED, apply_pick, LedgerRepository),
+            Route(EXCHANGE_REQUESTED, serve_exchange, LedgerRepository),
+        ),
+        lock_keys=lock_keys,
+        periodic=(Periodic("unsold-sweep", UNSOLD_SWEEP_EVERY_S, _sweep_unsold),),
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastStream:

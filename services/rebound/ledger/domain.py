@@ -1,16 +1,13 @@
-"""Where a graded unit is offered and how stock moves. Pure: no I/O, no clock.
+"""Stock keys and how stock moves. Pure: no I/O, no clock.
 
-The placement policy here is DESIGN.md's default; relisting policies per seller plug in as
-another `Placement` source without touching the stock arithmetic."""
+Where a unit goes is decided by relisting (a seller's disposition policy); the ledger places it on
+the first candidate that can take it and keeps the per-key counters that the storefront sees."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
 
-from rebound_contracts import Condition
-
-OPEN_BOX_PRICE_RATIO = Decimal("0.80")
+from rebound_contracts import Condition, Destination
 
 
 @dataclass(frozen=True)
@@ -30,14 +27,16 @@ class StockKey:
         return cls(seller_id, channel, warehouse_id, sku, condition)  # type: ignore[arg-type]
 
 
-def default_condition(grade: str) -> Condition | None:
-    """A -> sold as new; B -> open box; C and SCRAP add no sellable stock."""
-    return {"A": "new", "B": "open_box"}.get(grade)  # type: ignore[return-value]
+def listing_key(seller_id: str, warehouse_id: str, sku: str, destination: Destination) -> StockKey:
+    """The storefront key a listing destination puts a unit on."""
+    assert destination.channel is not None and destination.condition is not None, destination
+    return StockKey(seller_id, destination.channel, warehouse_id, sku, destination.condition)
 
 
-def placement(seller_id: str, channel: str, warehouse_id: str, sku: str, grade: str) -> StockKey | None:
-    condition = default_condition(grade)
-    return StockKey(seller_id, channel, warehouse_id, sku, condition) if condition else None
+def lot_key(seller_id: str, warehouse_id: str, lot_id: str, destination: Destination) -> StockKey:
+    """A lucky-bag lot is one listing of its own, quantity 1."""
+    assert destination.channel is not None, destination
+    return StockKey(seller_id, destination.channel, warehouse_id, f"LOT-{lot_id}", "open_box")
 
 
 def moves(current: StockKey | None, target: StockKey | None) -> list[tuple[StockKey, int]]:
@@ -50,7 +49,3 @@ def moves(current: StockKey | None, target: StockKey | None) -> list[tuple[Stock
     if target is not None:
         steps.append((target, +1))
     return steps
-
-
-def open_box_price(unit_price: Decimal) -> Decimal:
-    return (unit_price * OPEN_BOX_PRICE_RATIO).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
