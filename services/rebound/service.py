@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 import structlog
@@ -25,6 +27,7 @@ from .messaging import inbox
 from .messaging.processor import BatchProcessor, LockKeys, Route
 from .messaging.relay import OutboxRelay
 from .messaging.topics import ensure_topics
+from .observability import Observability
 from .settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -96,23 +99,27 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
     # On SIGTERM the in-flight batch finishes (and is acknowledged) before the consumer leaves.
     broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None, graceful_timeout=30.0)
     runtime: dict[str, object] = {}
+    observability = Observability(spec.group_id, [route.topic for route in spec.routes], settings)
+    metrics = observability.metrics
 
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         structlog.contextvars.bind_contextvars(service=spec.name)
         log.info("service_starting", kafka=settings.kafka_bootstrap_servers,
                  database=settings.redacted_database_url())
+        await observability.start()  # /health answers while the service still waits for Kafka or PostgreSQL
         # A service may start before Kafka or PostgreSQL: it waits for them, logging each retry.
         await ensure_topics(settings.kafka_bootstrap_servers, wait_seconds=float("inf"))
         pool = await create_pool(settings.database_url, max_size=settings.pool_size, wait_seconds=float("inf"))
         await migrate(pool)
+        observability.probes.pool = pool
         runtime["processor"] = BatchProcessor(
             spec.group_id, spec.routes, pool,
             max_message_bytes=settings.max_message_bytes, lock_keys=spec.lock_keys,
         )
         relay = OutboxRelay(
             settings.database_url, settings.kafka_bootstrap_servers, spec.group_id,
-            batch_size=settings.relay_batch_size,
+            batch_size=settings.relay_batch_size, on_published=metrics.record_published,
         )
         tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]
         jobs = [*spec.periodic, Periodic("prune-inbox", settings.inbox_prune_every_s, prune_inbox)]
@@ -124,10 +131,11 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await observability.stop()
             await pool.close()
             log.info("service_stopped")
 
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         *[route.topic.name for route in spec.routes],
         group_id=spec.group_id,
         batch=True,
@@ -138,17 +146,23 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         parser=_records_only,
         decoder=_no_body,
     )
+    observability.probes.assignment = lambda: None if subscriber.consumer is None else subscriber.consumer.assignment()
+
+    @subscriber
     async def on_batch(message: KafkaMessage) -> None:
         processor: BatchProcessor = runtime["processor"]  # type: ignore[assignment]
         records = message.raw_message
+        started = time.perf_counter()
         try:
             stats = await processor.process(records)
         except Exception:  # noqa: BLE001 - never let FastStream move past a batch not applied
+            metrics.batches_failed.inc()
             log.exception("batch_not_applied", records=len(records))
             with contextlib.suppress(Exception):
                 await message.nack()  # seeks back: the same records come again
             await asyncio.sleep(1.0)
             return
+        metrics.record_batch(stats, time.perf_counter() - started, datetime.now(UTC))
         try:
             await message.ack()
         except KafkaError as error:

@@ -23,6 +23,9 @@ class Settings:
     unmatched_parcel_after_s: float = 900.0
     inbox_retention_s: float = 7 * 24 * 3600.0
     inbox_prune_every_s: float = 300.0
+    http_port: int | None = None  # None: no HTTP server (/health, /ready, /metrics)
+    http_host: str = "0.0.0.0"
+    ready_max_lag: int = 10000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -39,6 +42,9 @@ class Settings:
             unmatched_parcel_after_s=float(env.get("REBOUND_UNMATCHED_PARCEL_AFTER_S", "900")),
             inbox_retention_s=float(env.get("REBOUND_INBOX_RETENTION_S", str(7 * 24 * 3600))),
             inbox_prune_every_s=float(env.get("REBOUND_INBOX_PRUNE_EVERY_S", "300")),
+            http_port=int(port) if (port := env.get("REBOUND_HTTP_PORT", "").strip()) else None,
+            http_host=env.get("REBOUND_HTTP_HOST", "0.0.0.0"),
+            ready_max_lag=int(env.get("REBOUND_READY_MAX_LAG", "10000")),
         )
 
     def redacted_database_url(self) -> str:

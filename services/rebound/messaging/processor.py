@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -113,12 +113,43 @@ class Decoded:
 
 
 @dataclass
-class BatchStats:
+class TopicStats:
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
     exceptions: int = 0
+
+
+@dataclass
+class BatchStats:
+    """What a batch did, per consumed topic; the totals are sums over the topics."""
+
+    by_topic: dict[str, TopicStats] = field(default_factory=dict)
     outbox_rows: int = 0
+    # One per outbox row a handler wrote: (its topic, occurred_at of the consumed event behind it).
+    emitted: list[tuple[str, datetime]] = field(default_factory=list)
+
+    def of(self, topic: str) -> TopicStats:
+        return self.by_topic.setdefault(topic, TopicStats())
+
+    def _total(self, name: str) -> int:
+        return sum(getattr(stats, name) for stats in self.by_topic.values())
+
+    @property
+    def applied(self) -> int:
+        return self._total("applied")
+
+    @property
+    def duplicates(self) -> int:
+        return self._total("duplicates")
+
+    @property
+    def dead_lettered(self) -> int:
+        return self._total("dead_lettered")
+
+    @property
+    def exceptions(self) -> int:
+        return self._total("exceptions")
 
 
 def _validation_summary(error: ValidationError) -> str:
@@ -288,14 +319,14 @@ class BatchProcessor:
         for i, item in enumerate(items):
             record = item.record
             if i in duplicates:
-                stats.duplicates += 1
+                stats.of(record.topic).duplicates += 1
                 log.debug("duplicate_skipped", event_id=str(item.event.event_id),
                           topic=record.topic, partition=record.partition, offset=record.offset)
                 continue
             if i in failures:
                 if i in new_letters:
                     outbox.add(DLQ, dead_letter(item, self.consumer, now, failures[i]))
-                    stats.dead_lettered += 1
+                    stats.of(record.topic).dead_lettered += 1
                     log.warning(
                         "dead_lettered", kind=failures[i][0], error=failures[i][1],
                         seller_id=item.seller_id, topic=record.topic,
@@ -303,6 +334,7 @@ class BatchProcessor:
                     )
                 continue
             ctx = Context(conn=conn, outbox=outbox, source=item.source, now=now, event=item.event)
+            written_before = len(outbox.rows)
             if item.event.seller_id not in known:
                 ctx.raise_exception("unknown_seller", f"seller {item.event.seller_id!r} is not registered")
             else:
@@ -310,8 +342,10 @@ class BatchProcessor:
                 if build not in repositories:
                     repositories[build] = build(conn)
                 await item.route.handle(ctx, item.event, repositories[build])
-            stats.exceptions += ctx.exceptions_raised
-            stats.applied += 1
+            counts = stats.of(record.topic)
+            counts.exceptions += ctx.exceptions_raised
+            counts.applied += 1
+            stats.emitted += [(row[1], item.event.occurred_at) for row in outbox.rows[written_before:]]
         for repository in repositories.values():  # writes a repository deferred to the batch's end
             flush = getattr(repository, "flush", None)
             if flush is not None:
@@ -321,11 +355,12 @@ class BatchProcessor:
 
 
 def _merge(total: BatchStats, part: BatchStats) -> None:
-    total.applied += part.applied
-    total.duplicates += part.duplicates
-    total.dead_lettered += part.dead_lettered
-    total.exceptions += part.exceptions
+    for topic, counts in part.by_topic.items():
+        into = total.of(topic)
+        for name in (f.name for f in fields(TopicStats)):
+            setattr(into, name, getattr(into, name) + getattr(counts, name))
     total.outbox_rows += part.outbox_rows
+    total.emitted += part.emitted
 
 
 def exception_event_id(source: MessageSource, kind: str) -> UUID:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
+from collections.abc import Callable
 
 import asyncpg
 import structlog
@@ -42,6 +43,7 @@ class OutboxRelay:
         *,
         batch_size: int = 2000,
         idle_wait_s: float = 0.5,
+        on_published: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.database_url = database_url
         self.bootstrap_servers = bootstrap_servers
@@ -49,6 +51,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.idle_wait_s = idle_wait_s
         self.published = 0
+        self.on_published = on_published  # gets the topics of the rows of each committed batch
         self._wake = asyncio.Event()
         self._leader: asyncpg.Connection | None = None
 
@@ -143,6 +146,8 @@ class OutboxRelay:
         # The Kafka transaction committed: these rows are out.
         await self._forget(ids)
         self.published += len(ids)
+        if self.on_published is not None:
+            self.on_published([row["topic"] for row in rows])
         return len(ids)
 
     async def _forget(self, ids: list[int]) -> None:

@@ -1,0 +1,394 @@
+"""/health, /ready and /metrics of one service process, on a small asyncio HTTP server.
+
+Health is only "the event loop answers". Ready is "this process can do its work": its PostgreSQL
+pool answers, its consumer is in its group, and the group's lag is under a bound. Metrics come
+from a Prometheus registry of the process's own; the processor never sees it, the service
+records each batch's `BatchStats` into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from rebound_contracts import Topic
+from rebound_contracts.topics import STOCK_ADJUSTMENTS
+
+from .messaging.processor import BatchStats
+from .settings import Settings
+
+log = structlog.get_logger(__name__)
+
+READY_LAG_MAX_AGE_S = 2.0  # a lag reading this fresh answers /ready, so probes do not hammer the broker
+SAMPLE_EVERY_S = 5.0       # how often the lag and outbox gauges are refreshed
+CHECK_TIMEOUT_S = 2.0      # a readiness check slower than this counts as failed
+ACTIVE_GROUP_STATES = ("Stable", "PreparingRebalance", "CompletingRebalance")
+
+
+class ServiceMetrics:
+    """The Prometheus metrics of one service process, in a registry of their own."""
+
+    def __init__(self, consumed_topics: Iterable[str] = ()) -> None:
+        self.registry = r = CollectorRegistry()
+        ProcessCollector(registry=r)
+        self.processed = Counter(
+            "rebound_messages_processed", "Consumed records applied by their handler, per consumed topic.",
+            ["topic"], registry=r)
+        self.duplicates = Counter(
+            "rebound_messages_duplicate", "Consumed records skipped because their event_id was already applied.",
+            ["topic"], registry=r)
+        self.dead_lettered = Counter(
+            "rebound_messages_dead_lettered",
+            "Consumed records sent to returns.dlq.v1 (unreadable, conflicting, or failing their handler).",
+            ["topic"], registry=r)
+        self.exceptions = Counter(
+            "rebound_exceptions_raised",
+            "Operator exceptions (returns.exceptions.v1) raised while applying records, per consumed topic.",
+            ["topic"], registry=r)
+        self.batches_failed = Counter(
+            "rebound_batches_failed", "Batches not applied: rolled back, and the same records come again.",
+            registry=r)
+        self.batch_duration = Histogram(
+            "rebound_batch_duration_seconds", "Time to apply one batch of records, its transaction included.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self.consumer_lag = Gauge(
+            "rebound_consumer_lag",
+            "Records beyond the consumer group's committed offset, per partition (to the read_committed end; "
+            "a transaction marker can keep it at 1).",
+            ["topic", "partition"], registry=r)
+        self.outbox_rows = Gauge(
+            "rebound_outbox_rows", "Outbox rows of this service not yet published to Kafka.", registry=r)
+        self.outbox_oldest_age = Gauge(
+            "rebound_outbox_oldest_age_seconds",
+            "Age of this service's oldest outbox row not yet published (0 when there is none).", registry=r)
+        self.relay_published = Counter(
+            "rebound_relay_published", "Outbox rows this process's relay published to Kafka, per topic.",
+            ["topic"], registry=r)
+        self.adjustment_latency = Histogram(
+            "rebound_stock_adjustment_latency_seconds",
+            "Seconds from the occurred_at of the event that caused a stock adjustment to the commit that wrote "
+            "the adjustment to the outbox. Observed at outbox write, not at Kafka publish: the relay does not "
+            "know the cause's time.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600), registry=r)
+        for topic in consumed_topics:  # present at 0 from the start, so a rate() has a baseline
+            for counter in (self.processed, self.duplicates, self.dead_lettered, self.exceptions):
+                counter.labels(topic)
+
+    def record_batch(self, stats: BatchStats, seconds: float, now: datetime) -> None:
+        """A batch was applied and committed: `now` is just after its commit."""
+        for topic, counts in stats.by_topic.items():
+            self.processed.labels(topic).inc(counts.applied)
+            self.duplicates.labels(topic).inc(counts.duplicates)
+            self.dead_lettered.labels(topic).inc(counts.dead_lettered)
+            self.exceptions.labels(topic).inc(counts.exceptions)
+        self.batch_duration.observe(seconds)
+        for topic, caused_at in stats.emitted:
+            if topic == STOCK_ADJUSTMENTS.name:
+                self.adjustment_latency.observe(max(0.0, (now - caused_at).total_seconds()))
+
+    def record_published(self, topics: Sequence[str]) -> None:
+        for topic, rows in Tally(topics).items():
+            self.relay_published.labels(topic).inc(rows)
+
+    def set_lag(self, lag: Mapping[TopicPartition, int]) -> None:
+        for tp, records in lag.items():
+            self.consumer_lag.labels(tp.topic, str(tp.partition)).set(records)
+
+    def set_outbox(self, rows: int, oldest_age_s: float) -> None:
+        self.outbox_rows.set(rows)
+        self.outbox_oldest_age.set(oldest_age_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Group(Protocol):
+    async def lag(self) -> dict[TopicPartition, int]: ...
+
+    async def known(self) -> bool: ...
+
+
+class KafkaGroup:
+    """The consumer group as the broker sees it, read over long-lived clients (rebuilt after an error)."""
+
+    def __init__(self, bootstrap_servers: str, group_id: str, partitions: Sequence[TopicPartition]) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.group_id = group_id
+        self.partitions = list(partitions)
+        self._clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
+        self._connecting = asyncio.Lock()
+
+    async def _connect(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        async with self._connecting:
+            return self._clients or await self._new_clients()
+
+    async def _new_clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=10000)
+        # read_committed: the end offsets are where a consumer of the group can get to
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
+                                    isolation_level="read_committed", enable_auto_commit=False,
+                                    request_timeout_ms=10000)
+        try:
+            await admin.start()
+            await consumer.start()
+        except BaseException:
+            await _close_quietly(admin, consumer)
+            raise
+        self._clients = (admin, consumer)
+        return self._clients
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Per partition: end offset minus the group's committed offset (or the log start, when
+        the group never committed one)."""
+        try:
+            admin, consumer = await self._connect()
+            committed = await admin.list_consumer_group_offsets(self.group_id)
+            ends = await consumer.end_offsets(self.partitions)
+            fresh = [tp for tp in self.partitions if tp not in committed or committed[tp].offset < 0]
+            starts = await consumer.beginning_offsets(fresh) if fresh else {}
+        except BaseException:
+            await self.close()
+            raise
+        return {tp: max(0, end - (starts[tp] if tp in starts else committed[tp].offset)) for tp, end in ends.items()}
+
+    async def known(self) -> bool:
+        """Does the broker know the group as one with members (it may have given us no partition)?"""
+        try:
+            admin, _ = await self._connect()
+            responses = await admin.describe_consumer_groups([self.group_id])
+        except BaseException:
+            await self.close()
+            raise
+        # DescribeGroups: (error_code, group_id, state, protocol_type, protocol, members, ...)
+        return any(group[0] == 0 and group[1] == self.group_id and group[2] in ACTIVE_GROUP_STATES
+                   for response in responses for group in response.groups)
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, None
+        if clients is not None:
+            await _close_quietly(*clients)
+
+
+async def _close_quietly(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> None:
+    with contextlib.suppress(Exception):
+        await consumer.stop()
+    with contextlib.suppress(Exception):
+        await admin.close()
+
+
+class Probes:
+    """Answers /ready and refreshes the sampled gauges. `pool` and `assignment` are set by the
+    service once it has them; `assignment()` returns None while the consumer is not started."""
+
+    def __init__(
+        self,
+        producer: str,
+        group: Group,
+        metrics: ServiceMetrics,
+        *,
+        max_lag: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.producer = producer
+        self.group = group
+        self.metrics = metrics
+        self.max_lag = max_lag
+        self.clock = clock
+        self.pool: asyncpg.Pool | None = None
+        self.assignment: Callable[[], set[TopicPartition] | None] = lambda: None
+        self._lag: dict[TopicPartition, int] | None = None
+        self._lag_read_at = float("-inf")
+        self._lag_lock = asyncio.Lock()
+        self._last_sample_error: str | None = None
+
+    async def lag(self, max_age_s: float) -> dict[TopicPartition, int]:
+        """The group's lag, read from Kafka unless a reading younger than `max_age_s` is at hand."""
+        async with self._lag_lock:
+            if self._lag is None or self.clock() - self._lag_read_at >= max_age_s:
+                self._lag = await self.group.lag()
+                self._lag_read_at = self.clock()
+                self.metrics.set_lag(self._lag)
+            return self._lag
+
+    async def ready(self) -> dict[str, str]:
+        """Each check's outcome: "ok", or why it failed."""
+        names = ("database", "kafka", "lag")
+        outcomes = await asyncio.gather(*(_bounded(check()) for check in
+                                          (self._database, self._consumer, self._lag_under_bound)))
+        return dict(zip(names, outcomes, strict=True))
+
+    async def _database(self) -> str:
+        if self.pool is None:
+            return "no database pool yet"
+        answer = await self.pool.fetchval("SELECT 1")
+        return "ok" if answer == 1 else f"SELECT 1 answered {answer!r}"
+
+    async def _consumer(self) -> str:
+        assigned = self.assignment()
+        if assigned is None:
+            return "the consumer has not started"
+        if assigned or await self.group.known():
+            return "ok"
+        return "no partitions assigned and the group is not active on the broker"
+
+    async def _lag_under_bound(self) -> str:
+        total = sum((await self.lag(READY_LAG_MAX_AGE_S)).values())
+        return "ok" if total < self.max_lag else f"lag {total} is not under {self.max_lag}"
+
+    async def sample(self) -> None:
+        """Refresh the gauges that are read rather than counted: consumer lag and outbox backlog."""
+        errors = []
+        try:
+            await asyncio.wait_for(self.lag(0.0), 30.0)
+        except Exception as error:  # noqa: BLE001 - a gauge left stale must not stop the next refresh
+            errors.append(f"consumer lag: {type(error).__name__}: {error}")
+        if self.pool is not None:
+            try:
+                row = await asyncio.wait_for(self.pool.fetchrow(
+                    "SELECT count(*) AS rows, extract(epoch FROM clock_timestamp() - min(created_at)) AS age"
+                    " FROM rebound.outbox WHERE producer = $1", self.producer), 30.0)
+                self.metrics.set_outbox(row["rows"], float(row["age"] or 0.0))
+            except Exception as error:  # noqa: BLE001
+                errors.append(f"outbox: {type(error).__name__}: {error}")
+        error = "; ".join(errors) or None
+        if error is not None and error != self._last_sample_error:  # once per new error, not every refresh
+            log.warning("metrics_sample_failed", error=error)
+        self._last_sample_error = error
+
+    async def sample_every(self, every_s: float) -> None:
+        while True:
+            await self.sample()
+            await asyncio.sleep(every_s)
+
+
+async def _bounded(check: Any) -> str:
+    try:
+        return await asyncio.wait_for(check, CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return f"no answer within {CHECK_TIMEOUT_S:g} s"
+    except Exception as error:  # noqa: BLE001 - a failed check is an answer, not a crash
+        return f"{type(error).__name__}: {error}"
+
+
+Response = tuple[int, str, bytes]
+JSON = "application/json"
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+           500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+class HttpServer:
+    """GET /health, /ready and /metrics; one request per connection."""
+
+    def __init__(self, probes: Probes, metrics: ServiceMetrics, host: str, port: int) -> None:
+        self.probes = probes
+        self.metrics = metrics
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    async def respond(self, method: str, path: str) -> Response:
+        if path not in ("/health", "/ready", "/metrics"):
+            return 404, JSON, orjson.dumps({"error": f"no such path: {path}"})
+        if method not in ("GET", "HEAD"):
+            return 405, JSON, orjson.dumps({"error": f"{method} is not allowed; use GET"})
+        if path == "/health":
+            return 200, JSON, orjson.dumps({"status": "ok"})
+        if path == "/metrics":
+            # generate_latest writes the 0.0.4 text format, which every Prometheus version reads
+            return 200, CONTENT_TYPE_PLAIN_0_0_4, self.metrics.render()
+        checks = await self.probes.ready()
+        failed = [name for name, outcome in checks.items() if outcome != "ok"]
+        assigned = self.probes.assignment()
+        body = {"status": "not ready" if failed else "ready", "failed": failed, "checks": checks,
+                # which partitions this replica holds: none is fine when other replicas hold them all
+                "partitions": None if assigned is None else sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)}
+        return (503 if failed else 200), JSON, orjson.dumps(body)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        method = "GET"
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
+                method, target, _version = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+                status, content_type, body = 400, JSON, orjson.dumps({"error": "not an HTTP/1.x request"})
+            else:
+                try:
+                    status, content_type, body = await self.respond(method, urlsplit(target).path)
+                except Exception:
+                    log.exception("http_request_failed", path=target)
+                    status, content_type, body = 500, JSON, orjson.dumps({"error": "internal error"})
+            writer.write(
+                f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1")
+                + (b"" if method == "HEAD" else body)
+            )
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def start(self) -> int:
+        """Listen; returns the port (the one the OS chose when `port` is 0)."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("http_listening", host=self.host, port=self.port, paths=["/health", "/ready", "/metrics"])
+        return self.port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+
+class Observability:
+    """What a service wires in: metrics always; the HTTP server and the gauge sampler only when
+    `settings.http_port` is set, so local processes without it cost nothing extra."""
+
+    def __init__(self, group_id: str, topics: Sequence[Topic], settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = ServiceMetrics([t.name for t in topics])
+        partitions = [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
+        self.group = KafkaGroup(settings.kafka_bootstrap_servers, group_id, partitions)
+        self.probes = Probes(group_id, self.group, self.metrics, max_lag=settings.ready_max_lag)
+        self._server: HttpServer | None = None
+        self._sampler: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        if self.settings.http_port is None:
+            return
+        self._server = HttpServer(self.probes, self.metrics, self.settings.http_host, self.settings.http_port)
+        await self._server.start()
+        self._sampler = asyncio.create_task(self.probes.sample_every(SAMPLE_EVERY_S), name="metrics-sampler")
+
+    async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            await asyncio.gather(self._sampler, return_exceptions=True)
+        if self._server is not None:
+            await self._server.close()
+        await self.group.close()
