@@ -34,6 +34,7 @@ class Record:
     partition: int = 0
     offset: int = 0
     key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def uid(prefix: str = "") -> str:

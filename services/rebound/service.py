@@ -28,6 +28,7 @@ from .messaging.processor import BatchProcessor, LockKeys, Route
 from .messaging.relay import OutboxRelay
 from .messaging.topics import ensure_topics
 from .observability import Observability
+from .tracing import Tracing
 from .settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -113,9 +114,10 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         pool = await create_pool(settings.database_url, max_size=settings.pool_size, wait_seconds=float("inf"))
         await migrate(pool)
         observability.probes.pool = pool
+        tracer = Tracing(spec.name, settings.otlp_endpoint)
         runtime["processor"] = BatchProcessor(
             spec.group_id, spec.routes, pool,
-            max_message_bytes=settings.max_message_bytes, lock_keys=spec.lock_keys,
+            max_message_bytes=settings.max_message_bytes, lock_keys=spec.lock_keys, tracing=tracer,
         )
         relay = OutboxRelay(
             settings.database_url, settings.kafka_bootstrap_servers, spec.group_id,
@@ -132,6 +134,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await observability.stop()
+            tracer.shutdown()
             await pool.close()
             log.info("service_stopped")
 

@@ -26,6 +26,7 @@ class Settings:
     http_port: int | None = None  # None: no HTTP server (/health, /ready, /metrics)
     http_host: str = "0.0.0.0"
     ready_max_lag: int = 10000
+    otlp_endpoint: str | None = None  # None: trace context is passed on, no spans are exported
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -45,6 +46,7 @@ class Settings:
             http_port=int(port) if (port := env.get("REBOUND_HTTP_PORT", "").strip()) else None,
             http_host=env.get("REBOUND_HTTP_HOST", "0.0.0.0"),
             ready_max_lag=int(env.get("REBOUND_READY_MAX_LAG", "10000")),
+            otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None,
         )
 
     def redacted_database_url(self) -> str:

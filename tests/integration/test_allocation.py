@@ -229,9 +229,11 @@ rules:
     decided = await pipe.decide(grades)
     rejections = [pipe.record(f.ack(seller, f"{seller}:ebay:W1:{sku}:open_box", "rejected", reason="no"), ACKS.name)
                   for sku in skus[:2]]
-    # Replicas of the ledger take interleaved batches of decisions and connector answers at once.
-    batches = [decided[i::4] for i in range(4)]
-    batches[1] = batches[1][:50] + rejections[:1] + batches[1][50:]
+    # A connector answers for keys it was sent: the first units are placed, then replicas of the
+    # ledger take interleaved batches of further decisions and connector answers at once.
+    await pipe.feed(pipe.ledger, decided[:40])
+    batches = [decided[40 + i::4] for i in range(4)]
+    batches[1] = batches[1][:30] + rejections[:1] + batches[1][30:]
     batches[3] = rejections[1:] + batches[3]
     await asyncio.gather(*(pipe.feed(pipe.ledger, b) for b in batches))
     adjustments = _events(await pipe.take_outbox(pipe.ledger), STOCK_ADJUSTMENTS.name)

@@ -29,7 +29,7 @@ def context(event: Any, topic: str = "test.topic") -> Context:
 def emitted(ctx: Context, topic_name: str) -> list[Any]:
     """The events a handler put in the outbox for `topic_name`, parsed back from their bytes."""
     model = TOPICS_BY_NAME[topic_name].model
-    return [model.model_validate_json(payload) for _, topic, _, payload in ctx.outbox.rows if topic == topic_name]
+    return [model.model_validate_json(payload) for _, topic, _, payload, _ in ctx.outbox.rows if topic == topic_name]
 
 
 @dataclass

@@ -27,7 +27,9 @@ from rebound_contracts import ExceptionRaised, MessageDeadLettered, MessageSourc
 from rebound_contracts.outbound import DeadLetterKind, ExceptionKind
 from rebound_contracts.topics import DLQ, EXCEPTIONS
 
+from .. import tracing
 from ..db import TRANSIENT_ERRORS
+from ..tracing import Tracing
 from . import inbox
 from .outbox import OutboxBuffer
 
@@ -56,9 +58,11 @@ class Context:
     now: datetime
     event: BaseModel
     exceptions_raised: int = 0
+    traceparent: str | None = None
+    """The trace context the events this handler emits carry (see `rebound.tracing`)."""
 
     def emit(self, topic: Topic, message: BaseModel) -> None:
-        self.outbox.add(topic, message)
+        self.outbox.add(topic, message, self.traceparent)
 
     def raise_exception(self, kind: ExceptionKind, detail: str) -> None:
         """Report valid-but-wrong input to operators, with the original event."""
@@ -224,8 +228,10 @@ class BatchProcessor:
         max_message_bytes: int = 256 * 1024,
         lock_keys: LockKeys | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        tracing: Tracing | None = None,
     ) -> None:
         self.consumer = consumer
+        self.tracing = tracing or Tracing(consumer)
         self.routes = {route.topic.name: route for route in routes}
         self.pool = pool
         self.max_message_bytes = max_message_bytes
@@ -335,13 +341,17 @@ class BatchProcessor:
                 continue
             ctx = Context(conn=conn, outbox=outbox, source=item.source, now=now, event=item.event)
             written_before = len(outbox.rows)
-            if item.event.seller_id not in known:
-                ctx.raise_exception("unknown_seller", f"seller {item.event.seller_id!r} is not registered")
-            else:
-                build = item.route.repository
-                if build not in repositories:
-                    repositories[build] = build(conn)
-                await item.route.handle(ctx, item.event, repositories[build])
+            parent = tracing.of_record(getattr(record, "headers", None))
+            with self.tracing.applying(record.topic, parent, {"rebound.seller_id": item.event.seller_id,
+                                                              "rebound.event_id": str(item.event.event_id)}) as trace:
+                ctx.traceparent = trace
+                if item.event.seller_id not in known:
+                    ctx.raise_exception("unknown_seller", f"seller {item.event.seller_id!r} is not registered")
+                else:
+                    build = item.route.repository
+                    if build not in repositories:
+                        repositories[build] = build(conn)
+                    await item.route.handle(ctx, item.event, repositories[build])
             counts = stats.of(record.topic)
             counts.exceptions += ctx.exceptions_raised
             counts.applied += 1

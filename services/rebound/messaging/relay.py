@@ -22,12 +22,20 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from .. import tracing
 from ..db import TRANSIENT_ERRORS
 from .outbox import NOTIFY_CHANNEL
 
 log = structlog.get_logger(__name__)
 
 HEADER = "rebound-outbox-id"
+
+
+def _headers(row: asyncpg.Record) -> list[tuple[str, bytes]]:
+    headers = [(HEADER, str(row["id"]).encode())]
+    if row["traceparent"]:
+        headers.append((tracing.HEADER, row["traceparent"].encode()))
+    return headers
 
 
 def leader_lock_id(producer: str) -> int:
@@ -118,7 +126,8 @@ class OutboxRelay:
 
     async def _relay_batch(self, producer: AIOKafkaProducer) -> int:
         rows = await self._leader.fetch(
-            "SELECT id, topic, key, payload FROM rebound.outbox WHERE producer = $1 ORDER BY id LIMIT $2",
+            "SELECT id, topic, key, payload, traceparent FROM rebound.outbox WHERE producer = $1"
+            " ORDER BY id LIMIT $2",
             self.producer_name, self.batch_size,
         )
         if not rows:
@@ -128,7 +137,7 @@ class OutboxRelay:
             futures = [
                 await producer.send(
                     row["topic"], value=bytes(row["payload"]), key=row["key"].encode(),
-                    headers=[(HEADER, str(row["id"]).encode())],
+                    headers=_headers(row),
                 )
                 for row in rows
             ]
