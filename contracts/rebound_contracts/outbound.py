@@ -185,7 +185,7 @@ class UnitAllocated(TenantEvent):
     grade: Grade
     grade_revision: PositiveInt
     rule: str
-    cause: Literal["decided", "listing_rejected", "listing_paused", "unsold"]
+    cause: Literal["decided", "policy_changed", "listing_rejected", "listing_paused", "unsold"]
     candidate: NonNegativeInt | None
     destination: Destination | None
     skipped: list[SkippedDestination] = []

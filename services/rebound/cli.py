@@ -226,7 +226,7 @@ def policy_set(
     seller_id: Annotated[str, typer.Argument(help="The seller whose policy to set.")],
     file: Annotated[Path, typer.Argument(help="A policy in YAML or JSON (see `rebound policy show`).")],
 ) -> None:
-    """Validate a policy file and make it the seller's policy; units graded from now on follow it."""
+    """Validate a policy file and make it the seller's policy; units on offer move to follow it."""
     from .relisting.adapters import set_policy
 
     policy = _read_policy(file)

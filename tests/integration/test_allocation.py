@@ -11,10 +11,12 @@ import pytest
 
 from rebound.ledger.handlers import move_unsold
 from rebound.relisting.adapters import set_policy
+from rebound.relisting.handlers import redecide_after_policy_change
 from rebound.relisting.policy_file import parse_policy
 from rebound_contracts.topics import (
     ACKS,
     ALLOCATIONS,
+    DISPOSITIONS,
     EXCEPTIONS,
     EXCHANGE_ALLOCATED,
     EXCHANGE_REQUESTED,
@@ -252,3 +254,27 @@ rules:
     for history in per_key.values():
         assert [a.sequence for a in history] == list(range(1, len(history) + 1))
         assert all(a.available == sum(b.delta for b in history[: i + 1]) for i, a in enumerate(history))
+
+
+async def test_a_new_policy_moves_the_units_already_offered_minus_one_before_plus_one(pipe: Pipeline) -> None:
+    [seller] = await pipe.add_sellers("switch")
+    lpns = [pipe.id(f"A{i}") for i in range(3)]
+    await _place(pipe, [f.graded(seller, lpn, "A", sku="JACKET-1", price="80.00") for lpn in lpns])
+    await pipe.feed(pipe.ledger, await pipe.decide([f.graded(seller, pipe.id("S1"), "A", sku="JACKET-1")]))
+    await _send(pipe, UNIT_PICKED.name, [f.picked(seller, pipe.id("S1"))])  # sold: it stays sold
+    async with pipe.pool.acquire() as conn:
+        await set_policy(conn, seller, parse_policy(
+            "rules: [{name: to-amazon, when: {grade: A}, destinations: [{kind: listing, channel: amazon,"
+            " condition: new, discount_pct: 5}]}]"))
+    # The relisting sweep decides the units again (this test's units only: the sweep is global).
+    while await redecide_after_policy_change(pipe.pool, pipe.relisting.consumer, datetime.now(UTC)):
+        pass
+    again = [e for e in await pipe.take_outbox(pipe.relisting) if e.event.seller_id == seller]
+    assert sorted(e.event.lpn for e in again) == sorted([*lpns, pipe.id("S1")])
+    assert {(e.event.policy_version, e.event.rule) for e in again} == {(1, "to-amazon")}
+    out = await _send(pipe, DISPOSITIONS.name, [e.event for e in again])
+    moves = [(a.channel, a.delta, a.cause.kind) for a in _events(out, STOCK_ADJUSTMENTS.name)]
+    assert moves == [("tiktok", -1, "unit_reallocated"), ("amazon", 1, "unit_reallocated")] * 3
+    assert {a.cause for a in _events(out, ALLOCATIONS.name)} == {"policy_changed"}
+    replayed = await _send(pipe, DISPOSITIONS.name, [e.event for e in again])  # stale now: no effect
+    assert _events(replayed, STOCK_ADJUSTMENTS.name) == []

@@ -100,16 +100,22 @@ def test_a_policy_shown_as_yaml_can_be_set_again_unchanged() -> None:
 class _Policies:
     def __init__(self, policy) -> None:  # noqa: ANN001
         self.policy = policy
+        self.recorded: list = []
 
     async def policy_for(self, seller_id: str):  # noqa: ANN201
         return self.policy, 7
+
+    def record(self, graded, version: int) -> None:  # noqa: ANN001
+        self.recorded.append((graded.lpn, graded.revision, version))
 
 
 async def test_the_handler_emits_one_disposition_per_grade_with_its_revision_and_rule() -> None:
     graded = f.graded("s1", "L1", "B", revision=3, sku="DRESS-1", price="50.00")
     ctx = context(graded)
-    await decide_disposition(ctx, graded, _Policies(parse_policy(POLICY)))
+    policies = _Policies(parse_policy(POLICY))
+    await decide_disposition(ctx, graded, policies)
     [decided] = emitted(ctx, DISPOSITIONS.name)
+    assert policies.recorded == [("L1", 3, 7)]  # so a later policy decides it again
     assert (decided.seller_id, decided.lpn, decided.grade_revision, decided.policy_version, decided.rule) == (
         "s1", "L1", 3, 7, "dresses")
     assert decided.source_event_id == graded.event_id and len(decided.candidates) == 3

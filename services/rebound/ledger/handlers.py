@@ -49,10 +49,13 @@ async def place_unit(ctx: Context, decided: DispositionDecided, repo: LedgerRepo
     if unit is not None and unit.seller_id != decided.seller_id:
         ctx.raise_exception("cross_tenant_reference", f"LPN {decided.lpn} belongs to another seller")
         return
-    if unit is not None and decided.grade_revision <= unit.revision:
+    # A newer grade, or the same grade decided again under a newer policy, replaces the decision.
+    applied = (unit.revision, unit.decision.policy_version if unit.decision else 0) if unit else None
+    if applied is not None and (decided.grade_revision, decided.policy_version) <= applied:
         log.info("disposition_stale", lpn=decided.lpn, revision=decided.grade_revision,
-                 applied_revision=unit.revision, event_id=str(decided.event_id))
+                 policy_version=decided.policy_version, applied=applied, event_id=str(decided.event_id))
         return
+    policy_changed = applied is not None and decided.grade_revision == applied[0]
     if unit is None:
         unit = Unit(lpn=decided.lpn, seller_id=decided.seller_id, sku=decided.sku,
                     warehouse_id=decided.warehouse_id, shop_id=decided.shop_id, revision=0)
@@ -63,7 +66,7 @@ async def place_unit(ctx: Context, decided: DispositionDecided, repo: LedgerRepo
         await repo.save(unit, ctx.now)
         return
     unit.revision, unit.decision = decided.grade_revision, decided
-    await allocate(ctx, repo, unit, start=0, cause="decided")
+    await allocate(ctx, repo, unit, start=0, cause="policy_changed" if policy_changed else "decided")
 
 
 async def apply_ack(ctx: Context, ack: StorefrontAck, repo: LedgerRepository) -> None:
@@ -234,6 +237,8 @@ async def _unavailable(repo: LedgerRepository, unit: Unit, candidate: Destinatio
         blocked = await repo.blocked(key)
         return f"listing {key} is blocked ({blocked})" if blocked else None
     if candidate.kind == "exchange_pool":
+        if unit.place == "exchange_pool":
+            return None  # it holds its slot already
         held = await repo.count_in_exchange_pool(unit.seller_id, unit.warehouse_id, unit.sku)
         quota = candidate.quota or 0
         return f"exchange pool for {unit.sku} is full ({held}/{quota})" if held >= quota else None

@@ -1,8 +1,11 @@
-"""Relisting's PostgreSQL repository: the sellers' disposition policies."""
+"""Relisting's PostgreSQL repository: the sellers' disposition policies and the last decision
+made for each unit (so a new policy can decide again)."""
 
 from __future__ import annotations
 
 import asyncpg
+
+from rebound_contracts import UnitGraded
 
 from .domain import DEFAULT_POLICY, Policy
 
@@ -13,7 +16,36 @@ class RelistingRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self._policies: dict[str, tuple[Policy, int]] = {}
+        self._decided: dict[str, tuple[UnitGraded, int]] = {}
 
+    def record(self, graded: UnitGraded, policy_version: int) -> None:
+        """Remember the decision; written by `flush` in one statement (a later grade of the same
+        unit in the batch replaces an earlier one)."""
+        known = self._decided.get(graded.lpn)
+        if known is None or known[0].revision <= graded.revision:
+            self._decided[graded.lpn] = (graded, policy_version)
+
+    async def flush(self) -> None:
+        if self._decided:
+            await self.conn.executemany(
+                "INSERT INTO relisting.decisions AS d (lpn, seller_id, grade_revision, policy_version, graded)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (lpn) DO UPDATE SET grade_revision ="
+                " EXCLUDED.grade_revision, policy_version = EXCLUDED.policy_version, graded = EXCLUDED.graded,"
+                " decided_at = now() WHERE d.seller_id = EXCLUDED.seller_id"
+                " AND d.grade_revision <= EXCLUDED.grade_revision",
+                [(g.lpn, g.seller_id, g.revision, version, g.model_dump_json())
+                 for g, version in self._decided.values()],
+            )
+            self._decided.clear()
+
+    async def outdated_decisions(self, limit: int) -> list[UnitGraded]:
+        """Units decided under an older policy than their seller's current one (locked; rows
+        another transaction holds are left for the next sweep)."""
+        rows = await self.conn.fetch(
+            "SELECT d.graded FROM relisting.decisions d JOIN relisting.policies p USING (seller_id)"
+            " WHERE d.policy_version < p.version ORDER BY d.seller_id, d.lpn LIMIT $1 FOR UPDATE OF d SKIP LOCKED",
+            limit)
+        return [UnitGraded.model_validate_json(r["graded"]) for r in rows]
     async def policy_for(self, seller_id: str) -> tuple[Policy, int]:
         """The seller's policy and its version; the default policy is version 0."""
         if seller_id not in self._policies:
@@ -25,12 +57,11 @@ class RelistingRepository:
 
 
 async def set_policy(conn: asyncpg.Connection, seller_id: str, policy: Policy | None) -> int | None:
-    """Store (or with None remove) a seller's policy; the new version, or None for an unknown seller."""
+    """Store a seller's policy (None: the default one) as its next version; the version, or None
+    for an unknown seller. Units decided under an earlier version are decided again."""
     if not await conn.fetchval("SELECT 1 FROM rebound.sellers WHERE seller_id = $1", seller_id):
         return None
-    if policy is None:
-        await conn.execute("DELETE FROM relisting.policies WHERE seller_id = $1", seller_id)
-        return 0
+    policy = policy or DEFAULT_POLICY
     return await conn.fetchval(
         "INSERT INTO relisting.policies AS p (seller_id, policy, version) VALUES ($1, $2, 1)"
         " ON CONFLICT (seller_id) DO UPDATE SET policy = EXCLUDED.policy, version = p.version + 1,"

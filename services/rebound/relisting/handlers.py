@@ -1,15 +1,23 @@
-"""Relisting handlers: one disposition per grade, with the rule that decided it."""
+"""Relisting handlers: one disposition per grade (and per policy version), with the rule that
+decided it."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
-from rebound_contracts import DispositionDecided, UnitGraded
+import asyncpg
+import structlog
+
+from rebound_contracts import DispositionDecided, MessageSource, UnitGraded
 from rebound_contracts.topics import DISPOSITIONS
 
+from ..messaging.outbox import OutboxBuffer
 from ..messaging.processor import Context
 from .adapters import RelistingRepository
 from .domain import decide
+
+log = structlog.get_logger(__name__)
 
 
 async def decide_disposition(ctx: Context, graded: UnitGraded, repo: RelistingRepository) -> None:
@@ -17,7 +25,7 @@ async def decide_disposition(ctx: Context, graded: UnitGraded, repo: RelistingRe
     policy, version = await repo.policy_for(graded.seller_id)
     decision = decide(policy, graded)
     ctx.emit(DISPOSITIONS, DispositionDecided(
-        event_id=uuid.uuid5(graded.event_id, "disposition"),
+        event_id=uuid.uuid5(graded.event_id, "disposition" if version == 0 else f"disposition:{version}"),
         occurred_at=ctx.now,
         seller_id=graded.seller_id,
         lpn=graded.lpn,
@@ -34,3 +42,21 @@ async def decide_disposition(ctx: Context, graded: UnitGraded, repo: RelistingRe
         candidates=decision.candidates,
         source_event_id=graded.event_id,
     ))
+    repo.record(graded, version)
+
+
+async def redecide_after_policy_change(pool: asyncpg.Pool, producer: str, now: datetime, limit: int = 500) -> int:
+    """Decide again the units whose seller set a new policy since; the ledger moves them."""
+    async with pool.acquire() as conn, conn.transaction():
+        repo = RelistingRepository(conn)
+        outdated = await repo.outdated_decisions(limit)
+        outbox = OutboxBuffer(producer)
+        source = MessageSource(topic="relisting.policy-sweep", partition=0, offset=0)
+        for graded in outdated:
+            ctx = Context(conn=conn, outbox=outbox, source=source, now=now, event=graded)
+            await decide_disposition(ctx, graded, repo)
+        await repo.flush()
+        await outbox.flush(conn)
+    if outdated:
+        log.info("units_decided_again", units=len(outdated), reason="policy_changed")
+    return len(outdated)
