@@ -164,6 +164,7 @@ class Report:
     running_sum_errors: int = 0
     ungraded: int = 0
     misplaced: int = 0
+    offered_twice: int = 0
     lost_or_extra: int = 0
     keys_off: int = 0
     unreadable: int = 0
@@ -171,7 +172,7 @@ class Report:
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     FAULTS = ("duplicates", "gaps", "repeats", "running_sum_errors", "ungraded", "misplaced",
-              "lost_or_extra", "unreadable")
+              "offered_twice", "lost_or_extra", "unreadable")
 
     @property
     def ok(self) -> bool:
@@ -200,6 +201,7 @@ class Report:
             ("2 exactly once", "sequence numbers repeated (per key)", self.repeats),
             ("2 exactly once", "available ≠ running sum of delta, or < 0", self.running_sum_errors),
             ("6 tenant isolation", "adjustment of another seller's unit or key", self.misplaced),
+            ("one place", "unit offered on two keys at once", self.offered_twice),
             ("final stock", f"units lost or extra ({self.keys_off} keys off)",
              self.lost_or_extra if self.stock_checked else None),
             ("contract", "messages that do not parse", self.unreadable),
@@ -256,6 +258,7 @@ def check(
 
     seen_ids: set[UUID] = set()
     states: dict[str, _KeyState] = {}
+    moves_of: dict[str, list[tuple[Any, int, str]]] = {}
     for item in adjustments:
         adj, record_key = _unwrap(item)
         report.adjustments += 1
@@ -265,6 +268,7 @@ def check(
             continue
         seen_ids.add(adj.adjustment_id)
         key = STOCK_ADJUSTMENTS.key_of(adj)
+        moves_of.setdefault(adj.cause.lpn, []).append((adj.occurred_at, adj.delta, key))
         state = states.setdefault(key, _KeyState())
 
         if adj.sequence in state.seen:
@@ -306,6 +310,7 @@ def check(
             report.note("misplaced", f"{adj.adjustment_id} of {adj.seller_id} on key {record_key or key}, "
                         f"unit {adj.cause.lpn} graded for {sorted(owners)}")
 
+    _check_one_place(report, moves_of)
     report.keys = len(states)
     if expected_stock is not None:
         report.stock_checked = True
@@ -317,6 +322,22 @@ def check(
                 report.keys_off += 1
                 report.note("lost_or_extra", f"{key}: {final}, expected {expected_stock.get(key, 0)}")
     return report
+
+
+def _check_one_place(report: Report, moves_of: Mapping[str, list[tuple[Any, int, str]]]) -> None:
+    """Replay each unit's moves: a +1 while it is still on another key offers it twice. A move's
+    -1 and +1 share one timestamp (one transaction), and moves of one seller and warehouse are
+    stamped in the order they were applied, so sorting by (time, delta) replays them in order."""
+    for lpn, moves in moves_of.items():
+        on: str | None = None
+        for at, delta, key in sorted(moves, key=lambda m: (m[0], m[1])):
+            if delta > 0:
+                if on is not None and on != key:
+                    report.offered_twice += 1
+                    report.note("offered_twice", f"{lpn} put on {key} at {at} while still on {on}")
+                on = key
+            elif on == key:
+                on = None
 
 
 async def check_topics(bootstrap: str, sellers: Iterable[str], expected_stock: Mapping[str, int] | None) -> Report:

@@ -173,8 +173,27 @@ def test_read_topic_triples_are_accepted():
     assert check(triples, grades, expected).ok
 
 
+def test_a_unit_put_on_a_second_key_before_leaving_the_first_is_offered_twice():
+    g = graded("L1", "B")
+    ga = graded("L1", "A", at=T0 + timedelta(hours=1), revision=2)
+    moved_late = [adjusted(g, 1, 1, condition="open_box"),
+                  adjusted(ga, 1, 1),                                               # +1 new ...
+                  adjusted(ga, 2, 0, delta=-1, condition="open_box", at=ga.occurred_at + timedelta(seconds=5))]
+    assert faults(check(moved_late, [g, ga], None)) == {"offered_twice": 1}
+    moved_together = [adjusted(g, 1, 1, condition="open_box"), adjusted(ga, 2, 0, delta=-1, condition="open_box"),
+                      adjusted(ga, 1, 1)]  # -1 and +1 of one transaction share a timestamp
+    assert faults(check(moved_together, [g, ga], None)) == {}
+
+
+def test_picked_units_leave_available_without_a_minus_one():
+    g1, g2 = graded("L1"), graded("L2")
+    second = adjusted(g2, 2, 1)  # one unit of the key was picked before: 1 + 1 - 1
+    assert faults(check([adjusted(g1, 1, 1), second.model_copy(update={"picked": 1})], [g1, g2], None)) == {}
+    assert faults(check([adjusted(g1, 1, 1), second], [g1, g2], None)) == {"running_sum_errors": 1}
+
+
 def test_table_has_a_row_per_check():
     grades, adjustments, expected = clean_history()
     table = check(adjustments, grades, expected).table()
     assert [c.header for c in table.columns][:3] == ["Guarantee", "Check", "Found"]
-    assert table.row_count == 8
+    assert table.row_count == 9

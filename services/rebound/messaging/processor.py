@@ -274,7 +274,6 @@ class BatchProcessor:
                 delay = min(delay * 2, 5.0)
 
     async def _apply(self, conn: asyncpg.Connection, items: list[Decoded]) -> BatchStats:
-        now = self.clock()
         stats = BatchStats()
         outbox = OutboxBuffer(self.consumer)
         events = [item.event for item in items if item.event is not None]
@@ -288,6 +287,9 @@ class BatchProcessor:
                     " FROM unnest($1::text[]) AS k ORDER BY h) AS ordered",
                     keys,
                 )
+        # Read after the locks: the events of batches that share a lock are stamped in the order
+        # they were applied.
+        now = self.clock()
         sellers = {e.seller_id for e in events}
         known = {
             r["seller_id"]
