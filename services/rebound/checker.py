@@ -326,8 +326,9 @@ def check(
 
 def _check_one_place(report: Report, moves_of: Mapping[str, list[tuple[Any, int, str]]]) -> None:
     """Replay each unit's moves: a +1 while it is still on another key offers it twice. A move's
-    -1 and +1 share one timestamp (one transaction), and moves of one seller and warehouse are
-    stamped in the order they were applied, so sorting by (time, delta) replays them in order."""
+    -1 and +1 share one timestamp (one applied record), and records of one seller and warehouse
+    are stamped in the order they were applied (strictly increasing, on one clock), so sorting by
+    (time, delta) replays them in order."""
     for lpn, moves in moves_of.items():
         on: str | None = None
         for at, delta, key in sorted(moves, key=lambda m: (m[0], m[1])):

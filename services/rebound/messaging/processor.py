@@ -14,7 +14,7 @@ import asyncio
 import base64
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -36,6 +36,7 @@ from .outbox import OutboxBuffer
 log = structlog.get_logger(__name__)
 
 DLQ_RAW_LIMIT = 64 * 1024  # bytes of an oversized message kept in its dead letter
+_TICK = timedelta(microseconds=1)
 
 
 class Record(Protocol):
@@ -287,8 +288,9 @@ class BatchProcessor:
                     " FROM unnest($1::text[]) AS k ORDER BY h) AS ordered",
                     keys,
                 )
-        # Read after the locks: the events of batches that share a lock are stamped in the order
-        # they were applied.
+        # Read after the locks, and once per record, strictly increasing: the events of records
+        # that share a lock are stamped in the order they were applied (the -1 and +1 of one
+        # move share their record's stamp).
         now = self.clock()
         sellers = {e.seller_id for e in events}
         known = {
@@ -341,6 +343,7 @@ class BatchProcessor:
                         partition=record.partition, offset=record.offset,
                     )
                 continue
+            now = max(self.clock(), now + _TICK)
             ctx = Context(conn=conn, outbox=outbox, source=item.source, now=now, event=item.event)
             written_before = len(outbox.rows)
             parent = tracing.of_record(getattr(record, "headers", None))
