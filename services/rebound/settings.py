@@ -1,19 +1,31 @@
-"""Settings from the environment. Built by the entrypoint at start, never at import time."""
+"""Settings from the environment. Built by the entrypoint at start, never at import time.
+
+Credentials come only from the environment or from secrets files named there; they are kept out
+of `repr` and out of every error raised here."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_KAFKA = "127.0.0.1:19092"
 DEFAULT_DATABASE = "postgresql://rebound:localdev-7f3a9c@127.0.0.1:15432/rebound"
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+DEFAULT_SASL_MECHANISM = "SCRAM-SHA-512"
+
+
+class SettingsError(SystemExit):
+    """A setting is missing, unreadable or contradicts another. A SystemExit, so the process stops
+    at start with this one line (naming the setting) instead of a traceback."""
 
 
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap_servers: str = DEFAULT_KAFKA
-    database_url: str = DEFAULT_DATABASE
+    database_url: str = field(default=DEFAULT_DATABASE, repr=False)  # may hold a password
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     batch_max_records: int = 500
@@ -27,6 +39,55 @@ class Settings:
     http_host: str = "0.0.0.0"
     ready_max_lag: int = 10000
     otlp_endpoint: str | None = None  # None: trace context is passed on, no spans are exported
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None  # SCRAM-SHA-512 when the protocol is SASL_* and none is set
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_cafile: str | None = None  # None: the system's CA certificates
+    kafka_ssl_certfile: str | None = None  # client certificate (mutual TLS), with kafka_ssl_keyfile
+    kafka_ssl_keyfile: str | None = None
+    database_password: str | None = field(default=None, repr=False)  # replaces the URL's password
+
+    def __post_init__(self) -> None:
+        protocol = self.kafka_security_protocol
+        if protocol not in KAFKA_PROTOCOLS:
+            raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of {', '.join(KAFKA_PROTOCOLS)}")
+        if self.uses_sasl:
+            if self.kafka_sasl_mechanism is None:
+                object.__setattr__(self, "kafka_sasl_mechanism", DEFAULT_SASL_MECHANISM)
+            if self.kafka_sasl_mechanism not in SASL_MECHANISMS:
+                raise SettingsError(f"KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r} is not one of "
+                                    f"{', '.join(SASL_MECHANISMS)}")
+            if not self.kafka_sasl_username:
+                raise SettingsError(f"KAFKA_SASL_USERNAME is required with KAFKA_SECURITY_PROTOCOL={protocol}")
+            if not self.kafka_sasl_password:
+                raise SettingsError("KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE is required with "
+                                    f"KAFKA_SECURITY_PROTOCOL={protocol}")
+        else:
+            for name, value in (("KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism),
+                                ("KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                                ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password)):
+                if value:
+                    raise SettingsError(f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL "
+                                        "(use SASL_PLAINTEXT or SASL_SSL)")
+        tls_files = (("KAFKA_SSL_CAFILE", self.kafka_ssl_cafile), ("KAFKA_SSL_CERTFILE", self.kafka_ssl_certfile),
+                     ("KAFKA_SSL_KEYFILE", self.kafka_ssl_keyfile))
+        for name, path in tls_files:
+            if path and not self.uses_tls:
+                raise SettingsError(f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+                                    "(use SSL or SASL_SSL)")
+            if path and not os.access(path, os.R_OK):
+                raise SettingsError(f"{name}={path} is not a readable file")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise SettingsError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together: set both or neither")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -47,6 +108,15 @@ class Settings:
             http_host=env.get("REBOUND_HTTP_HOST", "0.0.0.0"),
             ready_max_lag=int(env.get("REBOUND_READY_MAX_LAG", "10000")),
             otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None,
+            kafka_security_protocol=(_set(env.get("KAFKA_SECURITY_PROTOCOL")) or "PLAINTEXT").upper(),
+            kafka_sasl_mechanism=m.upper() if (m := _set(env.get("KAFKA_SASL_MECHANISM"))) else None,
+            kafka_sasl_username=_set(env.get("KAFKA_SASL_USERNAME")),
+            kafka_sasl_password=_secret("KAFKA_SASL_PASSWORD", env.get("KAFKA_SASL_PASSWORD"),
+                                        env.get("KAFKA_SASL_PASSWORD_FILE")),
+            kafka_ssl_cafile=_set(env.get("KAFKA_SSL_CAFILE")),
+            kafka_ssl_certfile=_set(env.get("KAFKA_SSL_CERTFILE")),
+            kafka_ssl_keyfile=_set(env.get("KAFKA_SSL_KEYFILE")),
+            database_password=_secret("DATABASE_PASSWORD", None, env.get("DATABASE_PASSWORD_FILE")),
         )
 
     def redacted_database_url(self) -> str:
@@ -57,3 +127,27 @@ class Settings:
         credentials, _, host = rest.rpartition("@")
         user = credentials.split(":", 1)[0]
         return f"{scheme}{sep}{user}:***@{host}"
+
+
+def _set(value: str | None) -> str | None:
+    """A variable's value, or None when it is unset or blank (an empty ConfigMap entry)."""
+    return (value or "").strip() or None
+
+
+def _secret(name: str, inline: str | None, file: str | None) -> str | None:
+    """A secret from the variable `name` or from the file that `name`_FILE names (e.g. a mounted
+    Kubernetes Secret), read once at start. Setting both is an error: which one wins would be a guess."""
+    file_name, path, inline = f"{name}_FILE", _set(file), inline or None
+    if path is None:
+        return inline
+    if inline is not None:
+        raise SettingsError(f"{name} and {file_name} are both set: set one")
+    try:
+        with open(path, encoding="utf-8") as secret:
+            value = secret.read().rstrip("\r\n")  # `kubectl create secret --from-file` keeps a final newline
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"{file_name}={path} cannot be read ({type(error).__name__}: "
+                            f"{getattr(error, 'strerror', None) or 'not UTF-8 text'})") from None
+    if not value:
+        raise SettingsError(f"{file_name}={path} is empty")
+    return value
