@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from importlib import resources
+from typing import Any
 
 import asyncpg
 import structlog
@@ -29,14 +31,16 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 async def create_pool(
-    url: str, *, min_size: int = 1, max_size: int = 4, wait_seconds: float = 120.0
+    url: str, *, min_size: int = 1, max_size: int = 4, wait_seconds: float = 120.0,
+    connect_kwargs: Mapping[str, Any] | None = None,
 ) -> asyncpg.Pool:
-    """Connect, waiting with back-off while the server is not up yet."""
+    """Connect, waiting with back-off while the server is not up yet. `connect_kwargs`: see
+    `connections.database_connect_kwargs`."""
     delay, waited = 0.2, 0.0
     while True:
         try:
             return await asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size, command_timeout=60
+                url, min_size=min_size, max_size=max_size, command_timeout=60, **(connect_kwargs or {})
             )
         except TRANSIENT_ERRORS as error:
             if waited >= wait_seconds:

@@ -34,6 +34,7 @@ from prometheus_client import (
 from rebound_contracts import Topic
 from rebound_contracts.topics import STOCK_ADJUSTMENTS
 
+from .connections import kafka_options
 from .messaging.processor import BatchStats
 from .settings import Settings
 
@@ -131,8 +132,10 @@ class Group(Protocol):
 class KafkaGroup:
     """The consumer group as the broker sees it, read over long-lived clients (rebuilt after an error)."""
 
-    def __init__(self, bootstrap_servers: str, group_id: str, partitions: Sequence[TopicPartition]) -> None:
+    def __init__(self, bootstrap_servers: str, group_id: str, partitions: Sequence[TopicPartition], *,
+                 options: Mapping[str, Any] | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.options = dict(options or {})  # connections.kafka_options
         self.group_id = group_id
         self.partitions = list(partitions)
         self._clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
@@ -143,11 +146,12 @@ class KafkaGroup:
             return self._clients or await self._new_clients()
 
     async def _new_clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=10000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=10000,
+                                    **self.options)
         # read_committed: the end offsets are where a consumer of the group can get to
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
                                     isolation_level="read_committed", enable_auto_commit=False,
-                                    request_timeout_ms=10000)
+                                    request_timeout_ms=10000, **self.options)
         try:
             await admin.start()
             await consumer.start()
@@ -373,7 +377,8 @@ class Observability:
         self.settings = settings
         self.metrics = ServiceMetrics([t.name for t in topics])
         partitions = [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
-        self.group = KafkaGroup(settings.kafka_bootstrap_servers, group_id, partitions)
+        self.group = KafkaGroup(settings.kafka_bootstrap_servers, group_id, partitions,
+                                options=kafka_options(settings))
         self.probes = Probes(group_id, self.group, self.metrics, max_lag=settings.ready_max_lag)
         self._server: HttpServer | None = None
         self._sampler: asyncio.Task | None = None

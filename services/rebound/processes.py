@@ -9,9 +9,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import structlog
@@ -134,7 +135,8 @@ class Backlog:
 
 
 async def backlog(
-    bootstrap: str, pool: asyncpg.Pool, services: Iterable[str] = SERVICES, *, count_records: bool = False
+    bootstrap: str, pool: asyncpg.Pool, services: Iterable[str] = SERVICES, *, count_records: bool = False,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> Backlog:
     """Records not yet consumed-and-committed by each service's group, and outbox rows not yet
     relayed. A committed offset can stay behind the end of a partition by transaction markers
@@ -144,9 +146,10 @@ async def backlog(
     # afterwards includes it.
     outbox = await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = ANY($1::text[])",
                                  [f"rebound-{s}" for s in services])
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    options = kafka_options or {}  # connections.kafka_options
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                enable_auto_commit=False, fetch_max_wait_ms=50)
+                                enable_auto_commit=False, fetch_max_wait_ms=50, **options)
     await admin.start()
     await consumer.start()
     try:
@@ -199,6 +202,7 @@ async def wait_until_caught_up(
     on_poll: Callable[[Backlog], None] | None = None,
     fleet: Fleet | None = None,
     quiet_polls: int = 3,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> Backlog:
     """Poll until the backlog is empty on `quiet_polls` polls in a row (one empty poll can fall
     between a transaction's commit and its offset commit)."""
@@ -208,7 +212,8 @@ async def wait_until_caught_up(
     while True:
         try:
             # Count records (slower, exact) only once the raw figures stop moving.
-            state = await backlog(bootstrap, pool, count_records=previous is not None and previous.lag < 5000
+            state = await backlog(bootstrap, pool, kafka_options=kafka_options,
+                                  count_records=previous is not None and previous.lag < 5000
                                   and previous.outbox == 0)
         except RETRIABLE as error:
             # e.g. a fresh broker still creating __consumer_offsets: not known yet, so not empty

@@ -22,6 +22,7 @@ from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
+from .connections import database_connect_kwargs, kafka_options, kafka_security
 from .db import TRANSIENT_ERRORS, create_pool, migrate
 from .messaging import inbox
 from .messaging.processor import BatchProcessor, LockKeys, Route
@@ -82,7 +83,7 @@ async def _every(job: Periodic, pool: asyncpg.Pool, settings: Settings, producer
 
 async def prune_inbox(pool: asyncpg.Pool, settings: Settings, consumer: str) -> int:
     """Keep the inbox bounded: see `inbox.prune` for which rows may go."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_options(settings))
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(consumer)
@@ -98,7 +99,8 @@ async def prune_inbox(pool: asyncpg.Pool, settings: Settings, consumer: str) -> 
 
 def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
     # On SIGTERM the in-flight batch finishes (and is acknowledged) before the consumer leaves.
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None, graceful_timeout=30.0)
+    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None, graceful_timeout=30.0,
+                         security=kafka_security(settings))
     runtime: dict[str, object] = {}
     observability = Observability(spec.group_id, [route.topic for route in spec.routes], settings)
     metrics = observability.metrics
@@ -107,11 +109,15 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
     async def lifespan() -> AsyncIterator[None]:
         structlog.contextvars.bind_contextvars(service=spec.name)
         log.info("service_starting", kafka=settings.kafka_bootstrap_servers,
+                 kafka_security=settings.kafka_security_protocol, kafka_user=settings.kafka_sasl_username,
                  database=settings.redacted_database_url())
         await observability.start()  # /health answers while the service still waits for Kafka or PostgreSQL
         # A service may start before Kafka or PostgreSQL: it waits for them, logging each retry.
-        await ensure_topics(settings.kafka_bootstrap_servers, wait_seconds=float("inf"))
-        pool = await create_pool(settings.database_url, max_size=settings.pool_size, wait_seconds=float("inf"))
+        kafka = kafka_options(settings)
+        database = database_connect_kwargs(settings)
+        await ensure_topics(settings.kafka_bootstrap_servers, wait_seconds=float("inf"), kafka_options=kafka)
+        pool = await create_pool(settings.database_url, max_size=settings.pool_size, wait_seconds=float("inf"),
+                                 connect_kwargs=database)
         await migrate(pool)
         observability.probes.pool = pool
         tracer = Tracing(spec.name, settings.otlp_endpoint)
@@ -122,6 +128,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         relay = OutboxRelay(
             settings.database_url, settings.kafka_bootstrap_servers, spec.group_id,
             batch_size=settings.relay_batch_size, on_published=metrics.record_published,
+            kafka_options=kafka, database_kwargs=database,
         )
         tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]
         jobs = [*spec.periodic, Periodic("prune-inbox", settings.inbox_prune_every_s, prune_inbox)]

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import asyncpg
 import structlog
@@ -52,9 +53,14 @@ class OutboxRelay:
         batch_size: int = 2000,
         idle_wait_s: float = 0.5,
         on_published: Callable[[list[str]], None] | None = None,
+        kafka_options: Mapping[str, Any] | None = None,
+        database_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.database_url = database_url
         self.bootstrap_servers = bootstrap_servers
+        # connections.kafka_options / database_connect_kwargs: how to authenticate, for every client
+        self.kafka_options = dict(kafka_options or {})
+        self.database_kwargs = dict(database_kwargs or {})
         self.producer_name = producer
         self.batch_size = batch_size
         self.idle_wait_s = idle_wait_s
@@ -86,7 +92,7 @@ class OutboxRelay:
 
     async def _run_as_leader(self) -> None:
         # A dedicated connection: it holds the leadership lock and listens for new rows.
-        conn = await asyncpg.connect(self.database_url)
+        conn = await asyncpg.connect(self.database_url, **self.database_kwargs)
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", leader_lock_id(self.producer_name)):
                 await asyncio.sleep(1.0)
@@ -101,6 +107,7 @@ class OutboxRelay:
                 linger_ms=5,
                 max_batch_size=256 * 1024,
                 request_timeout_ms=30000,
+                **self.kafka_options,
             )
             await producer.start()  # InitProducerId: fences a zombie and aborts its open transaction
             try:
@@ -187,6 +194,7 @@ class OutboxRelay:
             isolation_level="read_committed",
             enable_auto_commit=False,
             group_id=None,
+            **self.kafka_options,
         )
         await consumer.start()
         try:
