@@ -66,7 +66,7 @@ def migrate() -> None:
     async def go() -> list[str]:
         pool = await create_pool(settings.database_url, wait_seconds=30)
         try:
-            return await apply(pool)
+            return await apply(pool, wait_seconds=30)
         finally:
             await pool.close()
 

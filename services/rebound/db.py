@@ -61,8 +61,24 @@ def _migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(pool: asyncpg.Pool) -> list[str]:
-    """Apply the migrations not applied yet, in order; safe to run from every replica at once."""
+async def migrate(pool: asyncpg.Pool, *, wait_seconds: float = float("inf")) -> list[str]:
+    """Apply the migrations not applied yet, in order; safe to run from every replica at once.
+    If the database goes away meanwhile, wait for it with back-off and carry on (each migration
+    is one transaction, so it is applied whole or not at all)."""
+    delay, waited = 0.2, 0.0
+    while True:
+        try:
+            return await _migrate_once(pool)
+        except TRANSIENT_ERRORS as error:
+            if waited >= wait_seconds:
+                raise
+            log.warning("database_unavailable", error=str(error), during="migrate", retry_in_s=round(delay, 2))
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
+
+
+async def _migrate_once(pool: asyncpg.Pool) -> list[str]:
     applied_now = []
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATIONS_LOCK)
