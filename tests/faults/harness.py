@@ -109,7 +109,8 @@ Scenario = Callable[[Chaos], Awaitable[None]]
 
 
 async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.Pool, log_dir: Path,
-              *, replicas: int = 1, env: dict[str, str] | None = None) -> None:
+              *, replicas: int = 1, env: dict[str, str] | None = None, duplicate_rate: float = 0.02,
+              bad_rate: float = 0.02) -> None:
     shape = profile()
     seed = run_seed()
     rng = random.Random(seed ^ zlib.crc32(name.encode()))
@@ -117,7 +118,8 @@ async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.P
     console.print(f"\n[fault scenario] {name}: seed {seed} (replay: REBOUND_FAULT_SEED={seed}), "
                   f"{shape.units:,} units, {replicas} replica(s) per service")
     wave = simulator.generate(simulator.WaveConfig(
-        units=shape.units, seed=rng.randrange(1 << 30), duplicate_rate=0.02, out_of_order_rate=0.05, bad_rate=0.02,
+        units=shape.units, seed=rng.randrange(1 << 30), duplicate_rate=duplicate_rate, out_of_order_rate=0.05,
+        bad_rate=bad_rate,
     ))
     if await pool.fetchval("SELECT count(*) FROM rebound.sellers WHERE seller_id = ANY($1::text[])", wave.sellers):
         pytest.fail(f"seed {seed} already ran against this database, so its wave would be all duplicates: "
