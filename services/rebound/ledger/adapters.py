@@ -10,7 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
-from rebound_contracts import DispositionDecided
+from rebound_contracts import DispositionDecided, Money
 
 from .domain import StockKey
 
@@ -70,12 +70,14 @@ class LedgerRepository:
     async def save(self, unit: Unit, now: datetime) -> None:
         await self.conn.execute(
             "INSERT INTO ledger.units (lpn, seller_id, sku, warehouse_id, shop_id, revision, decision, place,"
-            " stock_key, pool, lot_id, candidate, placed_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            " stock_key, pool, lot_id, candidate, placed_at, first_offered_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+            " CASE WHEN $9::text IS NOT NULL OR $8 = 'lot' THEN $14::timestamptz END)"
             " ON CONFLICT (lpn) DO UPDATE SET sku = EXCLUDED.sku, warehouse_id = EXCLUDED.warehouse_id,"
             " shop_id = EXCLUDED.shop_id, revision = EXCLUDED.revision, decision = EXCLUDED.decision,"
             " place = EXCLUDED.place, stock_key = EXCLUDED.stock_key, pool = EXCLUDED.pool,"
             " lot_id = EXCLUDED.lot_id, candidate = EXCLUDED.candidate, placed_at = EXCLUDED.placed_at,"
+            " first_offered_at = coalesce(ledger.units.first_offered_at, EXCLUDED.first_offered_at),"
             " updated_at = $14",
             unit.lpn, unit.seller_id, unit.sku, unit.warehouse_id, unit.shop_id, unit.revision,
             unit.decision.model_dump_json() if unit.decision else None, unit.place,
@@ -194,10 +196,12 @@ class LedgerRepository:
             " RETURNING stock_key, lpns", lot_id)
         return (StockKey.parse(row["stock_key"]), list(row["lpns"])) if row else None
 
-    async def mark_sold(self, lpns: list[str]) -> None:
+    async def mark_sold(self, lpns: list[str], at: datetime, channel: str, price: Money) -> None:
+        """`price`: what each of `lpns` sold for (its share of a lot's price)."""
         await self.conn.execute(
-            "UPDATE ledger.units SET place = 'sold', stock_key = NULL, updated_at = now() WHERE lpn = ANY($1::text[])",
-            lpns)
+            "UPDATE ledger.units SET place = 'sold', stock_key = NULL, sold_at = $2, sold_channel = $3,"
+            " sold_price = $4, sold_currency = $5, updated_at = now() WHERE lpn = ANY($1::text[])",
+            lpns, at, channel, price.amount, price.currency)
 
     async def record_exchange(self, seller_id: str, exchange_id: str, status: str, lpn: str | None,
                               source: str | None) -> bool:

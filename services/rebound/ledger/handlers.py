@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 
 import asyncpg
 import structlog
@@ -22,6 +23,7 @@ from rebound_contracts import (
     ListingRequested,
     LotContents,
     MessageSource,
+    Money,
     SkippedDestination,
     StockAdjusted,
     StorefrontAck,
@@ -117,7 +119,7 @@ async def apply_pick(ctx: Context, pick: UnitPicked, repo: LedgerRepository) -> 
         # Sold on another channel: the channel it was listed on still offers it, so it hears -1.
         counter = await repo.adjust(key, unit.shop_id, -1)
         _emit_adjustment(ctx, key, unit.shop_id, -1, counter, "sold_elsewhere", unit.lpn)
-    await repo.mark_sold(lpns)
+    await repo.mark_sold(lpns, ctx.now, pick.channel, _sold_price(unit, len(lpns)))
 
 
 async def serve_exchange(ctx: Context, request: ExchangeRequested, repo: LedgerRepository) -> None:
@@ -303,6 +305,15 @@ def _request_listing(ctx: Context, key: StockKey, unit: Unit, target: Destinatio
         marketplace_condition=target.marketplace_condition,
         marketplace_condition_id=target.marketplace_condition_id,
     ))
+
+
+def _sold_price(unit: Unit, units_sold: int) -> Money:
+    """The price of the destination the unit was sold from (the RMA line's unit price on the
+    original listing, which keeps its own price), shared evenly among a lot's units."""
+    assert unit.decision is not None
+    offered = unit.decision.candidates[unit.candidate or 0].price or unit.decision.unit_price
+    share = (offered.amount / units_sold).quantize(Decimal("0.0001"))
+    return Money(amount=share, currency=offered.currency)
 
 
 def _skip(unit: Unit, why: str) -> SkippedDestination:
