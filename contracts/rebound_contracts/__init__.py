@@ -19,6 +19,7 @@ from .outbound import (
     DispositionDecided,
     ExceptionRaised,
     ExchangeAllocated,
+    InsightRaised,
     ListingRequested,
     LotContents,
     MessageDeadLettered,
@@ -36,7 +37,7 @@ from .topics import Topic
 __all__ = [
     "ALL_TOPICS", "TOPICS_BY_NAME", "AdjustmentCause", "Channel", "Condition", "Destination",
     "DispositionDecided", "Envelope", "ExceptionRaised", "ExchangeAllocated", "ExchangeRequested",
-    "Grade", "InspectionChecks", "Lane", "ListingRequested", "LotContents", "MessageDeadLettered",
+    "Grade", "InsightRaised", "InspectionChecks", "Lane", "ListingRequested", "LotContents", "MessageDeadLettered",
     "MessageSource", "Money", "ParcelScanned", "ReasonCategory", "RmaIssued", "RmaLine",
     "ScannedUnit", "SkippedDestination", "StockAdjusted", "StorefrontAck", "TenantEvent", "Topic",
     "UnitAllocated", "UnitGraded", "UnitInspected", "UnitPicked", "UnitReceived", "UnitRefurbished",

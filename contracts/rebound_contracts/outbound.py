@@ -207,6 +207,32 @@ class ExchangeAllocated(TenantEvent):
     source_event_id: UUID
 
 
+Share = Annotated[float, Field(ge=0, le=1)]
+
+
+class InsightRaised(TenantEvent):
+    """`returns.insights.v1`: a pattern in one seller's returns worth acting on, with the figures
+    behind it, raised once per seller, product, size, kind and period (a calendar month of dock
+    scans). `size_runs_small`: buyers send this size of the product (`sku`, its SKUs without the
+    size) back as too small far more often than its sizes on average, so its size chart may be off;
+    `size_runs_large` likewise. `size_*` figures count this size's returned units, `sku_*` all of
+    the product's; `*_matching` those returned for the reason the kind names."""
+
+    kind: Literal["size_runs_small", "size_runs_large"]
+    sku: Identifier
+    size: Annotated[str, Field(min_length=1, max_length=32)]
+    skus: Annotated[list[Identifier], Field(min_length=1)]
+    period: Annotated[str, Field(pattern=r"^\d{4}-\d{2}$")]
+    size_returns: PositiveInt
+    size_matching: NonNegativeInt
+    size_share: Share
+    sku_returns: PositiveInt
+    sku_matching: NonNegativeInt
+    sku_share: Share
+    z_score: float
+    summary: str
+
+
 class MessageSource(BaseModel):
     model_config = FROZEN
 

@@ -20,6 +20,7 @@ from .outbound import (
     DispositionDecided,
     ExceptionRaised,
     ExchangeAllocated,
+    InsightRaised,
     ListingRequested,
     MessageDeadLettered,
     StockAdjusted,
@@ -114,6 +115,11 @@ EXCHANGE_ALLOCATED = Topic(
     ("ledger",), ("WMS", "shop connector"),
     description="Which LPN serves an exchange request, or that none can.",
 )
+INSIGHTS = Topic(
+    "returns.insights.v1", InsightRaised, ("seller_id", "sku"), "outbound",
+    ("intake",), ("seller marketing",),
+    description="Patterns in a seller's returns with the figures behind them, e.g. a size returned as too small.",
+)
 ACKS = Topic(
     "storefront.acks.v1", StorefrontAck, ("seller_id", "channel", "warehouse_id", "sku", "condition"), "inbound",
     ("storefront connectors",), ("ledger",),
@@ -133,6 +139,6 @@ DLQ = Topic(
 ALL: tuple[Topic, ...] = (
     RMA, PARCEL_SCANNED, UNIT_INSPECTED, UNIT_REFURBISHED, UNIT_PICKED, EXCHANGE_REQUESTED, ACKS,
     UNIT_RECEIVED, UNIT_GRADED, DISPOSITIONS, ALLOCATIONS, STOCK_ADJUSTMENTS, LISTINGS, EXCHANGE_ALLOCATED,
-    EXCEPTIONS, DLQ,
+    INSIGHTS, EXCEPTIONS, DLQ,
 )
 BY_NAME: dict[str, Topic] = {topic.name: topic for topic in ALL}
