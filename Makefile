@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 UNITS ?= 10000
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status demo test test-faults soak bench bench-full test-docker test-unit schemas asyncapi clean-state manifests
+.PHONY: help install up down status browser demo test test-faults soak bench bench-full test-docker test-unit schemas asyncapi clean-state manifests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -39,7 +39,10 @@ status: ## is the local infrastructure running?
 demo: up ## run every service, simulate a return wave, print the summary and the guarantee check
 	$(BIN)/rebound demo --units $(UNITS)
 
-test: up ## unit, integration and end-to-end tests against the real Kafka and PostgreSQL
+browser: ## find a headless Chromium for the HTML report test, or install Debian's chromium package
+	deploy/scripts/chromium.sh
+
+test: up browser ## unit, integration and end-to-end tests against the real Kafka and PostgreSQL
 	$(BIN)/pytest
 
 test-faults: up ## the fault scenarios alone, short profile (kill -9, rebalances, broker and database restarts)

@@ -17,7 +17,9 @@ from ..messaging.outbox import OutboxBuffer
 from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
 from .adapters import IntakeRepository
-from .handlers import receive_parcel, register_return, report_unmatched_parcels
+from .handlers import raise_insights, receive_parcel, register_return, report_unmatched_parcels
+
+INSIGHTS_EVERY_S = 300.0  # a month's returns change slowly; insights are raised once each
 
 
 async def lock_keys(_conn: asyncpg.Connection, events: Sequence[BaseModel]) -> Iterable[str]:
@@ -43,6 +45,14 @@ async def sweep_unmatched_parcels(pool: asyncpg.Pool, settings: Settings, produc
         return reported
 
 
+async def sweep_insights(pool: asyncpg.Pool, _settings: Settings, producer: str) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        outbox = OutboxBuffer(producer)
+        raised = await raise_insights(conn, outbox, datetime.now(UTC))
+        await outbox.flush(conn)
+        return raised
+
+
 def spec() -> ServiceSpec:
     return ServiceSpec(
         name="intake",
@@ -51,7 +61,8 @@ def spec() -> ServiceSpec:
             Route(PARCEL_SCANNED, receive_parcel, IntakeRepository),
         ),
         lock_keys=lock_keys,
-        periodic=(Periodic("unmatched-parcels", 30.0, sweep_unmatched_parcels),),
+        periodic=(Periodic("unmatched-parcels", 30.0, sweep_unmatched_parcels),
+                  Periodic("returns-insights", INSIGHTS_EVERY_S, sweep_insights)),
     )
 
 

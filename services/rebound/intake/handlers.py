@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 import structlog
 
-from rebound_contracts import Money, ParcelScanned, RmaIssued, UnitReceived
-from rebound_contracts.topics import UNIT_RECEIVED
+from rebound_contracts import InsightRaised, Money, ParcelScanned, RmaIssued, UnitReceived
+from rebound_contracts.topics import INSIGHTS, UNIT_RECEIVED
 
+from ..reports import queries as reports
+from ..reports.insights import size_signals
 from ..messaging.outbox import OutboxBuffer
 from ..messaging.processor import Context
 from .adapters import IntakeRepository
 from .domain import categorise_reason, lane_for, match_units
 
 log = structlog.get_logger(__name__)
+
+INSIGHT_NAMESPACE = uuid.UUID("6f1d2b7e-3c4a-4e58-9b0d-2a7c5e9f1b43")
 
 
 async def register_return(ctx: Context, rma: RmaIssued, repo: IntakeRepository) -> None:
@@ -122,3 +126,35 @@ async def report_unmatched_parcels(
         )
     await repo.mark_reported([scan.event_id for scan, _ in stale], now)
     return len(stale)
+
+
+def insight_periods(now: datetime) -> list[tuple[str, datetime, datetime]]:
+    """The previous and the current calendar month (UTC) as (name, start, end): late scans of
+    last month still count towards its insights."""
+    current = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    previous = (current - timedelta(days=1)).replace(day=1)
+    following = (current + timedelta(days=32)).replace(day=1)
+    return [(f"{previous:%Y-%m}", previous, current), (f"{current:%Y-%m}", current, following)]
+
+
+async def raise_insights(conn: asyncpg.Connection, outbox: OutboxBuffer, now: datetime) -> int:
+    """Emit `returns.insights.v1` for each size that runs small or large (see
+    `reports.insights`), once per seller, product, size, kind and month."""
+    raised = 0
+    for seller_id in await reports.sellers(conn):
+        for period, start, end in insight_periods(now):
+            for signal in size_signals(await reports.fit_counts(conn, seller_id, start, end)):
+                event_id = uuid.uuid5(INSIGHT_NAMESPACE, f"{seller_id}:{signal.sku}:{signal.size}:{signal.kind}:{period}")
+                if not await reports.record_insight(conn, seller_id, signal.sku, signal.size, signal.kind, period,
+                                                      event_id):
+                    continue
+                outbox.add(INSIGHTS, InsightRaised(
+                    event_id=event_id, occurred_at=now, seller_id=seller_id, period=period,
+                    **signal.model_dump(include={"kind", "sku", "size", "skus", "size_returns", "size_matching",
+                                                 "size_share", "sku_returns", "sku_matching", "sku_share",
+                                                 "z_score", "summary"}),
+                ))
+                log.info("insight_raised", seller_id=seller_id, sku=signal.sku, size=signal.size, kind=signal.kind,
+                         period=period, event_id=str(event_id))
+                raised += 1
+    return raised

@@ -1,0 +1,1 @@
+"""Return analytics per seller: what comes back, why, in what state, and what it earns again."""
