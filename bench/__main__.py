@@ -22,7 +22,7 @@ from . import ceiling, pipeline
 
 OUT = Path(".bench")
 TABLES = ("rebound.inbox", "rebound.outbox", "intake.rmas", "intake.rma_lines", "intake.units",
-          "grading.units", "ledger.units", "ledger.stock")
+          "grading.units", "relisting.decisions", "ledger.units", "ledger.stock")
 
 
 def machine() -> dict:
