@@ -126,6 +126,7 @@ def demo(
     out_of_order: Annotated[float, typer.Option(min=0, max=1, help="Share of returns whose scan comes before the RMA.")] = 0.05,
     bad: Annotated[float, typer.Option(min=0, max=1, help="Share of extra malformed or wrong messages.")] = 0.005,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the pipeline to catch up.")] = 900.0,
+    sell: Annotated[float, typer.Option(min=0, max=1, help="Share of the units on offer after the wave that are then sold (picked for orders).")] = 0.6,
 ) -> None:
     """Run every service, simulate a return wave, print a summary and check the guarantees.
 
@@ -136,8 +137,59 @@ def demo(
     settings = Settings.from_env()
     logs.configure("warning", settings.log_format)
     code = run_demo(DemoOptions(units=units, seed=seed, replicas=replicas, duplicate_rate=duplicates,
-                                out_of_order_rate=out_of_order, bad_rate=bad, timeout=timeout), settings)
+                                out_of_order_rate=out_of_order, bad_rate=bad, timeout=timeout, sell=sell), settings)
     raise typer.Exit(code)
+
+
+class ReportFormat(str, Enum):
+    table = "table"
+    json = "json"
+    html = "html"
+
+
+@app.command()
+def report(
+    seller: Annotated[str, typer.Option(help="The seller (tenant) to report on.")],
+    from_: Annotated[str | None, typer.Option("--from", help="First day, YYYY-MM-DD (default: 90 days before --to).")] = None,
+    to: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD, inclusive (default: today, UTC).")] = None,
+    format_: Annotated[ReportFormat, typer.Option("--format", help="table for a terminal, json, or a self-contained html page.")] = ReportFormat.table,
+    output: Annotated[Path | None, typer.Option(help="Write json or html to this file instead of standard output.")] = None,
+) -> None:
+    """Return analytics of one seller: reasons, sizes and colours, grades, resale, recovery, loss
+    and dock-to-stock time of the units scanned at the dock in a period."""
+    from datetime import UTC, date, datetime
+
+    from rich.console import Console
+
+    from .reports.render import as_html, as_json, as_table
+    from .reports.report import UnknownSeller, default_period, period_bounds, seller_report
+
+    if output is not None and format_ is ReportFormat.table:
+        _fail("--output is for --format json or html")
+    settings = Settings.from_env()
+    logs.configure("warning", settings.log_format)
+    now = datetime.now(UTC)
+    try:
+        first = date.fromisoformat(from_) if from_ else None
+        last = date.fromisoformat(to) if to else None
+        period = default_period(now.date(), first, last)
+        period_bounds(*period)
+    except ValueError as error:
+        _fail(f"bad date: {error} (dates are YYYY-MM-DD)")
+    try:
+        built = asyncio.run(_with_conn(settings.database_url,
+                                       lambda conn: seller_report(conn, seller, period[0], period[1], now)))
+    except UnknownSeller as error:
+        _fail(f"{error} (rebound sellers add {seller})")
+    if format_ is ReportFormat.table:
+        Console().print(as_table(built))
+        return
+    text = as_json(built) if format_ is ReportFormat.json else as_html(built)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"{format_.value} report of {seller} written to {output}")
 
 
 @sellers_app.command("add")

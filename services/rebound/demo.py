@@ -7,7 +7,10 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import asyncpg
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
@@ -42,6 +45,8 @@ class DemoOptions:
     out_of_order_rate: float = 0.05
     bad_rate: float = 0.005
     timeout: float = 900.0
+    sell: float = 0.6
+    """Share of the units offered on a listing after the wave that the warehouse then picks for orders."""
     log_dir: Path = Path(".state/logs/demo")
 
 
@@ -68,6 +73,7 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         wave = simulator.generate(simulator.WaveConfig(
             units=options.units, seed=seed, duplicate_rate=options.duplicate_rate,
             out_of_order_rate=options.out_of_order_rate, bad_rate=options.bad_rate,
+            start=datetime.now(UTC) - dock_lead(options.units),
         ))
         await simulator.register_sellers(settings.database_url, wave.sellers)
         before = await inbound_end_offsets(bootstrap)
@@ -81,9 +87,11 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
                                   f"{state.outbox:,} events to relay")
                 await wait_until_caught_up(bootstrap, pool, timeout=options.timeout, on_poll=show, fleet=fleet)
             done = time.monotonic()
-        console.print(f"sent {len(wave.messages):,} messages in {published - started:.1f} s; "
-                      f"caught up {done - started:.1f} s after the first one "
-                      f"({wave.units / (done - started):,.0f} units/s end to end)")
+            console.print(f"sent {len(wave.messages):,} messages in {published - started:.1f} s; "
+                          f"caught up {done - started:.1f} s after the first one "
+                          f"({wave.units / (done - started):,.0f} units/s end to end)")
+            if options.sell > 0:
+                await sell_offered(options.sell, seed, wave, settings, pool, fleet, options.timeout, console)
         sellers = set(wave.sellers)
         received = await checker.read_topic(bootstrap, UNIT_RECEIVED.name, sellers=sellers)
         graded = await checker.read_topic(bootstrap, UNIT_GRADED.name, sellers=sellers)
@@ -109,6 +117,27 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         return report.ok
     finally:
         await pool.close()
+
+
+def dock_lead(units: int) -> timedelta:
+    """How far before now the wave starts, so that every parcel reaches the dock before the run
+    (scans come 24-121 h after their RMA, RMAs at most 30 s apart): dock-to-stock times are real."""
+    return timedelta(hours=121, seconds=30 * units)
+
+
+async def sell_offered(share: float, seed: int, wave: simulator.Wave, settings: Settings, pool: asyncpg.Pool,
+                       fleet: Fleet, timeout: float, console: Console) -> None:
+    """The second phase: the warehouse picks a share of the units on offer for orders on their
+    listing's channel, and the ledger catches up again."""
+    offered = await simulator.offered_units(settings.database_url, wave.sellers)
+    picks = simulator.sales(offered, share, seed, datetime.now(UTC))
+    started = time.monotonic()
+    await simulator.publish(picks, settings.kafka_bootstrap_servers, progress=False)
+    with console.status("waiting for the ledger to apply the picks"):
+        await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet)
+    console.print(f"sold {len(picks):,} of the {len(offered):,} units on offer ({share:.0%}): picks applied "
+                  f"{time.monotonic() - started:.1f} s after the first one; "
+                  f"`rebound report --seller {wave.sellers[0]}` shows the resale figures")
 
 
 def _inbound(topic: str) -> bool:

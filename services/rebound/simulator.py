@@ -33,9 +33,10 @@ from rebound_contracts import (
     RmaLine,
     ScannedUnit,
     UnitInspected,
+    UnitPicked,
     UnitRefurbished,
 )
-from rebound_contracts.topics import PARCEL_SCANNED, RMA, UNIT_INSPECTED, UNIT_REFURBISHED, Topic
+from rebound_contracts.topics import PARCEL_SCANNED, RMA, UNIT_INSPECTED, UNIT_PICKED, UNIT_REFURBISHED, Topic
 
 from .db import create_pool, migrate
 
@@ -653,10 +654,51 @@ def generate(config: WaveConfig) -> Wave:
     )
 
 
+# --- Sales ------------------------------------------------------------------------------------
+
+class Offered(NamedTuple):
+    """A unit on a storefront listing, as the ledger has it."""
+
+    lpn: str
+    seller_id: str
+    warehouse_id: str
+    channel: str
+
+
+def sales(offered: Iterable[Offered], share: float, seed: int, at: datetime) -> list[Outgoing]:
+    """The warehouse picks `share` of the offered units for orders on the channel each is listed
+    on. Pure: the same units, share, seed and time give the same picks."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError("share must be between 0 and 1")
+    rng = random.Random(f"sales:{seed}")
+    units = sorted(offered)
+    sold = sorted(rng.sample(units, round(share * len(units))))
+    return [
+        _encode(UNIT_PICKED, UnitPicked(
+            event_id=uuid.UUID(int=rng.getrandbits(128), version=4), occurred_at=at, seller_id=unit.seller_id,
+            warehouse_id=unit.warehouse_id, lpn=unit.lpn, channel=unit.channel, order_id=f"S{seed}-{n:07d}",
+        ))
+        for n, unit in enumerate(sold, start=1)
+    ]
+
+
+async def offered_units(database_url: str, sellers: Iterable[str]) -> list[Offered]:
+    """The sellers' units on a storefront listing now (lots and pools are not sold unit by unit)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT lpn, seller_id, warehouse_id, split_part(stock_key, ':', 2) AS channel FROM ledger.units"
+            " WHERE seller_id = ANY($1::text[]) AND place = 'listing' ORDER BY lpn", list(sellers))
+    finally:
+        await conn.close()
+    return [Offered(r["lpn"], r["seller_id"], r["warehouse_id"], r["channel"]) for r in rows]
+
+
 # --- I/O -------------------------------------------------------------------------------------
 
-async def publish(wave: Wave, bootstrap_servers: str, *, progress: bool = True, chunk_size: int = 2000) -> None:
-    """Send every message in order and wait until Kafka has them all.
+async def publish(wave: Wave | Sequence[Outgoing], bootstrap_servers: str, *, progress: bool = True,
+                  chunk_size: int = 2000) -> None:
+    """Send every message (of a wave, or a list) in order and wait until Kafka has them all.
 
     One idempotent producer keeps per-partition order (what the out-of-order and duplicate
     scenarios rely on). Sends are pipelined: a chunk's deliveries are awaited only after the next
@@ -676,11 +718,12 @@ async def publish(wave: Wave, bootstrap_servers: str, *, progress: bool = True, 
     await producer.start()
     try:
         with Progress(*columns, disable=not progress, transient=False) as bar:
-            task = bar.add_task("publish", total=len(wave.messages))
+            messages = wave.messages if isinstance(wave, Wave) else wave
+            task = bar.add_task("publish", total=len(messages))
             in_flight: list[asyncio.Future[Any]] = []
-            for start in range(0, len(wave.messages), chunk_size):
+            for start in range(0, len(messages), chunk_size):
                 queued = [await producer.send(m.topic, m.value, key=m.key)
-                          for m in wave.messages[start:start + chunk_size]]
+                          for m in messages[start:start + chunk_size]]
                 if in_flight:
                     await asyncio.gather(*in_flight)
                     bar.advance(task, len(in_flight))
