@@ -53,15 +53,18 @@ async def read_records(
     sellers: set[str] | None,
     also: Callable[[Mapping[str, Any]], bool] | None = None,
     idle_timeout_s: float = 60.0,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> TopicRead:
     """Every committed message of a topic, from the beginning up to its last stable offset.
 
     No consumer group: the checker must not move any service's offsets, and reads all partitions
     itself. `sellers` keeps only those sellers' messages (None: all); `also(document)` keeps some
-    more, e.g. another seller's grades of the LPNs an adjustment refers to."""
+    more, e.g. another seller's grades of the LPNs an adjustment refers to. `kafka_options`: the
+    client's security arguments (TLS, SASL), as aiokafka takes them."""
     topic = BY_NAME[topic_name]
     read = TopicRead()
-    numbers = await _partitions_of(bootstrap, topic_name)
+    options = dict(kafka_options or {})
+    numbers = await _partitions_of(bootstrap, topic_name, options)
     if not numbers:
         return read
     partitions = [TopicPartition(topic_name, p) for p in numbers]
@@ -73,6 +76,7 @@ async def read_records(
         auto_offset_reset="earliest",
         fetch_max_bytes=16 * 1024 * 1024,
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        **options,
     )
     await consumer.start()
     try:
@@ -107,9 +111,9 @@ async def read_records(
     return read
 
 
-async def _partitions_of(bootstrap: str, topic_name: str) -> list[int]:
+async def _partitions_of(bootstrap: str, topic_name: str, options: Mapping[str, Any]) -> list[int]:
     """The topic's partition numbers, [] when it does not exist (and without creating it)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic_name])
@@ -143,10 +147,11 @@ def _parse_into(read: TopicRead, model: type[BaseModel], message: Any,
     read.records.append(Record(message.partition, message.offset, key, parsed))
 
 
-async def read_topic(bootstrap: str, topic_name: str, *, sellers: set[str] | None) -> list[tuple[int, int, BaseModel]]:
+async def read_topic(bootstrap: str, topic_name: str, *, sellers: set[str] | None,
+                     kafka_options: Mapping[str, Any] | None = None) -> list[tuple[int, int, BaseModel]]:
     """(partition, offset, model) of every committed message of `topic_name` of these sellers,
     in partition and offset order. Messages that do not parse are left out (see `read_records`)."""
-    read = await read_records(bootstrap, topic_name, sellers=sellers)
+    read = await read_records(bootstrap, topic_name, sellers=sellers, kafka_options=kafka_options)
     return [(r.partition, r.offset, r.model) for r in read.records]
 
 
@@ -341,15 +346,16 @@ def _check_one_place(report: Report, moves_of: Mapping[str, list[tuple[Any, int,
                 on = None
 
 
-async def check_topics(bootstrap: str, sellers: Iterable[str], expected_stock: Mapping[str, int] | None) -> Report:
+async def check_topics(bootstrap: str, sellers: Iterable[str], expected_stock: Mapping[str, int] | None,
+                       *, kafka_options: Mapping[str, Any] | None = None) -> Report:
     """Read the adjustments and grades of these sellers and check them. Grades of other sellers
     are read too when an adjustment names their LPN, so a cross-tenant move is seen."""
     wanted = set(sellers)
-    adjustments = await read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=wanted)
+    adjustments = await read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=wanted, kafka_options=kafka_options)
     lpns = {r.model.cause.lpn for r in adjustments.records}  # type: ignore[attr-defined]
     graded = await read_records(bootstrap, UNIT_GRADED.name, sellers=wanted,
-                                also=lambda document: document.get("lpn") in lpns)
-    decided = await read_records(bootstrap, DISPOSITIONS.name, sellers=wanted)
+                                also=lambda document: document.get("lpn") in lpns, kafka_options=kafka_options)
+    decided = await read_records(bootstrap, DISPOSITIONS.name, sellers=wanted, kafka_options=kafka_options)
     report = check(adjustments.records, graded.records, expected_stock, dispositions=decided.records,
                    unreadable=len(adjustments.unreadable) + len(graded.unreadable) + len(decided.unreadable))
     for partition, offset, error in (adjustments.unreadable + graded.unreadable

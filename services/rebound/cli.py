@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from . import logs
+from .connections import database_connect_kwargs, kafka_options
 from .settings import Settings
 
 app = typer.Typer(
@@ -64,7 +65,8 @@ def migrate() -> None:
     logs.configure(settings.log_level, settings.log_format)
 
     async def go() -> list[str]:
-        pool = await create_pool(settings.database_url, wait_seconds=30)
+        pool = await create_pool(settings.database_url, wait_seconds=30,
+                                 connect_kwargs=database_connect_kwargs(settings))
         try:
             return await apply(pool, wait_seconds=30)
         finally:
@@ -81,7 +83,8 @@ def topics() -> None:
 
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)
-    created = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, wait_seconds=30))
+    created = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, wait_seconds=30,
+                                        kafka_options=kafka_options(settings)))
     typer.echo(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
 
 
@@ -112,8 +115,9 @@ def simulate(
     wave = simulator.generate(config)
     summary = wave.summary()
     if not dry_run:
-        asyncio.run(simulator.register_sellers(settings.database_url, wave.sellers))
-        asyncio.run(simulator.publish(wave, settings.kafka_bootstrap_servers))
+        asyncio.run(simulator.register_sellers(settings.database_url, wave.sellers,
+                                               connect_kwargs=database_connect_kwargs(settings)))
+        asyncio.run(simulator.publish(wave, settings.kafka_bootstrap_servers, kafka_options=kafka_options(settings)))
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
@@ -177,7 +181,7 @@ def report(
     except ValueError as error:
         _fail(f"bad date: {error} (dates are YYYY-MM-DD)")
     try:
-        built = asyncio.run(_with_conn(settings.database_url,
+        built = asyncio.run(_with_conn(settings,
                                        lambda conn: seller_report(conn, seller, period[0], period[1], now)))
     except UnknownSeller as error:
         _fail(f"{error} (rebound sellers add {seller})")
@@ -201,7 +205,8 @@ def sellers_add(
     from . import tenancy
 
     settings = Settings.from_env()
-    asyncio.run(tenancy.add_sellers(settings.database_url, {seller_id: name or seller_id}))
+    asyncio.run(tenancy.add_sellers(settings.database_url, {seller_id: name or seller_id},
+                                    connect_kwargs=database_connect_kwargs(settings)))
     typer.echo(f"seller {seller_id} registered")
 
 
@@ -226,16 +231,19 @@ def sellers_rules(
         if check:
             typer.echo(f"{file}: valid")
             return
-        if not asyncio.run(tenancy.set_rules(settings.database_url, seller_id, document)):
+        if not asyncio.run(tenancy.set_rules(settings.database_url, seller_id, document,
+                                                 connect_kwargs=database_connect_kwargs(settings))):
             _fail(f"seller {seller_id} is not registered")
         typer.echo(f"grading rules of {seller_id} set from {file}")
         return
     if reset:
-        if not asyncio.run(tenancy.set_rules(settings.database_url, seller_id, None)):
+        if not asyncio.run(tenancy.set_rules(settings.database_url, seller_id, None,
+                                                 connect_kwargs=database_connect_kwargs(settings))):
             _fail(f"seller {seller_id} is not registered")
         typer.echo(f"grading rules of {seller_id} reset to the default")
         return
-    found, rules = asyncio.run(tenancy.get_rules(settings.database_url, seller_id))
+    found, rules = asyncio.run(tenancy.get_rules(settings.database_url, seller_id,
+                                                  connect_kwargs=database_connect_kwargs(settings)))
     if not found:
         _fail(f"seller {seller_id} is not registered")
     typer.echo(json.dumps(rules, indent=2))
@@ -253,10 +261,10 @@ def _read_policy(file: Path):  # noqa: ANN202 - a Policy, imported lazily
         _fail(f"{error}; nothing changed")
 
 
-async def _with_conn(database_url: str, work):  # noqa: ANN001, ANN202
+async def _with_conn(settings: Settings, work):  # noqa: ANN001, ANN202
     from .db import create_pool
 
-    pool = await create_pool(database_url, wait_seconds=30)
+    pool = await create_pool(settings.database_url, wait_seconds=30, connect_kwargs=database_connect_kwargs(settings))
     try:
         async with pool.acquire() as conn:
             return await work(conn)
@@ -283,7 +291,7 @@ def policy_set(
 
     policy = _read_policy(file)
     settings = Settings.from_env()
-    version = asyncio.run(_with_conn(settings.database_url, lambda conn: set_policy(conn, seller_id, policy)))
+    version = asyncio.run(_with_conn(settings, lambda conn: set_policy(conn, seller_id, policy)))
     if version is None:
         _fail(f"seller {seller_id} is not registered (rebound sellers add {seller_id})")
     typer.echo(f"policy of {seller_id} set from {file} (version {version}, {len(policy.rules)} rules)")
@@ -295,7 +303,7 @@ def policy_reset(seller_id: Annotated[str, typer.Argument(help="The seller.")]) 
     from .relisting.adapters import set_policy
 
     settings = Settings.from_env()
-    if asyncio.run(_with_conn(settings.database_url, lambda conn: set_policy(conn, seller_id, None))) is None:
+    if asyncio.run(_with_conn(settings, lambda conn: set_policy(conn, seller_id, None))) is None:
         _fail(f"seller {seller_id} is not registered")
     typer.echo(f"policy of {seller_id} reset to the default")
 
@@ -313,7 +321,7 @@ def policy_show(seller_id: Annotated[str, typer.Argument(help="The seller.")]) -
             return None
         return await RelistingRepository(conn).policy_for(seller_id)
 
-    found = asyncio.run(_with_conn(settings.database_url, read))
+    found = asyncio.run(_with_conn(settings, read))
     if found is None:
         _fail(f"seller {seller_id} is not registered")
     policy, version = found

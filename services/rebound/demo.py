@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -28,6 +30,7 @@ from rebound_contracts.topics import (
 )
 
 from . import checker, simulator
+from .connections import database_connect_kwargs, kafka_options
 from .db import create_pool, migrate
 from .messaging.topics import ensure_topics
 from .processes import Backlog, Fleet, wait_until_caught_up
@@ -50,8 +53,8 @@ class DemoOptions:
     log_dir: Path = Path(".state/logs/demo")
 
 
-async def inbound_end_offsets(bootstrap: str) -> dict[tuple[str, int], int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+async def inbound_end_offsets(bootstrap: str, kafka: Mapping[str, Any] | None = None) -> dict[tuple[str, int], int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **(kafka or {}))
     await consumer.start()
     try:
         partitions = [TopicPartition(t.name, p) for t in INBOUND for p in range(t.partitions)]
@@ -66,8 +69,9 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
     bootstrap = settings.kafka_bootstrap_servers
     console.print(f"[bold]Rebound demo[/] — {options.units:,} units, seed {seed} "
                   f"(replay with --seed {seed}), {options.replicas} replica(s) per service")
-    await ensure_topics(bootstrap, wait_seconds=30)
-    pool = await create_pool(settings.database_url, wait_seconds=30)
+    kafka, database = kafka_options(settings), database_connect_kwargs(settings)
+    await ensure_topics(bootstrap, wait_seconds=30, kafka_options=kafka)
+    pool = await create_pool(settings.database_url, wait_seconds=30, connect_kwargs=database)
     try:
         await migrate(pool)
         wave = simulator.generate(simulator.WaveConfig(
@@ -75,17 +79,18 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
             out_of_order_rate=options.out_of_order_rate, bad_rate=options.bad_rate,
             start=datetime.now(UTC) - dock_lead(options.units),
         ))
-        await simulator.register_sellers(settings.database_url, wave.sellers)
-        before = await inbound_end_offsets(bootstrap)
+        await simulator.register_sellers(settings.database_url, wave.sellers, connect_kwargs=database)
+        before = await inbound_end_offsets(bootstrap, kafka)
         with Fleet(log_dir=options.log_dir / str(seed), replicas=options.replicas) as fleet:
             started = time.monotonic()
-            await simulator.publish(wave, bootstrap)
+            await simulator.publish(wave, bootstrap, kafka_options=kafka)
             published = time.monotonic()
             with console.status("waiting for the pipeline to catch up") as status:
                 def show(state: Backlog) -> None:
                     status.update(f"waiting for the pipeline to catch up: {state.lag:,} records to consume, "
                                   f"{state.outbox:,} events to relay")
-                await wait_until_caught_up(bootstrap, pool, timeout=options.timeout, on_poll=show, fleet=fleet)
+                await wait_until_caught_up(bootstrap, pool, timeout=options.timeout, on_poll=show, fleet=fleet,
+                                           kafka_options=kafka)
             done = time.monotonic()
             console.print(f"sent {len(wave.messages):,} messages in {published - started:.1f} s; "
                           f"caught up {done - started:.1f} s after the first one "
@@ -93,14 +98,15 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
             if options.sell > 0:
                 await sell_offered(options.sell, seed, wave, settings, pool, fleet, options.timeout, console)
         sellers = set(wave.sellers)
-        received = await checker.read_topic(bootstrap, UNIT_RECEIVED.name, sellers=sellers)
-        graded = await checker.read_topic(bootstrap, UNIT_GRADED.name, sellers=sellers)
-        decided = await checker.read_topic(bootstrap, DISPOSITIONS.name, sellers=sellers)
-        allocated = await checker.read_topic(bootstrap, ALLOCATIONS.name, sellers=sellers)
+        received = await checker.read_topic(bootstrap, UNIT_RECEIVED.name, sellers=sellers, kafka_options=kafka)
+        graded = await checker.read_topic(bootstrap, UNIT_GRADED.name, sellers=sellers, kafka_options=kafka)
+        decided = await checker.read_topic(bootstrap, DISPOSITIONS.name, sellers=sellers, kafka_options=kafka)
+        allocated = await checker.read_topic(bootstrap, ALLOCATIONS.name, sellers=sellers, kafka_options=kafka)
         # with their Kafka keys, so the checker can hold each key to its seller
-        adjustments = (await checker.read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=sellers)).records
-        exceptions = await checker.read_topic(bootstrap, EXCEPTIONS.name, sellers=None)
-        letters = await checker.read_topic(bootstrap, DLQ.name, sellers=None)
+        adjustments = (await checker.read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=sellers,
+                                                  kafka_options=kafka)).records
+        exceptions = await checker.read_topic(bootstrap, EXCEPTIONS.name, sellers=None, kafka_options=kafka)
+        letters = await checker.read_topic(bootstrap, DLQ.name, sellers=None, kafka_options=kafka)
         ours = lambda source: source.offset >= before.get((source.topic, source.partition), 0)  # noqa: E731
         exceptions = [e for _, _, e in exceptions if _inbound(e.source.topic)
                       and ours(e.source)]
@@ -129,12 +135,15 @@ async def sell_offered(share: float, seed: int, wave: simulator.Wave, settings: 
                        fleet: Fleet, timeout: float, console: Console) -> None:
     """The second phase: the warehouse picks a share of the units on offer for orders on their
     listing's channel, and the ledger catches up again."""
-    offered = await simulator.offered_units(settings.database_url, wave.sellers)
+    kafka = kafka_options(settings)
+    offered = await simulator.offered_units(settings.database_url, wave.sellers,
+                                            connect_kwargs=database_connect_kwargs(settings))
     picks = simulator.sales(offered, share, seed, datetime.now(UTC))
     started = time.monotonic()
-    await simulator.publish(picks, settings.kafka_bootstrap_servers, progress=False)
+    await simulator.publish(picks, settings.kafka_bootstrap_servers, progress=False, kafka_options=kafka)
     with console.status("waiting for the ledger to apply the picks"):
-        await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet)
+        await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet,
+                                   kafka_options=kafka)
     console.print(f"sold {len(picks):,} of the {len(offered):,} units on offer ({share:.0%}): picks applied "
                   f"{time.monotonic() - started:.1f} s after the first one; "
                   f"`rebound report --seller {wave.sellers[0]}` shows the resale figures")

@@ -14,7 +14,7 @@ import json
 import random
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -682,9 +682,10 @@ def sales(offered: Iterable[Offered], share: float, seed: int, at: datetime) -> 
     ]
 
 
-async def offered_units(database_url: str, sellers: Iterable[str]) -> list[Offered]:
+async def offered_units(database_url: str, sellers: Iterable[str], *,
+                        connect_kwargs: Mapping[str, Any] | None = None) -> list[Offered]:
     """The sellers' units on a storefront listing now (lots and pools are not sold unit by unit)."""
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(database_url, **(connect_kwargs or {}))
     try:
         rows = await conn.fetch(
             "SELECT lpn, seller_id, warehouse_id, split_part(stock_key, ':', 2) AS channel FROM ledger.units"
@@ -697,12 +698,13 @@ async def offered_units(database_url: str, sellers: Iterable[str]) -> list[Offer
 # --- I/O -------------------------------------------------------------------------------------
 
 async def publish(wave: Wave | Sequence[Outgoing], bootstrap_servers: str, *, progress: bool = True,
-                  chunk_size: int = 2000) -> None:
+                  chunk_size: int = 2000, kafka_options: Mapping[str, Any] | None = None) -> None:
     """Send every message (of a wave, or a list) in order and wait until Kafka has them all.
 
     One idempotent producer keeps per-partition order (what the out-of-order and duplicate
     scenarios rely on). Sends are pipelined: a chunk's deliveries are awaited only after the next
-    chunk is queued, so the producer never waits for a round trip per message."""
+    chunk is queued, so the producer never waits for a round trip per message. `kafka_options`:
+    the client's security arguments (see `rebound.connections.kafka_options`)."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         enable_idempotence=True,
@@ -712,6 +714,7 @@ async def publish(wave: Wave | Sequence[Outgoing], bootstrap_servers: str, *, pr
         max_batch_size=256 * 1024,
         max_request_size=1024 * 1024,
         request_timeout_ms=30_000,
+        **(kafka_options or {}),
     )
     columns = (TextColumn("[bold]publishing[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("messages"),
                TimeElapsedColumn())
@@ -735,14 +738,15 @@ async def publish(wave: Wave | Sequence[Outgoing], bootstrap_servers: str, *, pr
         await producer.stop()
 
 
-async def register_sellers(database_url: str, sellers: Iterable[str]) -> None:
+async def register_sellers(database_url: str, sellers: Iterable[str], *,
+                           connect_kwargs: Mapping[str, Any] | None = None) -> None:
     """Register the wave's sellers as tenants (events of unknown sellers become exceptions).
     Applies the migrations first when the services have not run yet."""
     rows = [(seller_id, f"Simulated seller {seller_id}") for seller_id in sellers]
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(database_url, **(connect_kwargs or {}))
     try:
         if not await conn.fetchval("SELECT to_regclass('rebound.sellers') IS NOT NULL"):
-            pool = await create_pool(database_url, max_size=1, wait_seconds=30)
+            pool = await create_pool(database_url, max_size=1, wait_seconds=30, connect_kwargs=connect_kwargs)
             try:
                 await migrate(pool)
             finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -11,14 +12,15 @@ from .db import create_pool, migrate
 from .grading.domain import DEFAULT_RULES_DOCUMENT
 
 
-async def _pool(database_url: str) -> asyncpg.Pool:
-    pool = await create_pool(database_url, max_size=2, wait_seconds=30)
+async def _pool(database_url: str, connect_kwargs: Mapping[str, Any] | None) -> asyncpg.Pool:
+    pool = await create_pool(database_url, max_size=2, wait_seconds=30, connect_kwargs=connect_kwargs)
     await migrate(pool)
     return pool
 
 
-async def add_sellers(database_url: str, sellers: dict[str, str]) -> None:
-    pool = await _pool(database_url)
+async def add_sellers(database_url: str, sellers: dict[str, str], *,
+                      connect_kwargs: Mapping[str, Any] | None = None) -> None:
+    pool = await _pool(database_url, connect_kwargs)
     try:
         await pool.executemany(
             "INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -28,8 +30,9 @@ async def add_sellers(database_url: str, sellers: dict[str, str]) -> None:
         await pool.close()
 
 
-async def set_rules(database_url: str, seller_id: str, document: dict[str, Any] | None) -> bool:
-    pool = await _pool(database_url)
+async def set_rules(database_url: str, seller_id: str, document: dict[str, Any] | None, *,
+                    connect_kwargs: Mapping[str, Any] | None = None) -> bool:
+    pool = await _pool(database_url, connect_kwargs)
     try:
         status = await pool.execute(
             "UPDATE rebound.sellers SET grading_rules = $2 WHERE seller_id = $1",
@@ -40,8 +43,9 @@ async def set_rules(database_url: str, seller_id: str, document: dict[str, Any] 
         await pool.close()
 
 
-async def get_rules(database_url: str, seller_id: str) -> tuple[bool, dict[str, Any]]:
-    pool = await _pool(database_url)
+async def get_rules(database_url: str, seller_id: str, *,
+                    connect_kwargs: Mapping[str, Any] | None = None) -> tuple[bool, dict[str, Any]]:
+    pool = await _pool(database_url, connect_kwargs)
     try:
         row = await pool.fetchrow("SELECT grading_rules FROM rebound.sellers WHERE seller_id = $1", seller_id)
     finally:

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -196,3 +197,22 @@ async def test_the_database_password_file_replaces_the_urls(settings: Settings, 
         await pool.close()
     with pytest.raises(asyncpg.InvalidPasswordError):
         await asyncpg.connect(secure.database_url)
+
+
+async def test_the_command_line_tools_connect_with_the_same_settings(settings: Settings, tmp_path: Path) -> None:
+    await _require_listener(SASL_BOOTSTRAP, PASSWORD_FILE)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": SASL_BOOTSTRAP, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+           "KAFKA_SASL_USERNAME": USERNAME, "KAFKA_SASL_PASSWORD_FILE": str(PASSWORD_FILE),
+           "DATABASE_URL": settings.database_url}
+    rebound = [sys.executable, "-m", "rebound"]
+    done = subprocess.run([*rebound, "topics"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "topics created" in done.stdout, done.stderr
+    sent = subprocess.run([*rebound, "simulate", "--units", "5", "--seed", str(uuid.uuid4().int % 10**9)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert sent.returncode == 0, sent.stderr
+    assert PASSWORD_FILE.read_text().strip() not in done.stdout + done.stderr + sent.stdout + sent.stderr
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("not-the-password\n")
+    refused = subprocess.run([*rebound, "topics"], env={**env, "KAFKA_SASL_PASSWORD_FILE": str(wrong)},
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "refused" in refused.stderr.lower(), refused.stderr
