@@ -5,7 +5,7 @@ Every event the ledger applies holds the advisory lock of its seller and warehou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
@@ -43,6 +43,13 @@ _UNIT_COLUMNS = ("lpn, seller_id, sku, warehouse_id, shop_id, revision, decision
                  " candidate, placed_at")
 
 
+def _unit_row(unit: Unit, now: datetime) -> tuple:
+    return (unit.lpn, unit.seller_id, unit.sku, unit.warehouse_id, unit.shop_id, unit.revision,
+            unit.decision.model_dump_json() if unit.decision else None, unit.place,
+            str(unit.stock_key) if unit.stock_key else None, unit.pool, unit.lot_id, unit.candidate,
+            unit.placed_at or now, now)
+
+
 def _unit(row: asyncpg.Record) -> Unit:
     return Unit(
         lpn=row["lpn"], seller_id=row["seller_id"], sku=row["sku"] or "", warehouse_id=row["warehouse_id"] or "",
@@ -54,21 +61,33 @@ def _unit(row: asyncpg.Record) -> Unit:
 
 
 class LedgerRepository:
-    """Built per batch; caches which listing keys are blocked for the batch's length."""
+    """Built per batch; caches which listing keys are blocked for the batch's length. Units
+    saved are written in one statement when the batch ends (`flush`), or before any query that
+    reads units by something else than their LPN, so every read sees every save."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self._blocked: dict[str, str | None] = {}
+        self._saved: dict[str, tuple[Unit, datetime]] = {}
 
     # --- units ------------------------------------------------------------------------------
 
     async def unit_for_update(self, lpn: str) -> Unit | None:
+        if lpn in self._saved:
+            return replace(self._saved[lpn][0])
         row = await self.conn.fetchrow(
             "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE lpn = $1 FOR UPDATE", lpn)
         return _unit(row) if row else None
 
     async def save(self, unit: Unit, now: datetime) -> None:
-        await self.conn.execute(
+        self._saved[unit.lpn] = (replace(unit), now)
+
+    async def flush(self) -> None:
+        if not self._saved:
+            return
+        rows = [_unit_row(unit, now) for unit, now in self._saved.values()]
+        self._saved.clear()
+        await self.conn.executemany(
             "INSERT INTO ledger.units (lpn, seller_id, sku, warehouse_id, shop_id, revision, decision, place,"
             " stock_key, pool, lot_id, candidate, placed_at, first_offered_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
@@ -79,25 +98,25 @@ class LedgerRepository:
             " lot_id = EXCLUDED.lot_id, candidate = EXCLUDED.candidate, placed_at = EXCLUDED.placed_at,"
             " first_offered_at = coalesce(ledger.units.first_offered_at, EXCLUDED.first_offered_at),"
             " updated_at = $14",
-            unit.lpn, unit.seller_id, unit.sku, unit.warehouse_id, unit.shop_id, unit.revision,
-            unit.decision.model_dump_json() if unit.decision else None, unit.place,
-            str(unit.stock_key) if unit.stock_key else None, unit.pool, unit.lot_id, unit.candidate,
-            unit.placed_at or now, now,
+            rows,
         )
 
     async def units_on_key_for_update(self, key: StockKey) -> list[Unit]:
+        await self.flush()
         rows = await self.conn.fetch(
             "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE stock_key = $1 AND place = 'listing'"
             " ORDER BY placed_at, lpn FOR UPDATE", str(key))
         return [_unit(r) for r in rows]
 
     async def count_in_exchange_pool(self, seller_id: str, warehouse_id: str, sku: str) -> int:
+        await self.flush()
         return await self.conn.fetchval(
             "SELECT count(*) FROM ledger.units WHERE seller_id = $1 AND warehouse_id = $2"
             " AND place = 'exchange_pool' AND sku = $3", seller_id, warehouse_id, sku)
 
     async def pooled_for_update(self, seller_id: str, warehouse_id: str, pool: str, limit: int) -> list[Unit]:
         """The oldest units waiting in a lucky-bag pool."""
+        await self.flush()
         rows = await self.conn.fetch(
             "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE seller_id = $1 AND warehouse_id = $2"
             " AND place = 'lucky_bag' AND pool = $3 ORDER BY placed_at, lpn LIMIT $4 FOR UPDATE",
@@ -107,6 +126,7 @@ class LedgerRepository:
     async def exchange_candidate_for_update(self, seller_id: str, warehouse_id: str, sku: str) -> Unit | None:
         """A unit of `sku` to serve an exchange: from the exchange pool first, else off a listing
         (new before open box, longest listed first)."""
+        await self.flush()
         row = await self.conn.fetchrow(
             "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE seller_id = $1 AND warehouse_id = $2 AND sku = $3"
             " AND place IN ('exchange_pool', 'listing')"
@@ -118,6 +138,7 @@ class LedgerRepository:
     async def stale_listings(self, now: datetime, limit: int) -> list[tuple[str, str, str]]:
         """(lpn, seller_id, warehouse_id) of listed units older than their destination's
         `unsold_after_days`."""
+        await self.flush()
         rows = await self.conn.fetch(
             "SELECT lpn, seller_id, warehouse_id FROM ledger.units WHERE place = 'listing'"
             " AND (decision->'candidates'->candidate->>'unsold_after_days') IS NOT NULL"
@@ -198,6 +219,7 @@ class LedgerRepository:
 
     async def mark_sold(self, lpns: list[str], at: datetime, channel: str, price: Money) -> None:
         """`price`: what each of `lpns` sold for (its share of a lot's price)."""
+        await self.flush()
         await self.conn.execute(
             "UPDATE ledger.units SET place = 'sold', stock_key = NULL, sold_at = $2, sold_channel = $3,"
             " sold_price = $4, sold_currency = $5, updated_at = now() WHERE lpn = ANY($1::text[])",

@@ -171,6 +171,7 @@ async def move_unsold(pool: asyncpg.Pool, outbox_producer: str, now: datetime, l
             ctx = Context(conn=conn, outbox=outbox, source=source, now=now, event=trigger)
             await allocate(ctx, repo, unit, start=(unit.candidate or 0) + 1, cause="unsold",
                            skipped=[_skip(unit, f"unsold after {days} days on {unit.stock_key}")])
+            await repo.flush()
             await outbox.flush(conn)
             moved += 1
     if moved:
