@@ -57,8 +57,8 @@ bench: up ## benchmark: the bare-loop ceiling, end to end at 10k and 100k units,
 bench-full: up ## the benchmark plus a 1,000,000-unit run
 	$(BIN)/python -m bench --full
 
-test-docker: install ## the same tests but the fault scenarios, against throwaway containers (needs Docker)
-	REBOUND_TESTCONTAINERS=1 $(BIN)/pytest --ignore=tests/faults
+test-docker: install browser ## the same tests but the fault scenarios and the SASL listener's, against throwaway containers (needs Docker)
+	REBOUND_TESTCONTAINERS=1 REBOUND_TEST_NO_SASL_LISTENER=1 $(BIN)/pytest --ignore=tests/faults
 
 test-unit: install ## unit tests only (no infrastructure)
 	$(BIN)/pytest tests/unit contracts/tests
