@@ -113,7 +113,13 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         letters = [d for _, _, d in letters if _inbound(d.source.topic) and ours(d.source)]
         parked = await pool.fetchval(
             "SELECT count(*) FROM intake.parked_scans WHERE seller_id = ANY($1::text[])", list(sellers))
-        console.print(_summary(wave, received, graded, allocated, adjustments, exceptions, letters, parked))
+        sold = await pool.fetchval(
+            "SELECT count(*) FROM ledger.units WHERE seller_id = ANY($1::text[]) AND place = 'sold'", list(sellers))
+        sellable = dict(await pool.fetch(
+            "SELECT condition, sum(available)::int FROM ledger.stock WHERE seller_id = ANY($1::text[])"
+            " GROUP BY condition", list(sellers)))
+        console.print(_summary(wave, received, graded, allocated, adjustments, exceptions, letters, parked,
+                               sold, sellable))
         report = checker.check(adjustments, graded, wave.expected_stock, dispositions=decided)
         console.print(report.table())
         if not report.ok:
@@ -153,7 +159,8 @@ def _inbound(topic: str) -> bool:
     return topic in {t.name for t in INBOUND}
 
 
-def _summary(wave, received, graded, allocated, adjustments, exceptions, letters, parked) -> Table:  # noqa: ANN001
+def _summary(wave, received, graded, allocated, adjustments, exceptions, letters, parked,  # noqa: ANN001
+             sold: int, sellable: dict[str, int]) -> Table:
     latest: dict[str, object] = {}
     for _, _, g in graded:
         if g.lpn not in latest or g.revision > latest[g.lpn].revision:
@@ -167,12 +174,6 @@ def _summary(wave, received, graded, allocated, adjustments, exceptions, letters
     lanes = Counter(u.lane for _, _, u in received)
     grades = Counter(g.grade for g in latest.values())
     moves = Counter((r.model.condition, "+1" if r.model.delta > 0 else "-1") for r in adjustments)
-    final: dict[str, int] = {}
-    for r in adjustments:
-        final[STOCK_ADJUSTMENTS.key_of(r.model)] = r.model.available
-    sellable = Counter()
-    for key, available in final.items():
-        sellable[key.rsplit(":", 1)[1]] += available
 
     table = Table(title="Return wave", show_header=True)
     table.add_column("What")
@@ -193,6 +194,7 @@ def _summary(wave, received, graded, allocated, adjustments, exceptions, letters
                   ", ".join(f"{k} {v:,}" for k, v in sorted(channels.items())))
     table.add_row("stock adjustments", f"{len(adjustments):,}",
                   ", ".join(f"{c} {s} {n:,}" for (c, s), n in sorted(moves.items())))
+    table.add_row("sold", f"{sold:,}", "picked for storefront orders: no -1 sent, the shop counted the sale")
     table.add_row("sellable now", f"{sum(sellable.values()):,}", ", ".join(f"{c} {n:,}" for c, n in sorted(sellable.items())))
     table.add_section()
     table.add_row("exceptions", f"{len(exceptions):,}",
