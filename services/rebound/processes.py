@@ -46,18 +46,32 @@ class ServiceProcess:
     replica: int
     log_path: Path
     process: subprocess.Popen | None = None
+    log_start: int = field(default=0, repr=False)  # where this start's lines begin in the log
 
     @property
     def name(self) -> str:
         return f"{self.service}-{self.replica}"
 
     def start(self, env: dict[str, str]) -> None:
+        self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rebound", "run", self.service],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         log.close()
+
+    def wait_started(self, timeout: float = 60.0) -> bool:
+        """Wait until this start of the process has logged `service_starting` (it is running the
+        app, with its graceful SIGTERM handler); False if it exited or the time ran out first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.alive():
+            with self.log_path.open("rb") as log:
+                log.seek(self.log_start)
+                if b"service_starting" in log.read():
+                    return True
+            time.sleep(0.05)
+        return False
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -22,6 +22,8 @@ async def stop_services_with_sigterm(chaos: Chaos) -> None:
     for _ in range(chaos.profile.kills):
         await chaos.pause(0.2, 1.5)
         member = chaos.pick()
+        # A supervisor stops running services: one still loading has nothing to hand back yet.
+        await asyncio.to_thread(member.wait_started)
         code = await asyncio.to_thread(member.stop)
         chaos.note(f"SIGTERM {member.name}: exited {code}")
         assert code == 0, f"{member.name} did not shut down cleanly on SIGTERM (exit {code})"
