@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -59,6 +59,18 @@ def _migrations() -> list[tuple[int, str, str]]:
             version = int(entry.name.split("_", 1)[0])
             found.append((version, entry.name, entry.read_text(encoding="utf-8")))
     return sorted(found)
+
+
+async def advisory_xact_locks(conn: asyncpg.Connection, keys: Iterable[str]) -> None:
+    """Take the transaction-scoped advisory locks of `keys`, in one fixed order, so two
+    transactions wanting some of the same keys never wait on each other in a cycle."""
+    wanted = sorted(set(keys))
+    if wanted:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h"
+            " FROM unnest($1::text[]) AS k ORDER BY h) AS ordered",
+            wanted,
+        )
 
 
 async def migrate(pool: asyncpg.Pool, *, wait_seconds: float = float("inf")) -> list[str]:

@@ -29,8 +29,8 @@ from .messaging.processor import BatchProcessor, LockKeys, Route
 from .messaging.relay import OutboxRelay
 from .messaging.topics import ensure_topics
 from .observability import Observability
-from .tracing import Tracing
 from .settings import Settings
+from .tracing import Tracing
 
 log = structlog.get_logger(__name__)
 

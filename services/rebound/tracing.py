@@ -55,6 +55,8 @@ class Tracing:
         if not self.enabled:
             return
         from opentelemetry.sdk.resources import Resource
+        from opentelemetry.trace import SpanKind
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
@@ -69,6 +71,8 @@ class Tracing:
         else:
             self._provider.add_span_processor(SimpleSpanProcessor(exporter))
         self._tracer = self._provider.get_tracer("rebound")
+        self._propagator = TraceContextTextMapPropagator()
+        self._consumer_kind = SpanKind.CONSUMER
         log.info("tracing_enabled", service=service, endpoint=otlp_endpoint or "in-process")
 
     @contextmanager
@@ -77,16 +81,12 @@ class Tracing:
         if self._tracer is None:
             yield parent
             return
-        from opentelemetry.trace import SpanKind
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-        propagator = TraceContextTextMapPropagator()
-        context = propagator.extract({HEADER: parent}) if parent else None
-        with self._tracer.start_as_current_span(f"apply {topic}", context=context, kind=SpanKind.CONSUMER,
+        context = self._propagator.extract({HEADER: parent}) if parent else None
+        with self._tracer.start_as_current_span(f"apply {topic}", context=context, kind=self._consumer_kind,
                                                 attributes={"messaging.destination.name": topic,
                                                             **attributes}):
             carrier: dict[str, str] = {}
-            propagator.inject(carrier)
+            self._propagator.inject(carrier)
             yield carrier.get(HEADER)
 
     def shutdown(self) -> None:

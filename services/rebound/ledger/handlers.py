@@ -32,14 +32,16 @@ from rebound_contracts import (
 )
 from rebound_contracts.topics import ALLOCATIONS, EXCHANGE_ALLOCATED, LISTINGS, STOCK_ADJUSTMENTS
 
+from ..db import advisory_xact_locks
 from ..messaging.outbox import OutboxBuffer
 from ..messaging.processor import Context
-from .adapters import LedgerRepository, Unit
+from .adapters import Counter, LedgerRepository, Unit
 from .domain import StockKey, listing_key, lot_key, moves
 
 log = structlog.get_logger(__name__)
 
-LEFT_STOCK = frozenset({"sold", "exchanged"})
+SETTLED = frozenset({"sold", "exchanged", "lot"})
+"""Places a unit is not moved from any more: it left stock, or it is sold as part of a lot."""
 SWEEP_NAMESPACE = uuid.UUID("3d0c6a52-5f1e-4c7b-9a43-8b0f2e61d7a9")
 
 
@@ -61,7 +63,7 @@ async def place_unit(ctx: Context, decided: DispositionDecided, repo: LedgerRepo
     if unit is None:
         unit = Unit(lpn=decided.lpn, seller_id=decided.seller_id, sku=decided.sku,
                     warehouse_id=decided.warehouse_id, shop_id=decided.shop_id, revision=0)
-    elif unit.place in LEFT_STOCK or unit.place == "lot":
+    elif unit.place in SETTLED:
         # Regraded after it was sold, exchanged or bagged: it is not ours to move any more.
         log.info("regrade_after_unit_left", lpn=unit.lpn, place=unit.place, revision=decided.grade_revision)
         unit.revision = decided.grade_revision
@@ -155,8 +157,7 @@ async def move_unsold(pool: asyncpg.Pool, outbox_producer: str, now: datetime, l
     moved = 0
     for lpn, seller_id, warehouse_id in stale:
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                               allocation_lock(seller_id, warehouse_id))
+            await advisory_xact_locks(conn, [allocation_lock(seller_id, warehouse_id)])
             repo = LedgerRepository(conn)
             unit = await repo.unit_for_update(lpn)
             if unit is None or unit.place != "listing" or unit.decision is None or unit.placed_at is None:
@@ -252,6 +253,8 @@ async def _maybe_form_lot(ctx: Context, repo: LedgerRepository, unit: Unit, bag:
     """Once `lot_size` units wait in the pool, they become one lot listed with quantity 1; they
     are no longer offered alone (they never were: pooled units are on no listing)."""
     size = bag.lot_size or 0
+    if size < 2:
+        return  # a bag without a lot size (policies require one) waits for an operator
     pooled = await repo.pooled_for_update(unit.seller_id, unit.warehouse_id, bag.pool or "", size)
     if len(pooled) < size:
         return
@@ -278,7 +281,7 @@ async def _maybe_form_lot(ctx: Context, repo: LedgerRepository, unit: Unit, bag:
     log.info("lot_formed", lot_id=lot_id, seller_id=unit.seller_id, units=len(lpns), key=str(key))
 
 
-def _emit_adjustment(ctx: Context, key: StockKey, shop_id: str, delta: int, counter: object, kind: str,
+def _emit_adjustment(ctx: Context, key: StockKey, shop_id: str, delta: int, counter: Counter, kind: str,
                      lpn: str) -> uuid.UUID:
     adjustment_id = uuid.uuid5(ctx.event.event_id, f"{lpn}:{key}:{delta}")
     ctx.emit(STOCK_ADJUSTMENTS, StockAdjusted(

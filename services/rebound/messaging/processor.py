@@ -28,7 +28,7 @@ from rebound_contracts.outbound import DeadLetterKind, ExceptionKind
 from rebound_contracts.topics import DLQ, EXCEPTIONS
 
 from .. import tracing
-from ..db import TRANSIENT_ERRORS
+from ..db import TRANSIENT_ERRORS, advisory_xact_locks
 from ..tracing import Tracing
 from . import inbox
 from .outbox import OutboxBuffer
@@ -279,15 +279,7 @@ class BatchProcessor:
         outbox = OutboxBuffer(self.consumer)
         events = [item.event for item in items if item.event is not None]
         if self.lock_keys and events:
-            # Taken in one fixed order, so two replicas touching the same keys never wait on
-            # each other in a cycle.
-            keys = sorted(set(await self.lock_keys(conn, events)))
-            if keys:
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h"
-                    " FROM unnest($1::text[]) AS k ORDER BY h) AS ordered",
-                    keys,
-                )
+            await advisory_xact_locks(conn, await self.lock_keys(conn, events))
         # Read after the locks, and once per record, strictly increasing: the events of records
         # that share a lock are stamped in the order they were applied (the -1 and +1 of one
         # move share their record's stamp).

@@ -37,7 +37,6 @@ DEFAULT_MARKETPLACE_CONDITION = {
     ("amazon", "new"): "new_new", ("amazon", "open_box"): "new_open_box",
 }
 CURRENCY_DECIMALS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "OMR": 3}
-STOCKED_KINDS = frozenset({"listing", "lucky_bag"})
 Percent = Annotated[Decimal, Field(ge=0, lt=100)]
 Price = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4)]
 

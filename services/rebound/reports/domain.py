@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from .insights import FitCount, size_signals
-from .model import DockToStock, HeatCell, Money, SellerReport, SkuReturns, Tally, WeekRecovery
+from .model import CurrencyValues, DockToStock, HeatCell, SellerReport, SkuReturns, Tally, WeekRecovery
 
 GRADES = ("A", "B", "C", "SCRAP")
 LOST_GRADES = frozenset({"C", "SCRAP"})
@@ -130,7 +130,7 @@ def build_report(seller_id: str, period_from: date, period_to: date, units: Sequ
 
 
 def _money(units: Sequence[UnitFacts], graded: Sequence[UnitFacts], lost: Sequence[UnitFacts],
-           resold: Sequence[UnitFacts]) -> list[Money]:
+           resold: Sequence[UnitFacts]) -> list[CurrencyValues]:
     """Per currency, largest returned value first. A unit sells in the currency it was bought in."""
     def by_currency(rows: Iterable[UnitFacts], amount=lambda u: u.price) -> dict[str, Decimal]:  # noqa: ANN001
         sums: dict[str, Decimal] = defaultdict(Decimal)
@@ -142,7 +142,7 @@ def _money(units: Sequence[UnitFacts], graded: Sequence[UnitFacts], lost: Sequen
     resold_original, lost_value = by_currency(resold), by_currency(lost)
     recovered = by_currency(resold, lambda u: u.sold_price if u.sold_price is not None else Decimal(0))
     figures = [
-        Money(currency=c, returned_value=returned[c], resold_original_value=resold_original[c],
+        CurrencyValues(currency=c, returned_value=returned[c], resold_original_value=resold_original[c],
               recovered_value=recovered[c], recovery_rate=_ratio(recovered[c], resold_original[c]),
               lost_value=lost_value[c], loss_value_rate=_ratio(lost_value[c], graded_value[c]))
         for c in returned

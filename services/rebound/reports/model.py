@@ -40,7 +40,7 @@ class HeatCell(BaseModel):
     units: int
 
 
-class Money(BaseModel):
+class CurrencyValues(BaseModel):
     """Value figures in one currency; a seller selling in several gets one of these each."""
 
     model_config = _FROZEN
@@ -123,7 +123,7 @@ class SellerReport(BaseModel):
     units_lost: int
     loss_rate: Share | None
     """Units graded C or SCRAP / units graded."""
-    money: list[Money]
+    money: list[CurrencyValues]
     dock_to_stock: DockToStock
     recovery_by_week: list[WeekRecovery]
     size_signals: list[SizeSignal]
