@@ -25,6 +25,7 @@ from faststream.kafka.annotations import KafkaMessage
 from .connections import database_connect_kwargs, kafka_options, kafka_security
 from .db import TRANSIENT_ERRORS, create_pool, migrate
 from .messaging import inbox
+from .messaging.commits import OffsetCommitter
 from .messaging.processor import BatchProcessor, LockKeys, Route
 from .messaging.relay import OutboxRelay
 from .messaging.topics import ensure_topics
@@ -102,6 +103,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
     broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None, graceful_timeout=30.0,
                          security=kafka_security(settings))
     runtime: dict[str, object] = {}
+    committer = OffsetCommitter()
     observability = Observability(spec.group_id, [route.topic for route in spec.routes], settings)
     metrics = observability.metrics
 
@@ -130,6 +132,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
             batch_size=settings.relay_batch_size, on_published=metrics.record_published,
             kafka_options=kafka, database_kwargs=database,
         )
+        committer.start()
         tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]
         jobs = [*spec.periodic, Periodic("prune-inbox", settings.inbox_prune_every_s, prune_inbox)]
         tasks += [asyncio.create_task(_every(job, pool, settings, spec.group_id), name=job.name) for job in jobs]
@@ -150,6 +153,8 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         group_id=spec.group_id,
         batch=True,
         max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_wait_ms,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         ack_policy=AckPolicy.MANUAL,  # offsets are committed only after the database transaction
@@ -173,14 +178,11 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
             await asyncio.sleep(1.0)
             return
         metrics.record_batch(stats, time.perf_counter() - started, datetime.now(UTC))
-        try:
-            await message.ack()
-        except KafkaError as error:
-            # Applied and committed in PostgreSQL; if these records come again the inbox skips them.
-            log.warning("offset_commit_failed", error=f"{type(error).__name__}: {error}", records=len(records))
-            return
+        # Applied and committed in PostgreSQL; the offsets follow in the background.
+        await committer.note(message.consumer, records)
         log.debug("batch_applied", records=len(records), applied=stats.applied,
                   duplicates=stats.duplicates, dead_lettered=stats.dead_lettered,
                   exceptions=stats.exceptions)
 
-    return FastStream(broker, lifespan=lifespan, logger=None)
+    # Before the broker stops: from then on each batch still in flight commits its offsets itself.
+    return FastStream(broker, lifespan=lifespan, logger=None, on_shutdown=[committer.stop])

@@ -113,9 +113,11 @@ class OutboxRelay:
             try:
                 await self._recover(producer)
                 while True:
+                    # Cleared before the query, so a notification that arrives while it runs is
+                    # not lost: the wait below then returns at once.
+                    self._wake.clear()
                     sent = await self._relay_batch(producer)
                     if sent == 0:
-                        self._wake.clear()
                         with contextlib.suppress(asyncio.TimeoutError):
                             await asyncio.wait_for(self._wake.wait(), self.idle_wait_s)
                         if conn.is_closed():
