@@ -11,7 +11,16 @@ import pytest
 
 from rebound.messaging.inbox import fingerprint, position_id
 from rebound.messaging.processor import Route, dead_letter, decode
-from rebound_contracts.topics import PARCEL_SCANNED, RMA, UNIT_INSPECTED, UNIT_REFURBISHED
+from rebound_contracts.topics import (
+    ACKS,
+    ALL,
+    EXCHANGE_REQUESTED,
+    PARCEL_SCANNED,
+    RMA,
+    UNIT_INSPECTED,
+    UNIT_PICKED,
+    UNIT_REFURBISHED,
+)
 from tests import factories as f
 from tests.factories import Record
 
@@ -20,7 +29,8 @@ async def _noop(*_: object) -> None:
     return None
 
 
-ROUTES = {t.name: Route(t, _noop, lambda conn: None) for t in (RMA, PARCEL_SCANNED, UNIT_INSPECTED, UNIT_REFURBISHED)}
+ROUTES = {t.name: Route(t, _noop, lambda conn: None) for t in ALL if t.direction == "inbound"}
+INBOUND = list(ROUTES)
 
 
 def _decode(topic: str, value: bytes | None, limit: int = 256 * 1024):
@@ -33,6 +43,9 @@ def _valid(topic: str) -> dict:
         PARCEL_SCANNED.name: lambda: f.scan("s1", "T1", [("L1", "SKU")]),
         UNIT_INSPECTED.name: lambda: f.inspection("s1", "L1"),
         UNIT_REFURBISHED.name: lambda: f.refurbished("s1", "L1", "repackaged"),
+        UNIT_PICKED.name: lambda: f.picked("s1", "L1"),
+        EXCHANGE_REQUESTED.name: lambda: f.exchange("s1", "TEE-BLK-L"),
+        ACKS.name: lambda: f.ack("s1", "s1:tiktok:W1:TEE-BLK-M:new", "applied"),
     }[topic]()
     return orjson.loads(event.model_dump_json())
 
@@ -44,7 +57,14 @@ def test_a_valid_event_decodes_and_tolerates_unknown_fields() -> None:
     assert item.digest == fingerprint(document)
 
 
-@pytest.mark.parametrize("topic", [RMA.name, PARCEL_SCANNED.name, UNIT_INSPECTED.name, UNIT_REFURBISHED.name])
+def test_every_inbound_topic_of_the_registry_is_covered() -> None:
+    assert INBOUND == [RMA.name, PARCEL_SCANNED.name, UNIT_INSPECTED.name, UNIT_REFURBISHED.name, UNIT_PICKED.name,
+                       EXCHANGE_REQUESTED.name, ACKS.name]
+    for topic in INBOUND:
+        assert _decode(topic, orjson.dumps(_valid(topic))).failure is None
+
+
+@pytest.mark.parametrize("topic", INBOUND)
 @pytest.mark.parametrize(
     ("mutate", "kind", "says"),
     [
@@ -78,6 +98,17 @@ def test_unreadable_input_is_dead_lettered_with_a_reason(topic: str, mutate, kin
         (PARCEL_SCANNED.name, lambda d: d.update(tracking_number="has:colon"), "tracking_number"),
         (UNIT_REFURBISHED.name, lambda d: d.update(actions=["polished"]), "actions.0"),
         (UNIT_REFURBISHED.name, lambda d: d.update(actions=[]), "actions"),
+        (UNIT_PICKED.name, lambda d: d.update(channel="wish"), "channel"),
+        (UNIT_PICKED.name, lambda d: d.update(lpn=7), "lpn"),
+        (UNIT_PICKED.name, lambda d: d.pop("order_id"), "order_id"),
+        (EXCHANGE_REQUESTED.name, lambda d: d.update(channel="etsy"), "channel"),
+        (EXCHANGE_REQUESTED.name, lambda d: d.update(sku=["TEE"]), "sku"),
+        (EXCHANGE_REQUESTED.name, lambda d: d.pop("exchange_id"), "exchange_id"),
+        (ACKS.name, lambda d: d.update(status="lost"), "status"),
+        (ACKS.name, lambda d: d.update(condition="used"), "condition"),
+        (ACKS.name, lambda d: d.update(channel="wish"), "channel"),
+        (ACKS.name, lambda d: d.update(ref_event_id="not-a-uuid"), "ref_event_id"),
+        (ACKS.name, lambda d: d.pop("warehouse_id"), "warehouse_id"),
     ],
 )
 def test_schema_violations_name_the_field(topic: str, mutate, field: str) -> None:
