@@ -22,6 +22,7 @@ from rebound_contracts.topics import (
     EXCHANGE_REQUESTED,
     LISTINGS,
     STOCK_ADJUSTMENTS,
+    UNIT_GRADED,
     UNIT_PICKED,
 )
 from tests import factories as f
@@ -210,10 +211,55 @@ async def test_no_event_of_one_seller_reaches_another_sellers_units(pipe: Pipeli
     # The intruder's ack can only name the intruder's own keys, which Rebound never stocked.
     out = await _send(pipe, ACKS.name, [f.ack(intruder, f"{intruder}:tiktok:W1:SHOE-9:new", "paused")])
     assert [e.kind for e in _events(out, EXCEPTIONS.name)] == ["unknown_reference"]
-    out = await _place(pipe, [f.graded(intruder, lpn, "C", revision=2, sku="SHOE-9")])
+    # Relisting refuses the intruder's grade of the unit (see the next test); a disposition that
+    # names the unit all the same is refused by the ledger too.
+    [decided] = await pipe.decide([f.graded(intruder, pipe.id("Z1"), "C", revision=2, sku="SHOE-9")])
+    forged = DISPOSITIONS.model.model_validate_json(decided.value).model_copy(update={"lpn": lpn})
+    out = await _send(pipe, DISPOSITIONS.name, [forged])
     assert [e.kind for e in _events(out, EXCEPTIONS.name)] == ["cross_tenant_reference"]
     row = await pipe.pool.fetchrow("SELECT seller_id, place FROM ledger.units WHERE lpn = $1", lpn)
     assert (row["seller_id"], row["place"]) == (owner, "listing")
+
+
+async def test_a_grade_of_another_sellers_unit_changes_none_of_its_owners_decisions(pipe: Pipeline) -> None:
+    owner, intruder = await pipe.add_sellers("owner", "intruder")
+    decided, fresh = pipe.id("A1"), pipe.id("A2")
+    await pipe.decide([f.graded(owner, decided, "A", sku="SHOE-9")])
+    await pipe.feed(pipe.relisting, [
+        pipe.record(f.graded(intruder, decided, "C", revision=2, sku="SHOE-9"), UNIT_GRADED.name),
+        # A unit relisting has not decided yet, graded by its owner and the intruder in one batch.
+        pipe.record(f.graded(owner, fresh, "B", sku="SHOE-9"), UNIT_GRADED.name),
+        pipe.record(f.graded(intruder, fresh, "SCRAP", revision=2, sku="SHOE-9"), UNIT_GRADED.name),
+    ])
+    out = await pipe.take_outbox(pipe.relisting)
+    assert [(e.event.seller_id, e.event.lpn, e.event.grade) for e in out if e.topic == DISPOSITIONS.name] == [
+        (owner, fresh, "B")]
+    assert sorted((e.event.kind, e.event.seller_id, e.event.original["lpn"]) for e in out if e.topic == EXCEPTIONS.name) \
+        == sorted([("cross_tenant_reference", intruder, decided), ("cross_tenant_reference", intruder, fresh)])
+
+    async def decisions() -> dict:
+        rows = await pipe.pool.fetch(
+            "SELECT lpn, seller_id, grade_revision, policy_version, graded->>'grade' AS grade"
+            " FROM relisting.decisions WHERE lpn = ANY($1::text[])", [decided, fresh])
+        return {r["lpn"]: tuple(r.values())[1:] for r in rows}
+
+    assert await decisions() == {decided: (owner, 1, 0, "A"), fresh: (owner, 1, 0, "B")}
+
+    async def sweep() -> list:
+        # The sweep is global: keep the events of this test's sellers only.
+        while await redecide_after_policy_change(pipe.pool, pipe.relisting.consumer, datetime.now(UTC)):
+            pass
+        return [e.event for e in await pipe.take_outbox(pipe.relisting) if e.event.seller_id in (owner, intruder)]
+
+    async with pipe.pool.acquire() as conn:  # the intruder's new policy decides none of the owner's units again
+        await set_policy(conn, intruder, parse_policy("rules: [{name: scrap-all, when: {grade: [A, B]},"
+                                                      " destinations: [{kind: disposal}]}]"))
+    assert await sweep() == []
+    async with pipe.pool.acquire() as conn:  # the owner's does, from the owner's own grades
+        await set_policy(conn, owner, None)
+    assert sorted((d.seller_id, d.lpn, d.grade, d.policy_version) for d in await sweep()) == [
+        (owner, decided, "A", 1), (owner, fresh, "B", 1)]
+    assert await decisions() == {decided: (owner, 1, 1, "A"), fresh: (owner, 1, 1, "B")}
 
 
 async def test_concurrent_decisions_and_rejections_never_offer_a_unit_in_two_places(pipe: Pipeline) -> None:

@@ -10,7 +10,7 @@ from rebound.relisting.domain import DEFAULT_POLICY, DestinationRule, PolicyErro
 from rebound.relisting.handlers import decide_disposition
 from rebound.relisting.policy_file import dump_policy, parse_policy
 from rebound_contracts import Money
-from rebound_contracts.topics import DISPOSITIONS
+from rebound_contracts.topics import DISPOSITIONS, EXCEPTIONS
 from tests import factories as f
 
 from .fakes import context, emitted
@@ -98,9 +98,13 @@ def test_a_policy_shown_as_yaml_can_be_set_again_unchanged() -> None:
 
 
 class _Policies:
-    def __init__(self, policy) -> None:  # noqa: ANN001
+    def __init__(self, policy, owners: dict[str, str] | None = None) -> None:  # noqa: ANN001
         self.policy = policy
+        self.owners = owners or {}
         self.recorded: list = []
+
+    async def owner(self, lpn: str) -> str | None:
+        return self.owners.get(lpn)
 
     async def policy_for(self, seller_id: str):  # noqa: ANN201
         return self.policy, 7
@@ -119,3 +123,14 @@ async def test_the_handler_emits_one_disposition_per_grade_with_its_revision_and
     assert (decided.seller_id, decided.lpn, decided.grade_revision, decided.policy_version, decided.rule) == (
         "s1", "L1", 3, 7, "dresses")
     assert decided.source_event_id == graded.event_id and len(decided.candidates) == 3
+
+
+async def test_a_grade_of_a_unit_decided_for_another_seller_is_reported_and_decides_nothing() -> None:
+    graded = f.graded("intruder", "L1", "SCRAP", revision=2)
+    ctx = context(graded)
+    policies = _Policies(DEFAULT_POLICY, owners={"L1": "owner"})
+    await decide_disposition(ctx, graded, policies)
+    assert emitted(ctx, DISPOSITIONS.name) == [] and policies.recorded == []
+    [raised] = emitted(ctx, EXCEPTIONS.name)
+    assert (raised.kind, raised.seller_id, raised.source_event_id) == ("cross_tenant_reference", "intruder",
+                                                                        graded.event_id)

@@ -18,6 +18,13 @@ class RelistingRepository:
         self._policies: dict[str, tuple[Policy, int]] = {}
         self._decided: dict[str, tuple[UnitGraded, int]] = {}
 
+    async def owner(self, lpn: str) -> str | None:
+        """The seller the unit was decided for (earlier in this batch or before); None if never."""
+        known = self._decided.get(lpn)
+        if known is not None:
+            return known[0].seller_id
+        return await self.conn.fetchval("SELECT seller_id FROM relisting.decisions WHERE lpn = $1", lpn)
+
     def record(self, graded: UnitGraded, policy_version: int) -> None:
         """Remember the decision; written by `flush` in one statement (a later grade of the same
         unit in the batch replaces an earlier one)."""
@@ -46,6 +53,7 @@ class RelistingRepository:
             " WHERE d.policy_version < p.version ORDER BY d.seller_id, d.lpn LIMIT $1 FOR UPDATE OF d SKIP LOCKED",
             limit)
         return [UnitGraded.model_validate_json(r["graded"]) for r in rows]
+
     async def policy_for(self, seller_id: str) -> tuple[Policy, int]:
         """The seller's policy and its version; the default policy is version 0."""
         if seller_id not in self._policies:

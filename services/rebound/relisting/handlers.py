@@ -21,7 +21,12 @@ log = structlog.get_logger(__name__)
 
 
 async def decide_disposition(ctx: Context, graded: UnitGraded, repo: RelistingRepository) -> None:
-    """Where the unit may go, best first. The ledger places it; a newer grade decides again."""
+    """Where the unit may go, best first. The ledger places it; a newer grade decides again.
+    A grade naming an LPN decided for another seller changes nothing and is reported."""
+    owner = await repo.owner(graded.lpn)
+    if owner is not None and owner != graded.seller_id:
+        ctx.raise_exception("cross_tenant_reference", f"LPN {graded.lpn} belongs to another seller")
+        return
     policy, version = await repo.policy_for(graded.seller_id)
     decision = decide(policy, graded)
     ctx.emit(DISPOSITIONS, DispositionDecided(
