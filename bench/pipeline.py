@@ -105,6 +105,46 @@ async def throughput(settings: Settings, units: int, replicas: int, log_dir: Pat
         await pool.close()
 
 
+def _split(wave: simulator.Wave, *, refurbishments: bool = False) -> tuple[simulator.Wave, list]:
+    """The wave without its inspections and refurbishments (what intake needs first), and its
+    inspections (with the refurbishments, in the wave's order, if asked)."""
+    later = {UNIT_INSPECTED.name, UNIT_REFURBISHED.name}
+    prep = [m for m in wave.messages if m.topic not in later]
+    sent = [m for m in wave.messages if m.topic == UNIT_INSPECTED.name
+            or (refurbishments and m.topic == UNIT_REFURBISHED.name)]
+    return simulator.Wave(**{**wave.__dict__, "messages": prep}), sent
+
+
+async def inspections(settings: Settings, units: int, replicas: int, log_dir: Path, timeout: float) -> dict:
+    """The step the ceiling measures, through Rebound: returns, parcels and units are registered
+    first; then every inspection is sent at once, timed from the first one sent to the last
+    adjustment readable with read_committed (grading, relisting and the ledger, three hops)."""
+    wave = simulator.generate(simulator.WaveConfig(units=units, seed=random.randrange(1 << 30), reinspect_rate=0.0))
+    await simulator.register_sellers(settings.database_url, wave.sellers)
+    prep, sent = _split(wave, refurbishments=True)
+    expected = sum(wave.expected_stock.values())
+    units = sum(1 for m in sent if m.topic == UNIT_INSPECTED.name)
+    pool = await create_pool(settings.database_url, max_size=2)
+    watcher = AdjustmentWatcher(settings.kafka_bootstrap_servers, set(wave.sellers))
+    try:
+        with Fleet(log_dir=log_dir, replicas=replicas) as fleet:
+            await simulator.publish(prep, settings.kafka_bootstrap_servers, progress=False)
+            await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet)
+            await watcher.start()
+            started = time.time()
+            await simulator.publish(simulator.Wave(**{**wave.__dict__, "messages": sent}),
+                                    settings.kafka_bootstrap_servers, progress=False)
+            await watcher.wait(lambda: sum(watcher.available.values()) == expected, timeout)
+            finished = watcher.seen[-1][0]
+            rss = {m.name: peak_rss_mb(m.process.pid) for m in fleet.members}
+        elapsed = finished - started
+        return {"units": units, "replicas": replicas, "adjustments": len(watcher.seen),
+                "seconds": round(elapsed, 2), "units_per_s": round(units / elapsed, 1), "peak_rss_mb": rss}
+    finally:
+        await watcher.stop()
+        await pool.close()
+
+
 def _restamped(value: bytes, now: datetime) -> bytes:
     document = orjson.loads(value)
     document["occurred_at"] = now.isoformat()
@@ -117,8 +157,7 @@ async def latency(settings: Settings, units_per_s: float, seconds: float, log_di
     units = max(50, int(units_per_s * seconds))
     wave = simulator.generate(simulator.WaveConfig(units=units, seed=random.randrange(1 << 30), reinspect_rate=0.0))
     await simulator.register_sellers(settings.database_url, wave.sellers)
-    prep = [m for m in wave.messages if m.topic not in (UNIT_INSPECTED.name, UNIT_REFURBISHED.name)]
-    inspections = [m for m in wave.messages if m.topic == UNIT_INSPECTED.name]
+    prep, sent = _split(wave)
     expected = {lpn for lpn, grade in wave.expected_grades.items() if grade in ("A", "B")}
     pool = await create_pool(settings.database_url, max_size=2)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
@@ -126,15 +165,14 @@ async def latency(settings: Settings, units_per_s: float, seconds: float, log_di
     watcher = AdjustmentWatcher(settings.kafka_bootstrap_servers, set(wave.sellers))
     try:
         with Fleet(log_dir=log_dir) as fleet:
-            await simulator.publish(simulator.Wave(**{**wave.__dict__, "messages": prep}),
-                                    settings.kafka_bootstrap_servers, progress=False)
+            await simulator.publish(prep, settings.kafka_bootstrap_servers, progress=False)
             await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=600, fleet=fleet)
             await watcher.start()
             await producer.start()
             sent_at: dict[str, float] = {}
             interval = 1.0 / units_per_s
             begin = time.perf_counter()
-            for i, message in enumerate(inspections):
+            for i, message in enumerate(sent):
                 await asyncio.sleep(max(0.0, begin + i * interval - time.perf_counter()))
                 now = datetime.now(UTC)
                 sent_at[message.key.decode()] = now.timestamp()

@@ -3,6 +3,8 @@ made for each unit (so a new policy can decide again)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from rebound_contracts import UnitGraded
@@ -17,13 +19,25 @@ class RelistingRepository:
         self.conn = conn
         self._policies: dict[str, tuple[Policy, int]] = {}
         self._decided: dict[str, tuple[UnitGraded, int]] = {}
+        self._owners: dict[str, str | None] = {}  # as stored before this batch
+
+    async def prefetch(self, events: Sequence[UnitGraded]) -> None:
+        """Read the owners of the batch's units in one statement."""
+        lpns = list({e.lpn for e in events})
+        rows = await self.conn.fetch(
+            "SELECT lpn, seller_id FROM relisting.decisions WHERE lpn = ANY($1::text[])", lpns)
+        self._owners.update(dict.fromkeys(lpns))
+        self._owners.update({r["lpn"]: r["seller_id"] for r in rows})
 
     async def owner(self, lpn: str) -> str | None:
         """The seller the unit was decided for (earlier in this batch or before); None if never."""
         known = self._decided.get(lpn)
         if known is not None:
             return known[0].seller_id
-        return await self.conn.fetchval("SELECT seller_id FROM relisting.decisions WHERE lpn = $1", lpn)
+        if lpn not in self._owners:
+            self._owners[lpn] = await self.conn.fetchval(
+                "SELECT seller_id FROM relisting.decisions WHERE lpn = $1", lpn)
+        return self._owners[lpn]
 
     def record(self, graded: UnitGraded, policy_version: int) -> None:
         """Remember the decision; written by `flush` in one statement (a later grade of the same
