@@ -117,6 +117,7 @@ def test_schema_violations_name_the_field(topic: str, mutate, field: str) -> Non
     item = _decode(topic, orjson.dumps(document))
     assert item.failure[0] == "schema_violation" and field in item.failure[1]
     assert item.seller_id == "s1"  # kept for the dead letter, so operators can route it
+    assert item.event_id == document["event_id"]  # and for its log line
 
 
 def test_a_dead_letter_keeps_the_raw_bytes_and_where_they_came_from() -> None:
