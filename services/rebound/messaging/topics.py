@@ -1,16 +1,17 @@
-"""Create the registry's topics with their partition counts; safe to run any number of times."""
+"""Create the registry's topics with their partition counts, and grow an existing topic that has
+fewer partitions than the registry says; safe to run any number of times."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.errors import InvalidPartitionsError, KafkaConnectionError, TopicAlreadyExistsError, for_code
 
-from rebound_contracts import ALL_TOPICS
+from rebound_contracts import ALL_TOPICS, Topic
 
 from ..connections import KafkaRefused, kafka_refusal
 
@@ -21,11 +22,12 @@ TOPIC_CONFIG = {"max.message.bytes": "2097152", "min.insync.replicas": "1"}
 
 async def ensure_topics(
     bootstrap_servers: str, *, replication: int = 1, wait_seconds: float = 120.0,
-    kafka_options: Mapping[str, Any] | None = None,
+    kafka_options: Mapping[str, Any] | None = None, topics: Iterable[Topic] = ALL_TOPICS,
 ) -> list[str]:
-    """Create missing topics; return the names created. Waits for the broker with back-off, but
-    not for one that refuses the credentials (KafkaRefused). `kafka_options`: see
-    `connections.kafka_options`."""
+    """Create missing topics and add partitions to those that have fewer than `topics` say;
+    return the names created. Waits for the broker with back-off, but not for one that refuses
+    the credentials (KafkaRefused). `kafka_options`: see `connections.kafka_options`."""
+    topics = list(topics)
     options = dict(kafka_options or {})
     delay, waited = 0.2, 0.0
     while True:
@@ -48,17 +50,40 @@ async def ensure_topics(
         missing = [
             NewTopic(t.name, num_partitions=t.partitions, replication_factor=replication,
                      topic_configs=TOPIC_CONFIG)
-            for t in ALL_TOPICS if t.name not in existing
+            for t in topics if t.name not in existing
         ]
         created = []
         for topic in missing:
-            try:
-                await admin.create_topics([topic])
-                created.append(topic.name)
-            except TopicAlreadyExistsError:
-                pass  # another replica won the race
+            # aiokafka returns the broker's per-topic errors rather than raising them.
+            response = await admin.create_topics([topic])
+            for name, code, message in response.topic_errors:
+                if code == 0:
+                    created.append(name)
+                elif code == TopicAlreadyExistsError.errno:
+                    existing.add(name)  # another replica won the race (or metadata lagged)
+                else:
+                    raise for_code(code)(f"could not create topic {name}: {message}")
         if created:
             log.info("topics_created", topics=created)
+        await _grow(admin, [t for t in topics if t.name in existing])
         return created
     finally:
         await admin.close()
+
+
+async def _grow(admin: AIOKafkaAdminClient, topics: list[Topic]) -> None:
+    """Add partitions to the topics that have fewer than the registry says (never fewer: Kafka
+    cannot take partitions away). Keys then map to other partitions for new records."""
+    if not topics:
+        return
+    wanted = {t.name: t.partitions for t in topics}
+    have = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(list(wanted))
+            if d["error_code"] == 0}
+    for name, partitions in wanted.items():
+        if have.get(name, partitions) >= partitions:
+            continue
+        try:
+            await admin.create_partitions({name: NewPartitions(total_count=partitions)})
+        except InvalidPartitionsError:
+            continue  # another replica grew it first
+        log.info("topic_partitions_added", topic=name, partitions_before=have[name], partitions=partitions)
