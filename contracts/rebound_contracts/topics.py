@@ -132,7 +132,7 @@ EXCEPTIONS = Topic(
 )
 DLQ = Topic(
     "returns.dlq.v1", MessageDeadLettered, ("consumer",), "outbound",
-    ("intake", "grading", "relisting", "ledger"), ("operators",), partitions=3,
+    ("intake", "grading", "relisting", "ledger"), ("operators",),
     description="Unreadable messages (bad JSON, schema violation, conflicting duplicate), raw.",
 )
 
