@@ -3,7 +3,8 @@ so an event can never change another seller's unit."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,95 +29,134 @@ class UnitState:
     revision: int
 
 
-def _state(row: asyncpg.Record | None) -> UnitState | None:
-    if row is None:
-        return None
-    return UnitState(
-        lpn=row["lpn"],
-        seller_id=row["seller_id"],
-        received=UnitReceived.model_validate_json(row["received"]) if row["received"] else None,
-        checks=orjson.loads(row["inspection"]) if row["inspection"] else None,
-        inspected_at=row["inspected_at"],
-        refurbished=tuple(row["refurbished"]),
-        grade=row["grade"],
-        reasons=tuple(row["reasons"] or ()),
-        revision=row["revision"],
-    )
+_COLUMNS = "lpn, seller_id, received, inspection, inspection_event_id, inspected_at, refurbished, grade, reasons, revision"
 
 
-_RETURNING = " RETURNING lpn, seller_id, received, inspection, inspected_at, refurbished, grade, reasons, revision"
+@dataclass
+class _Row:
+    """A unit's row as the batch has it; written back by `flush` when `dirty`."""
+
+    lpn: str
+    seller_id: str
+    received: UnitReceived | None = None
+    checks: dict[str, Any] | None = None
+    inspection_event_id: Any = None
+    inspected_at: datetime | None = None
+    refurbished: tuple[str, ...] = ()
+    grade: str | None = None
+    reasons: tuple[str, ...] = ()
+    revision: int = 0
+    dirty: bool = False
+
+    @classmethod
+    def of(cls, record: asyncpg.Record) -> _Row:
+        return cls(
+            lpn=record["lpn"], seller_id=record["seller_id"],
+            received=UnitReceived.model_validate_json(record["received"]) if record["received"] else None,
+            checks=orjson.loads(record["inspection"]) if record["inspection"] else None,
+            inspection_event_id=record["inspection_event_id"], inspected_at=record["inspected_at"],
+            refurbished=tuple(record["refurbished"]), grade=record["grade"],
+            reasons=tuple(record["reasons"] or ()), revision=record["revision"],
+        )
+
+    def state(self) -> UnitState:
+        self.dirty = True  # every merge that returns a state changed the row
+        return UnitState(lpn=self.lpn, seller_id=self.seller_id, received=self.received, checks=self.checks,
+                         inspected_at=self.inspected_at, refurbished=self.refurbished, grade=self.grade,
+                         reasons=self.reasons, revision=self.revision)
+
+    def values(self) -> tuple:
+        return (self.lpn, self.seller_id, self.received.model_dump_json() if self.received else None,
+                orjson.dumps(self.checks).decode() if self.checks is not None else None,
+                self.inspection_event_id, self.inspected_at, list(self.refurbished), self.grade,
+                list(self.reasons) if self.grade is not None else None, self.revision)
 
 
 class GradingRepository:
-    """Built per batch: the rules it reads are cached for the batch's length, and the grades it
-    records are written in one statement by `flush` (the batch's later reads see them already)."""
+    """Built per batch, under the batch's per-LPN locks (`app.lock_keys`). It reads the batch's
+    units in one statement (`prefetch`), merges events into them in memory (a merge only touches
+    a unit of the same seller, so an event can never change another seller's unit) and writes
+    the units it changed in one statement (`flush`). Rules are cached for the batch's length."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self._rules: dict[str, GradingRules] = {}
-        self._grades: dict[str, tuple[str, tuple[str, ...], int]] = {}
+        self._rows: dict[str, _Row | None] = {}  # None: no such unit yet
 
-    def _latest(self, state: UnitState | None) -> UnitState | None:
-        if state is None or state.lpn not in self._grades:
-            return state
-        grade, reasons, revision = self._grades[state.lpn]
-        return replace(state, grade=grade, reasons=reasons, revision=revision)
+    async def prefetch(self, events: Sequence[UnitReceived | UnitInspected | UnitRefurbished]) -> None:
+        await self._read(sorted({e.lpn for e in events}))
+
+    async def _read(self, lpns: list[str]) -> None:
+        records = await self.conn.fetch(
+            "SELECT " + _COLUMNS + " FROM grading.units WHERE lpn = ANY($1::text[])", lpns)
+        self._rows.update(dict.fromkeys(lpns))
+        self._rows.update({r["lpn"]: _Row.of(r) for r in records})
+
+    async def _row(self, lpn: str) -> _Row | None:
+        if lpn not in self._rows:
+            await self._read([lpn])
+        return self._rows[lpn]
+
+    def _new(self, lpn: str, seller_id: str) -> _Row:
+        row = self._rows[lpn] = _Row(lpn=lpn, seller_id=seller_id)
+        return row
 
     async def owner(self, lpn: str) -> str | None:
-        return await self.conn.fetchval("SELECT seller_id FROM grading.units WHERE lpn = $1", lpn)
+        row = await self._row(lpn)
+        return row.seller_id if row is not None else None
 
     async def merge_receipt(self, unit: UnitReceived) -> UnitState | None:
-        return self._latest(_state(await self.conn.fetchrow(
-            "INSERT INTO grading.units AS u (lpn, seller_id, received) VALUES ($1, $2, $3)"
-            " ON CONFLICT (lpn) DO UPDATE SET received = EXCLUDED.received, updated_at = now()"
-            " WHERE u.seller_id = EXCLUDED.seller_id" + _RETURNING,
-            unit.lpn, unit.seller_id, unit.model_dump_json(),
-        )))
+        row = await self._row(unit.lpn) or self._new(unit.lpn, unit.seller_id)
+        if row.seller_id != unit.seller_id:
+            return None
+        row.received = unit
+        return row.state()
 
     async def take_over(self, unit: UnitReceived) -> UnitState | None:
         """The receipt is authoritative: drop what another seller's events left on this LPN."""
-        return self._latest(_state(await self.conn.fetchrow(
-            "UPDATE grading.units SET seller_id = $2, received = $3, inspection = NULL,"
-            " inspection_event_id = NULL, inspected_at = NULL, refurbished = '{}', updated_at = now()"
-            " WHERE lpn = $1 AND received IS NULL" + _RETURNING,
-            unit.lpn, unit.seller_id, unit.model_dump_json(),
-        )))
+        row = await self._row(unit.lpn)
+        if row is None or row.received is not None:
+            return None
+        row.seller_id, row.received = unit.seller_id, unit
+        row.checks, row.inspection_event_id, row.inspected_at, row.refurbished = None, None, None, ()
+        return row.state()
 
     async def merge_inspection(self, inspection: UnitInspected) -> UnitState | None:
         """Store the inspection unless a later one of the same seller is already stored."""
-        return self._latest(_state(await self.conn.fetchrow(
-            "INSERT INTO grading.units AS u (lpn, seller_id, inspection, inspection_event_id, inspected_at)"
-            " VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (lpn) DO UPDATE SET inspection = EXCLUDED.inspection,"
-            " inspection_event_id = EXCLUDED.inspection_event_id, inspected_at = EXCLUDED.inspected_at,"
-            " updated_at = now()"
-            " WHERE u.seller_id = EXCLUDED.seller_id"
-            " AND (u.inspected_at IS NULL OR u.inspected_at <= EXCLUDED.inspected_at)" + _RETURNING,
-            inspection.lpn, inspection.seller_id, inspection.checks.model_dump_json(),
-            inspection.event_id, inspection.occurred_at,
-        )))
+        row = await self._row(inspection.lpn) or self._new(inspection.lpn, inspection.seller_id)
+        if row.seller_id != inspection.seller_id or (
+                row.inspected_at is not None and row.inspected_at > inspection.occurred_at):
+            return None
+        row.checks = inspection.checks.model_dump(mode="json")
+        row.inspection_event_id, row.inspected_at = inspection.event_id, inspection.occurred_at
+        return row.state()
 
     async def merge_refurbishment(self, work: UnitRefurbished) -> UnitState | None:
-        return self._latest(_state(await self.conn.fetchrow(
-            "INSERT INTO grading.units AS u (lpn, seller_id, refurbished) VALUES ($1, $2, $3)"
-            " ON CONFLICT (lpn) DO UPDATE SET refurbished ="
-            " ARRAY(SELECT DISTINCT a FROM unnest(u.refurbished || EXCLUDED.refurbished) AS a ORDER BY a),"
-            " updated_at = now()"
-            " WHERE u.seller_id = EXCLUDED.seller_id" + _RETURNING,
-            work.lpn, work.seller_id, sorted(set(work.actions)),
-        )))
+        row = await self._row(work.lpn) or self._new(work.lpn, work.seller_id)
+        if row.seller_id != work.seller_id:
+            return None
+        row.refurbished = tuple(sorted(set(row.refurbished) | set(work.actions)))
+        return row.state()
 
     async def record_grade(self, lpn: str, grade: str, reasons: tuple[str, ...], revision: int) -> None:
-        self._grades[lpn] = (grade, tuple(reasons), revision)
+        row = self._rows[lpn]
+        assert row is not None, "a grade is recorded for a unit the batch merged"
+        row.grade, row.reasons, row.revision, row.dirty = grade, tuple(reasons), revision, True
 
     async def flush(self) -> None:
-        if self._grades:
-            await self.conn.executemany(
-                "UPDATE grading.units SET grade = $2, reasons = $3, revision = $4, updated_at = now()"
-                " WHERE lpn = $1",
-                [(lpn, grade, list(reasons), revision) for lpn, (grade, reasons, revision) in self._grades.items()],
-            )
-            self._grades.clear()
+        changed = [row for row in self._rows.values() if row is not None and row.dirty]
+        if not changed:
+            return
+        await self.conn.executemany(
+            "INSERT INTO grading.units AS u (" + _COLUMNS + ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            " ON CONFLICT (lpn) DO UPDATE SET seller_id = EXCLUDED.seller_id, received = EXCLUDED.received,"
+            " inspection = EXCLUDED.inspection, inspection_event_id = EXCLUDED.inspection_event_id,"
+            " inspected_at = EXCLUDED.inspected_at, refurbished = EXCLUDED.refurbished, grade = EXCLUDED.grade,"
+            " reasons = EXCLUDED.reasons, revision = EXCLUDED.revision, updated_at = now()",
+            [row.values() for row in changed],
+        )
+        for row in changed:
+            row.dirty = False
 
     async def rules_for(self, seller_id: str) -> GradingRules:
         if seller_id not in self._rules:

@@ -5,14 +5,16 @@ Every event the ledger applies holds the advisory lock of its seller and warehou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
+from pydantic import BaseModel
 
-from rebound_contracts import DispositionDecided, Money
+from rebound_contracts import DispositionDecided, Money, UnitPicked
 
-from .domain import StockKey
+from .domain import StockKey, listing_key
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,18 @@ class Counter:
     available: int
     sequence: int
     picked: int
+
+
+@dataclass
+class _Stock:
+    """A key's counter as this batch left it; written back by `flush`."""
+
+    key: StockKey
+    shop_id: str
+    available: int
+    sequence: int
+    picked: int
+    dirty: bool = False
 
 
 @dataclass
@@ -60,32 +74,67 @@ def _unit(row: asyncpg.Record) -> Unit:
     )
 
 
+def _blocked(row: asyncpg.Record) -> str:
+    return f"{row['status']}: {row['reason'] or 'no reason given'}"
+
+
 class LedgerRepository:
-    """Built per batch; caches which listing keys are blocked for the batch's length. Units
-    saved are written in one statement when the batch ends (`flush`), or before any query that
-    reads units by something else than their LPN, so every read sees every save."""
+    """Built per batch. It reads the batch's units, stock counters and blocked keys up front
+    (`prefetch`) and keeps the counters in memory for the batch's length. Units saved and counters
+    moved are written in one statement each when the batch ends (`flush`), or before any query
+    that reads units by something else than their LPN, so every read sees every save."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self._blocked: dict[str, str | None] = {}
         self._saved: dict[str, tuple[Unit, datetime]] = {}
+        self._units: dict[str, Unit | None] = {}  # as stored (None: no such unit), locked
+        self._stock: dict[str, _Stock | None] = {}  # None: no such key
+
+    async def prefetch(self, events: Sequence[BaseModel]) -> None:
+        """Lock and read, in three statements, the units the batch's events name, the stock keys
+        they are on or may go to, and which of those keys are blocked."""
+        lpns = sorted({e.lpn for e in events if isinstance(e, (DispositionDecided, UnitPicked))})
+        if lpns:
+            rows = await self.conn.fetch(
+                "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE lpn = ANY($1::text[]) ORDER BY lpn FOR UPDATE",
+                lpns)
+            self._units.update(dict.fromkeys(lpns))
+            self._units.update({r["lpn"]: _unit(r) for r in rows})
+        keys = {str(u.stock_key) for u in self._units.values() if u is not None and u.stock_key is not None}
+        for event in events:
+            if isinstance(event, DispositionDecided):
+                keys.update(str(listing_key(event.seller_id, event.warehouse_id, event.sku, candidate))
+                            for candidate in event.candidates if candidate.kind == "listing")
+        keys -= self._stock.keys()
+        if keys:
+            await self._read_stock(sorted(keys))
+            rows = await self.conn.fetch(
+                "SELECT key, status, reason FROM ledger.blocked_listings WHERE key = ANY($1::text[])", list(keys))
+            self._blocked.update(dict.fromkeys(keys))
+            self._blocked.update({r["key"]: _blocked(r) for r in rows})
 
     # --- units ------------------------------------------------------------------------------
 
     async def unit_for_update(self, lpn: str) -> Unit | None:
         if lpn in self._saved:
             return replace(self._saved[lpn][0])
-        row = await self.conn.fetchrow(
-            "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE lpn = $1 FOR UPDATE", lpn)
-        return _unit(row) if row else None
+        if lpn not in self._units:
+            row = await self.conn.fetchrow(
+                "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE lpn = $1 FOR UPDATE", lpn)
+            self._units[lpn] = _unit(row) if row else None
+        unit = self._units[lpn]
+        return replace(unit) if unit is not None else None
 
     async def save(self, unit: Unit, now: datetime) -> None:
         self._saved[unit.lpn] = (replace(unit), now)
 
     async def flush(self) -> None:
+        await self._flush_stock()
         if not self._saved:
             return
         rows = [_unit_row(unit, now) for unit, now in self._saved.values()]
+        self._units.update({lpn: unit for lpn, (unit, _) in self._saved.items()})
         self._saved.clear()
         await self.conn.executemany(
             "INSERT INTO ledger.units (lpn, seller_id, sku, warehouse_id, shop_id, revision, decision, place,"
@@ -149,39 +198,67 @@ class LedgerRepository:
 
     # --- stock counters ---------------------------------------------------------------------
 
+    async def _read_stock(self, keys: list[str]) -> None:
+        rows = await self.conn.fetch(
+            "SELECT key, shop_id, available, sequence, picked FROM ledger.stock WHERE key = ANY($1::text[])"
+            " ORDER BY key FOR UPDATE", keys)
+        self._stock.update(dict.fromkeys(keys))
+        self._stock.update({r["key"]: _Stock(StockKey.parse(r["key"]), r["shop_id"], r["available"],
+                                             r["sequence"], r["picked"]) for r in rows})
+
+    async def _counter(self, key: StockKey) -> _Stock | None:
+        text = str(key)
+        if text not in self._stock:
+            await self._read_stock([text])
+        return self._stock[text]
+
     async def adjust(self, key: StockKey, shop_id: str, delta: int) -> Counter:
         """Move the counter of `key` by `delta` and take the key's next sequence number."""
-        if delta < 0:
-            # An UPDATE, not an upsert: PostgreSQL checks CHECK constraints on the row an upsert
-            # would insert before it sees the conflict, and a unit can only leave a key it is on.
-            row = await self.conn.fetchrow(
-                "UPDATE ledger.stock SET available = available + $2, sequence = sequence + 1"
-                " WHERE key = $1 RETURNING available, sequence, picked",
-                str(key), delta,
-            )
-            if row is None:
+        stock = await self._counter(key)
+        if stock is None:
+            if delta < 0:  # a unit can only leave a key it is on
                 raise LookupError(f"stock key {key} has no row to take {delta} from")
-        else:
-            row = await self.conn.fetchrow(
-                "INSERT INTO ledger.stock AS s (key, seller_id, shop_id, channel, warehouse_id, sku,"
-                " condition, available, sequence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)"
-                " ON CONFLICT (key) DO UPDATE SET available = s.available + EXCLUDED.available,"
-                " sequence = s.sequence + 1 RETURNING available, sequence, picked",
-                str(key), key.seller_id, shop_id, key.channel, key.warehouse_id, key.sku, key.condition, delta,
-            )
-        return Counter(row["available"], row["sequence"], row["picked"])
+            stock = self._stock[str(key)] = _Stock(key, shop_id, 0, 0, 0)
+        if stock.available + delta < 0:
+            raise ValueError(f"stock key {key} has {stock.available} available, cannot take {-delta}")
+        stock.available += delta
+        stock.sequence += 1
+        stock.dirty = True
+        return Counter(stock.available, stock.sequence, stock.picked)
 
     async def picked(self, key: StockKey) -> Counter:
         """A unit of `key` left for an order the storefront took itself: no sequence number."""
-        row = await self.conn.fetchrow(
-            "UPDATE ledger.stock SET available = available - 1, picked = picked + 1 WHERE key = $1"
-            " RETURNING available, sequence, picked", str(key))
-        if row is None:
+        stock = await self._counter(key)
+        if stock is None:
             raise LookupError(f"stock key {key} has no row to pick from")
-        return Counter(row["available"], row["sequence"], row["picked"])
+        if stock.available < 1:
+            raise ValueError(f"stock key {key} has nothing available to pick")
+        stock.available -= 1
+        stock.picked += 1
+        stock.dirty = True
+        return Counter(stock.available, stock.sequence, stock.picked)
 
     async def key_exists(self, key: StockKey) -> bool:
-        return bool(await self.conn.fetchval("SELECT 1 FROM ledger.stock WHERE key = $1", str(key)))
+        return await self._counter(key) is not None
+
+    async def _flush_stock(self) -> None:
+        moved = [stock for stock in self._stock.values() if stock is not None and stock.dirty]
+        if not moved:
+            return
+        await self.conn.execute(
+            "INSERT INTO ledger.stock AS s (key, seller_id, shop_id, channel, warehouse_id, sku, condition,"
+            " available, sequence, picked)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+            " $7::text[], $8::int[], $9::bigint[], $10::int[])"
+            " ON CONFLICT (key) DO UPDATE SET available = EXCLUDED.available, sequence = EXCLUDED.sequence,"
+            " picked = EXCLUDED.picked",
+            [str(m.key) for m in moved], [m.key.seller_id for m in moved], [m.shop_id for m in moved],
+            [m.key.channel for m in moved], [m.key.warehouse_id for m in moved], [m.key.sku for m in moved],
+            [m.key.condition for m in moved], [m.available for m in moved], [m.sequence for m in moved],
+            [m.picked for m in moved],
+        )
+        for stock in moved:
+            stock.dirty = False
 
     # --- listings a connector refused -------------------------------------------------------
 
@@ -190,7 +267,7 @@ class LedgerRepository:
         if text not in self._blocked:
             row = await self.conn.fetchrow(
                 "SELECT status, reason FROM ledger.blocked_listings WHERE key = $1", text)
-            self._blocked[text] = f"{row['status']}: {row['reason'] or 'no reason given'}" if row else None
+            self._blocked[text] = _blocked(row) if row else None
         return self._blocked[text]
 
     async def block(self, key: StockKey, status: str, reason: str, ref_event_id: object) -> bool:
@@ -220,6 +297,8 @@ class LedgerRepository:
     async def mark_sold(self, lpns: list[str], at: datetime, channel: str, price: Money) -> None:
         """`price`: what each of `lpns` sold for (its share of a lot's price)."""
         await self.flush()
+        for lpn in lpns:
+            self._units.pop(lpn, None)  # read again if asked for
         await self.conn.execute(
             "UPDATE ledger.units SET place = 'sold', stock_key = NULL, sold_at = $2, sold_channel = $3,"
             " sold_price = $4, sold_currency = $5, updated_at = now() WHERE lpn = ANY($1::text[])",
