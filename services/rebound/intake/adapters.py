@@ -3,8 +3,8 @@ lookup that must see all sellers to detect a cross-tenant reference (and returns
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-
 from datetime import datetime
 from decimal import Decimal
 
@@ -38,46 +38,88 @@ class LineDetail:
     colour: str | None
 
 
+_RMA_COLUMNS = ("seller_id, return_id, shop_id, channel, order_id, tracking_number, reason_code, reason_category,"
+                " lane")
+
+
+def _order(row: asyncpg.Record) -> ReturnOrder:
+    return ReturnOrder(**{name: row[name] for name in ReturnOrder.__dataclass_fields__})
+
+
 class IntakeRepository:
+    """Built per batch, under the batch's locks on tracking numbers and LPNs (`app.lock_keys`),
+    so what `prefetch` reads for them stays true for the batch's length; what the batch adds
+    is kept in step."""
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
+        self._rmas: dict[str, list[tuple[datetime, ReturnOrder]]] = {}  # by tracking number, every seller
+        self._parked: set[str] = set()  # tracking numbers (of those in `_parked_read`) with parked scans
+        self._parked_read: set[str] = set()
+        self._owners: dict[str, str | None] = {}  # LPN -> seller (None: not registered)
+
+    async def prefetch(self, events: Sequence[RmaIssued | ParcelScanned]) -> None:
+        """The return orders of the batch's tracking numbers (of every seller), which of them
+        have parked scans, and who owns the LPNs the scans list: three statements."""
+        tracking = sorted({e.tracking_number for e in events})
+        rows = await self.conn.fetch(
+            "SELECT " + _RMA_COLUMNS + ", issued_at FROM intake.rmas WHERE tracking_number = ANY($1::text[])",
+            tracking)
+        self._rmas.update({t: [] for t in tracking})
+        for row in rows:
+            self._rmas[row["tracking_number"]].append((row["issued_at"], _order(row)))
+        rma_tracking = sorted({e.tracking_number for e in events if isinstance(e, RmaIssued)})
+        if rma_tracking:
+            self._parked_read.update(rma_tracking)
+            self._parked.update(r["tracking_number"] for r in await self.conn.fetch(
+                "SELECT DISTINCT tracking_number FROM intake.parked_scans WHERE tracking_number = ANY($1::text[])",
+                rma_tracking))
+        lpns = sorted({unit.lpn for e in events if isinstance(e, ParcelScanned) for unit in e.units})
+        if lpns:
+            self._owners.update(dict.fromkeys(lpns))
+            self._owners.update(await self._read_owners(lpns))
 
     async def add_rma(self, rma: RmaIssued, reason_category: str, lane: str) -> bool:
         """Register the return order and its lines; False if this seller already has that return id."""
+        lines = list(enumerate(rma.lines))
         added = await self.conn.fetchval(
-            "INSERT INTO intake.rmas (seller_id, return_id, shop_id, channel, order_id,"
+            "WITH r AS (INSERT INTO intake.rmas (seller_id, return_id, shop_id, channel, order_id,"
             " tracking_number, reason_code, reason_category, lane, issued_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING true",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING seller_id, return_id),"
+            " l AS (INSERT INTO intake.rma_lines (seller_id, return_id, line_id, position, sku, quantity,"
+            " unit_price, currency, size, colour) SELECT r.seller_id, r.return_id, l.* FROM r CROSS JOIN"
+            " unnest($11::text[], $12::int[], $13::text[], $14::int[], $15::numeric[], $16::text[], $17::text[],"
+            " $18::text[]) AS l)"
+            " SELECT count(*) > 0 FROM r",
             rma.seller_id, rma.return_id, rma.shop_id, rma.channel, rma.order_id,
             rma.tracking_number, rma.reason_code, reason_category, lane, rma.occurred_at,
+            [line.line_id for _, line in lines], [position for position, _ in lines], [line.sku for _, line in lines],
+            [line.quantity for _, line in lines], [line.unit_price.amount for _, line in lines],
+            [line.unit_price.currency for _, line in lines], [line.size for _, line in lines],
+            [line.colour for _, line in lines],
         )
-        if not added:
-            return False
-        await self.conn.executemany(
-            "INSERT INTO intake.rma_lines (seller_id, return_id, line_id, position, sku, quantity,"
-            " unit_price, currency, size, colour) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            [
-                (rma.seller_id, rma.return_id, line.line_id, position, line.sku, line.quantity,
-                 line.unit_price.amount, line.unit_price.currency, line.size, line.colour)
-                for position, line in enumerate(rma.lines)
-            ],
-        )
-        return True
+        if added and rma.tracking_number in self._rmas:
+            self._rmas[rma.tracking_number].append((rma.occurred_at, ReturnOrder(
+                seller_id=rma.seller_id, return_id=rma.return_id, shop_id=rma.shop_id, channel=rma.channel,
+                order_id=rma.order_id, tracking_number=rma.tracking_number, reason_code=rma.reason_code,
+                reason_category=reason_category, lane=lane)))
+        return bool(added)
+
+    async def _orders(self, tracking_number: str) -> list[tuple[datetime, ReturnOrder]]:
+        if tracking_number not in self._rmas:
+            rows = await self.conn.fetch(
+                "SELECT " + _RMA_COLUMNS + ", issued_at FROM intake.rmas WHERE tracking_number = $1", tracking_number)
+            self._rmas[tracking_number] = [(r["issued_at"], _order(r)) for r in rows]
+        return self._rmas[tracking_number]
 
     async def sellers_with_tracking(self, tracking_number: str) -> set[str]:
-        rows = await self.conn.fetch(
-            "SELECT DISTINCT seller_id FROM intake.rmas WHERE tracking_number = $1", tracking_number
-        )
-        return {row["seller_id"] for row in rows}
+        return {order.seller_id for _, order in await self._orders(tracking_number)}
 
     async def rma_for_tracking(self, seller_id: str, tracking_number: str) -> ReturnOrder | None:
-        row = await self.conn.fetchrow(
-            "SELECT seller_id, return_id, shop_id, channel, order_id, tracking_number, reason_code,"
-            " reason_category, lane FROM intake.rmas WHERE seller_id = $1 AND tracking_number = $2"
-            " ORDER BY issued_at, return_id LIMIT 1",
-            seller_id, tracking_number,
-        )
-        return ReturnOrder(**dict(row)) if row else None
+        """The seller's first return order (by issue time) with this tracking number."""
+        mine = [(issued_at, order.return_id, order) for issued_at, order in await self._orders(tracking_number)
+                if order.seller_id == seller_id]
+        return min(mine, key=lambda m: m[:2])[2] if mine else None
 
     async def lines_for_update(self, seller_id: str, return_id: str) -> list[LineDetail]:
         rows = await self.conn.fetch(
@@ -93,33 +135,40 @@ class IntakeRepository:
             for r in rows
         ]
 
+    async def _read_owners(self, lpns: list[str]) -> dict[str, str]:
+        rows = await self.conn.fetch("SELECT lpn, seller_id FROM intake.units WHERE lpn = ANY($1::text[])", lpns)
+        return {row["lpn"]: row["seller_id"] for row in rows}
+
     async def owners_of(self, lpns: list[str]) -> dict[str, str]:
         """Which seller each already registered LPN belongs to."""
-        rows = await self.conn.fetch(
-            "SELECT lpn, seller_id FROM intake.units WHERE lpn = ANY($1::text[])", lpns
-        )
-        return {row["lpn"]: row["seller_id"] for row in rows}
+        unknown = [lpn for lpn in lpns if lpn not in self._owners]
+        if unknown:
+            self._owners.update(dict.fromkeys(unknown))
+            self._owners.update(await self._read_owners(unknown))
+        return {lpn: owner for lpn in lpns if (owner := self._owners[lpn]) is not None}
 
     async def add_units(
         self, scan: ParcelScanned, rows: list[tuple[str, str, str | None, str | None, str | None]]
     ) -> None:
-        """Register (lpn, sku, return_id, line_id, lane) rows and count them on their lines."""
-        await self.conn.executemany(
-            "INSERT INTO intake.units (lpn, seller_id, return_id, line_id, sku, warehouse_id,"
-            " tracking_number, lane, scanned_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            [
-                (lpn, scan.seller_id, return_id, line_id, sku, scan.warehouse_id,
-                 scan.tracking_number, lane, scan.occurred_at)
-                for lpn, sku, return_id, line_id, lane in rows
-            ],
+        """Register (lpn, sku, return_id, line_id, lane) rows and count them on their lines, in one statement."""
+        if not rows:
+            return
+        await self.conn.execute(
+            "WITH u AS (INSERT INTO intake.units (lpn, seller_id, return_id, line_id, sku, warehouse_id,"
+            " tracking_number, lane, scanned_at) SELECT t.lpn, $1, t.return_id, t.line_id, t.sku, $2, $3, t.lane, $4"
+            " FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[])"
+            " AS t(lpn, sku, return_id, line_id, lane) RETURNING return_id, line_id)"
+            " UPDATE intake.rma_lines AS x SET received = x.received + c.n"
+            " FROM (SELECT return_id, line_id, count(*) AS n FROM u WHERE line_id IS NOT NULL GROUP BY 1, 2) AS c"
+            " WHERE x.seller_id = $1 AND x.return_id = c.return_id AND x.line_id = c.line_id",
+            scan.seller_id, scan.warehouse_id, scan.tracking_number, scan.occurred_at,
+            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+            [r[4] for r in rows],
         )
-        await self.conn.executemany(
-            "UPDATE intake.rma_lines SET received = received + 1"
-            " WHERE seller_id = $1 AND return_id = $2 AND line_id = $3",
-            [(scan.seller_id, return_id, line_id) for _, _, return_id, line_id, _ in rows if line_id],
-        )
+        self._owners.update({lpn: scan.seller_id for lpn, *_ in rows})
 
     async def park_scan(self, scan: ParcelScanned, source: MessageSource) -> None:
+        self._parked.add(scan.tracking_number)
         await self.conn.execute(
             "INSERT INTO intake.parked_scans (event_id, seller_id, tracking_number, payload, source)"
             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -129,6 +178,9 @@ class IntakeRepository:
 
     async def take_parked_scans(self, tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
         """Un-park every scan of this tracking number, whichever seller sent it, oldest first."""
+        if tracking_number in self._parked_read and tracking_number not in self._parked:
+            return []  # read for this batch: nothing parked, and nothing parked since
+        self._parked.discard(tracking_number)
         rows = await self.conn.fetch(
             "DELETE FROM intake.parked_scans WHERE tracking_number = $1 RETURNING payload, source, parked_at",
             tracking_number,
