@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Local single-node Apache Kafka 4.1 (KRaft, broker+controller in one JVM) on
 # loopback, without Docker: jars come from Maven Central via deploy/kafka/pom.xml.
+# A missing JDK or Maven is installed with apt-get when running as root.
 #
 #   deploy/scripts/kafka.sh up|down|kill|status|wipe
 #   deploy/scripts/kafka.sh run-class CLASS [ARGS...]   # e.g. org.apache.kafka.tools.TopicCommand --list ...
@@ -76,8 +77,19 @@ running_pid() {
   echo "$pid"
 }
 
+APT_LOG=/tmp/rebound-kafka-apt.log
+
+# Install Debian packages when a tool is missing and this is root on a Debian-like system.
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" -eq 0 ]] || return 1
+  echo "kafka: installing $* with apt-get ..."
+  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"; } \
+    >"$APT_LOG" 2>&1
+}
+
 require_java() {
-  command -v java >/dev/null 2>&1 || die "java not found (install a JDK 17+, e.g. apt-get install -y openjdk-17-jdk-headless)"
+  command -v java >/dev/null 2>&1 || apt_install default-jdk-headless \
+    || die "java not found and not installable here (see $APT_LOG; install a JDK 17+, e.g. openjdk-17-jdk-headless)"
   local major
   major="$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1)"
   [[ -n "$major" && "$major" -ge 17 ]] || die "java ${major:-?} found, Kafka 4.1 needs JDK 17+"
@@ -89,7 +101,8 @@ fetch_jars() {
   if [[ -f "$POM_HASH_FILE" && "$(cat "$POM_HASH_FILE")" == "$want" ]]; then
     return 0
   fi
-  command -v mvn >/dev/null 2>&1 || die "mvn not found (install Maven 3.6+, e.g. apt-get install -y maven)"
+  command -v mvn >/dev/null 2>&1 || apt_install maven \
+    || die "mvn not found and not installable here (see $APT_LOG; install Maven 3.6+, e.g. apt-get install -y maven)"
   echo "kafka: fetching jars with Maven into $(rel "$LIBS") ..."
   # Fetch into a temp dir and swap, so a failed/partial fetch never leaves a mixed classpath.
   local tmp="$KDIR/libs.tmp"
