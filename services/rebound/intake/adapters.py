@@ -46,10 +46,29 @@ def _order(row: asyncpg.Record) -> ReturnOrder:
     return ReturnOrder(**{name: row[name] for name in ReturnOrder.__dataclass_fields__})
 
 
+@dataclass
+class _Line:
+    """An RMA line as the batch has it."""
+
+    line_id: str
+    position: int
+    sku: str
+    quantity: int
+    received: int
+    unit_price: Decimal
+    currency: str
+    size: str | None
+    colour: str | None
+    changed: bool = False  # an existing line whose count moved
+
+
+ReturnKey = tuple[str, str]  # (seller_id, return_id)
+
+
 class IntakeRepository:
     """Built per batch, under the batch's locks on tracking numbers and LPNs (`app.lock_keys`),
-    so what `prefetch` reads for them stays true for the batch's length; what the batch adds
-    is kept in step."""
+    so what `prefetch` reads for them stays true for the batch's length. Return orders, lines
+    and units the batch adds are kept in memory and written by `flush`, one statement per table."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -57,10 +76,17 @@ class IntakeRepository:
         self._parked: set[str] = set()  # tracking numbers (of those in `_parked_read`) with parked scans
         self._parked_read: set[str] = set()
         self._owners: dict[str, str | None] = {}  # LPN -> seller (None: not registered)
+        self._returns: dict[ReturnKey, bool] = {}  # does this return id exist (for its seller)?
+        self._lines: dict[ReturnKey, list[_Line]] = {}  # read for update, or added by the batch
+        self._new_rmas: list[tuple] = []
+        self._new_lines: dict[ReturnKey, list[_Line]] = {}
+        self._new_units: list[tuple] = []
 
     async def prefetch(self, events: Sequence[RmaIssued | ParcelScanned]) -> None:
-        """The return orders of the batch's tracking numbers (of every seller), which of them
-        have parked scans, and who owns the LPNs the scans list: three statements."""
+        """What the batch's events need, in at most five statements: the return orders of their
+        tracking numbers (of every seller), which of those have parked scans, which return ids
+        the RMAs name exist already, the lines the scans may be counted on, and who owns the
+        LPNs the scans list."""
         tracking = sorted({e.tracking_number for e in events})
         rows = await self.conn.fetch(
             "SELECT " + _RMA_COLUMNS + ", issued_at FROM intake.rmas WHERE tracking_number = ANY($1::text[])",
@@ -68,42 +94,65 @@ class IntakeRepository:
         self._rmas.update({t: [] for t in tracking})
         for row in rows:
             self._rmas[row["tracking_number"]].append((row["issued_at"], _order(row)))
-        rma_tracking = sorted({e.tracking_number for e in events if isinstance(e, RmaIssued)})
-        if rma_tracking:
+            self._returns[(row["seller_id"], row["return_id"])] = True
+        rmas = [e for e in events if isinstance(e, RmaIssued)]
+        if rmas:
+            rma_tracking = sorted({e.tracking_number for e in rmas})
             self._parked_read.update(rma_tracking)
             self._parked.update(r["tracking_number"] for r in await self.conn.fetch(
                 "SELECT DISTINCT tracking_number FROM intake.parked_scans WHERE tracking_number = ANY($1::text[])",
                 rma_tracking))
-        lpns = sorted({unit.lpn for e in events if isinstance(e, ParcelScanned) for unit in e.units})
+            unknown = sorted({(e.seller_id, e.return_id) for e in rmas} - self._returns.keys())
+            if unknown:
+                found = await self.conn.fetch(
+                    "SELECT r.seller_id, r.return_id FROM intake.rmas r JOIN unnest($1::text[], $2::text[])"
+                    " AS k(s, i) ON r.seller_id = k.s AND r.return_id = k.i",
+                    [k[0] for k in unknown], [k[1] for k in unknown])
+                self._returns.update(dict.fromkeys(unknown, False))
+                self._returns.update({(r["seller_id"], r["return_id"]): True for r in found})
+        scans = [e for e in events if isinstance(e, ParcelScanned)]
+        wanted = sorted({(o.seller_id, o.return_id) for e in scans for _, o in self._rmas[e.tracking_number]
+                         if o.seller_id == e.seller_id})
+        if wanted:
+            await self._read_lines(wanted)
+        lpns = sorted({unit.lpn for e in scans for unit in e.units})
         if lpns:
             self._owners.update(dict.fromkeys(lpns))
             self._owners.update(await self._read_owners(lpns))
 
+    async def _read_lines(self, keys: list[ReturnKey]) -> None:
+        rows = await self.conn.fetch(
+            "SELECT l.seller_id, l.return_id, line_id, position, sku, quantity, received, unit_price, currency,"
+            " size, colour FROM intake.rma_lines l JOIN unnest($1::text[], $2::text[]) AS k(s, i)"
+            " ON l.seller_id = k.s AND l.return_id = k.i ORDER BY l.seller_id, l.return_id, position FOR UPDATE OF l",
+            [k[0] for k in keys], [k[1] for k in keys])
+        for key in keys:
+            self._lines[key] = []
+        for r in rows:
+            self._lines[(r["seller_id"], r["return_id"])].append(_Line(
+                r["line_id"], r["position"], r["sku"], r["quantity"], r["received"], r["unit_price"],
+                r["currency"], r["size"], r["colour"]))
+
     async def add_rma(self, rma: RmaIssued, reason_category: str, lane: str) -> bool:
         """Register the return order and its lines; False if this seller already has that return id."""
-        lines = list(enumerate(rma.lines))
-        added = await self.conn.fetchval(
-            "WITH r AS (INSERT INTO intake.rmas (seller_id, return_id, shop_id, channel, order_id,"
-            " tracking_number, reason_code, reason_category, lane, issued_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING seller_id, return_id),"
-            " l AS (INSERT INTO intake.rma_lines (seller_id, return_id, line_id, position, sku, quantity,"
-            " unit_price, currency, size, colour) SELECT r.seller_id, r.return_id, l.* FROM r CROSS JOIN"
-            " unnest($11::text[], $12::int[], $13::text[], $14::int[], $15::numeric[], $16::text[], $17::text[],"
-            " $18::text[]) AS l)"
-            " SELECT count(*) > 0 FROM r",
-            rma.seller_id, rma.return_id, rma.shop_id, rma.channel, rma.order_id,
-            rma.tracking_number, rma.reason_code, reason_category, lane, rma.occurred_at,
-            [line.line_id for _, line in lines], [position for position, _ in lines], [line.sku for _, line in lines],
-            [line.quantity for _, line in lines], [line.unit_price.amount for _, line in lines],
-            [line.unit_price.currency for _, line in lines], [line.size for _, line in lines],
-            [line.colour for _, line in lines],
-        )
-        if added and rma.tracking_number in self._rmas:
-            self._rmas[rma.tracking_number].append((rma.occurred_at, ReturnOrder(
-                seller_id=rma.seller_id, return_id=rma.return_id, shop_id=rma.shop_id, channel=rma.channel,
-                order_id=rma.order_id, tracking_number=rma.tracking_number, reason_code=rma.reason_code,
-                reason_category=reason_category, lane=lane)))
-        return bool(added)
+        key = (rma.seller_id, rma.return_id)
+        if key not in self._returns:
+            self._returns[key] = bool(await self.conn.fetchval(
+                "SELECT true FROM intake.rmas WHERE seller_id = $1 AND return_id = $2", *key))
+        if self._returns[key]:
+            return False
+        self._returns[key] = True
+        self._new_rmas.append((rma.seller_id, rma.return_id, rma.shop_id, rma.channel, rma.order_id,
+                               rma.tracking_number, rma.reason_code, reason_category, lane, rma.occurred_at))
+        lines = [_Line(line.line_id, position, line.sku, line.quantity, 0, line.unit_price.amount,
+                       line.unit_price.currency, line.size, line.colour)
+                 for position, line in enumerate(rma.lines)]
+        self._lines[key] = self._new_lines[key] = lines
+        order = ReturnOrder(seller_id=rma.seller_id, return_id=rma.return_id, shop_id=rma.shop_id,
+                            channel=rma.channel, order_id=rma.order_id, tracking_number=rma.tracking_number,
+                            reason_code=rma.reason_code, reason_category=reason_category, lane=lane)
+        (await self._orders(rma.tracking_number)).append((rma.occurred_at, order))
+        return True
 
     async def _orders(self, tracking_number: str) -> list[tuple[datetime, ReturnOrder]]:
         if tracking_number not in self._rmas:
@@ -122,18 +171,12 @@ class IntakeRepository:
         return min(mine, key=lambda m: m[:2])[2] if mine else None
 
     async def lines_for_update(self, seller_id: str, return_id: str) -> list[LineDetail]:
-        rows = await self.conn.fetch(
-            "SELECT line_id, sku, quantity, received, unit_price, currency, size, colour"
-            " FROM intake.rma_lines WHERE seller_id = $1 AND return_id = $2 ORDER BY position FOR UPDATE",
-            seller_id, return_id,
-        )
-        return [
-            LineDetail(
-                line=OpenLine(r["line_id"], r["sku"], r["quantity"], r["received"]),
-                unit_price=r["unit_price"], currency=r["currency"], size=r["size"], colour=r["colour"],
-            )
-            for r in rows
-        ]
+        key = (seller_id, return_id)
+        if key not in self._lines:
+            await self._read_lines([key])
+        return [LineDetail(line=OpenLine(line.line_id, line.sku, line.quantity, line.received),
+                           unit_price=line.unit_price, currency=line.currency, size=line.size, colour=line.colour)
+                for line in self._lines[key]]
 
     async def _read_owners(self, lpns: list[str]) -> dict[str, str]:
         rows = await self.conn.fetch("SELECT lpn, seller_id FROM intake.units WHERE lpn = ANY($1::text[])", lpns)
@@ -150,22 +193,45 @@ class IntakeRepository:
     async def add_units(
         self, scan: ParcelScanned, rows: list[tuple[str, str, str | None, str | None, str | None]]
     ) -> None:
-        """Register (lpn, sku, return_id, line_id, lane) rows and count them on their lines, in one statement."""
-        if not rows:
-            return
-        await self.conn.execute(
-            "WITH u AS (INSERT INTO intake.units (lpn, seller_id, return_id, line_id, sku, warehouse_id,"
-            " tracking_number, lane, scanned_at) SELECT t.lpn, $1, t.return_id, t.line_id, t.sku, $2, $3, t.lane, $4"
-            " FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[])"
-            " AS t(lpn, sku, return_id, line_id, lane) RETURNING return_id, line_id)"
-            " UPDATE intake.rma_lines AS x SET received = x.received + c.n"
-            " FROM (SELECT return_id, line_id, count(*) AS n FROM u WHERE line_id IS NOT NULL GROUP BY 1, 2) AS c"
-            " WHERE x.seller_id = $1 AND x.return_id = c.return_id AND x.line_id = c.line_id",
-            scan.seller_id, scan.warehouse_id, scan.tracking_number, scan.occurred_at,
-            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
-            [r[4] for r in rows],
-        )
-        self._owners.update({lpn: scan.seller_id for lpn, *_ in rows})
+        """Register (lpn, sku, return_id, line_id, lane) rows and count them on their lines."""
+        for lpn, sku, return_id, line_id, lane in rows:
+            self._new_units.append((lpn, scan.seller_id, return_id, line_id, sku, scan.warehouse_id,
+                                    scan.tracking_number, lane, scan.occurred_at))
+            self._owners[lpn] = scan.seller_id
+            if line_id is not None and return_id is not None:
+                line = next(line for line in self._lines[(scan.seller_id, return_id)] if line.line_id == line_id)
+                line.received += 1
+                line.changed = True
+
+    async def flush(self) -> None:
+        """Write what the batch added: return orders, their lines, units, and the lines' counts."""
+        if self._new_rmas:
+            await self.conn.executemany(
+                "INSERT INTO intake.rmas (seller_id, return_id, shop_id, channel, order_id, tracking_number,"
+                " reason_code, reason_category, lane, issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                self._new_rmas)
+        new_lines = [(key, line) for key, lines in self._new_lines.items() for line in lines]
+        if new_lines:
+            await self.conn.executemany(
+                "INSERT INTO intake.rma_lines (seller_id, return_id, line_id, position, sku, quantity, received,"
+                " unit_price, currency, size, colour) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                [(*key, line.line_id, line.position, line.sku, line.quantity, line.received, line.unit_price,
+                  line.currency, line.size, line.colour) for key, line in new_lines])
+        if self._new_units:
+            await self.conn.executemany(
+                "INSERT INTO intake.units (lpn, seller_id, return_id, line_id, sku, warehouse_id,"
+                " tracking_number, lane, scanned_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                self._new_units)
+        counted = [(*key, line.line_id, line.received) for key, lines in self._lines.items()
+                   if key not in self._new_lines for line in lines if line.changed]
+        if counted:
+            await self.conn.executemany(
+                "UPDATE intake.rma_lines SET received = $4 WHERE seller_id = $1 AND return_id = $2 AND line_id = $3",
+                counted)
+        for lines in self._lines.values():
+            for line in lines:
+                line.changed = False
+        self._new_rmas, self._new_lines, self._new_units = [], {}, []
 
     async def park_scan(self, scan: ParcelScanned, source: MessageSource) -> None:
         self._parked.add(scan.tracking_number)
