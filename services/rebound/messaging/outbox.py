@@ -29,11 +29,15 @@ class OutboxBuffer:
         """Insert the buffered rows (in order: ids follow insertion) and wake the relay."""
         if not self.rows:
             return 0
-        await conn.executemany(
-            "INSERT INTO rebound.outbox (producer, topic, key, payload, traceparent) VALUES ($1, $2, $3, $4, $5)",
-            self.rows,
+        # One round trip: the rows (ids in the order they were added) and the relay's wake-up.
+        await conn.execute(
+            "WITH added AS (INSERT INTO rebound.outbox (producer, topic, key, payload, traceparent)"
+            " SELECT $2, t, k, p, tp FROM unnest($3::text[], $4::text[], $5::bytea[], $6::text[])"
+            " WITH ORDINALITY AS u(t, k, p, tp, n) ORDER BY n)"
+            " SELECT pg_notify($1, $2)",
+            NOTIFY_CHANNEL, self.producer, [r[1] for r in self.rows], [r[2] for r in self.rows],
+            [r[3] for r in self.rows], [r[4] for r in self.rows],
         )
-        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, self.producer)
         written = len(self.rows)
         self.rows = []
         return written

@@ -242,6 +242,7 @@ class BatchProcessor:
         self.max_message_bytes = max_message_bytes
         self.lock_keys = lock_keys
         self.clock = clock
+        self._registered: set[str] = set()  # sellers known to be registered
 
     async def process(self, records: Sequence[Record]) -> BatchStats:
         items = [decode(r, self.routes.get(r.topic), self.max_message_bytes) for r in records]
@@ -289,12 +290,16 @@ class BatchProcessor:
         # move share their record's stamp).
         now = self.clock()
         sellers = {e.seller_id for e in events}
-        known = {
-            r["seller_id"]
-            for r in await conn.fetch(
-                "SELECT seller_id FROM rebound.sellers WHERE seller_id = ANY($1::text[])", list(sellers)
-            )
-        }
+        unseen = sellers - self._registered
+        if unseen:
+            # Sellers are registered, never removed: once seen, a seller need not be looked up again.
+            self._registered |= {
+                r["seller_id"]
+                for r in await conn.fetch(
+                    "SELECT seller_id FROM rebound.sellers WHERE seller_id = ANY($1::text[])", list(unseen)
+                )
+            }
+        known = sellers & self._registered
         # What this attempt does with each item; the items themselves stay as decoded, so a
         # retry after a rollback starts from scratch.
         failures: dict[int, tuple[DeadLetterKind, str]] = {i: item.failure for i, item in enumerate(items)

@@ -104,7 +104,7 @@ class OutboxRelay:
                 transactional_id=self.transactional_id,
                 enable_idempotence=True,
                 acks="all",
-                linger_ms=5,
+                linger_ms=0,  # a batch is sent as a whole already; waiting adds to every hop
                 max_batch_size=256 * 1024,
                 request_timeout_ms=30000,
                 **self.kafka_options,
@@ -169,9 +169,10 @@ class OutboxRelay:
         return len(ids)
 
     async def _forget(self, ids: list[int]) -> None:
-        async with self._leader.transaction():
-            await self._leader.execute("DELETE FROM rebound.outbox WHERE id = ANY($1::bigint[])", ids)
-            await self._leader.execute("DELETE FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name)
+        # One statement, so one round trip and atomic: the rows and the in-doubt record go together.
+        await self._leader.execute(
+            "WITH sent AS (DELETE FROM rebound.outbox WHERE id = ANY($1::bigint[]))"
+            " DELETE FROM rebound.relay_in_doubt WHERE producer = $2", ids, self.producer_name)
 
     async def _recover(self, producer: AIOKafkaProducer) -> None:
         doubt = await self._leader.fetchrow(
