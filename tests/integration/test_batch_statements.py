@@ -1,0 +1,123 @@
+"""A batch costs each service the same number of SQL statements whatever its size: what the
+events need is read up front and each kind of row is written once per batch. A statement per
+event is what made every hop wait on PostgreSQL round trips, so a change that brings one back
+fails here. Statements are counted with asyncpg's query logger on the real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import pytest
+
+from rebound.messaging.processor import BatchProcessor
+from rebound.service import ServiceSpec
+from rebound.grading.app import spec as grading_spec
+from rebound.intake.app import spec as intake_spec
+from rebound.ledger.app import spec as ledger_spec
+from rebound.relisting.app import spec as relisting_spec
+from rebound.settings import Settings
+from rebound_contracts.topics import PARCEL_SCANNED, RMA, UNIT_GRADED, UNIT_INSPECTED, UNIT_RECEIVED
+from tests import factories as f
+from tests.factories import Record
+
+from .pipeline import Pipeline
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pipe(pool) -> Pipeline:  # noqa: ANN001
+    return Pipeline(pool)
+
+
+class Counting:
+    """A one-connection pool whose statements are counted."""
+
+    def __init__(self) -> None:
+        self.statements = 0
+
+    def _log(self, _record: object) -> None:
+        self.statements += 1
+
+    async def _init(self, conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(self._log)
+
+    async def processor(self, settings: Settings, spec: ServiceSpec, tag: str) -> BatchProcessor:
+        self.pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1, init=self._init)
+        return BatchProcessor(f"it-count-{spec.name}-{tag}", spec.routes, self.pool, lock_keys=spec.lock_keys)
+
+    async def statements_for(self, processor: BatchProcessor, records: list[Record]) -> int:
+        before = self.statements
+        stats = await processor.process(records)
+        assert stats.applied == len(records) and stats.exceptions == 0, stats
+        return self.statements - before
+
+
+@pytest.fixture
+async def counting() -> AsyncIterator[Counting]:
+    counting = Counting()
+    yield counting
+    await counting.pool.close()
+
+
+async def _sizes(counting: Counting, processor: BatchProcessor, batch: Callable[[int, int], list[Record]]) -> list[int]:
+    """Statements for batches of 1 (to warm up: sellers are looked up once), 5 and 40 events."""
+    return [await counting.statements_for(processor, batch(size, n)) for n, size in enumerate((1, 5, 40))]
+
+
+async def test_intake_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting, settings: Settings):
+    [seller] = await pipe.add_sellers("s")
+    processor = await counting.processor(settings, intake_spec(), pipe.tag)
+
+    def batch(size: int, n: int) -> list[Record]:
+        records = []
+        for i in range(size):
+            order = f.rma(seller, lines=[("TEE-BLK-M", 1)])
+            records.append(pipe.record(order, RMA.name))
+            records.append(pipe.record(f.scan(seller, order.tracking_number, [(pipe.id(f"L{n}-{i}"), "TEE-BLK-M")]),
+                                       PARCEL_SCANNED.name))
+        return records
+
+    _, five, forty = await _sizes(counting, processor, batch)
+    assert five == forty
+    assert await pipe.pool.fetchval("SELECT count(*) FROM intake.units WHERE seller_id = $1", seller) == 46
+
+
+async def test_grading_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting, settings: Settings):
+    [seller] = await pipe.add_sellers("s")
+    processor = await counting.processor(settings, grading_spec(), pipe.tag)
+
+    def batch(size: int, n: int) -> list[Record]:
+        lpns = [pipe.id(f"L{n}-{i}") for i in range(size)]
+        return ([pipe.record(f.received(seller, lpn), UNIT_RECEIVED.name) for lpn in lpns]
+                + [pipe.record(f.inspection(seller, lpn, "A"), UNIT_INSPECTED.name) for lpn in lpns])
+
+    _, five, forty = await _sizes(counting, processor, batch)
+    assert five == forty
+    assert await pipe.pool.fetchval(
+        "SELECT count(*) FROM grading.units WHERE seller_id = $1 AND grade = 'A'", seller) == 46
+
+
+async def test_relisting_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting,
+                                                               settings: Settings):
+    [seller] = await pipe.add_sellers("s")
+    processor = await counting.processor(settings, relisting_spec(), pipe.tag)
+
+    def batch(size: int, n: int) -> list[Record]:
+        return [pipe.record(f.graded(seller, pipe.id(f"L{n}-{i}"), "A"), UNIT_GRADED.name) for i in range(size)]
+
+    _, five, forty = await _sizes(counting, processor, batch)
+    assert five == forty
+    assert await pipe.pool.fetchval("SELECT count(*) FROM relisting.decisions WHERE seller_id = $1", seller) == 46
+
+
+async def test_ledger_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting, settings: Settings):
+    [seller] = await pipe.add_sellers("s")
+    processor = await counting.processor(settings, ledger_spec(), pipe.tag)
+    batches = {size: await pipe.decide([f.graded(seller, pipe.id(f"L{size}-{i}"), "A", sku=f"SKU-{i % 3}")
+                                        for i in range(size)]) for size in (1, 5, 40)}
+    _, five, forty = await _sizes(counting, processor, lambda size, _n: batches[size])
+    assert five == forty
+    assert await pipe.pool.fetchval(
+        "SELECT sum(available) FROM ledger.stock WHERE seller_id = $1", seller) == 46
