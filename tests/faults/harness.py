@@ -146,4 +146,4 @@ async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.P
     assert report.ok, f"{name} (seed {seed}): {report.as_dict()}"
     assert report.adjustments >= sum(wave.expected_stock.values()) > 0
     await assert_bad_input_accounted_for(settings.kafka_bootstrap_servers, wave, before)
-    assert_no_secret_in_logs(log_dir, settings.database_url)
+    assert_no_secret_in_logs(log_dir, {**os.environ, **(env or {})})
