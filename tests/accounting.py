@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from rebound import checker, simulator
 from rebound.demo import INBOUND
-from rebound_contracts.topics import DISPOSITIONS, DLQ, EXCEPTIONS, STOCK_ADJUSTMENTS, UNIT_GRADED
+from rebound.settings import Settings
+from rebound_contracts.topics import DLQ, EXCEPTIONS
 
 
 def _ours(before: dict, source) -> bool:  # noqa: ANN001
@@ -16,18 +18,21 @@ def _ours(before: dict, source) -> bool:  # noqa: ANN001
 
 
 async def guarantees(bootstrap: str, wave: simulator.Wave) -> checker.Report:
-    sellers = set(wave.sellers)
-    adjustments = (await checker.read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=sellers)).records
-    graded = await checker.read_topic(bootstrap, UNIT_GRADED.name, sellers=sellers)
-    decided = await checker.read_topic(bootstrap, DISPOSITIONS.name, sellers=sellers)
-    return checker.check(adjustments, graded, wave.expected_stock, dispositions=decided)
+    """The checker's verdict on the wave's output, as `rebound check` gives it: grades of other
+    sellers are read too when an adjustment names their LPN (so a cross-tenant move is seen), and
+    every outbound record that does not parse counts as a fault (`unreadable`)."""
+    return await checker.check_topics(bootstrap, wave.sellers, wave.expected_stock)
 
 
 async def assert_bad_input_accounted_for(bootstrap: str, wave: simulator.Wave, before: dict) -> None:
     """Every malformed or wrong message of the wave has exactly its outcome, once."""
-    letters = [d for _, _, d in await checker.read_topic(bootstrap, DLQ.name, sellers=None) if _ours(before, d.source)]
-    exceptions = [e for _, _, e in await checker.read_topic(bootstrap, EXCEPTIONS.name, sellers=None)
-                  if _ours(before, e.source)]
+    dlq = await checker.read_records(bootstrap, DLQ.name, sellers=None)
+    raised_read = await checker.read_records(bootstrap, EXCEPTIONS.name, sellers=None)
+    # What the services wrote must parse against the contract, every record of it.
+    assert not dlq.unreadable, f"{DLQ.name}: unreadable records {dlq.unreadable[:5]}"
+    assert not raised_read.unreadable, f"{EXCEPTIONS.name}: unreadable records {raised_read.unreadable[:5]}"
+    letters = [r.model for r in dlq.records if _ours(before, r.model.source)]
+    exceptions = [r.model for r in raised_read.records if _ours(before, r.model.source)]
     sent = wave.bad_by_kind
     unreadable = sum(n for kind, n in sent.items() if kind in simulator.SCHEMA_INVALID_KINDS)
     dead = Counter(d.kind for d in letters)
@@ -41,14 +46,30 @@ async def assert_bad_input_accounted_for(bootstrap: str, wave: simulator.Wave, b
     assert raised["cross_tenant_reference"] == sent.get("cross_tenant", 0), raised
 
 
-def assert_no_secret_in_logs(log_dir: Path, database_url: str) -> int:
-    """The database password appears in no log line of the run. Returns the lines searched."""
-    password = urlsplit(database_url).password
-    assert password, "the database URL has no password to look for"
+def configured_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """Every secret the services get from `env`, by where it comes from: the password in
+    DATABASE_URL, the content of DATABASE_PASSWORD_FILE, KAFKA_SASL_PASSWORD or the content of
+    KAFKA_SASL_PASSWORD_FILE (read as the services read them)."""
+    settings = Settings.from_env(env)
+    secrets = {
+        "the password in DATABASE_URL": urlsplit(settings.database_url).password,
+        "DATABASE_PASSWORD_FILE": settings.database_password,
+        "KAFKA_SASL_PASSWORD_FILE" if env.get("KAFKA_SASL_PASSWORD_FILE") else "KAFKA_SASL_PASSWORD":
+            settings.kafka_sasl_password,
+    }
+    return {name: value for name, value in secrets.items() if value}
+
+
+def assert_no_secret_in_logs(log_dir: Path, env: Mapping[str, str]) -> int:
+    """No secret configured in `env` (see `configured_secrets`) appears in any log of the run.
+    Returns the lines searched."""
+    secrets = configured_secrets(env)
+    assert secrets, "no secret is configured, so there is nothing to look for"
     lines = 0
     for path in log_dir.rglob("*.log"):
         text = path.read_text(encoding="utf-8", errors="replace")
         lines += text.count("\n")
-        assert password not in text, f"the database password appears in {path}"
+        for name, secret in secrets.items():
+            assert secret not in text, f"the secret of {name} appears in {path}"
     assert lines > 0, f"no logs under {log_dir}"
     return lines

@@ -242,7 +242,7 @@ async def wait_until_caught_up(
         if quiet >= quiet_polls:
             return state
         if fleet is not None and fleet.dead():
-            names = ", ".join(m.name for m in fleet.dead())
+            names = ", ".join(f"{m.name} (exit {m.exit_code})" for m in fleet.dead())
             raise RuntimeError(f"service process exited: {names} (see {fleet.log_dir})")
         if time.monotonic() > deadline:
             raise TimeoutError(f"not caught up after {timeout:.0f} s: lag {state.lag}, outbox {state.outbox}")

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -98,10 +98,29 @@ async def prune_inbox(pool: asyncpg.Pool, settings: Settings, consumer: str) -> 
     return deleted
 
 
+class PatientKafkaBroker(KafkaBroker):
+    """A broker whose start waits for Kafka: the start-up waits for Kafka before the broker
+    connects, but the broker can still go away in between (a crash or restart); then the start
+    is undone and tried again with back-off, instead of the process exiting."""
+
+    async def start(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await super().start()
+                return
+            except KafkaConnectionError as error:
+                log.warning("kafka_unavailable", error=str(error), retry_in_s=round(delay, 2))
+                with contextlib.suppress(Exception):
+                    await self.stop()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
     # On SIGTERM the in-flight batch finishes (and is acknowledged) before the consumer leaves.
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None, graceful_timeout=30.0,
-                         security=kafka_security(settings))
+    broker = PatientKafkaBroker(settings.kafka_bootstrap_servers, logger=None, graceful_timeout=30.0,
+                                security=kafka_security(settings))
     runtime: dict[str, object] = {}
     committer = OffsetCommitter()
     observability = Observability(spec.group_id, [route.topic for route in spec.routes], settings)

@@ -8,26 +8,33 @@ REBOUND_FAULT_SEED replays a run: the seed is printed with every scenario."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import random
+import signal
 import subprocess
 import time
 import zlib
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka.errors import KafkaError
 from rich.console import Console
 
-from rebound import simulator
+from rebound import checker, simulator
 from rebound.demo import inbound_end_offsets
-from rebound.processes import Fleet, ServiceProcess, wait_until_caught_up
+from rebound.messaging.relay import FAULT_KILL_AFTER_COMMIT
+from rebound.processes import RETRIABLE, Fleet, ServiceProcess, backlog, wait_until_caught_up
 from rebound.settings import Settings
 from tests.accounting import assert_bad_input_accounted_for, assert_no_secret_in_logs, guarantees
 
 REPO = Path(__file__).resolve().parents[2]
+LOCAL_DB_PASSWORD = "localdev-7f3a9c"  # deploy/scripts/postgres.sh
 
 
 @dataclass(frozen=True)
@@ -36,11 +43,13 @@ class Profile:
     kills: int
     outage_s: float
     timeout_s: float
+    slices: int  # the wave is sent in this many slices: see Chaos
+    send_s: float  # the first half of them over this long
 
 
 PROFILES = {
-    "short": Profile(units=3_000, kills=4, outage_s=10.0, timeout_s=300.0),
-    "full": Profile(units=20_000, kills=12, outage_s=30.0, timeout_s=1800.0),
+    "short": Profile(units=3_000, kills=4, outage_s=10.0, timeout_s=300.0, slices=16, send_s=8.0),
+    "full": Profile(units=20_000, kills=12, outage_s=30.0, timeout_s=1800.0, slices=32, send_s=30.0),
 }
 
 
@@ -59,10 +68,17 @@ class Infra:
     """The local Kafka and PostgreSQL, through the project's own scripts."""
 
     def __init__(self, settings: Settings) -> None:
-        if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers) != "127.0.0.1:19092" or \
+        # What deploy/scripts/kafka.sh and postgres.sh start (and would leave alone if these named
+        # anything else): the scenarios kill and restart them, so they must be exactly those.
+        kafka = f"127.0.0.1:{os.environ.get('KAFKA_PORT') or 19092}"
+        port = os.environ.get("PGPORT_REBOUND") or 15432
+        database = f"postgresql://rebound:{LOCAL_DB_PASSWORD}@127.0.0.1:{port}/rebound"
+        if settings.kafka_bootstrap_servers != kafka or settings.database_url != database or \
                 os.environ.get("REBOUND_TESTCONTAINERS") == "1":
-            pytest.fail("fault scenarios restart the local Kafka and PostgreSQL that `make up` starts;"
-                        " unset KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL", pytrace=False)
+            pytest.fail(f"fault scenarios restart the local Kafka ({kafka}, from KAFKA_PORT) and PostgreSQL"
+                        " (from PGPORT_REBOUND) that `make up` starts, not an external broker, database or"
+                        " containers: unset KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL / REBOUND_TESTCONTAINERS",
+                        pytrace=False)
 
     @staticmethod
     def _script(name: str, action: str) -> None:
@@ -77,15 +93,45 @@ class Infra:
 
 
 @dataclass
+class Fault:
+    """One thing done to the system, with the backlog (records not yet consumed, plus outbox rows
+    not yet relayed) just before it: None when it could not be read (Kafka or PostgreSQL away)."""
+
+    what: str
+    service: str | None
+    backlog: int | None
+    while_sending: bool  # the wave was still being sent
+
+
+@dataclass
 class Chaos:
-    """What a scenario may do to the running system, with a log of what it did."""
+    """What a scenario may do to the running system, with a log of what it did.
+
+    The wave flows while the scenario runs: its first half is sent in slices over `send_s`, the
+    rest a slice at a time when a fault would otherwise find the system idle, and whatever is left
+    once the scenario is over. So every fault falls in the middle of the wave, with work in flight."""
 
     fleet: Fleet
     infra: Infra
     rng: random.Random
     profile: Profile
+    bootstrap: str
+    pool: asyncpg.Pool
     started: float = field(default_factory=time.monotonic)
     done: list[str] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    sent: asyncio.Event = field(default_factory=asyncio.Event)  # the whole wave is in Kafka
+    scenario_done: asyncio.Event = field(default_factory=asyncio.Event)
+    held: int = 0  # slices of the wave not sent yet
+    _wanted: asyncio.Event = field(default_factory=asyncio.Event)  # a fault asks for the next slice now
+    _slice_sent: asyncio.Event = field(default_factory=asyncio.Event)
+    # Held while a slice of the wave is sent, and by a broker fault while the broker is away: the
+    # simulator stands for the warehouses' producers, which are not under test, so it sends its
+    # slices only to a running broker (the rest of the wave follows once it is back).
+    sending: asyncio.Lock = field(default_factory=asyncio.Lock)
+    self_killed: int = 0  # processes that SIGKILLed themselves (the relay's fault switch) and were restarted
+    _handling: set[str] = field(default_factory=set)  # members a scenario took down and will bring back
+    _rotation: list[str] = field(default_factory=list)
 
     def note(self, what: str) -> None:
         self.done.append(f"{time.monotonic() - self.started:6.1f}s {what}")
@@ -93,24 +139,131 @@ class Chaos:
     async def pause(self, low: float, high: float) -> None:
         await asyncio.sleep(self.rng.uniform(low, high))
 
+    async def _backlog(self) -> int | None:
+        """Records not yet consumed plus outbox rows not yet relayed; None when Kafka or PostgreSQL is away."""
+        try:
+            state = await asyncio.wait_for(backlog(self.bootstrap, self.pool, count_records=True), 15)
+        except (TimeoutError, OSError, KafkaError, asyncpg.PostgresError, asyncpg.InterfaceError, *RETRIABLE):
+            return None  # a fault under way: no figure, not a zero
+        return state.lag + state.outbox
+
+    async def fault(self, what: str, member: ServiceProcess | None = None) -> None:
+        """Measure the backlog and log the fault about to be done. A fault on an idle system tries
+        nothing: when everything sent so far has been processed, the next slice of the wave goes first."""
+        pending = await self._backlog()
+        if pending == 0 and self.held:
+            self._slice_sent.clear()
+            self._wanted.set()
+            await self._slice_sent.wait()
+            pending = await self._backlog()
+        self.faults.append(Fault(what, member.service if member else None, pending, not self.sent.is_set()))
+        self.note(f"{what}{f' {member.name}' if member else ''} (backlog {'unknown' if pending is None else pending}"
+                  f"{', wave still being sent' if not self.sent.is_set() else ''})")
+
     async def kill_and_restart(self, member: ServiceProcess, down_for: tuple[float, float]) -> None:
-        member.kill()
-        self.note(f"kill -9 {member.name}")
-        await self.pause(*down_for)
-        self.fleet.restart(member)
-        self.note(f"restart {member.name}")
+        self._handling.add(member.name)
+        try:
+            await self.fault("kill -9", member)
+            member.kill()
+            await self.pause(*down_for)
+            self.fleet.restart(member)
+            self.note(f"restart {member.name}")
+        finally:
+            self._handling.discard(member.name)
+
+    async def stop_and_restart(self, member: ServiceProcess, down_for: tuple[float, float]) -> int | None:
+        """SIGTERM a running member (one still loading has nothing to hand back yet), then restart it."""
+        self._handling.add(member.name)
+        try:
+            await asyncio.to_thread(member.wait_started)
+            await self.fault("SIGTERM", member)
+            code = await asyncio.to_thread(member.stop)
+            self.note(f"{member.name} exited {code}")
+            await self.pause(*down_for)
+            self.fleet.restart(member)
+            self.note(f"restart {member.name}")
+            return code
+        finally:
+            self._handling.discard(member.name)
 
     def pick(self, service: str | None = None) -> ServiceProcess:
+        """A live replica of `service`, or of the next service in a round (every service in turn,
+        in a seeded order), so that each service is hit once per round."""
+        if service is None:
+            services = list(dict.fromkeys(m.service for m in self.fleet.members))
+            for _ in range(len(services)):
+                if not self._rotation:
+                    self._rotation = self.rng.sample(services, len(services))
+                candidate = self._rotation.pop(0)
+                if any(m.alive() and m.service == candidate for m in self.fleet.members):
+                    service = candidate
+                    break
         alive = [m for m in self.fleet.members if m.alive() and service in (None, m.service)]
         return self.rng.choice(alive)
+
+    def hits(self, what: str) -> Counter[str]:
+        return Counter(f.service for f in self.faults if f.what == what and f.service)
+
+    def assert_every_service_hit(self, what: str) -> None:
+        hits = self.hits(what)
+        missed = [s for s in dict.fromkeys(m.service for m in self.fleet.members) if not hits[s]]
+        assert not missed, f"no {what} of {missed} (only {dict(hits)})"
+
+    def revive_self_killed(self, *_: object) -> None:
+        """Restart the members that SIGKILLed themselves (the relay's fault switch); a member that
+        exited any other way stays down, for `wait_until_caught_up` to report."""
+        for member in self.fleet.dead():
+            if member.name not in self._handling and member.exit_code == -signal.SIGKILL:
+                self.self_killed += 1
+                self.note(f"{member.name} killed itself after a relay commit; restart")
+                self.fleet.restart(member)
+
+    async def supervise(self) -> None:
+        while True:
+            self.revive_self_killed()
+            await asyncio.sleep(0.5)
+
+    def summary(self) -> list[str]:
+        measured = [f.backlog for f in self.faults if f.backlog is not None]
+        kinds = ", ".join(f"{what} {n}" for what, n in Counter(f.what for f in self.faults).items()) or "none"
+        by_service = dict(sorted(Counter(f.service for f in self.faults if f.service).items()))
+        sending = sum(f.while_sending for f in self.faults)
+        lines = [f"faults: {len(self.faults)} ({kinds}), by service {by_service}; {sending} while the wave was sent"]
+        if measured:
+            lines.append(f"backlog before the faults: {min(measured):,} to {max(measured):,} "
+                         f"({len(self.faults) - len(measured)} unmeasured: infrastructure away)")
+        if self.self_killed:
+            lines.append(f"relay kills after commit (fault switch): {self.self_killed}")
+        return lines
 
 
 Scenario = Callable[[Chaos], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class Outcome:
+    chaos: Chaos
+    report: checker.Report
+    log_dir: Path
+
+    def log_events(self, event: str) -> list[dict]:
+        """The JSON log lines of every service with this event name."""
+        found = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                if f'"{event}"' in line:
+                    with contextlib.suppress(ValueError):
+                        document = json.loads(line)
+                        if document.get("event") == event:
+                            found.append(document)
+        return found
+
+
 async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.Pool, log_dir: Path,
               *, replicas: int = 1, env: dict[str, str] | None = None, duplicate_rate: float = 0.02,
-              bad_rate: float = 0.02) -> None:
+              bad_rate: float = 0.02) -> Outcome:
+    """Start the services, send the wave while `scenario` runs (faults overlap the sending), wait
+    until everything is caught up, then hold the output to the guarantees."""
     shape = profile()
     seed = run_seed()
     rng = random.Random(seed ^ zlib.crc32(name.encode()))
@@ -126,24 +279,73 @@ async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.P
                     "replay it on fresh state (make clean-state && make up)", pytrace=False)
     await simulator.register_sellers(settings.database_url, wave.sellers)
     before = await inbound_end_offsets(settings.kafka_bootstrap_servers)
-    fleet = Fleet(log_dir=log_dir, replicas=replicas, env={**os.environ, **(env or {})})
-    chaos = Chaos(fleet=fleet, infra=Infra(settings), rng=rng, profile=shape)
-    fleet.start()
-    try:
-        await simulator.publish(wave, settings.kafka_bootstrap_servers, progress=False)
+    service_env = {**os.environ, **(env or {})}
+    fleet = Fleet(log_dir=log_dir, replicas=replicas, env=service_env)
+    chaos = Chaos(fleet=fleet, infra=Infra(settings), rng=rng, profile=shape,
+                  bootstrap=settings.kafka_bootstrap_servers, pool=pool)
+    relay_kills = bool(service_env.get(FAULT_KILL_AFTER_COMMIT))
+
+    async def send() -> None:
+        step = -(-len(wave.messages) // shape.slices)
+        slices = [wave.messages[start:start + step] for start in range(0, len(wave.messages), step)]
+        chaos.held = len(slices)
+        for number, part in enumerate(slices):
+            if number and not chaos.scenario_done.is_set():
+                asked = asyncio.ensure_future(chaos._wanted.wait())
+                over = asyncio.ensure_future(chaos.scenario_done.wait())
+                timed = [asyncio.ensure_future(asyncio.sleep(shape.send_s / (len(slices) // 2)))] \
+                    if number < len(slices) // 2 else []
+                _, waiting = await asyncio.wait([asked, over, *timed], return_when=asyncio.FIRST_COMPLETED)
+                for future in waiting:
+                    future.cancel()
+            async with chaos.sending:
+                await simulator.publish(part, settings.kafka_bootstrap_servers, progress=False)
+            chaos.held -= 1
+            chaos._wanted.clear()
+            chaos._slice_sent.set()
         chaos.note(f"wave of {len(wave.messages):,} messages sent")
-        await scenario(chaos)
-        for member in fleet.dead():  # whatever the scenario left down comes back
-            fleet.restart(member)
-        await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=shape.timeout_s, fleet=fleet)
+        chaos.sent.set()
+
+    async def break_things() -> None:
+        try:
+            await scenario(chaos)
+        finally:
+            chaos.scenario_done.set()
+
+    fleet.start()
+    supervisor = asyncio.create_task(chaos.supervise()) if relay_kills else None
+    try:
+        async with asyncio.TaskGroup() as both:
+            both.create_task(send())
+            both.create_task(break_things())
+        chaos.note("scenario done")
+        if relay_kills:
+            chaos.revive_self_killed()
+        # Scenarios bring back what they take down: a member still down now exited by itself,
+        # which wait_until_caught_up reports.
+        await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=shape.timeout_s, fleet=fleet,
+                                   on_poll=chaos.revive_self_killed if relay_kills else None)
         chaos.note("caught up")
     finally:
+        if supervisor is not None:
+            supervisor.cancel()
         fleet.stop()
-        for line in chaos.done:
+        # A scenario that failed half-way may have left the broker or the database down: the
+        # scenarios after it must start on running infrastructure (`up` is a no-op when it runs).
+        await chaos.infra.kafka("up")
+        await chaos.infra.postgres("up")
+        for line in chaos.done + chaos.summary():
             console.print(f"  {line}")
     report = await guarantees(settings.kafka_bootstrap_servers, wave)
     console.print(report.table())
     assert report.ok, f"{name} (seed {seed}): {report.as_dict()}"
     assert report.adjustments >= sum(wave.expected_stock.values()) > 0
+    idle = [f"{f.what} {f.service or ''}".strip() for f in chaos.faults if f.backlog == 0]
+    assert not idle, f"{name} (seed {seed}): faults on an idle system, after the wave had been processed: {idle}"
+    if chaos.faults:
+        assert any(f.backlog for f in chaos.faults), f"{name}: the backlog could not be read before any fault"
+    if chaos.faults:
+        assert any(f.while_sending for f in chaos.faults), f"{name} (seed {seed}): no fault while the wave was sent"
     await assert_bad_input_accounted_for(settings.kafka_bootstrap_servers, wave, before)
-    assert_no_secret_in_logs(log_dir, settings.database_url)
+    assert_no_secret_in_logs(log_dir, service_env)
+    return Outcome(chaos, report, log_dir)

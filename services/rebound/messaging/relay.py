@@ -8,12 +8,19 @@ after it commits, the rows are deleted. A relay that starts after a crash finds 
 batch and reads the probe offset back with read_committed: visible means the transaction
 committed (delete the rows), invisible means it was aborted (send them again). So each row
 reaches the topic once, whichever moment the crash hit.
+
+Fault injection (tests only, off unless set): REBOUND_FAULT_RELAY_KILL_AFTER_COMMIT=N makes the
+relay SIGKILL its own process after the Kafka transaction of its N-th committed batch (counted
+from the process's start) and before that batch's rows are deleted: the in-doubt window. The
+fault scenarios use it to prove the recovery above; a deployment never sets it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,6 +44,17 @@ def _headers(row: asyncpg.Record) -> list[tuple[str, bytes]]:
     if row["traceparent"]:
         headers.append((tracing.HEADER, row["traceparent"].encode()))
     return headers
+
+
+FAULT_KILL_AFTER_COMMIT = "REBOUND_FAULT_RELAY_KILL_AFTER_COMMIT"
+
+
+def _fault_kill_after_commit() -> int:
+    """The fault-injection switch: kill after the N-th committed batch (0: off). Not a setting."""
+    nth = int(os.environ.get(FAULT_KILL_AFTER_COMMIT) or 0)
+    if nth < 0:
+        raise ValueError(f"{FAULT_KILL_AFTER_COMMIT}={nth}: the number of a batch, or 0 (off)")
+    return nth
 
 
 def leader_lock_id(producer: str) -> int:
@@ -68,6 +86,8 @@ class OutboxRelay:
         self.on_published = on_published  # gets the topics of the rows of each committed batch
         self._wake = asyncio.Event()
         self._leader: asyncpg.Connection | None = None
+        self._fault_kill_after_commit = _fault_kill_after_commit()
+        self._committed_batches = 0
 
     @property
     def transactional_id(self) -> str:
@@ -162,6 +182,10 @@ class OutboxRelay:
                 self.producer_name, ids, probe.topic, probe.partition, probe.offset, ids[-1],
             )
         # The Kafka transaction committed: these rows are out.
+        self._committed_batches += 1
+        if self._committed_batches == self._fault_kill_after_commit:
+            log.warning("fault_injected_relay_kill_after_commit", producer=self.producer_name, rows=len(ids))
+            os.kill(os.getpid(), signal.SIGKILL)
         await self._forget(ids)
         self.published += len(ids)
         if self.on_published is not None:
