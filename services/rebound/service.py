@@ -93,8 +93,6 @@ async def prune_inbox(pool: asyncpg.Pool, settings: Settings, consumer: str) -> 
     committed = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
     async with pool.acquire() as conn:
         deleted = await inbox.prune(conn, consumer, committed, settings.inbox_retention_s)
-    if deleted:
-        log.info("inbox_pruned", rows=deleted, consumer=consumer)
     return deleted
 
 

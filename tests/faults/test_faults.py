@@ -108,7 +108,9 @@ def assert_relay_recovered_committed_batches(outcome: Outcome) -> None:
     print(f"  relay killed after its Kafka commit {len(kills)} times; "
           f"{len(recovered)} in-doubt batches recovered as committed")
     assert kills, "the relay was never killed after a commit"
-    assert outcome.chaos.self_killed >= len(kills)
+    # Not one restart per kill: a member that kills itself while the chaos is killing it too is
+    # counted as the chaos's kill.
+    assert outcome.chaos.self_killed > 0, "no process died of the relay's fault switch"
     assert recovered, "no relay recovered an in-doubt batch that had committed"
 
 

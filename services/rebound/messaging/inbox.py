@@ -7,7 +7,10 @@ import uuid
 from enum import Enum
 
 import asyncpg
+import structlog
 import orjson
+
+log = structlog.get_logger(__name__)
 
 _POSITION_NAMESPACE = uuid.UUID("6f1c1d0e-7a51-4b8e-9d7e-2f0c8a3b5e11")
 
@@ -86,6 +89,8 @@ async def prune(
             )
             count = int(status.split()[-1])
             deleted += count
+            if count:  # each chunk is committed on its own: say so, a prune may be cut short
+                log.info("inbox_pruned", rows=count, consumer=consumer, topic=topic, partition=partition)
             if count < batch:
                 break
     return deleted
