@@ -1,5 +1,7 @@
-"""Intake's PostgreSQL repository. Every query names the seller it reads for, except the one
-lookup that must see all sellers to detect a cross-tenant reference (and returns only ids)."""
+"""Intake's PostgreSQL repository. Every query names the seller it reads for, except the lookups
+that must see all sellers to detect a cross-tenant reference: return orders by tracking number
+and LPN owners. What they find of another seller is used for its seller id only (see
+`sellers_with_tracking`, `owners_of`); it never reaches an event."""
 
 from __future__ import annotations
 
@@ -87,14 +89,7 @@ class IntakeRepository:
         tracking numbers (of every seller), which of those have parked scans, which return ids
         the RMAs name exist already, the lines the scans may be counted on, and who owns the
         LPNs the scans list."""
-        tracking = sorted({e.tracking_number for e in events})
-        rows = await self.conn.fetch(
-            "SELECT " + _RMA_COLUMNS + ", issued_at FROM intake.rmas WHERE tracking_number = ANY($1::text[])",
-            tracking)
-        self._rmas.update({t: [] for t in tracking})
-        for row in rows:
-            self._rmas[row["tracking_number"]].append((row["issued_at"], _order(row)))
-            self._returns[(row["seller_id"], row["return_id"])] = True
+        await self._read_orders(sorted({e.tracking_number for e in events}))
         rmas = [e for e in events if isinstance(e, RmaIssued)]
         if rmas:
             rma_tracking = sorted({e.tracking_number for e in rmas})
@@ -154,11 +149,18 @@ class IntakeRepository:
         (await self._orders(rma.tracking_number)).append((rma.occurred_at, order))
         return True
 
+    async def _read_orders(self, tracking: list[str]) -> None:
+        rows = await self.conn.fetch(
+            "SELECT " + _RMA_COLUMNS + ", issued_at FROM intake.rmas WHERE tracking_number = ANY($1::text[])",
+            tracking)
+        self._rmas.update({t: [] for t in tracking})
+        for row in rows:
+            self._rmas[row["tracking_number"]].append((row["issued_at"], _order(row)))
+            self._returns[(row["seller_id"], row["return_id"])] = True
+
     async def _orders(self, tracking_number: str) -> list[tuple[datetime, ReturnOrder]]:
         if tracking_number not in self._rmas:
-            rows = await self.conn.fetch(
-                "SELECT " + _RMA_COLUMNS + ", issued_at FROM intake.rmas WHERE tracking_number = $1", tracking_number)
-            self._rmas[tracking_number] = [(r["issued_at"], _order(r)) for r in rows]
+            await self._read_orders([tracking_number])
         return self._rmas[tracking_number]
 
     async def sellers_with_tracking(self, tracking_number: str) -> set[str]:

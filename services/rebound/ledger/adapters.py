@@ -74,7 +74,7 @@ def _unit(row: asyncpg.Record) -> Unit:
     )
 
 
-def _blocked(row: asyncpg.Record) -> str:
+def _blocked_reason(row: asyncpg.Record) -> str:
     return f"{row['status']}: {row['reason'] or 'no reason given'}"
 
 
@@ -112,7 +112,7 @@ class LedgerRepository:
             rows = await self.conn.fetch(
                 "SELECT key, status, reason FROM ledger.blocked_listings WHERE key = ANY($1::text[])", list(keys))
             self._blocked.update(dict.fromkeys(keys))
-            self._blocked.update({r["key"]: _blocked(r) for r in rows})
+            self._blocked.update({r["key"]: _blocked_reason(r) for r in rows})
 
     # --- units ------------------------------------------------------------------------------
 
@@ -267,7 +267,7 @@ class LedgerRepository:
         if text not in self._blocked:
             row = await self.conn.fetchrow(
                 "SELECT status, reason FROM ledger.blocked_listings WHERE key = $1", text)
-            self._blocked[text] = _blocked(row) if row else None
+            self._blocked[text] = _blocked_reason(row) if row else None
         return self._blocked[text]
 
     async def block(self, key: StockKey, status: str, reason: str, ref_event_id: object) -> bool:

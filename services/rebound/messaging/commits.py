@@ -51,7 +51,6 @@ class OffsetCommitter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.closing = False
-        self.committed = 0  # commits that reached the broker
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="offset-committer")
@@ -74,7 +73,6 @@ class OffsetCommitter:
         offsets, self._pending = self._pending, {}
         try:
             await self._consumer.commit(offsets)
-            self.committed += 1
         except (CommitFailedError, IllegalStateError) as error:
             # The partitions moved to another member (a rebalance): it starts from the last commit
             # and the inbox skips what this member already applied.

@@ -7,8 +7,8 @@ import uuid
 from enum import Enum
 
 import asyncpg
-import structlog
 import orjson
+import structlog
 
 log = structlog.get_logger(__name__)
 
