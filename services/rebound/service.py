@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 
 import asyncpg
 import structlog
@@ -55,6 +57,14 @@ class ServiceSpec:
     @property
     def group_id(self) -> str:
         return f"rebound-{self.name}"
+
+
+async def _poll(subscriber, consumer):  # noqa: ANN001 - FastStream's batch subscriber, aiokafka's consumer
+    """One poll for a batch: returns as soon as records arrive, or empty after `batch_timeout_ms`.
+    FastStream's own poll also sleeps `batch_timeout_ms` after an empty one, and a record that
+    arrives during that sleep waits it out: on a quiet topic, up to that long added to every hop."""
+    batches = await consumer.getmany(timeout_ms=subscriber.batch_timeout_ms, max_records=subscriber.max_records)
+    return tuple(chain.from_iterable(batches.values()))
 
 
 async def _records_only(message, original_parser):  # noqa: ANN001 - FastStream's parser hook
@@ -178,6 +188,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         parser=_records_only,
         decoder=_no_body,
     )
+    subscriber.get_msg = functools.partial(_poll, subscriber)
     observability.probes.assignment = lambda: None if subscriber.consumer is None else subscriber.consumer.assignment()
 
     @subscriber
