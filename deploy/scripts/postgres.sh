@@ -28,7 +28,8 @@ DB_PASS=localdev-7f3a9c
 DB_NAME=rebound
 LOCAL_URL="postgresql://$DB_USER:$DB_PASS@$HOST:$PORT/$DB_NAME"
 SHOWN_URL="postgresql://$DB_USER:***@$HOST:$PORT/$DB_NAME"   # what we print: no password in logs
-READY_TIMEOUT=30
+# Long enough for crash recovery to replay the WAL written since the last checkpoint.
+READY_TIMEOUT=120
 
 die() { echo "postgres: $*" >&2; exit 1; }
 rel() { local p="$1"; [[ "$p" == "$REPO_ROOT/"* ]] && p="${p#"$REPO_ROOT"/}"; echo "$p"; }
@@ -122,6 +123,11 @@ shared_buffers = 256MB
 fsync = on
 synchronous_commit = on
 full_page_writes = on
+# Checkpoints by time rather than by WAL volume: at the default max_wal_size (1GB) a busy wave
+# forces one every half minute, and every page first touched after a checkpoint goes to the WAL
+# whole again.
+max_wal_size = 4GB
+checkpoint_timeout = 10min
 EOF
 }
 
