@@ -30,6 +30,13 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 """Errors after which the same work may succeed if tried again."""
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """What a pool does to a connection given back, after rolling back a transaction left open:
+    nothing. asyncpg's default resets the session (advisory locks, LISTEN, settings), one more
+    round trip after every batch; no code here leaves session state on a pooled connection (the
+    one session lock, the migrations', is released where it is taken)."""
+
+
 async def create_pool(
     url: str, *, min_size: int = 1, max_size: int = 4, wait_seconds: float = 120.0,
     connect_kwargs: Mapping[str, Any] | None = None,
@@ -40,7 +47,8 @@ async def create_pool(
     while True:
         try:
             return await asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size, command_timeout=60, **(connect_kwargs or {})
+                url, min_size=min_size, max_size=max_size, command_timeout=60, reset=_keep_session,
+                **(connect_kwargs or {})
             )
         except TRANSIENT_ERRORS as error:
             if waited >= wait_seconds:

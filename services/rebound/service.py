@@ -130,7 +130,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
     broker = PatientKafkaBroker(settings.kafka_bootstrap_servers, logger=None, graceful_timeout=30.0,
                                 security=kafka_security(settings))
     runtime: dict[str, object] = {}
-    committer = OffsetCommitter()
+    committer = OffsetCommitter(settings.commit_interval_ms / 1000)
     observability = Observability(spec.group_id, [route.topic for route in spec.routes], settings)
     metrics = observability.metrics
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 
+from rebound.db import create_pool
 from rebound.messaging.processor import BatchProcessor
 from rebound.service import ServiceSpec
 from rebound.grading.app import spec as grading_spec
@@ -121,3 +122,20 @@ async def test_ledger_statements_do_not_grow_with_the_batch(pipe: Pipeline, coun
     assert five == forty
     assert await pipe.pool.fetchval(
         "SELECT sum(available) FROM ledger.stock WHERE seller_id = $1", seller) == 46
+
+
+async def test_a_connection_given_back_to_the_pool_costs_no_statement(settings: Settings):
+    """asyncpg's default pool resets each connection it gets back with a statement of its own:
+    one more round trip after every batch."""
+    pool = await create_pool(settings.database_url, min_size=1, max_size=1)
+    statements: list[str] = []
+    try:
+        async with pool.acquire() as conn:
+            conn.add_query_logger(lambda record: statements.append(record.query))
+            async with conn.transaction():
+                await conn.execute("SELECT 1")
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT 2")
+    finally:
+        await pool.close()
+    assert statements == ["BEGIN;", "SELECT 1", "COMMIT;", "SELECT 2"]

@@ -85,3 +85,17 @@ async def test_once_closing_each_batch_commits_before_note_returns():
     assert consumer.commits == [{TopicPartition("a", 0): 2}]
     await committer.note(consumer, [Rec("a", 0, 2)])  # an in-flight batch finishing during shutdown
     assert consumer.commits == [{TopicPartition("a", 0): 2}, {TopicPartition("a", 0): 3}]
+
+
+async def test_what_is_noted_during_the_pause_after_a_commit_goes_in_one_commit_and_a_stop_ends_the_pause():
+    consumer, committer = Consumer(), OffsetCommitter(interval_s=60.0)
+    committer.start()
+    await committer.note(consumer, [Rec("a", 0, 1)])
+    await settle()
+    await committer.note(consumer, [Rec("a", 0, 2)])
+    await committer.note(consumer, [Rec("a", 1, 0)])
+    await settle()
+    assert consumer.commits == [{TopicPartition("a", 0): 2}]
+    # Returns at once although the pause has a minute to go (wait_for fails the test otherwise).
+    await asyncio.wait_for(committer.stop(), 1.0)
+    assert consumer.commits == [{TopicPartition("a", 0): 2}, {TopicPartition("a", 0): 3, TopicPartition("a", 1): 1}]

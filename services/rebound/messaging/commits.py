@@ -7,6 +7,10 @@ next batch at once, and one background task commits the newest noted offset of e
 Each batch's offsets are taken from its own records, never from the consumer's position (which
 may already be past a batch that is still being applied).
 
+After a commit the task pauses `interval_s`, and what was noted meanwhile goes in one commit: at
+low load every batch is a record or two, and a commit per batch would cost the broker a write to
+its offsets log each time. A crash re-reads at most that much more, which the inbox skips.
+
 While the service shuts down, `note` commits before it returns, as a plain synchronous commit
 would: a graceful stop leaves nothing for the next owner of the partitions to re-read.
 """
@@ -45,10 +49,12 @@ def next_offsets(records: Iterable[Positioned]) -> dict[TopicPartition, int]:
 
 
 class OffsetCommitter:
-    def __init__(self) -> None:
+    def __init__(self, interval_s: float = 0.0) -> None:
+        self.interval_s = interval_s
         self._pending: dict[TopicPartition, int] = {}
         self._consumer: Committing | None = None
         self._wake = asyncio.Event()
+        self._closed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.closing = False
 
@@ -89,10 +95,14 @@ class OffsetCommitter:
             await self._wake.wait()
             self._wake.clear()
             await self.flush()
+            if self.interval_s > 0:
+                with contextlib.suppress(asyncio.TimeoutError):  # a stop ends the pause
+                    await asyncio.wait_for(self._closed.wait(), self.interval_s)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """From now on `note` commits at once; the background commit in flight ends first."""
         self.closing = True
+        self._closed.set()
         self._wake.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
