@@ -31,6 +31,9 @@ async def test_an_empty_poll_is_followed_by_the_next_poll_without_a_sleep(monkey
     monkeypatch.setattr(anyio, "sleep", no_sleep)
     settings = Settings(batch_wait_ms=123, batch_max_records=45)
     [subscriber] = build_app(spec(), settings).broker.subscribers
+    # The service replaces the method FastStream's consume loop calls; gone, the override is dead.
+    assert callable(getattr(type(subscriber), "get_msg", None))
+    assert "get_msg" in vars(subscriber)
     consumer = Consumer()
     assert await subscriber.get_msg(consumer) == ()
     assert await subscriber.get_msg(consumer) == ("record",)
