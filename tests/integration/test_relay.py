@@ -10,7 +10,7 @@ import uuid
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
+from aiokafka.partitioner import DefaultPartitioner
 from rebound.messaging.outbox import OutboxBuffer
 from rebound.messaging.relay import OutboxRelay
 from rebound.settings import Settings
@@ -32,7 +32,7 @@ async def _write_rows(pool: asyncpg.Pool, producer: str, topic: str, count: int)
     return payloads
 
 
-async def _read_committed(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
+async def _read_committed(bootstrap: str, topic: str) -> list[tuple[bytes, bytes, int]]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", group_id=None,
                                 enable_auto_commit=False)
     await consumer.start()
@@ -43,8 +43,8 @@ async def _read_committed(bootstrap: str, topic: str) -> list[tuple[bytes, bytes
         end = await consumer.end_offsets(partitions)
         out = []
         while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                out += [(r.key, r.value) for r in records]
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                out += [(r.key, r.value, tp.partition) for r in records]
         return out
     finally:
         await consumer.stop()
@@ -73,10 +73,27 @@ async def test_rows_are_published_once_in_order_per_key(pool, settings, scratch_
     payloads = await _write_rows(pool, producer, scratch_topic, 250)
     await _relay_until_empty(_relay(pool, settings, producer, batch_size=60), pool)
     published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
-    assert sorted(v for _, v in published) == sorted(payloads)
-    for key in {k for k, _ in published}:
-        in_topic = [v for k, v in published if k == key]
+    assert sorted(v for _, v, _ in published) == sorted(payloads)
+    for key in {k for k, _, _ in published}:
+        in_topic = [v for k, v, _ in published if k == key]
         assert in_topic == [p for i, p in enumerate(payloads) if f"key-{i % 5}".encode() == key]
+
+    # Where Kafka's default partitioner (any other client) would put each key.
+    assert all(p == DefaultPartitioner()(k, [0, 1, 2], [0, 1, 2]) for k, _, p in published)
+
+
+async def test_rows_beyond_one_record_batch_are_all_published_in_order(pool, settings, scratch_topic) -> None:  # noqa: ANN001
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    filler = "x" * 4000
+    buffer = OutboxBuffer(producer)
+    payloads = [f'{{"n": {i}, "filler": "{filler}"}}'.encode() for i in range(200)]
+    for payload in payloads:  # one key: ~800 KB for one partition, more than one 256 KB record batch
+        buffer.add_raw(scratch_topic, "one-key", payload)
+    async with pool.acquire() as conn, conn.transaction():
+        await buffer.flush(conn)
+    await _relay_until_empty(_relay(pool, settings, producer, batch_size=200), pool)
+    published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
+    assert [v for _, v, _ in published] == payloads
 
 
 async def test_a_crash_after_the_kafka_commit_does_not_publish_twice(pool, settings, scratch_topic) -> None:  # noqa: ANN001
@@ -95,7 +112,7 @@ async def test_a_crash_after_the_kafka_commit_does_not_publish_twice(pool, setti
 
     await _relay_until_empty(_relay(pool, settings, producer, batch_size=15), pool)
     published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
-    assert sorted(v for _, v in published) == sorted(payloads)  # the first 15 once, not twice
+    assert sorted(v for _, v, _ in published) == sorted(payloads)  # the first 15 once, not twice
 
 
 async def test_a_crash_before_the_kafka_commit_publishes_the_rows_later(pool, settings, scratch_topic) -> None:  # noqa: ANN001
@@ -118,7 +135,7 @@ async def test_a_crash_before_the_kafka_commit_publishes_the_rows_later(pool, se
 
     await _relay_until_empty(_relay(pool, settings, producer, batch_size=10), pool)
     published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
-    assert sorted(v for _, v in published) == sorted(payloads)
+    assert sorted(v for _, v, _ in published) == sorted(payloads)
 
 
 async def test_only_one_relay_per_producer_publishes(pool, settings, scratch_topic) -> None:  # noqa: ANN001
@@ -137,4 +154,4 @@ async def test_only_one_relay_per_producer_publishes(pool, settings, scratch_top
         await asyncio.gather(*tasks, return_exceptions=True)
     assert sorted(r.published for r in relays) == [0, 300]
     published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
-    assert sorted(v for _, v in published) == sorted(payloads)
+    assert sorted(v for _, v, _ in published) == sorted(payloads)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import zlib
@@ -29,6 +30,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 
 from .. import tracing
 from ..db import TRANSIENT_ERRORS
@@ -44,6 +46,43 @@ def _headers(row: asyncpg.Record) -> list[tuple[str, bytes]]:
     if row["traceparent"]:
         headers.append((tracing.HEADER, row["traceparent"].encode()))
     return headers
+
+
+@functools.lru_cache(maxsize=65536)
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java's murmur2) picks for `key`, so records
+    land where any other client would put them. Cached: stock keys repeat batch after batch."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def _send_in_batches(producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> list[tuple[asyncio.Future, int]]:
+    """Queue the rows as one record batch per partition (a full batch is sent and a new one
+    begun), in row order within each partition. Returns each batch's delivery future with the
+    outbox id of its first record. A record appended to a batch costs a fraction of what
+    `producer.send` costs per record: no future, no partitioner call, no accumulator lookup."""
+    partitions: dict[str, int] = {}
+    open_batches: dict[tuple[str, int], tuple[Any, int]] = {}
+    sent: list[tuple[asyncio.Future, int]] = []
+    for row in rows:
+        topic = row["topic"]
+        if topic not in partitions:
+            partitions[topic] = len(await producer.partitions_for(topic))
+        key = row["key"].encode()
+        target = (topic, partition_of(key, partitions[topic]))
+        for _ in range(2):
+            if target not in open_batches:
+                open_batches[target] = (producer.create_batch(), row["id"])
+            batch, first_id = open_batches[target]
+            if batch.append(key=key, value=bytes(row["payload"]), timestamp=None, headers=_headers(row)) is not None:
+                break
+            # Full: send it, and append the row to a new batch.
+            sent.append((await producer.send_batch(batch, target[0], partition=target[1]), first_id))
+            del open_batches[target]
+        else:
+            raise ValueError(f"outbox row {row['id']} does not fit in an empty record batch")
+    for (topic, partition), (batch, first_id) in open_batches.items():
+        sent.append((await producer.send_batch(batch, topic, partition=partition), first_id))
+    return sent
 
 
 FAULT_KILL_AFTER_COMMIT = "REBOUND_FAULT_RELAY_KILL_AFTER_COMMIT"
@@ -163,15 +202,9 @@ class OutboxRelay:
             return 0
         ids = [row["id"] for row in rows]
         async with producer.transaction():
-            futures = [
-                await producer.send(
-                    row["topic"], value=bytes(row["payload"]), key=row["key"].encode(),
-                    headers=_headers(row),
-                )
-                for row in rows
-            ]
-            probe = await futures[-1]
-            await asyncio.gather(*futures)
+            sent = await _send_in_batches(producer, rows)
+            delivered = await asyncio.gather(*(future for future, _ in sent))
+            probe, probe_id = delivered[-1], sent[-1][1]  # the first record of the last batch sent
             await self._leader.execute(
                 "INSERT INTO rebound.relay_in_doubt (producer, outbox_ids, probe_topic,"
                 " probe_partition, probe_offset, probe_outbox_id) VALUES ($1, $2, $3, $4, $5, $6)"
@@ -179,7 +212,7 @@ class OutboxRelay:
                 " probe_topic = EXCLUDED.probe_topic, probe_partition = EXCLUDED.probe_partition,"
                 " probe_offset = EXCLUDED.probe_offset, probe_outbox_id = EXCLUDED.probe_outbox_id,"
                 " created_at = now()",
-                self.producer_name, ids, probe.topic, probe.partition, probe.offset, ids[-1],
+                self.producer_name, ids, probe.topic, probe.partition, probe.offset, probe_id,
             )
         # The Kafka transaction committed: these rows are out.
         self._committed_batches += 1
