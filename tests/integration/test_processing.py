@@ -179,6 +179,22 @@ async def test_an_inspection_and_a_refurbishment_in_one_batch_regrade_in_revisio
     assert moves == [("open_box", 1), ("open_box", -1), ("new", 1)]
 
 
+
+async def test_a_receipt_outlives_the_later_batches_that_do_not_carry_it(pipe: Pipeline) -> None:
+    # Receipt, inspection and refurbishment each in a batch of its own: the last regrade needs
+    # the receipt the first batch stored, though the second one wrote the unit without it.
+    [seller] = await pipe.add_sellers("s")
+    lpn = pipe.id("L1")
+    receipt = f.received(seller, lpn)
+    for message, topic in [(receipt, UNIT_RECEIVED.name),
+                           (f.inspection(seller, lpn, "B"), UNIT_INSPECTED.name),  # packaging worn
+                           (f.refurbished(seller, lpn, "repackaged"), UNIT_REFURBISHED.name)]:
+        await pipe.feed(pipe.grading, [pipe.record(message, topic)])
+    grades = [e.event for e in await pipe.take_outbox(pipe.grading) if e.topic == UNIT_GRADED.name]
+    assert [(g.grade, g.revision, g.sku) for g in grades] == [("B", 1, receipt.sku), ("A", 2, receipt.sku)]
+    stored = await pipe.pool.fetchval("SELECT received->>'return_id' FROM grading.units WHERE lpn = $1", lpn)
+    assert stored == receipt.return_id
+
 async def test_concurrent_batches_on_shared_keys_keep_sequences_gapless(pipe: Pipeline) -> None:
     [seller] = await pipe.add_sellers("busy")
     skus = ["TEE-1", "TEE-2", "TEE-3"]

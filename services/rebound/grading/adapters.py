@@ -47,6 +47,8 @@ class _Row:
     reasons: tuple[str, ...] = ()
     revision: int = 0
     dirty: bool = False
+    received_changed: bool = False
+    """Whether `received` was set in this batch; if not, `flush` leaves the stored one as it is."""
 
     @classmethod
     def of(cls, record: asyncpg.Record) -> _Row:
@@ -66,7 +68,10 @@ class _Row:
                          reasons=self.reasons, revision=self.revision)
 
     def values(self) -> tuple:
-        return (self.lpn, self.seller_id, self.received.model_dump_json() if self.received else None,
+        # An unchanged receipt is not written again (NULL keeps the stored one): a receipt is
+        # never removed, only replaced.
+        received = self.received.model_dump_json() if self.received_changed and self.received else None
+        return (self.lpn, self.seller_id, received,
                 orjson.dumps(self.checks).decode() if self.checks is not None else None,
                 self.inspection_event_id, self.inspected_at, list(self.refurbished), self.grade,
                 list(self.reasons) if self.grade is not None else None, self.revision)
@@ -109,7 +114,7 @@ class GradingRepository:
         row = await self._row(unit.lpn) or self._new(unit.lpn, unit.seller_id)
         if row.seller_id != unit.seller_id:
             return None
-        row.received = unit
+        row.received, row.received_changed = unit, True
         return row.state()
 
     async def take_over(self, unit: UnitReceived) -> UnitState | None:
@@ -117,7 +122,7 @@ class GradingRepository:
         row = await self._row(unit.lpn)
         if row is None or row.received is not None:
             return None
-        row.seller_id, row.received = unit.seller_id, unit
+        row.seller_id, row.received, row.received_changed = unit.seller_id, unit, True
         row.checks, row.inspection_event_id, row.inspected_at, row.refurbished = None, None, None, ()
         return row.state()
 
@@ -149,14 +154,15 @@ class GradingRepository:
             return
         await self.conn.executemany(
             "INSERT INTO grading.units AS u (" + _COLUMNS + ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-            " ON CONFLICT (lpn) DO UPDATE SET seller_id = EXCLUDED.seller_id, received = EXCLUDED.received,"
+            " ON CONFLICT (lpn) DO UPDATE SET seller_id = EXCLUDED.seller_id,"
+            " received = COALESCE(EXCLUDED.received, u.received),"
             " inspection = EXCLUDED.inspection, inspection_event_id = EXCLUDED.inspection_event_id,"
             " inspected_at = EXCLUDED.inspected_at, refurbished = EXCLUDED.refurbished, grade = EXCLUDED.grade,"
             " reasons = EXCLUDED.reasons, revision = EXCLUDED.revision, updated_at = now()",
             [row.values() for row in changed],
         )
         for row in changed:
-            row.dirty = False
+            row.dirty = row.received_changed = False
 
     async def rules_for(self, seller_id: str) -> GradingRules:
         if seller_id not in self._rules:
