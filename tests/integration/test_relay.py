@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
+
 from rebound.messaging.outbox import OutboxBuffer
 from rebound.messaging.relay import OutboxRelay
 from rebound.settings import Settings
