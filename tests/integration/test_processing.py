@@ -179,7 +179,6 @@ async def test_an_inspection_and_a_refurbishment_in_one_batch_regrade_in_revisio
     assert moves == [("open_box", 1), ("open_box", -1), ("new", 1)]
 
 
-
 async def test_a_receipt_outlives_the_later_batches_that_do_not_carry_it(pipe: Pipeline) -> None:
     # Receipt, inspection and refurbishment each in a batch of its own: the last regrade needs
     # the receipt the first batch stored, though the second one wrote the unit without it.
@@ -194,6 +193,7 @@ async def test_a_receipt_outlives_the_later_batches_that_do_not_carry_it(pipe: P
     assert [(g.grade, g.revision, g.sku) for g in grades] == [("B", 1, receipt.sku), ("A", 2, receipt.sku)]
     stored = await pipe.pool.fetchval("SELECT received->>'return_id' FROM grading.units WHERE lpn = $1", lpn)
     assert stored == receipt.return_id
+
 
 async def test_concurrent_batches_on_shared_keys_keep_sequences_gapless(pipe: Pipeline) -> None:
     [seller] = await pipe.add_sellers("busy")

@@ -67,19 +67,17 @@ async def _send_in_batches(producer: AIOKafkaProducer, rows: list[asyncpg.Record
         topic = row["topic"]
         if topic not in partitions:
             partitions[topic] = len(await producer.partitions_for(topic))
-        key = row["key"].encode()
+        key, value, headers = row["key"].encode(), bytes(row["payload"]), _headers(row)
         target = (topic, partition_of(key, partitions[topic]))
-        for _ in range(2):
-            if target not in open_batches:
-                open_batches[target] = (producer.create_batch(), row["id"])
+        if target in open_batches:
             batch, first_id = open_batches[target]
-            if batch.append(key=key, value=bytes(row["payload"]), timestamp=None, headers=_headers(row)) is not None:
-                break
-            # Full: send it, and append the row to a new batch.
-            sent.append((await producer.send_batch(batch, target[0], partition=target[1]), first_id))
-            del open_batches[target]
-        else:
-            raise ValueError(f"outbox row {row['id']} does not fit in an empty record batch")
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is not None:
+                continue
+            # Full: send it, and begin a new one with this row.
+            sent.append((await producer.send_batch(batch, topic, partition=target[1]), first_id))
+        batch = producer.create_batch()
+        batch.append(key=key, value=value, timestamp=None, headers=headers)  # an empty batch takes any record
+        open_batches[target] = (batch, row["id"])
     for (topic, partition), (batch, first_id) in open_batches.items():
         sent.append((await producer.send_batch(batch, topic, partition=partition), first_id))
     return sent
