@@ -83,6 +83,15 @@ async def _send_in_batches(producer: AIOKafkaProducer, rows: list[asyncpg.Record
     return sent
 
 
+FORGET = (
+    "WITH sent AS (DELETE FROM rebound.outbox WHERE producer = $2 AND id BETWEEN $3 AND $4"
+    " AND id = ANY($1::bigint[])) DELETE FROM rebound.relay_in_doubt WHERE producer = $2"
+)
+"""Deletes a sent batch's rows ($1) and its in-doubt record: one statement, so one round trip, and
+atomic. The producer and the batch's id range bound the scan of the (producer, id) index to the
+batch. With the ids alone PostgreSQL chose that index too, and read all of it for each id: after a
+wave, with 150,000 deleted rows not yet vacuumed, forgetting 250 rows took 0.6 s."""
+
 FAULT_KILL_AFTER_COMMIT = "REBOUND_FAULT_RELAY_KILL_AFTER_COMMIT"
 
 
@@ -224,10 +233,7 @@ class OutboxRelay:
         return len(ids)
 
     async def _forget(self, ids: list[int]) -> None:
-        # One statement, so one round trip and atomic: the rows and the in-doubt record go together.
-        await self._leader.execute(
-            "WITH sent AS (DELETE FROM rebound.outbox WHERE id = ANY($1::bigint[]))"
-            " DELETE FROM rebound.relay_in_doubt WHERE producer = $2", ids, self.producer_name)
+        await self._leader.execute(FORGET, ids, self.producer_name, min(ids), max(ids))
 
     async def _recover(self, producer: AIOKafkaProducer) -> None:
         doubt = await self._leader.fetchrow(
