@@ -14,6 +14,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from rebound.messaging.relay import shorten_concurrent_transactions_retry
+
 PARTITIONS = 6
 BATCH = 500
 
@@ -53,6 +55,7 @@ async def measure(bootstrap: str, database_url: str, units: int) -> dict:
         consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"bench-{run}",
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     isolation_level="read_committed", max_poll_records=BATCH)
+        shorten_concurrent_transactions_retry()  # as the relays do
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"bench-{run}",
                                     enable_idempotence=True, acks="all", linger_ms=5)
         await consumer.start()
