@@ -1,5 +1,6 @@
-"""A batch costs each service the same number of SQL statements whatever its size: what the
-events need is read up front and each kind of row is written once per batch. A statement per
+"""A batch costs each service the same number of SQL statements whatever its size and however
+many sellers it holds: what the events need (sellers' rules and policies included) is read up
+front and each kind of row is written once per batch. A statement per
 event is what made every hop wait on PostgreSQL round trips, so a change that brings one back
 fails here. Statements are counted with asyncpg's query logger on the real PostgreSQL."""
 
@@ -67,13 +68,22 @@ async def _sizes(counting: Counting, processor: BatchProcessor, batch: Callable[
     return [await counting.statements_for(processor, batch(size, n)) for n, size in enumerate((1, 5, 40))]
 
 
+SELLERS = ("s", "t", "u", "v")
+
+
+def _seller_of(sellers: list[str], size: int, i: int) -> str:
+    """The seller of a batch's i-th event: the bigger batch spreads over more sellers (1, 2, 4)."""
+    return sellers[i % {1: 1, 5: 2, 40: 4}[size]]
+
+
 async def test_intake_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting, settings: Settings):
-    [seller] = await pipe.add_sellers("s")
+    sellers = await pipe.add_sellers(*SELLERS)
     processor = await counting.processor(settings, intake_spec(), pipe.tag)
 
     def batch(size: int, n: int) -> list[Record]:
         records = []
         for i in range(size):
+            seller = _seller_of(sellers, size, i)
             order = f.rma(seller, lines=[("TEE-BLK-M", 1)])
             records.append(pipe.record(order, RMA.name))
             records.append(pipe.record(f.scan(seller, order.tracking_number, [(pipe.id(f"L{n}-{i}"), "TEE-BLK-M")]),
@@ -82,46 +92,49 @@ async def test_intake_statements_do_not_grow_with_the_batch(pipe: Pipeline, coun
 
     _, five, forty = await _sizes(counting, processor, batch)
     assert five == forty
-    assert await pipe.pool.fetchval("SELECT count(*) FROM intake.units WHERE seller_id = $1", seller) == 46
+    assert await pipe.pool.fetchval(
+        "SELECT count(*) FROM intake.units WHERE seller_id = ANY($1::text[])", sellers) == 46
 
 
 async def test_grading_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting, settings: Settings):
-    [seller] = await pipe.add_sellers("s")
+    sellers = await pipe.add_sellers(*SELLERS)
     processor = await counting.processor(settings, grading_spec(), pipe.tag)
 
     def batch(size: int, n: int) -> list[Record]:
-        lpns = [pipe.id(f"L{n}-{i}") for i in range(size)]
-        return ([pipe.record(f.received(seller, lpn), UNIT_RECEIVED.name) for lpn in lpns]
-                + [pipe.record(f.inspection(seller, lpn, "A"), UNIT_INSPECTED.name) for lpn in lpns])
+        units = [(_seller_of(sellers, size, i), pipe.id(f"L{n}-{i}")) for i in range(size)]
+        return ([pipe.record(f.received(seller, lpn), UNIT_RECEIVED.name) for seller, lpn in units]
+                + [pipe.record(f.inspection(seller, lpn, "A"), UNIT_INSPECTED.name) for seller, lpn in units])
 
     _, five, forty = await _sizes(counting, processor, batch)
     assert five == forty
     assert await pipe.pool.fetchval(
-        "SELECT count(*) FROM grading.units WHERE seller_id = $1 AND grade = 'A'", seller) == 46
+        "SELECT count(*) FROM grading.units WHERE seller_id = ANY($1::text[]) AND grade = 'A'", sellers) == 46
 
 
 async def test_relisting_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting,
                                                                settings: Settings):
-    [seller] = await pipe.add_sellers("s")
+    sellers = await pipe.add_sellers(*SELLERS)
     processor = await counting.processor(settings, relisting_spec(), pipe.tag)
 
     def batch(size: int, n: int) -> list[Record]:
-        return [pipe.record(f.graded(seller, pipe.id(f"L{n}-{i}"), "A"), UNIT_GRADED.name) for i in range(size)]
+        return [pipe.record(f.graded(_seller_of(sellers, size, i), pipe.id(f"L{n}-{i}"), "A"), UNIT_GRADED.name)
+                for i in range(size)]
 
     _, five, forty = await _sizes(counting, processor, batch)
     assert five == forty
-    assert await pipe.pool.fetchval("SELECT count(*) FROM relisting.decisions WHERE seller_id = $1", seller) == 46
+    assert await pipe.pool.fetchval(
+        "SELECT count(*) FROM relisting.decisions WHERE seller_id = ANY($1::text[])", sellers) == 46
 
 
 async def test_ledger_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting, settings: Settings):
-    [seller] = await pipe.add_sellers("s")
+    sellers = await pipe.add_sellers(*SELLERS)
     processor = await counting.processor(settings, ledger_spec(), pipe.tag)
-    batches = {size: await pipe.decide([f.graded(seller, pipe.id(f"L{size}-{i}"), "A", sku=f"SKU-{i % 3}")
-                                        for i in range(size)]) for size in (1, 5, 40)}
+    batches = {size: await pipe.decide([f.graded(_seller_of(sellers, size, i), pipe.id(f"L{size}-{i}"), "A",
+                                                 sku=f"SKU-{i % 3}") for i in range(size)]) for size in (1, 5, 40)}
     _, five, forty = await _sizes(counting, processor, lambda size, _n: batches[size])
     assert five == forty
     assert await pipe.pool.fetchval(
-        "SELECT sum(available) FROM ledger.stock WHERE seller_id = $1", seller) == 46
+        "SELECT sum(available) FROM ledger.stock WHERE seller_id = ANY($1::text[])", sellers) == 46
 
 
 async def test_a_connection_given_back_to_the_pool_costs_no_statement(settings: Settings):

@@ -81,7 +81,7 @@ class GradingRepository:
     """Built per batch, under the batch's per-LPN locks (`app.lock_keys`). It reads the batch's
     units in one statement (`prefetch`), merges events into them in memory (a merge only touches
     a unit of the same seller, so an event can never change another seller's unit) and writes
-    the units it changed in one statement (`flush`). Rules are cached for the batch's length."""
+    the units it changed in one statement (`flush`). Its sellers' rules are read up front too."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -90,6 +90,14 @@ class GradingRepository:
 
     async def prefetch(self, events: Sequence[UnitReceived | UnitInspected | UnitRefurbished]) -> None:
         await self._read(sorted({e.lpn for e in events}))
+        await self._read_rules({e.seller_id for e in events})
+
+    async def _read_rules(self, sellers: set[str]) -> None:
+        rows = await self.conn.fetch(
+            "SELECT seller_id, grading_rules FROM rebound.sellers WHERE seller_id = ANY($1::text[])", list(sellers))
+        self._rules.update(dict.fromkeys(sellers, DEFAULT_RULES))
+        self._rules.update({r["seller_id"]: parse_rules(orjson.loads(r["grading_rules"]))
+                            for r in rows if r["grading_rules"]})
 
     async def _read(self, lpns: list[str]) -> None:
         records = await self.conn.fetch(
@@ -166,8 +174,5 @@ class GradingRepository:
 
     async def rules_for(self, seller_id: str) -> GradingRules:
         if seller_id not in self._rules:
-            raw = await self.conn.fetchval(
-                "SELECT grading_rules FROM rebound.sellers WHERE seller_id = $1", seller_id
-            )
-            self._rules[seller_id] = parse_rules(orjson.loads(raw)) if raw else DEFAULT_RULES
+            await self._read_rules({seller_id})
         return self._rules[seller_id]

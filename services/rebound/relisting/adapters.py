@@ -22,12 +22,20 @@ class RelistingRepository:
         self._owners: dict[str, str | None] = {}  # as stored before this batch
 
     async def prefetch(self, events: Sequence[UnitGraded]) -> None:
-        """Read the owners of the batch's units in one statement."""
+        """Read the owners of the batch's units, and its sellers' policies: a statement each."""
         lpns = list({e.lpn for e in events})
         rows = await self.conn.fetch(
             "SELECT lpn, seller_id FROM relisting.decisions WHERE lpn = ANY($1::text[])", lpns)
         self._owners.update(dict.fromkeys(lpns))
         self._owners.update({r["lpn"]: r["seller_id"] for r in rows})
+        await self._read_policies({e.seller_id for e in events})
+
+    async def _read_policies(self, sellers: set[str]) -> None:
+        rows = await self.conn.fetch(
+            "SELECT seller_id, policy, version FROM relisting.policies WHERE seller_id = ANY($1::text[])",
+            list(sellers))
+        self._policies.update(dict.fromkeys(sellers, (DEFAULT_POLICY, 0)))
+        self._policies.update({r["seller_id"]: (Policy.model_validate_json(r["policy"]), r["version"]) for r in rows})
 
     async def owner(self, lpn: str) -> str | None:
         """The seller the unit was decided for (earlier in this batch or before); None if never."""
@@ -71,10 +79,7 @@ class RelistingRepository:
     async def policy_for(self, seller_id: str) -> tuple[Policy, int]:
         """The seller's policy and its version; the default policy is version 0."""
         if seller_id not in self._policies:
-            row = await self.conn.fetchrow(
-                "SELECT policy, version FROM relisting.policies WHERE seller_id = $1", seller_id)
-            self._policies[seller_id] = (
-                (Policy.model_validate_json(row["policy"]), row["version"]) if row else (DEFAULT_POLICY, 0))
+            await self._read_policies({seller_id})
         return self._policies[seller_id]
 
 
