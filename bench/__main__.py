@@ -67,7 +67,7 @@ def markdown(result: dict) -> str:
     lines += ["", f"Latency inspection → adjustment readable (read_committed), {lat['units']:,} units offered at "
               f"{lat['offered_units_per_s']:,.0f} units/s: p50 {lat['p50']} ms, p95 {lat['p95']} ms, "
               f"p99 {lat['p99']} ms, max {lat['max']} ms", "",
-              "| Hop (record: when its relay built it; transaction: when the consumer's began) | p50 ms | p99 ms |",
+              "| Hop (record: when its producer built it; transaction: when the consumer's began) | p50 ms | p99 ms |",
               "| --- | ---: | ---: |"]
     lines += [f"| {hop} | {spans['p50']} | {spans['p99']} |" for hop, spans in lat["hops"].items()]
     return "\n".join(lines)
