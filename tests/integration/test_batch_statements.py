@@ -1,8 +1,8 @@
 """A batch costs each service the same number of SQL statements whatever its size and however
 many sellers it holds: what the events need (sellers' rules and policies included) is read up
-front and each kind of row is written once per batch. A statement per
-event is what made every hop wait on PostgreSQL round trips, so a change that brings one back
-fails here. Statements are counted with asyncpg's query logger on the real PostgreSQL."""
+front and each kind of row is written once per batch. A statement per event (or per seller) is
+what made every hop wait on PostgreSQL round trips, so a change that brings one back fails here.
+Statements are counted with asyncpg's query logger on the real PostgreSQL."""
 
 from __future__ import annotations
 

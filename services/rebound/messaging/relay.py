@@ -105,8 +105,9 @@ FORGET = (
 )
 """Deletes a sent batch's rows ($1) and its in-doubt record: one statement, so one round trip, and
 atomic. The producer and the batch's id range bound the scan of the (producer, id) index to the
-batch. With the ids alone PostgreSQL chose that index too, and read all of it for each id: after a
-wave, with 150,000 deleted rows not yet vacuumed, forgetting 250 rows took 0.6 s."""
+batch. With the ids alone PostgreSQL chose that index too, and read all of it for each id: with
+150,000 other rows in it (a wave's backlog, or its deleted rows before vacuum), forgetting 250
+rows took 0.6 s."""
 
 FAULT_KILL_AFTER_COMMIT = "REBOUND_FAULT_RELAY_KILL_AFTER_COMMIT"
 
