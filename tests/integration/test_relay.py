@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from rebound.messaging.outbox import OutboxBuffer
-from rebound.messaging.relay import FORGET, OutboxRelay
+from rebound.messaging.relay import FORGET, NEXT_BATCH, OutboxRelay
 from rebound.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -107,9 +107,14 @@ def _node(plan: dict, node_type: str, relation: str) -> dict:
     raise LookupError(f"no {node_type} on {relation}")
 
 
-async def test_forgetting_a_sent_batch_reads_the_batch_not_the_backlog(pool) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(("statement", "types", "extra"), [
+    (FORGET, "bigint[], text, bigint, bigint", ""),
+    (NEXT_BATCH, "bigint[], text, bigint, bigint, int", ", 2000"),
+], ids=["forget", "next-batch"])
+async def test_forgetting_a_sent_batch_reads_the_batch_not_the_backlog(pool, statement, types, extra) -> None:  # noqa: ANN001
     """After a wave the outbox holds the producer's backlog and other producers' rows (and, until
-    vacuum, their deleted versions): forgetting 100 sent rows must not read through them."""
+    vacuum, their deleted versions): forgetting 100 sent rows must not read through them, alone
+    (after a crash) or with the read of the next batch."""
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
     async with pool.acquire() as conn:
         transaction = conn.transaction()
@@ -125,10 +130,10 @@ async def test_forgetting_a_sent_batch_reads_the_batch_not_the_backlog(pool) -> 
                 "SELECT id FROM rebound.outbox WHERE producer = $1 ORDER BY id LIMIT 100", producer)]
             # As the relay runs it: a prepared statement, whose generic plan knows no ids.
             await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            await conn.execute(f"PREPARE forget(bigint[], text, bigint, bigint) AS {FORGET}")
+            await conn.execute(f"PREPARE forget({types}) AS {statement}")
             explained = await conn.fetchval(
                 "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE"
-                f" forget('{{{','.join(map(str, ids))}}}', '{producer}', {min(ids)}, {max(ids)})")
+                f" forget('{{{','.join(map(str, ids))}}}', '{producer}', {min(ids)}, {max(ids)}{extra})")
             delete = _node(orjson.loads(explained)[0]["Plan"], "ModifyTable", "outbox")
             left = await conn.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer)
         finally:
@@ -138,13 +143,39 @@ async def test_forgetting_a_sent_batch_reads_the_batch_not_the_backlog(pool) -> 
     assert delete["Shared Hit Blocks"] + delete["Shared Read Blocks"] < 1_000  # about 300 when bounded, 332,204 when not
 
 
+async def test_the_next_read_forgets_the_batch_sent_and_leaves_it_out(pool) -> None:  # noqa: ANN001
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    await _write_rows(pool, producer, "t", 10)
+    ids = [r["id"] for r in await pool.fetch(
+        "SELECT id FROM rebound.outbox WHERE producer = $1 ORDER BY id", producer)]
+    await pool.execute("INSERT INTO rebound.relay_in_doubt (producer, outbox_ids, probe_topic, probe_partition,"
+                       " probe_offset, probe_outbox_id) VALUES ($1, $2, 't', 0, 0, $3)", producer, ids[:4], ids[0])
+
+    async def next_batch(sent: list[int], limit: int) -> list[int]:
+        rows = await pool.fetch(NEXT_BATCH, sent, producer, min(sent, default=None), max(sent, default=None), limit)
+        return [r["id"] for r in rows]
+
+    async def doubts() -> int:
+        return await pool.fetchval("SELECT count(*) FROM rebound.relay_in_doubt WHERE producer = $1", producer)
+
+    # Nothing sent yet: a read forgets nothing, and an in-doubt record stays for recovery to settle.
+    assert await next_batch([], 3) == ids[:3]
+    assert await doubts() == 1
+    # The first four sent: the read that forgets them already leaves them out.
+    assert await next_batch(ids[:4], 100) == ids[4:]
+    assert await doubts() == 0
+    assert await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer) == 6
+
+
 async def test_a_crash_after_the_kafka_commit_does_not_publish_twice(pool, settings, scratch_topic) -> None:  # noqa: ANN001
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
     payloads = await _write_rows(pool, producer, scratch_topic, 40)
 
     class DiesBeforeForgetting(OutboxRelay):
-        async def _forget(self, ids: list[int]) -> None:
-            raise Crash  # the Kafka transaction committed; the rows are still in the outbox
+        async def _next_batch(self) -> list:
+            if self._sent:
+                raise Crash  # the Kafka transaction committed; the rows are still in the outbox
+            return await super()._next_batch()
 
     doomed = _relay(pool, settings, producer, batch_size=15)
     doomed.__class__ = DiesBeforeForgetting

@@ -2,9 +2,10 @@
 
 One relay per producer is active (a PostgreSQL advisory lock elects it among replicas); its
 transactional id fences any zombie, and it writes its bookkeeping through the very session that
-holds the lock, so a relay that lost its leadership cannot write any more. Rows are sent in a Kafka transaction. Before that
-transaction commits, the batch is recorded as *in doubt* with the offset of one of its records;
-after it commits, the rows are deleted. A relay that starts after a crash finds the in-doubt
+holds the lock, so a relay that lost its leadership cannot write any more. Rows are sent in a
+Kafka transaction. Before that transaction commits, the batch is recorded as *in doubt* with the
+offset of one of its records; after it commits, the rows are deleted (by the statement that reads
+the next batch). A relay that starts after a crash finds the in-doubt
 batch and reads the probe offset back with read_committed: visible means the transaction
 committed (delete the rows), invisible means it was aborted (send them again). So each row
 reaches the topic once, whichever moment the crash hit.
@@ -109,6 +110,18 @@ batch. With the ids alone PostgreSQL chose that index too, and read all of it fo
 150,000 other rows in it (a wave's backlog, or its deleted rows before vacuum), forgetting 250
 rows took 0.6 s."""
 
+NEXT_BATCH = (
+    "WITH sent AS (DELETE FROM rebound.outbox WHERE producer = $2 AND id BETWEEN $3 AND $4"
+    " AND id = ANY($1::bigint[])),"
+    " settled AS (DELETE FROM rebound.relay_in_doubt WHERE producer = $2 AND cardinality($1::bigint[]) > 0)"
+    " SELECT id, topic, key, payload, traceparent FROM rebound.outbox WHERE producer = $2"
+    " AND id <> ALL($1::bigint[]) ORDER BY id LIMIT $5"
+)
+"""Forgets the batch sent last ($1, as FORGET does) and reads the next one, in one statement: the
+rows of a committed batch are deleted by the relay's next read, not by a round trip of their own.
+The read sees the table as it was before the delete, so it leaves out the forgotten ids itself.
+Until that read the batch stays recorded as in doubt, which is what a crash in between needs."""
+
 FAULT_KILL_AFTER_COMMIT = "REBOUND_FAULT_RELAY_KILL_AFTER_COMMIT"
 
 
@@ -151,6 +164,7 @@ class OutboxRelay:
         self._leader: asyncpg.Connection | None = None
         self._fault_kill_after_commit = _fault_kill_after_commit()
         self._committed_batches = 0
+        self._sent: list[int] = []  # the last batch committed to Kafka, forgotten by the next read
 
     @property
     def transactional_id(self) -> str:
@@ -181,6 +195,7 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)
             log.info("relay_elected", producer=self.producer_name)
             self._leader = conn
+            self._sent = []  # what a previous leadership sent is settled by `_recover`
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             shorten_concurrent_transactions_retry()
             producer = AIOKafkaProducer(
@@ -217,12 +232,16 @@ class OutboxRelay:
         if payload == self.producer_name:
             self._wake.set()
 
-    async def _relay_batch(self, producer: AIOKafkaProducer) -> int:
-        rows = await self._leader.fetch(
-            "SELECT id, topic, key, payload, traceparent FROM rebound.outbox WHERE producer = $1"
-            " ORDER BY id LIMIT $2",
-            self.producer_name, self.batch_size,
+    async def _next_batch(self) -> list[asyncpg.Record]:
+        """Forget the batch sent last and read the next one."""
+        sent, self._sent = self._sent, []
+        return await self._leader.fetch(
+            NEXT_BATCH, sent, self.producer_name, min(sent, default=None), max(sent, default=None),
+            self.batch_size,
         )
+
+    async def _relay_batch(self, producer: AIOKafkaProducer) -> int:
+        rows = await self._next_batch()
         if not rows:
             return 0
         ids = [row["id"] for row in rows]
@@ -239,12 +258,12 @@ class OutboxRelay:
                 " created_at = now()",
                 self.producer_name, ids, probe.topic, probe.partition, probe.offset, probe_id,
             )
-        # The Kafka transaction committed: these rows are out.
+        # The Kafka transaction committed: these rows are out. The next read forgets them.
         self._committed_batches += 1
         if self._committed_batches == self._fault_kill_after_commit:
             log.warning("fault_injected_relay_kill_after_commit", producer=self.producer_name, rows=len(ids))
             os.kill(os.getpid(), signal.SIGKILL)
-        await self._forget(ids)
+        self._sent = ids
         self.published += len(ids)
         if self.on_published is not None:
             self.on_published([row["topic"] for row in rows])
