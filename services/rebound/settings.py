@@ -30,9 +30,11 @@ class Settings:
     log_level: str = "info"
     batch_max_records: int = 500
     # How long the broker may hold a fetch that has no new records, and how long one poll for a
-    # batch waits before it returns empty (records end it at once). Keep the hold short: 500 ms
-    # looked free on idle topics but doubled latency at 1,100 units/s (README, Speed).
-    fetch_max_wait_ms: int = 10
+    # batch waits before it returns empty (records end it at once). A commit ends a held fetch
+    # (tests/integration/test_fetch_hold.py), so the hold costs no latency; a short one costs a
+    # fetch every few ms per idle consumer: 10 ms took a quarter of a core with nothing to do,
+    # and doubled p50 at 1,400 units/s against 100 ms (README, Speed).
+    fetch_max_wait_ms: int = 100
     batch_wait_ms: int = 100
     # The least time between two offset commits of a consumer (see messaging.commits).
     commit_interval_ms: int = 500
@@ -105,7 +107,7 @@ class Settings:
             log_format=env.get("REBOUND_LOG_FORMAT", "auto"),
             log_level=env.get("REBOUND_LOG_LEVEL", "info"),
             batch_max_records=int(env.get("REBOUND_BATCH_MAX_RECORDS", "500")),
-            fetch_max_wait_ms=int(env.get("REBOUND_FETCH_MAX_WAIT_MS", "10")),
+            fetch_max_wait_ms=int(env.get("REBOUND_FETCH_MAX_WAIT_MS", "100")),
             batch_wait_ms=int(env.get("REBOUND_BATCH_WAIT_MS", "100")),
             commit_interval_ms=int(env.get("REBOUND_COMMIT_INTERVAL_MS", "500")),
             max_message_bytes=int(env.get("REBOUND_MAX_MESSAGE_BYTES", str(256 * 1024))),

@@ -1,0 +1,44 @@
+"""A consumer's fetch may be held by the broker (`REBOUND_FETCH_MAX_WAIT_MS`) without delaying a
+record: a read_committed fetch held on partitions with nothing to read ends when a transaction
+commits records on one of them, not when the hold runs out. The services' default hold relies on
+this: were it not so, every hop would wait out the hold."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+pytestmark = pytest.mark.integration
+
+HOLD_MS = 20_000  # far longer than any poll below
+
+
+async def test_a_commit_ends_a_held_read_committed_fetch(settings, scratch_topic) -> None:  # noqa: ANN001
+    bootstrap = settings.kafka_bootstrap_servers
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", group_id=None,
+                                enable_auto_commit=False, fetch_max_wait_ms=HOLD_MS)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"it-hold-{uuid.uuid4().hex[:8]}",
+                                enable_idempotence=True, linger_ms=0)
+    await consumer.start()
+    await producer.start()
+    try:
+        partitions = [TopicPartition(scratch_topic, p) for p in range(3)]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await consumer.position(tp)
+        # The fetcher now has a fetch held at the broker: the topic is empty.
+        assert await consumer.getmany(timeout_ms=300) == {}
+        await asyncio.sleep(0.5)  # the held fetch is well under way
+        for round_ in range(3):
+            async with producer.transaction():
+                await producer.send_and_wait(scratch_topic, f"r{round_}".encode(), partition=round_ % 3)
+            # Polls of a tenth of the hold: only a fetch ended by the commit can answer them.
+            got = [r.value for records in (await consumer.getmany(timeout_ms=HOLD_MS // 10)).values() for r in records]
+            assert got == [f"r{round_}".encode()]
+    finally:
+        await producer.stop()
+        await consumer.stop()
