@@ -42,8 +42,10 @@ class AdjustmentWatcher:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
+        # Held as long as the services hold theirs: a commit ends the hold, and a shorter one
+        # only takes CPU from the services under test.
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_committed",
-                                          enable_auto_commit=False, fetch_max_wait_ms=20)
+                                          enable_auto_commit=False, fetch_max_wait_ms=Settings().fetch_max_wait_ms)
         await self._consumer.start()
         partitions = [TopicPartition(STOCK_ADJUSTMENTS.name, p) for p in range(STOCK_ADJUSTMENTS.partitions)]
         self._consumer.assign(partitions)
