@@ -38,9 +38,11 @@ class Counting:
 
     def __init__(self) -> None:
         self.statements = 0
+        self.queries: list[str] = []
 
-    def _log(self, _record: object) -> None:
+    def _log(self, record: asyncpg.connection.LoggedQuery) -> None:
         self.statements += 1
+        self.queries.append(record.query)
 
     async def _init(self, conn: asyncpg.Connection) -> None:
         conn.add_query_logger(self._log)
@@ -135,6 +137,9 @@ async def test_ledger_statements_do_not_grow_with_the_batch(pipe: Pipeline, coun
     assert five == forty
     assert await pipe.pool.fetchval(
         "SELECT sum(available) FROM ledger.stock WHERE seller_id = ANY($1::text[])", sellers) == 46
+    # Which keys are blocked is read with their stock counters, not in a round trip of its own.
+    blocked_reads = [q for q in counting.queries if "FROM ledger.blocked_listings" in q]
+    assert blocked_reads and all("FROM ledger.stock" in q for q in blocked_reads)
 
 
 async def test_a_connection_given_back_to_the_pool_costs_no_statement(settings: Settings):

@@ -5,7 +5,7 @@ Every event the ledger applies holds the advisory lock of its seller and warehou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -74,6 +74,22 @@ def _unit(row: asyncpg.Record) -> Unit:
     )
 
 
+_STOCK = (
+    "WITH stock AS (SELECT key, shop_id, available, sequence, picked FROM ledger.stock"
+    " WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE)"
+)
+"""The counters of keys $1, locked in key order (two batches on shared keys never wait on each
+other in a cycle)."""
+
+_STOCK_AND_BLOCKED = (
+    _STOCK + " SELECT key, shop_id, available, sequence, picked, NULL AS status, NULL AS reason FROM stock"
+    " UNION ALL SELECT key, NULL, NULL, NULL, NULL, status, reason FROM ledger.blocked_listings"
+    " WHERE key = ANY($1::text[])"
+)
+"""The counters of keys $1, locked as `_STOCK` does, and which of the keys are blocked (the rows
+with a status): one round trip for what a batch's prefetch needs after its units."""
+
+
 def _blocked_reason(row: asyncpg.Record) -> str:
     return f"{row['status']}: {row['reason'] or 'no reason given'}"
 
@@ -92,8 +108,8 @@ class LedgerRepository:
         self._stock: dict[str, _Stock | None] = {}  # None: no such key
 
     async def prefetch(self, events: Sequence[BaseModel]) -> None:
-        """Lock and read, in three statements, the units the batch's events name, the stock keys
-        they are on or may go to, and which of those keys are blocked."""
+        """Lock and read, in two statements, the units the batch's events name, then the stock
+        keys they are on or may go to with which of those keys are blocked."""
         lpns = sorted({e.lpn for e in events if isinstance(e, (DispositionDecided, UnitPicked))})
         if lpns:
             rows = await self.conn.fetch(
@@ -108,11 +124,10 @@ class LedgerRepository:
                             for candidate in event.candidates if candidate.kind == "listing")
         keys -= self._stock.keys()
         if keys:
-            await self._read_stock(sorted(keys))
-            rows = await self.conn.fetch(
-                "SELECT key, status, reason FROM ledger.blocked_listings WHERE key = ANY($1::text[])", list(keys))
+            rows = await self.conn.fetch(_STOCK_AND_BLOCKED, sorted(keys))
+            self._keep_stock(keys, [r for r in rows if r["status"] is None])
             self._blocked.update(dict.fromkeys(keys))
-            self._blocked.update({r["key"]: _blocked_reason(r) for r in rows})
+            self._blocked.update({r["key"]: _blocked_reason(r) for r in rows if r["status"] is not None})
 
     # --- units ------------------------------------------------------------------------------
 
@@ -199,9 +214,9 @@ class LedgerRepository:
     # --- stock counters ---------------------------------------------------------------------
 
     async def _read_stock(self, keys: list[str]) -> None:
-        rows = await self.conn.fetch(
-            "SELECT key, shop_id, available, sequence, picked FROM ledger.stock WHERE key = ANY($1::text[])"
-            " ORDER BY key FOR UPDATE", keys)
+        self._keep_stock(keys, await self.conn.fetch(_STOCK + " SELECT * FROM stock", keys))
+
+    def _keep_stock(self, keys: Iterable[str], rows: Iterable[asyncpg.Record]) -> None:
         self._stock.update(dict.fromkeys(keys))
         self._stock.update({r["key"]: _Stock(StockKey.parse(r["key"]), r["shop_id"], r["available"],
                                              r["sequence"], r["picked"]) for r in rows})
