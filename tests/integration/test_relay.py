@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from rebound.messaging.outbox import OutboxBuffer
+from rebound.messaging.outbox import OutboxBuffer, notify_channel
 from rebound.messaging.relay import FORGET, NEXT_BATCH, OutboxRelay
 from rebound.settings import Settings
 
@@ -228,3 +228,31 @@ async def test_only_one_relay_per_producer_publishes(pool, settings, scratch_top
     assert sorted(r.published for r in relays) == [0, 300]
     published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
     assert sorted(v for _, v, _ in published) == sorted(payloads)
+
+
+async def test_a_commit_wakes_only_the_relay_of_its_producer(pool, settings) -> None:  # noqa: ANN001
+    """Each producer's relay has a channel of its own (a name too long for PostgreSQL gets a
+    digest): on a shared one, every service's commit woke every service's relay."""
+    short = f"it-notify-{uuid.uuid4().hex[:8]}"
+    long = f"it-notify-{uuid.uuid4().hex}-{'x' * 60}"
+    heard: dict[str, list[str]] = {short: [], long: []}
+    listeners = []
+    try:
+        for producer in heard:
+            conn = await asyncpg.connect(settings.database_url)
+            listeners.append(conn)
+            await conn.add_listener(notify_channel(producer),
+                                    lambda _c, _pid, _ch, payload, producer=producer: heard[producer].append(payload))
+        # Committed one after the other: a listener that heard both would hear the first first.
+        for producer in heard:
+            await _write_rows(pool, producer, "t", 2)
+        for _ in range(100):
+            if all(heard.values()):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        for conn in listeners:
+            await conn.close()
+    assert heard == {short: [short], long: [long]}
+    assert len(notify_channel(long).encode()) <= 63
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -10,6 +11,16 @@ from pydantic import BaseModel
 from rebound_contracts import Topic
 
 NOTIFY_CHANNEL = "rebound_outbox"
+
+
+def notify_channel(producer: str) -> str:
+    """The channel a producer's relay listens on. One per producer: on a shared channel every
+    commit woke every service's relay, to find the rows were not its own. A name longer than
+    PostgreSQL's identifiers (63 bytes) is replaced by a digest of it."""
+    channel = f"{NOTIFY_CHANNEL}:{producer}"
+    if len(channel.encode()) > 63:
+        channel = f"{NOTIFY_CHANNEL}:{hashlib.blake2s(producer.encode(), digest_size=16).hexdigest()}"
+    return channel
 
 
 @dataclass
@@ -35,7 +46,7 @@ class OutboxBuffer:
             " SELECT $2, t, k, p, tp FROM unnest($3::text[], $4::text[], $5::bytea[], $6::text[])"
             " WITH ORDINALITY AS u(t, k, p, tp, n) ORDER BY n)"
             " SELECT pg_notify($1, $2)",
-            NOTIFY_CHANNEL, self.producer, [r[1] for r in self.rows], [r[2] for r in self.rows],
+            notify_channel(self.producer), self.producer, [r[1] for r in self.rows], [r[2] for r in self.rows],
             [r[3] for r in self.rows], [r[4] for r in self.rows],
         )
         written = len(self.rows)

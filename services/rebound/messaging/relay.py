@@ -36,7 +36,7 @@ from aiokafka.producer import sender as aiokafka_sender
 
 from .. import tracing
 from ..db import TRANSIENT_ERRORS
-from .outbox import NOTIFY_CHANNEL
+from .outbox import NOTIFY_CHANNEL, notify_channel
 
 log = structlog.get_logger(__name__)
 
@@ -196,6 +196,9 @@ class OutboxRelay:
             log.info("relay_elected", producer=self.producer_name)
             self._leader = conn
             self._sent = []  # what a previous leadership sent is settled by `_recover`
+            await conn.add_listener(notify_channel(self.producer_name), self._on_notify)
+            # Replicas of earlier versions notify on the channel all producers shared: heard
+            # there too, their rows wait for no poll during a rolling upgrade (silent after it).
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             shorten_concurrent_transactions_retry()
             producer = AIOKafkaProducer(
