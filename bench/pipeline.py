@@ -33,8 +33,11 @@ class AdjustmentWatcher:
     """Reads storefront.stock-adjustments.v1 with read_committed from its current end, and
     notes when each adjustment of the given sellers became readable."""
 
-    def __init__(self, bootstrap: str, sellers: set[str]) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, settings: Settings, sellers: set[str]) -> None:
+        self.bootstrap = settings.kafka_bootstrap_servers
+        # Held as long as the services hold theirs: a commit ends the hold, and a shorter one
+        # only takes CPU from the services under test.
+        self.fetch_max_wait_ms = settings.fetch_max_wait_ms
         self.sellers = sellers
         self.seen: list[tuple[float, StockAdjusted]] = []
         self.available: dict[str, int] = {}
@@ -42,10 +45,8 @@ class AdjustmentWatcher:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        # Held as long as the services hold theirs: a commit ends the hold, and a shorter one
-        # only takes CPU from the services under test.
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_committed",
-                                          enable_auto_commit=False, fetch_max_wait_ms=Settings().fetch_max_wait_ms)
+                                          enable_auto_commit=False, fetch_max_wait_ms=self.fetch_max_wait_ms)
         await self._consumer.start()
         partitions = [TopicPartition(STOCK_ADJUSTMENTS.name, p) for p in range(STOCK_ADJUSTMENTS.partitions)]
         self._consumer.assign(partitions)
@@ -84,7 +85,7 @@ async def throughput(settings: Settings, units: int, replicas: int, log_dir: Pat
     wave = simulator.generate(simulator.WaveConfig(units=units, seed=random.randrange(1 << 30)))
     expected = sum(wave.expected_stock.values())
     await simulator.register_sellers(settings.database_url, wave.sellers)
-    watcher = AdjustmentWatcher(settings.kafka_bootstrap_servers, set(wave.sellers))
+    watcher = AdjustmentWatcher(settings, set(wave.sellers))
     await watcher.start()
     pool = await create_pool(settings.database_url, max_size=2)
     try:
@@ -127,7 +128,7 @@ async def inspections(settings: Settings, units: int, replicas: int, log_dir: Pa
     expected = sum(wave.expected_stock.values())
     units = sum(1 for m in sent if m.topic == UNIT_INSPECTED.name)
     pool = await create_pool(settings.database_url, max_size=2)
-    watcher = AdjustmentWatcher(settings.kafka_bootstrap_servers, set(wave.sellers))
+    watcher = AdjustmentWatcher(settings, set(wave.sellers))
     try:
         with Fleet(log_dir=log_dir, replicas=replicas) as fleet:
             await simulator.publish(prep, settings.kafka_bootstrap_servers, progress=False)
@@ -230,7 +231,7 @@ async def latency(settings: Settings, units_per_s: float, seconds: float, log_di
     pool = await create_pool(settings.database_url, max_size=2)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
                                 enable_idempotence=True, linger_ms=0)
-    watcher = AdjustmentWatcher(settings.kafka_bootstrap_servers, set(wave.sellers))
+    watcher = AdjustmentWatcher(settings, set(wave.sellers))
     try:
         with Fleet(log_dir=log_dir) as fleet:
             await simulator.publish(prep, settings.kafka_bootstrap_servers, progress=False)

@@ -100,10 +100,11 @@ async def _send_in_batches(producer: AIOKafkaProducer, rows: list[asyncpg.Record
     return sent
 
 
-FORGET = (
-    "WITH sent AS (DELETE FROM rebound.outbox WHERE producer = $2 AND id BETWEEN $3 AND $4"
-    " AND id = ANY($1::bigint[])) DELETE FROM rebound.relay_in_doubt WHERE producer = $2"
+_DELETE_SENT = (
+    "DELETE FROM rebound.outbox WHERE producer = $2 AND id BETWEEN $3 AND $4 AND id = ANY($1::bigint[])"
 )
+
+FORGET = f"WITH sent AS ({_DELETE_SENT}) DELETE FROM rebound.relay_in_doubt WHERE producer = $2"
 """Deletes a sent batch's rows ($1) and its in-doubt record: one statement, so one round trip, and
 atomic. The producer and the batch's id range bound the scan of the (producer, id) index to the
 batch. With the ids alone PostgreSQL chose that index too, and read all of it for each id: with
@@ -111,8 +112,7 @@ batch. With the ids alone PostgreSQL chose that index too, and read all of it fo
 rows took 0.6 s."""
 
 NEXT_BATCH = (
-    "WITH sent AS (DELETE FROM rebound.outbox WHERE producer = $2 AND id BETWEEN $3 AND $4"
-    " AND id = ANY($1::bigint[])),"
+    f"WITH sent AS ({_DELETE_SENT}),"
     " settled AS (DELETE FROM rebound.relay_in_doubt WHERE producer = $2 AND cardinality($1::bigint[]) > 0)"
     " SELECT id, topic, key, payload, traceparent FROM rebound.outbox WHERE producer = $2"
     " AND id <> ALL($1::bigint[]) ORDER BY id LIMIT $5"
