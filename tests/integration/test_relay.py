@@ -14,7 +14,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from rebound.messaging.outbox import OutboxBuffer, notify_channel
-from rebound.messaging.relay import FORGET, NEXT_BATCH, OutboxRelay
+from rebound.connections import database_connect_kwargs
+from rebound.messaging.relay import FORGET, NEXT_BATCH, OutboxRelay, connect_leader
 from rebound.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -141,6 +142,44 @@ async def test_forgetting_a_sent_batch_reads_the_batch_not_the_backlog(pool, sta
             await conn.execute("DEALLOCATE forget")
     assert left == 20_000 - 100
     assert delete["Shared Hit Blocks"] + delete["Shared Read Blocks"] < 1_000  # about 300 when bounded, 332,204 when not
+
+
+def _nodes(plan: dict) -> list[dict]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
+
+
+async def test_the_leader_reads_the_next_batch_not_the_backlog(settings) -> None:  # noqa: ANN001
+    """Under a backlog, the read of the next batch on the relay's own connection takes the first
+    rows in id order and stops at its LIMIT, whatever the outbox's statistics say: with the
+    statistics of a nearly empty table, PostgreSQL's own choice read the producer's whole backlog
+    and sorted it for every batch."""
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    conn = await connect_leader(settings.database_url, **database_connect_kwargs(settings))
+    try:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await conn.execute("ANALYZE rebound.outbox")  # what autovacuum leaves on a drained table
+            for name, rows in ((f"{producer}-other", 50_000), (producer, 20_000)):
+                await conn.execute(
+                    "INSERT INTO rebound.outbox (producer, topic, key, payload)"
+                    " SELECT $1, 't', 'k', '\\x00'::bytea FROM generate_series(1, $2)", name, rows)
+            first = await conn.fetch("SELECT id FROM rebound.outbox WHERE producer = $1 ORDER BY id LIMIT 2000", producer)
+            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")  # as a prepared statement runs
+            await conn.execute(f"PREPARE next_batch(bigint[], text, bigint, bigint, int) AS {NEXT_BATCH}")
+            explained = await conn.fetchval(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE next_batch('{{}}', '{producer}', NULL, NULL, 2000)")
+            read = await conn.fetch(f"EXECUTE next_batch('{{}}', '{producer}', NULL, NULL, 2000)")
+        finally:
+            await transaction.rollback()
+            await conn.execute("DEALLOCATE next_batch")
+    finally:
+        await conn.close()
+    assert [r["id"] for r in read] == [r["id"] for r in first]
+    limit = orjson.loads(explained)[0]["Plan"]
+    (under_limit,) = [node for node in limit["Plans"] if node["Parent Relationship"] == "Outer"]
+    scans = [node for node in _nodes(under_limit) if node.get("Relation Name") == "outbox"]
+    assert [node["Actual Rows"] for node in scans] == [2000]  # 20,000 when the backlog is read whole
 
 
 async def test_the_next_read_forgets_the_batch_sent_and_leaves_it_out(pool) -> None:  # noqa: ANN001

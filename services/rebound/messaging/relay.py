@@ -133,6 +133,20 @@ def _fault_kill_after_commit() -> int:
     return nth
 
 
+LEADER_PLANNER = {"enable_seqscan": "off", "enable_bitmapscan": "off", "enable_sort": "off"}
+"""How the leader connection plans: every statement it runs walks the (producer, id) index in id
+order and stops at its bound or LIMIT. Left to the statistics autovacuum takes of a table the
+relays keep nearly empty, PostgreSQL planned the read of the next batch as a bitmap scan of all
+the producer's rows and a sort: each batch then read the whole backlog (and, until vacuum, its
+deleted rows), so the longer the backlog, the slower it drained."""
+
+
+async def connect_leader(database_url: str, **kwargs: Any) -> asyncpg.Connection:
+    """The relay's own connection (the leadership lock, the notifications, every relay statement)."""
+    server_settings = {**LEADER_PLANNER, **kwargs.pop("server_settings", {})}
+    return await asyncpg.connect(database_url, server_settings=server_settings, **kwargs)
+
+
 def leader_lock_id(producer: str) -> int:
     return 0x5EB0_0000_0000 + zlib.crc32(producer.encode())
 
@@ -189,7 +203,7 @@ class OutboxRelay:
 
     async def _run_as_leader(self) -> None:
         # A dedicated connection: it holds the leadership lock and listens for new rows.
-        conn = await asyncpg.connect(self.database_url, **self.database_kwargs)
+        conn = await connect_leader(self.database_url, **self.database_kwargs)
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", leader_lock_id(self.producer_name)):
                 await asyncio.sleep(1.0)
