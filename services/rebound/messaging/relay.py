@@ -5,10 +5,10 @@ transactional id fences any zombie, and it writes its bookkeeping through the ve
 holds the lock, so a relay that lost its leadership cannot write any more. Rows are sent in a
 Kafka transaction. Before that transaction commits, the batch is recorded as *in doubt* with the
 offset of one of its records; after it commits, the rows are deleted (by the statement that reads
-the next batch). A relay that starts after a crash finds the in-doubt
-batch and reads the probe offset back with read_committed: visible means the transaction
-committed (delete the rows), invisible means it was aborted (send them again). So each row
-reaches the topic once, whichever moment the crash hit.
+the next batch). A relay that starts after a crash finds the in-doubt batch and reads the probe
+offset back with read_committed: visible means the transaction committed (delete the rows),
+invisible means it was aborted (send them again). So each row reaches the topic once, whichever
+moment the crash hit.
 
 Fault injection (tests only, off unless set): REBOUND_FAULT_RELAY_KILL_AFTER_COMMIT=N makes the
 relay SIGKILL its own process after the Kafka transaction of its N-th committed batch (counted
@@ -134,9 +134,9 @@ def _fault_kill_after_commit() -> int:
 
 
 LEADER_PLANNER = {"enable_seqscan": "off", "enable_bitmapscan": "off", "enable_sort": "off"}
-"""How the leader connection plans: every statement it runs walks the (producer, id) index in id
-order and stops at its bound or LIMIT. Left to the statistics autovacuum takes of a table the
-relays keep nearly empty, PostgreSQL planned the read of the next batch as a bitmap scan of all
+"""How the leader connection plans: its outbox statements walk the (producer, id) index in id
+order and stop at their bound or LIMIT (the in-doubt record is read by its key). Left to the
+statistics autovacuum takes of a table the relays keep nearly empty, PostgreSQL planned the read of the next batch as a bitmap scan of all
 the producer's rows and a sort: each batch then read the whole backlog (and, until vacuum, its
 deleted rows), so the longer the backlog, the slower it drained."""
 
