@@ -25,6 +25,8 @@ def schema_of(topic: Topic) -> dict:
         "partitions": topic.partitions,
         "direction": topic.direction,
     }
+    if topic.direction != "inbound":  # published by Rebound: how
+        schema["x-topic"]["delivery"] = "at least once" if topic.at_least_once else "exactly once"
     return schema
 
 

@@ -42,6 +42,12 @@ class Topic:
     consumers: tuple[str, ...]
     partitions: int = 6
     description: str = ""
+    at_least_once: bool = False
+    """How Rebound publishes it. False: exactly once, in Kafka transactions (read with
+    read_committed, each record appears once). True: at least once, without a transaction; after a
+    crash a record can appear again, with the same `event_id`, which its consumers drop (every
+    Rebound consumer does, through its inbox). Only topics whose records a repeat cannot harm are
+    published so: a transaction costs several times a plain acknowledged send."""
 
     def key_of(self, message: BaseModel) -> str:
         """The Kafka key of `message` on this topic: its key fields joined by ':'."""
@@ -72,11 +78,13 @@ UNIT_RECEIVED = Topic(
     "returns.unit-received.v1", UnitReceived, ("lpn",), "internal",
     ("intake",), ("grading", "WMS"),
     description="A unit matched to its RMA line and sorted to a lane.",
+    at_least_once=True,
 )
 UNIT_GRADED = Topic(
     "returns.unit-graded.v1", UnitGraded, ("lpn",), "outbound",
     ("grading",), ("relisting", "analytics"),
     description="A unit's grade (A, B, C, SCRAP) with its reasons.",
+    at_least_once=True,
 )
 STOCK_ADJUSTMENTS = Topic(
     "storefront.stock-adjustments.v1", StockAdjusted,
@@ -94,6 +102,7 @@ DISPOSITIONS = Topic(
     "returns.disposition-decided.v1", DispositionDecided, ("lpn",), "outbound",
     ("relisting",), ("ledger", "analytics"),
     description="Where a graded unit may go, best first, and the policy rule that decided it.",
+    at_least_once=True,
 )
 ALLOCATIONS = Topic(
     "returns.unit-allocated.v1", UnitAllocated, ("lpn",), "outbound",

@@ -104,7 +104,10 @@ def build(topics: tuple[Topic, ...] = ALL_TOPICS, services: tuple[str, ...] = SE
             bindings=ChannelBinding(kafka=KafkaChannelBinding(
                 partitions=topic.partitions, bindingVersion=KAFKA_BINDING_VERSION,
             )),
-            tags=[{"name": topic.direction}],
+            tags=[{"name": topic.direction}, *(
+                [] if topic.direction == "inbound"
+                else [{"name": "at-least-once" if topic.at_least_once else "exactly-once"}]
+            )],
         )
         for action, parties in ((Action.SEND, topic.producers), (Action.RECEIVE, topic.consumers)):
             for party in parties:

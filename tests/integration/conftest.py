@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
@@ -21,10 +22,25 @@ async def kafka_admin(settings: Settings) -> AIOKafkaAdminClient:
     await admin.close()
 
 
+@contextlib.asynccontextmanager
+async def _fresh_topic(admin: AIOKafkaAdminClient):  # noqa: ANN202
+    name = f"it.scratch.{uuid.uuid4().hex[:12]}"
+    await admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
+    try:
+        yield name
+    finally:
+        await admin.delete_topics([name])
+
+
 @pytest.fixture
 async def scratch_topic(kafka_admin: AIOKafkaAdminClient) -> str:
     """A fresh 3-partition topic for one test, deleted afterwards."""
-    name = f"it.scratch.{uuid.uuid4().hex[:12]}"
-    await kafka_admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
-    yield name
-    await kafka_admin.delete_topics([name])
+    async with _fresh_topic(kafka_admin) as name:
+        yield name
+
+
+@pytest.fixture
+async def another_scratch_topic(kafka_admin: AIOKafkaAdminClient) -> str:
+    """A second one, for a test that needs two."""
+    async with _fresh_topic(kafka_admin) as name:
+        yield name

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 import orjson
@@ -25,11 +26,14 @@ class Crash(Exception):
     """Stands for the process dying at one precise point."""
 
 
-async def _write_rows(pool: asyncpg.Pool, producer: str, topic: str, count: int) -> list[bytes]:
+async def _write_rows(pool: asyncpg.Pool, producer: str, topic: str | Sequence[str], count: int) -> list[bytes]:
+    """`count` rows on five keys, in one transaction; given several topics, row i goes to the
+    (i mod n)-th."""
+    topics = [topic] if isinstance(topic, str) else list(topic)
     buffer = OutboxBuffer(producer)
     payloads = [f'{{"n": {i}}}'.encode() for i in range(count)]
     for i, payload in enumerate(payloads):
-        buffer.add_raw(topic, f"key-{i % 5}", payload)
+        buffer.add_raw(topics[i % len(topics)], f"key-{i % 5}", payload)
     async with pool.acquire() as conn, conn.transaction():
         await buffer.flush(conn)
     return payloads
@@ -51,6 +55,23 @@ async def _read_committed(bootstrap: str, topic: str) -> list[tuple[bytes, bytes
         return out
     finally:
         await consumer.stop()
+
+
+async def _offsets_taken(bootstrap: str, topic: str) -> int:
+    """The offsets the topic's partitions have given out: its records, and its transactions' markers."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return sum((await consumer.end_offsets([TopicPartition(topic, p) for p in range(3)])).values())
+    finally:
+        await consumer.stop()
+
+
+def _assert_once_in_order_per_key(published: list[tuple[bytes, bytes, int]], payloads: list[bytes]) -> None:
+    assert sorted(v for _, v, _ in published) == sorted(payloads)
+    for key in {k for k, _, _ in published}:
+        expected = [p for p in payloads if f"key-{orjson.loads(p)['n'] % 5}".encode() == key]
+        assert [v for k, v, _ in published if k == key] == expected
 
 
 async def _relay_until_empty(relay: OutboxRelay, pool: asyncpg.Pool) -> None:
@@ -76,10 +97,7 @@ async def test_rows_are_published_once_in_order_per_key(pool, settings, scratch_
     payloads = await _write_rows(pool, producer, scratch_topic, 250)
     await _relay_until_empty(_relay(pool, settings, producer, batch_size=60), pool)
     published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
-    assert sorted(v for _, v, _ in published) == sorted(payloads)
-    for key in {k for k, _, _ in published}:
-        in_topic = [v for k, v, _ in published if k == key]
-        assert in_topic == [p for i, p in enumerate(payloads) if f"key-{i % 5}".encode() == key]
+    _assert_once_in_order_per_key(published, payloads)
 
     # Where Kafka's default partitioner (any other client) would put each key.
     assert all(p == DefaultPartitioner()(k, [0, 1, 2], [0, 1, 2]) for k, _, p in published)
@@ -97,6 +115,22 @@ async def test_rows_beyond_one_record_batch_are_all_published_in_order(pool, set
     await _relay_until_empty(_relay(pool, settings, producer, batch_size=200), pool)
     published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
     assert [v for _, v, _ in published] == payloads
+
+
+async def test_at_least_once_topics_are_sent_without_a_transaction(
+    pool, settings, scratch_topic, another_scratch_topic  # noqa: ANN001
+) -> None:
+    """In the same batches, the rows of an at-least-once topic go out without a Kafka transaction
+    (no commit markers take offsets on their topic) and the others in one; each row once, in
+    order per key."""
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    payloads = await _write_rows(pool, producer, [scratch_topic, another_scratch_topic], 120)
+    await _relay_until_empty(_relay(pool, settings, producer, batch_size=50, at_least_once={scratch_topic}), pool)
+    bootstrap = settings.kafka_bootstrap_servers
+    _assert_once_in_order_per_key(await _read_committed(bootstrap, scratch_topic), payloads[0::2])
+    _assert_once_in_order_per_key(await _read_committed(bootstrap, another_scratch_topic), payloads[1::2])
+    assert await _offsets_taken(bootstrap, scratch_topic) == 60  # the records alone
+    assert await _offsets_taken(bootstrap, another_scratch_topic) > 60  # and the commit markers
 
 
 def _node(plan: dict, node_type: str, relation: str) -> dict:
@@ -225,6 +259,39 @@ async def test_a_crash_after_the_kafka_commit_does_not_publish_twice(pool, setti
     await _relay_until_empty(_relay(pool, settings, producer, batch_size=15), pool)
     published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
     assert sorted(v for _, v, _ in published) == sorted(payloads)  # the first 15 once, not twice
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["at-least-once-only", "with-a-transaction"])
+async def test_a_crash_after_at_least_once_rows_are_out_repeats_them_at_worst(
+    pool, settings, scratch_topic, another_scratch_topic, mixed  # noqa: ANN001
+) -> None:
+    """Killed after sending a batch and before forgetting it: alone, the at-least-once rows are
+    sent again (a repeat, none lost); in a batch with a transaction, the in-doubt record covers
+    them as well, and when it is found committed nothing is sent twice."""
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    topics = [scratch_topic, another_scratch_topic] if mixed else [scratch_topic]
+    payloads = await _write_rows(pool, producer, topics, 40)
+
+    class DiesBeforeForgetting(OutboxRelay):
+        async def _next_batch(self) -> list:
+            if self._sent:
+                raise Crash  # the first 15 rows are out; they are still in the outbox
+            return await super()._next_batch()
+
+    doomed = _relay(pool, settings, producer, batch_size=15, at_least_once={scratch_topic})
+    doomed.__class__ = DiesBeforeForgetting
+    with pytest.raises(Crash):
+        await doomed._run_as_leader()
+    in_doubt = await pool.fetchval("SELECT count(*) FROM rebound.relay_in_doubt WHERE producer = $1", producer)
+    assert in_doubt == (1 if mixed else 0)
+
+    await _relay_until_empty(_relay(pool, settings, producer, batch_size=15, at_least_once={scratch_topic}), pool)
+    repeated = [] if mixed else payloads[:15]
+    published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
+    assert sorted(v for _, v, _ in published) == sorted(payloads[::len(topics)] + repeated)
+    if mixed:
+        published = await _read_committed(settings.kafka_bootstrap_servers, another_scratch_topic)
+        assert sorted(v for _, v, _ in published) == sorted(payloads[1::2])
 
 
 async def test_a_crash_before_the_kafka_commit_publishes_the_rows_later(pool, settings, scratch_topic) -> None:  # noqa: ANN001

@@ -1,19 +1,29 @@
-"""The outbox relay: moves outbox rows to Kafka exactly once.
+"""The outbox relay: moves outbox rows to Kafka, exactly once or at least once as their topic says.
 
 One relay per producer is active (a PostgreSQL advisory lock elects it among replicas); its
 transactional id fences any zombie, and it writes its bookkeeping through the very session that
-holds the lock, so a relay that lost its leadership cannot write any more. Rows are sent in a
-Kafka transaction. Before that transaction commits, the batch is recorded as *in doubt* with the
-offset of one of its records; after it commits, the rows are deleted (by the statement that reads
-the next batch). A relay that starts after a crash finds the in-doubt batch and reads the probe
-offset back with read_committed: visible means the transaction committed (delete the rows),
-invisible means it was aborted (send them again). So each row reaches the topic once, whichever
-moment the crash hit.
+holds the lock, so a relay that lost its leadership cannot write any more.
+
+Rows of an exactly-once topic (`Topic.at_least_once` false: stock adjustments, listings,
+exceptions...) are sent in a Kafka transaction. Before that transaction commits, the batch is
+recorded as *in doubt* with the offset of one of its records; after it commits, the rows are
+deleted (by the statement that reads the next batch). A relay that starts after a crash finds the
+in-doubt batch and reads the probe offset back with read_committed: visible means the transaction
+committed (delete the rows), invisible means it was aborted (send them again). So each row reaches
+the topic once, whichever moment the crash hit.
+
+Rows of an at-least-once topic (grades, dispositions, receipts: records Rebound's own consumers
+read, and drop when repeated, by `event_id`, through their inboxes) are sent first, by an
+idempotent producer without a transaction, and the batch goes on once the broker has acknowledged
+them. A crash before they are deleted sends them again: a repeat, never a loss. A one-record
+transaction costs about seven times the CPU of an acknowledged send (broker and client together), and
+every unit passes three relays on its way to its stock adjustment.
 
 Fault injection (tests only, off unless set): REBOUND_FAULT_RELAY_KILL_AFTER_COMMIT=N makes the
-relay SIGKILL its own process after the Kafka transaction of its N-th committed batch (counted
-from the process's start) and before that batch's rows are deleted: the in-doubt window. The
-fault scenarios use it to prove the recovery above; a deployment never sets it.
+relay SIGKILL its own process once its N-th batch (counted from the process's start) is out — its
+Kafka transaction committed, its at-least-once records acknowledged — and before that batch's rows
+are deleted: the in-doubt window. The fault scenarios use it to prove the recovery above; a
+deployment never sets it.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import functools
 import os
 import signal
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import asyncpg
@@ -36,6 +46,8 @@ from aiokafka.producer import sender as aiokafka_sender
 
 from .. import tracing
 from ..db import TRANSIENT_ERRORS
+from rebound_contracts import ALL_TOPICS
+
 from .outbox import NOTIFY_CHANNEL, notify_channel
 
 log = structlog.get_logger(__name__)
@@ -56,6 +68,10 @@ def shorten_concurrent_transactions_retry() -> None:
     if not hasattr(aiokafka_sender, "BACKOFF_OVERRIDE"):
         raise RuntimeError("aiokafka.producer.sender.BACKOFF_OVERRIDE is gone: see CONCURRENT_TRANSACTIONS_RETRY_S")
     aiokafka_sender.BACKOFF_OVERRIDE = CONCURRENT_TRANSACTIONS_RETRY_S
+
+
+AT_LEAST_ONCE_TOPICS = frozenset(topic.name for topic in ALL_TOPICS if topic.at_least_once)
+"""The registry's topics a relay publishes without a transaction (see the module's docstring)."""
 
 
 def _headers(row: asyncpg.Record) -> list[tuple[str, bytes]]:
@@ -161,6 +177,7 @@ class OutboxRelay:
         batch_size: int = 2000,
         idle_wait_s: float = 0.5,
         on_published: Callable[[list[str]], None] | None = None,
+        at_least_once: Collection[str] = AT_LEAST_ONCE_TOPICS,
         kafka_options: Mapping[str, Any] | None = None,
         database_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
@@ -173,7 +190,8 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.idle_wait_s = idle_wait_s
         self.published = 0
-        self.on_published = on_published  # gets the topics of the rows of each committed batch
+        self.on_published = on_published  # gets the topics of the rows of each batch sent
+        self.at_least_once = frozenset(at_least_once)  # topics sent without a transaction
         self._wake = asyncio.Event()
         self._leader: asyncpg.Connection | None = None
         self._fault_kill_after_commit = _fault_kill_after_commit()
@@ -215,35 +233,41 @@ class OutboxRelay:
             # there too, their rows wait for no poll during a rolling upgrade (silent after it).
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             shorten_concurrent_transactions_retry()
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap_servers,
-                transactional_id=self.transactional_id,
-                enable_idempotence=True,
-                acks="all",
-                linger_ms=0,  # a batch is sent as a whole already; waiting adds to every hop
-                max_batch_size=256 * 1024,
-                request_timeout_ms=30000,
-                **self.kafka_options,
-            )
+            producer = self._producer(transactional_id=self.transactional_id)
+            plain = self._producer()  # idempotent: a retried request is not written twice
             await producer.start()  # InitProducerId: fences a zombie and aborts its open transaction
             try:
+                await plain.start()
                 await self._recover(producer)
                 while True:
                     # Cleared before the query, so a notification that arrives while it runs is
                     # not lost: the wait below then returns at once.
                     self._wake.clear()
-                    sent = await self._relay_batch(producer)
+                    sent = await self._relay_batch(producer, plain)
                     if sent == 0:
                         with contextlib.suppress(asyncio.TimeoutError):
                             await asyncio.wait_for(self._wake.wait(), self.idle_wait_s)
                         if conn.is_closed():
                             raise asyncpg.exceptions.ConnectionDoesNotExistError("leader connection lost")
             finally:
+                await plain.stop()
                 await producer.stop()
         finally:
             self._leader = None
             with contextlib.suppress(Exception):
                 await conn.close()
+
+    def _producer(self, **kwargs: Any) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=0,  # a batch is sent as a whole already; waiting adds to every hop
+            max_batch_size=256 * 1024,
+            request_timeout_ms=30000,
+            **kwargs,
+            **self.kafka_options,
+        )
 
     def _on_notify(self, _conn, _pid, _channel, payload: str) -> None:
         if payload == self.producer_name:
@@ -257,11 +281,32 @@ class OutboxRelay:
             self.batch_size,
         )
 
-    async def _relay_batch(self, producer: AIOKafkaProducer) -> int:
+    async def _relay_batch(self, producer: AIOKafkaProducer, plain: AIOKafkaProducer) -> int:
         rows = await self._next_batch()
         if not rows:
             return 0
         ids = [row["id"] for row in rows]
+        repeatable = [row for row in rows if row["topic"] in self.at_least_once]
+        if repeatable:
+            # Acknowledged before anything else of the batch is sent, so whatever a crash cuts
+            # short from here on, these rows are sent again (the in-doubt record lists them too).
+            await asyncio.gather(*(future for future, _ in await _send_in_batches(plain, repeatable)))
+        if len(repeatable) < len(rows):
+            await self._send_exactly_once(producer, [row for row in rows if row["topic"] not in self.at_least_once], ids)
+        # Out: the Kafka transaction committed, the other records acknowledged. The next read forgets them.
+        self._committed_batches += 1
+        if self._committed_batches == self._fault_kill_after_commit:
+            log.warning("fault_injected_relay_kill_after_commit", producer=self.producer_name, rows=len(ids))
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._sent = ids
+        self.published += len(ids)
+        if self.on_published is not None:
+            self.on_published([row["topic"] for row in rows])
+        return len(ids)
+
+    async def _send_exactly_once(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record], ids: list[int]) -> None:
+        """Send `rows` in one Kafka transaction, recorded as in doubt (with all the batch's `ids`)
+        before it commits."""
         async with producer.transaction():
             sent = await _send_in_batches(producer, rows)
             delivered = await asyncio.gather(*(future for future, _ in sent))
@@ -275,16 +320,6 @@ class OutboxRelay:
                 " created_at = now()",
                 self.producer_name, ids, probe.topic, probe.partition, probe.offset, probe_id,
             )
-        # The Kafka transaction committed: these rows are out. The next read forgets them.
-        self._committed_batches += 1
-        if self._committed_batches == self._fault_kill_after_commit:
-            log.warning("fault_injected_relay_kill_after_commit", producer=self.producer_name, rows=len(ids))
-            os.kill(os.getpid(), signal.SIGKILL)
-        self._sent = ids
-        self.published += len(ids)
-        if self.on_published is not None:
-            self.on_published([row["topic"] for row in rows])
-        return len(ids)
 
     async def _forget(self, ids: list[int]) -> None:
         await self._leader.execute(FORGET, ids, self.producer_name, min(ids), max(ids))
