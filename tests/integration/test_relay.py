@@ -146,12 +146,15 @@ def _node(plan: dict, node_type: str, relation: str) -> dict:
     (FORGET, "bigint[], text, bigint, bigint", ""),
     (NEXT_BATCH, "bigint[], text, bigint, bigint, int", ", 2000"),
 ], ids=["forget", "next-batch"])
-async def test_forgetting_a_sent_batch_reads_the_batch_not_the_backlog(pool, statement, types, extra) -> None:  # noqa: ANN001
+async def test_forgetting_a_sent_batch_reads_the_batch_not_the_backlog(settings, statement, types, extra) -> None:  # noqa: ANN001
     """After a wave the outbox holds the producer's backlog and other producers' rows (and, until
     vacuum, their deleted versions): forgetting 100 sent rows must not read through them, alone
-    (after a crash) or with the read of the next batch."""
+    (after a crash) or with the read of the next batch. On the relay's own connection, where it
+    runs them: elsewhere, once a vacuum has left the outbox thousands of empty pages and
+    statistics of ten rows, PostgreSQL plans a sequential scan of the whole table."""
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
-    async with pool.acquire() as conn:
+    conn = await connect_leader(settings.database_url, **database_connect_kwargs(settings))
+    try:
         transaction = conn.transaction()
         await transaction.start()
         try:
@@ -174,8 +177,10 @@ async def test_forgetting_a_sent_batch_reads_the_batch_not_the_backlog(pool, sta
         finally:
             await transaction.rollback()
             await conn.execute("DEALLOCATE forget")
+    finally:
+        await conn.close()
     assert left == 20_000 - 100
-    assert delete["Shared Hit Blocks"] + delete["Shared Read Blocks"] < 1_000  # about 300 when bounded, 332,204 when not
+    assert delete["Shared Hit Blocks"] + delete["Shared Read Blocks"] < 1_000  # about 100; 4,538 by a sequential scan, 332,204 by the ids alone
 
 
 def _nodes(plan: dict) -> list[dict]:
