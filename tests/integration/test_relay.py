@@ -142,6 +142,31 @@ def _node(plan: dict, node_type: str, relation: str) -> dict:
     raise LookupError(f"no {node_type} on {relation}")
 
 
+@contextlib.asynccontextmanager
+async def _prepared_over_a_backlog(settings: Settings, producer: str, types: str, statement: str):  # noqa: ANN202
+    """The relay's own connection, in a transaction rolled back afterwards: the outbox with the
+    statistics autovacuum leaves on a table the relays keep drained (nearly empty), then a
+    backlog of 50,000 rows of another producer and 20,000 of `producer`, and `statement` prepared
+    as `relay_statement` with a generic plan, which knows no ids, as the relay runs it."""
+    conn = await connect_leader(settings.database_url, **database_connect_kwargs(settings))
+    try:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await conn.execute("ANALYZE rebound.outbox")
+            for name, rows in ((f"{producer}-other", 50_000), (producer, 20_000)):
+                await conn.execute(
+                    "INSERT INTO rebound.outbox (producer, topic, key, payload)"
+                    " SELECT $1, 't', 'k', '\\x00'::bytea FROM generate_series(1, $2)", name, rows)
+            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            await conn.execute(f"PREPARE relay_statement({types}) AS {statement}")
+            yield conn
+        finally:
+            await transaction.rollback()
+    finally:
+        await conn.close()  # the prepared statement goes with the session
+
+
 @pytest.mark.parametrize(("statement", "types", "extra"), [
     (FORGET, "bigint[], text, bigint, bigint", ""),
     (NEXT_BATCH, "bigint[], text, bigint, bigint, int", ", 2000"),
@@ -153,34 +178,17 @@ async def test_forgetting_a_sent_batch_reads_the_batch_not_the_backlog(settings,
     runs them: elsewhere, once a vacuum has left the outbox thousands of empty pages and
     statistics of ten rows, PostgreSQL plans a sequential scan of the whole table."""
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
-    conn = await connect_leader(settings.database_url, **database_connect_kwargs(settings))
-    try:
-        transaction = conn.transaction()
-        await transaction.start()
-        try:
-            # The statistics autovacuum leaves on a table the relays keep drained: nearly empty.
-            await conn.execute("ANALYZE rebound.outbox")
-            for name, rows in ((f"{producer}-other", 50_000), (producer, 20_000)):
-                await conn.execute(
-                    "INSERT INTO rebound.outbox (producer, topic, key, payload)"
-                    " SELECT $1, 't', 'k', '\\x00'::bytea FROM generate_series(1, $2)", name, rows)
-            ids = [r["id"] for r in await conn.fetch(
-                "SELECT id FROM rebound.outbox WHERE producer = $1 ORDER BY id LIMIT 100", producer)]
-            # As the relay runs it: a prepared statement, whose generic plan knows no ids.
-            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            await conn.execute(f"PREPARE forget({types}) AS {statement}")
-            explained = await conn.fetchval(
-                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE"
-                f" forget('{{{','.join(map(str, ids))}}}', '{producer}', {min(ids)}, {max(ids)}{extra})")
-            delete = _node(orjson.loads(explained)[0]["Plan"], "ModifyTable", "outbox")
-            left = await conn.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer)
-        finally:
-            await transaction.rollback()
-            await conn.execute("DEALLOCATE forget")
-    finally:
-        await conn.close()
+    async with _prepared_over_a_backlog(settings, producer, types, statement) as conn:
+        ids = [r["id"] for r in await conn.fetch(
+            "SELECT id FROM rebound.outbox WHERE producer = $1 ORDER BY id LIMIT 100", producer)]
+        explained = await conn.fetchval(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE"
+            f" relay_statement('{{{','.join(map(str, ids))}}}', '{producer}', {min(ids)}, {max(ids)}{extra})")
+        delete = _node(orjson.loads(explained)[0]["Plan"], "ModifyTable", "outbox")
+        left = await conn.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer)
     assert left == 20_000 - 100
-    assert delete["Shared Hit Blocks"] + delete["Shared Read Blocks"] < 1_000  # about 100; 4,538 by a sequential scan, 332,204 by the ids alone
+    # About 100; 4,538 by a sequential scan, 332,204 by the ids alone.
+    assert delete["Shared Hit Blocks"] + delete["Shared Read Blocks"] < 1_000
 
 
 def _nodes(plan: dict) -> list[dict]:
@@ -193,27 +201,11 @@ async def test_the_leader_reads_the_next_batch_not_the_backlog(settings) -> None
     statistics of a nearly empty table, PostgreSQL's own choice read the producer's whole backlog
     and sorted it for every batch."""
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
-    conn = await connect_leader(settings.database_url, **database_connect_kwargs(settings))
-    try:
-        transaction = conn.transaction()
-        await transaction.start()
-        try:
-            await conn.execute("ANALYZE rebound.outbox")  # what autovacuum leaves on a drained table
-            for name, rows in ((f"{producer}-other", 50_000), (producer, 20_000)):
-                await conn.execute(
-                    "INSERT INTO rebound.outbox (producer, topic, key, payload)"
-                    " SELECT $1, 't', 'k', '\\x00'::bytea FROM generate_series(1, $2)", name, rows)
-            first = await conn.fetch("SELECT id FROM rebound.outbox WHERE producer = $1 ORDER BY id LIMIT 2000", producer)
-            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")  # as a prepared statement runs
-            await conn.execute(f"PREPARE next_batch(bigint[], text, bigint, bigint, int) AS {NEXT_BATCH}")
-            explained = await conn.fetchval(
-                f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE next_batch('{{}}', '{producer}', NULL, NULL, 2000)")
-            read = await conn.fetch(f"EXECUTE next_batch('{{}}', '{producer}', NULL, NULL, 2000)")
-        finally:
-            await transaction.rollback()
-            await conn.execute("DEALLOCATE next_batch")
-    finally:
-        await conn.close()
+    async with _prepared_over_a_backlog(settings, producer, "bigint[], text, bigint, bigint, int", NEXT_BATCH) as conn:
+        first = await conn.fetch("SELECT id FROM rebound.outbox WHERE producer = $1 ORDER BY id LIMIT 2000", producer)
+        explained = await conn.fetchval(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE relay_statement('{{}}', '{producer}', NULL, NULL, 2000)")
+        read = await conn.fetch(f"EXECUTE relay_statement('{{}}', '{producer}', NULL, NULL, 2000)")
     assert [r["id"] for r in read] == [r["id"] for r in first]
     limit = orjson.loads(explained)[0]["Plan"]
     (under_limit,) = [node for node in limit["Plans"] if node["Parent Relationship"] == "Outer"]

@@ -16,8 +16,8 @@ Rows of an at-least-once topic (grades, dispositions, receipts: records Rebound'
 read, and drop when repeated, by `event_id`, through their inboxes) are sent first, by an
 idempotent producer without a transaction, and the batch goes on once the broker has acknowledged
 them. A crash before they are deleted sends them again: a repeat, never a loss. A one-record
-transaction costs about seven times the CPU of an acknowledged send (broker and client together), and
-every unit passes three relays on its way to its stock adjustment.
+transaction costs about seven times the CPU of an acknowledged send (broker and client
+together), and every unit passes three relays on its way to its stock adjustment.
 
 Fault injection (tests only, off unless set): REBOUND_FAULT_RELAY_KILL_AFTER_COMMIT=N makes the
 relay SIGKILL its own process once its N-th batch (counted from the process's start) is out — its
@@ -44,10 +44,10 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from aiokafka.producer import sender as aiokafka_sender
 
-from .. import tracing
-from ..db import TRANSIENT_ERRORS
 from rebound_contracts import ALL_TOPICS
 
+from .. import tracing
+from ..db import TRANSIENT_ERRORS
 from .outbox import NOTIFY_CHANNEL, notify_channel
 
 log = structlog.get_logger(__name__)
@@ -152,9 +152,11 @@ def _fault_kill_after_commit() -> int:
 LEADER_PLANNER = {"enable_seqscan": "off", "enable_bitmapscan": "off", "enable_sort": "off"}
 """How the leader connection plans: its outbox statements walk the (producer, id) index in id
 order and stop at their bound or LIMIT (the in-doubt record is read by its key). Left to the
-statistics autovacuum takes of a table the relays keep nearly empty, PostgreSQL planned the read of the next batch as a bitmap scan of all
-the producer's rows and a sort: each batch then read the whole backlog (and, until vacuum, its
-deleted rows), so the longer the backlog, the slower it drained."""
+statistics autovacuum takes of a table the relays keep nearly empty, PostgreSQL planned the read
+of the next batch as a bitmap scan of all the producer's rows and a sort: each batch then read
+the whole backlog (and, until vacuum, its deleted rows), so the longer the backlog, the slower it
+drained. After a vacuum that left thousands of empty pages, it planned the delete of a sent batch
+as a sequential scan of the whole table."""
 
 
 async def connect_leader(database_url: str, **kwargs: Any) -> asyncpg.Connection:
@@ -287,13 +289,15 @@ class OutboxRelay:
             return 0
         ids = [row["id"] for row in rows]
         repeatable = [row for row in rows if row["topic"] in self.at_least_once]
+        exact = [row for row in rows if row["topic"] not in self.at_least_once]
         if repeatable:
             # Acknowledged before anything else of the batch is sent, so whatever a crash cuts
             # short from here on, these rows are sent again (the in-doubt record lists them too).
             await asyncio.gather(*(future for future, _ in await _send_in_batches(plain, repeatable)))
-        if len(repeatable) < len(rows):
-            await self._send_exactly_once(producer, [row for row in rows if row["topic"] not in self.at_least_once], ids)
-        # Out: the Kafka transaction committed, the other records acknowledged. The next read forgets them.
+        if exact:
+            await self._send_exactly_once(producer, exact, ids)
+        # Out: the Kafka transaction committed, the other records acknowledged. The next read
+        # forgets them.
         self._committed_batches += 1
         if self._committed_batches == self._fault_kill_after_commit:
             log.warning("fault_injected_relay_kill_after_commit", producer=self.producer_name, rows=len(ids))
