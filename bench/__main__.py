@@ -1,5 +1,8 @@
 """make bench [--full]: the ceiling, Rebound end to end, latency at half load, and scale.
 
+The ceiling is the core step as a bare loop, one hop; the same loop three times in series, a
+process per hop, is what three hops cost here when each does only the core step.
+
 End to end is timed from inspection to adjustment, as the ceiling is: the wave's returns,
 parcels and units are registered first, then every inspection is sent at once. The whole-wave
 runs (RMA and scan included) show scale: 10k and 100k units, 1 and 2 replicas, 1M with --full
@@ -57,12 +60,17 @@ def markdown(result: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
         f"| ceiling: bare loop, one hop | {result['ceiling']['units']:,} | 1 | {top:,.0f} | 1.00 | |",
     ]
+    chain = result["ceiling_three_hops"]
+    lines.append(f"| bare loop, three hops (a process each) | {chain['units']:,} | 1 | {chain['units_per_s']:,.0f} "
+                 f"| {chain['units_per_s'] / top:.2f} | |")
     insp = result["inspections"]
     lines.append(f"| inspection → adjustment (3 hops) | {insp['units']:,} | {insp['replicas']} "
                  f"| {insp['units_per_s']:,.0f} | {insp['units_per_s'] / top:.2f} | {max(insp['peak_rss_mb'].values()):.0f} |")
     for run in result["scale"]:
         lines.append(f"| whole wave: RMA, scan, inspection → adjustment | {run['units']:,} | {run['replicas']} "
                      f"| {run['units_per_s']:,.0f} | {run['units_per_s'] / top:.2f} | {max(run['peak_rss_mb'].values()):.0f} |")
+    lines += ["", f"Inspection → adjustment is {insp['units_per_s'] / chain['units_per_s']:.2f} of the bare "
+              "three-hop loop: what Rebound's hops do beyond the core step."]
     lat = result["latency_ms"]
     lines += ["", f"Latency inspection → adjustment readable (read_committed), {lat['units']:,} units offered at "
               f"{lat['offered_units_per_s']:,.0f} units/s: p50 {lat['p50']} ms, p95 {lat['p95']} ms, "
@@ -82,6 +90,9 @@ async def main(full: bool, units: int, ceiling_units: int, latency_s: float) -> 
     print(f"ceiling: {ceiling_units:,} units through the bare loop ...", flush=True)
     top = await ceiling.measure(settings.kafka_bootstrap_servers, settings.database_url, ceiling_units)
     print(f"  {top['units_per_s']:,.0f} units/s", flush=True)
+    print(f"bare loop, three hops: {ceiling_units:,} units, a process per hop ...", flush=True)
+    chain = await ceiling.measure_chain(settings.kafka_bootstrap_servers, settings.database_url, ceiling_units)
+    print(f"  {chain['units_per_s']:,.0f} units/s", flush=True)
     print(f"inspection → adjustment: {units:,} units (returns, parcels and units registered first) ...", flush=True)
     insp = await pipeline.inspections(settings, units, 1, logs / f"inspections-{units}", timeout=3600)
     insp["tables"] = await table_sizes(pool)
@@ -110,6 +121,7 @@ async def main(full: bool, units: int, ceiling_units: int, latency_s: float) -> 
         "machine": machine(),
         "ceiling": top,
         "ceiling_units_per_s": top["units_per_s"],
+        "ceiling_three_hops": chain,
         "e2e_units_per_s": insp["units_per_s"],
         "ratio_to_ceiling": round(insp["units_per_s"] / top["units_per_s"], 2),
         "units": units,
@@ -124,7 +136,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
     parser.add_argument("--full", action="store_true", help="add the 1,000,000-unit scale run")
     parser.add_argument("--units", type=int, default=100_000, help="units of the end-to-end and 100k scale runs")
-    parser.add_argument("--ceiling-units", type=int, default=50_000, help="units through the bare loop")
+    parser.add_argument("--ceiling-units", type=int, default=50_000,
+                        help="units through the bare loop, and through the three-hop bare loop")
     parser.add_argument("--latency-seconds", type=float, default=30.0, help="how long to offer the fixed load")
     args = parser.parse_args()
     configure("warning")
