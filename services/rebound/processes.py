@@ -235,14 +235,18 @@ async def wait_until_caught_up(
             quiet = 0
             await asyncio.sleep(0.5)
             continue
+        # Who is down before the callback runs: it may restart members (the fault harness
+        # revives those that killed themselves on purpose). One that dies while it runs is
+        # the next poll's, when the callback has seen it too.
+        down = fleet.dead() if fleet is not None else []
         if on_poll:
             on_poll(state)
         previous = state
         quiet = quiet + 1 if state.empty else 0
         if quiet >= quiet_polls:
             return state
-        if fleet is not None and fleet.dead():
-            names = ", ".join(f"{m.name} (exit {m.exit_code})" for m in fleet.dead())
+        if still_down := [m for m in down if not m.alive()]:
+            names = ", ".join(f"{m.name} (exit {m.exit_code})" for m in still_down)
             raise RuntimeError(f"service process exited: {names} (see {fleet.log_dir})")
         if time.monotonic() > deadline:
             raise TimeoutError(f"not caught up after {timeout:.0f} s: lag {state.lag}, outbox {state.outbox}")

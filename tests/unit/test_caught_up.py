@@ -1,0 +1,68 @@
+"""Waiting for the fleet to catch up: a member that is down and stays down is reported; one that
+dies while the poll's callback runs is left to the next poll, when the callback (the fault
+harness reviving members that killed themselves on purpose) has seen it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rebound import processes
+from rebound.processes import Backlog, wait_until_caught_up
+
+
+class Member:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.exit_code: int | None = None
+
+    def alive(self) -> bool:
+        return self.exit_code is None
+
+
+class Fleet:
+    log_dir = Path("logs")
+
+    def __init__(self, *members: Member) -> None:
+        self.members = list(members)
+
+    def dead(self) -> list[Member]:
+        return [m for m in self.members if not m.alive()]
+
+
+@pytest.fixture
+def backlogs(monkeypatch: pytest.MonkeyPatch) -> list[Backlog]:
+    """What each poll finds, in order; the last one again once they run out."""
+    found: list[Backlog] = []
+
+    async def backlog(*_: object, **__: object) -> Backlog:
+        return found.pop(0) if len(found) > 1 else found[0]
+
+    monkeypatch.setattr(processes, "backlog", backlog)
+    return found
+
+
+async def test_a_member_that_dies_while_the_callback_runs_is_revived_not_reported(backlogs: list[Backlog]) -> None:
+    backlogs += [Backlog(lag=10, outbox=0), Backlog(lag=5, outbox=0), Backlog(lag=0, outbox=0)]
+    member = Member("grading-1")
+    fleet = Fleet(member)
+    revived = []
+
+    def on_poll(_: Backlog) -> None:
+        if not member.alive():  # the harness: restart what killed itself
+            member.exit_code = None
+            revived.append(member.name)
+        elif not revived:
+            member.exit_code = -9  # dies just after the callback looked
+
+    state = await wait_until_caught_up("kafka", None, fleet=fleet, on_poll=on_poll, timeout=5)  # type: ignore[arg-type]
+    assert state.empty and revived == ["grading-1"]
+
+
+async def test_a_member_that_stays_down_is_reported(backlogs: list[Backlog]) -> None:
+    backlogs += [Backlog(lag=10, outbox=0)]
+    member = Member("ledger-0")
+    member.exit_code = 1
+    with pytest.raises(RuntimeError, match=r"service process exited: ledger-0 \(exit 1\)"):
+        await wait_until_caught_up("kafka", None, fleet=Fleet(member), on_poll=lambda _: None, timeout=5)  # type: ignore[arg-type]
