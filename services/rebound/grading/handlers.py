@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import structlog
 
 from rebound_contracts import UnitGraded, UnitInspected, UnitReceived, UnitRefurbished
 from rebound_contracts.topics import UNIT_GRADED
 
+from ..messaging.ids import derived_id
 from ..messaging.processor import Context
 from .adapters import GradingRepository, UnitState
 from .domain import decide_grade
@@ -67,7 +66,7 @@ async def regrade(ctx: Context, repo: GradingRepository, state: UnitState) -> No
     revision = state.revision + 1
     await repo.record_grade(unit.lpn, decision.grade, decision.reasons, revision)
     ctx.emit(UNIT_GRADED, UnitGraded(
-        event_id=uuid.uuid5(ctx.event.event_id, f"graded:{unit.lpn}:{revision}"),
+        event_id=derived_id(ctx.event.event_id, ctx.event.occurred_at, f"graded:{unit.lpn}:{revision}"),
         occurred_at=ctx.now,
         seller_id=unit.seller_id,
         lpn=unit.lpn,

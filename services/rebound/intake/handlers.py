@@ -15,6 +15,7 @@ from rebound_contracts.topics import INSIGHTS, UNIT_RECEIVED
 
 from ..reports import queries as reports
 from ..reports.insights import size_signals
+from ..messaging.ids import derived_id
 from ..messaging.outbox import OutboxBuffer
 from ..messaging.processor import Context
 from .adapters import IntakeRepository
@@ -92,7 +93,7 @@ async def receive_parcel(ctx: Context, scan: ParcelScanned, repo: IntakeReposito
             continue
         line = by_line[match.line_id]
         ctx.emit(UNIT_RECEIVED, UnitReceived(
-            event_id=uuid.uuid5(scan.event_id, match.lpn),
+            event_id=derived_id(scan.event_id, scan.occurred_at, match.lpn),
             occurred_at=scan.occurred_at,
             seller_id=scan.seller_id,
             lpn=match.lpn,

@@ -3,7 +3,6 @@ decided it."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 import asyncpg
@@ -12,6 +11,7 @@ import structlog
 from rebound_contracts import DispositionDecided, MessageSource, UnitGraded
 from rebound_contracts.topics import DISPOSITIONS
 
+from ..messaging.ids import derived_id
 from ..messaging.outbox import OutboxBuffer
 from ..messaging.processor import Context
 from .adapters import RelistingRepository
@@ -30,7 +30,8 @@ async def decide_disposition(ctx: Context, graded: UnitGraded, repo: RelistingRe
     policy, version = await repo.policy_for(graded.seller_id)
     decision = decide(policy, graded)
     ctx.emit(DISPOSITIONS, DispositionDecided(
-        event_id=uuid.uuid5(graded.event_id, "disposition" if version == 0 else f"disposition:{version}"),
+        event_id=derived_id(graded.event_id, graded.occurred_at,
+                            "disposition" if version == 0 else f"disposition:{version}"),
         occurred_at=ctx.now,
         seller_id=graded.seller_id,
         lpn=graded.lpn,
