@@ -86,9 +86,12 @@ async def _apply(pool: asyncpg.Pool, hop: Hop, records: list, sequence: int) -> 
     emitted = []
     for e in events:
         sequence += 1
-        emitted.append((e["lpn"], orjson.dumps({
-            "event_id": str(uuid.uuid4()), "occurred_at": e["occurred_at"], "seller_id": e["seller_id"],
-            "lpn": e["lpn"], "checks": e["checks"], "delta": 1, "sequence": sequence})))
+        if hop.transactional:  # the adjustment, as the one-hop ceiling has always emitted it
+            emitted.append((e["lpn"], orjson.dumps({"lpn": e["lpn"], "delta": 1, "sequence": sequence})))
+        else:  # an event the next hop reads as it reads an inspection
+            emitted.append((e["lpn"], orjson.dumps({
+                "event_id": str(uuid.uuid4()), "occurred_at": e["occurred_at"], "seller_id": e["seller_id"],
+                "lpn": e["lpn"], "checks": e["checks"], "delta": 1, "sequence": sequence})))
     async with pool.acquire() as conn, conn.transaction():
         await conn.executemany(
             "INSERT INTO rebound.inbox (consumer, event_id, fingerprint, topic, partition, \"offset\")"
