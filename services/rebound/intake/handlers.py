@@ -13,11 +13,11 @@ import structlog
 from rebound_contracts import InsightRaised, Money, ParcelScanned, RmaIssued, UnitReceived
 from rebound_contracts.topics import INSIGHTS, UNIT_RECEIVED
 
-from ..reports import queries as reports
-from ..reports.insights import size_signals
 from ..messaging.ids import derived_id
 from ..messaging.outbox import OutboxBuffer
 from ..messaging.processor import Context
+from ..reports import queries as reports
+from ..reports.insights import size_signals
 from .adapters import IntakeRepository
 from .domain import categorise_reason, lane_for, match_units
 
