@@ -6,7 +6,8 @@ process per hop, is what three hops cost here when each does only the core step.
 End to end is timed from inspection to adjustment, as the ceiling is: the wave's returns,
 parcels and units are registered first, then every inspection is sent at once. The whole-wave
 runs (RMA and scan included) show scale: 10k and 100k units, 1 and 2 replicas, 1M with --full
-(after the latency step)."""
+(after the latency step). Latency is measured at half the end-to-end rate, for Rebound and then
+for the three-hop bare loop at the same offered load."""
 
 from __future__ import annotations
 
@@ -78,6 +79,10 @@ def markdown(result: dict) -> str:
               "| Hop (record: when its producer built it; transaction: when the consumer's began) | p50 ms | p99 ms |",
               "| --- | ---: | ---: |"]
     lines += [f"| {hop} | {spans['p50']} | {spans['p99']} |" for hop, spans in lat["hops"].items()]
+    bare = result["latency_three_hops_ms"]
+    lines += ["", f"The three-hop bare loop at the same load, tuned for latency as the services are "
+              f"({bare['units']:,} units at {bare['offered_units_per_s']:,.0f} units/s): p50 {bare['p50']} ms, "
+              f"p95 {bare['p95']} ms, p99 {bare['p99']} ms, max {bare['max']} ms"]
     return "\n".join(lines)
 
 
@@ -111,6 +116,11 @@ async def main(full: bool, units: int, ceiling_units: int, latency_s: float) -> 
     half = insp["units_per_s"] / 2
     print(f"latency: inspections offered at {half:,.0f} units/s for {latency_s:.0f} s ...", flush=True)
     lat = await pipeline.latency(settings, half, latency_s, logs / "latency")
+    print(f"  p50 {lat['p50']} ms, p99 {lat['p99']} ms", flush=True)
+    print(f"latency of the three-hop bare loop at the same {half:,.0f} units/s ...", flush=True)
+    bare = await ceiling.measure_chain_latency(settings.kafka_bootstrap_servers, settings.database_url,
+                                               half, latency_s)
+    print(f"  p50 {bare['p50']} ms, p99 {bare['p99']} ms", flush=True)
     if full:
         # Last: PostgreSQL is still writing back the checkpoints of a million units' writes for
         # minutes after it, and a latency measured then is one of the disk's.
@@ -127,6 +137,7 @@ async def main(full: bool, units: int, ceiling_units: int, latency_s: float) -> 
         "units": units,
         "replicas": insp["replicas"],
         "latency_ms": lat,
+        "latency_three_hops_ms": bare,
         "inspections": insp,
         "scale": scale,
     }

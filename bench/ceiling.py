@@ -22,10 +22,16 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from rebound.messaging.relay import shorten_concurrent_transactions_retry
+from rebound.messaging.relay import connect_leader, shorten_concurrent_transactions_retry
+
+from .stats import percentiles
 
 PARTITIONS = 6
 BATCH = 500
+FORGET_SENT = "DELETE FROM rebound.outbox WHERE producer = $1 AND id BETWEEN $2 AND $3 AND id = ANY($4::bigint[])"
+"""As the relays delete a sent batch: by producer and the batch's id range, so that no plan reads
+the producer's backlog."""
+COMMIT_EVERY_S = 0.5  # a paced hop's offsets, as the services commit theirs
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,9 @@ class Hop:
     source: str
     sink: str
     transactional: bool
+    paced: bool = False
+    """Tuned for latency as the services are: sends do not linger, held fetches end after 100 ms,
+    offsets are committed at most every 500 ms. Without it, tuned for throughput."""
 
     @property
     def name(self) -> str:
@@ -47,10 +56,11 @@ class Hop:
         return f"bench-{self.run}"
 
 
-def _chain(run: str, hops: int) -> list[Hop]:
+def _chain(run: str, hops: int, *, paced: bool = False) -> list[Hop]:
     topics = [f"bench.ceiling.{run}.in", *(f"bench.ceiling.{run}.hop{n}" for n in range(1, hops)),
               f"bench.ceiling.{run}.out"]
-    return [Hop(run, n + 1, topics[n], topics[n + 1], transactional=n + 1 == hops) for n in range(hops)]
+    return [Hop(run, n + 1, topics[n], topics[n + 1], transactional=n + 1 == hops, paced=paced)
+            for n in range(hops)]
 
 
 def _inspection(run: str, i: int, now: str) -> tuple[bytes, bytes]:
@@ -135,10 +145,13 @@ async def _loop(bootstrap: str, database_url: str, hop: Hop, units: int,
     """Run one hop until it has carried `units`; (first batch, last batch done) in epoch seconds.
     In a chain it says when its clients are up (`ready`, a queue) and waits for `go` (an event)."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    relay = await connect_leader(database_url)  # deletes what was sent, planned as the relays' statements are
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=hop.name, enable_auto_commit=False,
-                                isolation_level="read_committed", max_poll_records=BATCH)
+                                isolation_level="read_committed", max_poll_records=BATCH,
+                                fetch_max_wait_ms=100 if hop.paced else 500)
     shorten_concurrent_transactions_retry()  # as the relays do
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5,
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
+                                linger_ms=0 if hop.paced else 5,
                                 transactional_id=hop.name if hop.transactional else None)
     await consumer.start()
     await producer.start()
@@ -148,7 +161,7 @@ async def _loop(bootstrap: str, database_url: str, hop: Hop, units: int,
     if ready is not None:
         ready.put(hop.number)
         await asyncio.to_thread(go.wait)
-    done, sequence, started = 0, 0, None
+    done, sequence, started, committed = 0, 0, None, time.monotonic()
     try:
         while done < units:
             batches = await consumer.getmany(timeout_ms=1000, max_records=BATCH)
@@ -159,13 +172,16 @@ async def _loop(bootstrap: str, database_url: str, hop: Hop, units: int,
             emitted, ids = await _apply(pool, hop, records, sequence)
             sequence += len(records)
             await _send(producer, hop, emitted)
-            await pool.execute("DELETE FROM rebound.outbox WHERE id = ANY($1::bigint[])", ids)
-            await consumer.commit()
+            await relay.execute(FORGET_SENT, hop.name, min(ids), max(ids), ids)
             done += len(records)
+            if not hop.paced or done >= units or time.monotonic() - committed >= COMMIT_EVERY_S:
+                await consumer.commit()
+                committed = time.monotonic()
         return started, time.time()
     finally:
         await consumer.stop()
         await producer.stop()
+        await relay.close()
         await pool.close()
 
 
@@ -262,5 +278,74 @@ async def measure_chain(bootstrap: str, database_url: str, units: int, hops: int
         elapsed = times[hops][1] - times[1][0]
         return {"units": units, "hops": hops, "seconds": round(elapsed, 2), "units_per_s": round(units / elapsed, 1)}
     finally:
+        processes.stop()
+        await _clean(database_url, admin, chain)
+
+
+async def _read_until(bootstrap: str, topic: str, keys: set[bytes], timeout: float) -> dict[bytes, float]:
+    """When each key was first readable on `topic` with read_committed (epoch seconds)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed", fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen: dict[bytes, float] = {}
+        deadline = time.monotonic() + timeout
+        while not keys <= seen.keys():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(keys - seen.keys())} of {len(keys)} units not out of the chain in {timeout:.0f} s")
+            batches = await consumer.getmany(timeout_ms=200)
+            at = time.time()
+            for records in batches.values():
+                for record in records:
+                    seen.setdefault(record.key, at)
+        return seen
+    finally:
+        await consumer.stop()
+
+
+async def measure_chain_latency(bootstrap: str, database_url: str, units_per_s: float, seconds: float,
+                                hops: int = 3, warm_up: int = 100) -> dict:
+    """Inspections offered to `hops` bare loops in series at a fixed rate, each hop tuned for
+    latency as the services are: from each inspection's send to its adjustment being readable.
+    `warm_up` units go through first, one at a time, so that no hop's first fetch, metadata
+    lookup or transaction is among the samples."""
+    units = max(50, int(units_per_s * seconds))
+    chain = _chain(uuid.uuid4().hex[:8], hops, paced=True)
+    admin = await _topics(bootstrap, chain)
+    processes = _Chain(bootstrap, database_url, chain, warm_up + units)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
+    run, out = chain[0].run, chain[-1].sink
+
+    async def send(i: int) -> tuple[bytes, float]:
+        now = datetime.now(UTC)
+        key, value = _inspection(run, i, now.isoformat())
+        await producer.send(chain[0].source, value, key=key)
+        return key, now.timestamp()
+
+    try:
+        await processes.start()
+        await producer.start()
+        for i in range(warm_up):
+            key, _ = await send(i)
+            await _read_until(bootstrap, out, {key}, timeout=60)
+        keys = {_inspection(run, i, "")[0] for i in range(warm_up, warm_up + units)}
+        reader = asyncio.create_task(_read_until(bootstrap, out, keys, timeout=seconds + 300))
+        sent_at: dict[bytes, float] = {}
+        interval = 1.0 / units_per_s
+        begin = time.perf_counter()
+        for n, i in enumerate(range(warm_up, warm_up + units)):
+            await asyncio.sleep(max(0.0, begin + n * interval - time.perf_counter()))
+            key, at = await send(i)
+            sent_at[key] = at
+        await producer.flush()
+        seen = await reader
+        await processes.finish(timeout=60)
+        samples = sorted((seen[key] - sent_at[key]) * 1000 for key in keys)
+        return {"offered_units_per_s": round(units_per_s, 1), "units": units, "hops": hops, **percentiles(samples)}
+    finally:
+        await producer.stop()
         processes.stop()
         await _clean(database_url, admin, chain)

@@ -20,6 +20,8 @@ from rebound.settings import Settings
 from rebound_contracts import StockAdjusted
 from rebound_contracts.topics import DISPOSITIONS, STOCK_ADJUSTMENTS, UNIT_GRADED, UNIT_INSPECTED, UNIT_REFURBISHED
 
+from .stats import percentiles
+
 
 def peak_rss_mb(pid: int) -> float:
     """VmHWM: the most resident memory the process ever had."""
@@ -267,10 +269,3 @@ async def latency(settings: Settings, units_per_s: float, seconds: float, log_di
         await watcher.stop()
         await producer.stop()
         await pool.close()
-
-
-def percentiles(samples: list[float]) -> dict:
-    def at(q: float) -> float:
-        return round(samples[min(len(samples) - 1, int(q * len(samples)))], 1)
-
-    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(samples[-1], 1)}
