@@ -7,7 +7,8 @@ End to end is timed from inspection to adjustment, as the ceiling is: the wave's
 parcels and units are registered first, then every inspection is sent at once. The whole-wave
 runs (RMA and scan included) show scale: 10k and 100k units, 1 and 2 replicas, 1M with --full
 (after the latency step). Latency is measured at half the end-to-end rate, for Rebound and then
-for the three-hop bare loop at the same offered load."""
+for the three-hop bare loop at the same offered load. The run ends with Speed's targets (README),
+what Rebound measured against each and, where it applies, the three-hop bare loop."""
 
 from __future__ import annotations
 
@@ -51,6 +52,32 @@ async def table_sizes(pool: asyncpg.Pool) -> dict:
     return sizes
 
 
+def targets(result: dict) -> list[dict]:
+    """The benchmark issue's targets, each with what this run measured and whether it met it (a
+    target a run did not measure, the million-unit wave without --full, is left out)."""
+    insp, lat, bare = result["inspections"], result["latency_ms"], result["latency_three_hops_ms"]
+    runs = [insp, *result["scale"]]
+    rss = max(max(run["peak_rss_mb"].values()) for run in runs)
+    rows = [
+        {"target": "inspection → adjustment ≥ 2,000 units/s", "measured": f"{insp['units_per_s']:,.0f}",
+         "bare": f"{result['ceiling_three_hops']['units_per_s']:,.0f}", "met": insp["units_per_s"] >= 2000},
+        {"target": "inspection → adjustment ≥ 0.5 × the ceiling", "measured": f"{result['ratio_to_ceiling']:.2f}",
+         "bare": f"{result['ceiling_three_hops']['units_per_s'] / result['ceiling_units_per_s']:.2f}",
+         "met": result["ratio_to_ceiling"] >= 0.5},
+        {"target": "p50 ≤ 20 ms at half load", "measured": f"{lat['p50']} ms", "bare": f"{bare['p50']} ms",
+         "met": lat["p50"] <= 20},
+        {"target": "p99 ≤ 100 ms at half load", "measured": f"{lat['p99']} ms", "bare": f"{bare['p99']} ms",
+         "met": lat["p99"] <= 100},
+        {"target": "no service above 200 MB RSS", "measured": f"{rss:.0f} MB", "met": rss <= 200},
+    ]
+    by_size = {run["units"]: run for run in result["scale"] if run["replicas"] == 1}
+    if 1_000_000 in by_size and result["units"] in by_size:
+        change = by_size[1_000_000]["units_per_s"] / by_size[result["units"]]["units_per_s"] - 1
+        rows.append({"target": f"1M units within 10 % of {result['units']:,}", "measured": f"{change:+.1%}",
+                     "met": change >= -0.10})
+    return rows
+
+
 def markdown(result: dict) -> str:
     top = result["ceiling_units_per_s"]
     lines = [
@@ -83,6 +110,9 @@ def markdown(result: dict) -> str:
     lines += ["", f"The three-hop bare loop at the same load, tuned for latency as the services are "
               f"({bare['units']:,} units at {bare['offered_units_per_s']:,.0f} units/s): p50 {bare['p50']} ms, "
               f"p95 {bare['p95']} ms, p99 {bare['p99']} ms, max {bare['max']} ms"]
+    lines += ["", "| Target | Rebound | Bare loop, three hops | Met by Rebound |", "| --- | ---: | ---: | --- |"]
+    lines += [f"| {row['target']} | {row['measured']} | {row.get('bare', '')} | {'yes' if row['met'] else 'no'} |"
+              for row in result["targets"]]
     return "\n".join(lines)
 
 
@@ -155,6 +185,7 @@ if __name__ == "__main__":
     began = time.monotonic()
     result = asyncio.run(main(args.full, args.units, args.ceiling_units, args.latency_seconds))
     result["bench_seconds"] = round(time.monotonic() - began)
+    result["targets"] = targets(result)
     OUT.mkdir(exist_ok=True)
     (OUT / "latest.json").write_text(json.dumps(result, indent=2))
     print()

@@ -1,0 +1,58 @@
+"""`make bench` ends with the Speed targets: what Rebound measured against each, and whether it met it."""
+
+from __future__ import annotations
+
+from bench.__main__ import markdown, targets
+
+
+def _run(rss: float, e2e: float, p50: float, p99: float, million: float | None = None) -> dict:
+    scale = [{"units": 100_000, "replicas": 1, "units_per_s": 1_800.0, "peak_rss_mb": {"ledger-1": 90.0}},
+             {"units": 100_000, "replicas": 2, "units_per_s": 1_700.0, "peak_rss_mb": {"ledger-1": 80.0}}]
+    if million is not None:
+        scale.append({"units": 1_000_000, "replicas": 1, "units_per_s": million, "peak_rss_mb": {"ledger-1": rss}})
+    return {
+        "date": "2026-11-28", "machine": {"cores": 2, "ram_gib": 23.5, "cpu": "test"},
+        "ceiling": {"units": 50_000}, "ceiling_units_per_s": 10_000.0,
+        "ceiling_three_hops": {"units": 50_000, "units_per_s": 6_000.0},
+        "e2e_units_per_s": e2e, "ratio_to_ceiling": round(e2e / 10_000, 2), "units": 100_000,
+        "inspections": {"units": 100_000, "replicas": 1, "units_per_s": e2e, "peak_rss_mb": {"grading-1": 100.0}},
+        "scale": scale,
+        "latency_ms": {"units": 1_000, "offered_units_per_s": e2e / 2, "p50": p50, "p95": p99, "p99": p99,
+                       "max": p99, "hops": {}},
+        "latency_three_hops_ms": {"units": 1_000, "offered_units_per_s": e2e / 2, "p50": 40.0, "p95": 60.0,
+                                  "p99": 95.0, "max": 120.0},
+    }
+
+
+def _met(rows: list[dict]) -> dict[str, bool]:
+    return {row["target"]: row["met"] for row in rows}
+
+
+def test_each_target_is_met_or_not_by_what_was_measured() -> None:
+    slow = _met(targets(_run(rss=120, e2e=3_000, p50=150, p99=450)))
+    assert slow == {
+        "inspection → adjustment ≥ 2,000 units/s": True,
+        "inspection → adjustment ≥ 0.5 × the ceiling": False,
+        "p50 ≤ 20 ms at half load": False,
+        "p99 ≤ 100 ms at half load": False,
+        "no service above 200 MB RSS": True,
+    }
+    fast = _met(targets(_run(rss=120, e2e=6_000, p50=18, p99=90)))
+    assert all(fast.values())
+
+
+def test_rss_counts_every_run_and_the_million_unit_wave_is_compared_with_100k() -> None:
+    rows = _met(targets(_run(rss=251, e2e=3_000, p50=150, p99=450, million=1_500)))
+    assert rows["no service above 200 MB RSS"] is False  # only the 1M wave went above
+    assert rows["1M units within 10 % of 100,000"] is False  # 1,500 against 1,800: 16.7 % slower
+    within = targets(_run(rss=120, e2e=3_000, p50=150, p99=450, million=1_700))
+    assert _met(within)["1M units within 10 % of 100,000"] is True
+    assert next(row["measured"] for row in within if row["target"].startswith("1M")) == "-5.6%"
+
+
+def test_the_table_ends_the_printed_summary() -> None:
+    result = _run(rss=120, e2e=3_000, p50=150, p99=450)
+    result["targets"] = targets(result)
+    table = markdown(result).split("| Target |", 1)[1].splitlines()
+    assert "| p99 ≤ 100 ms at half load | 450 ms | 95.0 ms | no |" in table
+    assert "| inspection → adjustment ≥ 2,000 units/s | 3,000 | 6,000 | yes |" in table
