@@ -51,7 +51,7 @@ test-faults: up ## the fault scenarios alone, short profile (kill -9, rebalances
 soak: up ## the fault scenarios at full size (20,000 units, 12 kills, 30 s outage), ROUNDS times (default 1)
 	for round in $$(seq $${ROUNDS:-1}); do REBOUND_FAULT_PROFILE=full $(BIN)/pytest tests/faults -s || exit 1; done
 
-bench: up ## benchmark: the bare-loop ceiling, inspection -> adjustment at 100k units, whole waves of 10k and 100k (1 and 2 replicas), latency at half load
+bench: up ## benchmark: the bare-loop ceilings (one hop, three hops), inspection -> adjustment at 100k units, whole waves of 10k and 100k (1 and 2 replicas), latency at half load beside the bare loop's, the targets met or not
 	$(BIN)/python -m bench
 
 bench-full: up ## the benchmark plus a 1,000,000-unit run
