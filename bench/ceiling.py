@@ -22,15 +22,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from rebound.messaging.relay import connect_leader, shorten_concurrent_transactions_retry
+from rebound.messaging.relay import DELETE_SENT, connect_leader, shorten_concurrent_transactions_retry
 
 from .stats import percentiles
 
 PARTITIONS = 6
 BATCH = 500
-FORGET_SENT = "DELETE FROM rebound.outbox WHERE producer = $1 AND id BETWEEN $2 AND $3 AND id = ANY($4::bigint[])"
-"""As the relays delete a sent batch: by producer and the batch's id range, so that no plan reads
-the producer's backlog."""
 COMMIT_EVERY_S = 0.5  # a paced hop's offsets, as the services commit theirs
 
 
@@ -172,7 +169,7 @@ async def _loop(bootstrap: str, database_url: str, hop: Hop, units: int,
             emitted, ids = await _apply(pool, hop, records, sequence)
             sequence += len(records)
             await _send(producer, hop, emitted)
-            await relay.execute(FORGET_SENT, hop.name, min(ids), max(ids), ids)
+            await relay.execute(DELETE_SENT, ids, hop.name, min(ids), max(ids))  # as the relays forget a sent batch
             done += len(records)
             if not hop.paced or done >= units or time.monotonic() - committed >= COMMIT_EVERY_S:
                 await consumer.commit()

@@ -116,11 +116,13 @@ async def _send_in_batches(producer: AIOKafkaProducer, rows: list[asyncpg.Record
     return sent
 
 
-_DELETE_SENT = (
+DELETE_SENT = (
     "DELETE FROM rebound.outbox WHERE producer = $2 AND id BETWEEN $3 AND $4 AND id = ANY($1::bigint[])"
 )
+"""Deletes a sent batch's rows ($1, of producer $2, ids $3 to $4): the part of `FORGET` and
+`NEXT_BATCH` that forgets the rows."""
 
-FORGET = f"WITH sent AS ({_DELETE_SENT}) DELETE FROM rebound.relay_in_doubt WHERE producer = $2"
+FORGET = f"WITH sent AS ({DELETE_SENT}) DELETE FROM rebound.relay_in_doubt WHERE producer = $2"
 """Deletes a sent batch's rows ($1) and its in-doubt record: one statement, so one round trip, and
 atomic. The producer and the batch's id range bound the scan of the (producer, id) index to the
 batch. With the ids alone PostgreSQL chose that index too, and read all of it for each id: with
@@ -128,7 +130,7 @@ batch. With the ids alone PostgreSQL chose that index too, and read all of it fo
 rows took 0.6 s."""
 
 NEXT_BATCH = (
-    f"WITH sent AS ({_DELETE_SENT}),"
+    f"WITH sent AS ({DELETE_SENT}),"
     " settled AS (DELETE FROM rebound.relay_in_doubt WHERE producer = $2 AND cardinality($1::bigint[]) > 0)"
     " SELECT id, topic, key, payload, traceparent FROM rebound.outbox WHERE producer = $2"
     " AND id <> ALL($1::bigint[]) ORDER BY id LIMIT $5"
