@@ -12,8 +12,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerialize
 # and a connector reading our outbound topics must survive our minor additions too.
 FROZEN = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
 
-Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s:]+$")]
-"""An opaque id from upstream. No whitespace and no ':' (it is the key separator)."""
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s:\x00]+$")]
+"""An opaque id from upstream. No whitespace, no ':' (it is the key separator) and no U+0000."""
+
+NO_NUL = r"^[^\x00]*$"
+"""The pattern of every free-text string: no U+0000, which PostgreSQL's text cannot hold."""
 
 Channel = Literal["tiktok", "shopify", "amazon", "ebay"]
 Grade = Literal["A", "B", "C", "SCRAP"]

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, PositiveInt
 
-from .common import FROZEN, Channel, Condition, Identifier, Money, TenantEvent
+from .common import FROZEN, NO_NUL, Channel, Condition, Identifier, Money, TenantEvent
 
 
 class RmaLine(BaseModel):
@@ -17,8 +17,8 @@ class RmaLine(BaseModel):
     sku: Identifier
     quantity: PositiveInt = Field(le=10_000)
     unit_price: Money
-    size: str | None = Field(default=None, max_length=32)
-    colour: str | None = Field(default=None, max_length=32)
+    size: str | None = Field(default=None, max_length=32, pattern=NO_NUL)
+    colour: str | None = Field(default=None, max_length=32, pattern=NO_NUL)
 
 
 class RmaIssued(TenantEvent):
@@ -29,7 +29,7 @@ class RmaIssued(TenantEvent):
     return_id: Identifier
     order_id: Identifier
     tracking_number: Identifier
-    reason_code: Annotated[str, Field(min_length=1, max_length=256)]
+    reason_code: Annotated[str, Field(min_length=1, max_length=256, pattern=NO_NUL)]
     lines: Annotated[list[RmaLine], Field(min_length=1, max_length=500)]
 
 
@@ -112,7 +112,7 @@ class StorefrontAck(TenantEvent):
 
     ref_event_id: UUID
     status: AckStatus
-    reason: Annotated[str, Field(max_length=1000)] = ""
+    reason: Annotated[str, Field(max_length=1000, pattern=NO_NUL)] = ""
     shop_id: Identifier
     channel: Channel
     warehouse_id: Identifier

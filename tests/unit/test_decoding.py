@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
+from pydantic import BaseModel, model_validator
 
-from rebound.messaging.inbox import fingerprint, position_id
+from rebound.messaging.inbox import canonical_json, fingerprint, position_id
 from rebound.messaging.processor import Route, dead_letter, decode
 from rebound_contracts.topics import (
     ACKS,
@@ -144,3 +147,72 @@ def test_fingerprints_ignore_key_order_but_not_content() -> None:
     assert fingerprint(a) != fingerprint({"x": 2, "y": [1, 2]})
     assert position_id("t", 1, 2) == position_id("t", 1, 2) != position_id("t", 1, 3)
     assert isinstance(position_id("t", 1, 2), uuid.UUID)
+
+
+def _nested(depth: int) -> list:
+    outer = inner = []
+    for _ in range(depth - 1):
+        inner.append([])
+        inner = inner[0]
+    return outer
+
+
+@pytest.mark.parametrize("topic", INBOUND)
+def test_an_unknown_field_nested_deeper_than_orjson_writes_is_read_as_a_valid_event(topic: str) -> None:
+    valid = _valid(topic)
+    document = {**valid, "extra": _nested(300)}
+    item = _decode(topic, orjson.dumps(valid)[:-1] + b"," + _deep_extra(300) + b"}")
+    assert item.failure is None and item.event is not None
+    assert item.digest == fingerprint(document) == fingerprint(dict(reversed(document.items())))
+    assert item.digest != fingerprint({**document, "extra": _nested(299)})
+
+
+def _deep_extra(depth: int) -> bytes:
+    return b'"extra":' + b"[" * depth + b"]" * depth
+
+
+def test_nesting_beyond_what_json_parsing_allows_is_dead_lettered_as_invalid_json() -> None:
+    raw = orjson.dumps(_valid(RMA.name))[:-1] + b"," + _deep_extra(5000) + b"}"
+    item = _decode(RMA.name, raw)
+    assert item.event is None and item.failure[0] == "invalid_json"
+
+
+@pytest.mark.parametrize("document", [
+    {"b": [1, {"z": None, "a": 1.5e300}, "x\u0000", True], "a": {"é": -0.0, "c": []}, "n": -(2**63), "": {}},
+    [], {}, "text", 18446744073709551615, 5e-324,
+])
+def test_the_canonical_form_is_what_orjson_writes_with_sorted_keys(document: Any) -> None:
+    assert canonical_json(document) == orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+
+
+@pytest.mark.parametrize("topic", INBOUND)
+def test_a_nul_character_in_a_string_of_the_contract_is_a_schema_violation(topic: str) -> None:
+    document = _valid(topic)
+    document["seller_id"] = "s\u00001"
+    item = _decode(topic, orjson.dumps(document))
+    assert item.failure[0] == "schema_violation" and "seller_id" in item.failure[1]
+
+
+def test_a_nul_character_in_free_text_is_a_schema_violation_and_in_an_unknown_field_is_ignored() -> None:
+    document = _valid(RMA.name)
+    assert _decode(RMA.name, orjson.dumps({**document, "note": "a\u0000b"})).failure is None
+    item = _decode(RMA.name, orjson.dumps({**document, "reason_code": "too\u0000small"}))
+    assert item.failure[0] == "schema_violation" and "reason_code" in item.failure[1]
+
+
+class _Exploding(BaseModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _explode(cls, data: Any) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+
+def test_a_failure_no_rule_foresees_dead_letters_the_record_instead_of_raising() -> None:
+    route = Route(dataclasses.replace(UNIT_INSPECTED, model=_Exploding), _noop, lambda conn: None)
+    raw = orjson.dumps(_valid(UNIT_INSPECTED.name))
+    item = decode(Record(UNIT_INSPECTED.name, raw, partition=1, offset=7), route, 1024 * 1024)
+    assert item.event is None and item.failure == (
+        "processing_failed", "while decoding: RecursionError: maximum recursion depth exceeded")
+    assert item.seller_id == "s1"  # what was read before the failure still routes the dead letter
+    letter = dead_letter(item, "rebound-grading", datetime.now(UTC))
+    assert base64.b64decode(letter.raw_base64) == raw and letter.kind == "processing_failed"

@@ -22,8 +22,36 @@ class Claim(Enum):
 
 
 def fingerprint(document: dict) -> bytes:
-    """Content hash independent of key order and whitespace."""
-    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).digest()
+    """Content hash independent of key order and whitespace, for a document of any depth."""
+    try:
+        canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (254 levels)
+        canonical = canonical_json(document)
+    return hashlib.sha256(canonical).digest()
+
+
+def canonical_json(document: object) -> bytes:
+    """What `orjson.dumps(document, option=OPT_SORT_KEYS)` writes, byte for byte, at any depth
+    (an explicit stack instead of recursion). `document` is what `orjson.loads` returns."""
+    out: list[bytes] = []
+    pending: list[object] = [document]  # bytes: written as they are; anything else: encoded
+    while pending:
+        item = pending.pop()
+        if isinstance(item, bytes):
+            out.append(item)
+        elif isinstance(item, dict):
+            parts: list[object] = [b"{"]
+            for n, (key, value) in enumerate(sorted(item.items())):
+                parts += [b"," if n else b"", orjson.dumps(key) + b":", value]
+            pending += reversed([*parts, b"}"])
+        elif isinstance(item, list):
+            parts = [b"["]
+            for n, value in enumerate(item):
+                parts += [b"," if n else b"", value]
+            pending += reversed([*parts, b"]"])
+        else:
+            out.append(orjson.dumps(item))
+    return b"".join(out)
 
 
 def position_id(topic: str, partition: int, offset: int) -> uuid.UUID:

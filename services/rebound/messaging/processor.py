@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
@@ -36,6 +36,7 @@ from .outbox import OutboxBuffer
 log = structlog.get_logger(__name__)
 
 DLQ_RAW_LIMIT = 64 * 1024  # bytes of an oversized message kept in its dead letter
+SELLER_ID_LIMIT = 128  # the contract's longest identifier: a longer one names no seller
 _TICK = timedelta(microseconds=1)
 
 
@@ -169,8 +170,19 @@ def _validation_summary(error: ValidationError) -> str:
 
 
 def decode(record: Record, route: Route | None, max_bytes: int) -> Decoded:
-    """Turn a record into its contract model, or say precisely why it cannot be read."""
+    """Turn a record into its contract model, or say precisely why it cannot be read. Never
+    raises: whatever fails on the way dead-letters the record, never its batch."""
     item = Decoded(record=record, route=route)
+    try:
+        return _decode(item, max_bytes)
+    except Exception as error:  # noqa: BLE001 - an input no rule above foresaw
+        log.exception("decoding_failed", topic=record.topic, partition=record.partition, offset=record.offset)
+        return Decoded(record=record, route=route, seller_id=item.seller_id, event_id=item.event_id,
+                       failure=("processing_failed", f"while decoding: {type(error).__name__}: {error}"))
+
+
+def _decode(item: Decoded, max_bytes: int) -> Decoded:
+    record, route = item.record, item.route
     raw = record.value or b""
     if route is None:
         item.failure = ("schema_violation", f"no route for topic {record.topic}")
@@ -187,7 +199,7 @@ def decode(record: Record, route: Route | None, max_bytes: int) -> Decoded:
         item.failure = ("schema_violation", "the message must be a JSON object")
         return item
     seller = document.get("seller_id")
-    item.seller_id = seller if isinstance(seller, str) else None
+    item.seller_id = seller if isinstance(seller, str) and len(seller) <= SELLER_ID_LIMIT else None
     event_id = document.get("event_id")
     item.event_id = event_id[:64] if isinstance(event_id, str) else None
     try:
@@ -252,18 +264,29 @@ class BatchProcessor:
             log.exception("batch_failed_isolating_records", consumer=self.consumer, size=len(items))
         total = BatchStats()
         for item in items:
-            try:
-                stats = await self._with_retry([item])
-            except Exception as error:  # noqa: BLE001
-                log.exception(
-                    "record_failed", consumer=self.consumer, topic=item.record.topic,
-                    partition=item.record.partition, offset=item.record.offset,
-                )
-                item.failure = ("processing_failed", f"{type(error).__name__}: {error}")
-                item.event = None
-                stats = await self._with_retry([item])
-            _merge(total, stats)
+            _merge(total, await self._apply_alone(item))
         return total
+
+    async def _apply_alone(self, item: Decoded) -> BatchStats:
+        """One record in a transaction of its own. If it fails, it is dead-lettered; if even its
+        dead letter cannot be stored, a dead letter of only what this consumer wrote itself (the
+        position, the error, the raw bytes in base64) is. Only a transient error is retried."""
+        try:
+            return await self._with_retry([item])
+        except Exception as error:  # noqa: BLE001
+            log.exception("record_failed", consumer=self.consumer, topic=item.record.topic,
+                          partition=item.record.partition, offset=item.record.offset)
+            letter = replace(
+                item, event=None, failure=("processing_failed", f"{type(error).__name__}: {error}"))
+        try:
+            return await self._with_retry([letter])
+        except Exception:  # noqa: BLE001
+            log.exception("dead_letter_failed", consumer=self.consumer, topic=item.record.topic,
+                          partition=item.record.partition, offset=item.record.offset)
+        kind, error = letter.failure or ("processing_failed", "unknown")
+        bare = replace(letter, seller_id=None, event_id=None,
+                       failure=(kind, error.encode("ascii", "backslashreplace").decode("ascii")))
+        return await self._with_retry([bare])
 
     async def _with_retry(self, items: list[Decoded]) -> BatchStats:
         delay = 0.1
