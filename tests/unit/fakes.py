@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from rebound.grading.adapters import UnitState
-from rebound.grading.domain import DEFAULT_RULES, GradingRules
+from rebound.grading.domain import DEFAULT_RULES, GradingRules, Refurbishment
 from rebound.intake.adapters import LineDetail, ReturnOrder
 from rebound.intake.domain import OpenLine
 from rebound.messaging.outbox import OutboxBuffer
@@ -122,8 +122,9 @@ class FakeGradingRepository:
 
     async def merge_refurbishment(self, work):  # noqa: ANN001, ANN201
         state = self.units.get(work.lpn)
-        before = set(state.refurbished) if state and state.seller_id == work.seller_id else set()
-        return self._merge(work.lpn, work.seller_id, refurbished=tuple(sorted(before | set(work.actions))))
+        before = state.refurbishments if state and state.seller_id == work.seller_id else ()
+        done = Refurbishment(work.occurred_at, tuple(work.actions))
+        return self._merge(work.lpn, work.seller_id, refurbishments=(*before, done))
 
     async def record_grade(self, lpn: str, grade: str, reasons: tuple[str, ...], revision: int) -> None:
         self.units[lpn] = replace(self.units[lpn], grade=grade, reasons=tuple(reasons), revision=revision)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+from datetime import timedelta
+
 import pytest
 
-from rebound.grading.domain import DEFAULT_RULES, InvalidGradingRules, decide_grade, parse_rules
+from rebound.grading.domain import (
+    DEFAULT_RULES,
+    InvalidGradingRules,
+    Refurbishment,
+    counted_refurbishment,
+    decide_grade,
+    parse_rules,
+)
 from rebound.grading.handlers import apply_refurbishment, grade_unit, record_receipt
+from rebound_contracts import InspectionChecks
 from rebound_contracts.topics import UNIT_GRADED
 from tests import factories as f
 
@@ -159,3 +170,61 @@ async def test_the_receipt_wins_over_an_early_inspection_from_another_seller() -
     assert [e.kind for e in emitted(ctx, "returns.exceptions.v1")] == ["cross_tenant_reference"]
     assert emitted(ctx, UNIT_GRADED.name) == []  # the forged checks were discarded, not graded
     assert repo.units["L1"].seller_id == "owner" and repo.units["L1"].checks is None
+
+
+def test_only_work_done_after_the_inspection_in_force_counts() -> None:
+    at = f.T0
+    history = [Refurbishment(at + timedelta(hours=1), ("repackaged",)), Refurbishment(at + timedelta(hours=3), ("cleaned",))]
+    assert counted_refurbishment(history, None) == ("cleaned", "repackaged")
+    assert counted_refurbishment(history, at) == ("cleaned", "repackaged")
+    assert counted_refurbishment(history, at + timedelta(hours=2)) == ("cleaned",)
+    assert counted_refurbishment(history, at + timedelta(hours=1)) == ("cleaned",)  # the same instant: before
+    assert counted_refurbishment(history, at + timedelta(hours=4)) == ()
+
+
+def _looked_at(lpn: str, packaging: str, at) -> object:  # noqa: ANN001
+    inspection = f.inspection("s1", lpn, "A", at=at)
+    return inspection.model_copy(update={"checks": InspectionChecks(**{**BASE, "packaging": packaging})})
+
+
+async def _final_grade(events: list) -> str:  # noqa: ANN001
+    repo = FakeGradingRepository()
+    handle = {"UnitReceived": record_receipt, "UnitInspected": grade_unit, "UnitRefurbished": apply_refurbishment}
+    for event in events:
+        await handle[type(event).__name__](context(event), event, repo)
+    return repo.units[events[0].lpn].grade
+
+
+def _repackaged_then_reinspected(lpn: str) -> list:
+    """Packaging missing (B), repackaged (A), then a re-inspection finds the new box damaged (B)."""
+    t = f.T0 + timedelta(days=3)
+    return [_looked_at(lpn, "missing", t), f.refurbished("s1", lpn, "repackaged", at=t + timedelta(hours=2)),
+            _looked_at(lpn, "damaged", t + timedelta(days=1))]
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))), ids=str)
+@pytest.mark.parametrize("receipt_first", [True, False])
+async def test_a_reinspection_after_repackaging_grades_the_unit_as_it_is_in_any_arrival_order(
+    order: tuple[int, ...], receipt_first: bool,
+) -> None:
+    lpn = f.uid("L")
+    events = [_repackaged_then_reinspected(lpn)[i] for i in order]
+    receipt = f.received("s1", lpn)
+    assert await _final_grade([receipt, *events] if receipt_first else [*events, receipt]) == "B"
+
+
+@pytest.mark.parametrize("refurbishment_first", [True, False])
+async def test_repackaging_after_the_inspection_lifts_it_whichever_arrives_first(refurbishment_first: bool) -> None:
+    lpn = f.uid("L")
+    looked, work, _ = _repackaged_then_reinspected(lpn)
+    events = [work, looked] if refurbishment_first else [looked, work]
+    assert await _final_grade([f.received("s1", lpn), *events]) == "A"
+
+
+@pytest.mark.parametrize("refurbishment_first", [True, False])
+async def test_repackaging_before_the_inspection_lifts_nothing(refurbishment_first: bool) -> None:
+    lpn = f.uid("L")
+    t = f.T0 + timedelta(days=3)
+    work, looked = f.refurbished("s1", lpn, "repackaged", at=t), _looked_at(lpn, "worn", t + timedelta(hours=1))
+    events = [work, looked] if refurbishment_first else [looked, work]
+    assert await _final_grade([f.received("s1", lpn), *events]) == "B"

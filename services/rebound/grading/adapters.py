@@ -13,7 +13,7 @@ import orjson
 
 from rebound_contracts import UnitInspected, UnitReceived, UnitRefurbished
 
-from .domain import DEFAULT_RULES, GradingRules, parse_rules
+from .domain import DEFAULT_RULES, GradingRules, Refurbishment, counted_refurbishment, parse_rules
 
 
 @dataclass(frozen=True)
@@ -23,13 +23,14 @@ class UnitState:
     received: UnitReceived | None
     checks: dict[str, Any] | None
     inspected_at: datetime | None
-    refurbished: tuple[str, ...]
+    refurbishments: tuple[Refurbishment, ...]
     grade: str | None
     reasons: tuple[str, ...]
     revision: int
 
 
-_COLUMNS = "lpn, seller_id, received, inspection, inspection_event_id, inspected_at, refurbished, grade, reasons, revision"
+_COLUMNS = ("lpn, seller_id, received, inspection, inspection_event_id, inspected_at, refurbishments, refurbished,"
+            " grade, reasons, revision")
 
 
 @dataclass
@@ -42,7 +43,7 @@ class _Row:
     checks: dict[str, Any] | None = None
     inspection_event_id: Any = None
     inspected_at: datetime | None = None
-    refurbished: tuple[str, ...] = ()
+    refurbishments: tuple[Refurbishment, ...] = ()
     grade: str | None = None
     reasons: tuple[str, ...] = ()
     revision: int = 0
@@ -57,23 +58,27 @@ class _Row:
             received=UnitReceived.model_validate_json(record["received"]) if record["received"] else None,
             checks=orjson.loads(record["inspection"]) if record["inspection"] else None,
             inspection_event_id=record["inspection_event_id"], inspected_at=record["inspected_at"],
-            refurbished=tuple(record["refurbished"]), grade=record["grade"],
+            refurbishments=tuple(Refurbishment(datetime.fromisoformat(work["at"]), tuple(work["actions"]))
+                                 for work in orjson.loads(record["refurbishments"])),
+            grade=record["grade"],
             reasons=tuple(record["reasons"] or ()), revision=record["revision"],
         )
 
     def state(self) -> UnitState:
         self.dirty = True  # every merge that returns a state changed the row
         return UnitState(lpn=self.lpn, seller_id=self.seller_id, received=self.received, checks=self.checks,
-                         inspected_at=self.inspected_at, refurbished=self.refurbished, grade=self.grade,
+                         inspected_at=self.inspected_at, refurbishments=self.refurbishments, grade=self.grade,
                          reasons=self.reasons, revision=self.revision)
 
     def values(self) -> tuple:
         # An unchanged receipt is not written again (NULL keeps the stored one): a receipt is
         # never removed, only replaced.
         received = self.received.model_dump_json() if self.received_changed and self.received else None
+        history = orjson.dumps([{"at": work.at.isoformat(), "actions": work.actions} for work in self.refurbishments])
         return (self.lpn, self.seller_id, received,
                 orjson.dumps(self.checks).decode() if self.checks is not None else None,
-                self.inspection_event_id, self.inspected_at, list(self.refurbished), self.grade,
+                self.inspection_event_id, self.inspected_at, history.decode(),
+                list(counted_refurbishment(self.refurbishments, self.inspected_at)), self.grade,
                 list(self.reasons) if self.grade is not None else None, self.revision)
 
 
@@ -131,7 +136,7 @@ class GradingRepository:
         if row is None or row.received is not None:
             return None
         row.seller_id, row.received, row.received_changed = unit.seller_id, unit, True
-        row.checks, row.inspection_event_id, row.inspected_at, row.refurbished = None, None, None, ()
+        row.checks, row.inspection_event_id, row.inspected_at, row.refurbishments = None, None, None, ()
         return row.state()
 
     async def merge_inspection(self, inspection: UnitInspected) -> UnitState | None:
@@ -148,7 +153,8 @@ class GradingRepository:
         row = await self._row(work.lpn) or self._new(work.lpn, work.seller_id)
         if row.seller_id != work.seller_id:
             return None
-        row.refurbished = tuple(sorted(set(row.refurbished) | set(work.actions)))
+        row.refurbishments = tuple(sorted((*row.refurbishments, Refurbishment(work.occurred_at, tuple(work.actions))),
+                                          key=lambda done: done.at))
         return row.state()
 
     async def record_grade(self, lpn: str, grade: str, reasons: tuple[str, ...], revision: int) -> None:
@@ -161,11 +167,12 @@ class GradingRepository:
         if not changed:
             return
         await self.conn.executemany(
-            "INSERT INTO grading.units AS u (" + _COLUMNS + ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO grading.units AS u (" + _COLUMNS + ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             " ON CONFLICT (lpn) DO UPDATE SET seller_id = EXCLUDED.seller_id,"
             " received = COALESCE(EXCLUDED.received, u.received),"
             " inspection = EXCLUDED.inspection, inspection_event_id = EXCLUDED.inspection_event_id,"
-            " inspected_at = EXCLUDED.inspected_at, refurbished = EXCLUDED.refurbished, grade = EXCLUDED.grade,"
+            " inspected_at = EXCLUDED.inspected_at, refurbishments = EXCLUDED.refurbishments,"
+            " refurbished = EXCLUDED.refurbished, grade = EXCLUDED.grade,"
             " reasons = EXCLUDED.reasons, revision = EXCLUDED.revision, updated_at = now()",
             [row.values() for row in changed],
         )

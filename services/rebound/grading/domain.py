@@ -3,8 +3,9 @@ the default rule is DESIGN.md's. Pure: no I/O, no clock."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 GRADES = ("A", "B", "C", "SCRAP")
@@ -61,6 +62,22 @@ class Decision:
 
 def _show(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@dataclass(frozen=True)
+class Refurbishment:
+    """Work done on a unit, and when (the refurbishment event's `occurred_at`)."""
+
+    at: datetime
+    actions: tuple[str, ...]
+
+
+def counted_refurbishment(history: Iterable[Refurbishment], inspected_at: datetime | None) -> tuple[str, ...]:
+    """The refurbishment actions that may lift a unit's grade: those done after the inspection in
+    force. An inspection sees the unit as it is, earlier work included, so work done before it
+    lifts nothing. With no inspection yet, all of them (the inspection to come decides)."""
+    return tuple(sorted({action for work in history if inspected_at is None or work.at > inspected_at
+                         for action in work.actions}))
 
 
 def effective_checks(checks: Mapping[str, Any], refurbished: Collection[str]) -> tuple[dict[str, Any], list[str]]:

@@ -10,7 +10,7 @@ from rebound_contracts.topics import UNIT_GRADED
 from ..messaging.ids import derived_id
 from ..messaging.processor import Context
 from .adapters import GradingRepository, UnitState
-from .domain import decide_grade
+from .domain import counted_refurbishment, decide_grade
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +44,8 @@ async def grade_unit(ctx: Context, inspection: UnitInspected, repo: GradingRepos
 
 
 async def apply_refurbishment(ctx: Context, work: UnitRefurbished, repo: GradingRepository) -> None:
-    """Refurbishment can lift a grade (a B unit whose only flaw was its packaging becomes A)."""
+    """Refurbishment after the inspection in force can lift a grade (a B unit whose only flaw was
+    its packaging becomes A); work done before that inspection is already in what it saw."""
     state = await repo.merge_refurbishment(work)
     if state is None:
         ctx.raise_exception("cross_tenant_reference", f"LPN {work.lpn} belongs to another seller")
@@ -60,7 +61,8 @@ async def regrade(ctx: Context, repo: GradingRepository, state: UnitState) -> No
         return
     unit = state.received
     rules = await repo.rules_for(unit.seller_id)
-    decision = decide_grade(state.checks, state.refurbished, rules.for_sku(unit.sku))
+    refurbished = counted_refurbishment(state.refurbishments, state.inspected_at)
+    decision = decide_grade(state.checks, refurbished, rules.for_sku(unit.sku))
     if (decision.grade, decision.reasons) == (state.grade, state.reasons):
         return
     revision = state.revision + 1
