@@ -27,9 +27,13 @@ ReasonCategory = Literal[
 ]
 Lane = Literal["FAST", "FULL_INSPECTION"]
 
+MAX_DIGITS, DECIMAL_PLACES = 14, 4
+MAX_AMOUNT = Decimal(10 ** (MAX_DIGITS - DECIMAL_PLACES)) - Decimal(1).scaleb(-DECIMAL_PLACES)
+"""The largest amount a message can carry: 9999999999.9999."""
+
 DecimalString = Annotated[
     Decimal,
-    Field(max_digits=14, decimal_places=4),
+    Field(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES),
     PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
 ]
 

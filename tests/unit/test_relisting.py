@@ -63,6 +63,9 @@ def test_the_default_policy_keeps_the_original_listing_price_and_lists_b_at_80_p
     (dict(discount_pct=90, floor="10.50", price_ending="0.99"), Money(amount="39.90", currency="USD"), "10.99"),
     (dict(discount_pct=15), Money(amount="1999", currency="JPY"), "1699"),
     (dict(price="29.00"), Money(amount="5.00", currency="EUR"), "29.00"),
+    (dict(discount_pct=0), Money(amount="9999999999.9999", currency="USD"), "9999999999.99"),
+    (dict(discount_pct=0, price_ending="0.99"), Money(amount="9999999999.9999", currency="USD"), "9999999999.99"),
+    (dict(discount_pct=0), Money(amount="9999999999.9999", currency="JPY"), "9999999999"),
 ])
 def test_prices_are_decimal_rounded_to_the_currency_and_never_below_the_floor(
         rule: dict, unit_price: Money, expected: str) -> None:

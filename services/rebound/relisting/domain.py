@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from rebound_contracts import Destination, Money, UnitGraded
-from rebound_contracts.common import Channel, Condition, Grade
+from rebound_contracts.common import MAX_AMOUNT, Channel, Condition, Grade
 from rebound_contracts.outbound import DestinationKind
 
 STRICT = ConfigDict(frozen=True, extra="forbid")
@@ -188,7 +188,8 @@ def destination(rule: DestinationRule, unit: UnitGraded) -> Destination:
 
 def price(unit_price: Money, rule: DestinationRule) -> Money:
     """Fixed price, or the unit price less the discount; then the price ending, never below the
-    floor; rounded to the currency's minor unit."""
+    floor; rounded to the currency's minor unit, and never above the largest amount a message
+    can carry."""
     step = Decimal(1).scaleb(-CURRENCY_DECIMALS.get(unit_price.currency, 2))
     amount = rule.price if rule.price is not None else unit_price.amount * (100 - rule.discount_pct) / 100
     amount = amount.quantize(step, rounding=ROUND_HALF_UP)
@@ -203,4 +204,6 @@ def price(unit_price: Money, rule: DestinationRule) -> Money:
         if rule.price_ending is not None:  # the smallest price with that ending at or above the floor
             candidate = amount.to_integral_value(rounding=ROUND_FLOOR) + rule.price_ending.quantize(step)
             amount = candidate if candidate >= amount else candidate + 1
-    return Money(amount=max(amount, Decimal(0)), currency=unit_price.currency)
+    # Rounding up a unit price at the contract's largest amount must not make it unsendable.
+    highest = MAX_AMOUNT.quantize(step, rounding=ROUND_FLOOR)
+    return Money(amount=min(max(amount, Decimal(0)), highest), currency=unit_price.currency)
