@@ -193,6 +193,7 @@ REGRADE_WEIGHTS = {"A": 40, "B": 30, "C": 20, "SCRAP": 10}
 CHUNK_RETURNS = 200
 UNEXPECTED_UNIT_RATE = 0.01
 REPACKAGE_RATE = 0.5  # of B units whose only flaw is their packaging
+BOX_DAMAGED_AGAIN_RATE = 0.2  # of repackaged units: re-inspected, the new box found damaged
 OVERSIZED_BYTES = 310 * 1024
 
 BAD_KINDS = (
@@ -215,8 +216,9 @@ MALFORMABLE: dict[str, tuple[type, ...]] = {
 # --- Grading, as DESIGN.md states it ---------------------------------------------------------
 
 def default_grade(checks: InspectionChecks, refurbished: Iterable[str] = ()) -> str:
-    """DESIGN.md's default rule, written here again on purpose: the simulator must not take the
-    grading service's word for what a grade should be. Repackaging makes packaging intact."""
+    """The default grading rule (docs/design.md), written here again on purpose: the simulator
+    must not take the grading service's word for what a grade should be. `refurbished`: the work
+    done after the inspection of `checks`; repackaging makes packaging intact."""
     packaging = "intact" if "repackaged" in set(refurbished) else checks.packaging
     if checks.irreparable:
         return "SCRAP"
@@ -397,10 +399,17 @@ def _make_return(rng: random.Random, new_id: Callable[[], uuid.UUID], config: Wa
                 event_id=new_id(), occurred_at=last_at, seller_id=seller.seller_id, warehouse_id=warehouse,
                 lpn=lpn, actions=list(refurbished),
             ))
-        if rng.random() < config.reinspect_rate:
+        reinspection = None
+        if "repackaged" in refurbished and rng.random() < BOX_DAMAGED_AGAIN_RATE:
+            # The new box is found damaged: the re-inspection sees the unit as it is, so the
+            # repackaging done before it lifts nothing.
+            reinspection = checks.model_copy(update={"packaging": "damaged"})
+        elif rng.random() < config.reinspect_rate:
             regrade = _weighted(rng, {g: w for g, w in REGRADE_WEIGHTS.items() if g != intended})
-            checks, _ = _checks_for(rng, regrade, product.has_function,
-                                    packaging_intact="repackaged" in refurbished)
+            reinspection, _ = _checks_for(rng, regrade, product.has_function,
+                                          packaging_intact="repackaged" in refurbished)
+        if reinspection is not None:
+            checks, refurbished = reinspection, ()  # all refurbishment came before it
             ret.reinspections.append(UnitInspected(
                 event_id=new_id(), occurred_at=last_at + timedelta(days=1, minutes=rng.randint(0, 600)),
                 seller_id=seller.seller_id, warehouse_id=warehouse, lpn=lpn,
@@ -420,21 +429,25 @@ def _encode(topic: Topic, message: BaseModel) -> Outgoing:
 
 def _send_order(returns: Sequence[_Return]) -> list[tuple[Outgoing, BaseModel]]:
     """Chunks of returns, each: RMAs, scans, inspections, refurbishments, re-inspections. An
-    out-of-order return has its inspections and then its scan sent at the end of the chunk before
-    (or before the first chunk), so both arrive before the RMA they depend on."""
+    out-of-order return sends its re-inspections, refurbishments, inspections and then its scan at
+    the end of the chunk before (or before the first chunk): all arrive before the RMA they depend
+    on, and each QC event before the ones it happened after."""
     chunks = [returns[i:i + CHUNK_RETURNS] for i in range(0, len(returns), CHUNK_RETURNS)]
     segments: list[list[tuple[Topic, BaseModel]]] = [[] for _ in range(len(chunks) + 1)]
     for c, chunk in enumerate(chunks):
         early, here = segments[c], segments[c + 1]
         for ret in chunk:
             if ret.out_of_order:
+                early.extend((UNIT_INSPECTED, m) for m in ret.reinspections)
+                early.extend((UNIT_REFURBISHED, m) for m in ret.refurbishments)
                 early.extend((UNIT_INSPECTED, m) for m in ret.inspections)
                 early.append((PARCEL_SCANNED, ret.scan))
+        in_order = [ret for ret in chunk if not ret.out_of_order]
         here.extend((RMA, ret.rma) for ret in chunk)
-        here.extend((PARCEL_SCANNED, ret.scan) for ret in chunk if not ret.out_of_order)
-        here.extend((UNIT_INSPECTED, m) for ret in chunk if not ret.out_of_order for m in ret.inspections)
-        here.extend((UNIT_REFURBISHED, m) for ret in chunk for m in ret.refurbishments)
-        here.extend((UNIT_INSPECTED, m) for ret in chunk for m in ret.reinspections)
+        here.extend((PARCEL_SCANNED, ret.scan) for ret in in_order)
+        here.extend((UNIT_INSPECTED, m) for ret in in_order for m in ret.inspections)
+        here.extend((UNIT_REFURBISHED, m) for ret in in_order for m in ret.refurbishments)
+        here.extend((UNIT_INSPECTED, m) for ret in in_order for m in ret.reinspections)
     return [(_encode(topic, message), message) for segment in segments for topic, message in segment]
 
 

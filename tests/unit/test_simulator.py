@@ -133,20 +133,27 @@ def test_expected_stock_follows_from_expected_grades(faulty: Wave):
     assert dict(expected) == faulty.expected_stock
 
 
-def test_expected_grades_follow_the_latest_inspection_and_refurbishment(faulty: Wave):
+def test_expected_grades_follow_the_latest_inspection_and_the_refurbishment_after_it(faulty: Wave):
     latest: dict[str, tuple[datetime, InspectionChecks]] = {}
-    refurbished: dict[str, set[str]] = {}
+    work: dict[str, list[tuple[datetime, list[str]]]] = {}
     for _, topic, model in valid_messages(faulty):
         if topic == "wms.unit-inspected.v1":
             if model.lpn not in latest or model.occurred_at > latest[model.lpn][0]:
                 latest[model.lpn] = (model.occurred_at, model.checks)
         elif topic == "wms.unit-refurbished.v1":
-            refurbished.setdefault(model.lpn, set()).update(model.actions)
+            work.setdefault(model.lpn, []).append((model.occurred_at, model.actions))
+    after: dict[str, set[str]] = {}
     for lpn, grade in faulty.expected_grades.items():
-        assert default_grade(latest[lpn][1], refurbished.get(lpn, ())) == grade
-    repackaged_to_a = [lpn for lpn, actions in refurbished.items()
-                       if "repackaged" in actions and faulty.expected_grades.get(lpn) == "A"]
+        inspected_at, checks = latest[lpn]
+        after[lpn] = {a for at, actions in work.get(lpn, ()) if at > inspected_at for a in actions}
+        assert default_grade(checks, after[lpn]) == grade
+    repackaged_to_a = [lpn for lpn, actions in after.items() if "repackaged" in actions
+                       and faulty.expected_grades[lpn] == "A"]
     assert repackaged_to_a, "some B units whose only flaw was packaging become A once repackaged"
+    damaged_again = [lpn for lpn, done in work.items() if any("repackaged" in actions for _, actions in done)
+                     and lpn in faulty.expected_grades and "repackaged" not in after[lpn]
+                     and latest[lpn][1].packaging == "damaged" and faulty.expected_grades[lpn] == "B"]
+    assert damaged_again, "some repackaged units are re-inspected with the new box damaged, and stay B"
 
 
 def test_reasons_are_mostly_size_and_raw_marketplace_codes():
@@ -163,7 +170,7 @@ def test_reasons_are_mostly_size_and_raw_marketplace_codes():
 
 
 def test_out_of_order_sends_scans_before_their_rma_and_inspections_before_their_scan(faulty: Wave):
-    rma_at, scan_at, first_inspection_at = {}, {}, {}
+    rma_at, scan_at, first_inspection_at, refurbishment_at = {}, {}, {}, {}
     lpn_tracking = {}
     for i, topic, model in valid_messages(faulty):
         if topic == RMA.name:
@@ -173,11 +180,16 @@ def test_out_of_order_sends_scans_before_their_rma_and_inspections_before_their_
             lpn_tracking.update({u.lpn: model.tracking_number for u in model.units})
         elif topic == "wms.unit-inspected.v1":
             first_inspection_at.setdefault(model.lpn, i)
+        elif topic == "wms.unit-refurbished.v1":
+            refurbishment_at.setdefault(model.lpn, i)
     early_scans = {t for t, i in scan_at.items() if i < rma_at[t]}
     assert len(early_scans) == faulty.out_of_order > 0
+    refurbished_first = 0
     for lpn, tracking in lpn_tracking.items():
         if tracking in early_scans:
             assert first_inspection_at[lpn] < scan_at[tracking]
+            refurbished_first += refurbishment_at.get(lpn, len(faulty.messages)) < first_inspection_at[lpn]
+    assert refurbished_first > 0, "some refurbishments arrive before the inspection they came after"
 
 
 def test_in_order_wave_has_no_surprises():
