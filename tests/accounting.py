@@ -25,7 +25,8 @@ async def guarantees(bootstrap: str, wave: simulator.Wave) -> checker.Report:
 
 
 async def assert_bad_input_accounted_for(bootstrap: str, wave: simulator.Wave, before: dict) -> None:
-    """Every malformed or wrong message of the wave has exactly its outcome, once."""
+    """Every malformed or wrong message of the wave has exactly its outcome, once; the hostile but
+    valid ones (`simulator.HOSTILE_KINDS`) none but being applied, which the final stock shows."""
     dlq = await checker.read_records(bootstrap, DLQ.name, sellers=None)
     raised_read = await checker.read_records(bootstrap, EXCEPTIONS.name, sellers=None)
     # What the services wrote must parse against the contract, every record of it.
@@ -40,10 +41,13 @@ async def assert_bad_input_accounted_for(bootstrap: str, wave: simulator.Wave, b
     assert dead["oversized"] == sent.get("oversized", 0), dead
     assert dead["conflicting_duplicate"] == sent.get("conflicting_duplicate", 0), dead
     assert dead["processing_failed"] == 0, dead
+    assert sum(dead.values()) == sum(sent.get(k, 0) for k in (*simulator.SCHEMA_INVALID_KINDS, "oversized",
+                                                               "conflicting_duplicate")), dead
     raised = Counter(e.kind for e in exceptions)
     assert raised["unknown_seller"] == sent.get("unknown_seller", 0), raised
     assert raised["unexpected_unit"] == wave.unexpected_units, raised
     assert raised["cross_tenant_reference"] == sent.get("cross_tenant", 0), raised
+    assert set(raised) <= {"unknown_seller", "unexpected_unit", "cross_tenant_reference"}, raised
 
 
 def configured_secrets(env: Mapping[str, str]) -> dict[str, str]:

@@ -184,6 +184,8 @@ def _summary(wave, received, graded, allocated, adjustments, exceptions, letters
     table.add_row("duplicates sent", f"{wave.duplicates:,}", "same event_id, same content")
     table.add_row("bad messages sent", f"{sum(wave.bad_by_kind.values()):,}",
                   ", ".join(f"{k} {v}" for k, v in sorted(wave.bad_by_kind.items())))
+    table.add_row("hostile but valid", f"{sum(wave.hostile_by_kind.values()):,}",
+                  ", ".join(f"{k} {v}" for k, v in sorted(wave.hostile_by_kind.items())) + ": applied like any other")
     table.add_section()
     table.add_row("parcels still parked", f"{parked:,}", "waiting for their RMA")
     table.add_row("units received", f"{sum(lanes.values()):,}", ", ".join(f"{k} {v:,}" for k, v in sorted(lanes.items())))

@@ -36,7 +36,16 @@ from rebound_contracts import (
     UnitPicked,
     UnitRefurbished,
 )
-from rebound_contracts.topics import PARCEL_SCANNED, RMA, UNIT_INSPECTED, UNIT_PICKED, UNIT_REFURBISHED, Topic
+from rebound_contracts.common import MAX_AMOUNT
+from rebound_contracts.topics import (
+    BY_NAME,
+    PARCEL_SCANNED,
+    RMA,
+    UNIT_INSPECTED,
+    UNIT_PICKED,
+    UNIT_REFURBISHED,
+    Topic,
+)
 
 from .db import create_pool, migrate
 
@@ -95,6 +104,8 @@ class Wave:
     bad_by_kind: dict[str, int]
     bad_kinds: dict[int, str]
     """index in `messages` -> kind, for every malformed or wrong message."""
+    hostile_by_kind: dict[str, int]
+    """Valid events of the wave sent in a hostile form (`HOSTILE_KINDS`), by kind."""
 
     def summary(self) -> dict[str, Any]:
         """The counts, for a log line or a table."""
@@ -109,6 +120,8 @@ class Wave:
             "duplicates": self.duplicates,
             "bad": sum(self.bad_by_kind.values()),
             "bad_by_kind": dict(self.bad_by_kind),
+            "hostile": sum(self.hostile_by_kind.values()),
+            "hostile_by_kind": dict(self.hostile_by_kind),
             "by_intended_grade": dict(self.by_intended_grade),
             "by_expected_grade": dict(Counter(self.expected_grades.values())),
             "by_reason_code": dict(self.by_reason_code),
@@ -197,10 +210,11 @@ BOX_DAMAGED_AGAIN_RATE = 0.2  # of repackaged units: re-inspected, the new box f
 OVERSIZED_BYTES = 310 * 1024
 
 BAD_KINDS = (
-    "invalid_json", "wrong_type", "missing_field", "unknown_enum", "bad_quantity", "oversized",
+    "invalid_json", "wrong_type", "missing_field", "unknown_enum", "bad_quantity", "nul_in_string", "oversized",
     "conflicting_duplicate", "unknown_seller", "cross_tenant",
 )
-SCHEMA_INVALID_KINDS = frozenset({"invalid_json", "wrong_type", "missing_field", "unknown_enum", "bad_quantity"})
+SCHEMA_INVALID_KINDS = frozenset({
+    "invalid_json", "wrong_type", "missing_field", "unknown_enum", "bad_quantity", "nul_in_string"})
 """Kinds that fail to parse against their topic's model; the others are valid JSON for the model
 but wrong in another way (too big, a conflicting retry, a stranger's seller id or reference)."""
 MALFORMABLE: dict[str, tuple[type, ...]] = {
@@ -209,14 +223,30 @@ MALFORMABLE: dict[str, tuple[type, ...]] = {
     "missing_field": (RmaIssued, ParcelScanned, UnitInspected, UnitRefurbished),
     "unknown_enum": (RmaIssued, UnitInspected, UnitRefurbished),  # a scan has no enum field
     "bad_quantity": (RmaIssued,),
+    "nul_in_string": (RmaIssued, ParcelScanned, UnitInspected, UnitRefurbished),
 }
 """Which message types each malformed kind is made from."""
+
+HOSTILE_KINDS = ("deep_nesting", "many_unknown_fields", "long_strings", "edge_numbers")
+"""Valid messages of the wave written as a hostile or careless sender might: an unknown field
+nested 300 levels deep, a thousand unknown fields, strings at their longest (in characters of
+three UTF-8 bytes), numbers at the edge of their types. They are the wave's own events (same
+event_id, same meaning), so each must be applied like any other: the final stock counts them."""
+HOSTILE_TYPES: dict[str, tuple[type, ...]] = {
+    "deep_nesting": (RmaIssued, ParcelScanned, UnitInspected, UnitRefurbished),
+    "many_unknown_fields": (RmaIssued, ParcelScanned, UnitInspected, UnitRefurbished),
+    "long_strings": (RmaIssued, ParcelScanned, UnitInspected),
+    "edge_numbers": (RmaIssued,),
+}
+DEEP_NESTING = 300
+EDGE_NUMBERS = {"u64_max_plus_1": 2 ** 64, "i64_min_minus_1": -(2 ** 63) - 1, "f64_max": 1.7976931348623157e308,
+                "f64_min_subnormal": 5e-324, "negative_zero": -0.0}
 
 
 # --- Grading, as DESIGN.md states it ---------------------------------------------------------
 
 def default_grade(checks: InspectionChecks, refurbished: Iterable[str] = ()) -> str:
-    """The default grading rule (docs/design.md), written here again on purpose: the simulator
+    """The design's default grading rule, written here again on purpose: the simulator
     must not take the grading service's word for what a grade should be. `refurbished`: the work
     done after the inspection of `checks`; repackaging makes packaging intact."""
     packaging = "intact" if "repackaged" in set(refurbished) else checks.packaging
@@ -513,6 +543,11 @@ class _BadMaker:
             form = self.rng.randrange(3)
             raw = _json(document)
             return raw[: len(raw) // 2] if form == 0 else b"\xff\xfe{not json" if form == 1 else raw + b"}{"
+        if kind == "nul_in_string":
+            field = {RmaIssued: "reason_code", ParcelScanned: "station_id", UnitInspected: "inspector_id",
+                     UnitRefurbished: "warehouse_id"}[type(message)]
+            document[field] = document[field][:2] + "\u0000" + document[field][2:]
+            return _json(document)
         if isinstance(message, RmaIssued):
             if kind == "wrong_type":
                 document["lines"][0]["quantity"] = "two"
@@ -597,6 +632,38 @@ class _BadMaker:
         return self._after(after), _encode(UNIT_INSPECTED, forged_inspection)
 
 
+def _longest(prefix: str, length: int) -> str:
+    return prefix + "字" * (length - len(prefix))
+
+
+def _hostile(kind: str, message: BaseModel) -> bytes:
+    """`message` as a hostile sender writes it, still valid and with the same meaning."""
+    if kind == "long_strings":
+        if isinstance(message, RmaIssued):
+            lines = [line.model_dump(mode="json") | {"size": _longest(line.size or "", 32),
+                                                      "colour": _longest(line.colour or "", 32)}
+                     for line in message.lines]
+            changes: dict[str, Any] = {"order_id": _longest(message.order_id, 128), "lines": lines}
+        elif isinstance(message, ParcelScanned):
+            changes = {"station_id": _longest(message.station_id, 128), "operator_id": _longest(message.operator_id, 128)}
+        else:
+            changes = {"inspector_id": _longest(getattr(message, "inspector_id"), 128)}
+        document = message.model_dump(mode="json") | changes
+    elif kind == "edge_numbers":
+        document = message.model_dump(mode="json") | {"marketplace_numbers": EDGE_NUMBERS}
+        for line in document["lines"]:
+            line["unit_price"]["amount"] = str(MAX_AMOUNT)
+    elif kind == "deep_nesting":
+        document = message.model_dump(mode="json")
+        extra: list[Any] = []
+        for _ in range(DEEP_NESTING - 1):
+            extra = [extra]
+        document["extra"] = extra
+    else:
+        document = message.model_dump(mode="json") | {f"x_{n:04d}": n for n in range(1000)}
+    return _json(document)
+
+
 def generate(config: WaveConfig) -> Wave:
     """Build a wave. Pure: every random choice comes from `random.Random(config.seed)`."""
     rng = random.Random(config.seed)
@@ -620,6 +687,18 @@ def generate(config: WaveConfig) -> Wave:
         at += timedelta(seconds=rng.randint(2, 30))
 
     base = _send_order(returns)
+    hostile_by_kind: Counter[str] = Counter()
+    if config.bad_rate > 0:  # before any copy is made: a duplicate repeats the hostile bytes
+        each = max(1, round(config.bad_rate * len(base) / (len(BAD_KINDS) + len(HOSTILE_KINDS))))
+        taken: set[int] = set()
+        for kind in HOSTILE_KINDS:
+            fits = [i for i, (_, m) in enumerate(base) if isinstance(m, HOSTILE_TYPES[kind]) and i not in taken]
+            for i in rng.sample(fits, min(each, len(fits))):
+                out, message = base[i]
+                value = _hostile(kind, message)
+                base[i] = (Outgoing(out.topic, out.key, value), BY_NAME[out.topic].model.model_validate(json.loads(value)))
+                taken.add(i)
+                hostile_by_kind[kind] += 1
 
     # Positions are (index in base, rank, serial): a copy or a bad message goes before base[index].
     placed: list[tuple[int, int, int, Outgoing, str | None]] = [
@@ -664,6 +743,7 @@ def generate(config: WaveConfig) -> Wave:
         by_reason_code=dict(tally.reasons.most_common()),
         bad_by_kind=dict(sorted(bad_by_kind.items())),
         bad_kinds=bad_kinds,
+        hostile_by_kind=dict(sorted(hostile_by_kind.items())),
     )
 
 

@@ -11,6 +11,8 @@ from pydantic import ValidationError
 
 from rebound.simulator import (
     BAD_KINDS,
+    DEEP_NESTING,
+    HOSTILE_KINDS,
     OVERSIZED_BYTES,
     REASON_CODES,
     SCHEMA_INVALID_KINDS,
@@ -21,6 +23,7 @@ from rebound.simulator import (
     generate,
 )
 from rebound_contracts import InspectionChecks, ParcelScanned, RmaIssued
+from rebound_contracts.common import MAX_AMOUNT
 from rebound_contracts.topics import BY_NAME, PARCEL_SCANNED, RMA
 
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -38,8 +41,8 @@ def faulty() -> Wave:
 def valid_messages(w: Wave):
     """(index, topic, model) of every message that is not one of the crafted bad ones."""
     for i, m in enumerate(w.messages):
-        if i not in w.bad_kinds:
-            yield i, m.topic, BY_NAME[m.topic].model.model_validate_json(m.value)
+        if i not in w.bad_kinds:  # read as the services read (pydantic's own JSON parser stops at depth 200)
+            yield i, m.topic, BY_NAME[m.topic].model.model_validate(json.loads(m.value))
 
 
 def test_same_config_gives_byte_identical_messages():
@@ -94,6 +97,37 @@ def test_every_bad_kind_is_produced_and_is_wrong(faulty: Wave):
             event = model.model_validate_json(m.value)
             assert event.seller_id in faulty.sellers
             assert str(event.event_id) not in first_seen
+
+
+def _depth(value: object) -> int:
+    depth = 0
+    while isinstance(value, list):
+        depth, value = depth + 1, value[0] if value else None
+    return depth
+
+
+def _hostile_kind(document: dict) -> str | None:
+    if _depth(document.get("extra")) == DEEP_NESTING:
+        return "deep_nesting"
+    if sum(key.startswith("x_") for key in document) == 1000:
+        return "many_unknown_fields"
+    if "marketplace_numbers" in document and all(
+            line["unit_price"]["amount"] == str(MAX_AMOUNT) for line in document["lines"]):
+        return "edge_numbers"
+    if any(isinstance(v, str) and len(v) == 128 and v.endswith("字") for v in document.values()):
+        return "long_strings"
+    return None
+
+
+def test_hostile_messages_are_the_waves_own_events_written_as_a_hostile_sender_would(faulty: Wave):
+    assert set(faulty.hostile_by_kind) == set(HOSTILE_KINDS) and min(faulty.hostile_by_kind.values()) > 0
+    seen: dict[str, set[str]] = {}
+    for i, topic, model in valid_messages(faulty):
+        kind = _hostile_kind(json.loads(faulty.messages[i].value))
+        if kind is not None:
+            seen.setdefault(kind, set()).add(str(model.event_id))
+            assert faulty.messages[i].key == BY_NAME[topic].key_of(model).encode()
+    assert {kind: len(ids) for kind, ids in seen.items()} == faulty.hostile_by_kind
 
 
 def test_cross_tenant_messages_name_another_sellers_parcel_or_unit(faulty: Wave):
