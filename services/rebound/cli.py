@@ -96,6 +96,7 @@ def simulate(
     duplicates: Annotated[float, typer.Option(min=0, max=1, help="Share of events sent twice.")] = 0.0,
     out_of_order: Annotated[float, typer.Option(min=0, max=1, help="Share of returns whose scan comes before the RMA.")] = 0.0,
     bad: Annotated[float, typer.Option(min=0, max=1, help="Share of extra malformed or wrong messages.")] = 0.0,
+    hostile: Annotated[float, typer.Option(min=0, max=1, help="Share of valid events written as a hostile sender would (deep nesting, many unknown fields, longest strings, edge numbers).")] = 0.0,
     start: Annotated[str | None, typer.Option(help="occurred_at of the first event, RFC 3339 (default: now).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print what would be sent; send nothing.")] = False,
 ) -> None:
@@ -109,7 +110,7 @@ def simulate(
     try:
         when = datetime.fromisoformat(start) if start else datetime.now(UTC)
         config = simulator.WaveConfig(units=units, seed=seed, sellers=sellers, duplicate_rate=duplicates,
-                                      out_of_order_rate=out_of_order, bad_rate=bad, start=when)
+                                      out_of_order_rate=out_of_order, bad_rate=bad, hostile_rate=hostile, start=when)
     except ValueError as error:
         _fail(f"--start/--units: {error}")
     wave = simulator.generate(config)
@@ -129,6 +130,7 @@ def demo(
     duplicates: Annotated[float, typer.Option(min=0, max=1, help="Share of events sent twice.")] = 0.02,
     out_of_order: Annotated[float, typer.Option(min=0, max=1, help="Share of returns whose scan comes before the RMA.")] = 0.05,
     bad: Annotated[float, typer.Option(min=0, max=1, help="Share of extra malformed or wrong messages.")] = 0.005,
+    hostile: Annotated[float, typer.Option(min=0, max=1, help="Share of valid events written as a hostile sender would (deep nesting, many unknown fields, longest strings, edge numbers).")] = 0.005,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the pipeline to catch up.")] = 900.0,
     sell: Annotated[float, typer.Option(min=0, max=1, help="Share of the units on offer after the wave that are then sold (picked for orders).")] = 0.6,
 ) -> None:
@@ -141,7 +143,8 @@ def demo(
     settings = Settings.from_env()
     logs.configure("warning", settings.log_format)
     code = run_demo(DemoOptions(units=units, seed=seed, replicas=replicas, duplicate_rate=duplicates,
-                                out_of_order_rate=out_of_order, bad_rate=bad, timeout=timeout, sell=sell), settings)
+                                out_of_order_rate=out_of_order, bad_rate=bad, hostile_rate=hostile, timeout=timeout,
+                                sell=sell), settings)
     raise typer.Exit(code)
 
 

@@ -47,6 +47,7 @@ class DemoOptions:
     duplicate_rate: float = 0.02
     out_of_order_rate: float = 0.05
     bad_rate: float = 0.005
+    hostile_rate: float = 0.005
     timeout: float = 900.0
     sell: float = 0.6
     """Share of the units offered on a listing after the wave that the warehouse then picks for orders."""
@@ -77,7 +78,7 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         wave = simulator.generate(simulator.WaveConfig(
             units=options.units, seed=seed, duplicate_rate=options.duplicate_rate,
             out_of_order_rate=options.out_of_order_rate, bad_rate=options.bad_rate,
-            start=datetime.now(UTC) - dock_lead(options.units),
+            hostile_rate=options.hostile_rate, start=datetime.now(UTC) - dock_lead(options.units),
         ))
         await simulator.register_sellers(settings.database_url, wave.sellers, connect_kwargs=database)
         before = await inbound_end_offsets(bootstrap, kafka)

@@ -70,13 +70,15 @@ class WaveConfig:
     duplicate_rate: float = 0.0
     out_of_order_rate: float = 0.0
     bad_rate: float = 0.0
+    hostile_rate: float = 0.0
+    """Share of the wave's own events written as a hostile sender would (`HOSTILE_KINDS`)."""
     reinspect_rate: float = 0.01
     start: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
         if self.units < 1 or self.sellers < 1 or self.warehouses < 1:
             raise ValueError("units, sellers and warehouses must be at least 1")
-        for name in ("duplicate_rate", "out_of_order_rate", "bad_rate", "reinspect_rate"):
+        for name in ("duplicate_rate", "out_of_order_rate", "bad_rate", "hostile_rate", "reinspect_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.start.tzinfo is None or self.start.utcoffset() is None:
@@ -688,8 +690,8 @@ def generate(config: WaveConfig) -> Wave:
 
     base = _send_order(returns)
     hostile_by_kind: Counter[str] = Counter()
-    if config.bad_rate > 0:  # before any copy is made: a duplicate repeats the hostile bytes
-        each = max(1, round(config.bad_rate * len(base) / (len(BAD_KINDS) + len(HOSTILE_KINDS))))
+    if config.hostile_rate > 0:  # before any copy is made: a duplicate repeats the hostile bytes
+        each = max(1, round(config.hostile_rate * len(base) / len(HOSTILE_KINDS)))
         taken: set[int] = set()
         for kind in HOSTILE_KINDS:
             fits = [i for i, (_, m) in enumerate(base) if isinstance(m, HOSTILE_TYPES[kind]) and i not in taken]

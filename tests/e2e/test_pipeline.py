@@ -20,6 +20,7 @@ pytestmark = pytest.mark.e2e
 async def _run_wave(settings, pool, tmp_path: Path, *, units: int, replicas: int):  # noqa: ANN001, ANN202
     wave = simulator.generate(simulator.WaveConfig(
         units=units, seed=random.randrange(1 << 30), duplicate_rate=0.05, out_of_order_rate=0.1, bad_rate=0.02,
+        hostile_rate=0.01,
     ))
     await simulator.register_sellers(settings.database_url, wave.sellers)
     before = await inbound_end_offsets(settings.kafka_bootstrap_servers)

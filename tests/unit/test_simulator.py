@@ -35,7 +35,8 @@ def wave(**overrides) -> Wave:
 
 @pytest.fixture(scope="module")
 def faulty() -> Wave:
-    return wave(units=2_000, duplicate_rate=0.03, out_of_order_rate=0.1, bad_rate=0.01, reinspect_rate=0.05)
+    return wave(units=2_000, duplicate_rate=0.03, out_of_order_rate=0.1, bad_rate=0.01, hostile_rate=0.01,
+                reinspect_rate=0.05)
 
 
 def valid_messages(w: Wave):
