@@ -1,0 +1,120 @@
+"""What a storefront connector decides, whatever the marketplace. Pure: no I/O, no clock (the
+time is an argument).
+
+Rebound's `available` does not know the sales a marketplace took that the warehouse has not
+picked yet, so a connector never writes it. It applies Rebound's deltas, in `sequence` order, onto
+the marketplace's own current number: a sale the marketplace made meanwhile stays made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """What a connector keeps of one `storefront.stock-adjustments.v1` record."""
+
+    sequence: int
+    delta: int
+    adjustment_id: UUID
+
+
+@dataclass(frozen=True)
+class Run:
+    """Adjustments of one key applied together, in one marketplace call: `first`..`last`, with
+    no gap, after the last one applied."""
+
+    first: int
+    last: int
+    delta: int
+    adjustment_ids: tuple[UUID, ...]
+
+
+def next_run(applied_through: int, pending: Iterable[Adjustment], limit: int = 500) -> Run | None:
+    """The adjustments to apply next: those following `applied_through` without a gap, at most
+    `limit`. A gap (a sequence not received yet) is waited for, never skipped; one already applied
+    is ignored (a redelivery)."""
+    by_sequence = {a.sequence: a for a in pending if a.sequence > applied_through}
+    taken: list[Adjustment] = []
+    sequence = applied_through + 1
+    while sequence in by_sequence and len(taken) < limit:
+        taken.append(by_sequence[sequence])
+        sequence += 1
+    if not taken:
+        return None
+    return Run(first=taken[0].sequence, last=taken[-1].sequence, delta=sum(a.delta for a in taken),
+               adjustment_ids=tuple(a.adjustment_id for a in taken))
+
+
+@dataclass(frozen=True)
+class Target:
+    """The quantity to write so that `delta` lands on the marketplace's current number `seen`,
+    and how much of a negative delta could not land (units already sold there)."""
+
+    quantity: int
+    short: int
+
+
+def target(seen: int, delta: int, maximum: int) -> Target:
+    """Never below zero: a -1 for a unit the marketplace already sold (before the warehouse picked
+    it) cannot be taken back, and is reported as `short`. Never above the marketplace's maximum."""
+    wanted = seen + delta
+    return Target(quantity=min(max(wanted, 0), maximum), short=max(-wanted, 0))
+
+
+class InDoubt(Enum):
+    APPLIED = "applied"
+    NOT_APPLIED = "not_applied"
+    UNKNOWN = "unknown"
+
+
+def resolve_in_doubt(written: int, seen_before: int, sold_since: int, now: int) -> InDoubt:
+    """A connector died between writing `written` (over `seen_before`) and recording it. The
+    marketplace's number `now`, with the units it sold since the write was planned, tells which
+    happened: `written - sold` if the write landed, `seen_before - sold` if it did not. When both
+    are the same, or neither matches (someone else wrote), it is not known: an operator decides."""
+    if written == seen_before:
+        return InDoubt.APPLIED  # nothing to apply: writing it again changes nothing either way
+    if sold_since > seen_before:
+        return InDoubt.APPLIED  # it sold more than it had without the write
+    landed, missed = max(written - sold_since, 0), max(seen_before - sold_since, 0)
+    if landed == missed or now not in (landed, missed):
+        return InDoubt.UNKNOWN
+    return InDoubt.APPLIED if now == landed else InDoubt.NOT_APPLIED
+
+
+@dataclass
+class TokenBucket:
+    """A marketplace's rate limit for one shop: `rate` requests a second, bursts of `burst`.
+    `wait(now)` says how long to wait before the next request; `take(now)` spends one."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    at: float = 0.0
+    blocked_until: float = 0.0
+
+    def _refill(self, now: float) -> None:
+        if self.tokens < 0:
+            self.tokens, self.at = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+    def wait(self, now: float) -> float:
+        self._refill(now)
+        return max(self.blocked_until - now, 0.0, (1.0 - self.tokens) / self.rate)
+
+    def take(self, now: float) -> None:
+        self._refill(now)
+        self.tokens -= 1.0
+
+    def back_off(self, now: float, seconds: float) -> None:
+        """The marketplace said to slow down (429 with Retry-After, a throttle status): no request
+        before then, and the bucket starts empty."""
+        self.blocked_until = max(self.blocked_until, now + seconds)
+        self.tokens = 0.0
+        self.at = now

@@ -1,0 +1,70 @@
+"""What a connector decides, whatever the marketplace: runs in sequence order, deltas onto the
+marketplace's own number, in-doubt writes resolved by reading back, rate limits."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from rebound.connectors.domain import Adjustment, InDoubt, TokenBucket, next_run, resolve_in_doubt, target
+
+
+def _adjustments(*pairs: tuple[int, int]) -> list[Adjustment]:
+    return [Adjustment(sequence, delta, uuid.uuid4()) for sequence, delta in pairs]
+
+
+def test_a_run_takes_what_follows_the_last_applied_sequence_without_a_gap() -> None:
+    pending = _adjustments((3, 1), (4, 1), (5, -1), (7, 1))
+    run = next_run(2, pending)
+    assert (run.first, run.last, run.delta) == (3, 5, 1)
+    assert run.adjustment_ids == tuple(a.adjustment_id for a in pending[:3])
+    assert next_run(5, pending) is None  # 6 has not come: wait for it, never skip
+    assert next_run(6, pending).first == 7
+
+
+def test_adjustments_already_applied_are_ignored_and_a_run_has_a_limit() -> None:
+    pending = _adjustments(*[(s, 1) for s in range(1, 11)])
+    run = next_run(4, pending, limit=3)
+    assert (run.first, run.last, run.delta) == (5, 7, 3)
+    assert next_run(10, pending) is None
+
+
+def test_a_delta_lands_on_the_marketplaces_own_number() -> None:
+    assert target(seen=3, delta=2, maximum=99_999).quantity == 5
+    # Two units sold on the marketplace that the warehouse has not picked: they stay sold.
+    assert target(seen=1, delta=1, maximum=99_999).quantity == 2
+    assert (target(seen=1, delta=-1, maximum=99_999).quantity, target(seen=1, delta=-1, maximum=99_999).short) == (0, 0)
+    taken_back = target(seen=0, delta=-2, maximum=99_999)
+    assert (taken_back.quantity, taken_back.short) == (0, 2)
+    assert target(seen=99_999, delta=1, maximum=99_999).quantity == 99_999
+
+
+@pytest.mark.parametrize(("written", "before", "sold", "now", "verdict"), [
+    (5, 3, 0, 5, InDoubt.APPLIED),
+    (5, 3, 0, 3, InDoubt.NOT_APPLIED),
+    (5, 3, 2, 3, InDoubt.APPLIED),  # landed, then two sold
+    (5, 3, 2, 1, InDoubt.NOT_APPLIED),
+    (5, 3, 4, 1, InDoubt.APPLIED),  # sold more than it had before the write
+    (2, 3, 0, 2, InDoubt.APPLIED),  # a -1
+    (2, 3, 0, 3, InDoubt.NOT_APPLIED),
+    (5, 3, 0, 7, InDoubt.UNKNOWN),  # someone else wrote
+    (3, 3, 0, 3, InDoubt.APPLIED),  # nothing to write
+    (1, 0, 0, 1, InDoubt.APPLIED),
+])
+def test_an_in_doubt_write_is_resolved_by_reading_the_marketplace_back(
+        written: int, before: int, sold: int, now: int, verdict: InDoubt) -> None:
+    assert resolve_in_doubt(written, before, sold, now) is verdict
+
+
+def test_a_token_bucket_allows_its_burst_then_its_rate_and_honours_retry_after() -> None:
+    bucket = TokenBucket(rate=5.0, burst=5.0)
+    for _ in range(5):
+        assert bucket.wait(0.0) == 0.0
+        bucket.take(0.0)
+    assert bucket.wait(0.0) == pytest.approx(0.2)
+    assert bucket.wait(0.2) == pytest.approx(0.0)
+    bucket.take(0.2)
+    bucket.back_off(0.2, 2.0)
+    assert bucket.wait(1.0) == pytest.approx(1.2)
+    assert bucket.wait(2.2) == pytest.approx(0.0)
