@@ -1,0 +1,52 @@
+"""The one small interface every marketplace adapter implements, and the outcomes it reports.
+
+An adapter reads and writes one listing's quantity as the marketplace counts it, and counts the
+units the marketplace sold on it since a time. Everything else (ordering, idempotency, rate
+limits, retries, reconciliation) is the connector's, written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+
+class MarketplaceError(Exception):
+    """A call that did not do what it asked."""
+
+
+class Refused(MarketplaceError):
+    """The marketplace refused the write for good (its own message): acknowledged `rejected`."""
+
+
+class Throttled(MarketplaceError):
+    """Too many requests: wait `retry_after_s`, then try again."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unauthorized(MarketplaceError):
+    """The shop cannot be written at all (credentials, scopes, app set-up): no listing's fault.
+    The shop waits for an operator; its listings are not rejected."""
+
+
+class Unavailable(MarketplaceError):
+    """A transient failure (5xx, timeout, a connection refused): try again with back-off."""
+
+
+class Marketplace(Protocol):
+    """One shop on one marketplace. `listing` holds the marketplace's ids of a Rebound key
+    (TikTok Shop: product_id, sku_id, warehouse_id)."""
+
+    maximum: int
+    """The largest quantity the marketplace accepts."""
+
+    async def quantity(self, listing: Mapping[str, str]) -> int: ...
+
+    async def set_quantity(self, listing: Mapping[str, str], quantity: int) -> None: ...
+
+    async def sold_since(self, listing: Mapping[str, str], since_s: int) -> int:
+        """Units sold on `listing` in orders created at or after `since_s` (Unix seconds)."""
+        ...
