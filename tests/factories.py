@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from rebound_contracts import (
+    AdjustmentCause,
     ExchangeRequested,
     InspectionChecks,
     Money,
@@ -14,6 +15,7 @@ from rebound_contracts import (
     RmaIssued,
     RmaLine,
     ScannedUnit,
+    StockAdjusted,
     StorefrontAck,
     UnitGraded,
     UnitInspected,
@@ -123,3 +125,14 @@ def ack(seller_id: str, key: str, status: str, *, reason: str = "") -> Storefron
     return StorefrontAck(event_id=uuid.uuid4(), occurred_at=T0 + timedelta(days=5), seller_id=seller_id,
                          ref_event_id=uuid.uuid4(), status=status, reason=reason, shop_id=f"shop-{seller_id}",
                          channel=channel, warehouse_id=warehouse, sku=sku, condition=condition)
+
+
+def adjusted(seller_id: str, sku: str, sequence: int, delta: int, *, available: int = 0, channel: str = "tiktok",
+             warehouse: str = "W1", condition: str = "new") -> StockAdjusted:
+    """A stock adjustment of the key `seller:channel:warehouse:sku:condition`."""
+    return StockAdjusted(
+        event_id=uuid.uuid4(), occurred_at=T0 + timedelta(days=4), seller_id=seller_id, adjustment_id=uuid.uuid4(),
+        shop_id=f"shop-{seller_id}", channel=channel, warehouse_id=warehouse, sku=sku, condition=condition,
+        delta=delta, available=available, sequence=sequence,
+        cause=AdjustmentCause(kind="unit_graded" if delta > 0 else "unit_reallocated", lpn=uid("L"),
+                              source_event_id=uuid.uuid4()))

@@ -251,6 +251,10 @@ ExceptionKind = Literal[
     "unexpected_pick",
     "unknown_reference",
     "no_destination",
+    "unmapped_listing",
+    "storefront_in_doubt",
+    "storefront_short",
+    "storefront_unauthorized",
 ]
 
 

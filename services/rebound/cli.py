@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import signal
@@ -29,6 +30,11 @@ policy_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(policy_app, name="policy")
+connect_app = typer.Typer(
+    help="Storefront connectors: connect a seller's shop, map listing keys to its listings, unblock a key.",
+    no_args_is_help=True,
+)
+app.add_typer(connect_app, name="connect")
 
 
 class Service(str, Enum):
@@ -36,6 +42,7 @@ class Service(str, Enum):
     grading = "grading"
     relisting = "relisting"
     ledger = "ledger"
+    connectors = "connectors"
 
 
 def _fail(message: str) -> None:
@@ -250,6 +257,104 @@ def sellers_rules(
     if not found:
         _fail(f"seller {seller_id} is not registered")
     typer.echo(json.dumps(rules, indent=2))
+
+
+REQUIRED_IDS = {"tiktok": ("product_id", "sku_id", "warehouse_id")}
+
+
+@connect_app.command("tiktok")
+def connect_tiktok(
+    seller_id: Annotated[str, typer.Argument(help="The seller (registered with `rebound sellers add`).")],
+    shop_id: Annotated[str, typer.Argument(help="The shop id the seller's events carry (`shop_id`).")],
+    app_key: Annotated[str, typer.Option(help="Your TikTok Shop app's key.")],
+    app_secret_file: Annotated[Path, typer.Option(help="File holding the app secret (it stays there).")],
+    shop_cipher: Annotated[str, typer.Option(help="The authorised shop's cipher (from /authorization/202309/shops).")],
+    tokens_file: Annotated[Path, typer.Option(help="JSON file with access_token, refresh_token and "
+                                                   "access_token_expire_in (Unix seconds), as the token API answers.")],
+    api: Annotated[str, typer.Option(help="API base URL (a stand-in's, for tests).")] = "https://open-api.tiktokglobalshop.com",
+    auth: Annotated[str, typer.Option(help="Auth base URL.")] = "https://auth.tiktok-shops.com",
+) -> None:
+    """Connect a seller's TikTok shop. Tokens are stored, and replaced together whenever the
+    connector refreshes them; the app secret is read from its file, never stored or logged."""
+    from .connectors.adapters import connect_shop
+    from .connectors.app import tiktok_settings, tokens_document
+
+    settings = Settings.from_env()
+    try:
+        if not app_secret_file.read_text(encoding="utf-8").strip():
+            _fail(f"{app_secret_file} is empty")
+        given = json.loads(tokens_file.read_text(encoding="utf-8"))
+        tokens = tokens_document(str(given["access_token"]), str(given["refresh_token"]),
+                                 int(given.get("access_token_expire_in", 0)))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        _fail(f"--app-secret-file/--tokens-file: {type(error).__name__}: {error}")
+    shop = tiktok_settings(app_key, shop_cipher, app_secret_file, api=api, auth=auth)
+    asyncio.run(_with_conn(settings, lambda conn: connect_shop(conn, seller_id, "tiktok", shop_id, shop, tokens)))
+    typer.echo(f"TikTok shop {shop_id} of {seller_id} connected; map its listings with `rebound connect map`")
+
+
+@connect_app.command("map")
+def connect_map(
+    key: Annotated[str, typer.Argument(help="The listing key, seller:channel:warehouse:sku:condition.")],
+    shop_id: Annotated[str, typer.Option("--shop", help="The shop the key's listing is in.")],
+    ids: Annotated[list[str], typer.Option("--id", help="A marketplace id, NAME=VALUE; TikTok Shop: product_id, "
+                                                        "sku_id, warehouse_id.")],
+) -> None:
+    """Say which marketplace listing a key is. A key blocked for being unmapped moves again,
+    with every adjustment it received meanwhile."""
+    from .connectors.adapters import map_listing
+
+    parts = key.split(":")
+    if len(parts) != 5 or not all(parts):
+        _fail(f"{key!r} is not seller:channel:warehouse:sku:condition")
+    try:
+        given = dict(item.split("=", 1) for item in ids)
+    except ValueError:
+        _fail("--id takes NAME=VALUE")
+    missing = [name for name in REQUIRED_IDS.get(parts[1], ()) if not given.get(name)]
+    if missing:
+        _fail(f"a {parts[1]} listing needs --id for {', '.join(missing)}")
+    asyncio.run(_with_conn(Settings.from_env(), lambda conn: map_listing(conn, key, shop_id, given)))
+    typer.echo(f"{key} mapped to {given}")
+
+
+@connect_app.command("unblock")
+def connect_unblock(key: Annotated[str, typer.Argument(help="The listing key to move again.")]) -> None:
+    """Let a blocked key move again (after an operator set the marketplace's number by hand, or
+    fixed what the marketplace refused)."""
+
+    async def unblock(conn):  # noqa: ANN001, ANN202
+        return await conn.fetchval("UPDATE connectors.listings SET blocked = NULL, intent = NULL, updated_at = now()"
+                                   " WHERE key = $1 RETURNING 1", key)
+
+    if not asyncio.run(_with_conn(Settings.from_env(), unblock)):
+        _fail(f"no listing key {key}")
+    typer.echo(f"{key} unblocked")
+
+
+@app.command()
+def standin(
+    marketplace: Annotated[str, typer.Argument(help="The marketplace to stand in for: tiktok.")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 18081,
+    buyers: Annotated[float, typer.Option(min=0, help="Units its buyers buy a second.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of its buyers and injected faults.")] = 0,
+) -> None:
+    """Serve a local stand-in of a marketplace (tests, the demo); drive it under /_standin/."""
+    from .standins import serving
+    from .standins.tiktok import TikTokStandIn
+
+    if marketplace != "tiktok":
+        _fail(f"no stand-in for {marketplace!r} (tiktok)")
+    market = TikTokStandIn(seed=seed)
+    market.state.buyers_per_s = buyers
+
+    async def serve() -> None:
+        async with serving(market.app, port=port) as url:
+            typer.echo(f"TikTok Shop stand-in on {url}")
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
 
 
 def _read_policy(file: Path):  # noqa: ANN202 - a Policy, imported lazily

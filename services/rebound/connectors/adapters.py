@@ -1,0 +1,162 @@
+"""The connectors' PostgreSQL repository: shops, listing keys with their marketplace ids and
+progress, and the adjustments waiting to be applied."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from rebound_contracts import MessageSource, StockAdjusted
+
+from .domain import Adjustment
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A write in flight: adjustments `first`..`last` of a key, the marketplace's number `seen`
+    before it and the `written` one, planned at `at` (Unix seconds)."""
+
+    first: int
+    last: int
+    seen: int
+    written: int
+    at: int
+
+
+@dataclass(frozen=True)
+class Listing:
+    key: str
+    seller_id: str
+    channel: str
+    shop_id: str
+    ids: Mapping[str, str] | None
+    applied_through: int
+    intent: Intent | None
+    blocked: str | None
+
+
+@dataclass(frozen=True)
+class Pending:
+    adjustment: Adjustment
+    event: StockAdjusted
+    source: MessageSource
+
+
+def stock_key(event: Any) -> str:
+    return f"{event.seller_id}:{event.channel}:{event.warehouse_id}:{event.sku}:{event.condition}"
+
+
+class ConnectorRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def record(self, adjustment: StockAdjusted, source: MessageSource) -> bool:
+        """Keep an adjustment until it is applied; False when it was applied or kept already."""
+        key = stock_key(adjustment)
+        await self.conn.execute(
+            "INSERT INTO connectors.listings (key, seller_id, channel, shop_id) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (key) DO NOTHING", key, adjustment.seller_id, adjustment.channel, adjustment.shop_id)
+        status = await self.conn.execute(
+            "INSERT INTO connectors.adjustments (key, sequence, delta, event, source)"
+            " SELECT $1, $2, $3, $4, $5 FROM connectors.listings"
+            " WHERE key = $1 AND applied_through < $2 ON CONFLICT DO NOTHING",
+            key, adjustment.sequence, adjustment.delta, adjustment.model_dump_json(), source.model_dump_json())
+        return status.endswith(" 1")
+
+    async def due(self, limit: int) -> list[str]:
+        """Keys of connected shops with a write in doubt or an adjustment to apply, the longest
+        waiting first. A shop not connected yet keeps its adjustments until it is."""
+        rows = await self.conn.fetch(
+            "SELECT l.key FROM connectors.listings l JOIN connectors.shops s"
+            " ON (s.seller_id, s.channel, s.shop_id) = (l.seller_id, l.channel, l.shop_id)"
+            " WHERE l.blocked IS NULL AND (l.intent IS NOT NULL OR EXISTS (SELECT 1 FROM connectors.adjustments a"
+            " WHERE a.key = l.key AND a.sequence = l.applied_through + 1))"
+            " ORDER BY l.updated_at LIMIT $1", limit)
+        return [r["key"] for r in rows]
+
+    async def listing(self, key: str) -> Listing | None:
+        row = await self.conn.fetchrow("SELECT * FROM connectors.listings WHERE key = $1", key)
+        if row is None:
+            return None
+        intent = orjson.loads(row["intent"]) if row["intent"] else None
+        return Listing(key=row["key"], seller_id=row["seller_id"], channel=row["channel"], shop_id=row["shop_id"],
+                       ids=orjson.loads(row["ids"]) if row["ids"] else None, applied_through=row["applied_through"],
+                       intent=Intent(**intent) if intent else None, blocked=row["blocked"])
+
+    async def pending(self, key: str, after: int, limit: int) -> list[Pending]:
+        rows = await self.conn.fetch(
+            "SELECT sequence, delta, event, source FROM connectors.adjustments WHERE key = $1 AND sequence > $2"
+            " ORDER BY sequence LIMIT $3", key, after, limit)
+        out = []
+        for row in rows:
+            event = StockAdjusted.model_validate_json(row["event"])
+            out.append(Pending(Adjustment(row["sequence"], row["delta"], event.adjustment_id), event,
+                               MessageSource.model_validate_json(row["source"])))
+        return out
+
+    async def plan(self, key: str, intent: Intent) -> None:
+        await self.conn.execute(
+            "UPDATE connectors.listings SET intent = $2, updated_at = now() WHERE key = $1",
+            key, orjson.dumps(intent.__dict__).decode())
+
+    async def forget_intent(self, key: str) -> None:
+        await self.conn.execute("UPDATE connectors.listings SET intent = NULL, updated_at = now() WHERE key = $1", key)
+
+    async def applied(self, key: str, through: int) -> None:
+        await self.conn.execute(
+            "UPDATE connectors.listings SET applied_through = $2, intent = NULL, updated_at = now() WHERE key = $1",
+            key, through)
+        await self.conn.execute("DELETE FROM connectors.adjustments WHERE key = $1 AND sequence <= $2", key, through)
+
+    async def block(self, key: str, reason: str) -> None:
+        await self.conn.execute(
+            "UPDATE connectors.listings SET blocked = $2, intent = NULL, updated_at = now() WHERE key = $1",
+            key, reason)
+
+    async def touch(self, key: str) -> None:
+        """Put the key at the back of the queue (it waits for its shop)."""
+        await self.conn.execute("UPDATE connectors.listings SET updated_at = now() WHERE key = $1", key)
+
+    async def shop(self, seller_id: str, channel: str, shop_id: str) -> tuple[dict, dict | None] | None:
+        row = await self.conn.fetchrow(
+            "SELECT settings, tokens FROM connectors.shops WHERE seller_id = $1 AND channel = $2 AND shop_id = $3",
+            seller_id, channel, shop_id)
+        if row is None:
+            return None
+        return orjson.loads(row["settings"]), orjson.loads(row["tokens"]) if row["tokens"] else None
+
+    async def store_tokens(self, seller_id: str, channel: str, shop_id: str, tokens: Mapping[str, Any]) -> None:
+        await self.conn.execute(
+            "UPDATE connectors.shops SET tokens = $4, updated_at = now()"
+            " WHERE seller_id = $1 AND channel = $2 AND shop_id = $3",
+            seller_id, channel, shop_id, orjson.dumps(dict(tokens)).decode())
+
+
+async def connect_shop(conn: asyncpg.Connection, seller_id: str, channel: str, shop_id: str,
+                       settings: Mapping[str, Any], tokens: Mapping[str, Any] | None) -> None:
+    """Register (or replace) a shop's settings and tokens."""
+    await conn.execute(
+        "INSERT INTO connectors.shops (seller_id, channel, shop_id, settings, tokens) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (seller_id, channel, shop_id) DO UPDATE SET settings = EXCLUDED.settings,"
+        " tokens = COALESCE(EXCLUDED.tokens, connectors.shops.tokens), updated_at = now()",
+        seller_id, channel, shop_id, orjson.dumps(dict(settings)).decode(),
+        orjson.dumps(dict(tokens)).decode() if tokens is not None else None)
+
+
+async def map_listing(conn: asyncpg.Connection, key: str, shop_id: str, ids: Mapping[str, str]) -> None:
+    """Say which marketplace listing a key is; a key blocked for being unmapped moves again."""
+    seller_id, channel = key.split(":")[:2]
+    await conn.execute(
+        "INSERT INTO connectors.listings (key, seller_id, channel, shop_id, ids) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (key) DO UPDATE SET ids = EXCLUDED.ids, shop_id = EXCLUDED.shop_id, updated_at = now(),"
+        " blocked = CASE WHEN connectors.listings.blocked = 'unmapped' THEN NULL ELSE connectors.listings.blocked END",
+        key, seller_id, channel, shop_id, orjson.dumps(dict(ids)).decode())
+
+
+def ack_id(key: str, sequence: int, status: str) -> uuid.UUID:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"rebound:ack:{key}:{sequence}:{status}")

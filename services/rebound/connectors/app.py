@@ -1,0 +1,103 @@
+"""The storefront connectors as a FastStream app: `storefront.stock-adjustments.v1` is read with
+read_committed and kept per listing key; the sync loop applies each key's adjustments to its
+marketplace and answers on `storefront.acks.v1`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import structlog
+from faststream import FastStream
+
+from rebound_contracts.topics import STOCK_ADJUSTMENTS
+
+from ..messaging.processor import Route
+from ..service import Periodic, ServiceSpec, build_app
+from ..settings import Settings
+from .adapters import ConnectorRepository, Listing
+from .handlers import keep_adjustment
+from .marketplace import Marketplace
+from .sync import Syncer
+from .tiktok import API, AUTH, Credentials, TikTokShop
+
+log = structlog.get_logger(__name__)
+
+SYNC_EVERY_S = 0.25
+RATES = {"tiktok": (10.0, 10.0), "shopify": (2.0, 40.0), "amazon": (5.0, 5.0), "ebay": (5.0, 5.0)}
+"""Requests a second and burst per shop, by marketplace (TikTok Shop documents none: a cautious 10)."""
+
+
+class Shops:
+    """The marketplace of each connected shop, built from its row and kept while the row does not
+    change (a refresh stores new tokens, which builds it again with them)."""
+
+    def __init__(self, pool: asyncpg.Pool, client: httpx.AsyncClient) -> None:
+        self.pool, self.client = pool, client
+        self._built: dict[tuple[str, str, str], tuple[Any, Marketplace]] = {}
+
+    async def __call__(self, repo: ConnectorRepository, listing: Listing) -> Marketplace | None:
+        shop = (listing.seller_id, listing.channel, listing.shop_id)
+        row = await repo.shop(*shop)
+        if row is None:
+            return None
+        built = self._built.get(shop)
+        if built is not None and built[0] == row:
+            return built[1]
+        settings, tokens = row
+        if listing.channel != "tiktok":
+            log.warning("no_adapter", channel=listing.channel, shop_id=listing.shop_id)
+            return None
+        market = TikTokShop(_tiktok_credentials(settings, tokens or {}), self.client,
+                            api=settings.get("api", API), auth=settings.get("auth", AUTH),
+                            on_refresh=lambda fresh: self._store(shop, fresh))
+        self._built[shop] = (row, market)
+        return market
+
+    async def _store(self, shop: tuple[str, str, str], fresh: Credentials) -> None:
+        async with self.pool.acquire() as conn:
+            await ConnectorRepository(conn).store_tokens(*shop, {
+                "access_token": fresh.access_token, "refresh_token": fresh.refresh_token,
+                "access_token_expire_in": fresh.access_token_expire_in})
+
+
+def _tiktok_credentials(settings: Mapping[str, Any], tokens: Mapping[str, Any]) -> Credentials:
+    return Credentials(app_key=settings["app_key"], shop_cipher=settings["shop_cipher"],
+                       app_secret=Path(settings["app_secret_file"]).read_text(encoding="utf-8").strip(),
+                       access_token=tokens.get("access_token", ""), refresh_token=tokens.get("refresh_token", ""),
+                       access_token_expire_in=int(tokens.get("access_token_expire_in", 0)))
+
+
+def spec() -> ServiceSpec:
+    syncers: dict[int, Syncer] = {}  # built on the first round, when the pool exists
+
+    async def sync_round(pool: asyncpg.Pool, _settings: Settings, producer: str) -> int:
+        syncer = syncers.get(id(pool))
+        if syncer is None:
+            client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
+            syncer = syncers[id(pool)] = Syncer(pool, producer, Shops(pool, client), rate=RATES)
+        return await syncer.round()
+
+    return ServiceSpec(
+        name="connectors",
+        routes=(Route(STOCK_ADJUSTMENTS, keep_adjustment, ConnectorRepository),),
+        periodic=(Periodic("storefront-sync", SYNC_EVERY_S, sync_round),),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastStream:
+    return build_app(spec(), settings or Settings.from_env())
+
+
+def tiktok_settings(app_key: str, shop_cipher: str, app_secret_file: Path, api: str = API,
+                    auth: str = AUTH) -> dict[str, str]:
+    """A TikTok shop's settings row: everything but the secret, which stays in its file."""
+    return {"app_key": app_key, "shop_cipher": shop_cipher, "app_secret_file": str(app_secret_file.resolve()),
+            "api": api, "auth": auth}
+
+
+def tokens_document(access_token: str, refresh_token: str, expires_at: int) -> dict[str, Any]:
+    return {"access_token": access_token, "refresh_token": refresh_token, "access_token_expire_in": expires_at}

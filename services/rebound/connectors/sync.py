@@ -1,0 +1,225 @@
+"""The connectors' sync loop: each listing key with adjustments to apply gets them, in sequence
+order, coalesced into one marketplace call, exactly once.
+
+Per key, under a session advisory lock (one replica at a time; the lock goes with a dead
+connector's connection):
+1. A write left in doubt by a connector that died is resolved first, by reading the marketplace
+   back (`domain.resolve_in_doubt`); when that cannot tell, the key waits for an operator.
+2. The next run of adjustments is taken (a gap is waited for), the marketplace's number read, and
+   the intent (number seen, number to write) committed before the write.
+3. The write; then, in one transaction, the key's progress, the intent cleared, the acknowledgement
+   (`storefront.acks.v1`) and any exception, through the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import structlog
+
+from rebound_contracts import ExceptionRaised, StorefrontAck
+from rebound_contracts.outbound import ExceptionKind
+from rebound_contracts.topics import ACKS, EXCEPTIONS
+
+from ..messaging import inbox
+from ..messaging.outbox import OutboxBuffer
+from .adapters import ConnectorRepository, Intent, Listing, Pending, ack_id
+from .domain import InDoubt, TokenBucket, next_run, resolve_in_doubt, target
+from .marketplace import Marketplace, Refused, Throttled, Unauthorized, Unavailable
+
+log = structlog.get_logger(__name__)
+
+LOCKS = 0x5EB0_0C00  # advisory lock space of listing keys: hashtextextended(key, LOCKS)
+
+MarketplaceFactory = Callable[[ConnectorRepository, Listing], Awaitable[Marketplace | None]]
+"""The marketplace of a listing's shop (None: the shop is not connected)."""
+
+
+@dataclass
+class Syncer:
+    pool: asyncpg.Pool
+    producer: str
+    marketplace_of: MarketplaceFactory
+    rate: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """Requests a second and burst per channel; a key's shop waits its turn in its bucket."""
+    run_limit: int = 500
+    clock: Callable[[], float] = time.time
+    buckets: dict[tuple[str, str], TokenBucket] = field(default_factory=dict)
+
+    async def round(self, limit: int = 64, concurrency: int = 8) -> int:
+        """Sync the keys due now; returns how many moved."""
+        async with self.pool.acquire() as conn:
+            keys = await ConnectorRepository(conn).due(limit)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(key: str) -> bool:
+            async with gate:
+                return await self.sync_key(key)
+
+        return sum(await asyncio.gather(*(one(k) for k in keys)))
+
+    async def sync_key(self, key: str) -> bool:
+        async with self.pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", LOCKS, key):
+                return False  # another replica has it
+            try:
+                return await self._sync(conn, key)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", LOCKS, key)
+
+    async def _sync(self, conn: asyncpg.Connection, key: str) -> bool:
+        repo = ConnectorRepository(conn)
+        listing = await repo.listing(key)
+        if listing is None or listing.blocked is not None:
+            return False
+        pending = await repo.pending(key, listing.applied_through, self.run_limit)
+        market = await self.marketplace_of(repo, listing)
+        if market is None:
+            await repo.touch(key)
+            log.warning("shop_not_connected", key=key, channel=listing.channel, shop_id=listing.shop_id)
+            return False
+        if listing.ids is None:
+            if pending:
+                await self._refuse(conn, repo, listing, pending, "unmapped", "unmapped_listing",
+                                   f"{key} is not mapped to a {listing.channel} listing: `rebound connect map`")
+            return False
+        bucket = self.buckets.setdefault((listing.channel, listing.shop_id),
+                                         TokenBucket(*self.rate.get(listing.channel, (10.0, 10.0))))
+        run = None
+        try:
+            if listing.intent is not None:
+                listing = await self._resolve(conn, repo, listing, market, pending, bucket)
+                if listing is None:
+                    return False
+            run = next_run(listing.applied_through, [p.adjustment for p in pending], self.run_limit)
+            if run is None:
+                return False  # a gap: wait for the adjustment that fills it
+            await self._take(bucket)
+            seen = await market.quantity(listing.ids)
+            planned = target(seen, run.delta, market.maximum)
+            intent = Intent(first=run.first, last=run.last, seen=seen, written=planned.quantity, at=int(self.clock()))
+            await repo.plan(key, intent)
+            await self._take(bucket)
+            await market.set_quantity(listing.ids, planned.quantity)
+        except Throttled as error:
+            bucket.back_off(self.clock(), error.retry_after_s)
+            await repo.forget_intent(key)  # a 429 wrote nothing
+            log.info("storefront_throttled", key=key, retry_after_s=error.retry_after_s)
+            return False
+        except Unavailable as error:
+            log.warning("storefront_unavailable", key=key, error=str(error))
+            await repo.touch(key)  # the intent, if any, stays: the write may have landed
+            return False
+        except Unauthorized as error:
+            # The shop cannot be written at all: not the listing's fault, so no `rejected`. The key
+            # waits until the shop is connected again (`rebound connect`), reported once.
+            async with conn.transaction():
+                await repo.block(key, f"unauthorized: {error}"[:500])
+                await self._report(conn, listing, pending, "storefront_unauthorized", str(error), transaction=False)
+            return False
+        except Refused as error:
+            refused = [p for p in pending if run is None or p.adjustment.sequence <= run.last]
+            await self._refuse(conn, repo, listing, refused, str(error), None, str(error))
+            return False
+        done = [p for p in pending if run.first <= p.adjustment.sequence <= run.last]
+        await self._done(conn, repo, listing, done, planned.short)
+        log.debug("storefront_applied", key=key, first=run.first, last=run.last, delta=run.delta,
+                  seen=seen, written=planned.quantity)
+        return True
+
+    async def _resolve(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
+                       market: Marketplace, pending: list[Pending], bucket: TokenBucket) -> Listing | None:
+        """The listing once its write in doubt is resolved, or None when an operator must decide."""
+        intent = listing.intent
+        assert intent is not None and listing.ids is not None
+        await self._take(bucket)
+        now = await market.quantity(listing.ids)
+        await self._take(bucket)
+        sold = await market.sold_since(listing.ids, intent.at)
+        verdict = resolve_in_doubt(intent.written, intent.seen, sold, now)
+        log.info("storefront_in_doubt_resolved", key=listing.key, verdict=verdict.value, written=intent.written,
+                 seen=intent.seen, sold=sold, now=now)
+        if verdict is InDoubt.NOT_APPLIED:
+            await repo.forget_intent(listing.key)
+            return await repo.listing(listing.key)
+        if verdict is InDoubt.APPLIED:
+            done = [p for p in pending if intent.first <= p.adjustment.sequence <= intent.last]
+            if done:
+                await self._done(conn, repo, listing, done, 0)
+            else:
+                await repo.applied(listing.key, intent.last)
+            return await repo.listing(listing.key)
+        async with conn.transaction():
+            await repo.block(listing.key, "in doubt")
+            await self._report(conn, listing, pending, "storefront_in_doubt",
+                               f"{listing.key}: a write of {intent.written} over {intent.seen} may or may not have "
+                               f"landed ({sold} sold since, {now} now): set the quantity, then unblock the key",
+                               transaction=False)
+        return None
+
+    async def _done(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
+                    done: list[Pending], short: int) -> None:
+        outbox = OutboxBuffer(self.producer)
+        last = done[-1]
+        outbox.add(ACKS, _ack(listing.key, last, "applied", ""))
+        async with conn.transaction():
+            await repo.applied(listing.key, last.adjustment.sequence)
+            if short:
+                outbox.add(EXCEPTIONS, _exception(last, "storefront_short", (
+                    f"{listing.key}: {short} unit(s) to take back were sold on the marketplace already")))
+            await outbox.flush(conn)
+
+    async def _refuse(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
+                      pending: list[Pending], blocked: str, kind: ExceptionKind | None, reason: str) -> None:
+        """The marketplace (or the mapping) refuses the key: it is blocked, and the ledger hears
+        `rejected` once, with the reason, and moves its units elsewhere."""
+        outbox = OutboxBuffer(self.producer)
+        outbox.add(ACKS, _ack(listing.key, pending[-1], "rejected", reason[:1000]))
+        if kind is not None:
+            outbox.add(EXCEPTIONS, _exception(pending[-1], kind, reason))
+        async with conn.transaction():
+            await repo.block(listing.key, blocked[:500])
+            await outbox.flush(conn)
+        log.warning("storefront_rejected", key=listing.key, reason=reason)
+
+    async def _report(self, conn: asyncpg.Connection, listing: Listing, pending: list[Pending], kind: ExceptionKind,
+                      detail: str, *, transaction: bool = True) -> None:
+        log.error("storefront_exception", key=listing.key, kind=kind, detail=detail)
+        if not pending:
+            return
+        outbox = OutboxBuffer(self.producer)
+        outbox.add(EXCEPTIONS, _exception(pending[-1], kind, detail))
+        if transaction:
+            async with conn.transaction():
+                await outbox.flush(conn)
+        else:
+            await outbox.flush(conn)
+
+    async def _take(self, bucket: TokenBucket) -> None:
+        while (wait := bucket.wait(self.clock())) > 0:
+            await asyncio.sleep(wait)
+        bucket.take(self.clock())
+
+
+def _ack(key: str, last: Pending, status: str, reason: str) -> StorefrontAck:
+    event = last.event
+    return StorefrontAck(
+        event_id=ack_id(key, last.adjustment.sequence, status), occurred_at=datetime.now(UTC),
+        seller_id=event.seller_id, ref_event_id=event.event_id, status=status, reason=reason,
+        shop_id=event.shop_id, channel=event.channel, warehouse_id=event.warehouse_id, sku=event.sku,
+        condition=event.condition)
+
+
+def _exception(about: Pending, kind: ExceptionKind, detail: str) -> ExceptionRaised:
+    event = about.event
+    return ExceptionRaised(
+        event_id=inbox.position_id(f"{about.source.topic}#{kind}", about.source.partition, about.source.offset),
+        occurred_at=datetime.now(UTC), seller_id=event.seller_id, kind=kind, detail=detail, source=about.source,
+        source_event_id=event.event_id, original=event.model_dump(mode="json"))
+

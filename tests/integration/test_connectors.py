@@ -1,0 +1,195 @@
+"""The connectors against the real PostgreSQL and the TikTok Shop stand-in over loopback HTTP:
+adjustments are kept by the real batch processor, then the sync loop applies them, in sequence
+order, onto the marketplace's own number, exactly once, and answers on `storefront.acks.v1`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from rebound.connectors.adapters import ConnectorRepository, Intent, map_listing
+from rebound.connectors.app import Shops, spec
+from rebound.connectors.sync import Syncer
+from rebound.messaging.processor import BatchProcessor
+from rebound.standins import serving
+from rebound.standins.tiktok import Stock, TikTokStandIn
+from rebound_contracts import TOPICS_BY_NAME
+from rebound_contracts.topics import ACKS, EXCEPTIONS, STOCK_ADJUSTMENTS
+from tests import factories as f
+from tests.shops import connect_tiktok
+
+pytestmark = pytest.mark.integration
+
+WAREHOUSE = "7054915283043174149"
+
+
+@dataclass
+class World:
+    pool: object
+    market: TikTokStandIn
+    syncer: Syncer
+    processor: BatchProcessor
+    seller: str
+    offsets: iter
+
+    def stock(self, sku: str) -> Stock:
+        return self.market.state.stock[(f"sku-{sku}", WAREHOUSE)]
+
+    async def send(self, *adjustments) -> None:  # noqa: ANN002
+        await self.processor.process([f.Record(STOCK_ADJUSTMENTS.name, a.model_dump_json().encode(), 0,
+                                               next(self.offsets), b"k") for a in adjustments])
+
+    async def outbox(self) -> list:
+        rows = await self.pool.fetch("DELETE FROM rebound.outbox WHERE producer = $1 RETURNING id, topic, payload",
+                                     self.processor.consumer)
+        return [(r["topic"], TOPICS_BY_NAME[r["topic"]].model.model_validate_json(bytes(r["payload"])))
+                for r in sorted(rows, key=lambda r: r["id"])]
+
+    async def sync(self) -> None:
+        while await self.syncer.round():
+            pass
+
+    async def listing(self, sku: str, quantity: int = 0, *, mapped: bool = True) -> str:
+        key = f"{self.seller}:tiktok:W1:{sku}:new"
+        self.market.state.stock[(f"sku-{sku}", WAREHOUSE)] = Stock(f"prod-{sku}", f"sku-{sku}", WAREHOUSE, quantity)
+        if mapped:
+            async with self.pool.acquire() as conn:
+                await map_listing(conn, key, f"shop-{self.seller}", {
+                    "product_id": f"prod-{sku}", "sku_id": f"sku-{sku}", "warehouse_id": WAREHOUSE})
+        return key
+
+
+@pytest.fixture
+async def world(pool, tmp_path: Path) -> AsyncIterator[World]:  # noqa: ANN001
+    seller = f"conn-{uuid.uuid4().hex[:8]}"
+    await pool.execute("INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $1)", seller)
+    market = TikTokStandIn(seed=3)
+    async with serving(market.app) as url, httpx.AsyncClient() as client:
+        await connect_tiktok(pool, market, url, seller, tmp_path)
+        producer = f"it-connectors-{seller}"
+        yield World(pool, market, Syncer(pool, producer, Shops(pool, client)),
+                    BatchProcessor(producer, spec().routes, pool), seller, iter(range(1, 1 << 30)))
+
+
+def _acks(out: list) -> list[tuple[str, str]]:
+    return [(event.status, event.reason) for topic, event in out if topic == ACKS.name]
+
+
+async def test_deltas_land_on_the_marketplaces_own_number_and_a_sale_is_never_overwritten(world: World) -> None:
+    await world.listing("TEE")
+    ups = [f.adjusted(world.seller, "TEE", s, +1, available=s) for s in (1, 2, 3)]
+    await world.send(*ups)
+    await world.sync()
+    assert world.stock("TEE").quantity == 3
+    assert _acks(await world.outbox()) == [("applied", "")]  # one call, one answer for the run
+    world.market.sell_one(), world.market.sell_one()  # two orders the warehouse has not picked yet
+    # Rebound's available (4) does not know them; the shop must end at 1 + 1, not at 4.
+    await world.send(f.adjusted(world.seller, "TEE", 4, +1, available=4))
+    await world.sync()
+    assert world.stock("TEE").quantity == 2
+    [(topic, ack)] = await world.outbox()
+    assert (topic, ack.status, ack.sku, ack.condition) == (ACKS.name, "applied", "TEE", "new")
+
+
+async def test_a_gap_is_waited_for_and_what_came_meanwhile_goes_in_one_call(world: World) -> None:
+    await world.listing("CAP")
+    first, second, third = (f.adjusted(world.seller, "CAP", s, +1) for s in (1, 2, 3))
+    await world.send(first, third)
+    await world.sync()
+    assert world.stock("CAP").quantity == 1
+    writes = world.market.state.writes
+    await world.send(second, first)  # the gap filled, and a redelivery of what was applied
+    await world.sync()
+    assert world.stock("CAP").quantity == 3 and world.market.state.writes == writes + 1
+    acks = [event for topic, event in await world.outbox() if topic == ACKS.name]
+    assert [a.ref_event_id for a in acks] == [first.event_id, third.event_id]
+
+
+@pytest.mark.parametrize("landed", [True, False])
+async def test_a_write_left_in_doubt_is_resolved_by_reading_the_marketplace_back(world: World, landed: bool) -> None:
+    key = await world.listing("HAT", quantity=2)
+    await world.send(f.adjusted(world.seller, "HAT", 1, +1))
+    # The connector planned 2 -> 3 and died: before the write, or after it and before its bookkeeping.
+    async with world.pool.acquire() as conn:
+        await ConnectorRepository(conn).plan(key, Intent(first=1, last=1, seen=2, written=3, at=int(time.time())))
+    if landed:
+        world.stock("HAT").quantity = 3
+    world.market.sell_one()  # and a buyer bought one meanwhile
+    await world.sync()
+    assert world.stock("HAT").quantity == 2  # 2 + 1 - 1, whichever happened: never applied twice or lost
+    assert _acks(await world.outbox()) == [("applied", "")]
+
+
+async def test_a_write_whose_outcome_cannot_be_told_waits_for_an_operator(world: World) -> None:
+    key = await world.listing("BAG", quantity=2)
+    await world.send(f.adjusted(world.seller, "BAG", 1, +1))
+    async with world.pool.acquire() as conn:
+        await ConnectorRepository(conn).plan(key, Intent(first=1, last=1, seen=2, written=3, at=int(time.time())))
+    world.stock("BAG").quantity = 7  # someone else wrote
+    await world.sync()
+    assert world.stock("BAG").quantity == 7
+    out = await world.outbox()
+    assert [(t, e.kind) for t, e in out] == [(EXCEPTIONS.name, "storefront_in_doubt")]
+    assert await world.pool.fetchval("SELECT blocked FROM connectors.listings WHERE key = $1", key) == "in doubt"
+
+
+async def test_an_unmapped_key_is_rejected_once_and_moves_once_mapped(world: World) -> None:
+    key = await world.listing("SOCK", mapped=False)
+    await world.send(f.adjusted(world.seller, "SOCK", 1, +1))
+    await world.sync()
+    await world.sync()
+    out = await world.outbox()
+    assert [(t, getattr(e, "status", None) or e.kind) for t, e in out] == [
+        (ACKS.name, "rejected"), (EXCEPTIONS.name, "unmapped_listing")]
+    await world.send(f.adjusted(world.seller, "SOCK", 2, -1))  # the ledger moved the unit away
+    await world.listing("SOCK")
+    await world.sync()
+    assert world.stock("SOCK").quantity == 0 and world.market.state.writes == 1
+    assert _acks(await world.outbox()) == [("applied", "")]
+    assert await world.pool.fetchval("SELECT applied_through FROM connectors.listings WHERE key = $1", key) == 2
+
+
+async def test_a_refusal_is_acknowledged_rejected_once_with_the_marketplaces_message(world: World) -> None:
+    await world.listing("SHOE")
+    world.market.state.faults.sku_errors = 1.0
+    await world.send(f.adjusted(world.seller, "SHOE", 1, +1), f.adjusted(world.seller, "SHOE", 2, +1))
+    await world.sync()
+    await world.send(f.adjusted(world.seller, "SHOE", 3, -1))
+    await world.sync()
+    [(status, reason)] = _acks(await world.outbox())
+    assert status == "rejected" and "can not be actiavted" in reason
+    assert world.stock("SHOE").quantity == 0
+
+
+async def test_throttling_and_outages_write_nothing_twice_and_the_run_goes_through_after(world: World) -> None:
+    await world.listing("BELT")
+    await world.send(f.adjusted(world.seller, "BELT", 1, +1))
+    world.market.state.faults.rate_limited = 1.0
+    assert await world.syncer.round() == 0
+    world.market.state.faults.rate_limited, world.market.state.faults.server_errors = 0.0, 1.0
+    world.syncer.buckets.clear()  # the 429's back-off is the bucket's: not what is under test here
+    assert await world.syncer.round() == 0
+    world.market.state.faults.server_errors = 0.0
+    await world.sync()
+    assert world.stock("BELT").quantity == 1
+    assert _acks(await world.outbox()) == [("applied", "")]
+
+
+async def test_an_expired_token_is_refreshed_and_the_new_tokens_are_stored(world: World) -> None:
+    await world.listing("TIE")
+    await world.send(f.adjusted(world.seller, "TIE", 1, +1))
+    world.market.state.faults.expire_tokens = True
+    await world.sync()
+    assert world.stock("TIE").quantity == 1
+    tokens = orjson.loads(await world.pool.fetchval(
+        "SELECT tokens FROM connectors.shops WHERE seller_id = $1", world.seller))
+    shop = world.market.state.shops[f"cipher-{world.seller}"]
+    assert (tokens["access_token"], tokens["refresh_token"]) == (shop.access_token, shop.refresh_token)
+    assert "at-1" not in (shop.access_token, tokens["access_token"]) and tokens["refresh_token"] != "rt-1"
