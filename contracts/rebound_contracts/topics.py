@@ -89,7 +89,7 @@ UNIT_GRADED = Topic(
 STOCK_ADJUSTMENTS = Topic(
     "storefront.stock-adjustments.v1", StockAdjusted,
     ("seller_id", "channel", "warehouse_id", "sku", "condition"), "outbound",
-    ("ledger",), ("storefront connectors",),
+    ("ledger",), ("connectors",),
     description="Sellable stock moves, exactly once, gapless `sequence` per key.",
 )
 LISTINGS = Topic(
@@ -131,7 +131,7 @@ INSIGHTS = Topic(
 )
 ACKS = Topic(
     "storefront.acks.v1", StorefrontAck, ("seller_id", "channel", "warehouse_id", "sku", "condition"), "inbound",
-    ("storefront connectors",), ("ledger",),
+    ("connectors",), ("ledger",),
     description="Connectors' answers to stock adjustments and listing requests: applied, rejected, paused.",
 )
 EXCEPTIONS = Topic(

@@ -217,6 +217,7 @@ async def wait_until_caught_up(
     fleet: Fleet | None = None,
     quiet_polls: int = 3,
     kafka_options: Mapping[str, Any] | None = None,
+    services: Iterable[str] = SERVICES,
 ) -> Backlog:
     """Poll until the backlog is empty on `quiet_polls` polls in a row (one empty poll can fall
     between a transaction's commit and its offset commit)."""
@@ -226,7 +227,7 @@ async def wait_until_caught_up(
     while True:
         try:
             # Count records (slower, exact) only once the raw figures stop moving.
-            state = await backlog(bootstrap, pool, kafka_options=kafka_options,
+            state = await backlog(bootstrap, pool, services, kafka_options=kafka_options,
                                   count_records=previous is not None and previous.lag < 5000
                                   and previous.outbox == 0)
         except RETRIABLE as error:

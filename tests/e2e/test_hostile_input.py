@@ -24,6 +24,7 @@ from rebound_contracts.topics import (
     EXCHANGE_REQUESTED,
     PARCEL_SCANNED,
     RMA,
+    STOCK_ADJUSTMENTS,
     UNIT_GRADED,
     UNIT_INSPECTED,
     UNIT_PICKED,
@@ -35,6 +36,7 @@ from tests.integration.pipeline import Pipeline
 
 pytestmark = pytest.mark.e2e
 
+SERVICES_AND_CONNECTORS = (*SERVICES, "connectors")
 APPLIED_DEPTH = 300  # deeper than orjson writes (254), within what it reads (1,024)
 UNREADABLE_DEPTH = 5_000
 
@@ -58,6 +60,7 @@ async def _events(pipe: Pipeline, seller: str) -> dict[str, BaseModel | dict]:
         ACKS.name: f.ack(seller, f"{seller}:tiktok:W1:TEE-BLK-M:new", "applied"),
         UNIT_PICKED.name: f.picked(seller, pipe.id("L7")),
         EXCHANGE_REQUESTED.name: f.exchange(seller, "TEE-BLK-L"),
+        STOCK_ADJUSTMENTS.name: f.adjusted(seller, "TEE-BLK-L", 1, +1),
     }
 
 
@@ -71,7 +74,7 @@ async def test_every_consumed_partition_moves_past_deeply_nested_records(setting
     pipe = Pipeline(pool)
     [seller] = await pipe.add_sellers("hostile")
     events = await _events(pipe, seller)
-    groups = {topic: f"rebound-{service}" for service in SERVICES for topic in consumed_topics(service)}
+    groups = {topic: f"rebound-{service}" for service in SERVICES_AND_CONNECTORS for topic in consumed_topics(service)}
     assert set(events) == set(groups), "a consumed topic has no case"
 
     sent: dict[str, dict[str, tuple[int, int]]] = {}  # topic -> what -> (partition, offset)
@@ -95,8 +98,9 @@ async def test_every_consumed_partition_moves_past_deeply_nested_records(setting
     finally:
         await producer.stop()
 
-    with Fleet(log_dir=tmp_path / "logs", replicas=1) as fleet:
-        await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=180, fleet=fleet)
+    with Fleet(log_dir=tmp_path / "logs", replicas=1, services=SERVICES_AND_CONNECTORS) as fleet:
+        await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=180, fleet=fleet,
+                                   services=SERVICES_AND_CONNECTORS)
         assert fleet.dead() == [], "a service died"
     for log in (tmp_path / "logs").rglob("*.log"):
         assert "batch_not_applied" not in log.read_text(), f"{log.name} could not apply a batch"
