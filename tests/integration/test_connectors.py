@@ -193,3 +193,14 @@ async def test_an_expired_token_is_refreshed_and_the_new_tokens_are_stored(world
     shop = world.market.state.shops[f"cipher-{world.seller}"]
     assert (tokens["access_token"], tokens["refresh_token"]) == (shop.access_token, shop.refresh_token)
     assert "at-1" not in (shop.access_token, tokens["access_token"]) and tokens["refresh_token"] != "rt-1"
+
+
+async def test_a_sale_made_between_the_read_and_the_write_is_restored_from_the_orders(world: World) -> None:
+    await world.listing("SCARF", quantity=3)
+    # Sold while the connector was between its read and its write, and again before its restoring write.
+    world.market.state.faults.sales_before_write = 2
+    await world.send(f.adjusted(world.seller, "SCARF", 1, +1))
+    await world.sync()
+    stock = world.stock("SCARF")
+    assert (stock.quantity, stock.sold) == (2, 2)  # 3 + 1 - 2: both sales stay made
+    assert _acks(await world.outbox()) == [("applied", "")]

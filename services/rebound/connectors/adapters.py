@@ -4,7 +4,7 @@ progress, and the adjustments waiting to be applied."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +19,16 @@ from .domain import Adjustment
 @dataclass(frozen=True)
 class Intent:
     """A write in flight: adjustments `first`..`last` of a key, the marketplace's number `seen`
-    before it and the `written` one, planned at `at` (Unix seconds)."""
+    before it and the `written` one. `at` (Unix seconds) is when the number was read, and
+    `sales_before` the sales since `at` known before it was read: the sales since `at` not among
+    them happened after the read."""
 
     first: int
     last: int
     seen: int
     written: int
     at: int
+    sales_before: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class Pending:
     adjustment: Adjustment
     event: StockAdjusted
     source: MessageSource
+
+
+def _intent(document: dict[str, Any]) -> Intent:
+    return Intent(**{**document, "sales_before": tuple(document.get("sales_before", ()))})
 
 
 def stock_key(event: Any) -> str:
@@ -86,7 +93,7 @@ class ConnectorRepository:
         intent = orjson.loads(row["intent"]) if row["intent"] else None
         return Listing(key=row["key"], seller_id=row["seller_id"], channel=row["channel"], shop_id=row["shop_id"],
                        ids=orjson.loads(row["ids"]) if row["ids"] else None, applied_through=row["applied_through"],
-                       intent=Intent(**intent) if intent else None, blocked=row["blocked"])
+                       intent=_intent(intent) if intent else None, blocked=row["blocked"])
 
     async def pending(self, key: str, after: int, limit: int) -> list[Pending]:
         rows = await self.conn.fetch(
@@ -150,12 +157,16 @@ async def connect_shop(conn: asyncpg.Connection, seller_id: str, channel: str, s
 
 async def map_listing(conn: asyncpg.Connection, key: str, shop_id: str, ids: Mapping[str, str]) -> None:
     """Say which marketplace listing a key is; a key blocked for being unmapped moves again."""
-    seller_id, channel = key.split(":")[:2]
-    await conn.execute(
+    await map_listings(conn, [(key, shop_id, ids)])
+
+
+async def map_listings(conn: asyncpg.Connection, listings: Iterable[tuple[str, str, Mapping[str, str]]]) -> None:
+    """`map_listing` for many (key, shop_id, ids) at once."""
+    await conn.executemany(
         "INSERT INTO connectors.listings (key, seller_id, channel, shop_id, ids) VALUES ($1, $2, $3, $4, $5)"
         " ON CONFLICT (key) DO UPDATE SET ids = EXCLUDED.ids, shop_id = EXCLUDED.shop_id, updated_at = now(),"
         " blocked = CASE WHEN connectors.listings.blocked = 'unmapped' THEN NULL ELSE connectors.listings.blocked END",
-        key, seller_id, channel, shop_id, orjson.dumps(dict(ids)).decode())
+        [(key, *key.split(":")[:2], shop_id, orjson.dumps(dict(ids)).decode()) for key, shop_id, ids in listings])
 
 
 def ack_id(key: str, sequence: int, status: str) -> uuid.UUID:

@@ -47,6 +47,8 @@ class Marketplace(Protocol):
 
     async def set_quantity(self, listing: Mapping[str, str], quantity: int) -> None: ...
 
-    async def sold_since(self, listing: Mapping[str, str], since_s: int) -> int:
-        """Units sold on `listing` in orders created at or after `since_s` (Unix seconds)."""
+    async def sales_since(self, listing: Mapping[str, str], since_s: int) -> frozenset[str]:
+        """The units sold on `listing` in orders created at or after `since_s` (Unix seconds), by
+        an id of each (e.g. its order line). Ids, not a count: a connector compares what it saw
+        before a write with what it sees after, whatever the clock's granularity."""
         ...

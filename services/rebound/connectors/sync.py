@@ -35,6 +35,7 @@ from .marketplace import Marketplace, Refused, Throttled, Unauthorized, Unavaila
 
 log = structlog.get_logger(__name__)
 
+RESTORE_ATTEMPTS = 3
 LOCKS = 0x5EB0_0C00  # advisory lock space of listing keys: hashtextextended(key, LOCKS)
 
 MarketplaceFactory = Callable[[ConnectorRepository, Listing], Awaitable[Marketplace | None]]
@@ -100,10 +101,15 @@ class Syncer:
             run = next_run(listing.applied_through, [p.adjustment for p in pending], self.run_limit)
             if run is None:
                 return False  # a gap: wait for the adjustment that fills it
+            # The sales known before the read: any other sale from then on came after it.
+            read_at = int(self.clock())
+            await self._take(bucket)
+            before = await market.sales_since(listing.ids, read_at)
             await self._take(bucket)
             seen = await market.quantity(listing.ids)
             planned = target(seen, run.delta, market.maximum)
-            intent = Intent(first=run.first, last=run.last, seen=seen, written=planned.quantity, at=int(self.clock()))
+            intent = Intent(first=run.first, last=run.last, seen=seen, written=planned.quantity, at=read_at,
+                            sales_before=tuple(sorted(before)))
             await repo.plan(key, intent)
             await self._take(bucket)
             await market.set_quantity(listing.ids, planned.quantity)
@@ -131,7 +137,32 @@ class Syncer:
         await self._done(conn, repo, listing, done, planned.short)
         log.debug("storefront_applied", key=key, first=run.first, last=run.last, delta=run.delta,
                   seen=seen, written=planned.quantity)
+        try:
+            await self._restore_sales(market, listing, intent, bucket)
+        except (Throttled, Unavailable, Refused, Unauthorized) as error:
+            log.warning("storefront_sales_unchecked", key=key, error=str(error))
         return True
+
+    async def _restore_sales(self, market: Marketplace, listing: Listing, intent: Intent, bucket: TokenBucket) -> None:
+        """Without compare-and-set, a sale the marketplace made between the read and the write is
+        overwritten by it. Its orders tell: the number must be at most what was written less what
+        sold since the read; if it is more, write that."""
+        assert listing.ids is not None
+        for _ in range(RESTORE_ATTEMPTS):  # a restoring write has a window of its own
+            await self._take(bucket)
+            sold = len(await market.sales_since(listing.ids, intent.at) - set(intent.sales_before))
+            if not sold:
+                return
+            await self._take(bucket)
+            now = await market.quantity(listing.ids)
+            expected = max(intent.written - sold, 0)
+            if now <= expected:
+                return
+            await self._take(bucket)
+            await market.set_quantity(listing.ids, expected)
+            log.warning("storefront_sales_restored", key=listing.key, written=intent.written, sold=sold, now=now,
+                        restored=expected)
+        log.warning("storefront_sales_unchecked", key=listing.key, error=f"still selling after {RESTORE_ATTEMPTS} checks")
 
     async def _resolve(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
                        market: Marketplace, pending: list[Pending], bucket: TokenBucket) -> Listing | None:
@@ -141,7 +172,7 @@ class Syncer:
         await self._take(bucket)
         now = await market.quantity(listing.ids)
         await self._take(bucket)
-        sold = await market.sold_since(listing.ids, intent.at)
+        sold = len(await market.sales_since(listing.ids, intent.at) - set(intent.sales_before))
         verdict = resolve_in_doubt(intent.written, intent.seen, sold, now)
         log.info("storefront_in_doubt_resolved", key=listing.key, verdict=verdict.value, written=intent.written,
                  seen=intent.seen, sold=sold, now=now)

@@ -93,10 +93,11 @@ class TikTokShop:
         if errors := data.get("errors"):
             raise Refused("; ".join(_describe(error) for error in errors))
 
-    async def sold_since(self, listing: Mapping[str, str], since_s: int) -> int:
+    async def sales_since(self, listing: Mapping[str, str], since_s: int) -> frozenset[str]:
         """Line items of `listing`'s SKU in orders created since `since_s`, cancelled and unpaid
         ones left out. A line item is one unit."""
-        sold, token = 0, ""
+        sold: set[str] = set()
+        token = ""
         while True:
             query = {"page_size": "100", "sort_field": "create_time", "sort_order": "ASC"}
             if token:
@@ -105,10 +106,11 @@ class TikTokShop:
             for order in data.get("orders", []):
                 if order.get("status") in (UNPAID, CANCELLED):
                     continue
-                sold += sum(1 for item in order.get("line_items", []) if item.get("sku_id") == listing["sku_id"])
+                sold |= {f"{order.get('id')}/{item.get('id')}" for item in order.get("line_items", [])
+                         if item.get("sku_id") == listing["sku_id"]}
             token = data.get("next_page_token") or ""
             if not token:
-                return sold
+                return frozenset(sold)
 
     async def _call(self, path: str, body: Mapping[str, Any], extra: Mapping[str, str] | None = None) -> dict:
         for attempt in (1, 2):

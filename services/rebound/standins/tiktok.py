@@ -58,6 +58,9 @@ class Faults:
     server_errors: float = 0.0
     sku_errors: float = 0.0
     expire_tokens: bool = False
+    sales_before_write: int = 0
+    """The next this many writes each land just after a buyer bought a unit of their listing (a
+    sale made between a connector's read and its write)."""
 
 
 @dataclass
@@ -153,6 +156,9 @@ class TikTokStandIn:
             elif self.rng.random() < self.state.faults.sku_errors:
                 problem = (12052003, "The current product status can not be actiavted")
             else:
+                if self.state.faults.sales_before_write > 0:
+                    self.state.faults.sales_before_write -= 1
+                    self.sell_one(stock)
                 stock.quantity = quantity
                 self.state.writes += 1
                 continue
@@ -215,9 +221,9 @@ class TikTokStandIn:
 
     # --- buyers ------------------------------------------------------------------------------
 
-    def sell_one(self) -> Stock | None:
-        """A buyer buys one unit of a listing that has one, if any has; the sale is an order."""
-        available = [s for s in self.state.stock.values() if s.quantity > 0]
+    def sell_one(self, stock: Stock | None = None) -> Stock | None:
+        """A buyer buys one unit of `stock`, or of any listing that has one; the sale is an order."""
+        available = [s for s in ([stock] if stock else self.state.stock.values()) if s.quantity > 0]
         if not available:
             return None
         stock = self.rng.choice(available)
@@ -227,6 +233,7 @@ class TikTokStandIn:
         now = int(self.clock())
         self.state.orders.append({
             "id": f"{5779_0000_0000_0000 + self._orders}", "status": "AWAITING_SHIPMENT", "create_time": now,
+            "warehouse_id": stock.warehouse_id,
             "update_time": now, "line_items": [{"id": f"{self._orders}-1", "sku_id": stock.sku_id,
                                                 "seller_sku": stock.sku_id, "product_id": stock.product_id}]})
         return stock
