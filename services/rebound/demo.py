@@ -33,10 +33,14 @@ from . import checker, simulator
 from .connections import database_connect_kwargs, kafka_options
 from .db import create_pool, migrate
 from .messaging.topics import ensure_topics
-from .processes import Backlog, Fleet, wait_until_caught_up
+from .processes import SERVICES, Backlog, Fleet, wait_until_caught_up
 from .settings import Settings
+from .standins import serving
+from .standins.shops import Opened, open_tiktok_shops, unsynced
+from .standins.tiktok import TikTokStandIn
 
 INBOUND = tuple(topic for topic in ALL_TOPICS if topic.direction == "inbound")
+FLEET = (*SERVICES, "connectors")
 
 
 @dataclass(frozen=True)
@@ -82,22 +86,26 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         ))
         await simulator.register_sellers(settings.database_url, wave.sellers, connect_kwargs=database)
         before = await inbound_end_offsets(bootstrap, kafka)
-        with Fleet(log_dir=options.log_dir / str(seed), replicas=options.replicas) as fleet:
-            started = time.monotonic()
-            await simulator.publish(wave, bootstrap, kafka_options=kafka)
-            published = time.monotonic()
-            with console.status("waiting for the pipeline to catch up") as status:
-                def show(state: Backlog) -> None:
-                    status.update(f"waiting for the pipeline to catch up: {state.lag:,} records to consume, "
-                                  f"{state.outbox:,} events to relay")
-                await wait_until_caught_up(bootstrap, pool, timeout=options.timeout, on_poll=show, fleet=fleet,
-                                           kafka_options=kafka)
-            done = time.monotonic()
-            console.print(f"sent {len(wave.messages):,} messages in {published - started:.1f} s; "
-                          f"caught up {done - started:.1f} s after the first one "
-                          f"({wave.units / (done - started):,.0f} units/s end to end)")
-            if options.sell > 0:
-                await sell_offered(options.sell, seed, wave, settings, pool, fleet, options.timeout, console)
+        market = TikTokStandIn(seed=seed)
+        async with serving(market.app) as url:
+            shops = await open_tiktok_shops(pool, market, url, wave.shops, wave.warehouses, simulator.catalogue(),
+                                            options.log_dir / str(seed) / "shop-secrets")
+            console.print(f"TikTok Shop stand-in on {url}: {len(wave.shops)} shops connected, "
+                          f"{len(shops.keys):,} listings mapped")
+            with Fleet(log_dir=options.log_dir / str(seed), replicas=options.replicas, services=FLEET) as fleet:
+                started = time.monotonic()
+                await simulator.publish(wave, bootstrap, kafka_options=kafka)
+                published = time.monotonic()
+                await _catch_up(bootstrap, pool, wave, fleet, options.timeout, kafka, console)
+                done = time.monotonic()
+                console.print(f"sent {len(wave.messages):,} messages in {published - started:.1f} s; "
+                              f"caught up {done - started:.1f} s after the first one, the shops' numbers "
+                              f"included ({wave.units / (done - started):,.0f} units/s end to end)")
+                unfilled = 0
+                if options.sell > 0:
+                    unfilled = await sell_offered(options.sell, seed, wave, settings, pool, fleet, options.timeout,
+                                                  console, market, shops)
+            storefront = await _storefront(pool, wave, market, shops, unfilled)
         sellers = set(wave.sellers)
         received = await checker.read_topic(bootstrap, UNIT_RECEIVED.name, sellers=sellers, kafka_options=kafka)
         graded = await checker.read_topic(bootstrap, UNIT_GRADED.name, sellers=sellers, kafka_options=kafka)
@@ -119,15 +127,24 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         sellable = dict(await pool.fetch(
             "SELECT condition, sum(available)::int FROM ledger.stock WHERE seller_id = ANY($1::text[])"
             " GROUP BY condition", list(sellers)))
-        console.print(_summary(wave, received, graded, allocated, adjustments, exceptions, letters, parked,
-                               sold, sellable))
+        table = _summary(wave, received, graded, allocated, adjustments, exceptions, letters, parked, sold, sellable)
+        table.add_section()
+        table.add_row("TikTok Shop (stand-in)", f"{storefront.quantity:,}",
+                      f"units on its listings, {storefront.ledger:,} by Rebound's ledger; {storefront.offered:,} "
+                      f"made available, {storefront.sold:,} sold by its buyers, {storefront.oversold:,} oversold, "
+                      f"{storefront.keys_off:,} listings off")
+        console.print(table)
         report = checker.check(adjustments, graded, wave.expected_stock, dispositions=decided)
         console.print(report.table())
         if not report.ok:
             for check, examples in report.examples.items():
                 console.print(f"[red]{check}[/]: " + "; ".join(examples))
-        console.print("[bold green]all guarantees held[/]" if report.ok else "[bold red]a guarantee was broken[/]")
-        return report.ok
+        if not storefront.ok:
+            console.print(f"[red]storefront[/]: {storefront.oversold:,} units oversold, {storefront.keys_off:,} "
+                          f"listings whose number differs from the ledger's: " + "; ".join(storefront.examples))
+        ok = report.ok and storefront.ok
+        console.print("[bold green]all guarantees held[/]" if ok else "[bold red]a guarantee was broken[/]")
+        return ok
     finally:
         await pool.close()
 
@@ -138,22 +155,89 @@ def dock_lead(units: int) -> timedelta:
     return timedelta(hours=121, seconds=30 * units)
 
 
+async def _catch_up(bootstrap: str, pool: asyncpg.Pool, wave: simulator.Wave, fleet: Fleet, timeout: float,
+                    kafka: Mapping[str, Any], console: Console) -> None:
+    """Until every service has consumed and relayed everything, and every connected shop's
+    listing has every adjustment applied."""
+    deadline = time.monotonic() + timeout
+    with console.status("waiting for the pipeline to catch up") as status:
+        def show(state: Backlog) -> None:
+            status.update(f"waiting for the pipeline to catch up: {state.lag:,} records to consume, "
+                          f"{state.outbox:,} events to relay")
+        while True:
+            await wait_until_caught_up(bootstrap, pool, timeout=max(deadline - time.monotonic(), 1.0), on_poll=show,
+                                       fleet=fleet, kafka_options=kafka, services=FLEET)
+            behind = await unsynced(pool, wave.sellers)
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{behind} listings still have adjustments to apply after {timeout:.0f} s")
+            status.update(f"waiting for the shops: {behind:,} listings with adjustments to apply")
+            await asyncio.sleep(0.5)
+
+
 async def sell_offered(share: float, seed: int, wave: simulator.Wave, settings: Settings, pool: asyncpg.Pool,
-                       fleet: Fleet, timeout: float, console: Console) -> None:
-    """The second phase: the warehouse picks a share of the units on offer for orders on their
-    listing's channel, and the ledger catches up again."""
+                       fleet: Fleet, timeout: float, console: Console, market: TikTokStandIn, shops: Opened) -> int:
+    """The second phase: the units on offer sell. On TikTok Shop the stand-in's buyers buy a share
+    of what its listings show, and the warehouse picks a unit of each order's listing; elsewhere the
+    warehouse picks a share of the units on offer. Then the ledger catches up again. Returns the
+    stand-in's orders the warehouse found no unit for."""
     kafka = kafka_options(settings)
     offered = await simulator.offered_units(settings.database_url, wave.sellers,
                                             connect_kwargs=database_connect_kwargs(settings))
-    picks = simulator.sales(offered, share, seed, datetime.now(UTC))
+    elsewhere = [unit for unit in offered if unit.channel != "tiktok"]
+    on_shop = sum(stock.quantity for stock in market.state.stock.values())
+    orders = len(market.state.orders)
+    for _ in range(round(share * on_shop)):
+        market.sell_one()
+    bought = Counter(shops.keys[(item["sku_id"], order["warehouse_id"])]
+                     for order in market.state.orders[orders:] for item in order["line_items"])
+    picks = simulator.sales(elsewhere, share, seed, datetime.now(UTC))
+    on_keys = await simulator.units_on_keys(settings.database_url, list(bought),
+                                            connect_kwargs=database_connect_kwargs(settings))
+    shop_picks, unfilled = simulator.picks_for_orders(on_keys, bought, seed, datetime.now(UTC))
+    picks += shop_picks
     started = time.monotonic()
     await simulator.publish(picks, settings.kafka_bootstrap_servers, progress=False, kafka_options=kafka)
     with console.status("waiting for the ledger to apply the picks"):
         await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet,
-                                   kafka_options=kafka)
-    console.print(f"sold {len(picks):,} of the {len(offered):,} units on offer ({share:.0%}): picks applied "
+                                   kafka_options=kafka, services=FLEET)
+    console.print(f"sold {len(picks):,} units ({sum(bought.values()):,} by the TikTok Shop stand-in's buyers, "
+                  f"{len(picks) - sum(bought.values()):,} of the {len(elsewhere):,} on other channels): picks applied "
                   f"{time.monotonic() - started:.1f} s after the first one; "
                   f"`rebound report --seller {wave.sellers[0]}` shows the resale figures")
+    return unfilled
+
+
+@dataclass(frozen=True)
+class Storefront:
+    """The stand-in's listings beside the ledger's keys, after the sales were picked."""
+
+    quantity: int
+    ledger: int
+    offered: int
+    sold: int
+    oversold: int
+    keys_off: int
+    examples: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.oversold == 0 and self.keys_off == 0
+
+
+async def _storefront(pool: asyncpg.Pool, wave: simulator.Wave, market: TikTokStandIn, shops: Opened,
+                      unfilled: int) -> Storefront:
+    """Every listing shows what the ledger has on its key, and every sale had a unit to pick
+    (`unfilled`: the orders the warehouse found no unit for, i.e. oversold)."""
+    ledger = dict(await pool.fetch("SELECT key, available FROM ledger.stock WHERE seller_id = ANY($1::text[])"
+                                   " AND split_part(key, ':', 2) = 'tiktok'", list(wave.sellers)))
+    stocks = [(key, market.state.stock[ids]) for ids, key in shops.keys.items()]
+    off = [f"{key}: shop {stock.quantity}, ledger {ledger.get(key, 0)}" for key, stock in stocks
+           if stock.quantity != ledger.get(key, 0)]
+    return Storefront(quantity=sum(s.quantity for _, s in stocks), ledger=sum(ledger.values()),
+                      offered=sum(s.quantity + s.sold for _, s in stocks), sold=sum(s.sold for _, s in stocks),
+                      oversold=unfilled, keys_off=len(off), examples=off[:5])
 
 
 def _inbound(topic: str) -> bool:

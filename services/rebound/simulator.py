@@ -96,6 +96,9 @@ class Wave:
     expected_stock: dict[str, int]
     """`seller_id:channel:warehouse_id:sku:condition` -> final available (keys above zero only)."""
     sellers: list[str]
+    shops: dict[str, str]
+    """seller_id -> the shop_id its events carry."""
+    warehouses: list[str]
     parcels: int
     units: int
     unexpected_units: int
@@ -344,6 +347,11 @@ def _sellers(rng: random.Random, config: WaveConfig) -> list[_Seller]:
         channel = "tiktok" if i == 1 else rng.choices(CHANNELS, weights=MAIN_CHANNEL_WEIGHTS)[0]
         sellers.append(_Seller(f"sim{config.seed}-seller-{i}", f"sim{config.seed}-shop-{i}", channel))
     return sellers
+
+
+def catalogue() -> list[str]:
+    """Every SKU a wave's units can be: product, colour and size."""
+    return [f"{p.code}-{code}-{size}" for p in PRODUCTS for code, _ in COLOURS for size in SIZES]
 
 
 def _warehouses(config: WaveConfig) -> list[str]:
@@ -736,6 +744,8 @@ def generate(config: WaveConfig) -> Wave:
         expected_grades=dict(tally.grades),
         expected_stock={key: count for key, count in sorted(tally.stock.items()) if count > 0},
         sellers=[s.seller_id for s in sellers],
+        shops={s.seller_id: s.shop_id for s in sellers},
+        warehouses=warehouses,
         parcels=len(returns),
         units=tally.units,
         unexpected_units=tally.unexpected,
@@ -777,6 +787,22 @@ def sales(offered: Iterable[Offered], share: float, seed: int, at: datetime) -> 
     ]
 
 
+async def units_on_keys(database_url: str, keys: Iterable[str], *,
+                        connect_kwargs: Mapping[str, Any] | None = None) -> dict[str, list[Offered]]:
+    """The units offered on each of these listing keys now, by LPN."""
+    conn = await asyncpg.connect(database_url, **(connect_kwargs or {}))
+    try:
+        rows = await conn.fetch(
+            "SELECT stock_key, lpn, seller_id, warehouse_id, split_part(stock_key, ':', 2) AS channel FROM ledger.units"
+            " WHERE stock_key = ANY($1::text[]) AND place = 'listing' ORDER BY lpn", list(keys))
+    finally:
+        await conn.close()
+    found: dict[str, list[Offered]] = {}
+    for r in rows:
+        found.setdefault(r["stock_key"], []).append(Offered(r["lpn"], r["seller_id"], r["warehouse_id"], r["channel"]))
+    return found
+
+
 async def offered_units(database_url: str, sellers: Iterable[str], *,
                         connect_kwargs: Mapping[str, Any] | None = None) -> list[Offered]:
     """The sellers' units on a storefront listing now (lots and pools are not sold unit by unit)."""
@@ -788,6 +814,24 @@ async def offered_units(database_url: str, sellers: Iterable[str], *,
     finally:
         await conn.close()
     return [Offered(r["lpn"], r["seller_id"], r["warehouse_id"], r["channel"]) for r in rows]
+
+
+def picks_for_orders(on_keys: Mapping[str, Sequence[Offered]], ordered: Mapping[str, int], seed: int,
+                     at: datetime) -> tuple[list[Outgoing], int]:
+    """The warehouse picks a unit of each order's listing key (`ordered`: key -> units ordered),
+    first LPNs first. Returns the picks and the units ordered that no unit on the key was left for
+    (sold on the shop, never offered there by Rebound: oversold)."""
+    rng = random.Random(f"orders:{seed}")
+    picks, unfilled, n = [], 0, 0
+    for key, count in sorted(ordered.items()):
+        units = list(on_keys.get(key, ()))[:count]
+        unfilled += count - len(units)
+        for unit in units:
+            n += 1
+            picks.append(_encode(UNIT_PICKED, UnitPicked(
+                event_id=uuid.UUID(int=rng.getrandbits(128), version=4), occurred_at=at, seller_id=unit.seller_id,
+                warehouse_id=unit.warehouse_id, lpn=unit.lpn, channel=unit.channel, order_id=f"T{seed}-{n:07d}")))
+    return picks, unfilled
 
 
 # --- I/O -------------------------------------------------------------------------------------
