@@ -7,7 +7,7 @@ End to end is timed from inspection to adjustment, as the ceiling is: the wave's
 parcels and units are registered first, then every inspection is sent at once. The whole-wave
 runs (RMA and scan included) show scale: 10k and 100k units, 1 and 2 replicas, 1M with --full
 (after the latency step). Latency is measured at half the end-to-end rate, for Rebound and then
-for the three-hop bare loop at the same offered load. The run ends with Speed's targets (README),
+for the three-hop bare loop at the same offered load. The run ends with the targets of docs/benchmarks.md,
 what Rebound measured against each and, where it applies, the three-hop bare loop."""
 
 from __future__ import annotations

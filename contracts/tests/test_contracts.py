@@ -1,4 +1,4 @@
-"""The wire contract: committed schemas are fresh, models accept what DESIGN.md promises."""
+"""The wire contract: committed schemas are fresh, models accept what docs/contracts.md promises."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """An independent check of Rebound's guarantees, from the outside, as a storefront connector sees it.
 
-It reads the outbound topics with `isolation_level=read_committed` and holds them to DESIGN.md:
+It reads the outbound topics with `isolation_level=read_committed` and holds them to the guarantees of docs/design.md:
 1 (nothing sellable before it is graded), 2 (every adjustment once, per-key sequence 1..n without
 gap or repeat, `available` the running sum of `delta` and never negative), 6 (tenant isolation),
 and, given the simulator's expectation, the final stock per key. It imports nothing from the

@@ -32,8 +32,7 @@ class Settings:
     # How long the broker may hold a fetch that has no new records, and how long one poll for a
     # batch waits before it returns empty (records end it at once). A commit ends a held fetch
     # (tests/integration/test_fetch_hold.py), so the hold costs no latency; a short one costs a
-    # fetch every few ms per idle consumer: 10 ms took a quarter of a core with nothing to do,
-    # and doubled p50 at 1,400 units/s against 100 ms (README, Speed).
+    # fetch every few ms per idle consumer (docs/benchmarks.md, "Fetch hold").
     fetch_max_wait_ms: int = 100
     batch_wait_ms: int = 100
     # The least time between two offset commits of a consumer (see messaging.commits).

@@ -248,7 +248,7 @@ EDGE_NUMBERS = {"u64_max_plus_1": 2 ** 64, "i64_min_minus_1": -(2 ** 63) - 1, "f
                 "f64_min_subnormal": 5e-324, "negative_zero": -0.0}
 
 
-# --- Grading, as DESIGN.md states it ---------------------------------------------------------
+# --- Grading, as docs/design.md states it ---------------------------------------------------
 
 def default_grade(checks: InspectionChecks, refurbished: Iterable[str] = ()) -> str:
     """The design's default grading rule, written here again on purpose: the simulator

@@ -1,5 +1,5 @@
 """Where a grade is decided. Grading rules are data (per seller, optionally per SKU prefix);
-the default rule is DESIGN.md's. Pure: no I/O, no clock."""
+the default rule is docs/design.md's. Pure: no I/O, no clock."""
 
 from __future__ import annotations
 

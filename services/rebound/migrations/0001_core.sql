@@ -8,7 +8,7 @@ CREATE SCHEMA IF NOT EXISTS ledger;
 CREATE TABLE rebound.sellers (
     seller_id     text PRIMARY KEY,
     name          text NOT NULL,
-    grading_rules jsonb,            -- NULL: the default rule of DESIGN.md
+    grading_rules jsonb,            -- NULL: the default rule (docs/design.md)
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 

@@ -1,4 +1,4 @@
--- Relisting: each seller's disposition policy (no row: the default policy of DESIGN.md).
+-- Relisting: each seller's disposition policy (no row: the default policy, docs/design.md).
 CREATE SCHEMA IF NOT EXISTS relisting;
 
 CREATE TABLE relisting.policies (

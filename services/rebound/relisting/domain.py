@@ -1,7 +1,7 @@
 """Disposition policies: for each graded unit, the places it may go, best first. Pure: no I/O.
 
 A policy is an ordered list of rules; the first rule whose `when` matches the unit gives the
-ordered destinations. A unit no rule matches falls back to the default policy (DESIGN.md):
+ordered destinations. A unit no rule matches falls back to the default policy (docs/design.md):
 A -> the RMA's channel as new; B -> the RMA's channel as open box at 80 %; C -> repair;
 SCRAP -> disposal. Prices are decimals, rounded to the currency's minor unit, never floats.
 """
