@@ -136,12 +136,12 @@ ACKS = Topic(
 )
 EXCEPTIONS = Topic(
     "returns.exceptions.v1", ExceptionRaised, ("seller_id",), "outbound",
-    ("intake", "grading", "relisting", "ledger"), ("operators",),
+    ("intake", "grading", "relisting", "ledger", "connectors"), ("operators",),
     description="Valid input that cannot be applied (unmatched parcel, cross-tenant reference...).",
 )
 DLQ = Topic(
     "returns.dlq.v1", MessageDeadLettered, ("consumer",), "outbound",
-    ("intake", "grading", "relisting", "ledger"), ("operators",),
+    ("intake", "grading", "relisting", "ledger", "connectors"), ("operators",),
     description="Unreadable messages (bad JSON, schema violation, conflicting duplicate), raw.",
 )
 
