@@ -259,7 +259,7 @@ def sellers_rules(
     typer.echo(json.dumps(rules, indent=2))
 
 
-REQUIRED_IDS = {"tiktok": ("product_id", "sku_id", "warehouse_id")}
+REQUIRED_IDS = {"tiktok": ("product_id", "sku_id", "warehouse_id"), "shopify": ("inventory_item_id", "location_id")}
 
 
 @connect_app.command("tiktok")
@@ -293,12 +293,37 @@ def connect_tiktok(
     typer.echo(f"TikTok shop {shop_id} of {seller_id} connected; map its listings with `rebound connect map`")
 
 
+@connect_app.command("shopify")
+def connect_shopify(
+    seller_id: Annotated[str, typer.Argument(help="The seller (registered with `rebound sellers add`).")],
+    shop_id: Annotated[str, typer.Argument(help="The shop id the seller's events carry (`shop_id`).")],
+    shop_url: Annotated[str, typer.Option(help="The store's URL, e.g. https://your-store.myshopify.com.")],
+    access_token_file: Annotated[Path, typer.Option(help="File holding the Admin API access token (it stays there).")],
+    version: Annotated[str, typer.Option(help="Admin API version (2026-04 or later: compare-and-set and "
+                                              "idempotency keys are mandatory from it).")] = "2026-04",
+) -> None:
+    """Connect a seller's Shopify store. Writes use compare-and-set, so a sale is never overwritten."""
+    from .connectors.adapters import connect_shop
+    from .connectors.app import shopify_settings
+
+    try:
+        if not access_token_file.read_text(encoding="utf-8").strip():
+            _fail(f"{access_token_file} is empty")
+    except OSError as error:
+        _fail(f"--access-token-file: {error}")
+    settings = Settings.from_env()
+    shop = shopify_settings(shop_url, access_token_file, version)
+    asyncio.run(_with_conn(settings, lambda conn: connect_shop(conn, seller_id, "shopify", shop_id, shop, None)))
+    typer.echo(f"Shopify store {shop_id} of {seller_id} connected; map its listings with `rebound connect map`")
+
+
 @connect_app.command("map")
 def connect_map(
     key: Annotated[str, typer.Argument(help="The listing key, seller:channel:warehouse:sku:condition.")],
     shop_id: Annotated[str, typer.Option("--shop", help="The shop the key's listing is in.")],
     ids: Annotated[list[str], typer.Option("--id", help="A marketplace id, NAME=VALUE; TikTok Shop: product_id, "
-                                                        "sku_id, warehouse_id.")],
+                                                        "sku_id, warehouse_id; Shopify: inventory_item_id, "
+                                                        "location_id.")],
 ) -> None:
     """Say which marketplace listing a key is. A key blocked for being unmapped moves again,
     with every adjustment it received meanwhile."""
@@ -346,7 +371,7 @@ def standin(
     if marketplace != "tiktok":
         _fail(f"no stand-in for {marketplace!r} (tiktok)")
     market = TikTokStandIn(seed=seed)
-    market.state.buyers_per_s = buyers
+    market.buyers.per_s = buyers
 
     async def serve() -> None:
         async with serving(market.app, port=port) as url:

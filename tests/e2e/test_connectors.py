@@ -53,9 +53,9 @@ async def test_adjustments_reach_the_shop_and_are_acknowledged(settings, pool, t
             # `available` (up to 20) does not know those sales, and they must stay made.
             await _send(settings.kafka_bootstrap_servers, [a for each in sent.values() for a in each[:10]])
             await _wait(lambda: applied(10), fleet)
-            market.state.buyers_per_s = 50.0
+            market.buyers.per_s = 50.0
             await _wait(sold_some, fleet)
-            market.state.buyers_per_s = 0.0
+            market.buyers.per_s = 0.0
             await _send(settings.kafka_bootstrap_servers, [a for each in sent.values() for a in each[10:]])
             await _wait(lambda: applied(20), fleet)
 

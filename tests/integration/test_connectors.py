@@ -14,11 +14,12 @@ import httpx
 import orjson
 import pytest
 
-from rebound.connectors.adapters import ConnectorRepository, Intent, map_listing
-from rebound.connectors.app import Shops, spec
+from rebound.connectors.adapters import ConnectorRepository, Intent, connect_shop, map_listing
+from rebound.connectors.app import Shops, shopify_settings, spec
 from rebound.connectors.sync import Syncer
 from rebound.messaging.processor import BatchProcessor
 from rebound.standins import serving
+from rebound.standins.shopify import ShopifyStandIn, Store
 from rebound.standins.tiktok import Stock, TikTokStandIn
 from rebound_contracts import TOPICS_BY_NAME
 from rebound_contracts.topics import ACKS, EXCEPTIONS, STOCK_ADJUSTMENTS
@@ -204,3 +205,32 @@ async def test_a_sale_made_between_the_read_and_the_write_is_restored_from_the_o
     stock = world.stock("SCARF")
     assert (stock.quantity, stock.sold) == (2, 2)  # 3 + 1 - 2: both sales stay made
     assert _acks(await world.outbox()) == [("applied", "")]
+
+
+async def test_on_shopify_a_sale_between_the_read_and_the_write_makes_it_stale_and_it_is_read_again(
+        pool, tmp_path: Path) -> None:  # noqa: ANN001
+    seller = f"conn-{uuid.uuid4().hex[:8]}"
+    await pool.execute("INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $1)", seller)
+    market = ShopifyStandIn(seed=8)
+    market.stores["store-1"] = Store(token="shpat_1")
+    item, location = "gid://shopify/InventoryItem/1", "gid://shopify/Location/1"
+    level = market.add_level("store-1", item, location, quantity=2)
+    token = tmp_path / "shopify-token"
+    token.write_text("shpat_1")
+    key = f"{seller}:shopify:W1:TEE:new"
+    async with serving(market.app) as url, httpx.AsyncClient() as client:
+        async with pool.acquire() as conn:
+            await connect_shop(conn, seller, "shopify", f"shop-{seller}", shopify_settings(f"{url}/store-1", token),
+                               None)
+            await map_listing(conn, key, f"shop-{seller}", {"inventory_item_id": item, "location_id": location})
+        producer = f"it-connectors-{seller}"
+        processor = BatchProcessor(producer, spec().routes, pool)
+        event = f.adjusted(seller, "TEE", 1, +1, channel="shopify")
+        await processor.process([f.Record(STOCK_ADJUSTMENTS.name, event.model_dump_json().encode(), 0, 1, b"k")])
+        market.faults.sales_before_write = 1
+        syncer = Syncer(pool, producer, Shops(pool, client))
+        while await syncer.round():
+            pass
+        await syncer.round()  # the stale write is planned again
+        assert (level.quantity, level.sold, market.writes) == (2, 1, 1)  # 2 + 1 - 1, one write landed
+        assert await pool.fetchval("SELECT applied_through FROM connectors.listings WHERE key = $1", key) == 1

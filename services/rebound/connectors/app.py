@@ -22,6 +22,8 @@ from .adapters import ConnectorRepository, Listing
 from .handlers import keep_adjustment
 from .marketplace import Marketplace
 from .sync import Syncer
+from .shopify import VERSION as SHOPIFY_VERSION
+from .shopify import ShopifyShop
 from .tiktok import API, AUTH, Credentials, TikTokShop
 
 log = structlog.get_logger(__name__)
@@ -48,12 +50,17 @@ class Shops:
         if built is not None and built[0] == row:
             return built[1]
         settings, tokens = row
-        if listing.channel != "tiktok":
+        market: Marketplace
+        if listing.channel == "tiktok":
+            market = TikTokShop(_tiktok_credentials(settings, tokens or {}), self.client,
+                                api=settings.get("api", API), auth=settings.get("auth", AUTH),
+                                on_refresh=lambda fresh: self._store(shop, fresh))
+        elif listing.channel == "shopify":
+            market = ShopifyShop(settings["shop_url"], _secret(settings["access_token_file"]), self.client,
+                                 version=settings.get("version", SHOPIFY_VERSION))
+        else:
             log.warning("no_adapter", channel=listing.channel, shop_id=listing.shop_id)
             return None
-        market = TikTokShop(_tiktok_credentials(settings, tokens or {}), self.client,
-                            api=settings.get("api", API), auth=settings.get("auth", AUTH),
-                            on_refresh=lambda fresh: self._store(shop, fresh))
         self._built[shop] = (row, market)
         return market
 
@@ -64,9 +71,13 @@ class Shops:
                 "access_token_expire_in": fresh.access_token_expire_in})
 
 
+def _secret(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8").strip()
+
+
 def _tiktok_credentials(settings: Mapping[str, Any], tokens: Mapping[str, Any]) -> Credentials:
     return Credentials(app_key=settings["app_key"], shop_cipher=settings["shop_cipher"],
-                       app_secret=Path(settings["app_secret_file"]).read_text(encoding="utf-8").strip(),
+                       app_secret=_secret(settings["app_secret_file"]),
                        access_token=tokens.get("access_token", ""), refresh_token=tokens.get("refresh_token", ""),
                        access_token_expire_in=int(tokens.get("access_token_expire_in", 0)))
 
@@ -97,6 +108,11 @@ def tiktok_settings(app_key: str, shop_cipher: str, app_secret_file: Path, api: 
     """A TikTok shop's settings row: everything but the secret, which stays in its file."""
     return {"app_key": app_key, "shop_cipher": shop_cipher, "app_secret_file": str(app_secret_file.resolve()),
             "api": api, "auth": auth}
+
+
+def shopify_settings(shop_url: str, access_token_file: Path, version: str = SHOPIFY_VERSION) -> dict[str, str]:
+    """A Shopify store's settings row: its Admin API URL and where its access token's file is."""
+    return {"shop_url": shop_url, "access_token_file": str(access_token_file.resolve()), "version": version}
 
 
 def tokens_document(access_token: str, refresh_token: str, expires_at: int) -> dict[str, Any]:

@@ -27,6 +27,11 @@ class Throttled(MarketplaceError):
         self.retry_after_s = retry_after_s
 
 
+class Stale(MarketplaceError):
+    """A compare-and-set write found another number than the one it expected to replace (the
+    marketplace sold meanwhile): nothing was written; read again."""
+
+
 class Unauthorized(MarketplaceError):
     """The shop cannot be written at all (credentials, scopes, app set-up): no listing's fault.
     The shop waits for an operator; its listings are not rejected."""
@@ -42,10 +47,17 @@ class Marketplace(Protocol):
 
     maximum: int
     """The largest quantity the marketplace accepts."""
+    compare_and_set: bool
+    """Whether a write can say which number it replaces (`seen`), failing with `Stale` when the
+    marketplace's number moved since: then no sale can be overwritten between read and write."""
 
     async def quantity(self, listing: Mapping[str, str]) -> int: ...
 
-    async def set_quantity(self, listing: Mapping[str, str], quantity: int) -> None: ...
+    async def set_quantity(self, listing: Mapping[str, str], quantity: int, *, seen: int | None = None,
+                           key: str | None = None) -> None:
+        """Write `quantity`; `seen` is the number it replaces (used where `compare_and_set`),
+        `key` an idempotency key where the marketplace takes one."""
+        ...
 
     async def sales_since(self, listing: Mapping[str, str], since_s: int) -> frozenset[str]:
         """The units sold on `listing` in orders created at or after `since_s` (Unix seconds), by

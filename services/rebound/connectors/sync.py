@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from ..messaging import inbox
 from ..messaging.outbox import OutboxBuffer
 from .adapters import ConnectorRepository, Intent, Listing, Pending, ack_id
 from .domain import InDoubt, TokenBucket, next_run, resolve_in_doubt, target
-from .marketplace import Marketplace, Refused, Throttled, Unauthorized, Unavailable
+from .marketplace import Marketplace, Refused, Stale, Throttled, Unauthorized, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -112,7 +113,11 @@ class Syncer:
                             sales_before=tuple(sorted(before)))
             await repo.plan(key, intent)
             await self._take(bucket)
-            await market.set_quantity(listing.ids, planned.quantity)
+            await market.set_quantity(listing.ids, planned.quantity, seen=seen, key=intent_key(key, intent))
+        except Stale as error:
+            await repo.forget_intent(key)  # nothing was written: read again next round
+            log.info("storefront_stale", key=key, error=str(error))
+            return False
         except Throttled as error:
             bucket.back_off(self.clock(), error.retry_after_s)
             await repo.forget_intent(key)  # a 429 wrote nothing
@@ -137,6 +142,8 @@ class Syncer:
         await self._done(conn, repo, listing, done, planned.short)
         log.debug("storefront_applied", key=key, first=run.first, last=run.last, delta=run.delta,
                   seen=seen, written=planned.quantity)
+        if market.compare_and_set:
+            return True  # a sale after the read made the write stale instead
         try:
             await self._restore_sales(market, listing, intent, bucket)
         except (Throttled, Unavailable, Refused, Unauthorized) as error:
@@ -236,6 +243,12 @@ class Syncer:
         while (wait := bucket.wait(self.clock())) > 0:
             await asyncio.sleep(wait)
         bucket.take(self.clock())
+
+
+def intent_key(key: str, intent: Intent) -> str:
+    """The idempotency key of a write: the same intent, the same key."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"rebound:write:{key}:{intent.first}-{intent.last}:{intent.seen}"
+                                              f"->{intent.written}"))
 
 
 def _ack(key: str, last: Pending, status: str, reason: str) -> StorefrontAck:

@@ -65,6 +65,7 @@ class TikTokShop:
     the rotated tokens before they are used."""
 
     maximum = MAXIMUM
+    compare_and_set = False
 
     def __init__(self, credentials: Credentials, client: httpx.AsyncClient, *, api: str = API, auth: str = AUTH,
                  on_refresh: Callable[[Credentials], Awaitable[None]] | None = None,
@@ -86,7 +87,9 @@ class TikTokShop:
                         return int(stock.get("available_quantity", 0))
         raise Refused(f"SKU {listing['sku_id']} has no stock record in warehouse {listing['warehouse_id']}")
 
-    async def set_quantity(self, listing: Mapping[str, str], quantity: int) -> None:
+    async def set_quantity(self, listing: Mapping[str, str], quantity: int, *, seen: int | None = None,
+                           key: str | None = None) -> None:
+        """An absolute write: TikTok Shop takes neither the number it replaces nor a key."""
         body = {"skus": [{"id": listing["sku_id"], "inventory": [
             {"warehouse_id": listing["warehouse_id"], "quantity": quantity}]}]}
         data = await self._call(f"/product/202309/products/{listing['product_id']}/inventory/update", body)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -30,3 +32,30 @@ async def serving(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Async
         server.should_exit = True
         await task
         listener.close()
+
+
+class Buyers:
+    """A stand-in's buyers: while it serves, they buy one unit every 1/`per_s` seconds on average
+    (`sell_one`, which never sells below zero); none while `per_s` is 0."""
+
+    def __init__(self, sell_one: Callable[[], Any], rng: random.Random) -> None:
+        self.sell_one, self.rng = sell_one, rng
+        self.per_s = 0.0
+
+    @contextlib.asynccontextmanager
+    async def running(self, _app: Any) -> AsyncIterator[None]:
+        task = asyncio.create_task(self._buy())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _buy(self) -> None:
+        while True:
+            if self.per_s <= 0:
+                await asyncio.sleep(0.2)
+                continue
+            await asyncio.sleep(self.rng.expovariate(self.per_s))
+            self.sell_one()

@@ -9,12 +9,10 @@ Operators of a test or the demo drive it under `/_standin/` (listings, faults, b
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import Buyers
 from ..connectors.tiktok import MAXIMUM, RATE_LIMITED, TOKEN_EXPIRED, response_body, sign
 
 TIMESTAMP_BEHIND_S, TIMESTAMP_AHEAD_S = 300, 30
@@ -69,7 +68,6 @@ class State:
     stock: dict[tuple[str, str], Stock] = field(default_factory=dict)  # by (sku_id, warehouse_id)
     orders: list[dict[str, Any]] = field(default_factory=list)
     faults: Faults = field(default_factory=Faults)
-    buyers_per_s: float = 0.0
     requests: dict[str, int] = field(default_factory=dict)
     writes: int = 0
 
@@ -85,6 +83,7 @@ class TikTokStandIn:
         self.rng = random.Random(seed)
         self.clock = clock
         self._orders = 0
+        self.buyers = Buyers(self.sell_one, self.rng)
         self.app = Starlette(routes=[
             Route("/product/202309/products/{product_id}/inventory/update", self.update_inventory, methods=["POST"]),
             Route("/product/202309/inventory/search", self.search_inventory, methods=["POST"]),
@@ -95,17 +94,7 @@ class TikTokStandIn:
             Route("/_standin/faults", self.set_faults, methods=["PUT"]),
             Route("/_standin/buyers", self.set_buyers, methods=["PUT"]),
             Route("/_standin/state", self.show_state, methods=["GET"]),
-        ], lifespan=self._lifespan)
-
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
-        buyers = asyncio.create_task(self._buyers())
-        try:
-            yield
-        finally:
-            buyers.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await buyers
+        ], lifespan=self.buyers.running)
 
     # --- the marketplace's API ---------------------------------------------------------------
 
@@ -238,15 +227,6 @@ class TikTokStandIn:
                                                 "seller_sku": stock.sku_id, "product_id": stock.product_id}]})
         return stock
 
-    async def _buyers(self) -> None:
-        while True:
-            rate = self.state.buyers_per_s
-            if rate <= 0:
-                await asyncio.sleep(0.2)
-                continue
-            await asyncio.sleep(self.rng.expovariate(rate))
-            self.sell_one()
-
     # --- what a test or the demo tells it ----------------------------------------------------
 
     async def add_shop(self, request: Request) -> Response:
@@ -264,13 +244,13 @@ class TikTokStandIn:
         return Response(status_code=204)
 
     async def set_buyers(self, request: Request) -> Response:
-        self.state.buyers_per_s = float(orjson.loads(await request.body())["per_s"])
+        self.buyers.per_s = float(orjson.loads(await request.body())["per_s"])
         return Response(status_code=204)
 
     async def show_state(self, _request: Request) -> Response:
         state = self.state
         return Response(orjson.dumps({
             "stock": [asdict(s) for s in state.stock.values()], "orders": len(state.orders),
-            "faults": asdict(state.faults), "buyers_per_s": state.buyers_per_s, "requests": state.requests,
+            "faults": asdict(state.faults), "buyers_per_s": self.buyers.per_s, "requests": state.requests,
             "writes": state.writes,
         }), media_type="application/json")
