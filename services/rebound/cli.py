@@ -359,23 +359,26 @@ def connect_unblock(key: Annotated[str, typer.Argument(help="The listing key to 
 
 @app.command()
 def standin(
-    marketplace: Annotated[str, typer.Argument(help="The marketplace to stand in for: tiktok.")],
+    marketplace: Annotated[str, typer.Argument(help="The marketplace to stand in for: tiktok or shopify.")],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 18081,
     buyers: Annotated[float, typer.Option(min=0, help="Units its buyers buy a second.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of its buyers and injected faults.")] = 0,
 ) -> None:
     """Serve a local stand-in of a marketplace (tests, the demo); drive it under /_standin/."""
     from .standins import serving
+    from .standins.shopify import ShopifyStandIn
     from .standins.tiktok import TikTokStandIn
 
-    if marketplace != "tiktok":
-        _fail(f"no stand-in for {marketplace!r} (tiktok)")
-    market = TikTokStandIn(seed=seed)
+    stand_ins = {"tiktok": ("TikTok Shop", TikTokStandIn), "shopify": ("Shopify", ShopifyStandIn)}
+    if marketplace not in stand_ins:
+        _fail(f"no stand-in for {marketplace!r} ({', '.join(stand_ins)})")
+    name, kind = stand_ins[marketplace]
+    market = kind(seed=seed)
     market.buyers.per_s = buyers
 
     async def serve() -> None:
         async with serving(market.app, port=port) as url:
-            typer.echo(f"TikTok Shop stand-in on {url}")
+            typer.echo(f"{name} stand-in on {url}")
             await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):

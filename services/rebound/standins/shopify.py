@@ -6,7 +6,9 @@ and a leaky-bucket throttle answering `THROTTLED` with `extensions.cost`. Its bu
 own, never below zero, and each sale is an order with its line item.
 
 Stores live under `/{store}/admin/api/{version}/graphql.json`; tests and the demo drive it under
-`/_standin/`.
+`/_standin/`: `PUT stores/{store}` (`token`), `POST stores/{store}/levels` (`item`, `location`,
+`quantity`), `PUT faults` (`throttled`, `server_errors` as shares, `sales_before_write`), `GET
+state`.
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ class ShopifyStandIn:
         self.app = Starlette(routes=[
             Route("/{store}/admin/api/{version}/graphql.json", self.graphql, methods=["POST"]),
             Route("/_standin/stores/{store}", self.add_store, methods=["PUT"]),
+            Route("/_standin/stores/{store}/levels", self.put_level, methods=["POST"]),
+            Route("/_standin/faults", self.set_faults, methods=["PUT"]),
             Route("/_standin/state", self.show_state, methods=["GET"]),
         ], lifespan=self.buyers.running)
 
@@ -242,6 +246,17 @@ class ShopifyStandIn:
 
     async def add_store(self, request: Request) -> Response:
         self.stores[request.path_params["store"]] = Store(token=orjson.loads(await request.body())["token"])
+        return Response(status_code=204)
+
+    async def put_level(self, request: Request) -> Response:
+        given = orjson.loads(await request.body())
+        if request.path_params["store"] not in self.stores:
+            return _json({"error": "no such store"}, 404)
+        self.add_level(request.path_params["store"], given["item"], given["location"], int(given.get("quantity", 0)))
+        return Response(status_code=204)
+
+    async def set_faults(self, request: Request) -> Response:
+        self.faults = Faults(**orjson.loads(await request.body()))
         return Response(status_code=204)
 
     async def show_state(self, _request: Request) -> Response:
