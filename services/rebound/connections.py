@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiokafka.conn import collect_hosts, create_conn
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.helpers import create_ssl_context
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
@@ -21,6 +21,19 @@ _FASTSTREAM_SASL = {"SCRAM-SHA-512": SASLScram512, "SCRAM-SHA-256": SASLScram256
 class KafkaRefused(Exception):
     """The broker answered but will not let this client in (credentials, mechanism or TLS).
     Not transient: waiting would not help."""
+
+
+def kafka_away(error: BaseException) -> bool:
+    """Is `error` what a broker that is down, restarting or moving leaders causes, so the same
+    request may succeed later? A broker's refusal (credentials, ACLs, a bad topic setting) is not."""
+    if isinstance(error, KafkaError):
+        return error.retriable or isinstance(error, KafkaTimeoutError)
+    return isinstance(error, (OSError, TimeoutError)) and not isinstance(error, ssl.SSLError)
+
+
+def kafka_error_text(error: BaseException) -> str:
+    """How a log line names `error`: aiokafka's errors name their class themselves, others do not."""
+    return str(error) if isinstance(error, KafkaError) else f"{type(error).__name__}: {error}"
 
 
 def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:

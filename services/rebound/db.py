@@ -18,6 +18,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,
+    # What asyncpg raises when a pooled connection is used after the server ended its session
+    # while it sat idle (a shutdown's "terminating connection due to administrator command"):
+    # "cannot switch to state 15; another operation (2) is in progress" (MagicStack/asyncpg#1069).
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,

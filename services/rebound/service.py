@@ -19,12 +19,12 @@ from itertools import chain
 import asyncpg
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from .connections import database_connect_kwargs, kafka_options, kafka_security
+from .connections import database_connect_kwargs, kafka_away, kafka_error_text, kafka_options, kafka_security
 from .db import TRANSIENT_ERRORS, create_pool, migrate
 from .messaging import inbox
 from .messaging.commits import OffsetCommitter
@@ -114,8 +114,9 @@ async def prune_inbox(pool: asyncpg.Pool, settings: Settings, consumer: str) -> 
 
 class PatientKafkaBroker(KafkaBroker):
     """A broker whose start waits for Kafka: the start-up waits for Kafka before the broker
-    connects, but the broker can still go away in between (a crash or restart); then the start
-    is undone and tried again with back-off, instead of the process exiting."""
+    connects, but the broker can still go away in between or while the consumer joins its group
+    (a crash or restart); then the start is undone and tried again with back-off, instead of the
+    process exiting."""
 
     async def start(self) -> None:
         delay = 0.2
@@ -123,8 +124,10 @@ class PatientKafkaBroker(KafkaBroker):
             try:
                 await super().start()
                 return
-            except KafkaConnectionError as error:
-                log.warning("kafka_unavailable", error=str(error), retry_in_s=round(delay, 2))
+            except Exception as error:
+                if not kafka_away(error):
+                    raise
+                log.warning("kafka_unavailable", error=kafka_error_text(error), retry_in_s=round(delay, 2))
                 with contextlib.suppress(Exception):
                     await self.stop()
             await asyncio.sleep(delay)

@@ -13,7 +13,7 @@ from aiokafka.errors import InvalidPartitionsError, KafkaConnectionError, TopicA
 
 from rebound_contracts import ALL_TOPICS, Topic
 
-from ..connections import KafkaRefused, kafka_refusal
+from ..connections import KafkaRefused, kafka_away, kafka_error_text, kafka_refusal
 
 log = structlog.get_logger(__name__)
 
@@ -34,41 +34,46 @@ async def ensure_topics(
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000, **options)
         try:
             await admin.start()
-            break
-        except KafkaConnectionError as error:
-            await admin.close()
-            if refusal := await kafka_refusal(bootstrap_servers, options):
+            return await _create_and_grow(admin, topics, replication)
+        except Exception as error:
+            # The broker can go away at any step, not only before the first: each attempt
+            # starts over, and what an earlier one created is found existing.
+            if not kafka_away(error):
+                raise
+            if isinstance(error, KafkaConnectionError) and (refusal := await kafka_refusal(bootstrap_servers, options)):
                 raise KafkaRefused(refusal) from None
             if waited >= wait_seconds:
                 raise
-            log.warning("kafka_unavailable", error=str(error), retry_in_s=round(delay, 2))
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 5.0)
-    try:
-        existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(t.name, num_partitions=t.partitions, replication_factor=replication,
-                     topic_configs=TOPIC_CONFIG)
-            for t in topics if t.name not in existing
-        ]
-        created = []
-        for topic in missing:
-            # aiokafka returns the broker's per-topic errors rather than raising them.
-            response = await admin.create_topics([topic])
-            for name, code, message in response.topic_errors:
-                if code == 0:
-                    created.append(name)
-                elif code == TopicAlreadyExistsError.errno:
-                    existing.add(name)  # another replica won the race (or metadata lagged)
-                else:
-                    raise for_code(code)(f"could not create topic {name}: {message}")
-        if created:
-            log.info("topics_created", topics=created)
-        await _grow(admin, [t for t in topics if t.name in existing])
-        return created
-    finally:
-        await admin.close()
+            log.warning("kafka_unavailable", error=kafka_error_text(error), retry_in_s=round(delay, 2))
+        finally:
+            await admin.close()
+        await asyncio.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 5.0)
+
+
+async def _create_and_grow(admin: AIOKafkaAdminClient, topics: list[Topic], replication: int) -> list[str]:
+    existing = set(await admin.list_topics())
+    missing = [
+        NewTopic(t.name, num_partitions=t.partitions, replication_factor=replication,
+                 topic_configs=TOPIC_CONFIG)
+        for t in topics if t.name not in existing
+    ]
+    created = []
+    for topic in missing:
+        # aiokafka returns the broker's per-topic errors rather than raising them.
+        response = await admin.create_topics([topic])
+        for name, code, message in response.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code == TopicAlreadyExistsError.errno:
+                existing.add(name)  # another replica won the race (or metadata lagged)
+            else:
+                raise for_code(code)(f"could not create topic {name}: {message}")
+    if created:
+        log.info("topics_created", topics=created)
+    await _grow(admin, [t for t in topics if t.name in existing])
+    return created
 
 
 async def _grow(admin: AIOKafkaAdminClient, topics: list[Topic]) -> None:
