@@ -36,7 +36,8 @@ from .messaging.topics import ensure_topics
 from .processes import SERVICES, Backlog, Fleet, wait_until_caught_up
 from .settings import Settings
 from .standins import serving
-from .standins.shops import Opened, open_tiktok_shops, unsynced
+from .standins.shopify import ShopifyStandIn
+from .standins.shops import DemoShops, open_shopify_shops, open_tiktok_shops, unsynced
 from .standins.tiktok import TikTokStandIn
 
 INBOUND = tuple(topic for topic in ALL_TOPICS if topic.direction == "inbound")
@@ -86,12 +87,17 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         ))
         await simulator.register_sellers(settings.database_url, wave.sellers, connect_kwargs=database)
         before = await inbound_end_offsets(bootstrap, kafka)
-        market = TikTokStandIn(seed=seed)
-        async with serving(market.app) as url:
-            shops = await open_tiktok_shops(pool, market, url, wave.shops, wave.warehouses, simulator.catalogue(),
-                                            options.log_dir / str(seed) / "shop-secrets")
-            console.print(f"TikTok Shop stand-in on {url}: {len(wave.shops)} shops connected, "
-                          f"{len(shops.keys):,} listings mapped")
+        secrets = options.log_dir / str(seed) / "shop-secrets"
+        tiktok, shopify = TikTokStandIn(seed=seed), ShopifyStandIn(seed=seed)
+        async with serving(tiktok.app) as tiktok_url, serving(shopify.app) as shopify_url:
+            shops = [
+                await open_tiktok_shops(pool, tiktok, tiktok_url, wave.shops, wave.warehouses, simulator.catalogue(),
+                                        secrets),
+                await open_shopify_shops(pool, shopify, shopify_url, wave.shops, wave.warehouses,
+                                         simulator.catalogue(), secrets),
+            ]
+            console.print("stand-ins: " + ", ".join(f"{s.name} ({len(wave.shops)} shops, {len(s.keys):,} listings)"
+                                                    for s in shops))
             with Fleet(log_dir=options.log_dir / str(seed), replicas=options.replicas, services=FLEET) as fleet:
                 started = time.monotonic()
                 await simulator.publish(wave, bootstrap, kafka_options=kafka)
@@ -101,11 +107,11 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
                 console.print(f"sent {len(wave.messages):,} messages in {published - started:.1f} s; "
                               f"caught up {done - started:.1f} s after the first one, the shops' numbers "
                               f"included ({wave.units / (done - started):,.0f} units/s end to end)")
-                unfilled = 0
+                unfilled: Counter[str] = Counter()
                 if options.sell > 0:
                     unfilled = await sell_offered(options.sell, seed, wave, settings, pool, fleet, options.timeout,
-                                                  console, market, shops)
-            storefront = await _storefront(pool, wave, market, shops, unfilled)
+                                                  console, shops)
+            storefronts = [await _storefront(pool, wave, shop, unfilled[shop.channel]) for shop in shops]
         sellers = set(wave.sellers)
         received = await checker.read_topic(bootstrap, UNIT_RECEIVED.name, sellers=sellers, kafka_options=kafka)
         graded = await checker.read_topic(bootstrap, UNIT_GRADED.name, sellers=sellers, kafka_options=kafka)
@@ -129,20 +135,22 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
             " GROUP BY condition", list(sellers)))
         table = _summary(wave, received, graded, allocated, adjustments, exceptions, letters, parked, sold, sellable)
         table.add_section()
-        table.add_row("TikTok Shop (stand-in)", f"{storefront.quantity:,}",
-                      f"units on its listings, {storefront.ledger:,} by Rebound's ledger; {storefront.offered:,} "
-                      f"made available, {storefront.sold:,} sold by its buyers, {storefront.oversold:,} oversold, "
-                      f"{storefront.keys_off:,} listings off")
+        for shop, storefront in zip(shops, storefronts, strict=True):
+            table.add_row(f"{shop.name} (stand-in)", f"{storefront.quantity:,}",
+                          f"units on its listings, {storefront.ledger:,} by Rebound's ledger; {storefront.offered:,} "
+                          f"made available, {storefront.sold:,} sold by its buyers, {storefront.oversold:,} oversold, "
+                          f"{storefront.keys_off:,} listings off")
         console.print(table)
         report = checker.check(adjustments, graded, wave.expected_stock, dispositions=decided)
         console.print(report.table())
         if not report.ok:
             for check, examples in report.examples.items():
                 console.print(f"[red]{check}[/]: " + "; ".join(examples))
-        if not storefront.ok:
-            console.print(f"[red]storefront[/]: {storefront.oversold:,} units oversold, {storefront.keys_off:,} "
-                          f"listings whose number differs from the ledger's: " + "; ".join(storefront.examples))
-        ok = report.ok and storefront.ok
+        for shop, storefront in zip(shops, storefronts, strict=True):
+            if not storefront.ok:
+                console.print(f"[red]{shop.name}[/]: {storefront.oversold:,} units oversold, {storefront.keys_off:,} "
+                              f"listings whose number differs from the ledger's: " + "; ".join(storefront.examples))
+        ok = report.ok and all(storefront.ok for storefront in storefronts)
         console.print("[bold green]all guarantees held[/]" if ok else "[bold red]a guarantee was broken[/]")
         return ok
     finally:
@@ -177,34 +185,35 @@ async def _catch_up(bootstrap: str, pool: asyncpg.Pool, wave: simulator.Wave, fl
 
 
 async def sell_offered(share: float, seed: int, wave: simulator.Wave, settings: Settings, pool: asyncpg.Pool,
-                       fleet: Fleet, timeout: float, console: Console, market: TikTokStandIn, shops: Opened) -> int:
-    """The second phase: the units on offer sell. On TikTok Shop the stand-in's buyers buy a share
-    of what its listings show, and the warehouse picks a unit of each order's listing; elsewhere the
-    warehouse picks a share of the units on offer. Then the ledger catches up again. Returns the
-    stand-in's orders the warehouse found no unit for."""
+                       fleet: Fleet, timeout: float, console: Console, shops: list[DemoShops]) -> Counter[str]:
+    """The second phase: the units on offer sell. On a marketplace with a stand-in its buyers buy
+    a share of what its listings show, and the warehouse picks a unit of each order's key;
+    elsewhere the warehouse picks a share of the units on offer. Then the ledger catches up again.
+    Returns, per channel, the stand-in's units sold that the warehouse found no unit for."""
     kafka = kafka_options(settings)
     offered = await simulator.offered_units(settings.database_url, wave.sellers,
                                             connect_kwargs=database_connect_kwargs(settings))
-    elsewhere = [unit for unit in offered if unit.channel != "tiktok"]
-    on_shop = sum(stock.quantity for stock in market.state.stock.values())
-    orders = len(market.state.orders)
-    for _ in range(round(share * on_shop)):
-        market.sell_one()
-    bought = Counter(shops.keys[(item["sku_id"], order["warehouse_id"])]
-                     for order in market.state.orders[orders:] for item in order["line_items"])
+    by_shop = {shop.channel for shop in shops}
+    elsewhere = [unit for unit in offered if unit.channel not in by_shop]
     picks = simulator.sales(elsewhere, share, seed, datetime.now(UTC))
-    on_keys = await simulator.units_on_keys(settings.database_url, list(bought),
-                                            connect_kwargs=database_connect_kwargs(settings))
-    shop_picks, unfilled = simulator.picks_for_orders(on_keys, bought, seed, datetime.now(UTC))
-    picks += shop_picks
+    unfilled: Counter[str] = Counter()
+    bought_total = 0
+    for shop in shops:
+        bought = shop.buy(round(share * shop.on_listings))
+        bought_total += sum(bought.values())
+        on_keys = await simulator.units_on_keys(settings.database_url, list(bought),
+                                                connect_kwargs=database_connect_kwargs(settings))
+        shop_picks, unfilled[shop.channel] = simulator.picks_for_orders(on_keys, bought, seed, datetime.now(UTC),
+                                                                                 shop.channel)
+        picks += shop_picks
     started = time.monotonic()
     await simulator.publish(picks, settings.kafka_bootstrap_servers, progress=False, kafka_options=kafka)
     with console.status("waiting for the ledger to apply the picks"):
         await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet,
                                    kafka_options=kafka, services=FLEET)
-    console.print(f"sold {len(picks):,} units ({sum(bought.values()):,} by the TikTok Shop stand-in's buyers, "
-                  f"{len(picks) - sum(bought.values()):,} of the {len(elsewhere):,} on other channels): picks applied "
-                  f"{time.monotonic() - started:.1f} s after the first one; "
+    console.print(f"sold {len(picks):,} units ({bought_total:,} by the stand-ins' buyers, "
+                  f"{len(picks) - bought_total + sum(unfilled.values()):,} of the {len(elsewhere):,} on other "
+                  f"channels): picks applied {time.monotonic() - started:.1f} s after the first one; "
                   f"`rebound report --seller {wave.sellers[0]}` shows the resale figures")
     return unfilled
 
@@ -226,17 +235,16 @@ class Storefront:
         return self.oversold == 0 and self.keys_off == 0
 
 
-async def _storefront(pool: asyncpg.Pool, wave: simulator.Wave, market: TikTokStandIn, shops: Opened,
-                      unfilled: int) -> Storefront:
+async def _storefront(pool: asyncpg.Pool, wave: simulator.Wave, shop: DemoShops, unfilled: int) -> Storefront:
     """Every listing shows what the ledger has on its key, and every sale had a unit to pick
-    (`unfilled`: the orders the warehouse found no unit for, i.e. oversold)."""
+    (`unfilled`: the units sold that the warehouse found no unit for, i.e. oversold)."""
     ledger = dict(await pool.fetch("SELECT key, available FROM ledger.stock WHERE seller_id = ANY($1::text[])"
-                                   " AND split_part(key, ':', 2) = 'tiktok'", list(wave.sellers)))
-    stocks = [(key, market.state.stock[ids]) for ids, key in shops.keys.items()]
-    off = [f"{key}: shop {stock.quantity}, ledger {ledger.get(key, 0)}" for key, stock in stocks
-           if stock.quantity != ledger.get(key, 0)]
-    return Storefront(quantity=sum(s.quantity for _, s in stocks), ledger=sum(ledger.values()),
-                      offered=sum(s.quantity + s.sold for _, s in stocks), sold=sum(s.sold for _, s in stocks),
+                                   " AND split_part(key, ':', 2) = $2", list(wave.sellers), shop.channel))
+    stocks = shop.stocks()
+    off = [f"{key}: shop {quantity}, ledger {ledger.get(key, 0)}" for key, quantity, _ in stocks
+           if quantity != ledger.get(key, 0)]
+    return Storefront(quantity=sum(q for _, q, _ in stocks), ledger=sum(ledger.values()),
+                      offered=sum(q + sold for _, q, sold in stocks), sold=sum(sold for _, _, sold in stocks),
                       oversold=unfilled, keys_off=len(off), examples=off[:5])
 
 

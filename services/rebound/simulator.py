@@ -817,11 +817,12 @@ async def offered_units(database_url: str, sellers: Iterable[str], *,
 
 
 def picks_for_orders(on_keys: Mapping[str, Sequence[Offered]], ordered: Mapping[str, int], seed: int,
-                     at: datetime) -> tuple[list[Outgoing], int]:
+                     at: datetime, shop: str) -> tuple[list[Outgoing], int]:
     """The warehouse picks a unit of each order's listing key (`ordered`: key -> units ordered),
-    first LPNs first. Returns the picks and the units ordered that no unit on the key was left for
-    (sold on the shop, never offered there by Rebound: oversold)."""
-    rng = random.Random(f"orders:{seed}")
+    first LPNs first; `shop` names the orders' source (its picks' ids and order ids are its own).
+    Returns the picks and the units ordered that no unit on the key was left for (sold on the
+    shop, never offered there by Rebound: oversold)."""
+    rng = random.Random(f"orders:{seed}:{shop}")
     picks, unfilled, n = [], 0, 0
     for key, count in sorted(ordered.items()):
         units = list(on_keys.get(key, ()))[:count]
@@ -830,7 +831,7 @@ def picks_for_orders(on_keys: Mapping[str, Sequence[Offered]], ordered: Mapping[
             n += 1
             picks.append(_encode(UNIT_PICKED, UnitPicked(
                 event_id=uuid.UUID(int=rng.getrandbits(128), version=4), occurred_at=at, seller_id=unit.seller_id,
-                warehouse_id=unit.warehouse_id, lpn=unit.lpn, channel=unit.channel, order_id=f"T{seed}-{n:07d}")))
+                warehouse_id=unit.warehouse_id, lpn=unit.lpn, channel=unit.channel, order_id=f"{shop}-{seed}-{n:07d}")))
     return picks, unfilled
 
 

@@ -1,8 +1,11 @@
 """Hostile input on every topic every service consumes, through the services as processes on the
 real Kafka and PostgreSQL. On each topic, in one partition: a valid event carrying an unknown
-field nested 300 levels deep, then a record nested deeper than any JSON reader here allows, then
-a plain valid event. The first and the last are applied, the middle one is dead-lettered, and
-every consumer group's committed offset moves past all three."""
+field nested 300 levels deep, then (on the topics upstream systems write) a record nested deeper
+than any JSON reader here allows, then a plain valid event. The valid ones are applied, the
+unreadable one is dead-lettered, and every consumer group's committed offset moves past them all.
+
+Rebound's own topics get no unreadable record: the checker holds every record on them to the
+contract, and the fault scenarios that follow on the same Kafka would count it against them."""
 
 from __future__ import annotations
 
@@ -90,6 +93,8 @@ async def test_every_consumed_partition_moves_past_deeply_nested_records(setting
             records = {"nested 300 deep": _nested_under(event, APPLIED_DEPTH),
                        "nested 5,000 deep": _nested_under(_renamed(event), UNREADABLE_DEPTH),
                        "plain, after both": orjson.dumps(after)}
+            if TOPICS_BY_NAME[topic].direction != "inbound":
+                del records["nested 5,000 deep"]
             sent[topic] = {}
             for what, value in records.items():
                 meta = await producer.send_and_wait(topic, value=value, key=key)
@@ -108,8 +113,9 @@ async def test_every_consumed_partition_moves_past_deeply_nested_records(setting
     letters = (await checker.read_records(settings.kafka_bootstrap_servers, DLQ.name, sellers=None)).records
     lettered = {(d.model.source.topic, d.model.source.partition, d.model.source.offset): d.model for d in letters}
     for topic, positions in sent.items():
-        deep = lettered.get((topic, *positions["nested 5,000 deep"]))
-        assert deep is not None and deep.kind == "invalid_json", (topic, deep)
+        if "nested 5,000 deep" in positions:
+            deep = lettered.get((topic, *positions["nested 5,000 deep"]))
+            assert deep is not None and deep.kind == "invalid_json", (topic, deep)
         for what in ("nested 300 deep", "plain, after both"):
             assert (topic, *positions[what]) not in lettered, (topic, what, lettered[(topic, *positions[what])])
         found = await pool.fetchval(

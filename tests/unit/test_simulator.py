@@ -273,7 +273,9 @@ def test_each_shop_order_is_picked_from_its_key_and_an_order_without_a_unit_is_o
 
     on_keys = {"k1": [Offered("L1", "s", "W1", "tiktok"), Offered("L2", "s", "W1", "tiktok")],
                "k2": [Offered("L3", "s", "W1", "tiktok")]}
-    picks, unfilled = picks_for_orders(on_keys, {"k1": 1, "k2": 2, "k3": 1}, 7, START)
+    picks, unfilled = picks_for_orders(on_keys, {"k1": 1, "k2": 2, "k3": 1}, 7, START, "tiktok")
     assert [json.loads(p.value)["lpn"] for p in picks] == ["L1", "L3"]
     assert unfilled == 2  # a second unit of k2 and any of k3: sold on the shop, never offered there
     assert all(json.loads(p.value)["channel"] == "tiktok" for p in picks)
+    other, _ = picks_for_orders(on_keys, {"k1": 1, "k2": 2, "k3": 1}, 7, START, "shopify")
+    assert not {json.loads(p.value)["event_id"] for p in picks} & {json.loads(p.value)["event_id"] for p in other}

@@ -238,6 +238,7 @@ class ShopifyStandIn:
         level.quantity -= 1
         level.sold += 1
         store.orders.append({"id": self._id("Order"), "createdAt": _now(self.clock()), "cancelledAt": None,
+                             "location": level.location,
                              "lineItems": [{"id": self._id("LineItem"), "quantity": 1, "variant": {
                                  "id": self._id("ProductVariant"), "inventoryItem": {"id": level.item}}}]})
         return level
