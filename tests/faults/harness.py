@@ -36,6 +36,10 @@ from tests.accounting import assert_bad_input_accounted_for, assert_no_secret_in
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_DB_PASSWORD = "localdev-7f3a9c"  # deploy/scripts/postgres.sh
 
+HOSTILE_RATE = 0.01
+"""Every scenario's wave writes this share of its own events as a hostile sender would: they are
+the wave's events, so even the scenarios without bad input or duplicates carry them."""
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -309,7 +313,7 @@ async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.P
                   f"{shape.units:,} units, {replicas} replica(s) per service")
     wave = simulator.generate(simulator.WaveConfig(
         units=shape.units, seed=rng.randrange(1 << 30), duplicate_rate=duplicate_rate, out_of_order_rate=0.05,
-        bad_rate=bad_rate,
+        bad_rate=bad_rate, hostile_rate=HOSTILE_RATE,
     ))
     if await pool.fetchval("SELECT count(*) FROM rebound.sellers WHERE seller_id = ANY($1::text[])", wave.sellers):
         pytest.fail(f"seed {seed} already ran against this database, so its wave would be all duplicates: "
