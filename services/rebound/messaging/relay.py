@@ -239,8 +239,8 @@ class OutboxRelay:
             shorten_concurrent_transactions_retry()
             producer = self._producer(transactional_id=self.transactional_id)
             plain = self._producer()  # idempotent: a retried request is not written twice
-            await producer.start()  # InitProducerId: fences a zombie and aborts its open transaction
-            try:
+            try:  # stopped however far they got: a start that fails leaves a client to close
+                await producer.start()  # InitProducerId: fences a zombie and aborts its open transaction
                 await plain.start()
                 await self._recover(producer)
                 while True:
