@@ -58,7 +58,9 @@ class Syncer:
         """Sync the keys due now; returns how many moved."""
         async with self.pool.acquire() as conn:
             keys = await ConnectorRepository(conn).due(limit)
-        gate = asyncio.Semaphore(concurrency)
+        # A key holds a connection for its whole sync, marketplace calls included: leave one of
+        # the pool's to the batch consumer.
+        gate = asyncio.Semaphore(max(1, min(concurrency, self.pool.get_max_size() - 1)))
 
         async def one(key: str) -> bool:
             async with gate:
@@ -217,6 +219,10 @@ class Syncer:
                       pending: list[Pending], blocked: str, kind: ExceptionKind | None, reason: str) -> None:
         """The marketplace (or the mapping) refuses the key: it is blocked, and the ledger hears
         `rejected` once, with the reason, and moves its units elsewhere."""
+        if not pending:
+            await repo.block(listing.key, blocked[:500])
+            log.warning("storefront_blocked", key=listing.key, reason=reason)
+            return
         outbox = OutboxBuffer(self.producer)
         outbox.add(ACKS, _ack(listing.key, pending[-1], "rejected", reason[:1000]))
         if kind is not None:
