@@ -37,7 +37,7 @@ from .processes import SERVICES, Backlog, Fleet, wait_until_caught_up
 from .settings import Settings
 from .standins import serving
 from .standins.shopify import ShopifyStandIn
-from .standins.shops import DemoShops, open_shopify_shops, open_tiktok_shops, unsynced
+from .standins.shops import DemoShops, close_shops, open_shopify_shops, open_tiktok_shops, unsynced
 from .standins.tiktok import TikTokStandIn
 
 INBOUND = tuple(topic for topic in ALL_TOPICS if topic.direction == "inbound")
@@ -90,27 +90,30 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         secrets = options.log_dir / str(seed) / "shop-secrets"
         tiktok, shopify = TikTokStandIn(seed=seed), ShopifyStandIn(seed=seed)
         async with serving(tiktok.app) as tiktok_url, serving(shopify.app) as shopify_url:
-            shops = [
-                await open_tiktok_shops(pool, tiktok, tiktok_url, wave.shops, wave.warehouses, simulator.catalogue(),
-                                        secrets),
-                await open_shopify_shops(pool, shopify, shopify_url, wave.shops, wave.warehouses,
-                                         simulator.catalogue(), secrets),
-            ]
-            console.print("stand-ins: " + ", ".join(f"{s.name} ({len(wave.shops)} shops, {len(s.keys):,} listings)"
-                                                    for s in shops))
-            with Fleet(log_dir=options.log_dir / str(seed), replicas=options.replicas, services=FLEET) as fleet:
-                started = time.monotonic()
-                await simulator.publish(wave, bootstrap, kafka_options=kafka)
-                published = time.monotonic()
-                await _catch_up(bootstrap, pool, wave, fleet, options.timeout, kafka, console)
-                done = time.monotonic()
-                console.print(f"sent {len(wave.messages):,} messages in {published - started:.1f} s; "
-                              f"caught up {done - started:.1f} s after the first one, the shops' numbers "
-                              f"included ({wave.units / (done - started):,.0f} units/s end to end)")
-                unfilled: Counter[str] = Counter()
-                if options.sell > 0:
-                    unfilled = await sell_offered(options.sell, seed, wave, settings, pool, fleet, options.timeout,
-                                                  console, shops)
+            try:
+                shops = [
+                    await open_tiktok_shops(pool, tiktok, tiktok_url, wave.shops, wave.warehouses, simulator.catalogue(),
+                                            secrets),
+                    await open_shopify_shops(pool, shopify, shopify_url, wave.shops, wave.warehouses,
+                                             simulator.catalogue(), secrets),
+                ]
+                console.print("stand-ins: " + ", ".join(f"{s.name} ({len(wave.shops)} shops, {len(s.keys):,} listings)"
+                                                        for s in shops))
+                with Fleet(log_dir=options.log_dir / str(seed), replicas=options.replicas, services=FLEET) as fleet:
+                    started = time.monotonic()
+                    await simulator.publish(wave, bootstrap, kafka_options=kafka)
+                    published = time.monotonic()
+                    await _catch_up(bootstrap, pool, wave, fleet, options.timeout, kafka, console)
+                    done = time.monotonic()
+                    console.print(f"sent {len(wave.messages):,} messages in {published - started:.1f} s; "
+                                  f"caught up {done - started:.1f} s after the first one, the shops' numbers "
+                                  f"included ({wave.units / (done - started):,.0f} units/s end to end)")
+                    unfilled: Counter[str] = Counter()
+                    if options.sell > 0:
+                        unfilled = await sell_offered(options.sell, seed, wave, settings, pool, fleet, options.timeout,
+                                                      console, shops)
+            finally:
+                await close_shops(pool, wave.sellers)
             storefronts = [await _storefront(pool, wave, shop, unfilled[shop.channel]) for shop in shops]
         sellers = set(wave.sellers)
         received = await checker.read_topic(bootstrap, UNIT_RECEIVED.name, sellers=sellers, kafka_options=kafka)

@@ -68,3 +68,11 @@ def test_a_token_bucket_allows_its_burst_then_its_rate_and_honours_retry_after()
     bucket.back_off(0.2, 2.0)
     assert bucket.wait(1.0) == pytest.approx(1.2)
     assert bucket.wait(2.2) == pytest.approx(0.0)
+
+
+def test_a_shop_that_does_not_answer_is_paused_longer_each_time_and_resumes_once_it_answers() -> None:
+    bucket = TokenBucket(rate=10.0, burst=10.0)
+    assert [bucket.failed(0.0) for _ in range(8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert bucket.wait(0.0) == pytest.approx(30.0)
+    bucket.answered()
+    assert bucket.failed(100.0) == 0.5

@@ -15,6 +15,8 @@ from faststream import FastStream
 
 from rebound_contracts.topics import STOCK_ADJUSTMENTS
 
+from ..connections import database_connect_kwargs
+from ..db import create_pool
 from ..messaging.processor import Route
 from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
@@ -29,6 +31,8 @@ from .tiktok import API, AUTH, Credentials, TikTokShop
 log = structlog.get_logger(__name__)
 
 SYNC_EVERY_S = 0.25
+SYNC_CONCURRENCY = 16
+"""Keys synced at once; each holds a database connection of the connectors' own pool."""
 RATES = {"tiktok": (10.0, 10.0), "shopify": (2.0, 40.0), "amazon": (5.0, 5.0), "ebay": (5.0, 5.0)}
 """Requests a second and burst per shop, by marketplace (TikTok Shop documents none: a cautious 10)."""
 
@@ -85,12 +89,16 @@ def _tiktok_credentials(settings: Mapping[str, Any], tokens: Mapping[str, Any]) 
 def spec() -> ServiceSpec:
     syncers: dict[int, Syncer] = {}  # built on the first round, when the pool exists
 
-    async def sync_round(pool: asyncpg.Pool, _settings: Settings, producer: str) -> int:
+    async def sync_round(pool: asyncpg.Pool, settings: Settings, producer: str) -> int:
         syncer = syncers.get(id(pool))
         if syncer is None:
+            # A pool of its own: each key in flight holds a connection (its lock) through its
+            # marketplace calls, which must not keep the batch consumer from the database.
+            own = await create_pool(settings.database_url, min_size=1, max_size=SYNC_CONCURRENCY,
+                                    connect_kwargs=database_connect_kwargs(settings))
             client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
-            syncer = syncers[id(pool)] = Syncer(pool, producer, Shops(pool, client), rate=RATES)
-        return await syncer.round()
+            syncer = syncers[id(pool)] = Syncer(own, producer, Shops(own, client), rate=RATES)
+        return await syncer.round(concurrency=SYNC_CONCURRENCY)
 
     return ServiceSpec(
         name="connectors",

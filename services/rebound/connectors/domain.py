@@ -97,6 +97,8 @@ class TokenBucket:
     tokens: float = -1.0
     at: float = 0.0
     blocked_until: float = 0.0
+    failures: int = 0
+    """Transient failures in a row: each doubles the pause before the shop is tried again."""
 
     def _refill(self, now: float) -> None:
         if self.tokens < 0:
@@ -111,6 +113,18 @@ class TokenBucket:
     def take(self, now: float) -> None:
         self._refill(now)
         self.tokens -= 1.0
+
+    def failed(self, now: float) -> float:
+        """The shop did not answer: pause it 0.5 s, doubling with each failure in a row, up to
+        30 s, so a marketplace that is down costs a request per pause, not one per key.
+        Returns the pause."""
+        self.failures += 1
+        pause = min(0.5 * 2 ** (self.failures - 1), 30.0)
+        self.back_off(now, pause)
+        return pause
+
+    def answered(self) -> None:
+        self.failures = 0
 
     def back_off(self, now: float, seconds: float) -> None:
         """The marketplace said to slow down (429 with Retry-After, a throttle status): no request

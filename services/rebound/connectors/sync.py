@@ -54,13 +54,14 @@ class Syncer:
     clock: Callable[[], float] = time.time
     buckets: dict[tuple[str, str], TokenBucket] = field(default_factory=dict)
 
-    async def round(self, limit: int = 64, concurrency: int = 8) -> int:
+    async def round(self, limit: int = 256, concurrency: int = 16) -> int:
         """Sync the keys due now; returns how many moved."""
         async with self.pool.acquire() as conn:
             keys = await ConnectorRepository(conn).due(limit)
-        # A key holds a connection for its whole sync, marketplace calls included: leave one of
-        # the pool's to the batch consumer.
-        gate = asyncio.Semaphore(max(1, min(concurrency, self.pool.get_max_size() - 1)))
+        # A key holds a connection for its whole sync, marketplace calls included: at most as
+        # many keys at once as the pool has connections (the connectors' own pool, not the
+        # batch consumer's).
+        gate = asyncio.Semaphore(max(1, min(concurrency, self.pool.get_max_size())))
 
         async def one(key: str) -> bool:
             async with gate:
@@ -95,6 +96,8 @@ class Syncer:
             return False
         bucket = self.buckets.setdefault((listing.channel, listing.shop_id),
                                          TokenBucket(*self.rate.get(listing.channel, (10.0, 10.0))))
+        if bucket.blocked_until > self.clock() + 1.0:
+            return False  # the shop is paused (throttled or not answering): its keys wait their turn
         run = None
         try:
             if listing.intent is not None:
@@ -126,7 +129,8 @@ class Syncer:
             log.info("storefront_throttled", key=key, retry_after_s=error.retry_after_s)
             return False
         except Unavailable as error:
-            log.warning("storefront_unavailable", key=key, error=str(error))
+            pause = bucket.failed(self.clock())
+            log.warning("storefront_unavailable", key=key, error=str(error), shop_paused_s=pause)
             await repo.touch(key)  # the intent, if any, stays: the write may have landed
             return False
         except Unauthorized as error:
@@ -140,6 +144,7 @@ class Syncer:
             refused = [p for p in pending if run is None or p.adjustment.sequence <= run.last]
             await self._refuse(conn, repo, listing, refused, str(error), None, str(error))
             return False
+        bucket.answered()
         done = [p for p in pending if run.first <= p.adjustment.sequence <= run.last]
         await self._done(conn, repo, listing, done, planned.short)
         log.debug("storefront_applied", key=key, first=run.first, last=run.last, delta=run.delta,

@@ -149,3 +149,9 @@ async def unsynced(pool: asyncpg.Pool, sellers: Iterable[str]) -> int:
         " WHERE l.seller_id = ANY($1::text[]) AND l.blocked IS NULL AND (l.intent IS NOT NULL OR EXISTS"
         " (SELECT 1 FROM connectors.adjustments a WHERE a.key = l.key AND a.sequence > l.applied_through))",
         list(sellers))
+
+
+async def close_shops(pool: asyncpg.Pool, sellers: Iterable[str]) -> None:
+    """The stand-ins end with the demo: its sellers' shops are disconnected, so that no connector
+    keeps trying marketplaces that are gone (their keys and progress stay for a look)."""
+    await pool.execute("DELETE FROM connectors.shops WHERE seller_id = ANY($1::text[])", list(sellers))
