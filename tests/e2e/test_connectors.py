@@ -58,6 +58,7 @@ async def test_adjustments_reach_the_shop_and_are_acknowledged(settings, pool, t
             market.buyers.per_s = 0.0
             await _send(settings.kafka_bootstrap_servers, [a for each in sent.values() for a in each[10:]])
             await _wait(lambda: applied(20), fleet)
+        await pool.execute("DELETE FROM connectors.shops WHERE seller_id = $1", seller)  # the stand-in stops
 
     for sku in skus:
         stock = market.state.stock[(f"sku-{sku}", "wh-1")]

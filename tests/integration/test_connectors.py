@@ -75,8 +75,11 @@ async def world(pool, tmp_path: Path) -> AsyncIterator[World]:  # noqa: ANN001
     async with serving(market.app) as url, httpx.AsyncClient() as client:
         await connect_tiktok(pool, market, url, seller, tmp_path)
         producer = f"it-connectors-{seller}"
-        yield World(pool, market, Syncer(pool, producer, Shops(pool, client)),
-                    BatchProcessor(producer, spec().routes, pool), seller, iter(range(1, 1 << 30)))
+        try:
+            yield World(pool, market, Syncer(pool, producer, Shops(pool, client)),
+                        BatchProcessor(producer, spec().routes, pool), seller, iter(range(1, 1 << 30)))
+        finally:  # the stand-in stops with the test: no connector may keep calling it
+            await pool.execute("DELETE FROM connectors.shops WHERE seller_id = $1", seller)
 
 
 def _acks(out: list) -> list[tuple[str, str]]:
@@ -232,5 +235,6 @@ async def test_on_shopify_a_sale_between_the_read_and_the_write_makes_it_stale_a
         while await syncer.round():
             pass
         await syncer.round()  # the stale write is planned again
+        await pool.execute("DELETE FROM connectors.shops WHERE seller_id = $1", seller)  # the stand-in stops
         assert (level.quantity, level.sold, market.writes) == (2, 1, 1)  # 2 + 1 - 1, one write landed
         assert await pool.fetchval("SELECT applied_through FROM connectors.listings WHERE key = $1", key) == 1

@@ -97,7 +97,8 @@ class Syncer:
         bucket = self.buckets.setdefault((listing.channel, listing.shop_id),
                                          TokenBucket(*self.rate.get(listing.channel, (10.0, 10.0))))
         if bucket.blocked_until > self.clock() + 1.0:
-            return False  # the shop is paused (throttled or not answering): its keys wait their turn
+            await repo.touch(key)  # the shop is paused (throttled or not answering): to the back of the queue
+            return False
         run = None
         try:
             if listing.intent is not None:
