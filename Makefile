@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-UNITS ?= 10000
+UNITS ?= 2000
 
 .DEFAULT_GOAL := help
 .PHONY: help install up down status browser demo test test-faults soak bench bench-full test-docker test-unit schemas asyncapi clean-state manifests

@@ -131,7 +131,7 @@ def simulate(
 
 @app.command()
 def demo(
-    units: Annotated[int, typer.Option(min=1, help="Units in the simulated return wave.")] = 10_000,
+    units: Annotated[int, typer.Option(min=1, help="Units in the simulated return wave.")] = 2_000,
     seed: Annotated[int | None, typer.Option(help="Seed of the wave (default: the clock); printed for replay.")] = None,
     replicas: Annotated[int, typer.Option(min=1, max=8, help="Processes per service (one consumer group each).")] = 1,
     duplicates: Annotated[float, typer.Option(min=0, max=1, help="Share of events sent twice.")] = 0.02,

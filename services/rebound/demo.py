@@ -46,7 +46,7 @@ FLEET = (*SERVICES, "connectors")
 
 @dataclass(frozen=True)
 class DemoOptions:
-    units: int = 10_000
+    units: int = 2_000
     seed: int | None = None
     replicas: int = 1
     duplicate_rate: float = 0.02
