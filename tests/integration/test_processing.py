@@ -262,3 +262,24 @@ async def test_pruning_keeps_what_a_redelivery_could_still_need(pipe: Pipeline) 
     # the records still at or above the committed offset are still deduplicated
     again = await pipe.feed(pipe.intake, records[1:])
     assert (again.applied, again.duplicates) == (0, 2)
+
+
+async def test_a_record_whose_dead_letter_cannot_be_encoded_still_gets_one_and_the_batch_goes_on(pool) -> None:  # noqa: ANN001
+    """A handler failing with a message pydantic will not encode (a lone surrogate): its record's
+    dead letter carries only what the consumer wrote itself, and the next record is applied."""
+    from rebound.grading.adapters import GradingRepository
+    from rebound.messaging.processor import BatchProcessor, Route
+
+    async def fails(ctx, event, repo) -> None:  # noqa: ANN001
+        if event.lpn.startswith("BAD"):
+            raise RuntimeError("undecodable \udcff")
+
+    pipe = Pipeline(pool)
+    [seller] = await pipe.add_sellers("s")
+    processor = BatchProcessor(f"it-surrogate-{pipe.tag}", [Route(UNIT_INSPECTED, fails, GradingRepository)], pool)
+    bad, good = f.inspection(seller, pipe.id("BAD")), f.inspection(seller, pipe.id("L1"))
+    stats = await processor.process([pipe.record(bad, UNIT_INSPECTED.name), pipe.record(good, UNIT_INSPECTED.name)])
+    assert (stats.applied, stats.dead_lettered) == (1, 1)
+    [letter] = [e.event for e in await pipe.take_outbox(processor) if e.topic == DLQ.name]
+    assert letter.kind == "processing_failed" and "undecodable \\udcff" in letter.error
+    assert letter.seller_id is None and base64.b64decode(letter.raw_base64) == bad.model_dump_json().encode()

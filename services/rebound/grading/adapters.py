@@ -153,8 +153,7 @@ class GradingRepository:
         row = await self._row(work.lpn) or self._new(work.lpn, work.seller_id)
         if row.seller_id != work.seller_id:
             return None
-        row.refurbishments = tuple(sorted((*row.refurbishments, Refurbishment(work.occurred_at, tuple(work.actions))),
-                                          key=lambda done: done.at))
+        row.refurbishments = (*row.refurbishments, Refurbishment(work.occurred_at, tuple(work.actions)))
         return row.state()
 
     async def record_grade(self, lpn: str, grade: str, reasons: tuple[str, ...], revision: int) -> None:
