@@ -238,3 +238,79 @@ async def test_on_shopify_a_sale_between_the_read_and_the_write_makes_it_stale_a
         await pool.execute("DELETE FROM connectors.shops WHERE seller_id = $1", seller)  # the stand-in stops
         assert (level.quantity, level.sold, market.writes) == (2, 1, 1)  # 2 + 1 - 1, one write landed
         assert await pool.fetchval("SELECT applied_through FROM connectors.listings WHERE key = $1", key) == 1
+
+
+async def test_the_sales_check_of_a_write_survives_the_connectors_death(world: World) -> None:
+    key = await world.listing("GLOVE", quantity=3)
+    await world.send(f.adjusted(world.seller, "GLOVE", 1, +1))
+    # The connector read 3, a buyer bought one, it wrote 4 (overwriting the sale), booked the
+    # adjustment applied with its check pending, and died before checking.
+    read_at = int(time.time())
+    world.market.sell_one(world.stock("GLOVE"))
+    world.stock("GLOVE").quantity = 4
+    async with world.pool.acquire() as conn:
+        repo = ConnectorRepository(conn)
+        await repo.applied(key, 1, Intent(first=1, last=1, seen=3, written=4, at=read_at, written_at=time.time()))
+        await conn.execute("DELETE FROM connectors.adjustments WHERE key = $1", key)
+    await world.sync()
+    stock = world.stock("GLOVE")
+    assert (stock.quantity, stock.sold) == (3, 1)  # 3 + 1 - 1: the sale stays made
+    assert await world.pool.fetchval("SELECT intent FROM connectors.listings WHERE key = $1", key) is None
+    assert _acks(await world.outbox()) == []  # the adjustment was acknowledged before it died
+
+
+async def test_a_throttled_read_back_keeps_the_write_in_doubt(world: World) -> None:
+    key = await world.listing("MUG", quantity=2)
+    await world.send(f.adjusted(world.seller, "MUG", 1, +1))
+    async with world.pool.acquire() as conn:
+        await ConnectorRepository(conn).plan(key, Intent(first=1, last=1, seen=2, written=3, at=int(time.time())))
+    world.stock("MUG").quantity = 3  # it had landed
+    world.market.state.faults.rate_limited = 1.0
+    assert await world.syncer.round() == 0
+    intent = await world.pool.fetchval("SELECT intent FROM connectors.listings WHERE key = $1", key)
+    assert intent is not None and orjson.loads(intent)["written"] == 3
+    world.market.state.faults.rate_limited = 0.0
+    world.syncer.buckets.clear()
+    await world.sync()
+    assert world.stock("MUG").quantity == 3  # applied once, not twice
+    assert _acks(await world.outbox()) == [("applied", "")]
+
+
+async def test_a_key_that_must_wait_waits_alone_and_moves_when_its_time_comes(world: World) -> None:
+    from rebound.connectors.marketplace import NotYet
+
+    waiting, other = await world.listing("PEN"), await world.listing("INK")
+    await world.send(f.adjusted(world.seller, "PEN", 1, +1), f.adjusted(world.seller, "INK", 1, +1))
+    shops = world.syncer.marketplace_of
+
+    class Hold:
+        def __init__(self, market) -> None:  # noqa: ANN001
+            self.market, self.maximum, self.compare_and_set = market, market.maximum, market.compare_and_set
+
+        async def quantity(self, listing):  # noqa: ANN001, ANN201
+            return await self.market.quantity(listing)
+
+        async def sales_since(self, listing, since_s, *, known_at=None):  # noqa: ANN001, ANN201
+            return await self.market.sales_since(listing, since_s, known_at=known_at)
+
+        async def set_quantity(self, listing, quantity, *, seen=None, key=None) -> None:  # noqa: ANN001
+            if listing["sku_id"] == "sku-PEN":
+                raise NotYet("no revision left for now", 3600)
+            await self.market.set_quantity(listing, quantity, seen=seen, key=key)
+
+    async def holding(repo, listing):  # noqa: ANN001, ANN202
+        return Hold(await shops(repo, listing))
+
+    world.syncer.marketplace_of = holding
+    await world.sync()
+    assert (world.stock("PEN").quantity, world.stock("INK").quantity) == (0, 1)
+    row = await world.pool.fetchrow("SELECT intent, not_before > now() + interval '50 minutes' AS later"
+                                    " FROM connectors.listings WHERE key = $1", waiting)
+    assert row["intent"] is None and row["later"]  # nothing was written; not due for an hour
+    world.syncer.marketplace_of = shops
+    await world.sync()
+    assert world.stock("PEN").quantity == 0  # not before its time
+    await world.pool.execute("UPDATE connectors.listings SET not_before = now() WHERE key = $1", waiting)
+    await world.sync()
+    assert world.stock("PEN").quantity == 1
+    assert other.endswith(":INK:new")

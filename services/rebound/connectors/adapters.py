@@ -29,6 +29,14 @@ class Intent:
     written: int
     at: int
     sales_before: tuple[str, ...] = ()
+    written_at: float | None = None
+    """None while the write is in flight (in doubt if the connector dies). Once it has landed on a
+    marketplace without compare-and-set: when, and the key's sales are checked against it (a sale
+    made between the read and the write was overwritten) before the key moves again."""
+
+    @property
+    def landed(self) -> bool:
+        return self.written_at is not None
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,8 @@ class ConnectorRepository:
         rows = await self.conn.fetch(
             "SELECT l.key FROM connectors.listings l JOIN connectors.shops s"
             " ON (s.seller_id, s.channel, s.shop_id) = (l.seller_id, l.channel, l.shop_id)"
-            " WHERE l.blocked IS NULL AND (l.intent IS NOT NULL OR EXISTS (SELECT 1 FROM connectors.adjustments a"
+            " WHERE l.blocked IS NULL AND (l.not_before IS NULL OR l.not_before <= now())"
+            " AND (l.intent IS NOT NULL OR EXISTS (SELECT 1 FROM connectors.adjustments a"
             " WHERE a.key = l.key AND a.sequence = l.applied_through + 1))"
             " ORDER BY l.updated_at LIMIT $1", limit)
         return [r["key"] for r in rows]
@@ -114,10 +123,12 @@ class ConnectorRepository:
     async def forget_intent(self, key: str) -> None:
         await self.conn.execute("UPDATE connectors.listings SET intent = NULL, updated_at = now() WHERE key = $1", key)
 
-    async def applied(self, key: str, through: int) -> None:
+    async def applied(self, key: str, through: int, check: Intent | None = None) -> None:
+        """Adjustments through `through` are on the marketplace; `check`: the write whose sales
+        are still to be checked (None: nothing is left to check)."""
         await self.conn.execute(
-            "UPDATE connectors.listings SET applied_through = $2, intent = NULL, updated_at = now() WHERE key = $1",
-            key, through)
+            "UPDATE connectors.listings SET applied_through = $2, intent = $3, updated_at = now() WHERE key = $1",
+            key, through, orjson.dumps(check.__dict__).decode() if check is not None else None)
         await self.conn.execute("DELETE FROM connectors.adjustments WHERE key = $1 AND sequence <= $2", key, through)
 
     async def block(self, key: str, reason: str) -> None:
@@ -128,6 +139,12 @@ class ConnectorRepository:
     async def touch(self, key: str) -> None:
         """Put the key at the back of the queue (it waits for its shop)."""
         await self.conn.execute("UPDATE connectors.listings SET updated_at = now() WHERE key = $1", key)
+
+    async def wait(self, key: str, seconds: float) -> None:
+        """The key is not due again for `seconds` (its shop's other keys are)."""
+        await self.conn.execute(
+            "UPDATE connectors.listings SET not_before = now() + make_interval(secs => $2), updated_at = now()"
+            " WHERE key = $1", key, seconds)
 
     async def shop(self, seller_id: str, channel: str, shop_id: str) -> tuple[dict, dict | None] | None:
         row = await self.conn.fetchrow(

@@ -41,6 +41,16 @@ class Unavailable(MarketplaceError):
     """A transient failure (5xx, timeout, a connection refused): try again with back-off."""
 
 
+class NotYet(MarketplaceError):
+    """This listing cannot be done now, though the shop answers: its sales are not known that far
+    yet (a marketplace whose orders are read in the background), or it has used its revisions for
+    the day. The key waits `retry_after_s`; the shop's other listings go on."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class Marketplace(Protocol):
     """One shop on one marketplace. `listing` holds the marketplace's ids of a Rebound key
     (TikTok Shop: product_id, sku_id, warehouse_id)."""
@@ -59,8 +69,11 @@ class Marketplace(Protocol):
         `key` an idempotency key where the marketplace takes one."""
         ...
 
-    async def sales_since(self, listing: Mapping[str, str], since_s: int) -> frozenset[str]:
+    async def sales_since(self, listing: Mapping[str, str], since_s: int, *,
+                          known_at: float | None = None) -> frozenset[str]:
         """The units sold on `listing` in orders created at or after `since_s` (Unix seconds), by
         an id of each (e.g. its order line). Ids, not a count: a connector compares what it saw
-        before a write with what it sees after, whatever the clock's granularity."""
+        before a write with what it sees after, whatever the clock's granularity. With
+        `known_at`, the answer must hold every sale made up to that moment (Unix seconds), or
+        raise `NotYet`; without it, the sales known now will do."""
         ...

@@ -77,7 +77,8 @@ class ShopifyShop:
         if errors:
             raise Refused("; ".join(f"{e.get('code')} {e.get('message', '')}".strip() for e in errors))
 
-    async def sales_since(self, listing: Mapping[str, str], since_s: int) -> frozenset[str]:
+    async def sales_since(self, listing: Mapping[str, str], since_s: int, *,
+                          known_at: float | None = None) -> frozenset[str]:
         """Units of `listing`'s inventory item in orders created since `since_s`, cancelled ones
         left out: each unit of a line item is one id."""
         from datetime import UTC, datetime

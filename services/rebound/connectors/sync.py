@@ -17,7 +17,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +32,7 @@ from ..messaging import inbox
 from ..messaging.outbox import OutboxBuffer
 from .adapters import ConnectorRepository, Intent, Listing, Pending, ack_id
 from .domain import InDoubt, TokenBucket, next_run, resolve_in_doubt, target
-from .marketplace import Marketplace, Refused, Stale, Throttled, Unauthorized, Unavailable
+from .marketplace import Marketplace, NotYet, Refused, Stale, Throttled, Unauthorized, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -99,12 +99,15 @@ class Syncer:
         if bucket.blocked_until > self.clock() + 1.0:
             await repo.touch(key)  # the shop is paused (throttled or not answering): to the back of the queue
             return False
+        planned: Intent | None = None  # the write this sync plans, while it is not sent
         run = None
         try:
             if listing.intent is not None:
-                listing = await self._resolve(conn, repo, listing, market, pending, bucket)
+                settle = self._check if listing.intent.landed else self._resolve
+                listing = await settle(conn, repo, listing, market, pending, bucket)
                 if listing is None:
                     return False
+            assert listing.ids is not None
             run = next_run(listing.applied_through, [p.adjustment for p in pending], self.run_limit)
             if run is None:
                 return False  # a gap: wait for the adjustment that fills it
@@ -114,26 +117,39 @@ class Syncer:
             before = await market.sales_since(listing.ids, read_at)
             await self._take(bucket)
             seen = await market.quantity(listing.ids)
-            planned = target(seen, run.delta, market.maximum)
-            intent = Intent(first=run.first, last=run.last, seen=seen, written=planned.quantity, at=read_at,
-                            sales_before=tuple(sorted(before)))
-            await repo.plan(key, intent)
+            target_ = target(seen, run.delta, market.maximum)
+            planned = Intent(first=run.first, last=run.last, seen=seen, written=target_.quantity, at=read_at,
+                             sales_before=tuple(sorted(before)))
+            await repo.plan(key, planned)
             await self._take(bucket)
-            await market.set_quantity(listing.ids, planned.quantity, seen=seen, key=intent_key(key, intent))
+            await market.set_quantity(listing.ids, target_.quantity, seen=seen, key=intent_key(key, planned))
+            written = replace(planned, written_at=self.clock())
+            planned = None
+            bucket.answered()
+            done = [p for p in pending if run.first <= p.adjustment.sequence <= run.last]
+            pending = [p for p in pending if p.adjustment.sequence > run.last]
+            check = None if market.compare_and_set else written
+            await self._done(conn, repo, listing, done, target_.short, check)
+            log.debug("storefront_applied", key=key, first=run.first, last=run.last, delta=run.delta,
+                      seen=seen, written=target_.quantity)
+            if check is not None:
+                # At once: an overwritten sale shows one unit too many on the shop until restored.
+                await self._check(conn, repo, replace(listing, applied_through=run.last, intent=check), market,
+                                  pending, bucket)
+            return True
         except Stale as error:
-            await repo.forget_intent(key)  # nothing was written: read again next round
             log.info("storefront_stale", key=key, error=str(error))
-            return False
+        except NotYet as error:
+            await repo.wait(key, error.retry_after_s)
+            log.info("storefront_not_yet", key=key, error=str(error), retry_after_s=error.retry_after_s)
         except Throttled as error:
             bucket.back_off(self.clock(), error.retry_after_s)
-            await repo.forget_intent(key)  # a 429 wrote nothing
             log.info("storefront_throttled", key=key, retry_after_s=error.retry_after_s)
-            return False
         except Unavailable as error:
             pause = bucket.failed(self.clock())
             log.warning("storefront_unavailable", key=key, error=str(error), shop_paused_s=pause)
-            await repo.touch(key)  # the intent, if any, stays: the write may have landed
-            return False
+            await repo.touch(key)
+            return False  # a write planned here stays in doubt: it may have landed
         except Unauthorized as error:
             # The shop cannot be written at all: not the listing's fault, so no `rejected`. The key
             # waits until the shop is connected again (`rebound connect`), reported once.
@@ -145,39 +161,42 @@ class Syncer:
             refused = [p for p in pending if run is None or p.adjustment.sequence <= run.last]
             await self._refuse(conn, repo, listing, refused, str(error), None, str(error))
             return False
-        bucket.answered()
-        done = [p for p in pending if run.first <= p.adjustment.sequence <= run.last]
-        await self._done(conn, repo, listing, done, planned.short)
-        log.debug("storefront_applied", key=key, first=run.first, last=run.last, delta=run.delta,
-                  seen=seen, written=planned.quantity)
-        if market.compare_and_set:
-            return True  # a sale after the read made the write stale instead
-        try:
-            await self._restore_sales(market, listing, intent, bucket)
-        except (Throttled, Unavailable, Refused, Unauthorized) as error:
-            log.warning("storefront_sales_unchecked", key=key, error=str(error))
-        return True
+        if planned is not None:
+            await repo.forget_intent(key)  # refused before it was sent: nothing was written
+        return False
 
-    async def _restore_sales(self, market: Marketplace, listing: Listing, intent: Intent, bucket: TokenBucket) -> None:
+    async def _check(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
+                     market: Marketplace, pending: list[Pending], bucket: TokenBucket) -> Listing | None:
         """Without compare-and-set, a sale the marketplace made between the read and the write is
         overwritten by it. Its orders tell: the number must be at most what was written less what
-        sold since the read; if it is more, write that."""
-        assert listing.ids is not None
+        sold since the read; if it is more, that is written, and checked in turn. The key is
+        returned once its number is right; None while sales are still coming in."""
+        intent = listing.intent
+        assert intent is not None and intent.written_at is not None and listing.ids is not None
         for _ in range(RESTORE_ATTEMPTS):  # a restoring write has a window of its own
             await self._take(bucket)
-            sold = len(await market.sales_since(listing.ids, intent.at) - set(intent.sales_before))
-            if not sold:
-                return
-            await self._take(bucket)
-            now = await market.quantity(listing.ids)
-            expected = max(intent.written - sold, 0)
-            if now <= expected:
-                return
-            await self._take(bucket)
-            await market.set_quantity(listing.ids, expected)
-            log.warning("storefront_sales_restored", key=listing.key, written=intent.written, sold=sold, now=now,
-                        restored=expected)
-        log.warning("storefront_sales_unchecked", key=listing.key, error=f"still selling after {RESTORE_ATTEMPTS} checks")
+            sold = await market.sales_since(listing.ids, intent.at, known_at=intent.written_at) - set(
+                intent.sales_before)
+            if sold:
+                await self._take(bucket)
+                now = await market.quantity(listing.ids)
+                expected = max(intent.written - len(sold), 0)
+                if now > expected:
+                    # The check itself does not change: whatever this write overwrites in turn
+                    # is a sale since the same read, found on the next pass.
+                    intent = replace(intent, written_at=self.clock())
+                    await repo.plan(listing.key, intent)
+                    await self._take(bucket)
+                    await market.set_quantity(listing.ids, expected, seen=now)
+                    intent = replace(intent, written_at=self.clock())
+                    await repo.plan(listing.key, intent)
+                    log.warning("storefront_sales_restored", key=listing.key, sold=len(sold), now=now,
+                                restored=expected)
+                    continue
+            await repo.forget_intent(listing.key)
+            return replace(listing, intent=None)
+        log.warning("storefront_still_selling", key=listing.key, checks=RESTORE_ATTEMPTS)
+        return None
 
     async def _resolve(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
                        market: Marketplace, pending: list[Pending], bucket: TokenBucket) -> Listing | None:
@@ -186,8 +205,9 @@ class Syncer:
         assert intent is not None and listing.ids is not None
         await self._take(bucket)
         now = await market.quantity(listing.ids)
+        read_at = self.clock()
         await self._take(bucket)
-        sold = len(await market.sales_since(listing.ids, intent.at) - set(intent.sales_before))
+        sold = len(await market.sales_since(listing.ids, intent.at, known_at=read_at) - set(intent.sales_before))
         verdict = resolve_in_doubt(intent.written, intent.seen, sold, now)
         log.info("storefront_in_doubt_resolved", key=listing.key, verdict=verdict.value, written=intent.written,
                  seen=intent.seen, sold=sold, now=now)
@@ -210,12 +230,12 @@ class Syncer:
         return None
 
     async def _done(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
-                    done: list[Pending], short: int) -> None:
+                    done: list[Pending], short: int, check: Intent | None = None) -> None:
         outbox = OutboxBuffer(self.producer)
         last = done[-1]
         outbox.add(ACKS, _ack(listing.key, last, "applied", ""))
         async with conn.transaction():
-            await repo.applied(listing.key, last.adjustment.sequence)
+            await repo.applied(listing.key, last.adjustment.sequence, check)
             if short:
                 outbox.add(EXCEPTIONS, _exception(last, "storefront_short", (
                     f"{listing.key}: {short} unit(s) to take back were sold on the marketplace already")))

@@ -96,7 +96,8 @@ class TikTokShop:
         if errors := data.get("errors"):
             raise Refused("; ".join(_describe(error) for error in errors))
 
-    async def sales_since(self, listing: Mapping[str, str], since_s: int) -> frozenset[str]:
+    async def sales_since(self, listing: Mapping[str, str], since_s: int, *,
+                          known_at: float | None = None) -> frozenset[str]:
         """Line items of `listing`'s SKU in orders created since `since_s`, cancelled and unpaid
         ones left out. A line item is one unit."""
         sold: set[str] = set()
