@@ -288,16 +288,20 @@ class Outcome:
     log_dir: Path
 
     def log_events(self, event: str) -> list[dict]:
-        """The JSON log lines of every service with this event name."""
-        found = []
-        for path in sorted(self.log_dir.glob("*.log")):
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                if f'"{event}"' in line:
-                    with contextlib.suppress(ValueError):
-                        document = json.loads(line)
-                        if document.get("event") == event:
-                            found.append(document)
-        return found
+        return log_events(self.log_dir, event)
+
+
+def log_events(log_dir: Path, event: str) -> list[dict]:
+    """The JSON log lines of every service in `log_dir` with this event name."""
+    found = []
+    for path in sorted(log_dir.glob("*.log")):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if f'"{event}"' in line:
+                with contextlib.suppress(ValueError):
+                    document = json.loads(line)
+                    if document.get("event") == event:
+                        found.append(document)
+    return found
 
 
 async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.Pool, log_dir: Path,

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from rebound.connectors.domain import Adjustment, InDoubt, TokenBucket, next_run, resolve_in_doubt, target
+from rebound.connectors.domain import Adjustment, TokenBucket, next_run, settle, target
 
 
 def _adjustments(*pairs: tuple[int, int]) -> list[Adjustment]:
@@ -40,21 +40,23 @@ def test_a_delta_lands_on_the_marketplaces_own_number() -> None:
     assert target(seen=99_999, delta=1, maximum=99_999).quantity == 99_999
 
 
-@pytest.mark.parametrize(("written", "before", "sold", "now", "verdict"), [
-    (5, 3, 0, 5, InDoubt.APPLIED),
-    (5, 3, 0, 3, InDoubt.NOT_APPLIED),
-    (5, 3, 2, 3, InDoubt.APPLIED),  # landed, then two sold
-    (5, 3, 2, 1, InDoubt.NOT_APPLIED),
-    (5, 3, 4, 1, InDoubt.APPLIED),  # sold more than it had before the write
-    (2, 3, 0, 2, InDoubt.APPLIED),  # a -1
-    (2, 3, 0, 3, InDoubt.NOT_APPLIED),
-    (5, 3, 0, 7, InDoubt.UNKNOWN),  # someone else wrote
-    (3, 3, 0, 3, InDoubt.APPLIED),  # nothing to write
-    (1, 0, 0, 1, InDoubt.APPLIED),
+@pytest.mark.parametrize(("written", "seen", "sold", "now", "settled"), [
+    (5, 3, 0, 5, 5),  # landed
+    (5, 3, 0, 3, 5),  # did not land: the +2 is written
+    (5, 3, 2, 3, 3),  # landed, then two sold
+    (5, 3, 2, 5, 3),  # landed over two sales made before it: they are taken off again
+    (5, 3, 2, 1, 3),  # did not land, two sold
+    (5, 3, 4, 1, 1),
+    (2, 3, 0, 2, 2),  # a -1 that landed
+    (2, 3, 0, 3, 2),  # a -1 that did not
+    (2, 3, 3, 0, 0),  # sold out either way
+    (5, 3, 0, 7, None),  # someone else wrote
+    (5, 3, 1, 1, None),  # ... or took more than what sold
+    (3, 3, 0, 3, 3),  # nothing to write
 ])
-def test_an_in_doubt_write_is_resolved_by_reading_the_marketplace_back(
-        written: int, before: int, sold: int, now: int, verdict: InDoubt) -> None:
-    assert resolve_in_doubt(written, before, sold, now) is verdict
+def test_a_write_in_doubt_settles_on_the_delta_less_what_sold_whichever_happened(
+        written: int, seen: int, sold: int, now: int, settled: int | None) -> None:
+    assert settle(written, seen, sold, now) == settled
 
 
 def test_a_token_bucket_allows_its_burst_then_its_rate_and_honours_retry_after() -> None:
@@ -72,7 +74,7 @@ def test_a_token_bucket_allows_its_burst_then_its_rate_and_honours_retry_after()
 
 def test_a_shop_that_does_not_answer_is_paused_longer_each_time_and_resumes_once_it_answers() -> None:
     bucket = TokenBucket(rate=10.0, burst=10.0)
-    assert [bucket.failed(0.0) for _ in range(8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
-    assert bucket.wait(0.0) == pytest.approx(30.0)
+    assert [bucket.failed(0.0) for _ in range(8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
+    assert bucket.wait(0.0) == pytest.approx(8.0)
     bucket.answered()
     assert bucket.failed(100.0) == 0.5

@@ -34,6 +34,11 @@ class Intent:
     marketplace without compare-and-set: when, and the key's sales are checked against it (a sale
     made between the read and the write was overwritten) before the key moves again."""
 
+    probe_now: int | None = None
+    probe_at: float | None = None
+    """While a write in doubt is settled: the number read back, and when (its sales up to then
+    may not be known yet)."""
+
     @property
     def landed(self) -> bool:
         return self.written_at is not None

@@ -30,6 +30,7 @@ from .tiktok import API, AUTH, Credentials, TikTokShop
 
 log = structlog.get_logger(__name__)
 
+TOKEN_LOCKS = 0x5EB0_0C01  # advisory lock space of shops renewing their tokens
 SYNC_EVERY_S = 0.25
 SYNC_CONCURRENCY = 16
 """Keys synced at once; each holds a database connection of the connectors' own pool."""
@@ -58,7 +59,8 @@ class Shops:
         if listing.channel == "tiktok":
             market = TikTokShop(_tiktok_credentials(settings, tokens or {}), self.client,
                                 api=settings.get("api", API), auth=settings.get("auth", AUTH),
-                                on_refresh=lambda fresh: self._store(shop, fresh))
+                                on_refresh=lambda fresh: self._store(shop, fresh),
+                                renew=lambda market, expired: self._renew(shop, market, expired))
         elif listing.channel == "shopify":
             market = ShopifyShop(settings["shop_url"], _secret(settings["access_token_file"]), self.client,
                                  version=settings.get("version", SHOPIFY_VERSION))
@@ -68,20 +70,37 @@ class Shops:
         self._built[shop] = (row, market)
         return market
 
+    async def _renew(self, shop: tuple[str, str, str], market: TikTokShop, expired: str) -> None:
+        """One caller at a time, whatever the replica: whoever comes second finds other tokens
+        than the `expired` ones stored and takes them (the refresh token is spent already)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", TOKEN_LOCKS, ":".join(shop))
+            row = await ConnectorRepository(conn).shop(*shop)
+            stored = (row[1] or {}) if row is not None else {}
+            if stored.get("access_token") not in (None, "", expired):
+                market.credentials = _tiktok_credentials(row[0], stored, market.credentials.app_secret)
+                return
+            fresh = await market.fetch_tokens()
+            await ConnectorRepository(conn).store_tokens(*shop, _tokens(fresh))
+        market.credentials = fresh
+
     async def _store(self, shop: tuple[str, str, str], fresh: Credentials) -> None:
         async with self.pool.acquire() as conn:
-            await ConnectorRepository(conn).store_tokens(*shop, {
-                "access_token": fresh.access_token, "refresh_token": fresh.refresh_token,
-                "access_token_expire_in": fresh.access_token_expire_in})
+            await ConnectorRepository(conn).store_tokens(*shop, _tokens(fresh))
+
+
+def _tokens(credentials: Credentials) -> dict[str, Any]:
+    return tokens_document(credentials.access_token, credentials.refresh_token, credentials.access_token_expire_in)
 
 
 def _secret(path: str) -> str:
     return Path(path).read_text(encoding="utf-8").strip()
 
 
-def _tiktok_credentials(settings: Mapping[str, Any], tokens: Mapping[str, Any]) -> Credentials:
+def _tiktok_credentials(settings: Mapping[str, Any], tokens: Mapping[str, Any],
+                        app_secret: str | None = None) -> Credentials:
     return Credentials(app_key=settings["app_key"], shop_cipher=settings["shop_cipher"],
-                       app_secret=_secret(settings["app_secret_file"]),
+                       app_secret=app_secret or _secret(settings["app_secret_file"]),
                        access_token=tokens.get("access_token", ""), refresh_token=tokens.get("refresh_token", ""),
                        access_token_expire_in=int(tokens.get("access_token_expire_in", 0)))
 
@@ -94,7 +113,8 @@ def spec() -> ServiceSpec:
         if syncer is None:
             # A pool of its own: each key in flight holds a connection (its lock) through its
             # marketplace calls, which must not keep the batch consumer from the database.
-            own = await create_pool(settings.database_url, min_size=1, max_size=SYNC_CONCURRENCY,
+            # Two more than the keys in flight: a key renewing its shop's tokens takes a second one.
+            own = await create_pool(settings.database_url, min_size=1, max_size=SYNC_CONCURRENCY + 2,
                                     connect_kwargs=database_connect_kwargs(settings))
             client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
             syncer = syncers[id(pool)] = Syncer(own, producer, Shops(own, client), rate=RATES)

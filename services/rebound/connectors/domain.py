@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
 from uuid import UUID
 
 
@@ -66,25 +65,18 @@ def target(seen: int, delta: int, maximum: int) -> Target:
     return Target(quantity=min(max(wanted, 0), maximum), short=max(-wanted, 0))
 
 
-class InDoubt(Enum):
-    APPLIED = "applied"
-    NOT_APPLIED = "not_applied"
-    UNKNOWN = "unknown"
+def settle(written: int, seen: int, sold: int, now: int) -> int | None:
+    """The number a listing must have after a write of `written` over `seen` that may or may not
+    have landed (a connector died meanwhile), `sold` units having sold since `seen` was read and
+    `now` read before those sales were: the delta on what is left, `written - sold`, whichever
+    happened. Had it not landed, the listing shows `seen` less some of those sales; had it landed,
+    `written` less some (those made before it landed were overwritten). Any other number means
+    someone else wrote: None, an operator decides."""
+    low, high = max(min(seen, written) - sold, 0), max(seen, written)
+    return max(written - sold, 0) if low <= now <= high else None
 
 
-def resolve_in_doubt(written: int, seen_before: int, sold_since: int, now: int) -> InDoubt:
-    """A connector died between writing `written` (over `seen_before`) and recording it. The
-    marketplace's number `now`, with the units it sold since the write was planned, tells which
-    happened: `written - sold` if the write landed, `seen_before - sold` if it did not. When both
-    are the same, or neither matches (someone else wrote), it is not known: an operator decides."""
-    if written == seen_before:
-        return InDoubt.APPLIED  # nothing to apply: writing it again changes nothing either way
-    if sold_since > seen_before:
-        return InDoubt.APPLIED  # it sold more than it had without the write
-    landed, missed = max(written - sold_since, 0), max(seen_before - sold_since, 0)
-    if landed == missed or now not in (landed, missed):
-        return InDoubt.UNKNOWN
-    return InDoubt.APPLIED if now == landed else InDoubt.NOT_APPLIED
+MAX_PAUSE_S = 8.0
 
 
 @dataclass
@@ -116,10 +108,10 @@ class TokenBucket:
 
     def failed(self, now: float) -> float:
         """The shop did not answer: pause it 0.5 s, doubling with each failure in a row, up to
-        30 s, so a marketplace that is down costs a request per pause, not one per key.
-        Returns the pause."""
+        `MAX_PAUSE_S`, so a marketplace that is down costs a request per pause, not one per key,
+        and one that is back is found again within seconds. Returns the pause."""
         self.failures += 1
-        pause = min(0.5 * 2 ** (self.failures - 1), 30.0)
+        pause = min(0.5 * 2 ** (self.failures - 1), MAX_PAUSE_S)
         self.back_off(now, pause)
         return pause
 

@@ -60,6 +60,9 @@ class Marketplace(Protocol):
     compare_and_set: bool
     """Whether a write can say which number it replaces (`seen`), failing with `Stale` when the
     marketplace's number moved since: then no sale can be overwritten between read and write."""
+    idempotent: bool
+    """Whether a write sent again with the same `key` lands once (the marketplace repeats its first
+    answer): a write in doubt is then settled by sending it again."""
 
     async def quantity(self, listing: Mapping[str, str]) -> int: ...
 

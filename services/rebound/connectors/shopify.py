@@ -46,6 +46,7 @@ class ShopifyShop:
 
     maximum = MAXIMUM
     compare_and_set = True
+    idempotent = True
 
     def __init__(self, shop_url: str, access_token: str, client: httpx.AsyncClient, *, version: str = VERSION) -> None:
         self.endpoint = f"{shop_url.rstrip('/')}/admin/api/{version}/graphql.json"

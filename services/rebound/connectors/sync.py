@@ -3,17 +3,22 @@ order, coalesced into one marketplace call, exactly once.
 
 Per key, under a session advisory lock (one replica at a time; the lock goes with a dead
 connector's connection):
-1. A write left in doubt by a connector that died is resolved first, by reading the marketplace
-   back (`domain.resolve_in_doubt`); when that cannot tell, the key waits for an operator.
-2. The next run of adjustments is taken (a gap is waited for), the marketplace's number read, and
-   the intent (number seen, number to write) committed before the write.
-3. The write; then, in one transaction, the key's progress, the intent cleared, the acknowledgement
-   (`storefront.acks.v1`) and any exception, through the outbox.
+1. A write left in doubt by a connector that died is settled first: sent again with its
+   idempotency key where the marketplace takes one, elsewhere read back and set to the number the
+   delta gives whichever happened (`domain.settle`); a number no write explains (someone else
+   wrote) waits for an operator. A write whose sales check is pending is checked.
+2. The next run of adjustments is taken (a gap is waited for), the marketplace's number read with
+   the sales it already counts, and the intent (number seen, number to write) committed.
+3. The write; then, in one transaction, the key's progress, the acknowledgement
+   (`storefront.acks.v1`) and any exception, through the outbox, with the write's sales check
+   where the marketplace has no compare-and-set; the check runs at once (`_check`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,12 +36,24 @@ from rebound_contracts.topics import ACKS, EXCEPTIONS
 from ..messaging import inbox
 from ..messaging.outbox import OutboxBuffer
 from .adapters import ConnectorRepository, Intent, Listing, Pending, ack_id
-from .domain import InDoubt, TokenBucket, next_run, resolve_in_doubt, target
+from .domain import TokenBucket, next_run, settle, target
 from .marketplace import Marketplace, NotYet, Refused, Stale, Throttled, Unauthorized, Unavailable
 
 log = structlog.get_logger(__name__)
 
 RESTORE_ATTEMPTS = 3
+READ_ATTEMPTS = 3
+FAULT_KILL_AFTER_WRITE = "REBOUND_FAULT_CONNECTOR_KILL_AFTER_WRITE"
+
+
+def _fault_kill_after_write() -> int:
+    """The fault-injection switch: the process kills itself after its N-th marketplace write,
+    before booking it (0: off). Not a setting."""
+    nth = int(os.environ.get(FAULT_KILL_AFTER_WRITE) or 0)
+    if nth < 0:
+        raise ValueError(f"{FAULT_KILL_AFTER_WRITE}={nth}: the number of a write, or 0 (off)")
+    return nth
+
 LOCKS = 0x5EB0_0C00  # advisory lock space of listing keys: hashtextextended(key, LOCKS)
 
 MarketplaceFactory = Callable[[ConnectorRepository, Listing], Awaitable[Marketplace | None]]
@@ -53,6 +70,8 @@ class Syncer:
     run_limit: int = 500
     clock: Callable[[], float] = time.time
     buckets: dict[tuple[str, str], TokenBucket] = field(default_factory=dict)
+    writes: int = 0
+    kill_after_write: int = field(default_factory=_fault_kill_after_write)
 
     async def round(self, limit: int = 256, concurrency: int = 16) -> int:
         """Sync the keys due now; returns how many moved."""
@@ -60,8 +79,8 @@ class Syncer:
             keys = await ConnectorRepository(conn).due(limit)
         # A key holds a connection for its whole sync, marketplace calls included: at most as
         # many keys at once as the pool has connections (the connectors' own pool, not the
-        # batch consumer's).
-        gate = asyncio.Semaphore(max(1, min(concurrency, self.pool.get_max_size())))
+        # batch consumer's), less two for renewing a shop's tokens meanwhile.
+        gate = asyncio.Semaphore(max(1, min(concurrency, self.pool.get_max_size() - 2)))
 
         async def one(key: str) -> bool:
             async with gate:
@@ -111,18 +130,15 @@ class Syncer:
             run = next_run(listing.applied_through, [p.adjustment for p in pending], self.run_limit)
             if run is None:
                 return False  # a gap: wait for the adjustment that fills it
-            # The sales known before the read: any other sale from then on came after it.
             read_at = int(self.clock())
-            await self._take(bucket)
-            before = await market.sales_since(listing.ids, read_at)
-            await self._take(bucket)
-            seen = await market.quantity(listing.ids)
+            before, seen = await self._read(market, listing.ids, read_at, bucket)
             target_ = target(seen, run.delta, market.maximum)
             planned = Intent(first=run.first, last=run.last, seen=seen, written=target_.quantity, at=read_at,
                              sales_before=tuple(sorted(before)))
             await repo.plan(key, planned)
             await self._take(bucket)
             await market.set_quantity(listing.ids, target_.quantity, seen=seen, key=intent_key(key, planned))
+            self._wrote(key)
             written = replace(planned, written_at=self.clock())
             planned = None
             bucket.answered()
@@ -165,6 +181,24 @@ class Syncer:
             await repo.forget_intent(key)  # refused before it was sent: nothing was written
         return False
 
+    async def _read(self, market: Marketplace, ids: Mapping[str, str], since: int,
+                    bucket: TokenBucket) -> tuple[frozenset[str], int]:
+        """The listing's number, and its sales since `since` made before it was read. A sale
+        between two reads of the orders around the number's read may be either: the reads go
+        again until none fell between (then the sales are exactly those the number counts), or
+        the first read's are taken, the others counted as later (a check then takes one unit
+        too many off the listing, never leaves a sale overwritten)."""
+        for _ in range(READ_ATTEMPTS):
+            await self._take(bucket)
+            first = await market.sales_since(ids, since)
+            await self._take(bucket)
+            seen = await market.quantity(ids)
+            await self._take(bucket)
+            second = await market.sales_since(ids, since)
+            if first == second:
+                break
+        return first, seen
+
     async def _check(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
                      market: Marketplace, pending: list[Pending], bucket: TokenBucket) -> Listing | None:
         """Without compare-and-set, a sale the marketplace made between the read and the write is
@@ -188,6 +222,7 @@ class Syncer:
                     await repo.plan(listing.key, intent)
                     await self._take(bucket)
                     await market.set_quantity(listing.ids, expected, seen=now)
+                    self._wrote(listing.key)
                     intent = replace(intent, written_at=self.clock())
                     await repo.plan(listing.key, intent)
                     log.warning("storefront_sales_restored", key=listing.key, sold=len(sold), now=now,
@@ -200,34 +235,63 @@ class Syncer:
 
     async def _resolve(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
                        market: Marketplace, pending: list[Pending], bucket: TokenBucket) -> Listing | None:
-        """The listing once its write in doubt is resolved, or None when an operator must decide."""
+        """The listing once its write in doubt is settled, or None when an operator must decide.
+
+        Where the marketplace takes an idempotency key, the same write goes again with the same
+        key: it lands once (a number moved since makes it stale: nothing landed, plan again).
+        Elsewhere the listing is read back, its number first and then the sales since the first
+        read (a sale in between is one no write overwrote), and set to `domain.settle`'s number:
+        the run is applied either way, and checked as any write is."""
         intent = listing.intent
         assert intent is not None and listing.ids is not None
-        await self._take(bucket)
-        now = await market.quantity(listing.ids)
-        read_at = self.clock()
-        await self._take(bucket)
-        sold = len(await market.sales_since(listing.ids, intent.at, known_at=read_at) - set(intent.sales_before))
-        verdict = resolve_in_doubt(intent.written, intent.seen, sold, now)
-        log.info("storefront_in_doubt_resolved", key=listing.key, verdict=verdict.value, written=intent.written,
-                 seen=intent.seen, sold=sold, now=now)
-        if verdict is InDoubt.NOT_APPLIED:
-            await repo.forget_intent(listing.key)
+        done = [p for p in pending if intent.first <= p.adjustment.sequence <= intent.last]
+        if getattr(market, "idempotent", False):
+            await self._take(bucket)
+            try:
+                await market.set_quantity(listing.ids, intent.written, seen=intent.seen,
+                                          key=intent_key(listing.key, intent))
+            except Stale:
+                log.info("storefront_in_doubt_resolved", key=listing.key, landed=False, written=intent.written)
+                await repo.forget_intent(listing.key)
+                return await repo.listing(listing.key)
+            log.info("storefront_in_doubt_resolved", key=listing.key, landed=True, written=intent.written)
+            await self._applied(conn, repo, listing, done, intent.last, None)
             return await repo.listing(listing.key)
-        if verdict is InDoubt.APPLIED:
-            done = [p for p in pending if intent.first <= p.adjustment.sequence <= intent.last]
-            if done:
-                await self._done(conn, repo, listing, done, 0)
-            else:
-                await repo.applied(listing.key, intent.last)
-            return await repo.listing(listing.key)
-        async with conn.transaction():
-            await repo.block(listing.key, "in doubt")
-            await self._report(conn, listing, pending, "storefront_in_doubt",
-                               f"{listing.key}: a write of {intent.written} over {intent.seen} may or may not have "
-                               f"landed ({sold} sold since, {now} now): set the quantity, then unblock the key",
-                               transaction=False)
-        return None
+        if intent.probe_at is None:  # kept: a marketplace may not know the sales up to it yet
+            await self._take(bucket)
+            intent = replace(intent, probe_now=await market.quantity(listing.ids), probe_at=self.clock())
+            await repo.plan(listing.key, intent)
+        assert intent.probe_now is not None
+        await self._take(bucket)
+        sold = await market.sales_since(listing.ids, intent.at, known_at=intent.probe_at) - set(intent.sales_before)
+        now = intent.probe_now
+        settled = settle(intent.written, intent.seen, len(sold), now)
+        log.info("storefront_in_doubt_resolved", key=listing.key, written=intent.written, seen=intent.seen,
+                 sold=len(sold), now=now, settled=settled)
+        if settled is None:
+            async with conn.transaction():
+                await repo.block(listing.key, "in doubt")
+                await self._report(conn, listing, pending, "storefront_in_doubt",
+                                   f"{listing.key}: a write of {intent.written} over {intent.seen} may or may not "
+                                   f"have landed, and {now} is neither ({len(sold)} sold since): someone else wrote; "
+                                   "set the quantity, then unblock the key", transaction=False)
+            return None
+        if now != settled:
+            # Before the run is booked: if this write fails too, the next try settles it again.
+            await self._take(bucket)
+            await market.set_quantity(listing.ids, settled, seen=now)
+            self._wrote(listing.key)
+        check = replace(intent, written_at=self.clock(), probe_now=None, probe_at=None)
+        await self._applied(conn, repo, listing, done, intent.last, check)
+        return await self._check(conn, repo, replace(listing, applied_through=intent.last, intent=check), market,
+                                 pending, bucket)
+
+    async def _applied(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
+                       done: list[Pending], through: int, check: Intent | None) -> None:
+        if done:
+            await self._done(conn, repo, listing, done, 0, check)
+        else:  # applied and acknowledged before: only the progress was not booked
+            await repo.applied(listing.key, through, check)
 
     async def _done(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
                     done: list[Pending], short: int, check: Intent | None = None) -> None:
@@ -270,6 +334,12 @@ class Syncer:
                 await outbox.flush(conn)
         else:
             await outbox.flush(conn)
+
+    def _wrote(self, key: str) -> None:
+        self.writes += 1
+        if self.writes == self.kill_after_write:
+            log.warning("fault_injected_connector_kill_after_write", key=key, writes=self.writes)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     async def _take(self, bucket: TokenBucket) -> None:
         while (wait := bucket.wait(self.clock())) > 0:

@@ -29,9 +29,11 @@ AUTH = "https://auth.tiktok-shops.com"
 MAXIMUM = 99_999
 
 RATE_LIMITED = 36009002
-TOKEN_EXPIRED = 105002
+TOKEN_EXPIRED, TOKEN_INVALID = 105002, 105001
+REFRESH_BEFORE_S = 300
+"""An access token this close to its expiry is refreshed before the next call."""
 SHOP_PROBLEMS = {106001: "invalid signature", 105001: "invalid token", 105005: "missing scope",
-                 36009004: "authorization", 36009033: "IP not allowed"}
+                 36009004: "authorization", 36009033: "IP not allowed", 36004001: "refresh token expired"}
 """Codes that say the shop cannot be written at all (credentials, app set-up): not a listing's fault."""
 UNPAID, CANCELLED = "UNPAID", "CANCELLED"
 
@@ -62,18 +64,24 @@ class Credentials:
 
 class TikTokShop:
     """A TikTok shop as the connector sees it (`marketplace.Marketplace`). `on_refresh` stores
-    the rotated tokens before they are used."""
+    the rotated tokens before they are used. `renew`, when given, is called instead of `refresh`
+    when the token expires or is about to: the connector's replicas share a shop's tokens, and a
+    refresh token works once, so `renew` lets one replica refresh and the others take its tokens
+    (it is given the access token that expired: a caller that finds another one stored takes it)."""
 
     maximum = MAXIMUM
     compare_and_set = False
+    idempotent = False
 
     def __init__(self, credentials: Credentials, client: httpx.AsyncClient, *, api: str = API, auth: str = AUTH,
                  on_refresh: Callable[[Credentials], Awaitable[None]] | None = None,
+                 renew: Callable[[TikTokShop, str], Awaitable[None]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.credentials = credentials
         self.client = client
         self.api, self.auth = api.rstrip("/"), auth.rstrip("/")
         self.on_refresh = on_refresh
+        self.renew = renew
         self.clock = clock
 
     async def quantity(self, listing: Mapping[str, str]) -> int:
@@ -117,12 +125,23 @@ class TikTokShop:
                 return frozenset(sold)
 
     async def _call(self, path: str, body: Mapping[str, Any], extra: Mapping[str, str] | None = None) -> dict:
+        expires = self.credentials.access_token_expire_in
+        if expires and expires - self.clock() < REFRESH_BEFORE_S:
+            await self._renew(self.credentials.access_token)
         for attempt in (1, 2):
+            used = self.credentials.access_token
             answer = await self._send(path, body, extra)
-            if answer.get("code") != TOKEN_EXPIRED or attempt == 2:
+            # Invalid: another replica may have refreshed the shop's tokens since this one read them.
+            if answer.get("code") not in (TOKEN_EXPIRED, TOKEN_INVALID) or attempt == 2:
                 return self._data(path, answer)
-            await self.refresh()
+            await self._renew(used)
         raise AssertionError("unreachable")
+
+    async def _renew(self, expired: str) -> None:
+        if self.renew is not None:
+            await self.renew(self, expired)
+        elif self.credentials.access_token == expired:
+            await self.refresh()
 
     async def _send(self, path: str, body: Mapping[str, Any], extra: Mapping[str, str] | None) -> dict:
         c = self.credentials
@@ -161,6 +180,13 @@ class TikTokShop:
 
     async def refresh(self) -> None:
         """New access and refresh tokens (both rotate), stored through `on_refresh` first."""
+        fresh = await self.fetch_tokens()
+        if self.on_refresh is not None:
+            await self.on_refresh(fresh)
+        self.credentials = fresh
+
+    async def fetch_tokens(self) -> Credentials:
+        """The shop's credentials with new tokens; the refresh token used is spent from then on."""
         c = self.credentials
         try:
             response = await self.client.get(self.auth + "/api/v2/token/refresh", params={
@@ -171,10 +197,8 @@ class TikTokShop:
         data = self._data("token refresh", self._envelope("token refresh", response))
         fresh = replace(c, access_token=data["access_token"], refresh_token=data["refresh_token"],
                         access_token_expire_in=int(data.get("access_token_expire_in", 0)))
-        if self.on_refresh is not None:
-            await self.on_refresh(fresh)
-        self.credentials = fresh
         log.info("tiktok_token_refreshed", shop_cipher=c.shop_cipher, expires_at=fresh.access_token_expire_in)
+        return fresh
 
 
 def _describe(error: Mapping[str, Any]) -> str:

@@ -80,7 +80,7 @@ class Faults:
     throttled: float = 0.0
     server_errors: float = 0.0
     sales_before_write: int = 0
-    """The next this many writes each land just after a buyer bought a unit of their item."""
+    """The next this many writes of an item in stock each land just after a buyer bought a unit of it."""
 
 
 @dataclass
@@ -208,9 +208,8 @@ class ShopifyStandIn:
                 return _user_error("ITEM_NOT_STOCKED_AT_LOCATION", where, "The item is not stocked at the location.")
             if change["quantity"] < 0:
                 return _user_error("INVALID_QUANTITY_NEGATIVE", [*where, "quantity"], "The quantity can't be negative.")
-            if self.faults.sales_before_write > 0:
+            if self.faults.sales_before_write > 0 and self.sell_one(store, level) is not None:
                 self.faults.sales_before_write -= 1
-                self.sell_one(store, level)
             expected = change["changeFromQuantity"]
             if expected is not None and expected != level.quantity:
                 return _user_error("CHANGE_FROM_QUANTITY_STALE", [*where, "changeFromQuantity"],

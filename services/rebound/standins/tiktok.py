@@ -58,8 +58,8 @@ class Faults:
     sku_errors: float = 0.0
     expire_tokens: bool = False
     sales_before_write: int = 0
-    """The next this many writes each land just after a buyer bought a unit of their listing (a
-    sale made between a connector's read and its write)."""
+    """The next this many writes of a listing in stock each land just after a buyer bought a unit
+    of it (a sale made between a connector's read and its write)."""
 
 
 @dataclass
@@ -145,9 +145,8 @@ class TikTokStandIn:
             elif self.rng.random() < self.state.faults.sku_errors:
                 problem = (12052003, "The current product status can not be actiavted")
             else:
-                if self.state.faults.sales_before_write > 0:
+                if self.state.faults.sales_before_write > 0 and self.sell_one(stock) is not None:
                     self.state.faults.sales_before_write -= 1
-                    self.sell_one(stock)
                 stock.quantity = quantity
                 self.state.writes += 1
                 continue

@@ -1,0 +1,245 @@
+"""The storefront connectors under faults, against the marketplaces' stand-ins while their buyers
+buy: two replicas killed with -9 again and again (and by their own switch between a marketplace's
+answer and their bookkeeping), 429 and 5xx storms, tokens expiring, sales landing between a read
+and its write, and a marketplace away for 30 s. At the end every unit Rebound offered on a
+listing is on it or sold there, once: none lost, none doubled, none sold before it was offered."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+
+from rebound import checker
+from rebound.connectors.sync import FAULT_KILL_AFTER_WRITE
+from rebound.processes import Fleet
+from rebound.standins import serving
+from rebound.standins.shopify import ShopifyStandIn
+from rebound.standins.shops import DemoShops, close_shops, open_shopify_shops, open_tiktok_shops, unsynced
+from rebound.standins.tiktok import TikTokStandIn
+from rebound_contracts.topics import ACKS, STOCK_ADJUSTMENTS
+from tests import factories as f
+
+from .harness import log_events, run_seed
+
+pytestmark = pytest.mark.faults
+
+SKUS = [f"SKU-{n}" for n in range(6)]
+UNITS_PER_KEY = 16
+OUTAGE_S = 30.0
+BUYERS_PER_S = 4.0
+
+
+class Served:
+    """A stand-in's server that can go away and come back on the same address, its state kept."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        self.app = app
+        self.port = 0
+        self.url = ""
+        self._serving: contextlib.AbstractAsyncContextManager[str] | None = None
+
+    async def start(self) -> None:
+        self._serving = serving(self.app, port=self.port)
+        self.url = await self._serving.__aenter__()
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    async def stop(self) -> None:
+        if self._serving is not None:
+            serving_, self._serving = self._serving, None
+            await serving_.__aexit__(None, None, None)
+
+
+class Oversold(Exception):
+    pass
+
+
+def watch_sales(shops: DemoShops, sell_one: Callable, offered: Counter[str], oversold: list[str]) -> Callable:
+    """The stand-in's buyers, checked: after each sale, no key has sold more units than were ever
+    offered there by then."""
+
+    def checked(*args: object) -> object:
+        sold = sell_one(*args)
+        for key, _quantity, units_sold in shops.stocks():
+            if units_sold > offered[key]:
+                oversold.append(f"{key}: {units_sold} sold, {offered[key]} offered")
+        return sold
+
+    return checked
+
+
+async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
+    settings, pool, tmp_path: Path  # noqa: ANN001
+) -> None:
+    seed = run_seed()
+    rng = random.Random(seed)
+    console = Console(force_terminal=False, width=120)
+    console.print(f"\n[fault scenario] connectors: seed {seed} (replay: REBOUND_FAULT_SEED={seed})")
+    seller = f"fault-conn-{uuid.uuid4().hex[:8]}"
+    shop_id = f"shop-{seller}"
+    await pool.execute("INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $1)", seller)
+    tiktok, shopify = TikTokStandIn(seed=seed), ShopifyStandIn(seed=seed)
+    served = {"tiktok": Served(tiktok.app), "shopify": Served(shopify.app)}
+    for server in served.values():
+        await server.start()
+    offered: Counter[str] = Counter()
+    oversold: list[str] = []
+    notes: list[str] = []
+
+    def note(what: str) -> None:
+        notes.append(what)
+        console.print(f"  {what}")
+
+    try:
+        shops = [
+            await open_tiktok_shops(pool, tiktok, served["tiktok"].url, {seller: shop_id}, ["W1"], SKUS,
+                                    tmp_path / "secrets"),
+            await open_shopify_shops(pool, shopify, served["shopify"].url, {seller: shop_id}, ["W1"], SKUS,
+                                     tmp_path / "secrets"),
+        ]
+        for shop in shops:
+            shop.market.buyers.sell_one = watch_sales(shop, shop.market.buyers.sell_one, offered, oversold)
+        keys = [key for shop in shops for key in shop.keys.values()]
+        env = {**os.environ, FAULT_KILL_AFTER_WRITE: str(rng.randrange(3, 9))}
+        fleet = Fleet(log_dir=tmp_path / "logs", services=("connectors",), replicas=2, env=env)
+        fleet.start()
+        try:
+            async with _supervised(fleet, note) as kills:
+                await asyncio.gather(
+                    _send(settings.kafka_bootstrap_servers, keys, offered, rng),
+                    _break(rng, fleet, tiktok, shopify, served, shops, kills, note))
+                fleet.env = dict(os.environ)  # the switch stays off from now on
+                await _wait_applied(pool, seller, fleet, note)
+            for shop in shops:
+                shop.market.buyers.per_s = 0.0
+        finally:
+            fleet.stop()
+    finally:
+        await close_shops(pool, [seller])
+        for server in served.values():
+            await server.stop()
+
+    logs = tmp_path / "logs"
+    blocked = await pool.fetch("SELECT key, blocked FROM connectors.listings WHERE seller_id = $1"
+                               " AND blocked IS NOT NULL", seller)
+    assert not blocked, f"keys blocked (seed {seed}): {[(r['key'], r['blocked']) for r in blocked]}"
+    wrong = {key: (quantity, sold, offered[key]) for shop in shops for key, quantity, sold in shop.stocks()
+             if quantity + sold != offered[key]}
+    assert not wrong, f"units lost or doubled (seed {seed}), key: (on the listing, sold, offered): {wrong}"
+    assert not oversold, f"oversold (seed {seed}): {oversold[:10]}"
+    sold = sum(units for shop in shops for _, _, units in shop.stocks())
+    acks = (await checker.read_records(settings.kafka_bootstrap_servers, ACKS.name, sellers={seller})).records
+    assert {a.model.status for a in acks} == {"applied"}, Counter(a.model.status for a in acks)
+    self_kills = log_events(logs, "fault_injected_connector_kill_after_write")
+    resolved = log_events(logs, "storefront_in_doubt_resolved")
+    restored = log_events(logs, "storefront_sales_restored")
+    stale = log_events(logs, "storefront_stale")
+    console.print(f"  {len(keys)} listings, {sum(offered.values())} units offered, {sold} sold by the buyers; "
+                  f"{len(self_kills)} kills between a write and its bookkeeping, {len(resolved)} writes in doubt "
+                  f"resolved, {len(restored)} overwritten sales restored, {len(stale)} stale writes read again")
+    assert self_kills and resolved, "no connector was killed between a write and its bookkeeping"
+    assert restored and tiktok.state.faults.sales_before_write < 5, \
+        "no sale made between a read and its write was restored"
+    assert stale, "no compare-and-set write found the number moved"
+    assert sold > 0
+
+
+async def _send(bootstrap: str, keys: list[str], offered: Counter[str], rng: random.Random) -> None:
+    """Every key's units, +1 each in sequence order, over about 40 s: through every fault."""
+    units = [(key, n) for key in keys for n in range(1, UNITS_PER_KEY + 1)]
+    units.sort(key=lambda unit: (unit[1], rng.random()))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        for number, (key, sequence) in enumerate(units):
+            seller, channel, warehouse, sku, condition = key.split(":")
+            adjustment = f.adjusted(seller, sku, sequence, +1, available=sequence, channel=channel,
+                                    warehouse=warehouse, condition=condition)
+            offered[key] += 1  # before it can reach the shop: a sale after it is not an oversell
+            await producer.send_and_wait(STOCK_ADJUSTMENTS.name, value=adjustment.model_dump_json().encode(),
+                                         key=STOCK_ADJUSTMENTS.key_of(adjustment).encode())
+            if number % 20 == 19:
+                await asyncio.sleep(40.0 / (len(units) / 20))
+    finally:
+        await producer.stop()
+
+
+async def _break(rng: random.Random, fleet: Fleet, tiktok: TikTokStandIn, shopify: ShopifyStandIn,
+                 served: dict[str, Served], shops: list[DemoShops], kills: Counter[str],
+                 note: Callable[[str], None]) -> None:
+    for shop in shops:
+        shop.market.buyers.per_s = BUYERS_PER_S
+    note("buyers buy; the next 5 writes in stock on each marketplace land just after a sale")
+    tiktok.state.faults.sales_before_write = shopify.faults.sales_before_write = 5
+    await asyncio.sleep(rng.uniform(1.0, 2.0))
+    for _ in range(4):
+        victim = rng.choice([m for m in fleet.members if m.alive()] or fleet.members)
+        if victim.alive():
+            note(f"kill -9 {victim.name}")
+            victim.kill()
+            kills["chaos"] += 1
+        await asyncio.sleep(rng.uniform(0.5, 2.0))
+    note("429 and 5xx storm on both marketplaces for 5 s")
+    tiktok.state.faults.rate_limited, tiktok.state.faults.server_errors = 0.3, 0.2
+    shopify.faults.throttled, shopify.faults.server_errors = 0.3, 0.2
+    await asyncio.sleep(5.0)
+    tiktok.state.faults.rate_limited = tiktok.state.faults.server_errors = 0.0
+    shopify.faults.throttled = shopify.faults.server_errors = 0.0
+    note("TikTok Shop's tokens expire")
+    tiktok.state.faults.expire_tokens = True
+    await asyncio.sleep(rng.uniform(1.0, 3.0))
+    note(f"TikTok Shop away for {OUTAGE_S:.0f} s")
+    await served["tiktok"].stop()
+    await asyncio.sleep(OUTAGE_S)
+    await served["tiktok"].start()
+    note("TikTok Shop back")
+
+
+@contextlib.asynccontextmanager
+async def _supervised(fleet: Fleet, note: Callable[[str], None]) -> AsyncIterator[Counter[str]]:
+    """Restarts every member that died (killed by the chaos or by its own switch)."""
+    kills: Counter[str] = Counter()
+
+    async def supervise() -> None:
+        while True:
+            for member in fleet.dead():
+                kills["restarts"] += 1
+                fleet.restart(member)
+            await asyncio.sleep(0.3)
+
+    task = asyncio.create_task(supervise())
+    try:
+        yield kills
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        note(f"{kills['chaos']} kills by the scenario, {kills['restarts']} restarts in all")
+
+
+async def _wait_applied(pool, seller: str, fleet: Fleet, note: Callable[[str], None],  # noqa: ANN001
+                        timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    keys = len(SKUS) * 2 * 2
+    while True:
+        applied = await pool.fetchval(
+            "SELECT count(*) FROM connectors.listings WHERE seller_id = $1 AND applied_through = $2"
+            " AND intent IS NULL", seller, UNITS_PER_KEY)
+        blocked = await pool.fetchval(
+            "SELECT count(*) FROM connectors.listings WHERE seller_id = $1 AND blocked IS NOT NULL", seller)
+        if applied == keys or blocked:
+            note(f"{applied} of {keys} listings applied, {blocked} blocked")
+            return
+        assert time.monotonic() < deadline, \
+            f"not applied after {timeout:.0f} s: {applied} of {keys} ({await unsynced(pool, [seller])} unsynced)"
+        await asyncio.sleep(0.5)
