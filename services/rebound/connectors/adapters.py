@@ -29,6 +29,8 @@ class Intent:
     written: int
     at: int
     sales_before: tuple[str, ...] = ()
+    owed: int = 0
+    """What the key owes once this write is booked (`Listing.owed`)."""
     written_at: float | None = None
     """None while the write is in flight (in doubt if the connector dies). Once it has landed on a
     marketplace without compare-and-set: when, and the key's sales are checked against it (a sale
@@ -54,6 +56,8 @@ class Listing:
     applied_through: int
     intent: Intent | None
     blocked: str | None
+    owed: int = 0
+    """Units the marketplace sold beyond what was offered: the next deltas are written less these."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ class ConnectorRepository:
         intent = orjson.loads(row["intent"]) if row["intent"] else None
         return Listing(key=row["key"], seller_id=row["seller_id"], channel=row["channel"], shop_id=row["shop_id"],
                        ids=orjson.loads(row["ids"]) if row["ids"] else None, applied_through=row["applied_through"],
-                       intent=_intent(intent) if intent else None, blocked=row["blocked"])
+                       intent=_intent(intent) if intent else None, blocked=row["blocked"], owed=row["owed"])
 
     async def pending(self, key: str, after: int, limit: int) -> list[Pending]:
         rows = await self.conn.fetch(
@@ -128,12 +132,17 @@ class ConnectorRepository:
     async def forget_intent(self, key: str) -> None:
         await self.conn.execute("UPDATE connectors.listings SET intent = NULL, updated_at = now() WHERE key = $1", key)
 
-    async def applied(self, key: str, through: int, check: Intent | None = None) -> None:
+    async def owe(self, key: str, owed: int) -> None:
+        await self.conn.execute("UPDATE connectors.listings SET owed = $2 WHERE key = $1", key, owed)
+
+    async def applied(self, key: str, through: int, check: Intent | None = None, owed: int | None = None) -> None:
         """Adjustments through `through` are on the marketplace; `check`: the write whose sales
-        are still to be checked (None: nothing is left to check)."""
+        are still to be checked (None: nothing is left to check); `owed`, when given, what the
+        key owes from now on."""
         await self.conn.execute(
-            "UPDATE connectors.listings SET applied_through = $2, intent = $3, updated_at = now() WHERE key = $1",
-            key, through, orjson.dumps(check.__dict__).decode() if check is not None else None)
+            "UPDATE connectors.listings SET applied_through = $2, intent = $3, owed = COALESCE($4, owed),"
+            " updated_at = now() WHERE key = $1",
+            key, through, orjson.dumps(check.__dict__).decode() if check is not None else None, owed)
         await self.conn.execute("DELETE FROM connectors.adjustments WHERE key = $1 AND sequence <= $2", key, through)
 
     async def block(self, key: str, reason: str) -> None:

@@ -4,7 +4,7 @@ marketplace and answers on `storefront.acks.v1`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,14 @@ from .marketplace import Marketplace
 from .sync import Syncer
 from .shopify import VERSION as SHOPIFY_VERSION
 from .shopify import ShopifyShop
+from .amazon import API as AMAZON_API
+from .amazon import AUTH as AMAZON_AUTH
+from .amazon import SETTLE_S as AMAZON_SETTLE_S
+from .amazon import AmazonShop
+from .amazon import Credentials as AmazonCredentials
+from .ebay import API as EBAY_API
+from .ebay import Credentials as EbayCredentials
+from .ebay import EbayShop, RevisionPacing
 from .tiktok import API, AUTH, Credentials, TikTokShop
 
 log = structlog.get_logger(__name__)
@@ -34,8 +42,13 @@ TOKEN_LOCKS = 0x5EB0_0C01  # advisory lock space of shops renewing their tokens
 SYNC_EVERY_S = 0.25
 SYNC_CONCURRENCY = 16
 """Keys synced at once; each holds a database connection of the connectors' own pool."""
-RATES = {"tiktok": (10.0, 10.0), "shopify": (2.0, 40.0), "amazon": (5.0, 5.0), "ebay": (5.0, 5.0)}
-"""Requests a second and burst per shop, by marketplace (TikTok Shop documents none: a cautious 10)."""
+RATES = {"tiktok": (10.0, 10.0), "shopify": (2.0, 40.0), "amazon": (5.0, 10.0), "ebay": (5.0, 5.0)}
+"""Requests a second and burst per shop, by marketplace (TikTok Shop documents none: a cautious 10;
+eBay publishes daily quotas only). The Amazon adapter holds each operation's own quota besides."""
+AMAZON_APPLIED_WITHIN_S = 20.0
+"""How long an Amazon write may stay queued before the connector takes it as in doubt."""
+Shop = tuple[str, str, str]
+"""(seller_id, channel, shop_id)"""
 
 
 class Shops:
@@ -45,6 +58,40 @@ class Shops:
     def __init__(self, pool: asyncpg.Pool, client: httpx.AsyncClient) -> None:
         self.pool, self.client = pool, client
         self._built: dict[tuple[str, str, str], tuple[Any, Marketplace]] = {}
+        self._pacing: dict[tuple[str, str, str], RevisionPacing] = {}
+        self._builders: dict[str, Callable[[Shop, Mapping[str, Any], Mapping[str, Any]], Marketplace]] = {
+            "tiktok": self._tiktok, "shopify": self._shopify, "amazon": self._amazon, "ebay": self._ebay}
+
+    def _tiktok(self, shop: Shop, settings: Mapping[str, Any], tokens: Mapping[str, Any]) -> Marketplace:
+        return TikTokShop(_tiktok_credentials(settings, tokens), self.client,
+                          api=settings.get("api", API), auth=settings.get("auth", AUTH),
+                          on_refresh=lambda fresh: self._store(shop, _tokens(fresh)),
+                          renew=lambda market, expired: self._renew(shop, market, expired))
+
+    def _shopify(self, _shop: Shop, settings: Mapping[str, Any], _tokens_row: Mapping[str, Any]) -> Marketplace:
+        return ShopifyShop(settings["shop_url"], _secret(settings["access_token_file"]), self.client,
+                           version=settings.get("version", SHOPIFY_VERSION))
+
+    def _amazon(self, _shop: Shop, settings: Mapping[str, Any], _tokens_row: Mapping[str, Any]) -> Marketplace:
+        """Its access tokens live an hour and stay in memory: the adapter, with its sales cache,
+        is built once per shop and kept."""
+        return AmazonShop(
+            AmazonCredentials(settings["client_id"], _secret(settings["client_secret_file"]),
+                              _secret(settings["refresh_token_file"])), self.client,
+            api=settings.get("api", AMAZON_API), auth=settings.get("auth", AMAZON_AUTH),
+            settle_s=float(settings.get("settle_s", AMAZON_SETTLE_S)),
+            applied_within_s=float(settings.get("applied_within_s", AMAZON_APPLIED_WITHIN_S)))
+
+    def _ebay(self, shop: Shop, settings: Mapping[str, Any], tokens: Mapping[str, Any]) -> Marketplace:
+        """The shop's revision pacing outlives the adapter, rebuilt when a refresh stores a token."""
+        credentials = EbayCredentials(
+            client_id=settings["client_id"], client_secret=_secret(settings["client_secret_file"]),
+            access_token=tokens.get("access_token", ""), refresh_token=tokens.get("refresh_token", ""),
+            access_token_expires_at=float(tokens.get("access_token_expire_in", 0)))
+        return EbayShop(credentials, self.client, api=settings.get("api", EBAY_API),
+                        pacing=self._pacing.setdefault(shop, RevisionPacing()),
+                        on_refresh=lambda fresh: self._store(shop, tokens_document(
+                            fresh.access_token, fresh.refresh_token, int(fresh.access_token_expires_at))))
 
     async def __call__(self, repo: ConnectorRepository, listing: Listing) -> Marketplace | None:
         shop = (listing.seller_id, listing.channel, listing.shop_id)
@@ -55,22 +102,15 @@ class Shops:
         if built is not None and built[0] == row:
             return built[1]
         settings, tokens = row
-        market: Marketplace
-        if listing.channel == "tiktok":
-            market = TikTokShop(_tiktok_credentials(settings, tokens or {}), self.client,
-                                api=settings.get("api", API), auth=settings.get("auth", AUTH),
-                                on_refresh=lambda fresh: self._store(shop, fresh),
-                                renew=lambda market, expired: self._renew(shop, market, expired))
-        elif listing.channel == "shopify":
-            market = ShopifyShop(settings["shop_url"], _secret(settings["access_token_file"]), self.client,
-                                 version=settings.get("version", SHOPIFY_VERSION))
-        else:
+        build = self._builders.get(listing.channel)
+        if build is None:
             log.warning("no_adapter", channel=listing.channel, shop_id=listing.shop_id)
             return None
+        market = build(shop, settings, tokens or {})
         self._built[shop] = (row, market)
         return market
 
-    async def _renew(self, shop: tuple[str, str, str], market: TikTokShop, expired: str) -> None:
+    async def _renew(self, shop: Shop, market: TikTokShop, expired: str) -> None:
         """One caller at a time, whatever the replica: whoever comes second finds other tokens
         than the `expired` ones stored and takes them (the refresh token is spent already)."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -84,9 +124,9 @@ class Shops:
             await ConnectorRepository(conn).store_tokens(*shop, _tokens(fresh))
         market.credentials = fresh
 
-    async def _store(self, shop: tuple[str, str, str], fresh: Credentials) -> None:
+    async def _store(self, shop: Shop, tokens: Mapping[str, Any]) -> None:
         async with self.pool.acquire() as conn:
-            await ConnectorRepository(conn).store_tokens(*shop, _tokens(fresh))
+            await ConnectorRepository(conn).store_tokens(*shop, tokens)
 
 
 def _tokens(credentials: Credentials) -> dict[str, Any]:
@@ -141,6 +181,20 @@ def tiktok_settings(app_key: str, shop_cipher: str, app_secret_file: Path, api: 
 def shopify_settings(shop_url: str, access_token_file: Path, version: str = SHOPIFY_VERSION) -> dict[str, str]:
     """A Shopify store's settings row: its Admin API URL and where its access token's file is."""
     return {"shop_url": shop_url, "access_token_file": str(access_token_file.resolve()), "version": version}
+
+
+def amazon_settings(client_id: str, client_secret_file: Path, refresh_token_file: Path, *, api: str = AMAZON_API,
+                    auth: str = AMAZON_AUTH, settle_s: float = AMAZON_SETTLE_S) -> dict[str, Any]:
+    """An Amazon seller's settings row: the app's LWA client id; its client secret and the seller's
+    refresh token stay in their files. `settle_s`: how long after an order's creation the Orders
+    API is trusted to list it."""
+    return {"client_id": client_id, "client_secret_file": str(client_secret_file.resolve()),
+            "refresh_token_file": str(refresh_token_file.resolve()), "api": api, "auth": auth, "settle_s": settle_s}
+
+
+def ebay_settings(client_id: str, client_secret_file: Path, api: str = EBAY_API) -> dict[str, str]:
+    """An eBay seller's settings row: the app's client id, where its client secret's file is."""
+    return {"client_id": client_id, "client_secret_file": str(client_secret_file.resolve()), "api": api}
 
 
 def tokens_document(access_token: str, refresh_token: str, expires_at: int) -> dict[str, Any]:

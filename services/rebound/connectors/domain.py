@@ -82,29 +82,37 @@ MAX_PAUSE_S = 8.0
 @dataclass
 class TokenBucket:
     """A marketplace's rate limit for one shop: `rate` requests a second, bursts of `burst`.
-    `wait(now)` says how long to wait before the next request; `take(now)` spends one."""
+    `wait(now)` says how long to wait before the next request; `take(now)` spends one. A read and
+    the write that depends on it take their tokens together, so that nothing waits between them."""
 
     rate: float
     burst: float
-    tokens: float = -1.0
+    tokens: float = 0.0
+    started: bool = False
+    """A bucket starts full at its first use."""
     at: float = 0.0
     blocked_until: float = 0.0
     failures: int = 0
     """Transient failures in a row: each doubles the pause before the shop is tried again."""
 
     def _refill(self, now: float) -> None:
-        if self.tokens < 0:
-            self.tokens, self.at = self.burst, now
+        if not self.started:
+            self.tokens, self.at, self.started = self.burst, now, True
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
 
-    def wait(self, now: float) -> float:
+    def wait(self, now: float, requests: int = 1) -> float:
+        """How long until `requests` may go one after the other (at most a burst's worth)."""
         self._refill(now)
-        return max(self.blocked_until - now, 0.0, (1.0 - self.tokens) / self.rate)
+        return max(self.blocked_until - now, 0.0, (min(requests, self.burst) - self.tokens) / self.rate)
 
-    def take(self, now: float) -> None:
+    def take(self, now: float, requests: int = 1) -> None:
         self._refill(now)
-        self.tokens -= 1.0
+        self.tokens -= requests
+
+    def refund(self, requests: int) -> None:
+        """Requests taken and not made."""
+        self.tokens = min(self.burst, self.tokens + requests)
 
     def failed(self, now: float) -> float:
         """The shop did not answer: pause it 0.5 s, doubling with each failure in a row, up to
@@ -121,6 +129,7 @@ class TokenBucket:
     def back_off(self, now: float, seconds: float) -> None:
         """The marketplace said to slow down (429 with Retry-After, a throttle status): no request
         before then, and the bucket starts empty."""
+        self._refill(now)
         self.blocked_until = max(self.blocked_until, now + seconds)
         self.tokens = 0.0
         self.at = now

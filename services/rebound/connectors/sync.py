@@ -131,12 +131,15 @@ class Syncer:
             if run is None:
                 return False  # a gap: wait for the adjustment that fills it
             read_at = int(self.clock())
-            before, seen = await self._read(market, listing.ids, read_at, bucket)
-            target_ = target(seen, run.delta, market.maximum)
+            # The write's tokens are taken with the reads', and the check's with them where there
+            # is one: nothing waits between the read and the write, or between the write and the
+            # check that takes back a sale it overwrote.
+            check_calls = 0 if market.compare_and_set else 2
+            before, seen = await self._read(market, listing.ids, read_at, bucket, then=1 + check_calls)
+            target_ = target(seen, run.delta - listing.owed, market.maximum)
             planned = Intent(first=run.first, last=run.last, seen=seen, written=target_.quantity, at=read_at,
-                             sales_before=tuple(sorted(before)))
+                             sales_before=tuple(sorted(before)), owed=target_.short)
             await repo.plan(key, planned)
-            await self._take(bucket)
             await market.set_quantity(listing.ids, target_.quantity, seen=seen, key=intent_key(key, planned))
             self._wrote(key)
             written = replace(planned, written_at=self.clock())
@@ -145,13 +148,14 @@ class Syncer:
             done = [p for p in pending if run.first <= p.adjustment.sequence <= run.last]
             pending = [p for p in pending if p.adjustment.sequence > run.last]
             check = None if market.compare_and_set else written
-            await self._done(conn, repo, listing, done, target_.short, check)
+            await self._done(conn, repo, listing, done, target_.short, check, owed=target_.short)
             log.debug("storefront_applied", key=key, first=run.first, last=run.last, delta=run.delta,
                       seen=seen, written=target_.quantity)
             if check is not None:
                 # At once: an overwritten sale shows one unit too many on the shop until restored.
-                await self._check(conn, repo, replace(listing, applied_through=run.last, intent=check), market,
-                                  pending, bucket)
+                await self._check(conn, repo, replace(listing, applied_through=run.last, intent=check,
+                                                      owed=target_.short), market, pending, bucket,
+                                  prepaid=check_calls)
             return True
         except Stale as error:
             log.info("storefront_stale", key=key, error=str(error))
@@ -181,55 +185,71 @@ class Syncer:
             await repo.forget_intent(key)  # refused before it was sent: nothing was written
         return False
 
-    async def _read(self, market: Marketplace, ids: Mapping[str, str], since: int,
-                    bucket: TokenBucket) -> tuple[frozenset[str], int]:
+    async def _read(self, market: Marketplace, ids: Mapping[str, str], since: int, bucket: TokenBucket,
+                    then: int) -> tuple[frozenset[str], int]:
         """The listing's number, and its sales since `since` made before it was read. A sale
         between two reads of the orders around the number's read may be either: the reads go
         again until none fell between (then the sales are exactly those the number counts), or
         the first read's are taken, the others counted as later (a check then takes one unit
-        too many off the listing, never leaves a sale overwritten)."""
-        for _ in range(READ_ATTEMPTS):
-            await self._take(bucket)
+        too many off the listing, never leaves a sale overwritten). The tokens of the `then`
+        requests that follow (the write) are taken with the reads'."""
+        for attempt in range(READ_ATTEMPTS):
+            await self._take(bucket, 3 + then)
             first = await market.sales_since(ids, since)
-            await self._take(bucket)
             seen = await market.quantity(ids)
-            await self._take(bucket)
             second = await market.sales_since(ids, since)
             if first == second:
                 break
+            if attempt < READ_ATTEMPTS - 1:
+                bucket.refund(then)
         return first, seen
 
     async def _check(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
-                     market: Marketplace, pending: list[Pending], bucket: TokenBucket) -> Listing | None:
+                     market: Marketplace, pending: list[Pending], bucket: TokenBucket,
+                     prepaid: int = 0) -> Listing | None:
         """Without compare-and-set, a sale the marketplace made between the read and the write is
         overwritten by it. Its orders tell: the number must be at most what was written less what
-        sold since the read; if it is more, that is written, and checked in turn. The key is
+        sold since the read; if it is more, that is written, and checked in turn. The number is
+        read before the sales (a sale in between makes it look higher, never hides an overwritten
+        one), and kept in the intent while the sales up to it are not known yet. The key is
         returned once its number is right; None while sales are still coming in."""
         intent = listing.intent
         assert intent is not None and intent.written_at is not None and listing.ids is not None
+        # `prepaid`: tokens taken already for this pass's reads (and its write, counted third)
         for _ in range(RESTORE_ATTEMPTS):  # a restoring write has a window of its own
-            await self._take(bucket)
-            sold = await market.sales_since(listing.ids, intent.at, known_at=intent.written_at) - set(
+            if intent.probe_at is None:
+                await self._take(bucket, 1 - min(prepaid, 1))
+                intent = replace(intent, probe_now=await market.quantity(listing.ids), probe_at=self.clock())
+                await repo.plan(listing.key, intent)
+            assert intent.probe_now is not None and intent.probe_at is not None
+            await self._take(bucket, 2 - max(prepaid - 1, 0))  # the sales, and the write they may call for
+            prepaid = 0
+            sold = await market.sales_since(listing.ids, intent.at, known_at=intent.probe_at) - set(
                 intent.sales_before)
-            if sold:
-                await self._take(bucket)
-                now = await market.quantity(listing.ids)
-                expected = max(intent.written - len(sold), 0)
-                if now > expected:
-                    # The check itself does not change: whatever this write overwrites in turn
-                    # is a sale since the same read, found on the next pass.
-                    intent = replace(intent, written_at=self.clock())
-                    await repo.plan(listing.key, intent)
-                    await self._take(bucket)
-                    await market.set_quantity(listing.ids, expected, seen=now)
-                    self._wrote(listing.key)
-                    intent = replace(intent, written_at=self.clock())
-                    await repo.plan(listing.key, intent)
-                    log.warning("storefront_sales_restored", key=listing.key, sold=len(sold), now=now,
-                                restored=expected)
-                    continue
-            await repo.forget_intent(listing.key)
-            return replace(listing, intent=None)
+            now, expected = intent.probe_now, max(intent.written - len(sold), 0)
+            log.debug("storefront_checked", key=listing.key, written=intent.written, sold=len(sold), now=now,
+                      expected=expected)
+            if now <= expected:
+                bucket.refund(1)
+                oversold = len(sold) - intent.written
+                if oversold > listing.owed:
+                    # A buyer bought an overwritten unit before it was taken back: the key's next
+                    # unit goes to that order.
+                    await self._oversold(conn, repo, listing, pending, oversold)
+                await repo.forget_intent(listing.key)
+                return replace(listing, intent=None, owed=max(listing.owed, oversold))
+            # The check itself does not change: whatever this write overwrites in turn is a sale
+            # since the same read, found on the next pass.
+            intent = replace(intent, written_at=self.clock(), probe_now=None, probe_at=None)
+            await repo.plan(listing.key, intent)
+            # Its check follows at once: an overwritten unit is on offer until then.
+            await self._take(bucket, 4)
+            prepaid = 3
+            await market.set_quantity(listing.ids, expected, seen=now)
+            self._wrote(listing.key)
+            intent = replace(intent, written_at=self.clock())
+            await repo.plan(listing.key, intent)
+            log.warning("storefront_sales_restored", key=listing.key, sold=len(sold), now=now, restored=expected)
         log.warning("storefront_still_selling", key=listing.key, checks=RESTORE_ATTEMPTS)
         return None
 
@@ -255,14 +275,14 @@ class Syncer:
                 await repo.forget_intent(listing.key)
                 return await repo.listing(listing.key)
             log.info("storefront_in_doubt_resolved", key=listing.key, landed=True, written=intent.written)
-            await self._applied(conn, repo, listing, done, intent.last, None)
+            await self._applied(conn, repo, listing, done, intent.last, None, owed=intent.owed)
             return await repo.listing(listing.key)
         if intent.probe_at is None:  # kept: a marketplace may not know the sales up to it yet
             await self._take(bucket)
             intent = replace(intent, probe_now=await market.quantity(listing.ids), probe_at=self.clock())
             await repo.plan(listing.key, intent)
         assert intent.probe_now is not None
-        await self._take(bucket)
+        await self._take(bucket, 2)  # the sales, and the write that settles
         sold = await market.sales_since(listing.ids, intent.at, known_at=intent.probe_at) - set(intent.sales_before)
         now = intent.probe_now
         settled = settle(intent.written, intent.seen, len(sold), now)
@@ -276,33 +296,43 @@ class Syncer:
                                    f"have landed, and {now} is neither ({len(sold)} sold since): someone else wrote; "
                                    "set the quantity, then unblock the key", transaction=False)
             return None
-        if now != settled:
-            # Before the run is booked: if this write fails too, the next try settles it again.
-            await self._take(bucket)
-            await market.set_quantity(listing.ids, settled, seen=now)
-            self._wrote(listing.key)
+        # Written whatever `now` says: a sale after it was read may have moved the number already.
+        # Before the run is booked: if this write fails too, the next try settles it again.
+        await market.set_quantity(listing.ids, settled, seen=now)
+        self._wrote(listing.key)
         check = replace(intent, written_at=self.clock(), probe_now=None, probe_at=None)
-        await self._applied(conn, repo, listing, done, intent.last, check)
+        await self._applied(conn, repo, listing, done, intent.last, check, owed=intent.owed)
         return await self._check(conn, repo, replace(listing, applied_through=intent.last, intent=check), market,
                                  pending, bucket)
 
+    async def _oversold(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
+                        pending: list[Pending], oversold: int) -> None:
+        log.error("storefront_oversold", key=listing.key, units=oversold)
+        async with conn.transaction():
+            await repo.owe(listing.key, oversold)
+            await self._report(conn, listing, pending, "storefront_short",
+                               f"{listing.key}: the marketplace sold {oversold} unit(s) more than were offered (an "
+                               "overwritten sale sold again before it was taken back): the key's next units go to "
+                               "those orders", transaction=False)
+
     async def _applied(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
-                       done: list[Pending], through: int, check: Intent | None) -> None:
+                       done: list[Pending], through: int, check: Intent | None, owed: int) -> None:
         if done:
-            await self._done(conn, repo, listing, done, 0, check)
+            await self._done(conn, repo, listing, done, owed, check, owed=owed)
         else:  # applied and acknowledged before: only the progress was not booked
-            await repo.applied(listing.key, through, check)
+            await repo.applied(listing.key, through, check, owed)
 
     async def _done(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
-                    done: list[Pending], short: int, check: Intent | None = None) -> None:
+                    done: list[Pending], short: int, check: Intent | None = None, owed: int | None = None) -> None:
         outbox = OutboxBuffer(self.producer)
         last = done[-1]
         outbox.add(ACKS, _ack(listing.key, last, "applied", ""))
         async with conn.transaction():
-            await repo.applied(listing.key, last.adjustment.sequence, check)
-            if short:
+            await repo.applied(listing.key, last.adjustment.sequence, check, owed)
+            if short > listing.owed:
                 outbox.add(EXCEPTIONS, _exception(last, "storefront_short", (
-                    f"{listing.key}: {short} unit(s) to take back were sold on the marketplace already")))
+                    f"{listing.key}: {short} unit(s) to take back were sold on the marketplace already: "
+                    "the key's next units go to those orders")))
             await outbox.flush(conn)
 
     async def _refuse(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
@@ -341,10 +371,12 @@ class Syncer:
             log.warning("fault_injected_connector_kill_after_write", key=key, writes=self.writes)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    async def _take(self, bucket: TokenBucket) -> None:
-        while (wait := bucket.wait(self.clock())) > 0:
+    async def _take(self, bucket: TokenBucket, requests: int = 1) -> None:
+        if requests <= 0:
+            return
+        while (wait := bucket.wait(self.clock(), requests)) > 0:
             await asyncio.sleep(wait)
-        bucket.take(self.clock())
+        bucket.take(self.clock(), requests)
 
 
 def intent_key(key: str, intent: Intent) -> str:

@@ -10,8 +10,10 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 import uvicorn
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
@@ -73,3 +75,20 @@ class Buyers:
                 continue
             await asyncio.sleep(self.rng.expovariate(self.per_s))
             self.sell_one()
+
+
+class Controls:
+    """What a test or the demo tells a stand-in whose faults are `state.faults` (a dataclass of
+    type `Faults`): `PUT /_standin/faults` replaces them, `PUT /_standin/buyers` sets `per_s`."""
+
+    Faults: type
+    state: Any
+    buyers: Buyers
+
+    async def set_faults(self, request: Request) -> Response:
+        self.state.faults = self.Faults(**orjson.loads(await request.body()))
+        return Response(status_code=204)
+
+    async def set_buyers(self, request: Request) -> Response:
+        self.buyers.per_s = float(orjson.loads(await request.body())["per_s"])
+        return Response(status_code=204)

@@ -13,11 +13,16 @@ from pathlib import Path
 import asyncpg
 
 from ..connectors.adapters import connect_shop, map_listings
-from ..connectors.app import shopify_settings, tiktok_settings, tokens_document
+from ..connectors.app import amazon_settings, ebay_settings, shopify_settings, tiktok_settings, tokens_document
+from .amazon import AmazonStandIn
+from .ebay import EbayStandIn
+from .ebay import Listing as EbayListing
+from .ebay import Seller as EbaySeller
 from .shopify import ShopifyStandIn, Store
 from .tiktok import Shop, Stock, TikTokStandIn
 
 CONDITIONS = ("new", "open_box")
+AMAZON_US = "ATVPDKIKX0DER"
 
 
 @dataclass
@@ -73,6 +78,38 @@ class ShopifyShops(DemoShops):
         return Counter(self.keys[(line["variant"]["inventoryItem"]["id"], order["location"])]
                        for name, store in self.market.stores.items() for order in store.orders[before[name]:]
                        for line in order["lineItems"])
+
+
+@dataclass
+class AmazonShops(DemoShops):
+    market: AmazonStandIn = field(default_factory=AmazonStandIn)
+
+    def stocks(self) -> list[tuple[str, int, int]]:
+        self.market.apply_due()
+        return [(key, x.quantity, x.sold) for ids, key in self.keys.items() for x in [self.market.state.listings[ids]]]
+
+    def buy(self, units: int) -> Counter[str]:
+        before = len(self.market.state.orders)
+        for _ in range(units):
+            self.market.sell_one()
+        return Counter(self.keys[(order["seller_id"], item["SellerSKU"])]
+                       for order in self.market.state.orders[before:] for item in order["items"])
+
+
+@dataclass
+class EbayShops(DemoShops):
+    market: EbayStandIn = field(default_factory=EbayStandIn)
+
+    def stocks(self) -> list[tuple[str, int, int]]:
+        return [(key, x.buyable, x.sold) for ids, key in self.keys.items() for x in [self.market.state.listings[ids]]]
+
+    def buy(self, units: int) -> Counter[str]:
+        sold: Counter[str] = Counter()
+        for _ in range(units):
+            listing = self.market.sell_one()
+            if listing is not None:
+                sold[self.keys[(listing.seller, listing.sku)]] += 1
+        return sold
 
 
 def _listings(seller: str, channel: str, warehouses: Iterable[str], skus: Iterable[str]) -> Iterable[tuple[str, str, str]]:
@@ -136,6 +173,52 @@ async def open_shopify_shops(pool: asyncpg.Pool, market: ShopifyStandIn, url: st
                 market.add_level(seller, ids["inventory_item_id"], ids["location_id"])
                 opened.keys[(ids["inventory_item_id"], ids["location_id"])] = key
                 opened.store_of[key] = seller
+                mappings.append((key, shop_id, ids))
+        await map_listings(conn, mappings)
+    return opened
+
+
+async def open_amazon_shops(pool: asyncpg.Pool, market: AmazonStandIn, url: str, shops: Mapping[str, str],
+                            warehouses: Iterable[str], skus: Iterable[str], secrets: Path) -> AmazonShops:
+    """A seller account per seller (one marketplace, US); a listing per warehouse and listing sku
+    (merchant-fulfilled: one quantity per SKU, so each warehouse lists its own SKUs)."""
+    opened = AmazonShops("Amazon", "amazon", market=market)
+    mappings = []
+    async with pool.acquire() as conn:
+        for seller, shop_id in shops.items():
+            amazon_seller, client, secret, refresh = f"A{seller.upper()}", f"amzn1.application-oa2-client.{seller}", \
+                f"amzn-secret-{seller}", f"Atzr|{seller}"
+            market.add_seller(amazon_seller, client, secret, refresh)
+            await connect_shop(conn, seller, "amazon", shop_id, amazon_settings(
+                client, _secret_file(secrets, f"{seller}.amazon-secret", secret),
+                _secret_file(secrets, f"{seller}.amazon-refresh", refresh), api=url, auth=url, settle_s=0.0), None)
+            for key, warehouse, listing_sku in _listings(seller, "amazon", warehouses, skus):
+                ids = {"seller_id": amazon_seller, "sku": f"{warehouse}-{listing_sku}", "marketplace_id": AMAZON_US,
+                       "product_type": "PRODUCT"}
+                market.add_listing(amazon_seller, ids["sku"], AMAZON_US)
+                opened.keys[(amazon_seller, ids["sku"])] = key
+                mappings.append((key, shop_id, ids))
+        await map_listings(conn, mappings)
+    return opened
+
+
+async def open_ebay_shops(pool: asyncpg.Pool, market: EbayStandIn, url: str, shops: Mapping[str, str],
+                          warehouses: Iterable[str], skus: Iterable[str], secrets: Path) -> EbayShops:
+    """An eBay seller per seller; an inventory item and its offer per warehouse and listing sku.
+    The shop is connected with its refresh token alone: the first call gets an access token."""
+    opened = EbayShops("eBay", "ebay", market=market)
+    mappings = []
+    async with pool.acquire() as conn:
+        for seller, shop_id in shops.items():
+            client, secret, refresh = f"Rebound-{seller}-PRD", f"PRD-secret-{seller}", f"v^1.1#i^1#{seller}"
+            market.add_seller(EbaySeller(seller, client, secret, refresh))
+            await connect_shop(conn, seller, "ebay", shop_id, ebay_settings(
+                client, _secret_file(secrets, f"{seller}.ebay-secret", secret), api=url),
+                tokens_document("", refresh, 0))
+            for number, (key, warehouse, listing_sku) in enumerate(_listings(seller, "ebay", warehouses, skus)):
+                ids = {"sku": f"{warehouse}-{listing_sku}", "offer_id": f"{seller}-{number}"}
+                market.add_listing(EbayListing(seller, ids["sku"], ids["offer_id"]))
+                opened.keys[(seller, ids["sku"])] = key
                 mappings.append((key, shop_id, ids))
         await map_listings(conn, mappings)
     return opened

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import Buyers
+from . import Buyers, Controls
 from ..connectors.tiktok import MAXIMUM, RATE_LIMITED, TOKEN_EXPIRED, response_body, sign
 
 TIMESTAMP_BEHIND_S, TIMESTAMP_AHEAD_S = 300, 30
@@ -77,7 +77,9 @@ def _answer(data: dict | None = None, *, code: int = 0, message: str = "Success"
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-class TikTokStandIn:
+class TikTokStandIn(Controls):
+    Faults = Faults
+
     def __init__(self, *, seed: int = 0, clock: Callable[[], float] = time.time) -> None:
         self.state = State()
         self.rng = random.Random(seed)
@@ -236,14 +238,6 @@ class TikTokStandIn:
     async def add_listing(self, request: Request) -> Response:
         stock = Stock(**orjson.loads(await request.body()))
         self.state.stock[(stock.sku_id, stock.warehouse_id)] = stock
-        return Response(status_code=204)
-
-    async def set_faults(self, request: Request) -> Response:
-        self.state.faults = Faults(**orjson.loads(await request.body()))
-        return Response(status_code=204)
-
-    async def set_buyers(self, request: Request) -> Response:
-        self.buyers.per_s = float(orjson.loads(await request.body())["per_s"])
         return Response(status_code=204)
 
     async def show_state(self, _request: Request) -> Response:
