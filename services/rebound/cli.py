@@ -259,7 +259,8 @@ def sellers_rules(
     typer.echo(json.dumps(rules, indent=2))
 
 
-REQUIRED_IDS = {"tiktok": ("product_id", "sku_id", "warehouse_id"), "shopify": ("inventory_item_id", "location_id")}
+REQUIRED_IDS = {"tiktok": ("product_id", "sku_id", "warehouse_id"), "shopify": ("inventory_item_id", "location_id"),
+                "amazon": ("seller_id", "sku", "marketplace_id", "product_type"), "ebay": ("sku", "offer_id")}
 
 
 @connect_app.command("tiktok")
@@ -306,15 +307,71 @@ def connect_shopify(
     from .connectors.adapters import connect_shop
     from .connectors.app import shopify_settings
 
-    try:
-        if not access_token_file.read_text(encoding="utf-8").strip():
-            _fail(f"{access_token_file} is empty")
-    except OSError as error:
-        _fail(f"--access-token-file: {error}")
+    _nonempty(access_token_file, "--access-token-file")
     settings = Settings.from_env()
     shop = shopify_settings(shop_url, access_token_file, version)
     asyncio.run(_with_conn(settings, lambda conn: connect_shop(conn, seller_id, "shopify", shop_id, shop, None)))
     typer.echo(f"Shopify store {shop_id} of {seller_id} connected; map its listings with `rebound connect map`")
+
+
+@connect_app.command("amazon")
+def connect_amazon(
+    seller_id: Annotated[str, typer.Argument(help="The seller (registered with `rebound sellers add`).")],
+    shop_id: Annotated[str, typer.Argument(help="The shop id the seller's events carry (`shop_id`).")],
+    client_id: Annotated[str, typer.Option(help="Your app's Login with Amazon client id.")],
+    client_secret_file: Annotated[Path, typer.Option(help="File holding the LWA client secret (it stays there).")],
+    refresh_token_file: Annotated[Path, typer.Option(help="File holding the seller's LWA refresh token (it stays "
+                                                          "there).")],
+    api: Annotated[str, typer.Option(help="SP-API endpoint of the seller's region.")] = (
+        "https://sellingpartnerapi-na.amazon.com"),
+    auth: Annotated[str, typer.Option(help="Login with Amazon base URL.")] = "https://api.amazon.com",
+) -> None:
+    """Connect a seller's Amazon account (merchant-fulfilled listings). Access tokens are fetched
+    with the refresh token and kept in memory; the sales come from the Orders API at its quota (a
+    page of orders a minute), so a key's writes are checked about once a minute."""
+    from .connectors.adapters import connect_shop
+    from .connectors.app import amazon_settings
+
+    _nonempty(client_secret_file, "--client-secret-file")
+    _nonempty(refresh_token_file, "--refresh-token-file")
+    shop = amazon_settings(client_id, client_secret_file, refresh_token_file, api=api, auth=auth)
+    asyncio.run(_with_conn(Settings.from_env(), lambda conn: connect_shop(conn, seller_id, "amazon", shop_id, shop,
+                                                                          None)))
+    typer.echo(f"Amazon account {shop_id} of {seller_id} connected; map its listings with `rebound connect map`")
+
+
+@connect_app.command("ebay")
+def connect_ebay(
+    seller_id: Annotated[str, typer.Argument(help="The seller (registered with `rebound sellers add`).")],
+    shop_id: Annotated[str, typer.Argument(help="The shop id the seller's events carry (`shop_id`).")],
+    client_id: Annotated[str, typer.Option(help="Your eBay app's client id (App ID).")],
+    client_secret_file: Annotated[Path, typer.Option(help="File holding the app's client secret (it stays there).")],
+    refresh_token_file: Annotated[Path, typer.Option(help="File holding the seller's user refresh token (stored; "
+                                                          "access tokens are fetched with it).")],
+    api: Annotated[str, typer.Option(help="API base URL (a stand-in's, for tests).")] = "https://api.ebay.com",
+) -> None:
+    """Connect a seller's eBay account. Each listing's revisions are paced to stay under eBay's
+    250 a day: a hot listing's adjustments wait and go in one write."""
+    from .connectors.adapters import connect_shop
+    from .connectors.app import ebay_settings, tokens_document
+
+    _nonempty(client_secret_file, "--client-secret-file")
+    refresh = _nonempty(refresh_token_file, "--refresh-token-file")
+    shop = ebay_settings(client_id, client_secret_file, api=api)
+    asyncio.run(_with_conn(Settings.from_env(), lambda conn: connect_shop(
+        conn, seller_id, "ebay", shop_id, shop, tokens_document("", refresh, 0))))
+    typer.echo(f"eBay account {shop_id} of {seller_id} connected; map its listings with `rebound connect map`")
+
+
+def _nonempty(path: Path, option: str) -> str:
+    """The file's content, stripped; exits with a one-line reason when it cannot be read or is empty."""
+    try:
+        content = path.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        _fail(f"{option}: {path}: {error.strerror or error}")
+    if not content:
+        _fail(f"{option}: {path} is empty")
+    return content
 
 
 @connect_app.command("map")
@@ -323,7 +380,8 @@ def connect_map(
     shop_id: Annotated[str, typer.Option("--shop", help="The shop the key's listing is in.")],
     ids: Annotated[list[str], typer.Option("--id", help="A marketplace id, NAME=VALUE; TikTok Shop: product_id, "
                                                         "sku_id, warehouse_id; Shopify: inventory_item_id, "
-                                                        "location_id.")],
+                                                        "location_id; Amazon: seller_id, sku, marketplace_id, "
+                                                        "product_type; eBay: sku, offer_id.")],
 ) -> None:
     """Say which marketplace listing a key is. A key blocked for being unmapped moves again,
     with every adjustment it received meanwhile."""
@@ -359,17 +417,21 @@ def connect_unblock(key: Annotated[str, typer.Argument(help="The listing key to 
 
 @app.command()
 def standin(
-    marketplace: Annotated[str, typer.Argument(help="The marketplace to stand in for: tiktok or shopify.")],
+    marketplace: Annotated[str, typer.Argument(help="The marketplace to stand in for: tiktok, shopify, amazon "
+                                                    "or ebay.")],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 18081,
     buyers: Annotated[float, typer.Option(min=0, help="Units its buyers buy a second.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of its buyers and injected faults.")] = 0,
 ) -> None:
     """Serve a local stand-in of a marketplace (tests, the demo); drive it under /_standin/."""
     from .standins import serving
+    from .standins.amazon import AmazonStandIn
+    from .standins.ebay import EbayStandIn
     from .standins.shopify import ShopifyStandIn
     from .standins.tiktok import TikTokStandIn
 
-    stand_ins = {"tiktok": ("TikTok Shop", TikTokStandIn), "shopify": ("Shopify", ShopifyStandIn)}
+    stand_ins = {"tiktok": ("TikTok Shop", TikTokStandIn), "shopify": ("Shopify", ShopifyStandIn),
+                 "amazon": ("Amazon", AmazonStandIn), "ebay": ("eBay", EbayStandIn)}
     if marketplace not in stand_ins:
         _fail(f"no stand-in for {marketplace!r} ({', '.join(stand_ins)})")
     name, kind = stand_ins[marketplace]

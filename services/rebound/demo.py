@@ -37,7 +37,10 @@ from .processes import SERVICES, Backlog, Fleet, wait_until_caught_up
 from .settings import Settings
 from .standins import serving
 from .standins.shopify import ShopifyStandIn
-from .standins.shops import DemoShops, close_shops, open_shopify_shops, open_tiktok_shops, unsynced
+from .standins.amazon import AmazonStandIn
+from .standins.ebay import EbayStandIn
+from .standins.shops import (DemoShops, close_shops, open_amazon_shops, open_ebay_shops, open_shopify_shops,
+                             open_tiktok_shops, unsynced)
 from .standins.tiktok import TikTokStandIn
 
 INBOUND = tuple(topic for topic in ALL_TOPICS if topic.direction == "inbound")
@@ -89,13 +92,17 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         before = await inbound_end_offsets(bootstrap, kafka)
         secrets = options.log_dir / str(seed) / "shop-secrets"
         tiktok, shopify = TikTokStandIn(seed=seed), ShopifyStandIn(seed=seed)
-        async with serving(tiktok.app) as tiktok_url, serving(shopify.app) as shopify_url:
+        amazon, ebay = AmazonStandIn(seed=seed), EbayStandIn(seed=seed)
+        async with serving(tiktok.app) as tiktok_url, serving(shopify.app) as shopify_url, \
+                serving(amazon.app) as amazon_url, serving(ebay.app) as ebay_url:
             try:
+                catalogue = simulator.catalogue()
                 shops = [
-                    await open_tiktok_shops(pool, tiktok, tiktok_url, wave.shops, wave.warehouses, simulator.catalogue(),
-                                            secrets),
-                    await open_shopify_shops(pool, shopify, shopify_url, wave.shops, wave.warehouses,
-                                             simulator.catalogue(), secrets),
+                    await open_tiktok_shops(pool, tiktok, tiktok_url, wave.shops, wave.warehouses, catalogue, secrets),
+                    await open_shopify_shops(pool, shopify, shopify_url, wave.shops, wave.warehouses, catalogue,
+                                             secrets),
+                    await open_amazon_shops(pool, amazon, amazon_url, wave.shops, wave.warehouses, catalogue, secrets),
+                    await open_ebay_shops(pool, ebay, ebay_url, wave.shops, wave.warehouses, catalogue, secrets),
                 ]
                 console.print("stand-ins: " + ", ".join(f"{s.name} ({len(wave.shops)} shops, {len(s.keys):,} listings)"
                                                         for s in shops))

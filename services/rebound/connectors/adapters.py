@@ -92,16 +92,19 @@ class ConnectorRepository:
             key, adjustment.sequence, adjustment.delta, adjustment.model_dump_json(), source.model_dump_json())
         return status.endswith(" 1")
 
-    async def due(self, limit: int) -> list[str]:
+    async def due(self, limit: int, per_shop: int = 4) -> list[str]:
         """Keys of connected shops with a write in doubt or an adjustment to apply, the longest
-        waiting first. A shop not connected yet keeps its adjustments until it is."""
+        waiting first, at most `per_shop` of each shop: a shop that its rate limit holds back does
+        not keep the others waiting. A shop not connected yet keeps its adjustments until it is."""
         rows = await self.conn.fetch(
-            "SELECT l.key FROM connectors.listings l JOIN connectors.shops s"
+            "SELECT key FROM (SELECT l.key, l.updated_at, row_number() OVER"
+            " (PARTITION BY l.seller_id, l.channel, l.shop_id ORDER BY l.updated_at) AS turn"
+            " FROM connectors.listings l JOIN connectors.shops s"
             " ON (s.seller_id, s.channel, s.shop_id) = (l.seller_id, l.channel, l.shop_id)"
             " WHERE l.blocked IS NULL AND (l.not_before IS NULL OR l.not_before <= now())"
             " AND (l.intent IS NOT NULL OR EXISTS (SELECT 1 FROM connectors.adjustments a"
-            " WHERE a.key = l.key AND a.sequence = l.applied_through + 1))"
-            " ORDER BY l.updated_at LIMIT $1", limit)
+            " WHERE a.key = l.key AND a.sequence = l.applied_through + 1))) due"
+            " WHERE turn <= $2 ORDER BY updated_at LIMIT $1", limit, per_shop)
         return [r["key"] for r in rows]
 
     async def listing(self, key: str) -> Listing | None:

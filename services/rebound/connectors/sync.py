@@ -73,10 +73,11 @@ class Syncer:
     writes: int = 0
     kill_after_write: int = field(default_factory=_fault_kill_after_write)
 
-    async def round(self, limit: int = 256, concurrency: int = 16) -> int:
-        """Sync the keys due now; returns how many moved."""
+    async def round(self, limit: int = 256, concurrency: int = 16, per_shop: int = 2) -> int:
+        """Sync the keys due now, `per_shop` of each shop at most (a round lasts as long as its
+        slowest shop takes); returns how many moved."""
         async with self.pool.acquire() as conn:
-            keys = await ConnectorRepository(conn).due(limit)
+            keys = await ConnectorRepository(conn).due(limit, per_shop)
         # A key holds a connection for its whole sync, marketplace calls included: at most as
         # many keys at once as the pool has connections (the connectors' own pool, not the
         # batch consumer's), less two for renewing a shop's tokens meanwhile.
