@@ -403,14 +403,12 @@ def connect_map(
 
 @connect_app.command("unblock")
 def connect_unblock(key: Annotated[str, typer.Argument(help="The listing key to move again.")]) -> None:
-    """Let a blocked key move again (after an operator set the marketplace's number by hand, or
-    fixed what the marketplace refused)."""
+    """Let a blocked key move again, once what blocked it is fixed: the shop reconnected, the
+    listing fixed on the marketplace, or (a key blocked `in doubt`) the marketplace's number set by
+    hand to what it should be, the write in doubt included; that write is then booked applied."""
+    from .connectors.adapters import ConnectorRepository
 
-    async def unblock(conn):  # noqa: ANN001, ANN202
-        return await conn.fetchval("UPDATE connectors.listings SET blocked = NULL, intent = NULL, updated_at = now()"
-                                   " WHERE key = $1 RETURNING 1", key)
-
-    if not asyncio.run(_with_conn(Settings.from_env(), unblock)):
+    if not asyncio.run(_with_conn(Settings.from_env(), lambda conn: ConnectorRepository(conn).unblock(key))):
         _fail(f"no listing key {key}")
     typer.echo(f"{key} unblocked")
 

@@ -142,6 +142,34 @@ async def test_a_write_whose_outcome_cannot_be_told_waits_for_an_operator(world:
     out = await world.outbox()
     assert [(t, e.kind) for t, e in out] == [(EXCEPTIONS.name, "storefront_in_doubt")]
     assert await world.pool.fetchval("SELECT blocked FROM connectors.listings WHERE key = $1", key) == "in doubt"
+    # The operator sets the number by hand to what it should be, the write in doubt included.
+    world.stock("BAG").quantity = 3
+    async with world.pool.acquire() as conn:
+        assert await ConnectorRepository(conn).unblock(key)
+    writes = world.market.state.writes
+    await world.sync()
+    assert world.stock("BAG").quantity == 3 and world.market.state.writes == writes  # not applied again
+    assert await world.pool.fetchval("SELECT applied_through FROM connectors.listings WHERE key = $1", key) == 1
+
+
+async def test_a_write_in_doubt_survives_its_shop_being_blocked_and_is_settled_once_unblocked(world: World) -> None:
+    key = await world.listing("KEY", quantity=2)
+    await world.send(f.adjusted(world.seller, "KEY", 1, +1))
+    async with world.pool.acquire() as conn:
+        await ConnectorRepository(conn).plan(key, Intent(first=1, last=1, seen=2, written=3, at=int(time.time())))
+    world.stock("KEY").quantity = 3  # it had landed
+    shop = world.market.state.shops[f"cipher-{world.seller}"]
+    tokens = (shop.access_token, shop.refresh_token)
+    shop.access_token, shop.refresh_token = "revoked", "revoked"  # the seller took the app's access away
+    await world.sync()
+    blocked = await world.pool.fetchval("SELECT blocked FROM connectors.listings WHERE key = $1", key)
+    assert blocked.startswith("unauthorized")
+    shop.access_token, shop.refresh_token = tokens  # and gave it back
+    async with world.pool.acquire() as conn:
+        assert await ConnectorRepository(conn).unblock(key)
+    await world.sync()
+    assert world.stock("KEY").quantity == 3  # applied once, not twice
+    assert await world.pool.fetchval("SELECT applied_through FROM connectors.listings WHERE key = $1", key) == 1
 
 
 async def test_an_unmapped_key_is_rejected_once_and_moves_once_mapped(world: World) -> None:

@@ -16,6 +16,10 @@ from rebound_contracts import MessageSource, StockAdjusted
 from .domain import Adjustment
 
 
+IN_DOUBT = "in doubt"
+"""Why a key whose write in doubt no write explains waits for an operator."""
+
+
 @dataclass(frozen=True)
 class Intent:
     """A write in flight: adjustments `first`..`last` of a key, the marketplace's number `seen`
@@ -149,9 +153,27 @@ class ConnectorRepository:
         await self.conn.execute("DELETE FROM connectors.adjustments WHERE key = $1 AND sequence <= $2", key, through)
 
     async def block(self, key: str, reason: str) -> None:
+        """The key waits for an operator. A write in doubt or a check it had stays: they are
+        settled once it is unblocked (`unblock`)."""
         await self.conn.execute(
-            "UPDATE connectors.listings SET blocked = $2, intent = NULL, updated_at = now() WHERE key = $1",
-            key, reason)
+            "UPDATE connectors.listings SET blocked = $2, updated_at = now() WHERE key = $1", key, reason)
+
+    async def unblock(self, key: str) -> bool:
+        """The key moves again; False when there is no such key. A key blocked `in doubt` waited
+        for an operator to set the marketplace's number by hand to what it should be, its write in
+        doubt included: that write's run is booked applied. Any other keeps its write in doubt or
+        its check, settled as usual."""
+        async with self.conn.transaction():
+            row = await self.conn.fetchrow(
+                "SELECT blocked, intent FROM connectors.listings WHERE key = $1 FOR UPDATE", key)
+            if row is None:
+                return False
+            if row["blocked"] == IN_DOUBT and row["intent"]:
+                await self.applied(key, orjson.loads(row["intent"])["last"])
+            await self.conn.execute(
+                "UPDATE connectors.listings SET blocked = NULL, not_before = NULL, updated_at = now() WHERE key = $1",
+                key)
+        return True
 
     async def touch(self, key: str) -> None:
         """Put the key at the back of the queue (it waits for its shop)."""

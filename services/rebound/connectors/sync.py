@@ -35,7 +35,7 @@ from rebound_contracts.topics import ACKS, EXCEPTIONS
 
 from ..messaging import inbox
 from ..messaging.outbox import OutboxBuffer
-from .adapters import ConnectorRepository, Intent, Listing, Pending, ack_id
+from .adapters import IN_DOUBT, ConnectorRepository, Intent, Listing, Pending, ack_id
 from .domain import TokenBucket, next_run, settle, target
 from .marketplace import Marketplace, NotYet, Refused, Stale, Throttled, Unauthorized, Unavailable
 
@@ -179,6 +179,8 @@ class Syncer:
                 await self._report(conn, listing, pending, "storefront_unauthorized", str(error), transaction=False)
             return False
         except Refused as error:
+            if planned is not None:
+                await repo.forget_intent(key)  # refused: nothing was written
             refused = [p for p in pending if run is None or p.adjustment.sequence <= run.last]
             await self._refuse(conn, repo, listing, refused, str(error), None, str(error))
             return False
@@ -291,7 +293,7 @@ class Syncer:
                  sold=len(sold), now=now, settled=settled)
         if settled is None:
             async with conn.transaction():
-                await repo.block(listing.key, "in doubt")
+                await repo.block(listing.key, IN_DOUBT)
                 await self._report(conn, listing, pending, "storefront_in_doubt",
                                    f"{listing.key}: a write of {intent.written} over {intent.seen} may or may not "
                                    f"have landed, and {now} is neither ({len(sold)} sold since): someone else wrote; "
