@@ -12,7 +12,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerialize
 # and a connector reading our outbound topics must survive our minor additions too.
 FROZEN = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
 
-Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s:\x00]+$")]
+IDENTIFIER_MAX_LENGTH = 128
+Identifier = Annotated[str, Field(min_length=1, max_length=IDENTIFIER_MAX_LENGTH, pattern=r"^[^\s:\x00]+$")]
 """An opaque id from upstream. No whitespace, no ':' (it is the key separator) and no U+0000."""
 
 NO_NUL = r"^[^\x00]*$"

@@ -36,7 +36,7 @@ from rebound_contracts import (
     UnitPicked,
     UnitRefurbished,
 )
-from rebound_contracts.common import MAX_AMOUNT
+from rebound_contracts.common import IDENTIFIER_MAX_LENGTH, MAX_AMOUNT
 from rebound_contracts.topics import (
     BY_NAME,
     PARCEL_SCANNED,
@@ -591,9 +591,9 @@ class _BadMaker:
     def _conflict(self, message: BaseModel) -> BaseModel:
         """The same event_id with different content: a retry that is not one."""
         if isinstance(message, RmaIssued):
-            return message.model_copy(update={"order_id": message.order_id + "-X"})
+            return message.model_copy(update={"order_id": _other_identifier(message.order_id)})
         if isinstance(message, ParcelScanned):
-            return message.model_copy(update={"station_id": message.station_id + "-X"})
+            return message.model_copy(update={"station_id": _other_identifier(message.station_id)})
         if isinstance(message, UnitInspected):
             checks = message.checks.model_copy(update={"irreparable": not message.checks.irreparable})
             return message.model_copy(update={"checks": checks})
@@ -653,11 +653,12 @@ def _hostile(kind: str, message: BaseModel) -> bytes:
             lines = [line.model_dump(mode="json") | {"size": _longest(line.size or "", 32),
                                                       "colour": _longest(line.colour or "", 32)}
                      for line in message.lines]
-            changes: dict[str, Any] = {"order_id": _longest(message.order_id, 128), "lines": lines}
+            changes: dict[str, Any] = {"order_id": _longest(message.order_id, IDENTIFIER_MAX_LENGTH), "lines": lines}
         elif isinstance(message, ParcelScanned):
-            changes = {"station_id": _longest(message.station_id, 128), "operator_id": _longest(message.operator_id, 128)}
+            changes = {"station_id": _longest(message.station_id, IDENTIFIER_MAX_LENGTH),
+                       "operator_id": _longest(message.operator_id, IDENTIFIER_MAX_LENGTH)}
         else:
-            changes = {"inspector_id": _longest(getattr(message, "inspector_id"), 128)}
+            changes = {"inspector_id": _longest(getattr(message, "inspector_id"), IDENTIFIER_MAX_LENGTH)}
         document = message.model_dump(mode="json") | changes
     elif kind == "edge_numbers":
         document = message.model_dump(mode="json") | {"marketplace_numbers": EDGE_NUMBERS}
@@ -896,3 +897,11 @@ async def register_sellers(database_url: str, sellers: Iterable[str], *,
         )
     finally:
         await conn.close()
+
+
+def _other_identifier(value: str) -> str:
+    """Another valid identifier: `-X` appended, or in place of the last two characters of one at
+    the contract's longest (a hostile sender's longest identifiers are conflicted too)."""
+    longest = IDENTIFIER_MAX_LENGTH
+    other = value + "-X" if len(value) + 2 <= longest else value[: longest - 2] + "-X"
+    return other if other != value else value[: longest - 2] + "-Y"

@@ -279,3 +279,15 @@ def test_each_shop_order_is_picked_from_its_key_and_an_order_without_a_unit_is_o
     assert all(json.loads(p.value)["channel"] == "tiktok" for p in picks)
     other, _ = picks_for_orders(on_keys, {"k1": 1, "k2": 2, "k3": 1}, 7, START, "shopify")
     assert not {json.loads(p.value)["event_id"] for p in picks} & {json.loads(p.value)["event_id"] for p in other}
+
+
+def test_a_conflicting_copy_of_the_longest_identifier_is_still_a_valid_identifier() -> None:
+    from pydantic import TypeAdapter
+
+    from rebound.simulator import _other_identifier
+    from rebound_contracts.common import IDENTIFIER_MAX_LENGTH, Identifier
+
+    valid = TypeAdapter(Identifier)
+    for value in ("DOCK-3", "D" * IDENTIFIER_MAX_LENGTH, "字" * (IDENTIFIER_MAX_LENGTH - 2) + "-X"):
+        other = _other_identifier(value)
+        assert other != value and valid.validate_python(other) == other
