@@ -313,7 +313,8 @@ async def test_a_key_that_must_wait_waits_alone_and_moves_when_its_time_comes(wo
 
     class Hold:
         def __init__(self, market) -> None:  # noqa: ANN001
-            self.market, self.maximum, self.compare_and_set = market, market.maximum, market.compare_and_set
+            self.market, self.maximum = market, market.maximum
+            self.compare_and_set, self.idempotent = market.compare_and_set, market.idempotent
 
         async def quantity(self, listing):  # noqa: ANN001, ANN201
             return await self.market.quantity(listing)

@@ -96,7 +96,7 @@ class ConnectorRepository:
             key, adjustment.sequence, adjustment.delta, adjustment.model_dump_json(), source.model_dump_json())
         return status.endswith(" 1")
 
-    async def due(self, limit: int, per_shop: int = 4) -> list[str]:
+    async def due(self, limit: int, per_shop: int) -> list[str]:
         """Keys of connected shops with a write in doubt or an adjustment to apply, the longest
         waiting first, at most `per_shop` of each shop: a shop that its rate limit holds back does
         not keep the others waiting. A shop not connected yet keeps its adjustments until it is."""

@@ -115,13 +115,14 @@ class Shops:
         than the `expired` ones stored and takes them (the refresh token is spent already)."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", TOKEN_LOCKS, ":".join(shop))
-            row = await ConnectorRepository(conn).shop(*shop)
+            repo = ConnectorRepository(conn)
+            row = await repo.shop(*shop)
             stored = (row[1] or {}) if row is not None else {}
             if stored.get("access_token") not in (None, "", expired):
                 market.credentials = _tiktok_credentials(row[0], stored, market.credentials.app_secret)
                 return
             fresh = await market.fetch_tokens()
-            await ConnectorRepository(conn).store_tokens(*shop, _tokens(fresh))
+            await repo.store_tokens(*shop, _tokens(fresh))
         market.credentials = fresh
 
     async def _store(self, shop: Shop, tokens: Mapping[str, Any]) -> None:

@@ -122,8 +122,8 @@ class Syncer:
         run = None
         try:
             if listing.intent is not None:
-                settle = self._check if listing.intent.landed else self._resolve
-                listing = await settle(conn, repo, listing, market, pending, bucket)
+                finish = self._check if listing.intent.landed else self._resolve
+                listing = await finish(conn, repo, listing, market, pending, bucket)
                 if listing is None:
                     return False
             assert listing.ids is not None
@@ -267,7 +267,7 @@ class Syncer:
         intent = listing.intent
         assert intent is not None and listing.ids is not None
         done = [p for p in pending if intent.first <= p.adjustment.sequence <= intent.last]
-        if getattr(market, "idempotent", False):
+        if market.idempotent:
             await self._take(bucket)
             try:
                 await market.set_quantity(listing.ids, intent.written, seen=intent.seen,

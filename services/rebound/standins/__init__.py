@@ -22,8 +22,8 @@ async def serving(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Async
     """Serve `app` until the block ends; yields its base URL (`port` 0: a free port)."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Answers go out at once (accepted sockets inherit it): with Nagle's algorithm against the
-    # client's delayed acknowledgements, each request waited about 40 ms on loopback.
+    # Answers go out at once (accepted sockets inherit it): with Nagle's algorithm, an answer's
+    # last segment waits for the client's delayed acknowledgement.
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     listener.bind((host, port))
     server = uvicorn.Server(uvicorn.Config(_hung_up_on(app), log_level="warning", lifespan="on", access_log=False))
