@@ -255,6 +255,7 @@ ExceptionKind = Literal[
     "storefront_in_doubt",
     "storefront_short",
     "storefront_unauthorized",
+    "storefront_drift",
 ]
 
 

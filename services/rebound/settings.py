@@ -43,6 +43,7 @@ class Settings:
     unmatched_parcel_after_s: float = 900.0
     inbox_retention_s: float = 7 * 24 * 3600.0
     inbox_prune_every_s: float = 300.0
+    reconcile_every_s: float = 300.0  # connectors: how often each listing's number is compared
     http_port: int | None = None  # None: no HTTP server (/health, /ready, /metrics)
     http_host: str = "0.0.0.0"
     ready_max_lag: int = 10000
@@ -115,6 +116,7 @@ class Settings:
             unmatched_parcel_after_s=float(env.get("REBOUND_UNMATCHED_PARCEL_AFTER_S", "900")),
             inbox_retention_s=float(env.get("REBOUND_INBOX_RETENTION_S", str(7 * 24 * 3600))),
             inbox_prune_every_s=float(env.get("REBOUND_INBOX_PRUNE_EVERY_S", "300")),
+            reconcile_every_s=float(env.get("REBOUND_RECONCILE_EVERY_S", "300")),
             http_port=int(port) if (port := env.get("REBOUND_HTTP_PORT", "").strip()) else None,
             http_host=env.get("REBOUND_HTTP_HOST", "0.0.0.0"),
             ready_max_lag=int(env.get("REBOUND_READY_MAX_LAG", "10000")),

@@ -57,6 +57,14 @@ class World:
         while await self.syncer.round():
             pass
 
+    async def reconcile(self, key: str) -> int:
+        """One reconciliation round, the shop's requests to spare; `key` must have been compared."""
+        self.syncer.buckets.clear()
+        before = await self.pool.fetchval("SELECT clock_timestamp()")
+        drifted = await self.syncer.reconcile(older_than_s=0)
+        assert await self.pool.fetchval("SELECT reconciled_at FROM connectors.listings WHERE key = $1", key) > before
+        return drifted
+
     async def listing(self, sku: str, quantity: int = 0, *, mapped: bool = True) -> str:
         key = f"{self.seller}:tiktok:W1:{sku}:new"
         self.market.state.stock[(f"sku-{sku}", WAREHOUSE)] = Stock(f"prod-{sku}", f"sku-{sku}", WAREHOUSE, quantity)
@@ -343,3 +351,77 @@ async def test_a_key_that_must_wait_waits_alone_and_moves_when_its_time_comes(wo
     await world.sync()
     assert world.stock("PEN").quantity == 1
     assert other.endswith(":INK:new")
+
+
+async def _drifts(world: World) -> list:
+    return [event for topic, event in await world.outbox()
+            if topic == EXCEPTIONS.name and event.kind == "storefront_drift"]
+
+
+async def test_sales_are_no_drift_and_a_number_changed_behind_the_connectors_back_is_reported_once(
+        world: World) -> None:
+    key = await world.listing("BELT", quantity=2)
+    await world.send(*(f.adjusted(world.seller, "BELT", s, +1, available=s) for s in (1, 2)))
+    await world.sync()
+    assert world.stock("BELT").quantity == 4
+    await world.outbox()
+    world.market.sell_one(world.stock("BELT")), world.market.sell_one(world.stock("BELT"))
+    assert await world.reconcile(key) == 0  # 4 less 2 sold: as written
+    assert await _drifts(world) == []
+    world.stock("BELT").quantity = 7  # the seller typed a number in Seller Center
+    world.market.sell_one(world.stock("BELT"))
+    assert await world.reconcile(key) == 1
+    [drift] = await _drifts(world)
+    assert drift.seller_id == world.seller and drift.detail.startswith(key)
+    assert "shows 6" in drift.detail and "leaves 1 (+5" in drift.detail and "2 available" in drift.detail
+    assert drift.original["sequence"] == 2  # the key's last adjustment applied
+    # Reported once: the number found is compared with from then on, the next deltas land on it.
+    assert await world.reconcile(key) == 0
+    await world.send(f.adjusted(world.seller, "BELT", 3, +1, available=3))
+    await world.sync()
+    assert world.stock("BELT").quantity == 7
+    world.market.sell_one(world.stock("BELT"))
+    assert await world.reconcile(key) == 0
+    assert await _drifts(world) == []
+
+
+async def test_a_key_compared_lately_or_with_a_write_in_flight_is_left_alone(world: World) -> None:
+    key = await world.listing("SOCK", quantity=1)
+    await world.send(f.adjusted(world.seller, "SOCK", 1, +1))
+    await world.sync()
+    world.stock("SOCK").quantity = 9
+    world.syncer.buckets.clear()
+    requests = dict(world.market.state.requests)
+    assert await world.syncer.reconcile(older_than_s=3600) == 0  # just written: compared then
+    async with world.pool.acquire() as conn:
+        await ConnectorRepository(conn).plan(key, Intent(first=2, last=2, seen=2, written=3, at=int(time.time())))
+    assert await world.syncer.reconcile(older_than_s=0) == 0  # a write in flight: its own check decides
+    assert world.market.state.requests == requests  # not even read
+    async with world.pool.acquire() as conn:
+        await ConnectorRepository(conn).forget_intent(key)
+    assert await world.reconcile(key) == 1
+
+
+async def test_a_unit_sold_twice_is_reported_and_owed_even_with_nothing_pending(world: World) -> None:
+    key = await world.listing("HAT", quantity=1)
+    await world.send(f.adjusted(world.seller, "HAT", 1, +1))
+    # The connector read 1; a buyer bought it; the write of 2 overwrote that sale; two buyers bought
+    # both units before the check; the connector booked the run and died before checking.
+    read_at = int(time.time())
+    stock = world.stock("HAT")
+    world.market.sell_one(stock)
+    stock.quantity = 2
+    world.market.sell_one(stock), world.market.sell_one(stock)
+    async with world.pool.acquire() as conn:
+        repo = ConnectorRepository(conn)
+        [adjustment] = await repo.pending(key, 0, 10)
+        await repo.applied(key, 1, Intent(first=1, last=1, seen=1, written=2, at=read_at, written_at=time.time()),
+                           last=adjustment)
+    await world.outbox()
+    await world.sync()
+    [short] = [event for topic, event in await world.outbox() if topic == EXCEPTIONS.name]
+    assert short.kind == "storefront_short" and short.original["sequence"] == 1 and "1 unit(s) more" in short.detail
+    assert await world.pool.fetchval("SELECT owed FROM connectors.listings WHERE key = $1", key) == 1
+    await world.send(f.adjusted(world.seller, "HAT", 2, +1))
+    await world.sync()
+    assert (world.stock("HAT").quantity, world.stock("HAT").sold) == (0, 3)  # the next unit went to that order

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from rebound.connectors.domain import Adjustment, TokenBucket, next_run, settle, target
+from rebound.connectors.domain import Adjustment, TokenBucket, drift, next_run, settle, target
 
 
 def _adjustments(*pairs: tuple[int, int]) -> list[Adjustment]:
@@ -78,3 +78,10 @@ def test_a_shop_that_does_not_answer_is_paused_longer_each_time_and_resumes_once
     assert bucket.wait(0.0) == pytest.approx(8.0)
     bucket.answered()
     assert bucket.failed(100.0) == 0.5
+
+
+def test_drift_counts_what_no_sale_explains():
+    assert drift(written=5, sold=2, now=3) == 0  # buyers only
+    assert drift(written=5, sold=2, now=9) == 6  # someone offered six units Rebound never made available
+    assert drift(written=5, sold=2, now=1) == -2  # two units hidden
+    assert drift(written=1, sold=3, now=0) == 0  # oversold: reported by the write's check, not as drift

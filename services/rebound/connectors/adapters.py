@@ -62,6 +62,12 @@ class Listing:
     blocked: str | None
     owed: int = 0
     """Units the marketplace sold beyond what was offered: the next deltas are written less these."""
+    baseline: Intent | None = None
+    """The last write settled on the marketplace (`written` at `at`, the sales before it): its
+    number must be `written` less the sales since. None: nothing to compare with yet."""
+    last: Pending | None = None
+    """The last adjustment applied: the ledger's view of the key, and what an exception about it
+    refers to when no adjustment is pending."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,16 @@ class Pending:
 
 def _intent(document: dict[str, Any]) -> Intent:
     return Intent(**{**document, "sales_before": tuple(document.get("sales_before", ()))})
+
+
+def _pending(event: str | bytes, source: str | bytes, delta: int | None = None) -> Pending:
+    adjustment = StockAdjusted.model_validate_json(event)
+    return Pending(Adjustment(adjustment.sequence, adjustment.delta if delta is None else delta,
+                              adjustment.adjustment_id), adjustment, MessageSource.model_validate_json(source))
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
 
 
 def stock_key(event: Any) -> str:
@@ -115,21 +131,40 @@ class ConnectorRepository:
         row = await self.conn.fetchrow("SELECT * FROM connectors.listings WHERE key = $1", key)
         if row is None:
             return None
-        intent = orjson.loads(row["intent"]) if row["intent"] else None
+        intent, baseline, last = (orjson.loads(row[c]) if row[c] else None for c in ("intent", "baseline",
+                                                                                  "last_applied"))
         return Listing(key=row["key"], seller_id=row["seller_id"], channel=row["channel"], shop_id=row["shop_id"],
                        ids=orjson.loads(row["ids"]) if row["ids"] else None, applied_through=row["applied_through"],
-                       intent=_intent(intent) if intent else None, blocked=row["blocked"], owed=row["owed"])
+                       intent=_intent(intent) if intent else None, blocked=row["blocked"], owed=row["owed"],
+                       baseline=_intent(baseline) if baseline else None,
+                       last=_pending(orjson.dumps(last["event"]), orjson.dumps(last["source"])) if last else None)
 
     async def pending(self, key: str, after: int, limit: int) -> list[Pending]:
         rows = await self.conn.fetch(
             "SELECT sequence, delta, event, source FROM connectors.adjustments WHERE key = $1 AND sequence > $2"
             " ORDER BY sequence LIMIT $3", key, after, limit)
-        out = []
-        for row in rows:
-            event = StockAdjusted.model_validate_json(row["event"])
-            out.append(Pending(Adjustment(row["sequence"], row["delta"], event.adjustment_id), event,
-                               MessageSource.model_validate_json(row["source"])))
-        return out
+        return [_pending(row["event"], row["source"], row["delta"]) for row in rows]
+
+    async def idle(self, limit: int, older_than_s: float) -> list[str]:
+        """Keys to reconcile: mapped, of a connected shop, with an adjustment applied, nothing in
+        flight or waiting, and not compared with their marketplace for `older_than_s`, the
+        longest first."""
+        rows = await self.conn.fetch(
+            "SELECT l.key FROM connectors.listings l JOIN connectors.shops s"
+            " ON (s.seller_id, s.channel, s.shop_id) = (l.seller_id, l.channel, l.shop_id)"
+            " WHERE l.blocked IS NULL AND l.ids IS NOT NULL AND l.intent IS NULL AND l.last_applied IS NOT NULL"
+            " AND l.reconciled_at <= now() - make_interval(secs => $2)"
+            " AND NOT EXISTS (SELECT 1 FROM connectors.adjustments a WHERE a.key = l.key"
+            " AND a.sequence = l.applied_through + 1)"
+            " ORDER BY l.reconciled_at LIMIT $1", limit, older_than_s)
+        return [r["key"] for r in rows]
+
+    async def reconciled(self, key: str, baseline: Intent | None = None) -> None:
+        """The key's number was compared with its marketplace's; `baseline`, when given, is the
+        one to compare with from now on."""
+        await self.conn.execute(
+            "UPDATE connectors.listings SET reconciled_at = now(), baseline = COALESCE($2, baseline) WHERE key = $1",
+            key, _json(baseline.__dict__ if baseline is not None else None))
 
     async def plan(self, key: str, intent: Intent) -> None:
         await self.conn.execute(
@@ -137,19 +172,32 @@ class ConnectorRepository:
             key, orjson.dumps(intent.__dict__).decode())
 
     async def forget_intent(self, key: str) -> None:
+        """The write planned was not made."""
         await self.conn.execute("UPDATE connectors.listings SET intent = NULL, updated_at = now() WHERE key = $1", key)
+
+    async def settled(self, key: str) -> None:
+        """The write in flight is on the marketplace with the right number: the baseline."""
+        await self.conn.execute(
+            "UPDATE connectors.listings SET baseline = intent, intent = NULL, reconciled_at = now(), updated_at = now()"
+            " WHERE key = $1", key)
 
     async def owe(self, key: str, owed: int) -> None:
         await self.conn.execute("UPDATE connectors.listings SET owed = $2 WHERE key = $1", key, owed)
 
-    async def applied(self, key: str, through: int, check: Intent | None = None, owed: int | None = None) -> None:
-        """Adjustments through `through` are on the marketplace; `check`: the write whose sales
-        are still to be checked (None: nothing is left to check); `owed`, when given, what the
-        key owes from now on."""
+    async def applied(self, key: str, through: int, check: Intent | None = None, owed: int | None = None,
+                      last: Pending | None = None) -> None:
+        """Adjustments through `through` are on the marketplace, `last` the last of them when
+        given; `check`: the write whose sales are still to be checked (None: nothing is left to
+        check, and the write in flight is the baseline); `owed`, when given, what the key owes
+        from now on."""
+        last_applied = None if last is None else {"event": last.event.model_dump(mode="json"),
+                                                  "source": last.source.model_dump(mode="json")}
         await self.conn.execute(
-            "UPDATE connectors.listings SET applied_through = $2, intent = $3, owed = COALESCE($4, owed),"
-            " updated_at = now() WHERE key = $1",
-            key, through, orjson.dumps(check.__dict__).decode() if check is not None else None, owed)
+            "UPDATE connectors.listings SET applied_through = $2, owed = COALESCE($4, owed),"
+            " baseline = CASE WHEN $3::jsonb IS NULL THEN COALESCE(intent, baseline) ELSE baseline END,"
+            " reconciled_at = CASE WHEN $3::jsonb IS NULL THEN now() ELSE reconciled_at END,"
+            " intent = $3, last_applied = COALESCE($5, last_applied), updated_at = now() WHERE key = $1",
+            key, through, _json(check.__dict__ if check is not None else None), owed, _json(last_applied))
         await self.conn.execute("DELETE FROM connectors.adjustments WHERE key = $1 AND sequence <= $2", key, through)
 
     async def block(self, key: str, reason: str) -> None:
@@ -170,6 +218,8 @@ class ConnectorRepository:
                 return False
             if row["blocked"] == IN_DOUBT and row["intent"]:
                 await self.applied(key, orjson.loads(row["intent"])["last"])
+                # set by hand: the next reconciliation takes the number as it finds it
+                await self.conn.execute("UPDATE connectors.listings SET baseline = NULL WHERE key = $1", key)
             await self.conn.execute(
                 "UPDATE connectors.listings SET blocked = NULL, not_before = NULL, updated_at = now() WHERE key = $1",
                 key)

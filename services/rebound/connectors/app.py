@@ -41,6 +41,8 @@ log = structlog.get_logger(__name__)
 TOKEN_LOCKS = 0x5EB0_0C01  # advisory lock space of shops renewing their tokens
 SYNC_EVERY_S = 0.25
 SYNC_CONCURRENCY = 16
+RECONCILE_ROUND_S = 5.0
+"""How often the connectors look for listings due a comparison (`REBOUND_RECONCILE_EVERY_S`)."""
 """Keys synced at once; each holds a database connection of the connectors' own pool."""
 RATES = {"tiktok": (10.0, 10.0), "shopify": (2.0, 40.0), "amazon": (5.0, 10.0), "ebay": (5.0, 5.0)}
 """Requests a second and burst per shop, by marketplace (TikTok Shop documents none: a cautious 10;
@@ -149,22 +151,30 @@ def _tiktok_credentials(settings: Mapping[str, Any], tokens: Mapping[str, Any],
 def spec() -> ServiceSpec:
     syncers: dict[int, Syncer] = {}  # built on the first round, when the pool exists
 
-    async def sync_round(pool: asyncpg.Pool, settings: Settings, producer: str) -> int:
+    async def syncer_of(pool: asyncpg.Pool, settings: Settings, producer: str) -> Syncer:
         syncer = syncers.get(id(pool))
         if syncer is None:
             # A pool of its own: each key in flight holds a connection (its lock) through its
             # marketplace calls, which must not keep the batch consumer from the database.
-            # Two more than the keys in flight: a key renewing its shop's tokens takes a second one.
-            own = await create_pool(settings.database_url, min_size=1, max_size=SYNC_CONCURRENCY + 2,
+            # Two more than the keys in flight: a key renewing its shop's tokens takes a second
+            # one; one more for the reconciliation.
+            own = await create_pool(settings.database_url, min_size=1, max_size=SYNC_CONCURRENCY + 3,
                                     connect_kwargs=database_connect_kwargs(settings))
             client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
             syncer = syncers[id(pool)] = Syncer(own, producer, Shops(own, client), rate=RATES)
-        return await syncer.round(concurrency=SYNC_CONCURRENCY)
+        return syncer
+
+    async def sync_round(pool: asyncpg.Pool, settings: Settings, producer: str) -> int:
+        return await (await syncer_of(pool, settings, producer)).round(concurrency=SYNC_CONCURRENCY)
+
+    async def reconcile_round(pool: asyncpg.Pool, settings: Settings, producer: str) -> int:
+        return await (await syncer_of(pool, settings, producer)).reconcile(settings.reconcile_every_s)
 
     return ServiceSpec(
         name="connectors",
         routes=(Route(STOCK_ADJUSTMENTS, keep_adjustment, ConnectorRepository),),
-        periodic=(Periodic("storefront-sync", SYNC_EVERY_S, sync_round),),
+        periodic=(Periodic("storefront-sync", SYNC_EVERY_S, sync_round),
+                  Periodic("storefront-reconcile", RECONCILE_ROUND_S, reconcile_round)),
     )
 
 

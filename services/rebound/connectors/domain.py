@@ -76,6 +76,16 @@ def settle(written: int, seen: int, sold: int, now: int) -> int | None:
     return max(written - sold, 0) if low <= now <= high else None
 
 
+
+def drift(written: int, sold: int, now: int) -> int:
+    """How far a listing's number `now` is from what the connector's last write of `written`
+    leaves once `sold` units sold after it: positive, the marketplace offers units Rebound never
+    made available there (an oversell waiting to happen); negative, it hides units that are.
+    Zero whatever the buyers did: only a write no connector made (a seller's edit, another tool)
+    or a sale the marketplace does not list moves it."""
+    return now - max(written - sold, 0)
+
+
 MAX_PAUSE_S = 8.0
 
 

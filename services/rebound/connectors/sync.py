@@ -35,7 +35,7 @@ from rebound_contracts.topics import ACKS, EXCEPTIONS
 from ..messaging import inbox
 from ..messaging.outbox import OutboxBuffer
 from .adapters import IN_DOUBT, ConnectorRepository, Intent, Listing, Pending, ack_id
-from .domain import TokenBucket, next_run, settle, target
+from .domain import TokenBucket, drift, next_run, settle, target
 from .marketplace import Marketplace, NotYet, Refused, Stale, Throttled, Unauthorized, Unavailable
 
 log = structlog.get_logger(__name__)
@@ -89,11 +89,25 @@ class Syncer:
         return sum(await asyncio.gather(*(one(k) for k in keys)))
 
     async def sync_key(self, key: str) -> bool:
+        return await self._locked(key, self._sync)
+
+    async def reconcile(self, older_than_s: float, limit: int = 64) -> int:
+        """Compare the idle keys left uncompared for `older_than_s` with their marketplaces, one at
+        a time, with their shops' spare requests only (a sync never waits for one); returns how
+        many drifted."""
+        async with self.pool.acquire() as conn:
+            keys = await ConnectorRepository(conn).idle(limit, older_than_s)
+        drifted = 0
+        for key in keys:
+            drifted += await self._locked(key, self._reconcile)
+        return drifted
+
+    async def _locked(self, key: str, work: Callable[[asyncpg.Connection, str], Awaitable[bool]]) -> bool:
         async with self.pool.acquire() as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", LOCKS, key):
                 return False  # another replica has it
             try:
-                return await self._sync(conn, key)
+                return await work(conn, key)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", LOCKS, key)
 
@@ -154,7 +168,7 @@ class Syncer:
             if check is not None:
                 # At once: an overwritten sale shows one unit too many on the shop until restored.
                 await self._check(conn, repo, replace(listing, applied_through=run.last, intent=check,
-                                                      owed=target_.short), market, pending, bucket,
+                                                      owed=target_.short, last=done[-1]), market, pending, bucket,
                                   prepaid=check_calls)
             return True
         except Stale as error:
@@ -206,6 +220,79 @@ class Syncer:
                 bucket.refund(then)
         return first, seen
 
+    async def _reconcile(self, conn: asyncpg.Connection, key: str) -> bool:
+        """The key's number against its baseline: the last write settled, less the sales since. A
+        difference is drift (someone else wrote, or the marketplace lost a sale), reported once
+        as `storefront_drift` with both views; the number found is the baseline from then on."""
+        repo = ConnectorRepository(conn)
+        listing = await repo.listing(key)
+        if (listing is None or listing.blocked is not None or listing.intent is not None or listing.ids is None
+                or listing.last is None):
+            return False  # it moved since it was found idle
+        market = await self.marketplace_of(repo, listing)
+        if market is None:
+            return False
+        bucket = self.buckets.setdefault((listing.channel, listing.shop_id),
+                                         TokenBucket(*self.rate.get(listing.channel, (10.0, 10.0))))
+        if bucket.wait(self.clock(), 3) > 0:
+            return False  # the shop has no spare requests now: next round
+        baseline = listing.baseline
+        since = baseline.at if baseline is not None else int(self.clock())
+        try:
+            observed = await self._observe(market, listing.ids, since, bucket)
+        except NotYet:
+            return False  # its sales are not known that far yet: next round
+        except Throttled as error:
+            bucket.back_off(self.clock(), error.retry_after_s)
+            return False
+        except Unavailable:
+            bucket.failed(self.clock())
+            return False
+        except (Unauthorized, Refused, Stale) as error:
+            log.warning("storefront_reconcile_failed", key=key, error=str(error))
+            return False
+        bucket.answered()
+        if observed is None:
+            await repo.reconciled(key)  # selling as it is read: next time round
+            return False
+        sales, now = observed
+        if baseline is None:  # a number set by hand: taken as found
+            await repo.reconciled(key, Intent(first=listing.applied_through, last=listing.applied_through, seen=now,
+                                              written=now, at=since, sales_before=tuple(sorted(sales))))
+            return False
+        sold = len(sales - set(baseline.sales_before))
+        off = drift(baseline.written, sold, now)
+        if off == 0:
+            await repo.reconciled(key)
+            return False
+        ledger = listing.last.event
+        detail = (f"{key}: the marketplace shows {now}, the connector's last write of {baseline.written} less the "
+                  f"{sold} unit(s) sold since leaves {max(baseline.written - sold, 0)} ({off:+d}"
+                  f"{': units Rebound never offered are for sale' if off > 0 else ': units are hidden'}); the "
+                  f"ledger has {ledger.available} available and {ledger.picked} picked through adjustment "
+                  f"{ledger.sequence}. Someone else changed the quantity: set it right on the marketplace; the "
+                  "connector applies its next deltas onto the number it finds")
+        log.error("storefront_drift", key=key, marketplace=now, written=baseline.written, sold=sold, drift=off,
+                  available=ledger.available, picked=ledger.picked)
+        async with conn.transaction():
+            await repo.reconciled(key, replace(baseline, written=now, sales_before=tuple(sorted(sales))))
+            await self._report(conn, listing, [], "storefront_drift", detail, transaction=False,
+                               event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"rebound:drift:{key}:{self.clock()}"))
+        return True
+
+    async def _observe(self, market: Marketplace, ids: Mapping[str, str], since: int,
+                       bucket: TokenBucket) -> tuple[frozenset[str], int] | None:
+        """The listing's number and the sales since `since` it counts (the orders read on both
+        sides of it agree), or None while a sale keeps falling between the reads."""
+        for _ in range(READ_ATTEMPTS):
+            await self._take(bucket, 3)
+            first = await market.sales_since(ids, since)
+            now = await market.quantity(ids)
+            second = await market.sales_since(ids, since, known_at=self.clock())
+            if first == second:
+                return second, now
+        return None
+
     async def _check(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
                      market: Marketplace, pending: list[Pending], bucket: TokenBucket,
                      prepaid: int = 0) -> Listing | None:
@@ -238,8 +325,8 @@ class Syncer:
                     # A buyer bought an overwritten unit before it was taken back: the key's next
                     # unit goes to that order.
                     await self._oversold(conn, repo, listing, pending, oversold)
-                await repo.forget_intent(listing.key)
-                return replace(listing, intent=None, owed=max(listing.owed, oversold))
+                await repo.settled(listing.key)
+                return replace(listing, intent=None, baseline=intent, owed=max(listing.owed, oversold))
             # The check itself does not change: whatever this write overwrites in turn is a sale
             # since the same read, found on the next pass.
             intent = replace(intent, written_at=self.clock(), probe_now=None, probe_at=None)
@@ -304,8 +391,8 @@ class Syncer:
         self._wrote(listing.key)
         check = replace(intent, written_at=self.clock(), probe_now=None, probe_at=None)
         await self._applied(conn, repo, listing, done, intent.last, check, owed=intent.owed)
-        return await self._check(conn, repo, replace(listing, applied_through=intent.last, intent=check), market,
-                                 pending, bucket)
+        return await self._check(conn, repo, replace(listing, applied_through=intent.last, intent=check,
+                                                     last=done[-1] if done else listing.last), market, pending, bucket)
 
     async def _oversold(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
                         pending: list[Pending], oversold: int) -> None:
@@ -315,7 +402,9 @@ class Syncer:
             await self._report(conn, listing, pending, "storefront_short",
                                f"{listing.key}: the marketplace sold {oversold} unit(s) more than were offered (an "
                                "overwritten sale sold again before it was taken back): the key's next units go to "
-                               "those orders", transaction=False)
+                               "those orders", transaction=False,
+                               event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"rebound:oversold:{listing.key}:"
+                                                                       f"{listing.applied_through}:{oversold}"))
 
     async def _applied(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
                        done: list[Pending], through: int, check: Intent | None, owed: int) -> None:
@@ -330,7 +419,7 @@ class Syncer:
         last = done[-1]
         outbox.add(ACKS, _ack(listing.key, last, "applied", ""))
         async with conn.transaction():
-            await repo.applied(listing.key, last.adjustment.sequence, check, owed)
+            await repo.applied(listing.key, last.adjustment.sequence, check, owed, last)
             if short > listing.owed:
                 outbox.add(EXCEPTIONS, _exception(last, "storefront_short", (
                     f"{listing.key}: {short} unit(s) to take back were sold on the marketplace already: "
@@ -355,12 +444,15 @@ class Syncer:
         log.warning("storefront_rejected", key=listing.key, reason=reason)
 
     async def _report(self, conn: asyncpg.Connection, listing: Listing, pending: list[Pending], kind: ExceptionKind,
-                      detail: str, *, transaction: bool = True) -> None:
+                      detail: str, *, transaction: bool = True, event_id: uuid.UUID | None = None) -> None:
+        """An exception about the key, for an operator; it names the key's last adjustment
+        pending, or else the last applied."""
         log.error("storefront_exception", key=listing.key, kind=kind, detail=detail)
-        if not pending:
+        about = pending[-1] if pending else listing.last
+        if about is None:  # nothing applied or pending on the key: nothing the exception could name
             return
         outbox = OutboxBuffer(self.producer)
-        outbox.add(EXCEPTIONS, _exception(pending[-1], kind, detail))
+        outbox.add(EXCEPTIONS, _exception(about, kind, detail, event_id))
         if transaction:
             async with conn.transaction():
                 await outbox.flush(conn)
@@ -396,10 +488,12 @@ def _ack(key: str, last: Pending, status: str, reason: str) -> StorefrontAck:
         condition=event.condition)
 
 
-def _exception(about: Pending, kind: ExceptionKind, detail: str) -> ExceptionRaised:
+def _exception(about: Pending, kind: ExceptionKind, detail: str, event_id: uuid.UUID | None = None) -> ExceptionRaised:
+    """`event_id`: by default one per kind and adjustment (a retry raises it once)."""
     event = about.event
     return ExceptionRaised(
-        event_id=inbox.position_id(f"{about.source.topic}#{kind}", about.source.partition, about.source.offset),
+        event_id=event_id or inbox.position_id(f"{about.source.topic}#{kind}", about.source.partition,
+                                               about.source.offset),
         occurred_at=datetime.now(UTC), seller_id=event.seller_id, kind=kind, detail=detail, source=about.source,
         source_event_id=event.event_id, original=event.model_dump(mode="json"))
 
