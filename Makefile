@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 UNITS ?= 2000
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status browser demo test test-faults soak bench bench-full test-docker test-unit schemas asyncapi clean-state manifests
+.PHONY: help install up down status browser demo test test-faults soak bench bench-connectors bench-full test-docker test-unit schemas asyncapi clean-state manifests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ soak: up ## the fault scenarios at full size (20,000 units, 12 kills, 30 s outag
 
 bench: up ## benchmark: the bare-loop ceilings (one hop, three hops), inspection -> adjustment at 100k units, whole waves of 10k and 100k (1 and 2 replicas), latency at half load beside the bare loop's, the targets met or not
 	$(BIN)/python -m bench
+
+bench-connectors: up ## only the connectors against the four marketplace stand-ins (about 2 minutes)
+	$(BIN)/python -m bench --connectors
 
 bench-full: up ## the benchmark plus a 1,000,000-unit run
 	$(BIN)/python -m bench --full

@@ -21,6 +21,11 @@ def _run(rss: float, e2e: float, p50: float, p99: float, million: float | None =
                        "max": p99, "hops": {}},
         "latency_three_hops_ms": {"units": 1_000, "offered_units_per_s": e2e / 2, "p50": 40.0, "p95": 60.0,
                                   "p99": 95.0, "max": 120.0},
+        "connectors": {"listings": 256, "steady": {"offered_per_s": 10.0, "seconds": 30.0, "lag_ms": {
+            "shopify": {"adjustments": 80, "p50": 180.0, "p95": 400.0, "p99": 900.0, "max": 950.0},
+            "tiktok": {"adjustments": 80, "p50": 240.0, "p95": 1200.0, "p99": 2300.0, "max": 2400.0}}},
+            "burst": {"adjustments": 200, "seconds": 10.0, "per_s": 20, "by_marketplace": {
+                "shopify": {"adjustments": 200, "seconds": 10.0, "per_s": 20.0, "writes": 40, "per_write": 5.0}}}},
     }
 
 
@@ -36,9 +41,11 @@ def test_each_target_is_met_or_not_by_what_was_measured() -> None:
         "p50 ≤ 20 ms at half load": False,
         "p99 ≤ 100 ms at half load": False,
         "no service above 200 MB RSS": True,
+        "connectors, shopify: adjustment → marketplace p99 ≤ 1 s at the demo's load": True,
+        "connectors, tiktok: adjustment → marketplace p99 ≤ 1 s at the demo's load": False,
     }
     fast = _met(targets(_run(rss=120, e2e=6_000, p50=18, p99=90)))
-    assert all(fast.values())
+    assert all(met for target, met in fast.items() if not target.startswith("connectors, tiktok"))
 
 
 def test_rss_counts_every_run_and_the_million_unit_wave_is_compared_with_100k() -> None:
@@ -56,3 +63,5 @@ def test_the_table_ends_the_printed_summary() -> None:
     table = markdown(result).split("| Target |", 1)[1].splitlines()
     assert "| p99 ≤ 100 ms at half load | 450 ms | 95.0 ms | no |" in table
     assert "| inspection → adjustment ≥ 2,000 units/s | 3,000 | 6,000 | yes |" in table
+    assert "| connectors, tiktok: adjustment → marketplace p99 ≤ 1 s at the demo's load | 2.3 s |  | no |" in table
+    assert "| shopify | 200 | 10.0 | 20.0 | 40 | 5.0 |" in markdown(result)  # the burst's coalescing

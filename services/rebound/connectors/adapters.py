@@ -112,19 +112,21 @@ class ConnectorRepository:
             key, adjustment.sequence, adjustment.delta, adjustment.model_dump_json(), source.model_dump_json())
         return status.endswith(" 1")
 
-    async def due(self, limit: int, per_shop: int) -> list[str]:
+    async def due(self, limit: int, per_shop: int, busy: list[str] | None = None) -> list[str]:
         """Keys of connected shops with a write in doubt or an adjustment to apply, the longest
         waiting first, at most `per_shop` of each shop: a shop that its rate limit holds back does
-        not keep the others waiting. A shop not connected yet keeps its adjustments until it is."""
+        not keep the others waiting. A shop not connected yet keeps its adjustments until it is.
+        `busy`: keys being synced already, left out."""
         rows = await self.conn.fetch(
             "SELECT key FROM (SELECT l.key, l.updated_at, row_number() OVER"
             " (PARTITION BY l.seller_id, l.channel, l.shop_id ORDER BY l.updated_at) AS turn"
             " FROM connectors.listings l JOIN connectors.shops s"
             " ON (s.seller_id, s.channel, s.shop_id) = (l.seller_id, l.channel, l.shop_id)"
             " WHERE l.blocked IS NULL AND (l.not_before IS NULL OR l.not_before <= now())"
+            " AND NOT l.key = ANY($3::text[])"
             " AND (l.intent IS NOT NULL OR EXISTS (SELECT 1 FROM connectors.adjustments a"
             " WHERE a.key = l.key AND a.sequence = l.applied_through + 1))) due"
-            " WHERE turn <= $2 ORDER BY updated_at LIMIT $1", limit, per_shop)
+            " WHERE turn <= $2 ORDER BY updated_at LIMIT $1", limit, per_shop, busy or [])
         return [r["key"] for r in rows]
 
     async def listing(self, key: str) -> Listing | None:

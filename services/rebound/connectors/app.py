@@ -44,9 +44,11 @@ SYNC_CONCURRENCY = 16
 RECONCILE_ROUND_S = 5.0
 """How often the connectors look for listings due a comparison (`REBOUND_RECONCILE_EVERY_S`)."""
 """Keys synced at once; each holds a database connection of the connectors' own pool."""
-RATES = {"tiktok": (10.0, 10.0), "shopify": (2.0, 40.0), "amazon": (5.0, 10.0), "ebay": (5.0, 5.0)}
+RATES = {"tiktok": (10.0, 10.0), "shopify": (10.0, 40.0), "amazon": (5.0, 10.0), "ebay": (5.0, 5.0)}
 """Requests a second and burst per shop, by marketplace (TikTok Shop documents none: a cautious 10;
-eBay publishes daily quotas only). The Amazon adapter holds each operation's own quota besides."""
+Shopify's GraphQL bucket restores 100 points a second on a Standard plan, and no call of the
+adapter costs more than 10; eBay publishes daily quotas only). The Amazon adapter holds each
+operation's own quota besides."""
 AMAZON_APPLIED_WITHIN_S = 20.0
 """How long an Amazon write may stay queued before the connector takes it as in doubt."""
 Shop = tuple[str, str, str]
@@ -165,7 +167,7 @@ def spec() -> ServiceSpec:
         return syncer
 
     async def sync_round(pool: asyncpg.Pool, settings: Settings, producer: str) -> int:
-        return await (await syncer_of(pool, settings, producer)).round(concurrency=SYNC_CONCURRENCY)
+        return await (await syncer_of(pool, settings, producer)).round(concurrency=SYNC_CONCURRENCY, wait=False)
 
     async def reconcile_round(pool: asyncpg.Pool, settings: Settings, producer: str) -> int:
         return await (await syncer_of(pool, settings, producer)).reconcile(settings.reconcile_every_s)

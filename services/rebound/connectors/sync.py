@@ -21,6 +21,7 @@ import os
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -71,22 +72,45 @@ class Syncer:
     buckets: dict[tuple[str, str], TokenBucket] = field(default_factory=dict)
     writes: int = 0
     kill_after_write: int = field(default_factory=_fault_kill_after_write)
+    flying: dict[str, asyncio.Task[bool]] = field(default_factory=dict)
+    """Keys being synced now, by this process."""
+    moved: int = 0
 
-    async def round(self, limit: int = 256, concurrency: int = 16, per_shop: int = 2) -> int:
-        """Sync the keys due now, `per_shop` of each shop at most (a round lasts as long as its
-        slowest shop takes); returns how many moved."""
-        async with self.pool.acquire() as conn:
-            keys = await ConnectorRepository(conn).due(limit, per_shop)
+    async def round(self, limit: int = 256, concurrency: int = 16, per_shop: int = 2, *, wait: bool = True) -> int:
+        """Start syncing the keys due now, at most `concurrency` keys in flight and `per_shop` of
+        each shop (a shop that its rate limit holds back does not keep the others waiting).
+        `wait`: until they are done; else the keys go on in the background, while the next
+        rounds start others. Returns how many keys moved since the last round."""
         # A key holds a connection for its whole sync, marketplace calls included: at most as
         # many keys at once as the pool has connections (the connectors' own pool, not the
-        # batch consumer's), less two for renewing a shop's tokens meanwhile.
-        gate = asyncio.Semaphore(max(1, min(concurrency, self.pool.get_max_size() - 2)))
+        # batch consumer's), less two for renewing a shop's tokens meanwhile and one for the
+        # reconciliation.
+        cap = max(1, min(concurrency, self.pool.get_max_size() - 3))
+        if len(self.flying) < cap:
+            async with self.pool.acquire() as conn:
+                keys = await ConnectorRepository(conn).due(limit, per_shop, busy=list(self.flying))
+            per = Counter(_shop(key) for key in self.flying)
+            for key in keys:
+                if len(self.flying) >= cap:
+                    break
+                if per[_shop(key)] >= per_shop:
+                    continue
+                per[_shop(key)] += 1
+                task = self.flying[key] = asyncio.create_task(self.sync_key(key))
+                task.add_done_callback(lambda done, key=key: self._landed(key, done))
+        if wait:
+            await asyncio.gather(*self.flying.values())
+        moved, self.moved = self.moved, 0
+        return moved
 
-        async def one(key: str) -> bool:
-            async with gate:
-                return await self.sync_key(key)
-
-        return sum(await asyncio.gather(*(one(k) for k in keys)))
+    def _landed(self, key: str, task: asyncio.Task[bool]) -> None:
+        self.flying.pop(key, None)
+        if task.cancelled():
+            return
+        if (error := task.exception()) is not None:
+            log.error("storefront_sync_failed", key=key, error=f"{type(error).__name__}: {error}")
+        elif task.result():
+            self.moved += 1
 
     async def sync_key(self, key: str) -> bool:
         return await self._locked(key, self._sync)
@@ -471,6 +495,12 @@ class Syncer:
         while (wait := bucket.wait(self.clock(), requests)) > 0:
             await asyncio.sleep(wait)
         bucket.take(self.clock(), requests)
+
+
+def _shop(key: str) -> tuple[str, str]:
+    """The seller and marketplace of a key: its shop's share of a round is counted by them."""
+    seller, channel, _rest = key.split(":", 2)
+    return seller, channel
 
 
 def intent_key(key: str, intent: Intent) -> str:
