@@ -401,6 +401,37 @@ def connect_map(
     typer.echo(f"{key} mapped to {given}")
 
 
+@connect_app.command("unmapped")
+def connect_unmapped(
+    seller: Annotated[str | None, typer.Option("--seller", help="Only this seller's keys.")] = None,
+) -> None:
+    """The listing keys with no marketplace listing yet: what each was asked to be (from
+    `storefront.listings.v1`: condition, price, the marketplace's condition and SKU, the note),
+    the adjustments waiting, and whether it was rejected for want of a listing. Create each on
+    its marketplace, then `rebound connect map` it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .connectors.adapters import ConnectorRepository
+    from rebound_contracts import ListingRequested
+
+    rows = asyncio.run(_with_conn(Settings.from_env(), lambda conn: ConnectorRepository(conn).unmapped(seller)))
+    if not rows:
+        typer.echo("every listing key is mapped")
+        return
+    table = Table("key", "shop", "to list as", "price", "note", "waiting", "rejected")
+    for row in rows:
+        request = ListingRequested.model_validate_json(row["requested"]) if row["requested"] else None
+        listed = "" if request is None else " ".join(str(part) for part in (
+            request.condition, request.listing_sku, request.marketplace_condition,
+            request.marketplace_condition_id) if part)
+        table.add_row(row["key"], row["shop_id"], listed,
+                      "" if request is None else f"{request.price.amount} {request.price.currency}",
+                      "" if request is None else request.condition_note, str(row["waiting"]),
+                      "yes" if row["blocked"] == "unmapped" else "")
+    Console(width=200).print(table)
+
+
 @connect_app.command("unblock")
 def connect_unblock(key: Annotated[str, typer.Argument(help="The listing key to move again.")]) -> None:
     """Let a blocked key move again, once what blocked it is fixed: the shop reconnected, the

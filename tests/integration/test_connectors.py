@@ -4,8 +4,13 @@ order, onto the marketplace's own number, exactly once, and answers on `storefro
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
+from datetime import timedelta
+from decimal import Decimal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +27,8 @@ from rebound.standins import serving
 from rebound.standins.shopify import ShopifyStandIn, Store
 from rebound.standins.tiktok import Stock, TikTokStandIn
 from rebound_contracts import TOPICS_BY_NAME
-from rebound_contracts.topics import ACKS, EXCEPTIONS, STOCK_ADJUSTMENTS
+from rebound_contracts import ListingRequested, Money
+from rebound_contracts.topics import ACKS, EXCEPTIONS, LISTINGS, STOCK_ADJUSTMENTS
 from tests import factories as f
 from tests.shops import connect_tiktok
 
@@ -46,6 +52,10 @@ class World:
     async def send(self, *adjustments) -> None:  # noqa: ANN002
         await self.processor.process([f.Record(STOCK_ADJUSTMENTS.name, a.model_dump_json().encode(), 0,
                                                next(self.offsets), b"k") for a in adjustments])
+
+    async def ask(self, *requests: ListingRequested) -> None:
+        await self.processor.process([f.Record(LISTINGS.name, r.model_dump_json().encode(), 0, next(self.offsets),
+                                               b"k") for r in requests])
 
     async def outbox(self) -> list:
         rows = await self.pool.fetch("DELETE FROM rebound.outbox WHERE producer = $1 RETURNING id, topic, payload",
@@ -425,3 +435,28 @@ async def test_a_unit_sold_twice_is_reported_and_owed_even_with_nothing_pending(
     await world.send(f.adjusted(world.seller, "HAT", 2, +1))
     await world.sync()
     assert (world.stock("HAT").quantity, world.stock("HAT").sold) == (0, 3)  # the next unit went to that order
+
+
+def _request(seller: str, sku: str, price: str, note: str, *, later: int = 0) -> ListingRequested:
+    return ListingRequested(
+        event_id=uuid.uuid4(), occurred_at=f.T0 + timedelta(days=4, minutes=later), seller_id=seller,
+        action="upsert", shop_id=f"shop-{seller}", channel="tiktok", warehouse_id="W1", sku=sku, condition="open_box",
+        price=Money(amount=Decimal(price), currency="USD"), condition_note=note, listing_sku=f"{sku}-OB")
+
+
+async def test_a_listing_request_tells_whoever_maps_the_key_what_to_create(world: World, settings) -> None:  # noqa: ANN001
+    key = f"{world.seller}:tiktok:W1:LAMP:open_box"
+    await world.ask(_request(world.seller, "LAMP", "19.90", "Open box: inspected, like new", later=2),
+                    _request(world.seller, "LAMP", "24.00", "an older request", later=1))  # late: ignored
+    shown = subprocess.run([sys.executable, "-m", "rebound", "connect", "unmapped", "--seller", world.seller],
+                           env={**os.environ, "DATABASE_URL": settings.database_url}, capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    [line] = [line for line in shown.stdout.splitlines() if key in line]
+    assert "open_box LAMP-OB" in line and "19.90 USD" in line and "like new" in line and "24.00" not in line
+    await world.send(f.adjusted(world.seller, "LAMP", 1, +1, condition="open_box"))
+    await world.sync()
+    [(_, rejected), (_, exception)] = await world.outbox()
+    assert rejected.status == "rejected" and exception.kind == "unmapped_listing"
+    assert "create it in shop shop-" in exception.detail and "open_box at 19.90 USD (listed as SKU LAMP-OB)" in \
+        exception.detail and "like new" in exception.detail

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from rebound_contracts import MessageSource, StockAdjusted
+from rebound_contracts import ListingRequested, MessageSource, StockAdjusted
 
 from .domain import Adjustment
 
@@ -68,6 +68,8 @@ class Listing:
     last: Pending | None = None
     """The last adjustment applied: the ledger's view of the key, and what an exception about it
     refers to when no adjustment is pending."""
+    requested: ListingRequested | None = None
+    """The key's latest listing request (`storefront.listings.v1`)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,25 @@ class ConnectorRepository:
             key, adjustment.sequence, adjustment.delta, adjustment.model_dump_json(), source.model_dump_json())
         return status.endswith(" 1")
 
+    async def request(self, request: ListingRequested) -> None:
+        """Keep a key's latest listing request (one older than the kept one is ignored)."""
+        await self.conn.execute(
+            "INSERT INTO connectors.listings (key, seller_id, channel, shop_id, requested) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (key) DO UPDATE SET requested = EXCLUDED.requested"
+            " WHERE connectors.listings.requested IS NULL"
+            " OR (connectors.listings.requested->>'occurred_at')::timestamptz <= $6",
+            stock_key(request), request.seller_id, request.channel, request.shop_id, request.model_dump_json(),
+            request.occurred_at)
+
+    async def unmapped(self, seller_id: str | None = None) -> list[asyncpg.Record]:
+        """Keys with no marketplace listing yet that were asked to be listed or received stock:
+        their request, the adjustments waiting and whether they were rejected for it."""
+        return await self.conn.fetch(
+            "SELECT l.key, l.shop_id, l.requested, l.blocked,"
+            " (SELECT count(*) FROM connectors.adjustments a WHERE a.key = l.key) AS waiting"
+            " FROM connectors.listings l WHERE l.ids IS NULL AND ($1::text IS NULL OR l.seller_id = $1)"
+            " ORDER BY l.key", seller_id)
+
     async def due(self, limit: int, per_shop: int, busy: list[str] | None = None) -> list[str]:
         """Keys of connected shops with a write in doubt or an adjustment to apply, the longest
         waiting first, at most `per_shop` of each shop: a shop that its rate limit holds back does
@@ -135,11 +156,13 @@ class ConnectorRepository:
             return None
         intent, baseline, last = (orjson.loads(row[c]) if row[c] else None for c in ("intent", "baseline",
                                                                                   "last_applied"))
+        requested = row["requested"]
         return Listing(key=row["key"], seller_id=row["seller_id"], channel=row["channel"], shop_id=row["shop_id"],
                        ids=orjson.loads(row["ids"]) if row["ids"] else None, applied_through=row["applied_through"],
                        intent=_intent(intent) if intent else None, blocked=row["blocked"], owed=row["owed"],
                        baseline=_intent(baseline) if baseline else None,
-                       last=_pending(orjson.dumps(last["event"]), orjson.dumps(last["source"])) if last else None)
+                       last=_pending(orjson.dumps(last["event"]), orjson.dumps(last["source"])) if last else None,
+                       requested=ListingRequested.model_validate_json(requested) if requested else None)
 
     async def pending(self, key: str, after: int, limit: int) -> list[Pending]:
         rows = await self.conn.fetch(

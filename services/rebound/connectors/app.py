@@ -13,7 +13,7 @@ import httpx
 import structlog
 from faststream import FastStream
 
-from rebound_contracts.topics import STOCK_ADJUSTMENTS
+from rebound_contracts.topics import LISTINGS, STOCK_ADJUSTMENTS
 
 from ..connections import database_connect_kwargs
 from ..db import create_pool
@@ -21,7 +21,7 @@ from ..messaging.processor import Route
 from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
 from .adapters import ConnectorRepository, Listing
-from .handlers import keep_adjustment
+from .handlers import keep_adjustment, keep_listing_request
 from .marketplace import Marketplace
 from .sync import Syncer
 from .shopify import VERSION as SHOPIFY_VERSION
@@ -174,7 +174,8 @@ def spec() -> ServiceSpec:
 
     return ServiceSpec(
         name="connectors",
-        routes=(Route(STOCK_ADJUSTMENTS, keep_adjustment, ConnectorRepository),),
+        routes=(Route(STOCK_ADJUSTMENTS, keep_adjustment, ConnectorRepository),
+                Route(LISTINGS, keep_listing_request, ConnectorRepository)),
         periodic=(Periodic("storefront-sync", SYNC_EVERY_S, sync_round),
                   Periodic("storefront-reconcile", RECONCILE_ROUND_S, reconcile_round)),
     )

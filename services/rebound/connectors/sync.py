@@ -149,7 +149,8 @@ class Syncer:
         if listing.ids is None:
             if pending:
                 await self._refuse(conn, repo, listing, pending, "unmapped", "unmapped_listing",
-                                   f"{key} is not mapped to a {listing.channel} listing: `rebound connect map`")
+                                   f"{key} is not mapped to a {listing.channel} listing{_to_create(listing)}: "
+                                   "`rebound connect map`")
             return False
         bucket = self.buckets.setdefault((listing.channel, listing.shop_id),
                                          TokenBucket(*self.rate.get(listing.channel, (10.0, 10.0))))
@@ -495,6 +496,18 @@ class Syncer:
         while (wait := bucket.wait(self.clock(), requests)) > 0:
             await asyncio.sleep(wait)
         bucket.take(self.clock(), requests)
+
+
+def _to_create(listing: Listing) -> str:
+    """The listing a key was asked to be, for whoever creates it on the marketplace."""
+    request = listing.requested
+    if request is None:
+        return ""
+    marketplace = ", ".join(f"{name} {value}" for name, value in (
+        ("listed as SKU", request.listing_sku), ("condition", request.marketplace_condition),
+        ("condition id", request.marketplace_condition_id), ("at most", request.quantity_limit)) if value)
+    return (f"; create it in shop {request.shop_id}: {request.condition} at {request.price.amount} "
+            f"{request.price.currency}{f' ({marketplace})' if marketplace else ''}, \"{request.condition_note}\"")
 
 
 def _shop(key: str) -> tuple[str, str]:
