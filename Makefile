@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 UNITS ?= 2000
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status browser demo test test-faults soak bench bench-connectors bench-full test-docker test-unit schemas asyncapi clean-state manifests
+.PHONY: help install up down status browser demo test test-faults soak lint bench bench-connectors bench-full test-docker test-unit schemas asyncapi clean-state manifests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -42,7 +42,10 @@ demo: up ## run every service, simulate a return wave, print the summary and the
 browser: ## find a headless Chromium for the HTML report test, or install Debian's chromium package
 	deploy/scripts/chromium.sh
 
-test: up browser ## unit, integration and end-to-end tests against the real Kafka and PostgreSQL
+lint: install ## ruff: style errors, unused and undefined names (part of make test)
+	$(BIN)/ruff check services contracts tests bench
+
+test: up browser lint ## unit, integration and end-to-end tests against the real Kafka and PostgreSQL
 	$(BIN)/pytest
 
 test-faults: up ## the fault scenarios alone, short profile (kill -9, rebalances, broker and database restarts)

@@ -8,8 +8,8 @@ parcels and units are registered first, then every inspection is sent at once. T
 runs (RMA and scan included) show scale: 10k and 100k units, 1 and 2 replicas, 1M with --full
 (after the latency step). Latency is measured at half the end-to-end rate, for Rebound and then
 for the three-hop bare loop at the same offered load. Then the connectors against the four
-marketplace stand-ins (`bench/connectors.py`; alone with --connectors). The run ends with the targets of docs/benchmarks.md,
-what Rebound measured against each and, where it applies, the three-hop bare loop."""
+marketplace stand-ins (`bench/connectors.py`; alone with --connectors). The run ends with the
+targets of docs/benchmarks.md, what Rebound measured against each and, where it applies, the three-hop bare loop."""
 
 from __future__ import annotations
 
@@ -101,10 +101,12 @@ def markdown(result: dict) -> str:
                  f"| {chain['units_per_s'] / top:.2f} | |")
     insp = result["inspections"]
     lines.append(f"| inspection → adjustment (3 hops) | {insp['units']:,} | {insp['replicas']} "
-                 f"| {insp['units_per_s']:,.0f} | {insp['units_per_s'] / top:.2f} | {max(insp['peak_rss_mb'].values()):.0f} |")
+                 f"| {insp['units_per_s']:,.0f} | {insp['units_per_s'] / top:.2f} "
+                 f"| {max(insp['peak_rss_mb'].values()):.0f} |")
     for run in result["scale"]:
         lines.append(f"| whole wave: RMA, scan, inspection → adjustment | {run['units']:,} | {run['replicas']} "
-                     f"| {run['units_per_s']:,.0f} | {run['units_per_s'] / top:.2f} | {max(run['peak_rss_mb'].values()):.0f} |")
+                     f"| {run['units_per_s']:,.0f} | {run['units_per_s'] / top:.2f} "
+                     f"| {max(run['peak_rss_mb'].values()):.0f} |")
     lines += ["", f"Inspection → adjustment is {insp['units_per_s'] / chain['units_per_s']:.2f} of the bare "
               "three-hop loop: what Rebound's hops do beyond the core step."]
     lat = result["latency_ms"]

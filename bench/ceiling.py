@@ -87,7 +87,8 @@ async def _fill(bootstrap: str, topic: str, units: int, run: str) -> None:
         await producer.stop()
 
 
-async def _apply(pool: asyncpg.Pool, hop: Hop, records: list, sequence: int) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+async def _apply(pool: asyncpg.Pool, hop: Hop, records: list,
+                 sequence: int) -> tuple[list[tuple[bytes, bytes]], list[int]]:
     """One batch's transaction: inbox, unit and stock rows, and the outbox rows of what it emits."""
     events = [orjson.loads(r.value) for r in records]
     emitted = []
@@ -292,7 +293,8 @@ async def _read_until(bootstrap: str, topic: str, keys: set[bytes], timeout: flo
         deadline = time.monotonic() + timeout
         while not keys <= seen.keys():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(keys - seen.keys())} of {len(keys)} units not out of the chain in {timeout:.0f} s")
+                raise TimeoutError(f"{len(keys - seen.keys())} of {len(keys)} units not out of the chain in "
+                                   f"{timeout:.0f} s")
             batches = await consumer.getmany(timeout_ms=200)
             at = time.time()
             for records in batches.values():

@@ -149,7 +149,8 @@ async def measure(settings: Settings, pool: asyncpg.Pool, log_dir: Path, *, rate
             await asyncio.gather(*(sender.send(key) for key in keys))
             await _landed(watch, sender, timeout, progress)
             warm = dict(sender.sent)
-            progress(f"connectors: steady, {rate:.0f} adjustments/s over the {len(keys)} listings for {seconds:.0f} s ...")
+            progress(f"connectors: steady, {rate:.0f} adjustments/s over the {len(keys)} listings "
+                     f"for {seconds:.0f} s ...")
             began = time.monotonic()
             for n in range(int(rate * seconds)):
                 await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))
@@ -189,7 +190,8 @@ def markdown(result: dict) -> list[str]:
              "process): lag from an "
              f"adjustment readable to the marketplace's number moved, {steady['offered_per_s']:.0f} adjustments/s "
              f"offered for {steady['seconds']:.0f} s", "",
-             "| Marketplace | Adjustments | p50 ms | p95 ms | p99 ms | max ms |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| Marketplace | Adjustments | p50 ms | p95 ms | p99 ms | max ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {channel} | {lag['adjustments']:,} | {lag['p50']} | {lag['p95']} | {lag['p99']} | {lag['max']} |"
               for channel, lag in steady["lag_ms"].items()]
     lines += ["", f"A burst of {burst['adjustments']:,} adjustments at once: all on the marketplaces in "

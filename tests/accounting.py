@@ -14,7 +14,8 @@ from rebound_contracts.topics import DLQ, EXCEPTIONS
 
 
 def _ours(before: dict, source) -> bool:  # noqa: ANN001
-    return source.topic in {t.name for t in INBOUND} and source.offset >= before.get((source.topic, source.partition), 0)
+    inbound = {t.name for t in INBOUND}
+    return source.topic in inbound and source.offset >= before.get((source.topic, source.partition), 0)
 
 
 async def guarantees(bootstrap: str, wave: simulator.Wave) -> checker.Report:

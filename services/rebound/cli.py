@@ -30,6 +30,10 @@ policy_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(policy_app, name="policy")
+OUT_OF_ORDER_HELP = "Share of returns whose scan comes before the RMA."
+HOSTILE_HELP = ("Share of valid events written as a hostile sender would (deep nesting, many unknown fields, "
+                "longest strings, edge numbers).")
+
 connect_app = typer.Typer(
     help="Storefront connectors: connect a seller's shop, map listing keys to its listings, unblock a key.",
     no_args_is_help=True,
@@ -101,9 +105,9 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Same seed (and --start) gives the same wave, byte for byte.")] = 1,
     sellers: Annotated[int, typer.Option(min=1, help="Sellers (tenants) in the wave.")] = 4,
     duplicates: Annotated[float, typer.Option(min=0, max=1, help="Share of events sent twice.")] = 0.0,
-    out_of_order: Annotated[float, typer.Option(min=0, max=1, help="Share of returns whose scan comes before the RMA.")] = 0.0,
+    out_of_order: Annotated[float, typer.Option(min=0, max=1, help=OUT_OF_ORDER_HELP)] = 0.0,
     bad: Annotated[float, typer.Option(min=0, max=1, help="Share of extra malformed or wrong messages.")] = 0.0,
-    hostile: Annotated[float, typer.Option(min=0, max=1, help="Share of valid events written as a hostile sender would (deep nesting, many unknown fields, longest strings, edge numbers).")] = 0.0,
+    hostile: Annotated[float, typer.Option(min=0, max=1, help=HOSTILE_HELP)] = 0.0,
     start: Annotated[str | None, typer.Option(help="occurred_at of the first event, RFC 3339 (default: now).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print what would be sent; send nothing.")] = False,
 ) -> None:
@@ -135,11 +139,12 @@ def demo(
     seed: Annotated[int | None, typer.Option(help="Seed of the wave (default: the clock); printed for replay.")] = None,
     replicas: Annotated[int, typer.Option(min=1, max=8, help="Processes per service (one consumer group each).")] = 1,
     duplicates: Annotated[float, typer.Option(min=0, max=1, help="Share of events sent twice.")] = 0.02,
-    out_of_order: Annotated[float, typer.Option(min=0, max=1, help="Share of returns whose scan comes before the RMA.")] = 0.05,
+    out_of_order: Annotated[float, typer.Option(min=0, max=1, help=OUT_OF_ORDER_HELP)] = 0.05,
     bad: Annotated[float, typer.Option(min=0, max=1, help="Share of extra malformed or wrong messages.")] = 0.005,
-    hostile: Annotated[float, typer.Option(min=0, max=1, help="Share of valid events written as a hostile sender would (deep nesting, many unknown fields, longest strings, edge numbers).")] = 0.005,
+    hostile: Annotated[float, typer.Option(min=0, max=1, help=HOSTILE_HELP)] = 0.005,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the pipeline to catch up.")] = 900.0,
-    sell: Annotated[float, typer.Option(min=0, max=1, help="Share of the units on offer after the wave that are then sold (picked for orders).")] = 0.6,
+    sell: Annotated[float, typer.Option(min=0, max=1, help="Share of the units on offer after the wave that are "
+                                                           "then sold (picked for orders).")] = 0.6,
 ) -> None:
     """Run every service, simulate a return wave, print a summary and check the guarantees.
 
@@ -164,10 +169,13 @@ class ReportFormat(str, Enum):
 @app.command()
 def report(
     seller: Annotated[str, typer.Option(help="The seller (tenant) to report on.")],
-    from_: Annotated[str | None, typer.Option("--from", help="First day, YYYY-MM-DD (default: 90 days before --to).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="First day, YYYY-MM-DD (default: 90 days before "
+                                                              "--to).")] = None,
     to: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD, inclusive (default: today, UTC).")] = None,
-    format_: Annotated[ReportFormat, typer.Option("--format", help="table for a terminal, json, or a self-contained html page.")] = ReportFormat.table,
-    output: Annotated[Path | None, typer.Option(help="Write json or html to this file instead of standard output.")] = None,
+    format_: Annotated[ReportFormat, typer.Option("--format", help="table for a terminal, json, or a self-contained "
+                                                                  "html page.")] = ReportFormat.table,
+    output: Annotated[Path | None, typer.Option(help="Write json or html to this file instead of standard "
+                                                     "output.")] = None,
 ) -> None:
     """Return analytics of one seller: reasons, sizes and colours, grades, resale, recovery, loss
     and dock-to-stock time of the units scanned at the dock in a period."""

@@ -44,7 +44,8 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
         return create_ssl_context(cafile=settings.kafka_ssl_cafile, certfile=settings.kafka_ssl_certfile,
                                   keyfile=settings.kafka_ssl_keyfile)
     except (ssl.SSLError, OSError) as error:
-        raise SettingsError(f"KAFKA_SSL_CAFILE/KAFKA_SSL_CERTFILE/KAFKA_SSL_KEYFILE cannot be loaded ({error})") from None
+        raise SettingsError(
+            f"KAFKA_SSL_CAFILE/KAFKA_SSL_CERTFILE/KAFKA_SSL_KEYFILE cannot be loaded ({error})") from None
 
 
 def kafka_options(settings: Settings) -> dict[str, Any]:

@@ -291,8 +291,10 @@ def _summary(wave, received, graded, allocated, adjustments, exceptions, letters
                   ", ".join(f"{k} {v}" for k, v in sorted(wave.hostile_by_kind.items())) + ": applied like any other")
     table.add_section()
     table.add_row("parcels still parked", f"{parked:,}", "waiting for their RMA")
-    table.add_row("units received", f"{sum(lanes.values()):,}", ", ".join(f"{k} {v:,}" for k, v in sorted(lanes.items())))
-    table.add_row("units graded", f"{len(latest):,}", ", ".join(f"{g} {grades.get(g, 0):,}" for g in ("A", "B", "C", "SCRAP")))
+    table.add_row("units received", f"{sum(lanes.values()):,}",
+                  ", ".join(f"{k} {v:,}" for k, v in sorted(lanes.items())))
+    table.add_row("units graded", f"{len(latest):,}",
+                  ", ".join(f"{g} {grades.get(g, 0):,}" for g in ("A", "B", "C", "SCRAP")))
     table.add_row("units placed", f"{len(placed):,}",
                   ", ".join(f"{k} {v:,}" for k, v in sorted(destinations.items())))
     table.add_row("offered per channel", f"{sum(channels.values()):,}",
@@ -300,7 +302,8 @@ def _summary(wave, received, graded, allocated, adjustments, exceptions, letters
     table.add_row("stock adjustments", f"{len(adjustments):,}",
                   ", ".join(f"{c} {s} {n:,}" for (c, s), n in sorted(moves.items())))
     table.add_row("sold", f"{sold:,}", "picked for storefront orders: no -1 sent, the shop counted the sale")
-    table.add_row("sellable now", f"{sum(sellable.values()):,}", ", ".join(f"{c} {n:,}" for c, n in sorted(sellable.items())))
+    table.add_row("sellable now", f"{sum(sellable.values()):,}",
+                  ", ".join(f"{c} {n:,}" for c, n in sorted(sellable.items())))
     table.add_section()
     table.add_row("exceptions", f"{len(exceptions):,}",
                   ", ".join(f"{k} {v:,}" for k, v in sorted(Counter(e.kind for e in exceptions).items())))

@@ -707,7 +707,8 @@ def generate(config: WaveConfig) -> Wave:
             for i in rng.sample(fits, min(each, len(fits))):
                 out, message = base[i]
                 value = _hostile(kind, message)
-                base[i] = (Outgoing(out.topic, out.key, value), BY_NAME[out.topic].model.model_validate(json.loads(value)))
+                base[i] = (Outgoing(out.topic, out.key, value),
+                           BY_NAME[out.topic].model.model_validate(json.loads(value)))
                 taken.add(i)
                 hostile_by_kind[kind] += 1
 

@@ -92,8 +92,10 @@ def test_the_browser_draws_every_chart_of_the_report(tmp_path: Path) -> None:
         (t.key, t.units) for t in report.grade_mix]
     assert len(within("chart-recovery", "returned")) == len(within("chart-recovery", "recovered")) == len(
         report.recovery_by_week)
-    assert sum(Decimal(b["data-value"]) for b in within("chart-recovery", "recovered")) == report.money[0].recovered_value
-    assert [int(b["data-value"]) for b in within("chart-dock", "bar")] == [t.units for t in report.dock_to_stock.buckets]
+    recovered = sum(Decimal(b["data-value"]) for b in within("chart-recovery", "recovered"))
+    assert recovered == report.money[0].recovered_value
+    bars = [int(b["data-value"]) for b in within("chart-dock", "bar")]
+    assert bars == [t.units for t in report.dock_to_stock.buckets]
 
     shot = tmp_path / "report.png"
     taken = run_browser(tmp_path, "--window-size=1280,1800", f"--screenshot={shot}", page.as_uri())

@@ -1,9 +1,10 @@
 """The storefront connectors under faults, against the TikTok Shop, Shopify and eBay stand-ins
 while their buyers buy (Amazon's Orders API, one page of orders a minute, is tried in
-tests/integration/test_amazon_sync.py): two replicas killed with -9 again and again (and by their own switch between a marketplace's
-answer and their bookkeeping), 429 and 5xx storms, tokens expiring, sales landing between a read
-and its write, and a marketplace away for 30 s. At the end every unit Rebound offered on a
-listing is on it or sold there, once: none lost, none doubled, none sold before it was offered."""
+tests/integration/test_amazon_sync.py): two replicas killed with -9 again and again (and by their
+own switch between a marketplace's answer and their bookkeeping), 429 and 5xx storms, tokens
+expiring, sales landing between a read and its write, and a marketplace away for 30 s. At the end
+every unit Rebound offered on a listing is on it or sold there, once: none lost, none doubled, none
+sold before it was offered."""
 
 from __future__ import annotations
 

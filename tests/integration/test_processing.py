@@ -60,7 +60,8 @@ async def _through_everything(pipe: Pipeline, inbound: list) -> dict[str, list]:
 async def test_a_return_flows_to_exactly_one_adjustment_per_sellable_unit(pipe: Pipeline) -> None:
     [seller] = await pipe.add_sellers("s")
     order = f.rma(seller, lines=[("TEE-BLK-M", 1), ("JEANS-L", 1), ("HAT", 1)])
-    parcel = f.scan(seller, order.tracking_number, [(pipe.id("A1"), "TEE-BLK-M"), (pipe.id("B1"), "JEANS-L"), (pipe.id("C1"), "HAT")])
+    parcel = f.scan(seller, order.tracking_number,
+                    [(pipe.id("A1"), "TEE-BLK-M"), (pipe.id("B1"), "JEANS-L"), (pipe.id("C1"), "HAT")])
     out = await _through_everything(pipe, [
         pipe.record(f.inspection(seller, pipe.id("A1"), "A"), UNIT_INSPECTED.name),  # inspected before the scan
         pipe.record(parcel, PARCEL_SCANNED.name),                           # scanned before the RMA
@@ -68,7 +69,8 @@ async def test_a_return_flows_to_exactly_one_adjustment_per_sellable_unit(pipe: 
         pipe.record(f.inspection(seller, pipe.id("B1"), "B"), UNIT_INSPECTED.name),
         pipe.record(f.inspection(seller, pipe.id("C1"), "C"), UNIT_INSPECTED.name),
     ])
-    assert sorted((g.lpn, g.grade) for g in out[UNIT_GRADED.name]) == [(pipe.id("A1"), "A"), (pipe.id("B1"), "B"), (pipe.id("C1"), "C")]
+    assert sorted((g.lpn, g.grade) for g in out[UNIT_GRADED.name]) == [
+        (pipe.id("A1"), "A"), (pipe.id("B1"), "B"), (pipe.id("C1"), "C")]
     adjustments = sorted((a.cause.lpn, a.condition, a.delta, a.available, a.sequence)
                          for a in out[STOCK_ADJUSTMENTS.name])
     assert adjustments == [(pipe.id("A1"), "new", 1, 1, 1), (pipe.id("B1"), "open_box", 1, 1, 1)]
@@ -144,7 +146,8 @@ async def test_a_seller_cannot_inspect_or_scan_another_sellers_units(pipe: Pipel
     ])
     assert sorted(e.kind for e in attack[EXCEPTIONS.name]) == ["cross_tenant_reference", "cross_tenant_reference"]
     assert attack[STOCK_ADJUSTMENTS.name] == [] and attack[UNIT_GRADED.name] == []
-    assert await pipe.pool.fetchval("SELECT grade FROM grading.units WHERE lpn = $2 AND seller_id = $1", owner, pipe.id("L1")) == "A"
+    assert await pipe.pool.fetchval("SELECT grade FROM grading.units WHERE lpn = $2 AND seller_id = $1",
+                                    owner, pipe.id("L1")) == "A"
 
 
 async def test_seller_grading_rules_come_from_the_registry(pipe: Pipeline) -> None:

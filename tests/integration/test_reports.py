@@ -97,7 +97,8 @@ async def test_the_report_counts_reasons_grades_resale_recovery_and_loss_of_one_
     assert {t.key: t.units for t in report.by_reason} == {"SIZE_FIT": 14, "CHANGED_MIND": 22}
     assert {t.key: t.units for t in report.grade_mix} == {"A": 29, "B": 3, "C": 3, "SCRAP": 1}
     assert (report.units_resold, report.units_lost) == (11, 4)
-    assert report.resale_rate == pytest.approx(11 / 36, abs=1e-4) and report.loss_rate == pytest.approx(4 / 36, abs=1e-4)
+    assert report.resale_rate == pytest.approx(11 / 36, abs=1e-4)
+    assert report.loss_rate == pytest.approx(4 / 36, abs=1e-4)
     [usd] = report.money
     # A units sold on their original listing at the line's price; the B unit open box at 80 %.
     assert (usd.recovered_value, usd.resold_original_value, usd.lost_value) == (

@@ -190,7 +190,8 @@ async def test_the_database_password_file_replaces_the_urls(settings: Settings, 
     netloc = f"{url.username}:not-the-password@{url.hostname}:{url.port}"
     secure = Settings.from_env({"DATABASE_URL": urlunsplit(url._replace(netloc=netloc)),
                                 "DATABASE_PASSWORD_FILE": str(tmp_path / "db-password")})
-    pool = await create_pool(secure.database_url, max_size=1, wait_seconds=5, connect_kwargs=database_connect_kwargs(secure))
+    pool = await create_pool(secure.database_url, max_size=1, wait_seconds=5,
+                             connect_kwargs=database_connect_kwargs(secure))
     try:
         assert await pool.fetchval("SELECT current_user") == url.username
     finally:

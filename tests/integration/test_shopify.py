@@ -64,9 +64,11 @@ async def test_the_directive_and_change_from_quantity_are_mandatory_as_from_2026
     write = {"name": "available", "reason": "restock", "quantities": [
         {"inventoryItemId": ITEM, "locationId": LOCATION, "quantity": 1, "changeFromQuantity": 2}]}
     without = WRITE.replace(" @idempotent(key: $key)", "").replace(", $key: String!", "")
-    answer = (await client.post(endpoint, headers=headers, json={"query": without, "variables": {"input": write}})).json()
+    answer = (await client.post(endpoint, headers=headers,
+                                json={"query": without, "variables": {"input": write}})).json()
     assert "@idempotent directive is required" in answer["errors"][0]["message"]
-    unchecked = {**write, "quantities": [{k: v for k, v in write["quantities"][0].items() if k != "changeFromQuantity"}]}
+    unchecked = {**write, "quantities": [
+        {k: v for k, v in write["quantities"][0].items() if k != "changeFromQuantity"}]}
     answer = (await client.post(endpoint, headers=headers,
                                 json={"query": WRITE, "variables": {"input": unchecked, "key": "k-4"}})).json()
     assert "changeFromQuantity" in answer["errors"][0]["message"]

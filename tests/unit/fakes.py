@@ -46,9 +46,9 @@ class FakeIntakeRepository:
         self.rmas[key] = ReturnOrder(rma.seller_id, rma.return_id, rma.shop_id, rma.channel, rma.order_id,
                                      rma.tracking_number, rma.reason_code, reason_category, lane)
         self.lines[key] = [
-            LineDetail(OpenLine(l.line_id, l.sku, l.quantity, 0), Decimal(l.unit_price.amount),
-                       l.unit_price.currency, l.size, l.colour)
-            for l in rma.lines
+            LineDetail(OpenLine(line.line_id, line.sku, line.quantity, 0), Decimal(line.unit_price.amount),
+                       line.unit_price.currency, line.size, line.colour)
+            for line in rma.lines
         ]
         return True
 

@@ -83,7 +83,8 @@ def test_unreadable_or_empty_password_file_is_one_line(tmp_path: Path) -> None:
     missing = str(tmp_path / "absent")
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({**SASL, "KAFKA_SASL_PASSWORD_FILE": missing})
-    assert str(raised.value) == f"KAFKA_SASL_PASSWORD_FILE={missing} cannot be read (FileNotFoundError: No such file or directory)"
+    assert str(raised.value) == (f"KAFKA_SASL_PASSWORD_FILE={missing} cannot be read "
+                                 "(FileNotFoundError: No such file or directory)")
     with pytest.raises(SettingsError, match="is empty"):
         Settings.from_env({**SASL, "KAFKA_SASL_PASSWORD_FILE": _secret_file(tmp_path, "\n")})
 

@@ -81,7 +81,8 @@ def test_seller_rules_are_data_with_sku_prefix_overrides() -> None:
         ({"default": []}, "non-empty list"),
         ({"default": [{"grade": "Z"}]}, "grade among"),
         ({"default": [{"grade": "C", "any": {"colour": ["red"]}}, {"grade": "A"}]}, "unknown check 'colour'"),
-        ({"default": [{"grade": "C", "any": {"function": ["broken"]}}, {"grade": "A"}]}, "rules.default[0].any.function"),
+        ({"default": [{"grade": "C", "any": {"function": ["broken"]}}, {"grade": "A"}]},
+         "rules.default[0].any.function"),
         ({"default": [{"grade": "A", "all": {"packaging": ["intact"]}}]}, "last rule must have no condition"),
         ({"default": [{"grade": "A", "any": {"packaging": "intact"}, "all": {"packaging": "intact"}}]}, "not both"),
         ({"defaults": []}, "unknown keys"),
@@ -174,7 +175,8 @@ async def test_the_receipt_wins_over_an_early_inspection_from_another_seller() -
 
 def test_only_work_done_after_the_inspection_in_force_counts() -> None:
     at = f.T0
-    history = [Refurbishment(at + timedelta(hours=1), ("repackaged",)), Refurbishment(at + timedelta(hours=3), ("cleaned",))]
+    history = [Refurbishment(at + timedelta(hours=1), ("repackaged",)),
+               Refurbishment(at + timedelta(hours=3), ("cleaned",))]
     assert counted_refurbishment(history, None) == ("cleaned", "repackaged")
     assert counted_refurbishment(history, at) == ("cleaned", "repackaged")
     assert counted_refurbishment(history, at + timedelta(hours=2)) == ("cleaned",)

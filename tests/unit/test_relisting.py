@@ -74,16 +74,20 @@ def test_prices_are_decimal_rounded_to_the_currency_and_never_below_the_floor(
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("rules:\n  - name: x\n    destinations:\n      - kind: listing\n", "4: rules.0.destinations.0: a listing needs a condition"),
-    ("rules:\n  - name: x\n    destinations:\n      - {kind: teleport}\n", "4: rules.0.destinations.0.kind: Input should be"),
+    ("rules:\n  - name: x\n    destinations:\n      - kind: listing\n",
+     "4: rules.0.destinations.0: a listing needs a condition"),
+    ("rules:\n  - name: x\n    destinations:\n      - {kind: teleport}\n",
+     "4: rules.0.destinations.0.kind: Input should be"),
     ("rules:\n  - name: x\n    destinations:\n      - {kind: listing, channel: tiktok, condition: new,\n"
      "         marketplace_condition: NEW}\n", "4: rules.0.destinations.0: channel tiktok has no condition field"),
     ("rules:\n  - name: x\n    destinations:\n      - {kind: listing, channel: ebay, condition: new,\n"
      "         marketplace_condition: MINT}\n", "ebay has no condition 'MINT'"),
-    ("rules:\n  - name: x\n    destinations: [{kind: exchange_pool}]\n", "3: rules.0.destinations.0: an exchange_pool needs a quota"),
+    ("rules:\n  - name: x\n    destinations: [{kind: exchange_pool}]\n",
+     "3: rules.0.destinations.0: an exchange_pool needs a quota"),
     ("rules:\n  - name: x\n    destinations: [{kind: repair}]\n  - name: x\n    destinations: [{kind: repair}]\n",
      "1: (policy): two rules are named 'x'"),
-    ("rules:\n  - name: x\n    whne: {grade: A}\n    destinations: [{kind: repair}]\n", "3: rules.0.whne: Extra inputs"),
+    ("rules:\n  - name: x\n    whne: {grade: A}\n    destinations: [{kind: repair}]\n",
+     "3: rules.0.whne: Extra inputs"),
     ("rules: [\n  {name: x,\n", ": not valid YAML or JSON"),
     ('{"rules": [{"name": "x", "destinations": [{"kind": "listing", "condition": "used"}]}]}',
      "1: rules.0.destinations.0.condition"),

@@ -29,7 +29,8 @@ def unit(n: int, *, sku: str = "TEE-BLK-M", size: str = "M", colour: str = "blac
     return UnitFacts(
         lpn=f"L{n}", return_id=f"R{n // 2}", sku=sku, size=size, colour=colour, reason_code=reason,
         reason_category=category, price=Decimal(price), currency="USD", scanned_at=scanned, grade=grade,
-        place=place, first_offered_at=scanned + timedelta(hours=offered_after_h) if offered_after_h is not None else None,
+        place=place,
+        first_offered_at=scanned + timedelta(hours=offered_after_h) if offered_after_h is not None else None,
         sold_at=scanned + timedelta(days=3) if sold else None, sold_price=Decimal(sold) if sold else None,
     )
 
@@ -103,7 +104,8 @@ def _counts(small_by_size: dict[str, tuple[int, int]]) -> list[FitCount]:
 
 def test_a_size_returned_as_too_small_far_above_its_products_average_is_a_signal() -> None:
     signals = size_signals(_counts({"S": (18, 2), "M": (4, 26), "L": (3, 27), "XL": (2, 18)}))
-    assert [(s.kind, s.sku, s.size, s.skus) for s in signals] == [("size_runs_small", "DRESS-RED", "S", ["DRESS-RED-S"])]
+    assert [(s.kind, s.sku, s.size, s.skus) for s in signals] == [
+        ("size_runs_small", "DRESS-RED", "S", ["DRESS-RED-S"])]
     s = signals[0]
     assert (s.size_returns, s.size_matching, s.sku_returns, s.sku_matching) == (20, 18, 100, 27)
     assert s.size_share == 0.9 and s.sku_share == 0.27 and s.z_score > 3

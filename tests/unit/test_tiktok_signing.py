@@ -15,7 +15,8 @@ QUERY = {"app_key": "68xu9ks5p4i8", "shop_cipher": "ROW_xkMbgAAAeVAQra0eZWebFQq5
     ("e59af819cc", "/event/202309/webhooks", QUERY,
      b'{"event_type":"PACKAGE_UPDATE","address":"https://partner.tiktokshop.com"}',
      "701dd6deb2389fe4c469b89bd37fc56f96a6da6afeb4d01c9077a65169752fa7"),
-    ("app_secret", "/test-api", {"foo": "bar"}, b"", "d3cb7fe11ecae942802ceeca67e7cf10120cc12f1517d45fbc1c8cfe5413c80f"),
+    ("app_secret", "/test-api", {"foo": "bar"}, b"",
+     "d3cb7fe11ecae942802ceeca67e7cf10120cc12f1517d45fbc1c8cfe5413c80f"),
 ])
 def test_the_signature_matches_the_published_vectors(secret: str, path: str, query: dict, body: bytes,
                                                      expected: str) -> None:

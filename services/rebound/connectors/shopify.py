@@ -22,7 +22,9 @@ VERSION = "2026-04"
 MAXIMUM = 1_000_000_000
 
 READ = """query Available($item: ID!, $location: ID!) {
-  inventoryItem(id: $item) { inventoryLevel(locationId: $location) { quantities(names: ["available"]) { name quantity } } }
+  inventoryItem(id: $item) {
+    inventoryLevel(locationId: $location) { quantities(names: ["available"]) { name quantity } }
+  }
 }"""
 
 WRITE = """mutation SetAvailable($input: InventorySetQuantitiesInput!, $key: String!) {

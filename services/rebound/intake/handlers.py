@@ -145,7 +145,8 @@ async def raise_insights(conn: asyncpg.Connection, outbox: OutboxBuffer, now: da
     for seller_id in await reports.sellers(conn):
         for period, start, end in insight_periods(now):
             for signal in size_signals(await reports.fit_counts(conn, seller_id, start, end)):
-                event_id = uuid.uuid5(INSIGHT_NAMESPACE, f"{seller_id}:{signal.sku}:{signal.size}:{signal.kind}:{period}")
+                event_id = uuid.uuid5(INSIGHT_NAMESPACE,
+                                      f"{seller_id}:{signal.sku}:{signal.size}:{signal.kind}:{period}")
                 if not await reports.record_insight(conn, seller_id, signal.sku, signal.size, signal.kind, period,
                                                       event_id):
                     continue

@@ -34,7 +34,8 @@ TEMPLATE = r"""<!doctype html>
   ul.signals li { margin: 4px 0; }
   .none { color: var(--muted); }
   .legend { display: flex; gap: 14px; flex-wrap: wrap; margin-top: 8px; color: var(--muted); font-size: 12px; }
-  .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 5px; vertical-align: -1px; }
+  .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 5px;
+            vertical-align: -1px; }
 </style>
 </head>
 <body>
@@ -49,7 +50,8 @@ TEMPLATE = r"""<!doctype html>
   <figure class="wide"><figcaption>Returned units by size and colour</figcaption>
     <div id="chart-heatmap" data-chart="heatmap"></div></figure>
   <figure class="wide"><figcaption>Recovery over time<small>units returned each week: their original
-    value and what the resold ones earned</small></figcaption><div id="chart-recovery" data-chart="recovery"></div></figure>
+    value and what the resold ones earned</small></figcaption>
+    <div id="chart-recovery" data-chart="recovery"></div></figure>
   <figure><figcaption>Dock to stock<small>parcel scanned → first offered on a storefront</small></figcaption>
     <div id="chart-dock" data-chart="dock"></div></figure>
   <figure><figcaption>Most returned SKUs</figcaption><table id="skus"></table></figure>
@@ -85,7 +87,8 @@ SCRIPT = r"""(function () {
   function num(x) { return Number(x).toLocaleString("en-US"); }
   function money(amount, currency) {
     try {
-      return Number(amount).toLocaleString("en-US", { style: "currency", currency: currency, maximumFractionDigits: 0 });
+      return Number(amount).toLocaleString("en-US",
+        { style: "currency", currency: currency, maximumFractionDigits: 0 });
     } catch (e) {
       return num(Math.round(Number(amount))) + " " + currency;
     }
@@ -160,7 +163,8 @@ SCRIPT = r"""(function () {
       var cell = svg("rect", { x: left + cw * i + 1, y: top + ch * j + 1, width: cw - 2, height: ch - 2, rx: 3,
                                fill: "rgb(" + Math.round(240 - 190 * t) + "," + Math.round(244 - 150 * t) + "," +
                                      Math.round(252 - 40 * t) + ")",
-                               "class": "cell", "data-size": c.size, "data-colour": c.colour, "data-value": c.units }, s);
+                               "class": "cell", "data-size": c.size, "data-colour": c.colour,
+                               "data-value": c.units }, s);
       tip(cell, c.colour + ", size " + c.size + ": " + num(c.units) + " units");
       svg("text", { x: left + cw * i + cw / 2, y: top + ch * j + 18, "text-anchor": "middle", "class": "in-cell",
                     style: t > 0.55 ? "fill:#fff" : "" }, s, num(c.units));
@@ -186,7 +190,8 @@ SCRIPT = r"""(function () {
       var a = svg("rect", { x: (x + step * 0.1).toFixed(1), y: (top + plot - hv).toFixed(1), width: bw.toFixed(1),
                             height: hv.toFixed(1), fill: "#c9cfdb", "class": "bar returned",
                             "data-value": w.returned_value }, s);
-      tip(a, "week of " + w.week + ": " + num(w.returned) + " units returned, worth " + money(w.returned_value, currency));
+      tip(a, "week of " + w.week + ": " + num(w.returned) + " units returned, worth " +
+        money(w.returned_value, currency));
       var b = svg("rect", { x: (x + step * 0.1 + bw).toFixed(1), y: (top + plot - hr).toFixed(1), width: bw.toFixed(1),
                             height: hr.toFixed(1), fill: "#2e7d32", "class": "bar recovered",
                             "data-value": w.recovered_value }, s);
@@ -197,7 +202,8 @@ SCRIPT = r"""(function () {
       }
     });
     var legend = el("div", { "class": "legend" }, document.getElementById("chart-recovery"));
-    [["#c9cfdb", "original value of the units returned"], ["#2e7d32", "earned by the resold ones"]].forEach(function (l) {
+    [["#c9cfdb", "original value of the units returned"],
+     ["#2e7d32", "earned by the resold ones"]].forEach(function (l) {
       var item = el("span", {}, legend);
       el("span", { "class": "swatch", style: "background:" + l[0] }, item);
       item.appendChild(document.createTextNode(l[1] + " (" + currency + ", week starting Monday)"));
@@ -253,7 +259,8 @@ SCRIPT = r"""(function () {
   }
 
   document.getElementById("subtitle").textContent = "Seller " + report.seller_id + " · units scanned at the dock " +
-    report.period_from + " – " + report.period_to + " (UTC) · generated " + report.generated_at.slice(0, 16).replace("T", " ");
+    report.period_from + " – " + report.period_to + " (UTC) · generated " +
+    report.generated_at.slice(0, 16).replace("T", " ");
   kpis();
   [reasons, grades, heatmap, recovery, dock].forEach(function (draw) { draw(); drawn += 1; });
   skus();

@@ -112,7 +112,8 @@ class EbayShops(DemoShops):
         return sold
 
 
-def _listings(seller: str, channel: str, warehouses: Iterable[str], skus: Iterable[str]) -> Iterable[tuple[str, str, str]]:
+def _listings(seller: str, channel: str, warehouses: Iterable[str],
+              skus: Iterable[str]) -> Iterable[tuple[str, str, str]]:
     """(key, warehouse, listing sku) of every listing a seller's wave can produce on `channel`
     (an open-box unit has a listing of its own)."""
     for warehouse in warehouses:
@@ -141,8 +142,8 @@ async def open_tiktok_shops(pool: asyncpg.Pool, market: TikTokStandIn, url: str,
             cipher, secret, expires = f"cipher-{seller}", f"secret-of-{seller}", int(time.time()) + 7 * 86_400
             market.state.shops[cipher] = Shop(f"key-{seller}", secret, cipher, f"at-{seller}", f"rt-{seller}", expires)
             await connect_shop(conn, seller, "tiktok", shop_id,
-                               tiktok_settings(f"key-{seller}", cipher, _secret_file(secrets, f"{seller}.tiktok", secret),
-                                               api=url, auth=url),
+                               tiktok_settings(f"key-{seller}", cipher,
+                                               _secret_file(secrets, f"{seller}.tiktok", secret), api=url, auth=url),
                                tokens_document(f"at-{seller}", f"rt-{seller}", expires))
             for key, warehouse, listing_sku in _listings(seller, "tiktok", warehouses, skus):
                 ids = {"product_id": f"{seller}.{listing_sku}", "sku_id": f"{seller}.{listing_sku}",
