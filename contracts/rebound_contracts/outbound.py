@@ -256,6 +256,7 @@ ExceptionKind = Literal[
     "storefront_short",
     "storefront_unauthorized",
     "storefront_drift",
+    "storefront_listing_refused",
 ]
 
 

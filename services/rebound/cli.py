@@ -420,8 +420,7 @@ def connect_unmapped(
     from rich.console import Console
     from rich.table import Table
 
-    from .connectors.adapters import ConnectorRepository
-    from rebound_contracts import ListingRequested
+    from .connectors.adapters import ConnectorRepository, Requested
 
     rows = asyncio.run(_with_conn(Settings.from_env(), lambda conn: ConnectorRepository(conn).unmapped(seller)))
     if not rows:
@@ -429,7 +428,7 @@ def connect_unmapped(
         return
     table = Table("key", "shop", "to list as", "price", "note", "waiting", "rejected")
     for row in rows:
-        request = ListingRequested.model_validate_json(row["requested"]) if row["requested"] else None
+        request = Requested.parse(row["requested"]).event if row["requested"] else None
         listed = "" if request is None else " ".join(str(part) for part in (
             request.condition, request.listing_sku, request.marketplace_condition,
             request.marketplace_condition_id) if part)

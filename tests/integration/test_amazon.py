@@ -8,6 +8,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
+from decimal import Decimal
+
 import httpx
 import orjson
 import pytest
@@ -261,3 +263,16 @@ async def test_the_stand_in_refuses_what_amazon_refuses() -> None:
         market.state.faults.expire_tokens = False
         now[0] += 3600.0  # and an hour after it was issued, without the fault
         assert (await client.get(path, params={"marketplaceIds": MARKETPLACE}, headers=headers)).status_code == 403
+
+
+async def test_a_price_is_the_offers_our_price_once_applied(standin) -> None:  # noqa: ANN001
+    market, url = standin
+    async with httpx.AsyncClient() as client:
+        shop = await _shop(url, client)
+        await shop.set_price(LISTING, Decimal("12.99"), "USD")
+        listing = market.state.listings[(SELLER, LISTING["sku"])]
+        assert listing.price == (12.99, "USD")  # applied before the call returned
+        await shop.set_quantity(LISTING, 6)  # the price's change is not taken for the quantity's
+        assert listing.quantity == 6
+        with pytest.raises(Refused, match="INVALID_PURCHASABLE_OFFER"):
+            await shop.set_price(LISTING, Decimal("-1"), "USD")

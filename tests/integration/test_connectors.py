@@ -22,6 +22,7 @@ import pytest
 from rebound.connectors.adapters import ConnectorRepository, Intent, connect_shop, map_listing
 from rebound.connectors.app import Shops, shopify_settings, spec
 from rebound.connectors.sync import Syncer
+from rebound.connectors.tiktok import TikTokShop
 from rebound.messaging.processor import BatchProcessor
 from rebound.standins import serving
 from rebound.standins.shopify import ShopifyStandIn, Store
@@ -437,11 +438,13 @@ async def test_a_unit_sold_twice_is_reported_and_owed_even_with_nothing_pending(
     assert (world.stock("HAT").quantity, world.stock("HAT").sold) == (0, 3)  # the next unit went to that order
 
 
-def _request(seller: str, sku: str, price: str, note: str, *, later: int = 0) -> ListingRequested:
+def _request(seller: str, sku: str, price: str, note: str, *, later: int = 0, condition: str = "open_box",
+             currency: str = "USD") -> ListingRequested:
     return ListingRequested(
         event_id=uuid.uuid4(), occurred_at=f.T0 + timedelta(days=4, minutes=later), seller_id=seller,
-        action="upsert", shop_id=f"shop-{seller}", channel="tiktok", warehouse_id="W1", sku=sku, condition="open_box",
-        price=Money(amount=Decimal(price), currency="USD"), condition_note=note, listing_sku=f"{sku}-OB")
+        action="upsert", shop_id=f"shop-{seller}", channel="tiktok", warehouse_id="W1", sku=sku, condition=condition,
+        price=Money(amount=Decimal(price), currency=currency), condition_note=note,
+        listing_sku=f"{sku}-OB" if condition == "open_box" else None)
 
 
 async def test_a_listing_request_tells_whoever_maps_the_key_what_to_create(world: World, settings) -> None:  # noqa: ANN001
@@ -460,3 +463,33 @@ async def test_a_listing_request_tells_whoever_maps_the_key_what_to_create(world
     assert rejected.status == "rejected" and exception.kind == "unmapped_listing"
     assert "create it in shop shop-" in exception.detail and "open_box at 19.90 USD (listed as SKU LAMP-OB)" in \
         exception.detail and "like new" in exception.detail
+
+
+async def test_a_listing_requests_price_is_set_before_its_first_unit_is_offered(world: World) -> None:
+    await world.listing("VASE")
+    await world.ask(_request(world.seller, "VASE", "31.00", "New: returned unopened", later=1, condition="new"))
+    seen = []
+    set_quantity = TikTokShop.set_quantity
+
+    async def watched(shop, listing, quantity, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen.append(world.market.state.prices.get(listing["sku_id"]))
+        return await set_quantity(shop, listing, quantity, **kw)
+
+    TikTokShop.set_quantity = watched
+    try:
+        await world.send(f.adjusted(world.seller, "VASE", 1, +1))
+        await world.sync()
+    finally:
+        TikTokShop.set_quantity = set_quantity
+    assert seen == [("31.00", "USD")] and world.stock("VASE").quantity == 1
+    await world.outbox()
+    # a refused price is reported once; the quantity still moves
+    await world.ask(_request(world.seller, "VASE", "29.00", "New", later=2, condition="new", currency="XTS"))
+    await world.send(f.adjusted(world.seller, "VASE", 2, +1))
+    await world.sync()
+    out = await world.outbox()
+    assert [e.kind for t, e in out if t == EXCEPTIONS.name] == ["storefront_listing_refused"]
+    assert "invalid request body" in next(e.detail for t, e in out if t == EXCEPTIONS.name)
+    assert world.stock("VASE").quantity == 2 and world.market.state.prices["sku-VASE"] == ("31.00", "USD")
+    await world.sync()
+    assert await world.outbox() == []  # not tried again until a new request

@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 
+from decimal import Decimal
+
 import httpx
 import orjson
 import pytest
@@ -290,3 +292,14 @@ async def test_pacing_stops_a_hot_listing_before_it_spends_the_days_revisions(cl
         await shop.set_quantity(LISTING, 100)
     assert market.state.revisions[(OFFER, revision_day(clock()))] == PACE_BURST + 1 == market.state.writes
     assert _listing(market).quantity == 99
+
+
+async def test_a_price_is_a_paced_revision_of_the_offer_in_the_marketplaces_currency(standin) -> None:  # noqa: ANN001
+    market, url, client = standin
+    shop = await _shop(url, client)
+    revisions = sum(market.state.revisions.values())
+    await shop.set_price(LISTING, Decimal("8.75"), "USD")
+    assert _listing(market).price == ("8.75", "USD") and _listing(market).quantity == 2
+    assert sum(market.state.revisions.values()) == revisions + 1
+    with pytest.raises(Refused, match="Invalid value for price"):
+        await shop.set_price(LISTING, Decimal("8.75"), "GBP")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
+from decimal import Decimal
+
 import httpx
 import pytest
 
@@ -88,3 +90,12 @@ async def test_throttling_says_how_long_to_wait_and_a_bad_token_is_unauthorized(
         await ShopifyShop(f"{url}/rebound-test", "shpat_wrong", client).quantity(LISTING)
     with pytest.raises(Refused, match="not stocked"):
         await store.quantity({**LISTING, "location_id": "gid://shopify/Location/1"})
+
+
+async def test_a_price_is_set_on_the_items_variant_in_the_stores_currency_only(shop) -> None:  # noqa: ANN001
+    market, store, _, _ = shop
+    await store.set_price(LISTING, Decimal("24.5"), "USD")
+    assert market.stores["rebound-test"].variants[ITEM].price == "24.50"
+    with pytest.raises(Refused, match="the store sells in USD, the price is in EUR"):
+        await store.set_price(LISTING, Decimal("20"), "EUR")
+    assert market.stores["rebound-test"].variants[ITEM].price == "24.50"

@@ -7,6 +7,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 
+from decimal import Decimal
+
 import httpx
 import orjson
 import pytest
@@ -136,3 +138,13 @@ async def test_an_expired_token_is_refreshed_and_both_new_tokens_stored_before_u
         stale = TikTokShop(_credentials(), client, api=url, auth=url)  # the old tokens are gone
         with pytest.raises(Unauthorized):
             await stale.quantity(LISTING)
+
+
+async def test_a_price_is_set_on_the_sku_and_an_unknown_sku_is_refused(standin) -> None:  # noqa: ANN001
+    market, url = standin
+    async with httpx.AsyncClient() as client:
+        shop = await _shop(market, url, client)
+        await shop.set_price(LISTING, Decimal("19.90"), "USD")
+        assert market.state.prices[LISTING["sku_id"]] == ("19.90", "USD")
+        with pytest.raises(Refused, match="is not a sku of product"):
+            await shop.set_price({**LISTING, "sku_id": "1729388324987890000"}, Decimal("5"), "USD")

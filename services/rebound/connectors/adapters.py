@@ -51,6 +51,19 @@ class Intent:
 
 
 @dataclass(frozen=True)
+class Requested:
+    """A key's latest listing request, and where it was read."""
+
+    event: ListingRequested
+    source: MessageSource
+
+    @classmethod
+    def parse(cls, document: str | bytes) -> Requested:
+        kept = orjson.loads(document)
+        return cls(ListingRequested.model_validate(kept["event"]), MessageSource.model_validate(kept["source"]))
+
+
+@dataclass(frozen=True)
 class Listing:
     key: str
     seller_id: str
@@ -68,8 +81,14 @@ class Listing:
     last: Pending | None = None
     """The last adjustment applied: the ledger's view of the key, and what an exception about it
     refers to when no adjustment is pending."""
-    requested: ListingRequested | None = None
+    requested: Requested | None = None
     """The key's latest listing request (`storefront.listings.v1`)."""
+    priced: uuid.UUID | None = None
+    """The request whose price is on the marketplace."""
+
+    @property
+    def unpriced(self) -> bool:
+        return self.requested is not None and self.priced != self.requested.event.event_id
 
 
 @dataclass(frozen=True)
@@ -114,15 +133,19 @@ class ConnectorRepository:
             key, adjustment.sequence, adjustment.delta, adjustment.model_dump_json(), source.model_dump_json())
         return status.endswith(" 1")
 
-    async def request(self, request: ListingRequested) -> None:
+    async def request(self, request: ListingRequested, source: MessageSource) -> None:
         """Keep a key's latest listing request (one older than the kept one is ignored)."""
+        kept = {"event": request.model_dump(mode="json"), "source": source.model_dump(mode="json")}
         await self.conn.execute(
             "INSERT INTO connectors.listings (key, seller_id, channel, shop_id, requested) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (key) DO UPDATE SET requested = EXCLUDED.requested"
+            " ON CONFLICT (key) DO UPDATE SET requested = EXCLUDED.requested, updated_at = now()"
             " WHERE connectors.listings.requested IS NULL"
-            " OR (connectors.listings.requested->>'occurred_at')::timestamptz <= $6",
-            stock_key(request), request.seller_id, request.channel, request.shop_id, request.model_dump_json(),
-            request.occurred_at)
+            " OR (connectors.listings.requested->'event'->>'occurred_at')::timestamptz <= $6",
+            stock_key(request), request.seller_id, request.channel, request.shop_id, _json(kept), request.occurred_at)
+
+    async def priced(self, key: str, request: uuid.UUID) -> None:
+        """The request's price is on the marketplace (or was refused there, and reported)."""
+        await self.conn.execute("UPDATE connectors.listings SET priced = $2 WHERE key = $1", key, request)
 
     async def unmapped(self, seller_id: str | None = None) -> list[asyncpg.Record]:
         """Keys with no marketplace listing yet that were asked to be listed or received stock:
@@ -134,7 +157,7 @@ class ConnectorRepository:
             " ORDER BY l.key", seller_id)
 
     async def due(self, limit: int, per_shop: int, busy: list[str] | None = None) -> list[str]:
-        """Keys of connected shops with a write in doubt or an adjustment to apply, the longest
+        """Keys of connected shops with a write in doubt, an adjustment to apply or a price to set, the longest
         waiting first, at most `per_shop` of each shop: a shop that its rate limit holds back does
         not keep the others waiting. A shop not connected yet keeps its adjustments until it is.
         `busy`: keys being synced already, left out."""
@@ -146,7 +169,8 @@ class ConnectorRepository:
             " WHERE l.blocked IS NULL AND (l.not_before IS NULL OR l.not_before <= now())"
             " AND NOT l.key = ANY($3::text[])"
             " AND (l.intent IS NOT NULL OR EXISTS (SELECT 1 FROM connectors.adjustments a"
-            " WHERE a.key = l.key AND a.sequence = l.applied_through + 1))) due"
+            " WHERE a.key = l.key AND a.sequence = l.applied_through + 1)"
+            " OR (l.ids IS NOT NULL AND l.priced IS DISTINCT FROM (l.requested->'event'->>'event_id')::uuid))) due"
             " WHERE turn <= $2 ORDER BY updated_at LIMIT $1", limit, per_shop, busy or [])
         return [r["key"] for r in rows]
 
@@ -162,7 +186,7 @@ class ConnectorRepository:
                        intent=_intent(intent) if intent else None, blocked=row["blocked"], owed=row["owed"],
                        baseline=_intent(baseline) if baseline else None,
                        last=_pending(orjson.dumps(last["event"]), orjson.dumps(last["source"])) if last else None,
-                       requested=ListingRequested.model_validate_json(requested) if requested else None)
+                       requested=Requested.parse(requested) if requested else None, priced=row["priced"])
 
     async def pending(self, key: str, after: int, limit: int) -> list[Pending]:
         rows = await self.conn.fetch(

@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -204,12 +205,15 @@ class AmazonShop:
     async def set_quantity(self, listing: Mapping[str, str], quantity: int, *, seen: int | None = None,
                            key: str | None = None) -> None:
         """An absolute write, returned from once Amazon has applied it (not merely accepted it)."""
+        await self._patch(listing, {"op": "merge", "path": "/attributes/fulfillment_availability",
+                                    "value": [{"fulfillment_channel_code": CHANNEL, "quantity": quantity}]})
+
+    async def _patch(self, listing: Mapping[str, str], patch: Mapping[str, Any]) -> None:
+        """One patch of the listing, returned from once applied (a queued one is in doubt)."""
         if _listing_key(listing) not in self._updated:
             await self._item(listing)  # the change the write must be newer than
         before = self._updated.get(_listing_key(listing))
-        body = {"productType": listing["product_type"], "patches": [{
-            "op": "merge", "path": "/attributes/fulfillment_availability",
-            "value": [{"fulfillment_channel_code": CHANNEL, "quantity": quantity}]}]}
+        body = {"productType": listing["product_type"], "patches": [dict(patch)]}
         sent = self.clock()
         await self._pace("patchListingsItem")
         answer = await self._call("patchListingsItem", "PATCH", _item_path(listing),
@@ -219,6 +223,13 @@ class AmazonShop:
             issues = errors or answer.get("issues") or []
             raise Refused(f"{answer.get('status')}: " + "; ".join(_issue(i) for i in issues))
         await self._until_applied(listing, sent - self.skew_s, before, str(answer.get("submissionId", "")))
+
+    async def set_price(self, listing: Mapping[str, str], amount: Decimal, currency: str) -> None:
+        """The offer's `our_price` in the listing's marketplace, returned from once applied: a
+        quantity written next must not take the price's change for its own."""
+        await self._patch(listing, {"op": "replace", "path": "/attributes/purchasable_offer", "value": [{
+            "marketplace_id": listing["marketplace_id"], "currency": currency,
+            "our_price": [{"schedule": [{"value_with_tax": float(amount)}]}]}]})
 
     async def _until_applied(self, listing: Mapping[str, str], after: float, before: float | None,
                              submission: str) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from datetime import time as day_start
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -185,12 +186,15 @@ class EbayShop:
         """An absolute write of both quantities: eBay takes neither the number it replaces nor a
         key. `NotYet` before sending when the listing's revisions are paced out."""
         sku, offer_id = listing["sku"], listing["offer_id"]
+        await self._revise(offer_id, {"requests": [{"sku": sku, "shipToLocationAvailability": {"quantity": quantity},
+                                                    "offers": [{"offerId": offer_id, "availableQuantity": quantity}]}]})
+
+    async def _revise(self, offer_id: str, body: Mapping[str, Any]) -> None:
+        """One revision of the listing: `NotYet` before sending when its revisions are paced out."""
         wait = self.pacing.wait(offer_id, self.clock())
         if wait > 0:
             raise NotYet(f"offer {offer_id}: revisions are paced to {REVISIONS_A_DAY} a day; the next in {wait:.0f} s",
                          wait)
-        body = {"requests": [{"sku": sku, "shipToLocationAvailability": {"quantity": quantity},
-                              "offers": [{"offerId": offer_id, "availableQuantity": quantity}]}]}
         try:
             answer = await self._call("POST", f"{INVENTORY}/bulk_update_price_quantity", body)
         except Unavailable:
@@ -198,6 +202,11 @@ class EbayShop:
             raise
         self.pacing.spend(offer_id, self.clock())
         self._written(offer_id, answer.get("responses") or [])
+
+    async def set_price(self, listing: Mapping[str, str], amount: Decimal, currency: str) -> None:
+        """The offer's price: a revision of the listing like any, paced with them."""
+        await self._revise(listing["offer_id"], {"requests": [{"sku": listing["sku"], "offers": [
+            {"offerId": listing["offer_id"], "price": {"value": str(amount), "currency": currency}}]}]})
 
     def _written(self, offer_id: str, results: list[Mapping[str, Any]]) -> None:
         """Each result's own `statusCode` says what became of it, whatever the call's status."""

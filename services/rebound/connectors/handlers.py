@@ -16,4 +16,4 @@ async def keep_adjustment(ctx: Context, adjustment: StockAdjusted, repo: Connect
 async def keep_listing_request(ctx: Context, request: ListingRequested, repo: ConnectorRepository) -> None:
     """What a key's listing should be: shown to whoever maps it (`rebound connect unmapped`) and
     in the exception of a key rejected for want of a listing."""
-    await repo.request(request)
+    await repo.request(request, ctx.source)

@@ -1,13 +1,14 @@
 """The one small interface every marketplace adapter implements, and the outcomes it reports.
 
-An adapter reads and writes one listing's quantity as the marketplace counts it, and counts the
-units the marketplace sold on it since a time. Everything else (ordering, idempotency, rate
+An adapter reads and writes one listing's quantity as the marketplace counts it, counts the
+units the marketplace sold on it since a time, and sets its price. Everything else (ordering, idempotency, rate
 limits, retries, reconciliation) is the connector's, written once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Protocol
 
 
@@ -79,4 +80,9 @@ class Marketplace(Protocol):
         before a write with what it sees after, whatever the clock's granularity. With
         `known_at`, the answer must hold every sale made up to that moment (Unix seconds), or
         raise `NotYet`; without it, the sales known now will do."""
+        ...
+
+    async def set_price(self, listing: Mapping[str, str], amount: Decimal, currency: str) -> None:
+        """The listing's price from now on (`storefront.listings.v1`): what a buyer pays for one
+        unit."""
         ...

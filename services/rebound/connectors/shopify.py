@@ -12,6 +12,7 @@ throttled answer is a GraphQL error `THROTTLED`, with the bucket's state in `ext
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -30,6 +31,18 @@ READ = """query Available($item: ID!, $location: ID!) {
 WRITE = """mutation SetAvailable($input: InventorySetQuantitiesInput!, $key: String!) {
   inventorySetQuantities(input: $input) @idempotent(key: $key) {
     inventoryAdjustmentGroup { createdAt changes { name delta quantityAfterChange } }
+    userErrors { code field message }
+  }
+}"""
+
+VARIANT = """query Variant($item: ID!) {
+  shop { currencyCode }
+  inventoryItem(id: $item) { variant { id product { id } } }
+}"""
+
+PRICE = """mutation SetPrice($product: ID!, $variants: [ProductVariantsBulkInput!]!) {
+  productVariantsBulkUpdate(productId: $product, variants: $variants) {
+    productVariants { id price }
     userErrors { code field message }
   }
 }"""
@@ -78,6 +91,20 @@ class ShopifyShop:
         if any(e.get("code") == "IDEMPOTENCY_CONCURRENT_REQUEST" for e in errors):
             raise Unavailable("the same write is in progress")
         if errors:
+            raise Refused("; ".join(f"{e.get('code')} {e.get('message', '')}".strip() for e in errors))
+
+    async def set_price(self, listing: Mapping[str, str], amount: Decimal, currency: str) -> None:
+        """The price of the inventory item's variant; a store sells in its own currency only."""
+        data = await self._call(VARIANT, {"item": listing["inventory_item_id"]})
+        store_currency = (data.get("shop") or {}).get("currencyCode")
+        if store_currency != currency:
+            raise Refused(f"the store sells in {store_currency}, the price is in {currency}")
+        variant = ((data.get("inventoryItem") or {}).get("variant")) or {}
+        if not variant:
+            raise Refused(f"inventory item {listing['inventory_item_id']} has no variant")
+        data = await self._call(PRICE, {"product": variant["product"]["id"],
+                                        "variants": [{"id": variant["id"], "price": str(amount)}]})
+        if errors := (data.get("productVariantsBulkUpdate") or {}).get("userErrors"):
             raise Refused("; ".join(f"{e.get('code')} {e.get('message', '')}".strip() for e in errors))
 
     async def sales_since(self, listing: Mapping[str, str], since_s: int, *,

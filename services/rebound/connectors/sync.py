@@ -35,7 +35,7 @@ from rebound_contracts.topics import ACKS, EXCEPTIONS
 
 from ..messaging import inbox
 from ..messaging.outbox import OutboxBuffer
-from .adapters import IN_DOUBT, ConnectorRepository, Intent, Listing, Pending, ack_id
+from .adapters import IN_DOUBT, ConnectorRepository, Intent, Listing, Pending, Requested, ack_id
 from .domain import TokenBucket, drift, next_run, settle, target
 from .marketplace import Marketplace, NotYet, Refused, Stale, Throttled, Unauthorized, Unavailable
 
@@ -166,9 +166,12 @@ class Syncer:
                 if listing is None:
                     return False
             assert listing.ids is not None
+            priced = listing.unpriced
+            if priced:  # before the quantity: no unit is offered at a price the listing no longer has
+                listing = await self._price(conn, repo, listing, market, bucket)
             run = next_run(listing.applied_through, [p.adjustment for p in pending], self.run_limit)
             if run is None:
-                return False  # a gap: wait for the adjustment that fills it
+                return priced  # nothing else to do, or a gap: wait for the adjustment that fills it
             read_at = int(self.clock())
             # The write's tokens are taken with the reads', and the check's with them where there
             # is one: nothing waits between the read and the write, or between the write and the
@@ -244,6 +247,31 @@ class Syncer:
             if attempt < READ_ATTEMPTS - 1:
                 bucket.refund(then)
         return first, seen
+
+    async def _price(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
+                     market: Marketplace, bucket: TokenBucket) -> Listing:
+        """The latest listing request's price on the marketplace. A refusal is reported
+        (`storefront_listing_refused`, with the marketplace's message) and not tried again until
+        a new request: the listing keeps its price, and its quantity moves."""
+        assert listing.requested is not None and listing.ids is not None
+        request = listing.requested.event
+        await self._take(bucket)
+        try:
+            await market.set_price(listing.ids, request.price.amount, request.price.currency)
+        except Refused as error:
+            async with conn.transaction():
+                await repo.priced(listing.key, request.event_id)
+                detail = f"{listing.key}: the marketplace refused the price {request.price.amount} " \
+                         f"{request.price.currency}: {error}"
+                log.warning("storefront_price_refused", key=listing.key, error=str(error))
+                outbox = OutboxBuffer(self.producer)
+                outbox.add(EXCEPTIONS, _exception(listing.requested, "storefront_listing_refused", detail))
+                await outbox.flush(conn)
+        else:
+            await repo.priced(listing.key, request.event_id)
+            log.info("storefront_priced", key=listing.key, price=str(request.price.amount),
+                     currency=request.price.currency)
+        return replace(listing, priced=request.event_id)
 
     async def _reconcile(self, conn: asyncpg.Connection, key: str) -> bool:
         """The key's number against its baseline: the last write settled, less the sales since. A
@@ -500,9 +528,9 @@ class Syncer:
 
 def _to_create(listing: Listing) -> str:
     """The listing a key was asked to be, for whoever creates it on the marketplace."""
-    request = listing.requested
-    if request is None:
+    if listing.requested is None:
         return ""
+    request = listing.requested.event
     marketplace = ", ".join(f"{name} {value}" for name, value in (
         ("listed as SKU", request.listing_sku), ("condition", request.marketplace_condition),
         ("condition id", request.marketplace_condition_id), ("at most", request.quantity_limit)) if value)
@@ -531,8 +559,10 @@ def _ack(key: str, last: Pending, status: str, reason: str) -> StorefrontAck:
         condition=event.condition)
 
 
-def _exception(about: Pending, kind: ExceptionKind, detail: str, event_id: uuid.UUID | None = None) -> ExceptionRaised:
-    """`event_id`: by default one per kind and adjustment (a retry raises it once)."""
+def _exception(about: Pending | Requested, kind: ExceptionKind, detail: str,
+               event_id: uuid.UUID | None = None) -> ExceptionRaised:
+    """About an adjustment or a listing request; `event_id`: by default one per kind and record
+    (a retry raises it once)."""
     event = about.event
     return ExceptionRaised(
         event_id=event_id or inbox.position_id(f"{about.source.topic}#{kind}", about.source.partition,

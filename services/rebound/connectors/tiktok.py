@@ -14,6 +14,7 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -101,6 +102,13 @@ class TikTokShop:
         body = {"skus": [{"id": listing["sku_id"], "inventory": [
             {"warehouse_id": listing["warehouse_id"], "quantity": quantity}]}]}
         data = await self._call(f"/product/202309/products/{listing['product_id']}/inventory/update", body)
+        if errors := data.get("errors"):
+            raise Refused("; ".join(_describe(error) for error in errors))
+
+    async def set_price(self, listing: Mapping[str, str], amount: Decimal, currency: str) -> None:
+        """The SKU's price, in every warehouse (Update Price 202309)."""
+        body = {"skus": [{"id": listing["sku_id"], "price": {"amount": str(amount), "currency": currency}}]}
+        data = await self._call(f"/product/202309/products/{listing['product_id']}/prices/update", body)
         if errors := data.get("errors"):
             raise Refused("; ".join(_describe(error) for error in errors))
 

@@ -68,13 +68,15 @@ class Listing:
     asin: str = ""
     created: float = 0.0
     updated: float = 0.0
+    price: tuple[float, str] | None = None  # our_price: value_with_tax, currency
 
 
 @dataclass
 class Submission:
     submission_id: str
-    quantity: int
+    quantity: int | None
     due: float
+    price: tuple[float, str] | None = None
 
 
 @dataclass
@@ -250,42 +252,47 @@ class AmazonStandIn(Controls):
         except (ValueError, KeyError, TypeError) as error:
             return _errors(400, "BAD_REQUEST", "Invalid input", str(error))
         sku = request.path_params["sku"]
-        issues, quantity = self._judge(listing, str(body["productType"]), patches)
+        issues, quantity, price = self._judge(listing, str(body["productType"]), patches)
         preview = request.query_params.get("mode") == "VALIDATION_PREVIEW"
         submission_id = uuid.uuid4().hex
-        if not issues and not preview and quantity is not None and listing is not None:
+        if not issues and not preview and (quantity is not None or price is not None) and listing is not None:
             due = self.clock() + self.state.faults.accept_delay_s
             self.state.queues.setdefault((listing.seller_id, sku), deque()).append(
-                Submission(submission_id, quantity, due))
+                Submission(submission_id, quantity, due, price))
         return _json({"sku": sku, "status": "INVALID" if issues else ("VALID" if preview else "ACCEPTED"),
                       "submissionId": submission_id, "issues": issues}, rate="5.0")
 
     def _judge(self, listing: Listing | None, product_type: str,
-               patches: list[dict[str, Any]]) -> tuple[list[dict], int | None]:
-        """The issues of a submission (none: it is accepted), and the quantity it sets."""
+               patches: list[dict[str, Any]]) -> tuple[list[dict], int | None, tuple[float, str] | None]:
+        """The issues of a submission (none: it is accepted), and the quantity and price it sets."""
         if listing is None:
             return [_issue("LISTING_NOT_FOUND", "No listing with this SKU in the marketplace. Create it first.",
-                           [])], None
+                           [])], None, None
         if product_type != listing.product_type:
             return [_issue("PRODUCT_TYPE_MISMATCH", f"The product type {product_type} does not match the listing's "
-                                                    f"product type {listing.product_type}.", [])], None
-        quantity = None
+                                                    f"product type {listing.product_type}.", [])], None, None
+        quantity, price = None, None
         for patch in patches:
+            if patch["path"] == "/attributes/purchasable_offer":
+                price = _offer_price(patch, listing.marketplace_id)
+                if isinstance(price, dict):
+                    return [price], None, None
+                continue
             if patch["path"] != "/attributes/fulfillment_availability":
                 continue
             if patch["op"] == "delete" or len(patch.get("value") or []) != 1:
-                return [_issue("INVALID_FULFILLMENT_AVAILABILITY",
-                               "fulfillment_availability takes exactly one value.", ["fulfillment_availability"])], None
+                return [_issue("INVALID_FULFILLMENT_AVAILABILITY", "fulfillment_availability takes exactly one value.",
+                               ["fulfillment_availability"])], None, None
             value = patch["value"][0]
             given = value.get("quantity")
             if value.get("fulfillment_channel_code") != CHANNEL:
                 return [_issue("UNSUPPORTED_FULFILLMENT_CHANNEL", f"Only the {CHANNEL} channel is served here.",
-                               ["fulfillment_availability"])], None
+                               ["fulfillment_availability"])], None, None
             if not isinstance(given, int) or isinstance(given, bool) or not 0 <= given <= MAXIMUM:
                 return [_issue("INVALID_QUANTITY", f"The quantity must be a whole number from 0 to {MAXIMUM}.",
-                               ["fulfillment_availability"])], None
+                               ["fulfillment_availability"])], None, None
             quantity = given
-        return [], quantity
+        return [], quantity, price
 
     def apply_due(self) -> None:
         """Apply every submission whose time has come, in order per SKU."""
@@ -296,10 +303,14 @@ class AmazonStandIn(Controls):
                 listing = self.state.listings.get((seller_id, sku))
                 if listing is None:
                     continue
+                listing.updated = self.clock()
+                if submission.price is not None:
+                    listing.price = submission.price
+                if submission.quantity is None:
+                    continue
                 if self.state.faults.sales_before_write > 0 and self.sell_one(listing) is not None:
                     self.state.faults.sales_before_write -= 1
                 listing.quantity = submission.quantity
-                listing.updated = self.clock()
                 self.state.writes += 1
 
     async def get_orders(self, request: Request) -> Response:
@@ -467,3 +478,26 @@ def _iso(seconds: float, *, millis: bool = True) -> str:
     if millis:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _offer_price(patch: dict[str, Any], marketplace_id: str) -> tuple[float, str] | dict:
+    """The `our_price` a `purchasable_offer` patch sets, or the issue that refuses it."""
+    def refused(message: str) -> dict:
+        return _issue("INVALID_PURCHASABLE_OFFER", message, ["purchasable_offer"])
+
+    if patch["op"] not in ("replace", "merge") or len(patch.get("value") or []) != 1:
+        return refused("purchasable_offer takes exactly one value, replaced or merged.")
+    offer = patch["value"][0]
+    if offer.get("marketplace_id") != marketplace_id:
+        return refused(f"The offer is for marketplace {offer.get('marketplace_id')}, not {marketplace_id}.")
+    try:
+        [price] = offer["our_price"]
+        [entry] = price["schedule"]
+        value = entry["value_with_tax"]
+    except (KeyError, TypeError, ValueError):
+        return refused("our_price needs one schedule entry with value_with_tax.")
+    currency = offer.get("currency")
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0 or not isinstance(currency, str) \
+            or len(currency) != 3:
+        return refused("value_with_tax must be a positive number and currency a three-letter code.")
+    return float(value), currency

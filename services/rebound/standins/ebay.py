@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -85,6 +86,7 @@ class Listing:
     marketplace_id: str = "EBAY_US"
     listing_id: str = ""
     sold: int = 0
+    price: tuple[str, str] | None = None  # the offer's price: value, currency
 
     @property
     def buyable(self) -> int:
@@ -356,6 +358,9 @@ class EbayStandIn(Controls):
             elif "availableQuantity" in offer and not _quantity(offer["availableQuantity"]):
                 problems[offer_id] = error(INVALID_QUANTITY, "Invalid quantity. The quantity must be 0 or more.",
                                            parameters={"fieldName": "availableQuantity"})
+            elif "price" in offer and not _price(offer["price"], CURRENCIES.get(listing.marketplace_id, "USD")):
+                problems[offer_id] = error(INVALID_VALUE, "Invalid value for price: a value above 0 in the "
+                                                          "marketplace's currency.", parameters={"fieldName": "price"})
             elif self.rng.random() < self.state.faults.listing_errors:
                 problems[offer_id] = error(ON_HOLD, "This listing is on hold due to a policy violation, and "
                                                     "revisions are not possible. Please check your email for more "
@@ -373,7 +378,8 @@ class EbayStandIn(Controls):
             return {None: error(CANNOT_REVISE, "Cannot revise listing.", parameters={"0": (
                 f"This listing has been revised {REVISIONS_A_DAY} times today, the most allowed in a calendar "
                 "day. You can revise it again tomorrow.")})}
-        if self.state.faults.sales_before_write > 0 and self.sell_one(listing) is not None:
+        quantities = "shipToLocationAvailability" in entry or any("availableQuantity" in o for o in offers)
+        if quantities and self.state.faults.sales_before_write > 0 and self.sell_one(listing) is not None:
             self.state.faults.sales_before_write -= 1
         self.state.history.append((self.clock(), listing.offer_id, listing.buyable, listing.sold,
                                    entry.get("shipToLocationAvailability", {}).get("quantity")))
@@ -382,8 +388,10 @@ class EbayStandIn(Controls):
         for offer in offers:
             if "availableQuantity" in offer:
                 listing.available = int(offer["availableQuantity"])
+            if "price" in offer:
+                listing.price = (str(offer["price"]["value"]), str(offer["price"]["currency"]))
         self.state.revisions[(listing.offer_id, day)] = done + 1
-        self.state.writes += 1
+        self.state.writes += quantities
         return {}
 
     # --- Fulfillment API -------------------------------------------------------------------------
@@ -529,3 +537,14 @@ def _window(given: str, now: float) -> tuple[float, float] | Response:
     if start < now - ORDERS_WINDOW_S:
         return _fulfillment_error(START_TOO_EARLY, "Start date must be within 90 days of end date and current date.")
     return start, end
+
+
+CURRENCIES = {"EBAY_US": "USD", "EBAY_GB": "GBP", "EBAY_DE": "EUR", "EBAY_AU": "AUD", "EBAY_CA": "CAD"}
+
+
+def _price(given: Any, currency: str) -> bool:
+    """An `Amount`: `value` a decimal string above zero, in the marketplace's `currency`."""
+    try:
+        return isinstance(given, dict) and given.get("currency") == currency and Decimal(str(given["value"])) > 0
+    except (KeyError, ArithmeticError, ValueError):
+        return False

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -34,10 +35,12 @@ directive @idempotent(key: String!) on FIELD
 scalar DateTime
 
 type Query {
+  shop: Shop!
   inventoryItem(id: ID!): InventoryItem
   orders(first: Int!, after: String, query: String): OrderConnection!
 }
-type InventoryItem { id: ID! inventoryLevel(locationId: ID!): InventoryLevel }
+type Shop { currencyCode: String! }
+type InventoryItem { id: ID! variant: ProductVariant! inventoryLevel(locationId: ID!): InventoryLevel }
 type InventoryLevel { id: ID! quantities(names: [String!]!): [InventoryQuantity!]! }
 type InventoryQuantity { name: String! quantity: Int! }
 type OrderConnection { nodes: [Order!]! pageInfo: PageInfo! }
@@ -45,9 +48,18 @@ type PageInfo { hasNextPage: Boolean! endCursor: String }
 type Order { id: ID! createdAt: DateTime! cancelledAt: DateTime lineItems(first: Int!): LineItemConnection! }
 type LineItemConnection { nodes: [LineItem!]! }
 type LineItem { id: ID! quantity: Int! variant: ProductVariant }
-type ProductVariant { id: ID! inventoryItem: InventoryItem! }
+type ProductVariant { id: ID! price: String! product: Product! inventoryItem: InventoryItem! }
+type Product { id: ID! }
 
-type Mutation { inventorySetQuantities(input: InventorySetQuantitiesInput!): InventorySetQuantitiesPayload }
+type Mutation {
+  inventorySetQuantities(input: InventorySetQuantitiesInput!): InventorySetQuantitiesPayload
+  productVariantsBulkUpdate(productId: ID!, variants: [ProductVariantsBulkInput!]!): ProductVariantsBulkUpdatePayload
+}
+input ProductVariantsBulkInput { id: ID price: String }
+type ProductVariantsBulkUpdatePayload {
+  productVariants: [ProductVariant!] userErrors: [ProductVariantsBulkUpdateUserError!]!
+}
+type ProductVariantsBulkUpdateUserError { code: String field: [String!] message: String! }
 input InventorySetQuantitiesInput {
   name: String! reason: String! referenceDocumentUri: String quantities: [InventoryQuantityInput!]!
 }
@@ -76,6 +88,15 @@ class Level:
 
 
 @dataclass
+class Variant:
+    """The product variant an inventory item belongs to, with its price in the store's currency."""
+
+    id: str
+    product: str
+    price: str = "0.00"
+
+
+@dataclass
 class Faults:
     throttled: float = 0.0
     server_errors: float = 0.0
@@ -91,6 +112,8 @@ class Store:
     idempotency: dict[str, tuple[Any, dict]] = field(default_factory=dict)
     bucket: float = BUCKET
     bucket_at: float = 0.0
+    currency: str = "USD"
+    variants: dict[str, Variant] = field(default_factory=dict)  # by inventory item
 
 
 class ShopifyStandIn:
@@ -116,6 +139,8 @@ class ShopifyStandIn:
 
     def add_level(self, store: str, item: str, location: str, quantity: int = 0) -> Level:
         level = self.stores[store].levels[(item, location)] = Level(item, location, quantity)
+        if item not in self.stores[store].variants:
+            self.stores[store].variants[item] = Variant(self._id("ProductVariant"), self._id("Product"))
         return level
 
     # --- the API ---------------------------------------------------------------------------
@@ -155,7 +180,36 @@ class ShopifyStandIn:
     def inventory_item(self, store: Store, item_id: str) -> dict | None:
         if not any(item == item_id for item, _ in store.levels):
             return None
-        return {"id": item_id, "inventoryLevel": lambda location_id: self._level(store, item_id, location_id)}
+        return {"id": item_id, "inventoryLevel": lambda location_id: self._level(store, item_id, location_id),
+                "variant": lambda: self._variant(store, item_id)}
+
+    @staticmethod
+    def _variant(store: Store, item: str) -> dict:
+        variant = store.variants[item]
+        return {"id": variant.id, "price": variant.price, "product": {"id": variant.product},
+                "inventoryItem": {"id": item}}
+
+    def update_variants(self, store: Store, product: str, variants: list[dict]) -> dict:
+        """Prices of a product's variants, in the store's currency (a decimal string)."""
+        by_id = {v.id: (item, v) for item, v in store.variants.items() if v.product == product}
+        if not by_id:
+            return {"productVariants": None, "userErrors": [
+                {"code": "PRODUCT_DOES_NOT_EXIST", "field": ["productId"], "message": "Product does not exist"}]}
+        for n, given in enumerate(variants):
+            if given.get("id") not in by_id:
+                return {"productVariants": None, "userErrors": [{
+                    "code": "PRODUCT_VARIANT_DOES_NOT_EXIST", "field": ["variants", str(n), "id"],
+                    "message": "Product variant does not exist"}]}
+            try:
+                if "price" in given and Decimal(given["price"]) < 0:
+                    raise ArithmeticError
+            except ArithmeticError:
+                return {"productVariants": None, "userErrors": [{
+                    "code": "INVALID", "field": ["variants", str(n), "price"], "message": "Price is invalid"}]}
+        for given in variants:
+            if "price" in given:
+                by_id[given["id"]][1].price = f"{Decimal(given['price']):.2f}"
+        return {"productVariants": [self._variant(store, by_id[g["id"]][0]) for g in variants], "userErrors": []}
 
     @staticmethod
     def _level(store: Store, item: str, location: str) -> dict | None:
@@ -270,8 +324,12 @@ def _resolve(source: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
     name = info.field_name
     if isinstance(source, ShopifyStandIn):
         store: Store = info.context
+        if name == "shop":
+            return {"currencyCode": store.currency}
         if name == "inventoryItem":
             return source.inventory_item(store, args["id"])
+        if name == "productVariantsBulkUpdate":
+            return source.update_variants(store, args["productId"], args["variants"])
         if name == "orders":
             return source.orders(store, args["first"], args.get("after"), args.get("query"))
         if name == "inventorySetQuantities":

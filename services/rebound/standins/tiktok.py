@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -28,6 +29,8 @@ from ..connectors.tiktok import MAXIMUM, RATE_LIMITED, TOKEN_EXPIRED, response_b
 TIMESTAMP_BEHIND_S, TIMESTAMP_AHEAD_S = 300, 30
 INVALID_SIGNATURE, INVALID_TOKEN, INVALID_TIMESTAMP, BAD_REQUEST = 106001, 105001, 36009004, 12019001
 SKU_NOT_FOUND, SKU_ERRORS = 12052048, 12052990
+CURRENCIES = frozenset({"USD", "GBP", "EUR", "MXN", "BRL", "JPY", "IDR", "MYR", "PHP", "SGD", "THB", "VND"})
+"""The currencies of the markets TikTok Shop sells in."""
 
 
 @dataclass
@@ -70,6 +73,7 @@ class State:
     faults: Faults = field(default_factory=Faults)
     requests: dict[str, int] = field(default_factory=dict)
     writes: int = 0
+    prices: dict[str, tuple[str, str]] = field(default_factory=dict)  # by sku_id: (amount, currency)
 
 
 def _answer(data: dict | None = None, *, code: int = 0, message: str = "Success", status: int = 200) -> Response:
@@ -88,6 +92,7 @@ class TikTokStandIn(Controls):
         self.buyers = Buyers(self.sell_one, self.rng)
         self.app = Starlette(routes=[
             Route("/product/202309/products/{product_id}/inventory/update", self.update_inventory, methods=["POST"]),
+            Route("/product/202309/products/{product_id}/prices/update", self.update_prices, methods=["POST"]),
             Route("/product/202309/inventory/search", self.search_inventory, methods=["POST"]),
             Route("/order/202309/orders/search", self.search_orders, methods=["POST"]),
             Route("/api/v2/token/refresh", self.refresh_token, methods=["GET"]),
@@ -155,6 +160,28 @@ class TikTokStandIn(Controls):
             errors.append({"code": SKU_ERRORS, "message": "batch update inventory error", "detail": {
                 "sku_id": sku_id, "extra_errors": [
                     {"code": problem[0], "message": problem[1], "warehouse_id": warehouse_id}]}})
+        return _answer({"errors": errors} if errors else {})
+
+    async def update_prices(self, request: Request) -> Response:
+        """A SKU's price: `amount` a decimal string above zero, in a currency TikTok Shop sells in."""
+        shop, raw, refusal = await self._checked(request)
+        if refusal is not None:
+            return refusal
+        try:
+            prices = [(str(s["id"]), str(s["price"]["amount"]), str(s["price"]["currency"]))
+                      for s in orjson.loads(raw)["skus"]]
+            if not all(Decimal(amount) > 0 and currency in CURRENCIES for _, amount, currency in prices):
+                raise ValueError("price")
+        except (ValueError, KeyError, TypeError, ArithmeticError):
+            return _answer(code=BAD_REQUEST, message="invalid request body: skus[].price needs amount and currency")
+        product = request.path_params["product_id"]
+        errors = []
+        for sku_id, amount, currency in prices:
+            if not any(s.sku_id == sku_id and s.product_id == product for s in self.state.stock.values()):
+                errors.append({"code": SKU_NOT_FOUND, "message": f"sku {sku_id} is not a sku of product {product}",
+                               "detail": {"sku_id": sku_id}})
+                continue
+            self.state.prices[sku_id] = (amount, currency)
         return _answer({"errors": errors} if errors else {})
 
     async def search_inventory(self, request: Request) -> Response:
