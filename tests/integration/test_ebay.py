@@ -17,7 +17,7 @@ import pytest
 
 from rebound.connectors.ebay import (PACE_BURST, PACIFIC, REVISIONS_A_DAY, Credentials, EbayShop, revision_day,
                                      seconds_to_next_day)
-from rebound.connectors.marketplace import NotYet, Refused, Throttled, Unauthorized, Unavailable
+from rebound.connectors.marketplace import NotYet, Paused, Refused, Throttled, Unauthorized, Unavailable
 from rebound.standins import serving
 from rebound.standins.ebay import EbayStandIn
 
@@ -162,11 +162,12 @@ async def test_a_per_item_error_of_a_207_is_refused_with_ebays_message(standin) 
     [result] = answer.json()["responses"]
     assert (result["statusCode"], result["sku"], result["offerId"], result["errors"][0]["errorId"]) == (
         400, SKU, OFFER, 25097)
-    with pytest.raises(Refused, match="25097 This listing is on hold due to a policy violation"):
-        await shop.set_quantity(LISTING, 3)
+    with pytest.raises(Paused, match="25097 This listing is on hold due to a policy violation"):
+        await shop.set_quantity(LISTING, 3)  # held back, not refused for good
     market.state.faults.listing_errors = 0.0
-    with pytest.raises(Refused, match="25713 This Offer is not available"):
+    with pytest.raises(Refused, match="25713 This Offer is not available") as refused:
         await shop.set_quantity({"sku": SKU, "offer_id": "1"}, 3)
+    assert not isinstance(refused.value, Paused)
     with pytest.raises(Refused, match=r"25002 .*not associated with SKU"):
         await shop.set_quantity({"sku": SKU, "offer_id": OTHER["offer_id"]}, 3)
     assert (_listing(market).quantity, _listing(market).available, market.state.writes) == (2, 2, 0)

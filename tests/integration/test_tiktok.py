@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from rebound.connectors.marketplace import Refused, Throttled, Unauthorized, Unavailable
+from rebound.connectors.marketplace import Paused, Refused, Throttled, Unauthorized, Unavailable
 from rebound.connectors.tiktok import Credentials, TikTokShop, sign
 from rebound.standins import serving
 from rebound.standins.tiktok import Shop, TikTokStandIn
@@ -97,10 +97,11 @@ async def test_code_zero_with_per_sku_errors_is_a_refusal_with_the_marketplaces_
     market, url = standin
     async with httpx.AsyncClient() as client:
         shop = await _shop(market, url, client)
-        with pytest.raises(Refused, match="The warehouse does not exist"):
+        with pytest.raises(Refused, match="The warehouse does not exist") as refused:
             await shop.set_quantity({**LISTING, "warehouse_id": "1"}, 3)
-        market.state.faults.sku_errors = 1.0
-        with pytest.raises(Refused, match="can not be actiavted"):
+        assert not isinstance(refused.value, Paused)
+        market.state.faults.sku_errors = 1.0  # the product's status does not let it sell: held back
+        with pytest.raises(Paused, match="can not be actiavted"):
             await shop.set_quantity(LISTING, 3)
         assert await shop.quantity(LISTING) == 2
 

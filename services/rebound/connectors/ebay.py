@@ -33,7 +33,7 @@ import httpx
 import structlog
 
 from .domain import TokenBucket
-from .marketplace import NotYet, Refused, Throttled, Unauthorized, Unavailable
+from .marketplace import NotYet, Paused, Refused, Throttled, Unauthorized, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +50,8 @@ selling limits refuse more, error 25026)."""
 INVALID_TOKEN = 1001
 RATE_LIMITED = 2001
 CANNOT_REVISE = 25019
+ON_HOLD = 25097
+"""The listing is on hold for a policy violation and cannot be revised: `paused`."""
 """eBay's "Cannot revise the listing", which also carries the daily revision limit."""
 START_IN_FUTURE = 30850
 
@@ -228,7 +230,8 @@ class EbayShop:
         message = "; ".join(_describe(e) for e in errors) or f"status {failed[0].get('statusCode')}"
         if all(int(r.get("statusCode") or 0) >= 500 for r in failed):
             raise Unavailable(f"offer {offer_id}: {message}")
-        raise Refused(f"offer {offer_id}: {message}")
+        held = any(e.get("errorId") == ON_HOLD for e in errors)
+        raise (Paused if held else Refused)(f"offer {offer_id}: {message}")
 
     async def sales_since(self, listing: Mapping[str, str], since_s: int, *,
                           known_at: float | None = None) -> frozenset[str]:

@@ -20,6 +20,11 @@ class Refused(MarketplaceError):
     """The marketplace refused the write for good (its own message): acknowledged `rejected`."""
 
 
+class Paused(Refused):
+    """The marketplace holds the listing back (deactivated, on hold for a policy): acknowledged
+    `paused`, and the key waits for an operator as a refused one does."""
+
+
 class Throttled(MarketplaceError):
     """Too many requests: wait `retry_after_s`, then try again."""
 

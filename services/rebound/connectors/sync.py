@@ -37,7 +37,7 @@ from ..messaging import inbox
 from ..messaging.outbox import OutboxBuffer
 from .adapters import IN_DOUBT, ConnectorRepository, Intent, Listing, Pending, Requested, ack_id
 from .domain import TokenBucket, drift, next_run, settle, target
-from .marketplace import Marketplace, NotYet, Refused, Stale, Throttled, Unauthorized, Unavailable
+from .marketplace import Marketplace, NotYet, Paused, Refused, Stale, Throttled, Unauthorized, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -223,7 +223,8 @@ class Syncer:
             if planned is not None:
                 await repo.forget_intent(key)  # refused: nothing was written
             refused = [p for p in pending if run is None or p.adjustment.sequence <= run.last]
-            await self._refuse(conn, repo, listing, refused, str(error), None, str(error))
+            status = "paused" if isinstance(error, Paused) else "rejected"
+            await self._refuse(conn, repo, listing, refused, f"{status}: {error}", None, str(error), status=status)
             return False
         if planned is not None:
             await repo.forget_intent(key)  # refused before it was sent: nothing was written
@@ -480,21 +481,23 @@ class Syncer:
             await outbox.flush(conn)
 
     async def _refuse(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
-                      pending: list[Pending], blocked: str, kind: ExceptionKind | None, reason: str) -> None:
+                      pending: list[Pending], blocked: str, kind: ExceptionKind | None, reason: str,
+                      status: str = "rejected") -> None:
         """The marketplace (or the mapping) refuses the key: it is blocked, and the ledger hears
-        `rejected` once, with the reason, and moves its units elsewhere."""
+        `rejected` (or `paused`: the marketplace holds the listing back) once, with the reason, and
+        moves its units elsewhere."""
         if not pending:
             await repo.block(listing.key, blocked[:500])
             log.warning("storefront_blocked", key=listing.key, reason=reason)
             return
         outbox = OutboxBuffer(self.producer)
-        outbox.add(ACKS, _ack(listing.key, pending[-1], "rejected", reason[:1000]))
+        outbox.add(ACKS, _ack(listing.key, pending[-1], status, reason[:1000]))
         if kind is not None:
             outbox.add(EXCEPTIONS, _exception(pending[-1], kind, reason))
         async with conn.transaction():
             await repo.block(listing.key, blocked[:500])
             await outbox.flush(conn)
-        log.warning("storefront_rejected", key=listing.key, reason=reason)
+        log.warning("storefront_rejected", key=listing.key, status=status, reason=reason)
 
     async def _report(self, conn: asyncpg.Connection, listing: Listing, pending: list[Pending], kind: ExceptionKind,
                       detail: str, *, transaction: bool = True, event_id: uuid.UUID | None = None) -> None:

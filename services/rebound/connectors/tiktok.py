@@ -21,7 +21,7 @@ import httpx
 import orjson
 import structlog
 
-from .marketplace import Refused, Throttled, Unauthorized, Unavailable
+from .marketplace import Paused, Refused, Throttled, Unauthorized, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +36,9 @@ REFRESH_BEFORE_S = 300
 SHOP_PROBLEMS = {106001: "invalid signature", 105001: "invalid token", 105005: "missing scope",
                  36009004: "authorization", 36009033: "IP not allowed", 36004001: "refresh token expired"}
 """Codes that say the shop cannot be written at all (credentials, app set-up): not a listing's fault."""
+PAUSED = {12052003}
+"""Per-warehouse codes that say the product is held back (its status does not let it sell): the
+listing is `paused`, not refused for good."""
 UNPAID, CANCELLED = "UNPAID", "CANCELLED"
 
 
@@ -103,7 +106,9 @@ class TikTokShop:
             {"warehouse_id": listing["warehouse_id"], "quantity": quantity}]}]}
         data = await self._call(f"/product/202309/products/{listing['product_id']}/inventory/update", body)
         if errors := data.get("errors"):
-            raise Refused("; ".join(_describe(error) for error in errors))
+            held = any(e.get("code") in PAUSED for error in errors
+                       for e in (error.get("detail") or {}).get("extra_errors", []))
+            raise (Paused if held else Refused)("; ".join(_describe(error) for error in errors))
 
     async def set_price(self, listing: Mapping[str, str], amount: Decimal, currency: str) -> None:
         """The SKU's price, in every warehouse (Update Price 202309)."""
