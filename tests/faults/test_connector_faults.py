@@ -1,10 +1,10 @@
 """The storefront connectors under faults, against the TikTok Shop, Shopify and eBay stand-ins
 while their buyers buy (Amazon's Orders API, one page of orders a minute, is tried in
 tests/integration/test_amazon_sync.py): two replicas killed with -9 again and again (and by their
-own switch between a marketplace's answer and their bookkeeping), 429 and 5xx storms, tokens
-expiring, sales landing between a read and its write, and a marketplace away for 30 s. At the end
-every unit Rebound offered on a listing is on it or sold there, once: none lost, none doubled, none
-sold before it was offered."""
+own switch between a marketplace's answer and their bookkeeping), 429 and 5xx storms, answers that
+come after the connectors gave up on them, tokens expiring, sales landing between a read and its
+write, and a marketplace away for 30 s. At the end every unit Rebound offered on a listing is on it
+or sold there, once: none lost, none doubled, none sold before it was offered."""
 
 from __future__ import annotations
 
@@ -174,11 +174,13 @@ async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
     resolved = log_events(logs, "storefront_in_doubt_resolved")
     restored = log_events(logs, "storefront_sales_restored")
     stale = log_events(logs, "storefront_stale")
+    timed_out = [e for e in log_events(logs, "storefront_unavailable") if "Timeout" in e.get("error", "")]
     console.print(f"  {len(keys)} listings, {sum(offered.values())} units offered, {sold} sold by the buyers; "
                   f"{len(self_kills)} kills between a write and its bookkeeping, {len(resolved)} writes in doubt "
                   f"resolved, {len(restored)} overwritten sales restored ({sum(oversold.values())} sold again "
                   f"first, reported), {len(stale)} stale writes read again; "
-                  f"{5 - shopify.faults.sales_before_write} Shopify sales made between a read and its write")
+                  f"{5 - shopify.faults.sales_before_write} Shopify sales made between a read and its write; "
+                  f"{len(timed_out)} calls timed out on a late answer")
     assert self_kills and resolved, "no connector was killed between a write and its bookkeeping"
     if shopify.faults.sales_before_write < 5:  # a forced sale needs a unit on the listing at that write
         assert stale, "a sale between Shopify's read and write did not make the write stale"
@@ -236,6 +238,12 @@ async def _break(rng: random.Random, fleet: Fleet, switched: dict[str, str], tik
     for faults in (tiktok.state.faults, ebay.state.faults):
         faults.rate_limited = faults.server_errors = 0.0
     shopify.faults.throttled = shopify.faults.server_errors = 0.0
+    note("a fifth of the answers come 12 s late on every marketplace, for 4 s (the connectors time out at 10 s)")
+    for faults in (tiktok.state.faults, ebay.state.faults, shopify.faults):
+        faults.late = 0.2
+    await asyncio.sleep(4.0)
+    for faults in (tiktok.state.faults, ebay.state.faults, shopify.faults):
+        faults.late = 0.0
     note("tokens expire on TikTok Shop and eBay")
     for faults in (tiktok.state.faults, ebay.state.faults):
         faults.expire_tokens = True

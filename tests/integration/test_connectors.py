@@ -508,3 +508,27 @@ async def test_a_listing_requests_price_is_set_before_its_first_unit_is_offered(
     assert world.stock("VASE").quantity == 2 and world.market.state.prices["sku-VASE"] == ("31.00", "USD")
     await world.sync()
     assert await world.outbox() == []  # not tried again until a new request
+
+
+async def test_a_write_whose_answer_comes_too_late_is_settled_as_in_doubt_and_lands_once(world: World) -> None:
+    key = await world.listing("COAT", quantity=2)
+    await world.send(f.adjusted(world.seller, "COAT", 1, +1))
+    write = TikTokShop.set_quantity
+
+    async def answered_late(shop, listing, quantity, **kw):  # noqa: ANN001, ANN003, ANN202
+        world.market.state.faults.late, world.market.state.faults.late_s = 1.0, 1.0  # the write's answer only
+        return await write(shop, listing, quantity, **kw)
+
+    TikTokShop.set_quantity = answered_late
+    try:
+        async with httpx.AsyncClient(timeout=0.3) as impatient:
+            syncer = Syncer(world.pool, world.processor.consumer, Shops(world.pool, impatient))
+            assert await syncer.round() == 0  # the client gave up on the answer
+    finally:
+        TikTokShop.set_quantity = write
+    assert world.stock("COAT").quantity == 3  # though the write landed
+    assert await world.pool.fetchval("SELECT intent IS NOT NULL FROM connectors.listings WHERE key = $1", key)
+    world.market.state.faults.late = 0.0
+    await world.sync()
+    assert world.stock("COAT").quantity == 3  # applied once, not twice
+    assert _acks(await world.outbox()) == [("applied", "")]

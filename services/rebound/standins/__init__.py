@@ -50,6 +50,31 @@ def _hung_up_on(app: ASGIApp) -> ASGIApp:
     return served
 
 
+LATE_S = 12.0
+"""How long a late answer is held back by default: past the connectors' 10-second read timeout."""
+
+
+def late_answers(app: ASGIApp, lateness: Callable[[], tuple[float, float]], rng: random.Random) -> ASGIApp:
+    """`app`, whose answers to the marketplace's API (not `/_standin/`) are, for a share of
+    requests, held back some seconds after the request was done: `lateness()` gives (share,
+    seconds). A client that times out first sees a failure, though a write it sent has landed."""
+
+    async def answered(scope: Scope, receive: Receive, send: Send) -> None:
+        share, seconds = lateness()
+        if scope["type"] != "http" or scope["path"].startswith("/_standin/") or not rng.random() < share:
+            await app(scope, receive, send)
+            return
+
+        async def held(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                await asyncio.sleep(seconds)
+            await send(message)
+
+        await app(scope, receive, held)
+
+    return answered
+
+
 class Buyers:
     """A stand-in's buyers: while it serves, they buy one unit every 1/`per_s` seconds on average
     (`sell_one`, which never sells below zero); none while `per_s` is 0."""

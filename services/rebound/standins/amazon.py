@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import Buyers, Controls
+from . import LATE_S, Buyers, Controls, late_answers
 from ..connectors.amazon import CANCELED, CHANNEL, EXPIRED, MAXIMUM, QUOTAS
 from ..connectors.domain import TokenBucket
 
@@ -94,6 +94,9 @@ class Faults:
     of it (a sale made between a connector's read and its write being applied)."""
     orders_lag_s: float = 0.0
     """How long a new order takes to show in `getOrders`."""
+    late: float = 0.0
+    late_s: float = LATE_S
+    """A share of answers held back `late_s` after the request was done (`standins.late_answers`)."""
 
 
 @dataclass
@@ -132,6 +135,7 @@ class AmazonStandIn(Controls):
             Route("/_standin/buyers", self.set_buyers, methods=["PUT"]),
             Route("/_standin/state", self.show_state, methods=["GET"]),
         ], lifespan=self._lifespan)
+        self.app = late_answers(self.app, lambda: (self.state.faults.late, self.state.faults.late_s), self.rng)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Any) -> AsyncIterator[None]:

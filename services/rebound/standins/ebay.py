@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import Buyers, Controls
+from . import LATE_S, Buyers, Controls, late_answers
 from ..connectors.ebay import (CANNOT_REVISE, FULFILLMENT, INVALID_TOKEN, INVENTORY, RATE_LIMITED, REVISIONS_A_DAY,
                                SCOPES, START_IN_FUTURE, TOKEN, revision_day)
 
@@ -115,6 +115,9 @@ class Faults:
     sales_before_write: int = 0
     """The next this many writes of a listing in stock each land just after a buyer bought a unit
     of it (a sale made between a connector's read and its write)."""
+    late: float = 0.0
+    late_s: float = LATE_S
+    """A share of answers held back `late_s` after the request was done (`standins.late_answers`)."""
 
 
 @dataclass
@@ -192,6 +195,7 @@ class EbayStandIn(Controls):
             Route("/_standin/buyers", self.set_buyers, methods=["PUT"]),
             Route("/_standin/state", self.show_state, methods=["GET"]),
         ], lifespan=self.buyers.running)
+        self.app = late_answers(self.app, lambda: (self.state.faults.late, self.state.faults.late_s), self.rng)
 
     # --- OAuth ---------------------------------------------------------------------------------
 
