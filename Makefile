@@ -45,7 +45,7 @@ browser: ## find a headless Chromium for the HTML report test, or install Debian
 lint: install ## ruff: style errors, unused and undefined names (part of make test)
 	$(BIN)/ruff check services contracts tests bench
 
-test: up browser lint ## unit, integration and end-to-end tests against the real Kafka and PostgreSQL
+test: up browser lint ## the lint, then every test (unit, integration, end-to-end, fault scenarios) against the real Kafka and PostgreSQL
 	$(BIN)/pytest
 
 test-faults: up ## the fault scenarios alone, short profile (kill -9, rebalances, broker and database restarts)
@@ -54,7 +54,7 @@ test-faults: up ## the fault scenarios alone, short profile (kill -9, rebalances
 soak: up ## the fault scenarios at full size (20,000 units, 12 kills, 30 s outage), ROUNDS times (default 1)
 	for round in $$(seq $${ROUNDS:-1}); do REBOUND_FAULT_PROFILE=full $(BIN)/pytest tests/faults -s || exit 1; done
 
-bench: up ## benchmark: the bare-loop ceilings (one hop, three hops), inspection -> adjustment at 100k units, whole waves of 10k and 100k (1 and 2 replicas), latency at half load beside the bare loop's, the targets met or not
+bench: up ## benchmark: the bare-loop ceilings (one hop, three hops), inspection -> adjustment at 100k units, whole waves of 10k and 100k (1 and 2 replicas), latency at half load beside the bare loop's, the connectors on the four stand-ins, the targets met or not
 	$(BIN)/python -m bench
 
 bench-connectors: up ## only the connectors against the four marketplace stand-ins (about 2 minutes)
@@ -69,7 +69,7 @@ test-docker: install browser ## the same tests but the fault scenarios and the S
 test-unit: install ## unit tests only (no infrastructure)
 	$(BIN)/pytest tests/unit contracts/tests
 
-schemas: install ## regenerate contracts/schemas from the models
+schemas: install ## regenerate contracts/rebound_contracts/schemas from the models
 	$(BIN)/python -m rebound_contracts.schema --write
 
 asyncapi: install ## regenerate contracts/asyncapi.yaml (AsyncAPI 3.0) from the topic registry

@@ -14,10 +14,15 @@ from pathlib import Path
 from .topics import ALL, Topic
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"  # shipped with the package
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+"""The dialect pydantic writes. Besides it, each schema carries the vendor keyword `x-topic` (the
+topic's name, key, partitions and direction): a strict validator must be told of it, e.g. ajv's
+`addKeyword("x-topic")`."""
 
 
 def schema_of(topic: Topic) -> dict:
     schema = topic.model.model_json_schema(mode="serialization")
+    schema["$schema"] = DRAFT
     schema["$id"] = f"https://rebound.dev/schemas/{topic.name}.json"
     schema["x-topic"] = {
         "name": topic.name,

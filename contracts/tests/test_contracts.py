@@ -44,6 +44,20 @@ def test_every_topic_has_a_schema_with_its_key_and_partitions() -> None:
         assert document["x-topic"]["partitions"] == topic.partitions >= 6  # every topic is keyed
 
 
+def test_every_schema_declares_its_dialect_and_holds_what_the_models_accept() -> None:
+    from jsonschema import Draft202012Validator
+
+    for topic in ALL_TOPICS:
+        document = json.loads((schema.SCHEMA_DIR / f"{topic.name}.json").read_text())
+        assert document["$schema"] == schema.DRAFT == Draft202012Validator.META_SCHEMA["$id"]
+        Draft202012Validator.check_schema(document)
+    rma = json.loads((schema.SCHEMA_DIR / "returns.rma.v1.json").read_text())
+    assert list(Draft202012Validator(rma).iter_errors(EXAMPLE_RMA)) == []
+    assert list(Draft202012Validator(rma).iter_errors({**EXAMPLE_RMA, "lines": []}))  # the model refuses it too
+    with pytest.raises(ValidationError):
+        RmaIssued.model_validate({**EXAMPLE_RMA, "lines": []})
+
+
 def test_money_travels_as_a_decimal_string() -> None:
     assert json.loads(Money(amount="19.90", currency="USD").model_dump_json()) == {"amount": "19.90", "currency": "USD"}
     with pytest.raises(ValidationError):

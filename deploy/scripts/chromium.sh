@@ -23,6 +23,7 @@ if [[ -n "${CHROMIUM:-}" ]]; then
   exit 0
 fi
 find_browser && exit 0
+[[ -z "${REBOUND_NO_APT:-}" ]] || die "no chromium found, and REBOUND_NO_APT is set: install Chromium and set CHROMIUM"
 command -v apt-get >/dev/null || die "no chromium found and no apt-get to install it; install Chromium and set CHROMIUM"
 [[ "$(id -u)" -eq 0 ]] || die "no chromium found; install it (sudo apt-get install chromium) or run this as root"
 echo "chromium: installing Debian's chromium package (log: /tmp/rebound-chromium-apt.log)" >&2

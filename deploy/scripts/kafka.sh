@@ -60,7 +60,7 @@ die() { echo "kafka: $*" >&2; exit 1; }
 rel() { local p="$1"; [[ "$p" == "$REPO_ROOT/"* ]] && p="${p#"$REPO_ROOT"/}"; echo "$p"; }
 
 external_broker() {
-  # env.sh exports the local default, so only a *different* value means "external".
+  # The local default itself is not "external": only a different value is.
   [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" && "$KAFKA_BOOTSTRAP_SERVERS" != "$LOCAL_BOOTSTRAP" ]]
 }
 
@@ -79,9 +79,10 @@ running_pid() {
 
 APT_LOG=/tmp/rebound-kafka-apt.log
 
-# Install Debian packages when a tool is missing and this is root on a Debian-like system.
+# Install Debian packages when a tool is missing and this is root on a Debian-like system, unless
+# REBOUND_NO_APT is set.
 apt_install() {
-  command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" -eq 0 ]] || return 1
+  [[ -z "${REBOUND_NO_APT:-}" ]] && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" -eq 0 ]] || return 1
   echo "kafka: installing $* with apt-get ..."
   { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"; } \
     >"$APT_LOG" 2>&1

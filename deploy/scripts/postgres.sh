@@ -36,7 +36,7 @@ rel() { local p="$1"; [[ "$p" == "$REPO_ROOT/"* ]] && p="${p#"$REPO_ROOT"/}"; ec
 is_root() { [[ "$(id -u)" -eq 0 ]]; }
 
 external_db() {
-  # env.sh exports the local default, so only a *different* value means "external".
+  # The local default itself is not "external": only a different value is.
   [[ -n "${DATABASE_URL:-}" && "$DATABASE_URL" != "$LOCAL_URL" ]]
 }
 
@@ -54,7 +54,7 @@ find_pg_bin() {
 
 ensure_pg_bin() {
   if PGBIN="$(find_pg_bin)"; then return 0; fi
-  if is_root && [[ -z "${PG_BIN:-}" ]]; then
+  if is_root && [[ -z "${PG_BIN:-}" && -z "${REBOUND_NO_APT:-}" ]]; then
     echo "postgres: server binaries not found, installing with apt-get ..."
     { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; } >"/tmp/rebound-pg-apt.log" 2>&1 \
       || die "apt-get install postgresql failed, see /tmp/rebound-pg-apt.log"
