@@ -1,4 +1,4 @@
-"""/health, /ready and /metrics of one service process, on a small asyncio HTTP server.
+"""/health, /ready and /metrics of one service process, served by Starlette on uvicorn.
 
 Health is only "the event loop answers". Ready is "this process can do its work": its PostgreSQL
 pool answers, its consumer is in its group, and the group's lag is under a bound. Metrics come
@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
 import structlog
+import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import (
@@ -31,6 +32,10 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from rebound_contracts import Topic
 from rebound_contracts.topics import STOCK_ADJUSTMENTS
 
@@ -294,79 +299,81 @@ async def _bounded(check: Any) -> str:
         return f"{type(error).__name__}: {error}"
 
 
-Response = tuple[int, str, bytes]
 JSON = "application/json"
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-           500: "Internal Server Error", 503: "Service Unavailable"}
+ONE_REQUEST = {"connection": "close"}
+"""Probes and scrapes open a connection each: none is left for the server to time out."""
 
 
 class HttpServer:
-    """GET /health, /ready and /metrics; one request per connection."""
+    """GET (or HEAD) /health, /ready and /metrics: a Starlette app served by uvicorn."""
 
     def __init__(self, probes: Probes, metrics: ServiceMetrics, host: str, port: int) -> None:
         self.probes = probes
         self.metrics = metrics
         self.host = host
         self.port = port
-        self._server: asyncio.Server | None = None
+        self.app = Starlette(routes=[
+            Route("/health", self.health, methods=["GET"]),
+            Route("/ready", self.ready, methods=["GET"]),
+            Route("/metrics", self.render_metrics, methods=["GET"]),
+        ], exception_handlers={404: _not_found, 405: _not_allowed, 500: _failed})
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task | None = None
 
-    async def respond(self, method: str, path: str) -> Response:
-        if path not in ("/health", "/ready", "/metrics"):
-            return 404, JSON, orjson.dumps({"error": f"no such path: {path}"})
-        if method not in ("GET", "HEAD"):
-            return 405, JSON, orjson.dumps({"error": f"{method} is not allowed; use GET"})
-        if path == "/health":
-            return 200, JSON, orjson.dumps({"status": "ok"})
-        if path == "/metrics":
-            # generate_latest writes the 0.0.4 text format, which every Prometheus version reads
-            return 200, CONTENT_TYPE_PLAIN_0_0_4, self.metrics.render()
+    async def health(self, _request: Request) -> Response:
+        return _json(200, {"status": "ok"})
+
+    async def render_metrics(self, _request: Request) -> Response:
+        # generate_latest writes the 0.0.4 text format, which every Prometheus version reads
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4, headers=ONE_REQUEST)
+
+    async def ready(self, _request: Request) -> Response:
         checks = await self.probes.ready()
         failed = [name for name, outcome in checks.items() if outcome != "ok"]
         assigned = self.probes.assignment()
         body = {"status": "not ready" if failed else "ready", "failed": failed, "checks": checks,
                 # which partitions this replica holds: none is fine when other replicas hold them all
                 "partitions": None if assigned is None else sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)}
-        return (503 if failed else 200), JSON, orjson.dumps(body)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        method = "GET"
-        try:
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
-                method, target, _version = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
-                status, content_type, body = 400, JSON, orjson.dumps({"error": "not an HTTP/1.x request"})
-            else:
-                try:
-                    status, content_type, body = await self.respond(method, urlsplit(target).path)
-                except Exception:
-                    log.exception("http_request_failed", path=target)
-                    status, content_type, body = 500, JSON, orjson.dumps({"error": "internal error"})
-            writer.write(
-                f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1")
-                + (b"" if method == "HEAD" else body)
-            )
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        return _json(503 if failed else 200, body)
 
     async def start(self) -> int:
         """Listen; returns the port (the one the OS chose when `port` is 0)."""
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        listener = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self.port))
+        self.port = listener.getsockname()[1]
+        self._server = uvicorn.Server(uvicorn.Config(self.app, lifespan="off", log_level="warning",
+                                                     access_log=False, log_config=None))
+        self._task = asyncio.create_task(self._server.serve(sockets=[listener]), name="http-server")
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it
+            await asyncio.sleep(0.01)
         log.info("http_listening", host=self.host, port=self.port, paths=["/health", "/ready", "/metrics"])
         return self.port
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+            self._server = self._task = None
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=ONE_REQUEST)
+
+
+async def _not_found(request: Request, _error: Exception) -> Response:
+    return _json(404, {"error": f"no such path: {request.url.path}"})
+
+
+async def _not_allowed(request: Request, _error: Exception) -> Response:
+    return _json(405, {"error": f"{request.method} is not allowed; use GET"})
+
+
+async def _failed(request: Request, _error: Exception) -> Response:
+    log.exception("http_request_failed", path=request.url.path)
+    return _json(500, {"error": "internal error"})
 
 
 class Observability:
