@@ -182,6 +182,7 @@ async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
                   f"{5 - shopify.faults.sales_before_write} Shopify sales made between a read and its write; "
                   f"{len(timed_out)} calls timed out on a late answer")
     assert self_kills and resolved, "no connector was killed between a write and its bookkeeping"
+    assert timed_out, "no call timed out on a late answer"
     if shopify.faults.sales_before_write < 5:  # a forced sale needs a unit on the listing at that write
         assert stale, "a sale between Shopify's read and write did not make the write stale"
     assert sold > 0
@@ -230,6 +231,12 @@ async def _break(rng: random.Random, fleet: Fleet, switched: dict[str, str], tik
             victim.kill()
             kills["chaos"] += 1
         await asyncio.sleep(rng.uniform(0.5, 2.0))
+    note("a quarter of the answers come 12 s late on every marketplace, for 6 s (the connectors time out at 10 s)")
+    for faults in (tiktok.state.faults, ebay.state.faults, shopify.faults):
+        faults.late = 0.25
+    await asyncio.sleep(6.0)
+    for faults in (tiktok.state.faults, ebay.state.faults, shopify.faults):
+        faults.late = 0.0
     note("429 and 5xx storm on every marketplace for 5 s")
     for faults in (tiktok.state.faults, ebay.state.faults):
         faults.rate_limited, faults.server_errors = 0.3, 0.2
@@ -238,12 +245,6 @@ async def _break(rng: random.Random, fleet: Fleet, switched: dict[str, str], tik
     for faults in (tiktok.state.faults, ebay.state.faults):
         faults.rate_limited = faults.server_errors = 0.0
     shopify.faults.throttled = shopify.faults.server_errors = 0.0
-    note("a fifth of the answers come 12 s late on every marketplace, for 4 s (the connectors time out at 10 s)")
-    for faults in (tiktok.state.faults, ebay.state.faults, shopify.faults):
-        faults.late = 0.2
-    await asyncio.sleep(4.0)
-    for faults in (tiktok.state.faults, ebay.state.faults, shopify.faults):
-        faults.late = 0.0
     note("tokens expire on TikTok Shop and eBay")
     for faults in (tiktok.state.faults, ebay.state.faults):
         faults.expire_tokens = True

@@ -37,7 +37,8 @@ from ..messaging import inbox
 from ..messaging.outbox import OutboxBuffer
 from .adapters import IN_DOUBT, ConnectorRepository, Intent, Listing, Pending, Requested, ack_id
 from .domain import TokenBucket, drift, next_run, settle, target
-from .marketplace import Marketplace, NotYet, Paused, Refused, Stale, Throttled, Unauthorized, Unavailable
+from .marketplace import (Marketplace, MarketplaceError, NotYet, Paused, Refused, Stale, Throttled, Unauthorized,
+                          Unavailable)
 
 log = structlog.get_logger(__name__)
 
@@ -190,14 +191,19 @@ class Syncer:
             done = [p for p in pending if run.first <= p.adjustment.sequence <= run.last]
             pending = [p for p in pending if p.adjustment.sequence > run.last]
             check = None if market.compare_and_set else written
-            await self._done(conn, repo, listing, done, target_.short, check, owed=target_.short)
+            # The check's first read goes out with the bookkeeping, not after it: an overwritten
+            # sale shows one unit too many on the shop until the check restores it.
+            probe = None if check is None else asyncio.ensure_future(self._probe(market, listing.ids))
+            try:
+                await self._done(conn, repo, listing, done, target_.short, check, owed=target_.short)
+            finally:
+                probed = await probe if probe is not None else None
             log.debug("storefront_applied", key=key, first=run.first, last=run.last, delta=run.delta,
                       seen=seen, written=target_.quantity)
             if check is not None:
-                # At once: an overwritten sale shows one unit too many on the shop until restored.
                 await self._check(conn, repo, replace(listing, applied_through=run.last, intent=check,
                                                       owed=target_.short, last=done[-1]), market, pending, bucket,
-                                  prepaid=check_calls)
+                                  prepaid=check_calls, probed=probed)
             return True
         except Stale as error:
             log.info("storefront_stale", key=key, error=str(error))
@@ -349,26 +355,34 @@ class Syncer:
 
     async def _check(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
                      market: Marketplace, pending: list[Pending], bucket: TokenBucket,
-                     prepaid: int = 0) -> Listing | None:
+                     prepaid: int = 0, probed: tuple[int, float] | None = None) -> Listing | None:
         """Without compare-and-set, a sale the marketplace made between the read and the write is
         overwritten by it. Its orders tell: the number must be at most what was written less what
         sold since the read; if it is more, that is written, and checked in turn. The number is
         read before the sales (a sale in between makes it look higher, never hides an overwritten
-        one), and kept in the intent while the sales up to it are not known yet. The key is
-        returned once its number is right; None while sales are still coming in."""
+        one), and kept in the intent while the sales up to it are not known yet (nothing else of
+        a pass is stored: a pass cut short starts again). The key is returned once its number is
+        right; None while sales are still coming in."""
         intent = listing.intent
         assert intent is not None and intent.written_at is not None and listing.ids is not None
+        kept = intent.probe_at is not None  # a probe stored by an earlier pass
+        if probed is not None and not kept:  # read already, with the write's bookkeeping
+            intent = replace(intent, probe_now=probed[0], probe_at=probed[1])
         # `prepaid`: tokens taken already for this pass's reads (and its write, counted third)
         for _ in range(RESTORE_ATTEMPTS):  # a restoring write has a window of its own
             if intent.probe_at is None:
                 await self._take(bucket, 1 - min(prepaid, 1))
                 intent = replace(intent, probe_now=await market.quantity(listing.ids), probe_at=self.clock())
-                await repo.plan(listing.key, intent)
             assert intent.probe_now is not None and intent.probe_at is not None
             await self._take(bucket, 2 - max(prepaid - 1, 0))  # the sales, and the write they may call for
             prepaid = 0
-            sold = await market.sales_since(listing.ids, intent.at, known_at=intent.probe_at) - set(
-                intent.sales_before)
+            try:
+                sold = await market.sales_since(listing.ids, intent.at, known_at=intent.probe_at) - set(
+                    intent.sales_before)
+            except NotYet:
+                if not kept:
+                    await repo.plan(listing.key, intent)  # the number read waits for its sales
+                raise
             now, expected = intent.probe_now, max(intent.written - len(sold), 0)
             log.debug("storefront_checked", key=listing.key, written=intent.written, sold=len(sold), now=now,
                       expected=expected)
@@ -384,17 +398,26 @@ class Syncer:
             # The check itself does not change: whatever this write overwrites in turn is a sale
             # since the same read, found on the next pass.
             intent = replace(intent, written_at=self.clock(), probe_now=None, probe_at=None)
-            await repo.plan(listing.key, intent)
+            if kept:  # the stored number is not the listing's any more
+                await repo.plan(listing.key, intent)
+                kept = False
             # Its check follows at once: an overwritten unit is on offer until then.
             await self._take(bucket, 4)
             prepaid = 3
             await market.set_quantity(listing.ids, expected, seen=now)
             self._wrote(listing.key)
-            intent = replace(intent, written_at=self.clock())
-            await repo.plan(listing.key, intent)
             log.warning("storefront_sales_restored", key=listing.key, sold=len(sold), now=now, restored=expected)
         log.warning("storefront_still_selling", key=listing.key, checks=RESTORE_ATTEMPTS)
         return None
+
+    async def _probe(self, market: Marketplace, ids: Mapping[str, str]) -> tuple[int, float] | None:
+        """The listing's number and when it was read; None when the marketplace did not say (the
+        check reads it again)."""
+        try:
+            return await market.quantity(ids), self.clock()
+        except MarketplaceError as error:
+            log.info("storefront_probe_failed", error=str(error))
+            return None
 
     async def _resolve(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
                        market: Marketplace, pending: list[Pending], bucket: TokenBucket) -> Listing | None:
