@@ -73,10 +73,10 @@ schemas: install ## regenerate contracts/rebound_contracts/schemas from the mode
 	$(BIN)/python -m rebound_contracts.schema --write
 
 asyncapi: install ## regenerate contracts/asyncapi.yaml (AsyncAPI 3.0) from the topic registry
-	$(BIN)/python -m rebound.asyncapi
+	$(BIN)/python -m rebound.codegen.asyncapi
 
 manifests: install ## regenerate deploy/k8s/topics (Strimzi KafkaTopics) from the topic registry
-	$(BIN)/python -m rebound.deploy_manifests
+	$(BIN)/python -m rebound.codegen.manifests
 
 clean-state: down ## delete local Kafka and PostgreSQL data (keeps the downloaded jars)
 	deploy/scripts/kafka.sh wipe

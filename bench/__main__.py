@@ -26,7 +26,7 @@ import asyncpg
 
 from rebound.db import create_pool, migrate
 from rebound.logs import configure
-from rebound.messaging.topics import ensure_topics
+from rebound.messaging.topic_admin import ensure_topics
 from rebound.settings import Settings
 
 from . import ceiling, connectors, pipeline

@@ -24,7 +24,7 @@ from pathlib import Path
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from rebound.processes import Fleet
+from rebound.simulation.fleet import Fleet
 from rebound.settings import Settings
 from rebound.standins import serving
 from rebound.standins.amazon import AmazonStandIn

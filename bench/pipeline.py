@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from rebound import simulator
+from rebound import simulation
 from rebound.db import create_pool
-from rebound.processes import Fleet, wait_until_caught_up
+from rebound.simulation.fleet import Fleet, wait_until_caught_up
 from rebound.settings import Settings
 from rebound_contracts import StockAdjusted
 from rebound_contracts.topics import DISPOSITIONS, STOCK_ADJUSTMENTS, UNIT_GRADED, UNIT_INSPECTED, UNIT_REFURBISHED
@@ -84,9 +84,9 @@ class AdjustmentWatcher:
 
 
 async def throughput(settings: Settings, units: int, replicas: int, log_dir: Path, timeout: float) -> dict:
-    wave = simulator.generate(simulator.WaveConfig(units=units, seed=random.randrange(1 << 30)))
+    wave = simulation.generate(simulation.WaveConfig(units=units, seed=random.randrange(1 << 30)))
     expected = sum(wave.expected_stock.values())
-    await simulator.register_sellers(settings.database_url, wave.sellers)
+    await simulation.register_sellers(settings.database_url, wave.sellers)
     watcher = AdjustmentWatcher(settings, set(wave.sellers))
     await watcher.start()
     pool = await create_pool(settings.database_url, max_size=2)
@@ -94,7 +94,7 @@ async def throughput(settings: Settings, units: int, replicas: int, log_dir: Pat
         with Fleet(log_dir=log_dir, replicas=replicas) as fleet:
             await asyncio.sleep(3.0)  # let the consumer groups settle before the clock starts
             started = time.time()
-            await simulator.publish(wave, settings.kafka_bootstrap_servers, progress=False)
+            await simulation.publish(wave, settings.kafka_bootstrap_servers, progress=False)
             await watcher.wait(lambda: sum(watcher.available.values()) == expected, timeout)
             finished = watcher.seen[-1][0]
             await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet)
@@ -110,22 +110,22 @@ async def throughput(settings: Settings, units: int, replicas: int, log_dir: Pat
         await pool.close()
 
 
-def _split(wave: simulator.Wave, *, refurbishments: bool = False) -> tuple[simulator.Wave, list]:
+def _split(wave: simulation.Wave, *, refurbishments: bool = False) -> tuple[simulation.Wave, list]:
     """The wave without its inspections and refurbishments (what intake needs first), and its
     inspections (with the refurbishments, in the wave's order, if asked)."""
     later = {UNIT_INSPECTED.name, UNIT_REFURBISHED.name}
     prep = [m for m in wave.messages if m.topic not in later]
     sent = [m for m in wave.messages if m.topic == UNIT_INSPECTED.name
             or (refurbishments and m.topic == UNIT_REFURBISHED.name)]
-    return simulator.Wave(**{**wave.__dict__, "messages": prep}), sent
+    return simulation.Wave(**{**wave.__dict__, "messages": prep}), sent
 
 
 async def inspections(settings: Settings, units: int, replicas: int, log_dir: Path, timeout: float) -> dict:
     """The step the ceiling measures, through Rebound: returns, parcels and units are registered
     first; then every inspection is sent at once, timed from the first one sent to the last
     adjustment readable with read_committed (grading, relisting and the ledger, three hops)."""
-    wave = simulator.generate(simulator.WaveConfig(units=units, seed=random.randrange(1 << 30), reinspect_rate=0.0))
-    await simulator.register_sellers(settings.database_url, wave.sellers)
+    wave = simulation.generate(simulation.WaveConfig(units=units, seed=random.randrange(1 << 30), reinspect_rate=0.0))
+    await simulation.register_sellers(settings.database_url, wave.sellers)
     prep, sent = _split(wave, refurbishments=True)
     expected = sum(wave.expected_stock.values())
     units = sum(1 for m in sent if m.topic == UNIT_INSPECTED.name)
@@ -133,11 +133,11 @@ async def inspections(settings: Settings, units: int, replicas: int, log_dir: Pa
     watcher = AdjustmentWatcher(settings, set(wave.sellers))
     try:
         with Fleet(log_dir=log_dir, replicas=replicas) as fleet:
-            await simulator.publish(prep, settings.kafka_bootstrap_servers, progress=False)
+            await simulation.publish(prep, settings.kafka_bootstrap_servers, progress=False)
             await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet)
             await watcher.start()
             started = time.time()
-            await simulator.publish(simulator.Wave(**{**wave.__dict__, "messages": sent}),
+            await simulation.publish(simulation.Wave(**{**wave.__dict__, "messages": sent}),
                                     settings.kafka_bootstrap_servers, progress=False)
             await watcher.wait(lambda: sum(watcher.available.values()) == expected, timeout)
             finished = watcher.seen[-1][0]
@@ -226,8 +226,8 @@ async def latency(settings: Settings, units_per_s: float, seconds: float, log_di
     """Inspections offered at a fixed rate, each stamped with the moment it is sent; latency is
     from that `occurred_at` to its adjustment being readable with read_committed."""
     units = max(50, int(units_per_s * seconds))
-    wave = simulator.generate(simulator.WaveConfig(units=units, seed=random.randrange(1 << 30), reinspect_rate=0.0))
-    await simulator.register_sellers(settings.database_url, wave.sellers)
+    wave = simulation.generate(simulation.WaveConfig(units=units, seed=random.randrange(1 << 30), reinspect_rate=0.0))
+    await simulation.register_sellers(settings.database_url, wave.sellers)
     prep, sent = _split(wave)
     expected = {lpn for lpn, grade in wave.expected_grades.items() if grade in ("A", "B")}
     pool = await create_pool(settings.database_url, max_size=2)
@@ -236,7 +236,7 @@ async def latency(settings: Settings, units_per_s: float, seconds: float, log_di
     watcher = AdjustmentWatcher(settings, set(wave.sellers))
     try:
         with Fleet(log_dir=log_dir) as fleet:
-            await simulator.publish(prep, settings.kafka_bootstrap_servers, progress=False)
+            await simulation.publish(prep, settings.kafka_bootstrap_servers, progress=False)
             await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=600, fleet=fleet)
             start = await _ends(settings.kafka_bootstrap_servers)
             await watcher.start()

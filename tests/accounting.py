@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from rebound import checker, simulator
-from rebound.demo import INBOUND
+from rebound import simulation
+from rebound.simulation import checker
+from rebound.simulation.demo import INBOUND
 from rebound.settings import Settings
 from rebound_contracts.topics import DLQ, EXCEPTIONS
 
@@ -18,16 +19,16 @@ def _ours(before: dict, source) -> bool:  # noqa: ANN001
     return source.topic in inbound and source.offset >= before.get((source.topic, source.partition), 0)
 
 
-async def guarantees(bootstrap: str, wave: simulator.Wave) -> checker.Report:
+async def guarantees(bootstrap: str, wave: simulation.Wave) -> checker.Report:
     """The checker's verdict on the wave's output, as `rebound check` gives it: grades of other
     sellers are read too when an adjustment names their LPN (so a cross-tenant move is seen), and
     every outbound record that does not parse counts as a fault (`unreadable`)."""
     return await checker.check_topics(bootstrap, wave.sellers, wave.expected_stock)
 
 
-async def assert_bad_input_accounted_for(bootstrap: str, wave: simulator.Wave, before: dict) -> None:
+async def assert_bad_input_accounted_for(bootstrap: str, wave: simulation.Wave, before: dict) -> None:
     """Every malformed or wrong message of the wave has exactly its outcome, once; the hostile but
-    valid ones (`simulator.HOSTILE_KINDS`) none but being applied, which the final stock shows."""
+    valid ones (`simulation.HOSTILE_KINDS`) none but being applied, which the final stock shows."""
     dlq = await checker.read_records(bootstrap, DLQ.name, sellers=None)
     raised_read = await checker.read_records(bootstrap, EXCEPTIONS.name, sellers=None)
     # What the services wrote must parse against the contract, every record of it.
@@ -36,13 +37,13 @@ async def assert_bad_input_accounted_for(bootstrap: str, wave: simulator.Wave, b
     letters = [r.model for r in dlq.records if _ours(before, r.model.source)]
     exceptions = [r.model for r in raised_read.records if _ours(before, r.model.source)]
     sent = wave.bad_by_kind
-    unreadable = sum(n for kind, n in sent.items() if kind in simulator.SCHEMA_INVALID_KINDS)
+    unreadable = sum(n for kind, n in sent.items() if kind in simulation.SCHEMA_INVALID_KINDS)
     dead = Counter(d.kind for d in letters)
     assert dead["invalid_json"] + dead["schema_violation"] == unreadable, dead
     assert dead["oversized"] == sent.get("oversized", 0), dead
     assert dead["conflicting_duplicate"] == sent.get("conflicting_duplicate", 0), dead
     assert dead["processing_failed"] == 0, dead
-    assert sum(dead.values()) == sum(sent.get(k, 0) for k in (*simulator.SCHEMA_INVALID_KINDS, "oversized",
+    assert sum(dead.values()) == sum(sent.get(k, 0) for k in (*simulation.SCHEMA_INVALID_KINDS, "oversized",
                                                                "conflicting_duplicate")), dead
     raised = Counter(e.kind for e in exceptions)
     assert raised["unknown_seller"] == sent.get("unknown_seller", 0), raised

@@ -90,7 +90,7 @@ def migrate() -> None:
 @app.command()
 def topics() -> None:
     """Create the registry's topics with their partition counts (idempotent)."""
-    from .messaging.topics import ensure_topics
+    from .messaging.topic_admin import ensure_topics
 
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)
@@ -114,22 +114,22 @@ def simulate(
     """Send a realistic return wave to the inbound topics (and register its sellers)."""
     from datetime import UTC, datetime
 
-    from . import simulator
+    from . import simulation
 
     settings = Settings.from_env()
     logs.configure("warning", settings.log_format)
     try:
         when = datetime.fromisoformat(start) if start else datetime.now(UTC)
-        config = simulator.WaveConfig(units=units, seed=seed, sellers=sellers, duplicate_rate=duplicates,
+        config = simulation.WaveConfig(units=units, seed=seed, sellers=sellers, duplicate_rate=duplicates,
                                       out_of_order_rate=out_of_order, bad_rate=bad, hostile_rate=hostile, start=when)
     except ValueError as error:
         _fail(f"--start/--units: {error}")
-    wave = simulator.generate(config)
+    wave = simulation.generate(config)
     summary = wave.summary()
     if not dry_run:
-        asyncio.run(simulator.register_sellers(settings.database_url, wave.sellers,
+        asyncio.run(simulation.register_sellers(settings.database_url, wave.sellers,
                                                connect_kwargs=database_connect_kwargs(settings)))
-        asyncio.run(simulator.publish(wave, settings.kafka_bootstrap_servers, kafka_options=kafka_options(settings)))
+        asyncio.run(simulation.publish(wave, settings.kafka_bootstrap_servers, kafka_options=kafka_options(settings)))
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
@@ -149,8 +149,8 @@ def demo(
     """Run every service, simulate a return wave, print a summary and check the guarantees.
 
     Exits 1 when a guarantee was broken, 2 when the pipeline did not catch up."""
-    from .demo import DemoOptions
-    from .demo import main as run_demo
+    from .simulation.demo import DemoOptions
+    from .simulation.demo import main as run_demo
 
     settings = Settings.from_env()
     logs.configure("warning", settings.log_format)
@@ -220,10 +220,10 @@ def sellers_add(
     name: Annotated[str, typer.Option(help="Display name.")] = "",
 ) -> None:
     """Register a seller; events of unregistered sellers go to returns.exceptions.v1."""
-    from . import tenancy
+    from . import sellers
 
     settings = Settings.from_env()
-    asyncio.run(tenancy.add_sellers(settings.database_url, {seller_id: name or seller_id},
+    asyncio.run(sellers.add_sellers(settings.database_url, {seller_id: name or seller_id},
                                     connect_kwargs=database_connect_kwargs(settings)))
     typer.echo(f"seller {seller_id} registered")
 
@@ -236,7 +236,7 @@ def sellers_rules(
     reset: Annotated[bool, typer.Option(help="Go back to the default rule.")] = False,
 ) -> None:
     """Show, validate or set a seller's grading rules (rules are data, per seller and SKU prefix)."""
-    from . import tenancy
+    from . import sellers
     from .grading.domain import InvalidGradingRules, parse_rules
 
     settings = Settings.from_env()
@@ -249,18 +249,18 @@ def sellers_rules(
         if check:
             typer.echo(f"{file}: valid")
             return
-        if not asyncio.run(tenancy.set_rules(settings.database_url, seller_id, document,
+        if not asyncio.run(sellers.set_rules(settings.database_url, seller_id, document,
                                                  connect_kwargs=database_connect_kwargs(settings))):
             _fail(f"seller {seller_id} is not registered")
         typer.echo(f"grading rules of {seller_id} set from {file}")
         return
     if reset:
-        if not asyncio.run(tenancy.set_rules(settings.database_url, seller_id, None,
+        if not asyncio.run(sellers.set_rules(settings.database_url, seller_id, None,
                                                  connect_kwargs=database_connect_kwargs(settings))):
             _fail(f"seller {seller_id} is not registered")
         typer.echo(f"grading rules of {seller_id} reset to the default")
         return
-    found, rules = asyncio.run(tenancy.get_rules(settings.database_url, seller_id,
+    found, rules = asyncio.run(sellers.get_rules(settings.database_url, seller_id,
                                                   connect_kwargs=database_connect_kwargs(settings)))
     if not found:
         _fail(f"seller {seller_id} is not registered")

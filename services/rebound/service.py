@@ -30,12 +30,15 @@ from .messaging import inbox
 from .messaging.commits import OffsetCommitter
 from .messaging.processor import BatchProcessor, LockKeys, Route
 from .messaging.relay import OutboxRelay
-from .messaging.topics import ensure_topics
+from .messaging.topic_admin import ensure_topics
 from .observability import Observability
 from .settings import Settings
 from .tracing import Tracing
 
 log = structlog.get_logger(__name__)
+
+SERVICES = ("intake", "grading", "relisting", "ledger")
+"""The pipeline's services, in the order a unit meets them (the connectors follow)."""
 
 PROCESSOR = "rebound_processor"
 """Where a running service keeps its batch processor: in the broker's context (set at start)."""

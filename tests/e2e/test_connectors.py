@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from rebound import checker
+from rebound.simulation import checker
 from rebound.connectors.adapters import map_listing
-from rebound.processes import Fleet
+from rebound.simulation.fleet import Fleet
 from rebound.standins import serving
 from rebound.standins.tiktok import Stock, TikTokStandIn
 from rebound_contracts.topics import ACKS, STOCK_ADJUSTMENTS

@@ -17,8 +17,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
-from rebound import checker
-from rebound.processes import SERVICES, Fleet, consumed_topics, wait_until_caught_up
+from rebound.simulation import checker
+from rebound.simulation.fleet import SERVICES, Fleet, consumed_topics, wait_until_caught_up
 from rebound_contracts import TOPICS_BY_NAME
 from rebound_contracts.topics import (
     ACKS,

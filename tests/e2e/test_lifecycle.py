@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rebound.processes import ServiceProcess
+from rebound.simulation.fleet import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -9,23 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from rebound import simulator
-from rebound.demo import inbound_end_offsets
-from rebound.processes import Fleet, wait_until_caught_up
+from rebound import simulation
+from rebound.simulation.demo import inbound_end_offsets
+from rebound.simulation.fleet import Fleet, wait_until_caught_up
 from tests.accounting import assert_bad_input_accounted_for, assert_no_secret_in_logs, guarantees
 
 pytestmark = pytest.mark.e2e
 
 
 async def _run_wave(settings, pool, tmp_path: Path, *, units: int, replicas: int):  # noqa: ANN001, ANN202
-    wave = simulator.generate(simulator.WaveConfig(
+    wave = simulation.generate(simulation.WaveConfig(
         units=units, seed=random.randrange(1 << 30), duplicate_rate=0.05, out_of_order_rate=0.1, bad_rate=0.02,
         hostile_rate=0.01,
     ))
-    await simulator.register_sellers(settings.database_url, wave.sellers)
+    await simulation.register_sellers(settings.database_url, wave.sellers)
     before = await inbound_end_offsets(settings.kafka_bootstrap_servers)
     with Fleet(log_dir=tmp_path / "logs", replicas=replicas) as fleet:
-        await simulator.publish(wave, settings.kafka_bootstrap_servers, progress=False)
+        await simulation.publish(wave, settings.kafka_bootstrap_servers, progress=False)
         await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=300, fleet=fleet)
         assert fleet.dead() == [], "a service died"
     return wave, before

@@ -12,8 +12,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel
 
-from rebound import checker, tracing
-from rebound.processes import Fleet, wait_until_caught_up
+from rebound import tracing
+from rebound.simulation import checker
+from rebound.simulation.fleet import Fleet, wait_until_caught_up
 from rebound.relisting.adapters import set_policy
 from rebound.relisting.policy_file import parse_policy
 from rebound_contracts import TOPICS_BY_NAME

@@ -26,10 +26,11 @@ import pytest
 from aiokafka.errors import KafkaError
 from rich.console import Console
 
-from rebound import checker, simulator
-from rebound.demo import inbound_end_offsets
+from rebound import simulation
+from rebound.simulation import checker
+from rebound.simulation.demo import inbound_end_offsets
 from rebound.messaging.relay import FAULT_KILL_AFTER_COMMIT
-from rebound.processes import RETRIABLE, Fleet, ServiceProcess, backlog, wait_until_caught_up
+from rebound.simulation.fleet import RETRIABLE, Fleet, ServiceProcess, backlog, wait_until_caught_up
 from rebound.settings import Settings
 from tests.accounting import assert_bad_input_accounted_for, assert_no_secret_in_logs, guarantees
 
@@ -315,14 +316,14 @@ async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.P
     console = Console(force_terminal=False, width=120)
     console.print(f"\n[fault scenario] {name}: seed {seed} (replay: REBOUND_FAULT_SEED={seed}), "
                   f"{shape.units:,} units, {replicas} replica(s) per service")
-    wave = simulator.generate(simulator.WaveConfig(
+    wave = simulation.generate(simulation.WaveConfig(
         units=shape.units, seed=rng.randrange(1 << 30), duplicate_rate=duplicate_rate, out_of_order_rate=0.05,
         bad_rate=bad_rate, hostile_rate=HOSTILE_RATE,
     ))
     if await pool.fetchval("SELECT count(*) FROM rebound.sellers WHERE seller_id = ANY($1::text[])", wave.sellers):
         pytest.fail(f"seed {seed} already ran against this database, so its wave would be all duplicates: "
                     "replay it on fresh state (make clean-state && make up)", pytrace=False)
-    await simulator.register_sellers(settings.database_url, wave.sellers)
+    await simulation.register_sellers(settings.database_url, wave.sellers)
     before = await inbound_end_offsets(settings.kafka_bootstrap_servers)
     service_env = {**os.environ, **(env or {})}
     fleet = Fleet(log_dir=log_dir, replicas=replicas, env=service_env)
@@ -344,7 +345,7 @@ async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.P
                 for future in waiting:
                     future.cancel()
             async with chaos.sending:
-                await simulator.publish(part, settings.kafka_bootstrap_servers, progress=False)
+                await simulation.publish(part, settings.kafka_bootstrap_servers, progress=False)
             chaos.held -= 1
             chaos._wanted.clear()
             chaos._slice_sent.set()

@@ -22,9 +22,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
-from rebound import checker
+from rebound.simulation import checker
 from rebound.connectors.sync import FAULT_KILL_AFTER_WRITE
-from rebound.processes import Fleet
+from rebound.simulation.fleet import Fleet
 from rebound.standins import serving
 from rebound.standins.shopify import ShopifyStandIn
 from rebound.standins.ebay import EbayStandIn

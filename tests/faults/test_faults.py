@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from rebound.messaging.relay import FAULT_KILL_AFTER_COMMIT
-from rebound.processes import SERVICES
+from rebound.simulation.fleet import SERVICES
 
 from tests.accounting import configured_secrets
 

@@ -24,7 +24,7 @@ from rebound.messaging.outbox import OutboxBuffer
 from rebound.messaging.processor import BatchProcessor, TopicStats
 from rebound.messaging.relay import OutboxRelay
 from rebound.observability import KafkaGroup, Probes, ServiceMetrics
-from rebound.processes import ServiceProcess
+from rebound.simulation.fleet import ServiceProcess
 from rebound.settings import Settings
 from rebound_contracts.topics import PARCEL_SCANNED, RMA, UNIT_RECEIVED
 

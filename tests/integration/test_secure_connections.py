@@ -30,7 +30,7 @@ from rebound.connections import KafkaRefused, database_connect_kwargs, kafka_opt
 from rebound.db import create_pool
 from rebound.messaging.outbox import OutboxBuffer
 from rebound.messaging.relay import OutboxRelay
-from rebound.messaging.topics import ensure_topics
+from rebound.messaging.topic_admin import ensure_topics
 from rebound.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from rebound.connections import kafka_options
-from rebound.messaging.topics import ensure_topics
+from rebound.messaging.topic_admin import ensure_topics
 from rebound.settings import Settings
 from rebound_contracts.topics import DLQ
 

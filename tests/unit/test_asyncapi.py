@@ -14,8 +14,8 @@ from jsonschema import Draft7Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
-from rebound import asyncapi
-from rebound.processes import SERVICES
+from rebound.codegen import asyncapi
+from rebound.simulation.fleet import SERVICES
 from rebound_contracts import ALL_TOPICS
 from rebound_contracts.topics import Topic
 

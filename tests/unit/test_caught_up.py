@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rebound import processes
-from rebound.processes import Backlog, wait_until_caught_up
+from rebound.simulation import fleet as processes
+from rebound.simulation.fleet import Backlog, wait_until_caught_up
 
 
 class Member:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from rebound.checker import Record, Report, check
+from rebound.simulation.checker import Record, Report, check
 from rebound_contracts import AdjustmentCause, Money, StockAdjusted, UnitGraded
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)

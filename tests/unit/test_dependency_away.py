@@ -15,7 +15,7 @@ from faststream.kafka import KafkaBroker
 from structlog.testing import capture_logs
 
 from rebound import db
-from rebound.messaging import topics
+from rebound.messaging import topic_admin as topics
 from rebound.messaging.processor import BatchProcessor, BatchStats
 from rebound.service import PatientKafkaBroker
 from rebound_contracts.topics import DLQ

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from rebound import deploy_manifests
+from rebound.codegen import manifests as deploy_manifests
 from rebound.settings import DEFAULT_DATABASE
 from rebound_contracts import ALL_TOPICS
 

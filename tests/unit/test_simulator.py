@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from rebound.simulator import (
+from rebound.simulation.wave import (
     BAD_KINDS,
     DEEP_NESTING,
     HOSTILE_KINDS,
@@ -269,7 +269,7 @@ def test_config_rejects_naive_start_and_bad_rates():
 
 
 def test_each_shop_order_is_picked_from_its_key_and_an_order_without_a_unit_is_oversold():
-    from rebound.simulator import Offered, picks_for_orders
+    from rebound.simulation import Offered, picks_for_orders
 
     on_keys = {"k1": [Offered("L1", "s", "W1", "tiktok"), Offered("L2", "s", "W1", "tiktok")],
                "k2": [Offered("L3", "s", "W1", "tiktok")]}
@@ -284,7 +284,7 @@ def test_each_shop_order_is_picked_from_its_key_and_an_order_without_a_unit_is_o
 def test_a_conflicting_copy_of_the_longest_identifier_is_still_a_valid_identifier() -> None:
     from pydantic import TypeAdapter
 
-    from rebound.simulator import _other_identifier
+    from rebound.simulation.wave import _other_identifier
     from rebound_contracts.common import IDENTIFIER_MAX_LENGTH, Identifier
 
     valid = TypeAdapter(Identifier)

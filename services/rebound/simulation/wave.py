@@ -3,27 +3,22 @@
 `generate` is pure (no I/O, no clock once `start` is fixed): the same `WaveConfig` gives the same
 messages byte for byte, so a failing run can be replayed exactly. Alongside the messages it works
 out, independently of the services, what the outcome must be (each unit's final grade and each
-storefront key's final stock), which is what the checker holds the system to. `publish` and
-`register_sellers` are the only parts that touch Kafka and PostgreSQL.
+storefront key's final stock), which is what the checker holds the system to.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-import asyncpg
-from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rebound_contracts import (
     InspectionChecks,
@@ -33,7 +28,6 @@ from rebound_contracts import (
     RmaLine,
     ScannedUnit,
     UnitInspected,
-    UnitPicked,
     UnitRefurbished,
 )
 from rebound_contracts.common import IDENTIFIER_MAX_LENGTH, MAX_AMOUNT
@@ -42,12 +36,10 @@ from rebound_contracts.topics import (
     PARCEL_SCANNED,
     RMA,
     UNIT_INSPECTED,
-    UNIT_PICKED,
     UNIT_REFURBISHED,
     Topic,
 )
 
-from .db import create_pool, migrate
 
 
 class Outgoing(NamedTuple):
@@ -463,7 +455,7 @@ def _make_return(rng: random.Random, new_id: Callable[[], uuid.UUID], config: Wa
     return ret
 
 
-def _encode(topic: Topic, message: BaseModel) -> Outgoing:
+def encode(topic: Topic, message: BaseModel) -> Outgoing:
     return Outgoing(topic.name, topic.key_of(message).encode(), message.model_dump_json().encode())
 
 
@@ -488,7 +480,7 @@ def _send_order(returns: Sequence[_Return]) -> list[tuple[Outgoing, BaseModel]]:
         here.extend((UNIT_INSPECTED, m) for ret in in_order for m in ret.inspections)
         here.extend((UNIT_REFURBISHED, m) for ret in in_order for m in ret.refurbishments)
         here.extend((UNIT_INSPECTED, m) for ret in in_order for m in ret.reinspections)
-    return [(_encode(topic, message), message) for segment in segments for topic, message in segment]
+    return [(encode(topic, message), message) for segment in segments for topic, message in segment]
 
 
 def _json(document: Any) -> bytes:
@@ -541,7 +533,7 @@ class _BadMaker:
         if kind == "unknown_seller":
             stranger = f"sim{self.config.seed}-unknown-{self.serial}"
             rma = self._new_rma(stranger)
-            return rng.randint(0, len(self.base)), _encode(RMA, rma)
+            return rng.randint(0, len(self.base)), encode(RMA, rma)
         if kind == "cross_tenant":
             return self._cross_tenant()
         raise ValueError(f"unknown bad kind {kind!r}")
@@ -631,7 +623,7 @@ class _BadMaker:
                 "occurred_at": scan.occurred_at + timedelta(minutes=5),
                 "units": [ScannedUnit(lpn=f"LPN-{self.config.seed}-X{self.serial}", sku=scan.units[0].sku)],
             })
-            return self._after(after), _encode(PARCEL_SCANNED, forged)
+            return self._after(after), encode(PARCEL_SCANNED, forged)
         unit = rng.choice(scan.units)
         forged_inspection = UnitInspected(
             event_id=self.new_id(), occurred_at=scan.occurred_at + timedelta(hours=6), seller_id=thief,
@@ -639,7 +631,7 @@ class _BadMaker:
             checks=InspectionChecks(packaging="damaged", appearance="major_flaw", function="faulty",
                                     accessories="incomplete", irreparable=True),
         )
-        return self._after(after), _encode(UNIT_INSPECTED, forged_inspection)
+        return self._after(after), encode(UNIT_INSPECTED, forged_inspection)
 
 
 def _longest(prefix: str, length: int) -> str:
@@ -759,145 +751,6 @@ def generate(config: WaveConfig) -> Wave:
         bad_kinds=bad_kinds,
         hostile_by_kind=dict(sorted(hostile_by_kind.items())),
     )
-
-
-# --- Sales ------------------------------------------------------------------------------------
-
-class Offered(NamedTuple):
-    """A unit on a storefront listing, as the ledger has it."""
-
-    lpn: str
-    seller_id: str
-    warehouse_id: str
-    channel: str
-
-
-def sales(offered: Iterable[Offered], share: float, seed: int, at: datetime) -> list[Outgoing]:
-    """The warehouse picks `share` of the offered units for orders on the channel each is listed
-    on. Pure: the same units, share, seed and time give the same picks."""
-    if not 0.0 <= share <= 1.0:
-        raise ValueError("share must be between 0 and 1")
-    rng = random.Random(f"sales:{seed}")
-    units = sorted(offered)
-    sold = sorted(rng.sample(units, round(share * len(units))))
-    return [
-        _encode(UNIT_PICKED, UnitPicked(
-            event_id=uuid.UUID(int=rng.getrandbits(128), version=4), occurred_at=at, seller_id=unit.seller_id,
-            warehouse_id=unit.warehouse_id, lpn=unit.lpn, channel=unit.channel, order_id=f"S{seed}-{n:07d}",
-        ))
-        for n, unit in enumerate(sold, start=1)
-    ]
-
-
-async def units_on_keys(database_url: str, keys: Iterable[str], *,
-                        connect_kwargs: Mapping[str, Any] | None = None) -> dict[str, list[Offered]]:
-    """The units offered on each of these listing keys now, by LPN."""
-    conn = await asyncpg.connect(database_url, **(connect_kwargs or {}))
-    try:
-        rows = await conn.fetch(
-            "SELECT stock_key, lpn, seller_id, warehouse_id, split_part(stock_key, ':', 2) AS channel FROM ledger.units"
-            " WHERE stock_key = ANY($1::text[]) AND place = 'listing' ORDER BY lpn", list(keys))
-    finally:
-        await conn.close()
-    found: dict[str, list[Offered]] = {}
-    for r in rows:
-        found.setdefault(r["stock_key"], []).append(Offered(r["lpn"], r["seller_id"], r["warehouse_id"], r["channel"]))
-    return found
-
-
-async def offered_units(database_url: str, sellers: Iterable[str], *,
-                        connect_kwargs: Mapping[str, Any] | None = None) -> list[Offered]:
-    """The sellers' units on a storefront listing now (lots and pools are not sold unit by unit)."""
-    conn = await asyncpg.connect(database_url, **(connect_kwargs or {}))
-    try:
-        rows = await conn.fetch(
-            "SELECT lpn, seller_id, warehouse_id, split_part(stock_key, ':', 2) AS channel FROM ledger.units"
-            " WHERE seller_id = ANY($1::text[]) AND place = 'listing' ORDER BY lpn", list(sellers))
-    finally:
-        await conn.close()
-    return [Offered(r["lpn"], r["seller_id"], r["warehouse_id"], r["channel"]) for r in rows]
-
-
-def picks_for_orders(on_keys: Mapping[str, Sequence[Offered]], ordered: Mapping[str, int], seed: int,
-                     at: datetime, shop: str) -> tuple[list[Outgoing], int]:
-    """The warehouse picks a unit of each order's listing key (`ordered`: key -> units ordered),
-    first LPNs first; `shop` names the orders' source (its picks' ids and order ids are its own).
-    Returns the picks and the units ordered that no unit on the key was left for (sold on the
-    shop, never offered there by Rebound: oversold)."""
-    rng = random.Random(f"orders:{seed}:{shop}")
-    picks, unfilled, n = [], 0, 0
-    for key, count in sorted(ordered.items()):
-        units = list(on_keys.get(key, ()))[:count]
-        unfilled += count - len(units)
-        for unit in units:
-            n += 1
-            picks.append(_encode(UNIT_PICKED, UnitPicked(
-                event_id=uuid.UUID(int=rng.getrandbits(128), version=4), occurred_at=at, seller_id=unit.seller_id,
-                warehouse_id=unit.warehouse_id, lpn=unit.lpn, channel=unit.channel, order_id=f"{shop}-{seed}-{n:07d}")))
-    return picks, unfilled
-
-
-# --- I/O -------------------------------------------------------------------------------------
-
-async def publish(wave: Wave | Sequence[Outgoing], bootstrap_servers: str, *, progress: bool = True,
-                  chunk_size: int = 2000, kafka_options: Mapping[str, Any] | None = None) -> None:
-    """Send every message (of a wave, or a list) in order and wait until Kafka has them all.
-
-    One idempotent producer keeps per-partition order (what the out-of-order and duplicate
-    scenarios rely on). Sends are pipelined: a chunk's deliveries are awaited only after the next
-    chunk is queued, so the producer never waits for a round trip per message. `kafka_options`:
-    the client's security arguments (see `rebound.connections.kafka_options`)."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=10,
-        compression_type=None,
-        max_batch_size=256 * 1024,
-        max_request_size=1024 * 1024,
-        request_timeout_ms=30_000,
-        **(kafka_options or {}),
-    )
-    columns = (TextColumn("[bold]publishing[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("messages"),
-               TimeElapsedColumn())
-    await producer.start()
-    try:
-        with Progress(*columns, disable=not progress, transient=False) as bar:
-            messages = wave.messages if isinstance(wave, Wave) else wave
-            task = bar.add_task("publish", total=len(messages))
-            in_flight: list[asyncio.Future[Any]] = []
-            for start in range(0, len(messages), chunk_size):
-                queued = [await producer.send(m.topic, m.value, key=m.key)
-                          for m in messages[start:start + chunk_size]]
-                if in_flight:
-                    await asyncio.gather(*in_flight)
-                    bar.advance(task, len(in_flight))
-                in_flight = queued
-            if in_flight:
-                await asyncio.gather(*in_flight)
-                bar.advance(task, len(in_flight))
-    finally:
-        await producer.stop()
-
-
-async def register_sellers(database_url: str, sellers: Iterable[str], *,
-                           connect_kwargs: Mapping[str, Any] | None = None) -> None:
-    """Register the wave's sellers as tenants (events of unknown sellers become exceptions).
-    Applies the migrations first when the services have not run yet."""
-    rows = [(seller_id, f"Simulated seller {seller_id}") for seller_id in sellers]
-    conn = await asyncpg.connect(database_url, **(connect_kwargs or {}))
-    try:
-        if not await conn.fetchval("SELECT to_regclass('rebound.sellers') IS NOT NULL"):
-            pool = await create_pool(database_url, max_size=1, wait_seconds=30, connect_kwargs=connect_kwargs)
-            try:
-                await migrate(pool)
-            finally:
-                await pool.close()
-        await conn.executemany(
-            "INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", rows
-        )
-    finally:
-        await conn.close()
 
 
 def _other_identifier(value: str) -> str:

@@ -27,9 +27,8 @@ from aiokafka.errors import (
 
 from rebound_contracts import ALL_TOPICS, TOPICS_BY_NAME
 
-from .db import TRANSIENT_ERRORS
-
-SERVICES = ("intake", "grading", "relisting", "ledger")
+from ..db import TRANSIENT_ERRORS
+from ..service import SERVICES
 RETRIABLE = (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorForGroupError,
              KafkaConnectionError, *TRANSIENT_ERRORS)
 

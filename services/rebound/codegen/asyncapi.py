@@ -1,7 +1,7 @@
 """AsyncAPI 3.0 document of every topic, generated from the topic registry and committed.
 
-    python -m rebound.asyncapi           # regenerate contracts/asyncapi.yaml
-    python -m rebound.asyncapi --check   # exit 1 when the committed file is stale
+    python -m rebound.codegen.asyncapi           # regenerate contracts/asyncapi.yaml
+    python -m rebound.codegen.asyncapi --check   # exit 1 when the committed file is stale
 
 Built from the registry rather than from the services' brokers: they subscribe with raw-record
 hooks (FastStream would infer empty payloads), and FastStream's generator has no message key,
@@ -40,12 +40,12 @@ from pydantic.json_schema import models_json_schema
 from rebound_contracts import ALL_TOPICS
 from rebound_contracts.topics import Topic
 
-from .processes import SERVICES
-from .service import ServiceSpec
+from ..service import SERVICES, ServiceSpec
 
-DOCUMENT = Path(__file__).resolve().parents[2] / "contracts" / "asyncapi.yaml"
+DOCUMENT = Path(__file__).resolve().parents[3] / "contracts" / "asyncapi.yaml"
 KAFKA_BINDING_VERSION = "0.5.0"
-HEADER = "# Generated from rebound_contracts.topics by `make asyncapi` (python -m rebound.asyncapi). Do not edit.\n"
+HEADER = ("# Generated from rebound_contracts.topics by `make asyncapi` (python -m rebound.codegen.asyncapi). "
+          "Do not edit.\n")
 
 
 def operation_id(party: str, action: Action, topic: Topic) -> str:

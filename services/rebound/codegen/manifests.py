@@ -1,7 +1,7 @@
 """The deployment manifests that derive from code: one Strimzi `KafkaTopic` per registry topic.
 
-    python -m rebound.deploy_manifests            (make manifests) rewrites deploy/k8s/topics/
-    python -m rebound.deploy_manifests --check    exits 1 when those files are out of date
+    python -m rebound.codegen.manifests            (make manifests) rewrites deploy/k8s/topics/
+    python -m rebound.codegen.manifests --check    exits 1 when those files are out of date
 
 The topics are sized for a 3-broker cluster: every partition on 3 brokers, a write acknowledged
 by 2 of them, so one broker can be down without stopping any producer."""
@@ -18,9 +18,9 @@ import yaml
 
 from rebound_contracts import ALL_TOPICS, Topic
 
-from .messaging.topics import TOPIC_CONFIG
+from ..messaging.topic_admin import TOPIC_CONFIG
 
-TOPICS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "topics"
+TOPICS_DIR = Path(__file__).resolve().parents[3] / "deploy" / "k8s" / "topics"
 REPLICAS = 3
 MIN_INSYNC_REPLICAS = 2
 # The Strimzi `Kafka` resource the topics belong to, and its namespace (topics/kustomization.yaml).
@@ -96,7 +96,7 @@ def write(directory: Path = TOPICS_DIR) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rebound.deploy_manifests", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m rebound.codegen.manifests", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=TOPICS_DIR, help="directory of the KafkaTopic files")
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if the files are stale")
     args = parser.parse_args(argv)

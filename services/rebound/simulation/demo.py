@@ -29,19 +29,20 @@ from rebound_contracts.topics import (
     UNIT_RECEIVED,
 )
 
-from . import checker, simulator
-from .connections import database_connect_kwargs, kafka_options
-from .db import create_pool, migrate
-from .messaging.topics import ensure_topics
-from .processes import SERVICES, Backlog, Fleet, wait_until_caught_up
-from .settings import Settings
-from .standins import serving
-from .standins.shopify import ShopifyStandIn
-from .standins.amazon import AmazonStandIn
-from .standins.ebay import EbayStandIn
-from .standins.shops import (DemoShops, close_shops, open_amazon_shops, open_ebay_shops, open_shopify_shops,
+from .. import simulation
+from . import checker
+from ..connections import database_connect_kwargs, kafka_options
+from ..db import create_pool, migrate
+from ..messaging.topic_admin import ensure_topics
+from .fleet import SERVICES, Backlog, Fleet, wait_until_caught_up
+from ..settings import Settings
+from ..standins import serving
+from ..standins.shopify import ShopifyStandIn
+from ..standins.amazon import AmazonStandIn
+from ..standins.ebay import EbayStandIn
+from ..standins.shops import (DemoShops, close_shops, open_amazon_shops, open_ebay_shops, open_shopify_shops,
                              open_tiktok_shops, unsynced)
-from .standins.tiktok import TikTokStandIn
+from ..standins.tiktok import TikTokStandIn
 
 INBOUND = tuple(topic for topic in ALL_TOPICS if topic.direction == "inbound")
 FLEET = (*SERVICES, "connectors")
@@ -83,12 +84,12 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
     pool = await create_pool(settings.database_url, wait_seconds=30, connect_kwargs=database)
     try:
         await migrate(pool)
-        wave = simulator.generate(simulator.WaveConfig(
+        wave = simulation.generate(simulation.WaveConfig(
             units=options.units, seed=seed, duplicate_rate=options.duplicate_rate,
             out_of_order_rate=options.out_of_order_rate, bad_rate=options.bad_rate,
             hostile_rate=options.hostile_rate, start=datetime.now(UTC) - dock_lead(options.units),
         ))
-        await simulator.register_sellers(settings.database_url, wave.sellers, connect_kwargs=database)
+        await simulation.register_sellers(settings.database_url, wave.sellers, connect_kwargs=database)
         before = await inbound_end_offsets(bootstrap, kafka)
         secrets = options.log_dir / str(seed) / "shop-secrets"
         tiktok, shopify = TikTokStandIn(seed=seed), ShopifyStandIn(seed=seed)
@@ -96,7 +97,7 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         async with serving(tiktok.app) as tiktok_url, serving(shopify.app) as shopify_url, \
                 serving(amazon.app) as amazon_url, serving(ebay.app) as ebay_url:
             try:
-                catalogue = simulator.catalogue()
+                catalogue = simulation.catalogue()
                 shops = [
                     await open_tiktok_shops(pool, tiktok, tiktok_url, wave.shops, wave.warehouses, catalogue, secrets),
                     await open_shopify_shops(pool, shopify, shopify_url, wave.shops, wave.warehouses, catalogue,
@@ -108,7 +109,7 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
                                                         for s in shops))
                 with Fleet(log_dir=options.log_dir / str(seed), replicas=options.replicas, services=FLEET) as fleet:
                     started = time.monotonic()
-                    await simulator.publish(wave, bootstrap, kafka_options=kafka)
+                    await simulation.publish(wave, bootstrap, kafka_options=kafka)
                     published = time.monotonic()
                     await _catch_up(bootstrap, pool, wave, fleet, options.timeout, kafka, console)
                     done = time.monotonic()
@@ -173,7 +174,7 @@ def dock_lead(units: int) -> timedelta:
     return timedelta(hours=121, seconds=30 * units)
 
 
-async def _catch_up(bootstrap: str, pool: asyncpg.Pool, wave: simulator.Wave, fleet: Fleet, timeout: float,
+async def _catch_up(bootstrap: str, pool: asyncpg.Pool, wave: simulation.Wave, fleet: Fleet, timeout: float,
                     kafka: Mapping[str, Any], console: Console) -> None:
     """Until every service has consumed and relayed everything, and every connected shop's
     listing has every adjustment applied."""
@@ -194,30 +195,30 @@ async def _catch_up(bootstrap: str, pool: asyncpg.Pool, wave: simulator.Wave, fl
             await asyncio.sleep(0.5)
 
 
-async def sell_offered(share: float, seed: int, wave: simulator.Wave, settings: Settings, pool: asyncpg.Pool,
+async def sell_offered(share: float, seed: int, wave: simulation.Wave, settings: Settings, pool: asyncpg.Pool,
                        fleet: Fleet, timeout: float, console: Console, shops: list[DemoShops]) -> Counter[str]:
     """The second phase: the units on offer sell. On a marketplace with a stand-in its buyers buy
     a share of what its listings show, and the warehouse picks a unit of each order's key;
     elsewhere the warehouse picks a share of the units on offer. Then the ledger catches up again.
     Returns, per channel, the stand-in's units sold that the warehouse found no unit for."""
     kafka = kafka_options(settings)
-    offered = await simulator.offered_units(settings.database_url, wave.sellers,
+    offered = await simulation.offered_units(settings.database_url, wave.sellers,
                                             connect_kwargs=database_connect_kwargs(settings))
     by_shop = {shop.channel for shop in shops}
     elsewhere = [unit for unit in offered if unit.channel not in by_shop]
-    picks = simulator.sales(elsewhere, share, seed, datetime.now(UTC))
+    picks = simulation.sales(elsewhere, share, seed, datetime.now(UTC))
     unfilled: Counter[str] = Counter()
     bought_total = 0
     for shop in shops:
         bought = shop.buy(round(share * shop.on_listings))
         bought_total += sum(bought.values())
-        on_keys = await simulator.units_on_keys(settings.database_url, list(bought),
+        on_keys = await simulation.units_on_keys(settings.database_url, list(bought),
                                                 connect_kwargs=database_connect_kwargs(settings))
-        shop_picks, unfilled[shop.channel] = simulator.picks_for_orders(on_keys, bought, seed, datetime.now(UTC),
+        shop_picks, unfilled[shop.channel] = simulation.picks_for_orders(on_keys, bought, seed, datetime.now(UTC),
                                                                                  shop.channel)
         picks += shop_picks
     started = time.monotonic()
-    await simulator.publish(picks, settings.kafka_bootstrap_servers, progress=False, kafka_options=kafka)
+    await simulation.publish(picks, settings.kafka_bootstrap_servers, progress=False, kafka_options=kafka)
     with console.status("waiting for the ledger to apply the picks"):
         await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet,
                                    kafka_options=kafka, services=FLEET)
@@ -245,7 +246,7 @@ class Storefront:
         return self.oversold == 0 and self.keys_off == 0
 
 
-async def _storefront(pool: asyncpg.Pool, wave: simulator.Wave, shop: DemoShops, unfilled: int) -> Storefront:
+async def _storefront(pool: asyncpg.Pool, wave: simulation.Wave, shop: DemoShops, unfilled: int) -> Storefront:
     """Every listing shows what the ledger has on its key, and every sale had a unit to pick
     (`unfilled`: the units sold that the warehouse found no unit for, i.e. oversold)."""
     ledger = dict(await pool.fetch("SELECT key, available FROM ledger.stock WHERE seller_id = ANY($1::text[])"

@@ -1,0 +1,1 @@
+"""Documents generated from the topic registry: the AsyncAPI document and Strimzi's KafkaTopics."""
