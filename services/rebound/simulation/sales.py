@@ -45,30 +45,31 @@ def sales(offered: Iterable[Offered], share: float, seed: int, at: datetime) -> 
 async def units_on_keys(database_url: str, keys: Iterable[str], *,
                         connect_kwargs: Mapping[str, Any] | None = None) -> dict[str, list[Offered]]:
     """The units offered on each of these listing keys now, by LPN."""
-    conn = await asyncpg.connect(database_url, **(connect_kwargs or {}))
-    try:
-        rows = await conn.fetch(
-            "SELECT stock_key, lpn, seller_id, warehouse_id, split_part(stock_key, ':', 2) AS channel FROM ledger.units"
-            " WHERE stock_key = ANY($1::text[]) AND place = 'listing' ORDER BY lpn", list(keys))
-    finally:
-        await conn.close()
     found: dict[str, list[Offered]] = {}
-    for r in rows:
-        found.setdefault(r["stock_key"], []).append(Offered(r["lpn"], r["seller_id"], r["warehouse_id"], r["channel"]))
+    for key, unit in await _listed(database_url, "stock_key", keys, connect_kwargs):
+        found.setdefault(key, []).append(unit)
     return found
 
 
 async def offered_units(database_url: str, sellers: Iterable[str], *,
                         connect_kwargs: Mapping[str, Any] | None = None) -> list[Offered]:
     """The sellers' units on a storefront listing now (lots and pools are not sold unit by unit)."""
+    return [unit for _, unit in await _listed(database_url, "seller_id", sellers, connect_kwargs)]
+
+
+async def _listed(database_url: str, column: str, values: Iterable[str],
+                  connect_kwargs: Mapping[str, Any] | None) -> list[tuple[str, Offered]]:
+    """(listing key, unit) of the units on a storefront listing whose `column` is one of `values`,
+    by LPN."""
+    assert column in ("stock_key", "seller_id")
     conn = await asyncpg.connect(database_url, **(connect_kwargs or {}))
     try:
         rows = await conn.fetch(
-            "SELECT lpn, seller_id, warehouse_id, split_part(stock_key, ':', 2) AS channel FROM ledger.units"
-            " WHERE seller_id = ANY($1::text[]) AND place = 'listing' ORDER BY lpn", list(sellers))
+            "SELECT stock_key, lpn, seller_id, warehouse_id, split_part(stock_key, ':', 2) AS channel FROM ledger.units"
+            f" WHERE {column} = ANY($1::text[]) AND place = 'listing' ORDER BY lpn", list(values))
     finally:
         await conn.close()
-    return [Offered(r["lpn"], r["seller_id"], r["warehouse_id"], r["channel"]) for r in rows]
+    return [(r["stock_key"], Offered(r["lpn"], r["seller_id"], r["warehouse_id"], r["channel"])) for r in rows]
 
 
 def picks_for_orders(on_keys: Mapping[str, Sequence[Offered]], ordered: Mapping[str, int], seed: int,
