@@ -286,3 +286,21 @@ async def test_a_record_whose_dead_letter_cannot_be_encoded_still_gets_one_and_t
     [letter] = [e.event for e in await pipe.take_outbox(processor) if e.topic == DLQ.name]
     assert letter.kind == "processing_failed" and "undecodable \\udcff" in letter.error
     assert letter.seller_id is None and base64.b64decode(letter.raw_base64) == bad.model_dump_json().encode()
+
+
+async def test_another_sellers_return_never_takes_or_discards_a_parked_parcel(pipe: Pipeline) -> None:
+    victim, intruder = await pipe.add_sellers("victim", "intruder")
+    tracking = f"T-{pipe.tag}"
+    parcel = f.scan(victim, tracking, [(pipe.id("V1"), "TEE-BLK-M")])
+    await pipe.feed(pipe.intake, [pipe.record(parcel, PARCEL_SCANNED.name)])  # its RMA is late: parked
+    assert await pipe.take_outbox(pipe.intake) == []
+    # Another tenant's returns claim the tracking number: the parcel is reported once, and stays.
+    for _ in range(2):
+        await pipe.feed(pipe.intake, [pipe.record(f.rma(intruder, tracking=tracking), RMA.name)])
+    [reported] = [e.event for e in await pipe.take_outbox(pipe.intake)]
+    assert (reported.kind, reported.seller_id, reported.source_event_id) == (
+        "cross_tenant_reference", victim, parcel.event_id)
+    await pipe.feed(pipe.intake, [pipe.record(f.rma(victim, tracking=tracking), RMA.name)])
+    assert [e.event.lpn for e in await pipe.take_outbox(pipe.intake)] == [pipe.id("V1")]
+    assert await pipe.pool.fetchval("SELECT count(*) FROM intake.parked_scans WHERE tracking_number = $1",
+                                    tracking) == 0

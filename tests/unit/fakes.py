@@ -38,6 +38,7 @@ class FakeIntakeRepository:
     lines: dict[tuple[str, str], list[LineDetail]] = field(default_factory=dict)
     units: dict[str, dict[str, Any]] = field(default_factory=dict)
     parked: list[tuple[ParcelScanned, MessageSource]] = field(default_factory=list)
+    reported: set[Any] = field(default_factory=set)  # event ids of parked scans an operator was told of
 
     async def add_rma(self, rma: RmaIssued, reason_category: str, lane: str) -> bool:
         key = (rma.seller_id, rma.return_id)
@@ -75,13 +76,22 @@ class FakeIntakeRepository:
                     for d in self.lines[key]
                 ]
 
-    async def park_scan(self, scan: ParcelScanned, source: MessageSource) -> None:
+    async def park_scan(self, scan: ParcelScanned, source: MessageSource, *, reported: bool = False) -> None:
         self.parked.append((scan, source))
+        if reported:
+            self.reported.add(scan.event_id)
 
-    async def take_parked_scans(self, tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
-        taken = [(s, src) for s, src in self.parked if s.tracking_number == tracking_number]
+    async def take_parked_scans(self, seller_id: str,
+                                tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
+        taken = [(s, src) for s, src in self.parked if (s.seller_id, s.tracking_number) == (seller_id, tracking_number)]
         self.parked = [p for p in self.parked if p not in taken]
         return taken
+
+    async def others_parked(self, seller_id: str, tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
+        told = [(s, src) for s, src in self.parked if s.tracking_number == tracking_number
+                and s.seller_id != seller_id and s.event_id not in self.reported]
+        self.reported.update(s.event_id for s, _ in told)
+        return told
 
 
 @dataclass

@@ -87,7 +87,7 @@ async def test_a_unit_the_rma_does_not_list_is_parked_as_an_exception() -> None:
     assert repo.units["L2"]["return_id"] is None  # kept, never dropped
 
 
-async def test_a_tracking_number_of_another_seller_is_a_cross_tenant_reference() -> None:
+async def test_a_tracking_number_of_another_seller_is_reported_and_the_parcel_waits_for_its_own_return() -> None:
     repo = FakeIntakeRepository()
     order = f.rma("victim")
     await register_return(context(order), order, repo)
@@ -95,10 +95,14 @@ async def test_a_tracking_number_of_another_seller_is_a_cross_tenant_reference()
     ctx = context(parcel)
     await receive_parcel(ctx, parcel, repo)
     assert [e.kind for e in emitted(ctx, "returns.exceptions.v1")] == ["cross_tenant_reference"]
-    assert emitted(ctx, UNIT_RECEIVED.name) == []
-    assert repo.parked == [] and repo.units == {}
+    assert emitted(ctx, UNIT_RECEIVED.name) == [] and repo.units == {}
+    assert [s.event_id for s, _ in repo.parked] == [parcel.event_id]  # not the victim's; not lost either
     # the exception names no data of the other seller
     assert "victim" not in emitted(ctx, "returns.exceptions.v1")[0].model_dump_json()
+    own = f.rma("intruder").model_copy(update={"tracking_number": order.tracking_number})
+    ctx = context(own)
+    await register_return(ctx, own, repo)  # a return of its own seller takes it
+    assert [u.lpn for u in emitted(ctx, UNIT_RECEIVED.name)] == ["L1"] and repo.parked == []
 
 
 async def test_an_lpn_of_another_seller_is_refused_and_the_rest_of_the_parcel_goes_on() -> None:
@@ -129,17 +133,25 @@ async def test_unit_received_ids_are_derived_so_a_replay_emits_the_same_event() 
     assert await run_once() == await run_once()
 
 
-async def test_a_parked_parcel_of_another_seller_is_refused_when_the_rma_arrives() -> None:
+async def test_a_return_never_takes_or_discards_a_parked_parcel_of_another_seller() -> None:
     repo = FakeIntakeRepository()
-    order = f.rma("owner")
-    forged = f.scan("intruder", order.tracking_number, [("X1", "TEE-BLK-M")])
-    await receive_parcel(context(forged), forged, repo)  # nobody's RMA yet: parked
-    ctx = context(order)
-    await register_return(ctx, order, repo)
-    [refused] = emitted(ctx, "returns.exceptions.v1")
-    assert (refused.kind, refused.seller_id, refused.source_event_id) == (
-        "cross_tenant_reference", "intruder", forged.event_id)
-    assert repo.parked == [] and emitted(ctx, UNIT_RECEIVED.name) == []
+    victim = f.scan("victim", "T-SHARED", [("V1", "TEE-BLK-M")])
+    await receive_parcel(context(victim), victim, repo)  # nobody's RMA yet: parked
+    hostile = f.rma("intruder").model_copy(update={"tracking_number": "T-SHARED"})
+    ctx = context(hostile)
+    await register_return(ctx, hostile, repo)  # another seller's return with the victim's tracking number
+    [reported] = emitted(ctx, "returns.exceptions.v1")
+    assert (reported.kind, reported.seller_id, reported.source_event_id) == (
+        "cross_tenant_reference", "victim", victim.event_id)
+    assert emitted(ctx, UNIT_RECEIVED.name) == [] and [s.event_id for s, _ in repo.parked] == [victim.event_id]
+    again = f.rma("intruder").model_copy(update={"tracking_number": "T-SHARED"})
+    ctx = context(again)
+    await register_return(ctx, again, repo)
+    assert emitted(ctx, "returns.exceptions.v1") == []  # told once
+    own = f.rma("victim").model_copy(update={"tracking_number": "T-SHARED"})
+    ctx = context(own)
+    await register_return(ctx, own, repo)
+    assert [u.lpn for u in emitted(ctx, UNIT_RECEIVED.name)] == ["V1"] and repo.parked == []
 
 
 async def test_two_sellers_may_use_the_same_return_id_without_touching_each_other() -> None:

@@ -75,7 +75,8 @@ class IntakeRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self._rmas: dict[str, list[tuple[datetime, ReturnOrder]]] = {}  # by tracking number, every seller
-        self._parked: set[str] = set()  # tracking numbers (of those in `_parked_read`) with parked scans
+        # (seller, tracking number) of the parked scans, for the tracking numbers in `_parked_read`
+        self._parked: set[tuple[str, str]] = set()
         self._parked_read: set[str] = set()
         self._owners: dict[str, str | None] = {}  # LPN -> seller (None: not registered)
         self._returns: dict[ReturnKey, bool] = {}  # does this return id exist (for its seller)?
@@ -86,7 +87,7 @@ class IntakeRepository:
 
     async def prefetch(self, events: Sequence[RmaIssued | ParcelScanned]) -> None:
         """What the batch's events need, in at most five statements: the return orders of their
-        tracking numbers (of every seller), which of those have parked scans, which return ids
+        tracking numbers (of every seller), which sellers' scans of those are parked, which return ids
         the RMAs name exist already, the lines the scans may be counted on, and who owns the
         LPNs the scans list."""
         await self._read_orders(sorted({e.tracking_number for e in events}))
@@ -94,9 +95,9 @@ class IntakeRepository:
         if rmas:
             rma_tracking = sorted({e.tracking_number for e in rmas})
             self._parked_read.update(rma_tracking)
-            self._parked.update(r["tracking_number"] for r in await self.conn.fetch(
-                "SELECT DISTINCT tracking_number FROM intake.parked_scans WHERE tracking_number = ANY($1::text[])",
-                rma_tracking))
+            self._parked.update((r["seller_id"], r["tracking_number"]) for r in await self.conn.fetch(
+                "SELECT DISTINCT seller_id, tracking_number FROM intake.parked_scans"
+                " WHERE tracking_number = ANY($1::text[])", rma_tracking))
             unknown = sorted({(e.seller_id, e.return_id) for e in rmas} - self._returns.keys())
             if unknown:
                 found = await self.conn.fetch(
@@ -235,29 +236,41 @@ class IntakeRepository:
                 line.changed = False
         self._new_rmas, self._new_lines, self._new_units = [], {}, []
 
-    async def park_scan(self, scan: ParcelScanned, source: MessageSource) -> None:
-        self._parked.add(scan.tracking_number)
+    async def park_scan(self, scan: ParcelScanned, source: MessageSource, *, reported: bool = False) -> None:
+        """Keep a scan until a return of its seller carries its tracking number; `reported`: an
+        operator was told of it already (it is not reported again as unmatched)."""
+        self._parked.add((scan.seller_id, scan.tracking_number))
         await self.conn.execute(
-            "INSERT INTO intake.parked_scans (event_id, seller_id, tracking_number, payload, source)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            "INSERT INTO intake.parked_scans (event_id, seller_id, tracking_number, payload, source, reported_at)"
+            " VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN now() END) ON CONFLICT DO NOTHING",
             scan.event_id, scan.seller_id, scan.tracking_number,
-            scan.model_dump_json(), orjson.dumps(source.model_dump()).decode(),
+            scan.model_dump_json(), orjson.dumps(source.model_dump()).decode(), reported,
         )
 
-    async def take_parked_scans(self, tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
-        """Un-park every scan of this tracking number, whichever seller sent it, oldest first."""
-        if tracking_number in self._parked_read and tracking_number not in self._parked:
+    async def take_parked_scans(self, seller_id: str,
+                                tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
+        """Un-park the seller's scans of this tracking number, oldest first. Another seller's stay
+        parked: a return never takes a parcel of another tenant."""
+        if tracking_number in self._parked_read and (seller_id, tracking_number) not in self._parked:
             return []  # read for this batch: nothing parked, and nothing parked since
-        self._parked.discard(tracking_number)
+        self._parked.discard((seller_id, tracking_number))
         rows = await self.conn.fetch(
-            "DELETE FROM intake.parked_scans WHERE tracking_number = $1 RETURNING payload, source, parked_at",
-            tracking_number,
+            "DELETE FROM intake.parked_scans WHERE seller_id = $1 AND tracking_number = $2"
+            " RETURNING payload, source, parked_at", seller_id, tracking_number,
         )
-        rows = sorted(rows, key=lambda r: r["parked_at"])
-        return [
-            (ParcelScanned.model_validate_json(r["payload"]), MessageSource.model_validate_json(r["source"]))
-            for r in rows
-        ]
+        return _scans(rows)
+
+    async def others_parked(self, seller_id: str, tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
+        """Other sellers' parked scans of this tracking number that no operator was told of yet,
+        marked told: they stay parked for a return of their own seller."""
+        if tracking_number in self._parked_read and not any(
+                t == tracking_number and s != seller_id for s, t in self._parked):
+            return []
+        rows = await self.conn.fetch(
+            "UPDATE intake.parked_scans SET reported_at = now() WHERE tracking_number = $2 AND seller_id <> $1"
+            " AND reported_at IS NULL RETURNING payload, source, parked_at", seller_id, tracking_number,
+        )
+        return _scans(rows)
 
     async def unreported_parked_scans(
         self, parked_before: datetime, limit: int = 500
@@ -277,3 +290,9 @@ class IntakeRepository:
         await self.conn.execute(
             "UPDATE intake.parked_scans SET reported_at = $2 WHERE event_id = ANY($1::uuid[])", event_ids, at
         )
+
+
+def _scans(rows: Sequence[asyncpg.Record]) -> list[tuple[ParcelScanned, MessageSource]]:
+    """Parked scans, oldest first."""
+    return [(ParcelScanned.model_validate_json(r["payload"]), MessageSource.model_validate_json(r["source"]))
+            for r in sorted(rows, key=lambda r: r["parked_at"])]

@@ -24,6 +24,8 @@ from .domain import categorise_reason, lane_for, match_units
 log = structlog.get_logger(__name__)
 
 INSIGHT_NAMESPACE = uuid.UUID("6f1d2b7e-3c4a-4e58-9b0d-2a7c5e9f1b43")
+_ON_ANOTHER_RETURN = ("tracking number {} is on another seller's return; the parcel waits for a return of its own "
+                      "seller")
 
 
 async def register_return(ctx: Context, rma: RmaIssued, repo: IntakeRepository) -> None:
@@ -33,18 +35,17 @@ async def register_return(ctx: Context, rma: RmaIssued, repo: IntakeRepository) 
         log.info("return_already_registered", seller_id=rma.seller_id, return_id=rma.return_id,
                  event_id=str(rma.event_id))
         return
-    for scan, source in await repo.take_parked_scans(rma.tracking_number):
+    for scan, source in await repo.take_parked_scans(rma.seller_id, rma.tracking_number):
         parked_ctx = dataclasses.replace(ctx, event=scan, source=source, exceptions_raised=0)
-        if scan.seller_id == rma.seller_id:
-            log.debug("parked_parcel_matched", seller_id=rma.seller_id, return_id=rma.return_id,
-                     tracking_number=rma.tracking_number, event_id=str(scan.event_id))
-            await receive_parcel(parked_ctx, scan, repo)
-        else:
-            # Another seller scanned a parcel under this tracking number: it was not theirs.
-            parked_ctx.raise_exception(
-                "cross_tenant_reference",
-                f"tracking number {scan.tracking_number} belongs to another seller's return",
-            )
+        log.debug("parked_parcel_matched", seller_id=rma.seller_id, return_id=rma.return_id,
+                  tracking_number=rma.tracking_number, event_id=str(scan.event_id))
+        await receive_parcel(parked_ctx, scan, repo)
+        ctx.exceptions_raised += parked_ctx.exceptions_raised
+    for scan, source in await repo.others_parked(rma.seller_id, rma.tracking_number):
+        # Another seller's parcel under this tracking number: reported, and left waiting for a
+        # return of its own seller (a tenant's return never takes or discards another's parcel).
+        parked_ctx = dataclasses.replace(ctx, event=scan, source=source, exceptions_raised=0)
+        parked_ctx.raise_exception("cross_tenant_reference", _ON_ANOTHER_RETURN.format(scan.tracking_number))
         ctx.exceptions_raised += parked_ctx.exceptions_raised
 
 
@@ -53,14 +54,14 @@ async def receive_parcel(ctx: Context, scan: ParcelScanned, repo: IntakeReposito
     rma = await repo.rma_for_tracking(scan.seller_id, scan.tracking_number)
     if rma is None:
         if await repo.sellers_with_tracking(scan.tracking_number):
-            ctx.raise_exception(
-                "cross_tenant_reference",
-                f"tracking number {scan.tracking_number} belongs to another seller's return",
-            )
-            return
-        # Its RMA is usually a moment behind (another topic, another partition): park quietly;
-        # `report_unmatched_parcels` tells operators about the ones that wait too long.
-        await repo.park_scan(scan, ctx.source)
+            # Reported, and parked all the same: the seller's own return may carry the number too,
+            # and another tenant's return never takes this parcel.
+            ctx.raise_exception("cross_tenant_reference", _ON_ANOTHER_RETURN.format(scan.tracking_number))
+            await repo.park_scan(scan, ctx.source, reported=True)
+        else:
+            # Its RMA is usually a moment behind (another topic, another partition): park quietly;
+            # `report_unmatched_parcels` tells operators about the ones that wait too long.
+            await repo.park_scan(scan, ctx.source)
         log.debug("parcel_parked", seller_id=scan.seller_id, tracking_number=scan.tracking_number,
                  event_id=str(scan.event_id))
         return

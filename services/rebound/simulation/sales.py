@@ -57,16 +57,22 @@ async def offered_units(database_url: str, sellers: Iterable[str], *,
     return [unit for _, unit in await _listed(database_url, "seller_id", sellers, connect_kwargs)]
 
 
+_LISTED = {
+    "stock_key": "SELECT stock_key, lpn, seller_id, warehouse_id, split_part(stock_key, ':', 2) AS channel"
+                 " FROM ledger.units WHERE stock_key = ANY($1::text[]) AND place = 'listing' ORDER BY lpn",
+    "seller_id": "SELECT stock_key, lpn, seller_id, warehouse_id, split_part(stock_key, ':', 2) AS channel"
+                 " FROM ledger.units WHERE seller_id = ANY($1::text[]) AND place = 'listing' ORDER BY lpn",
+}
+"""The units on a storefront listing, by the column they are chosen by."""
+
+
 async def _listed(database_url: str, column: str, values: Iterable[str],
                   connect_kwargs: Mapping[str, Any] | None) -> list[tuple[str, Offered]]:
     """(listing key, unit) of the units on a storefront listing whose `column` is one of `values`,
     by LPN."""
-    assert column in ("stock_key", "seller_id")
     conn = await asyncpg.connect(database_url, **(connect_kwargs or {}))
     try:
-        rows = await conn.fetch(
-            "SELECT stock_key, lpn, seller_id, warehouse_id, split_part(stock_key, ':', 2) AS channel FROM ledger.units"
-            f" WHERE {column} = ANY($1::text[]) AND place = 'listing' ORDER BY lpn", list(values))
+        rows = await conn.fetch(_LISTED[column], list(values))
     finally:
         await conn.close()
     return [(r["stock_key"], Offered(r["lpn"], r["seller_id"], r["warehouse_id"], r["channel"])) for r in rows]
