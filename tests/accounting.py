@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from rebound import simulation
 from rebound.simulation import checker
 from rebound.simulation.demo import INBOUND
-from rebound.settings import Settings
+from rebound.settings import URL_SECRETS, Settings
 from rebound_contracts.topics import DLQ, EXCEPTIONS
 
 
@@ -57,8 +57,11 @@ def configured_secrets(env: Mapping[str, str]) -> dict[str, str]:
     DATABASE_URL, the content of DATABASE_PASSWORD_FILE, KAFKA_SASL_PASSWORD or the content of
     KAFKA_SASL_PASSWORD_FILE (read as the services read them)."""
     settings = Settings.from_env(env)
+    query = dict(part.partition("=")[::2] for part in urlsplit(settings.database_url).query.split("&") if part)
     secrets = {
         "the password in DATABASE_URL": urlsplit(settings.database_url).password,
+        **{f"the {name} parameter of DATABASE_URL": value for name, value in query.items()
+           if name.lower() in URL_SECRETS},
         "DATABASE_PASSWORD_FILE": settings.database_password,
         "KAFKA_SASL_PASSWORD_FILE" if env.get("KAFKA_SASL_PASSWORD_FILE") else "KAFKA_SASL_PASSWORD":
             settings.kafka_sasl_password,

@@ -15,6 +15,8 @@ DEFAULT_DATABASE = "postgresql://rebound:localdev-7f3a9c@127.0.0.1:15432/rebound
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 DEFAULT_SASL_MECHANISM = "SCRAM-SHA-512"
+URL_SECRETS = frozenset({"password", "sslpassword"})
+"""Query parameters of a PostgreSQL URL that hold a secret."""
 
 
 class SettingsError(SystemExit):
@@ -133,13 +135,17 @@ class Settings:
         )
 
     def redacted_database_url(self) -> str:
-        """The database URL with its password replaced, for logs."""
+        """The database URL for logs: every password it can carry replaced (`user:password@`, and
+        the `password` and `sslpassword` parameters of its query)."""
         scheme, sep, rest = self.database_url.partition("://")
-        if "@" not in rest:
-            return self.database_url
-        credentials, _, host = rest.rpartition("@")
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}{sep}{user}:***@{host}"
+        rest, mark, query = rest.partition("?")
+        if "@" in rest:
+            credentials, _, host = rest.rpartition("@")
+            rest = f"{credentials.split(':', 1)[0]}:***@{host}"
+        if query:
+            query = "&".join(f"{part.partition('=')[0]}=***" if part.partition("=")[0].lower() in URL_SECRETS else part
+                             for part in query.split("&"))
+        return f"{scheme}{sep}{rest}{mark}{query}"
 
 
 def _set(value: str | None) -> str | None:

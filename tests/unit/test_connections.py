@@ -137,6 +137,17 @@ def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:
     assert SECRET not in repr(kafka_security(settings))
 
 
+def test_every_password_a_database_url_can_carry_is_redacted() -> None:
+    url = (f"postgresql://rebound:{SECRET}@db.example:5432/rebound?sslmode=verify-full&password={SECRET}2"
+           f"&SSLPassword={SECRET}3&sslrootcert=/etc/ca.pem")
+    redacted = Settings.from_env({"DATABASE_URL": url}).redacted_database_url()
+    assert SECRET not in redacted
+    assert redacted == ("postgresql://rebound:***@db.example:5432/rebound?sslmode=verify-full&password=***"
+                        "&SSLPassword=***&sslrootcert=/etc/ca.pem")
+    assert Settings.from_env({"DATABASE_URL": "postgresql://db.example/rebound"}).redacted_database_url() == \
+        "postgresql://db.example/rebound"
+
+
 def test_database_password_file_replaces_the_urls(tmp_path: Path) -> None:
     settings = Settings.from_env({"DATABASE_PASSWORD_FILE": _secret_file(tmp_path)})
     assert database_connect_kwargs(settings) == {"password": SECRET}

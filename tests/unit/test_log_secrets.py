@@ -38,3 +38,8 @@ def test_a_log_holding_any_of_them_fails(env: dict[str, str], tmp_path: Path, le
     (logs / "ledger-0.log").write_text(f'{{"event": "oops", "dsn": "{leaked}"}}\n')
     with pytest.raises(AssertionError, match="appears in"):
         assert_no_secret_in_logs(logs, env)
+
+
+def test_a_password_in_the_database_urls_query_is_looked_for_too() -> None:
+    env = {"DATABASE_URL": "postgresql://rebound@127.0.0.1:15432/rebound?sslpassword=key-secret-5&sslmode=require"}
+    assert configured_secrets(env) == {"the sslpassword parameter of DATABASE_URL": "key-secret-5"}
