@@ -22,7 +22,9 @@ def configure(level: str = "info", fmt: str = "auto", service: str | None = None
     renderer = (
         structlog.processors.JSONRenderer()
         if json_output
-        else structlog.dev.ConsoleRenderer(colors=on_terminal)
+        # Tracebacks without the frames' locals: a local may hold a password or a token.
+        else structlog.dev.ConsoleRenderer(colors=on_terminal, exception_formatter=structlog.dev.RichTracebackFormatter(
+            show_locals=False, color_system="truecolor" if on_terminal else None))
     )
     shared: list = [
         structlog.contextvars.merge_contextvars,

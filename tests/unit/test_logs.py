@@ -49,3 +49,21 @@ def test_json_logging_renders_standard_library_and_structlog_lines_alike(restore
     assert (aiokafka["level"], aiokafka["logger"]) == ("warning", "aiokafka")
     assert faststream["level"] == "error" and "ConnectionError: broker gone" in faststream["exception"]
     assert (ours["level"], ours["event_id"], ours["offset"]) == ("warning", "e-1", 7)
+
+
+def test_a_console_traceback_never_shows_the_locals_of_its_frames(restore_logging) -> None:
+    out = io.StringIO()
+    logs.configure("info", "console", stream=out)
+
+    def connect(password: str) -> None:
+        raise ConnectionError("authentication failed")
+
+    secret = "".join(reversed("1a7-terceS-gp"))  # not in the source lines a traceback quotes
+    try:
+        connect(secret)
+    except ConnectionError:
+        structlog.get_logger("rebound.test").exception("database_unavailable")
+        logging.getLogger("asyncpg").exception("pool failed")
+    text = out.getvalue()
+    assert text.count("ConnectionError: authentication failed") == 2  # the tracebacks are there
+    assert secret not in text
