@@ -277,7 +277,7 @@ class Probes:
                     "SELECT count(*) AS rows, extract(epoch FROM clock_timestamp() - min(created_at)) AS age"
                     " FROM rebound.outbox WHERE producer = $1", self.producer), 30.0)
                 self.metrics.set_outbox(row["rows"], float(row["age"] or 0.0))
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:  # noqa: BLE001 - a gauge left stale, reported, never a crash
                 errors.append(f"outbox: {type(error).__name__}: {error}")
         error = "; ".join(errors) or None
         if error is not None and error != self._last_sample_error:  # once per new error, not every refresh

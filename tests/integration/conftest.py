@@ -14,7 +14,7 @@ async def kafka_admin(settings: Settings) -> AIOKafkaAdminClient:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10000)
     try:
         await admin.start()
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - any failure to reach Kafka fails the run with one line
         await admin.close()
         pytest.fail(f"Kafka at {settings.kafka_bootstrap_servers} is not reachable ({error}); run `make up`",
                     pytrace=False)

@@ -273,14 +273,14 @@ class BatchProcessor:
         position, the error, the raw bytes in base64) is. Only a transient error is retried."""
         try:
             return await self._with_retry([item])
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - whatever it was, the record is dead-lettered, not the batch
             log.exception("record_failed", consumer=self.consumer, topic=item.record.topic,
                           partition=item.record.partition, offset=item.record.offset)
             letter = replace(
                 item, event=None, failure=("processing_failed", f"{type(error).__name__}: {error}"))
         try:
             return await self._with_retry([letter])
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - its dead letter failed too: a bare one, of this consumer's own bytes
             log.exception("dead_letter_failed", consumer=self.consumer, topic=item.record.topic,
                           partition=item.record.partition, offset=item.record.offset)
         kind, error = letter.failure or ("processing_failed", "unknown")
