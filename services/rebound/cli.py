@@ -271,10 +271,23 @@ REQUIRED_IDS = {"tiktok": ("product_id", "sku_id", "warehouse_id"), "shopify": (
                 "amazon": ("seller_id", "sku", "marketplace_id", "product_type"), "ebay": ("sku", "offer_id")}
 
 
+SellerArgument = Annotated[str, typer.Argument(help="The seller (registered with `rebound sellers add`).")]
+ShopArgument = Annotated[str, typer.Argument(help="The shop id the seller's events carry (`shop_id`).")]
+
+
+def _connect(settings: Settings, seller_id: str, channel: str, shop_id: str, shop: dict,
+             tokens: dict | None, what: str) -> None:
+    """Store a shop's settings (and tokens), as every `rebound connect` command does."""
+    from .connectors.adapters import connect_shop
+
+    asyncio.run(_with_conn(settings, lambda conn: connect_shop(conn, seller_id, channel, shop_id, shop, tokens)))
+    typer.echo(f"{what} {shop_id} of {seller_id} connected; map its listings with `rebound connect map`")
+
+
 @connect_app.command("tiktok")
 def connect_tiktok(
-    seller_id: Annotated[str, typer.Argument(help="The seller (registered with `rebound sellers add`).")],
-    shop_id: Annotated[str, typer.Argument(help="The shop id the seller's events carry (`shop_id`).")],
+    seller_id: SellerArgument,
+    shop_id: ShopArgument,
     app_key: Annotated[str, typer.Option(help="Your TikTok Shop app's key.")],
     app_secret_file: Annotated[Path, typer.Option(help="File holding the app secret (it stays there).")],
     shop_cipher: Annotated[str, typer.Option(help="The authorised shop's cipher (from /authorization/202309/shops).")],
@@ -285,7 +298,6 @@ def connect_tiktok(
 ) -> None:
     """Connect a seller's TikTok shop. Tokens are stored, and replaced together whenever the
     connector refreshes them; the app secret is read from its file, never stored or logged."""
-    from .connectors.adapters import connect_shop
     from .connectors.app import tiktok_settings, tokens_document
 
     settings = Settings.from_env()
@@ -298,34 +310,31 @@ def connect_tiktok(
     except (OSError, ValueError, KeyError, TypeError) as error:
         _fail(f"--app-secret-file/--tokens-file: {type(error).__name__}: {error}")
     shop = tiktok_settings(app_key, shop_cipher, app_secret_file, api=api, auth=auth)
-    asyncio.run(_with_conn(settings, lambda conn: connect_shop(conn, seller_id, "tiktok", shop_id, shop, tokens)))
-    typer.echo(f"TikTok shop {shop_id} of {seller_id} connected; map its listings with `rebound connect map`")
+    _connect(settings, seller_id, "tiktok", shop_id, shop, tokens, "TikTok shop")
 
 
 @connect_app.command("shopify")
 def connect_shopify(
-    seller_id: Annotated[str, typer.Argument(help="The seller (registered with `rebound sellers add`).")],
-    shop_id: Annotated[str, typer.Argument(help="The shop id the seller's events carry (`shop_id`).")],
+    seller_id: SellerArgument,
+    shop_id: ShopArgument,
     shop_url: Annotated[str, typer.Option(help="The store's URL, e.g. https://your-store.myshopify.com.")],
     access_token_file: Annotated[Path, typer.Option(help="File holding the Admin API access token (it stays there).")],
     version: Annotated[str, typer.Option(help="Admin API version (2026-04 or later: compare-and-set and "
                                               "idempotency keys are mandatory from it).")] = "2026-04",
 ) -> None:
     """Connect a seller's Shopify store. Writes use compare-and-set, so a sale is never overwritten."""
-    from .connectors.adapters import connect_shop
     from .connectors.app import shopify_settings
 
     _nonempty(access_token_file, "--access-token-file")
     settings = Settings.from_env()
     shop = shopify_settings(shop_url, access_token_file, version)
-    asyncio.run(_with_conn(settings, lambda conn: connect_shop(conn, seller_id, "shopify", shop_id, shop, None)))
-    typer.echo(f"Shopify store {shop_id} of {seller_id} connected; map its listings with `rebound connect map`")
+    _connect(settings, seller_id, "shopify", shop_id, shop, None, "Shopify store")
 
 
 @connect_app.command("amazon")
 def connect_amazon(
-    seller_id: Annotated[str, typer.Argument(help="The seller (registered with `rebound sellers add`).")],
-    shop_id: Annotated[str, typer.Argument(help="The shop id the seller's events carry (`shop_id`).")],
+    seller_id: SellerArgument,
+    shop_id: ShopArgument,
     client_id: Annotated[str, typer.Option(help="Your app's Login with Amazon client id.")],
     client_secret_file: Annotated[Path, typer.Option(help="File holding the LWA client secret (it stays there).")],
     refresh_token_file: Annotated[Path, typer.Option(help="File holding the seller's LWA refresh token (it stays "
@@ -337,21 +346,18 @@ def connect_amazon(
     """Connect a seller's Amazon account (merchant-fulfilled listings). Access tokens are fetched
     with the refresh token and kept in memory; the sales come from the Orders API at its quota (a
     page of orders a minute), so a key's writes are checked about once a minute."""
-    from .connectors.adapters import connect_shop
     from .connectors.app import amazon_settings
 
     _nonempty(client_secret_file, "--client-secret-file")
     _nonempty(refresh_token_file, "--refresh-token-file")
     shop = amazon_settings(client_id, client_secret_file, refresh_token_file, api=api, auth=auth)
-    asyncio.run(_with_conn(Settings.from_env(), lambda conn: connect_shop(conn, seller_id, "amazon", shop_id, shop,
-                                                                          None)))
-    typer.echo(f"Amazon account {shop_id} of {seller_id} connected; map its listings with `rebound connect map`")
+    _connect(Settings.from_env(), seller_id, "amazon", shop_id, shop, None, "Amazon account")
 
 
 @connect_app.command("ebay")
 def connect_ebay(
-    seller_id: Annotated[str, typer.Argument(help="The seller (registered with `rebound sellers add`).")],
-    shop_id: Annotated[str, typer.Argument(help="The shop id the seller's events carry (`shop_id`).")],
+    seller_id: SellerArgument,
+    shop_id: ShopArgument,
     client_id: Annotated[str, typer.Option(help="Your eBay app's client id (App ID).")],
     client_secret_file: Annotated[Path, typer.Option(help="File holding the app's client secret (it stays there).")],
     refresh_token_file: Annotated[Path, typer.Option(help="File holding the seller's user refresh token (stored; "
@@ -360,15 +366,12 @@ def connect_ebay(
 ) -> None:
     """Connect a seller's eBay account. Each listing's revisions are paced to stay under eBay's
     250 a day: a hot listing's adjustments wait and go in one write."""
-    from .connectors.adapters import connect_shop
     from .connectors.app import ebay_settings, tokens_document
 
     _nonempty(client_secret_file, "--client-secret-file")
     refresh = _nonempty(refresh_token_file, "--refresh-token-file")
     shop = ebay_settings(client_id, client_secret_file, api=api)
-    asyncio.run(_with_conn(Settings.from_env(), lambda conn: connect_shop(
-        conn, seller_id, "ebay", shop_id, shop, tokens_document("", refresh, 0))))
-    typer.echo(f"eBay account {shop_id} of {seller_id} connected; map its listings with `rebound connect map`")
+    _connect(Settings.from_env(), seller_id, "ebay", shop_id, shop, tokens_document("", refresh, 0), "eBay account")
 
 
 def _nonempty(path: Path, option: str) -> str:

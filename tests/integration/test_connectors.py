@@ -11,7 +11,7 @@ import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,31 +207,31 @@ async def test_an_unmapped_key_is_rejected_once_and_moves_once_mapped(world: Wor
     assert await world.pool.fetchval("SELECT applied_through FROM connectors.listings WHERE key = $1", key) == 2
 
 
-async def test_a_refusal_is_acknowledged_rejected_once_with_the_marketplaces_message(world: World) -> None:
-    key = await world.listing("SHOE")
+def _gone(world: World) -> None:
     del world.market.state.stock[("sku-SHOE", WAREHOUSE)]  # the listing the key maps to is gone
+
+
+def _held_back(world: World) -> None:
+    world.market.state.faults.sku_errors = 1.0  # the product's status does not let it sell
+
+
+@pytest.mark.parametrize(("refuse", "status", "message"), [
+    (_gone, "rejected", "has no stock record"),
+    (_held_back, "paused", "can not be actiavted"),
+])
+async def test_a_refusal_is_acknowledged_once_with_the_marketplaces_message(
+        world: World, refuse: Callable[[World], None], status: str, message: str) -> None:
+    key = await world.listing("SHOE")
+    refuse(world)
     await world.send(f.adjusted(world.seller, "SHOE", 1, +1), f.adjusted(world.seller, "SHOE", 2, +1))
     await world.sync()
     await world.send(f.adjusted(world.seller, "SHOE", 3, -1))
     await world.sync()
-    [(status, reason)] = _acks(await world.outbox())
-    assert status == "rejected" and "has no stock record" in reason
+    [(acked, reason)] = _acks(await world.outbox())
+    assert acked == status and message in reason
+    assert world.market.state.writes == 0
     assert (await world.pool.fetchval("SELECT blocked FROM connectors.listings WHERE key = $1", key)).startswith(
-        "rejected: ")
-
-
-async def test_a_listing_the_marketplace_holds_back_is_acknowledged_paused_once(world: World) -> None:
-    key = await world.listing("BOOT")
-    world.market.state.faults.sku_errors = 1.0  # the product's status does not let it sell
-    await world.send(f.adjusted(world.seller, "BOOT", 1, +1), f.adjusted(world.seller, "BOOT", 2, +1))
-    await world.sync()
-    await world.send(f.adjusted(world.seller, "BOOT", 3, -1))
-    await world.sync()
-    [(status, reason)] = _acks(await world.outbox())
-    assert status == "paused" and "can not be actiavted" in reason
-    assert world.stock("BOOT").quantity == 0
-    assert (await world.pool.fetchval("SELECT blocked FROM connectors.listings WHERE key = $1", key)).startswith(
-        "paused: ")
+        f"{status}: ")
 
 
 async def test_throttling_and_outages_write_nothing_twice_and_the_run_goes_through_after(world: World) -> None:

@@ -127,6 +127,11 @@ class Syncer:
             drifted += await self._locked(key, self._reconcile)
         return drifted
 
+    def _bucket(self, listing: Listing) -> TokenBucket:
+        """The rate limit of the listing's shop."""
+        return self.buckets.setdefault((listing.channel, listing.shop_id),
+                                       TokenBucket(*self.rate.get(listing.channel, (10.0, 10.0))))
+
     async def _locked(self, key: str, work: Callable[[asyncpg.Connection, str], Awaitable[bool]]) -> bool:
         async with self.pool.acquire() as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", LOCKS, key):
@@ -153,8 +158,7 @@ class Syncer:
                                    f"{key} is not mapped to a {listing.channel} listing{_to_create(listing)}: "
                                    "`rebound connect map`")
             return False
-        bucket = self.buckets.setdefault((listing.channel, listing.shop_id),
-                                         TokenBucket(*self.rate.get(listing.channel, (10.0, 10.0))))
+        bucket = self._bucket(listing)
         if bucket.blocked_until > self.clock() + 1.0:
             await repo.touch(key)  # the shop is paused (throttled or not answering): to the back of the queue
             return False
@@ -292,8 +296,7 @@ class Syncer:
         market = await self.marketplace_of(repo, listing)
         if market is None:
             return False
-        bucket = self.buckets.setdefault((listing.channel, listing.shop_id),
-                                         TokenBucket(*self.rate.get(listing.channel, (10.0, 10.0))))
+        bucket = self._bucket(listing)
         if bucket.wait(self.clock(), 3) > 0:
             return False  # the shop has no spare requests now: next round
         baseline = listing.baseline

@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import random
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -54,25 +55,46 @@ LATE_S = 12.0
 """How long a late answer is held back by default: past the connectors' 10-second read timeout."""
 
 
-def late_answers(app: ASGIApp, lateness: Callable[[], tuple[float, float]], rng: random.Random) -> ASGIApp:
+@dataclass
+class LateAnswers:
+    """The faults every stand-in has besides its own: a share of answers held back `late_s` after
+    the request was done (`late_answers`)."""
+
+    late: float = 0.0
+    late_s: float = LATE_S
+
+
+def late_answers(app: ASGIApp, faults: Callable[[], LateAnswers], rng: random.Random) -> ASGIApp:
     """`app`, whose answers to the marketplace's API (not `/_standin/`) are, for a share of
-    requests, held back some seconds after the request was done: `lateness()` gives (share,
-    seconds). A client that times out first sees a failure, though a write it sent has landed."""
+    requests, held back some seconds after the request was done, as `faults()` says now. A
+    client that times out first sees a failure, though a write it sent has landed."""
 
     async def answered(scope: Scope, receive: Receive, send: Send) -> None:
-        share, seconds = lateness()
-        if scope["type"] != "http" or scope["path"].startswith("/_standin/") or not rng.random() < share:
+        now = faults()
+        if scope["type"] != "http" or scope["path"].startswith("/_standin/") or not rng.random() < now.late:
             await app(scope, receive, send)
             return
 
         async def held(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                await asyncio.sleep(seconds)
+                await asyncio.sleep(now.late_s)
             await send(message)
 
         await app(scope, receive, held)
 
     return answered
+
+
+@contextlib.asynccontextmanager
+async def in_background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """`work` runs while the block does, and is cancelled when it ends (a stand-in's lifespan)."""
+    task = asyncio.create_task(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class Buyers:
@@ -83,15 +105,8 @@ class Buyers:
         self.sell_one, self.rng = sell_one, rng
         self.per_s = 0.0
 
-    @contextlib.asynccontextmanager
-    async def running(self, _app: Any) -> AsyncIterator[None]:
-        task = asyncio.create_task(self._buy())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def running(self, _app: Any) -> contextlib.AbstractAsyncContextManager[None]:
+        return in_background(self._buy())
 
     async def _buy(self) -> None:
         while True:

@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import LATE_S, Buyers, Controls, late_answers
+from . import Buyers, Controls, LateAnswers, in_background, late_answers
 from ..connectors.amazon import CANCELED, CHANNEL, EXPIRED, MAXIMUM, QUOTAS
 from ..connectors.domain import TokenBucket
 
@@ -80,7 +80,7 @@ class Submission:
 
 
 @dataclass
-class Faults:
+class Faults(LateAnswers):
     """Shares of requests answered with each failure, and how writes and tokens behave."""
 
     rate_limited: float = 0.0
@@ -94,9 +94,6 @@ class Faults:
     of it (a sale made between a connector's read and its write being applied)."""
     orders_lag_s: float = 0.0
     """How long a new order takes to show in `getOrders`."""
-    late: float = 0.0
-    late_s: float = LATE_S
-    """A share of answers held back `late_s` after the request was done (`standins.late_answers`)."""
 
 
 @dataclass
@@ -135,18 +132,12 @@ class AmazonStandIn(Controls):
             Route("/_standin/buyers", self.set_buyers, methods=["PUT"]),
             Route("/_standin/state", self.show_state, methods=["GET"]),
         ], lifespan=self._lifespan)
-        self.app = late_answers(self.app, lambda: (self.state.faults.late, self.state.faults.late_s), self.rng)
+        self.app = late_answers(self.app, lambda: self.state.faults, self.rng)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Any) -> AsyncIterator[None]:
-        async with self.buyers.running(app):
-            task = asyncio.create_task(self._applying())
-            try:
-                yield
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        async with self.buyers.running(app), in_background(self._applying()):
+            yield
 
     async def _applying(self) -> None:
         """Queued submissions are applied when due, whether or not anyone asks."""

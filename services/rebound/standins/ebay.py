@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import LATE_S, Buyers, Controls, late_answers
+from . import Buyers, Controls, LateAnswers, late_answers
 from ..connectors.ebay import (CANNOT_REVISE, FULFILLMENT, INVALID_TOKEN, INVENTORY, RATE_LIMITED, REVISIONS_A_DAY,
                                SCOPES, START_IN_FUTURE, TOKEN, revision_day)
 
@@ -102,7 +102,7 @@ class Listing:
 
 
 @dataclass
-class Faults:
+class Faults(LateAnswers):
     """Shares of requests answered with each failure, and whether the tokens issued so far expire now."""
 
     rate_limited: float = 0.0
@@ -115,9 +115,6 @@ class Faults:
     sales_before_write: int = 0
     """The next this many writes of a listing in stock each land just after a buyer bought a unit
     of it (a sale made between a connector's read and its write)."""
-    late: float = 0.0
-    late_s: float = LATE_S
-    """A share of answers held back `late_s` after the request was done (`standins.late_answers`)."""
 
 
 @dataclass
@@ -195,7 +192,7 @@ class EbayStandIn(Controls):
             Route("/_standin/buyers", self.set_buyers, methods=["PUT"]),
             Route("/_standin/state", self.show_state, methods=["GET"]),
         ], lifespan=self.buyers.running)
-        self.app = late_answers(self.app, lambda: (self.state.faults.late, self.state.faults.late_s), self.rng)
+        self.app = late_answers(self.app, lambda: self.state.faults, self.rng)
 
     # --- OAuth ---------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import LATE_S, Buyers, late_answers
+from . import Buyers, LateAnswers, late_answers
 
 SCHEMA = build_schema("""
 directive @idempotent(key: String!) on FIELD
@@ -97,14 +97,11 @@ class Variant:
 
 
 @dataclass
-class Faults:
+class Faults(LateAnswers):
     throttled: float = 0.0
     server_errors: float = 0.0
     sales_before_write: int = 0
     """The next this many writes of an item in stock each land just after a buyer bought a unit of it."""
-    late: float = 0.0
-    late_s: float = LATE_S
-    """A share of answers held back `late_s` after the request was done (`standins.late_answers`)."""
 
 
 @dataclass
@@ -135,7 +132,7 @@ class ShopifyStandIn:
             Route("/_standin/faults", self.set_faults, methods=["PUT"]),
             Route("/_standin/state", self.show_state, methods=["GET"]),
         ], lifespan=self.buyers.running)
-        self.app = late_answers(self.app, lambda: (self.faults.late, self.faults.late_s), self.rng)
+        self.app = late_answers(self.app, lambda: self.faults, self.rng)
 
     def _id(self, kind: str) -> str:
         self._ids += 1

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import LATE_S, Buyers, Controls, late_answers
+from . import Buyers, Controls, LateAnswers, late_answers
 from ..connectors.tiktok import MAXIMUM, RATE_LIMITED, TOKEN_EXPIRED, response_body, sign
 
 TIMESTAMP_BEHIND_S, TIMESTAMP_AHEAD_S = 300, 30
@@ -53,7 +53,7 @@ class Stock:
 
 
 @dataclass
-class Faults:
+class Faults(LateAnswers):
     """Shares of requests answered with each failure, and whether tokens expire now."""
 
     rate_limited: float = 0.0
@@ -63,9 +63,6 @@ class Faults:
     sales_before_write: int = 0
     """The next this many writes of a listing in stock each land just after a buyer bought a unit
     of it (a sale made between a connector's read and its write)."""
-    late: float = 0.0
-    late_s: float = LATE_S
-    """A share of answers held back `late_s` after the request was done (`standins.late_answers`)."""
 
 
 @dataclass
@@ -105,7 +102,7 @@ class TikTokStandIn(Controls):
             Route("/_standin/buyers", self.set_buyers, methods=["PUT"]),
             Route("/_standin/state", self.show_state, methods=["GET"]),
         ], lifespan=self.buyers.running)
-        self.app = late_answers(self.app, lambda: (self.state.faults.late, self.state.faults.late_s), self.rng)
+        self.app = late_answers(self.app, lambda: self.state.faults, self.rng)
 
     # --- the marketplace's API ---------------------------------------------------------------
 
