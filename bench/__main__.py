@@ -32,16 +32,36 @@ from rebound.settings import Settings
 from . import ceiling, connectors, pipeline
 
 OUT = Path(".bench")
-TABLES = ("rebound.inbox", "rebound.outbox", "intake.rmas", "intake.rma_lines", "intake.units",
-          "grading.units", "relisting.decisions", "ledger.units", "ledger.stock")
+TABLES = (
+    "rebound.inbox",
+    "rebound.outbox",
+    "intake.rmas",
+    "intake.rma_lines",
+    "intake.units",
+    "grading.units",
+    "relisting.decisions",
+    "ledger.units",
+    "ledger.stock",
+)
 
 
 def machine() -> dict:
     meminfo = Path("/proc/meminfo").read_text().split()
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"cores": os.cpu_count(), "ram_gib": round(int(meminfo[1]) / 1024 / 1024, 1), "cpu": model,
-            "python": platform.python_version(), "kernel": platform.release()}
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cores": os.cpu_count(),
+        "ram_gib": round(int(meminfo[1]) / 1024 / 1024, 1),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
 
 
 async def table_sizes(pool: asyncpg.Pool) -> dict:
@@ -55,8 +75,14 @@ async def table_sizes(pool: asyncpg.Pool) -> dict:
 
 def connector_targets(result: dict) -> list[dict]:
     lags = result["connectors"]["steady"]["lag_ms"]
-    return [{"target": f"connectors, {channel}: adjustment → marketplace p99 ≤ 1 s at the demo's load",
-             "measured": f"{lag['p99'] / 1000:.1f} s", "met": lag["p99"] <= 1000} for channel, lag in lags.items()]
+    return [
+        {
+            "target": f"connectors, {channel}: adjustment → marketplace p99 ≤ 1 s at the demo's load",
+            "measured": f"{lag['p99'] / 1000:.1f} s",
+            "met": lag["p99"] <= 1000,
+        }
+        for channel, lag in lags.items()
+    ]
 
 
 def targets(result: dict) -> list[dict]:
@@ -66,23 +92,43 @@ def targets(result: dict) -> list[dict]:
     runs = [insp, *result["scale"]]
     rss = max(max(run["peak_rss_mb"].values()) for run in runs)
     rows = [
-        {"target": "inspection → adjustment ≥ 2,000 units/s", "measured": f"{insp['units_per_s']:,.0f}",
-         "bare": f"{result['ceiling_three_hops']['units_per_s']:,.0f}", "met": insp["units_per_s"] >= 2000},
-        {"target": "inspection → adjustment ≥ 0.5 × the ceiling", "measured": f"{result['ratio_to_ceiling']:.2f}",
-         "bare": f"{result['ceiling_three_hops']['units_per_s'] / result['ceiling_units_per_s']:.2f}",
-         "met": result["ratio_to_ceiling"] >= 0.5},
-        {"target": "p50 ≤ 20 ms at half load", "measured": f"{lat['p50']} ms", "bare": f"{bare['p50']} ms",
-         "met": lat["p50"] <= 20},
-        {"target": "p99 ≤ 100 ms at half load", "measured": f"{lat['p99']} ms", "bare": f"{bare['p99']} ms",
-         "met": lat["p99"] <= 100},
+        {
+            "target": "inspection → adjustment ≥ 2,000 units/s",
+            "measured": f"{insp['units_per_s']:,.0f}",
+            "bare": f"{result['ceiling_three_hops']['units_per_s']:,.0f}",
+            "met": insp["units_per_s"] >= 2000,
+        },
+        {
+            "target": "inspection → adjustment ≥ 0.5 × the ceiling",
+            "measured": f"{result['ratio_to_ceiling']:.2f}",
+            "bare": f"{result['ceiling_three_hops']['units_per_s'] / result['ceiling_units_per_s']:.2f}",
+            "met": result["ratio_to_ceiling"] >= 0.5,
+        },
+        {
+            "target": "p50 ≤ 20 ms at half load",
+            "measured": f"{lat['p50']} ms",
+            "bare": f"{bare['p50']} ms",
+            "met": lat["p50"] <= 20,
+        },
+        {
+            "target": "p99 ≤ 100 ms at half load",
+            "measured": f"{lat['p99']} ms",
+            "bare": f"{bare['p99']} ms",
+            "met": lat["p99"] <= 100,
+        },
         {"target": "no service above 200 MB RSS", "measured": f"{rss:.0f} MB", "met": rss <= 200},
     ]
     rows += connector_targets(result)
     by_size = {run["units"]: run for run in result["scale"] if run["replicas"] == 1}
     if 1_000_000 in by_size and result["units"] in by_size:
         change = by_size[1_000_000]["units_per_s"] / by_size[result["units"]]["units_per_s"] - 1
-        rows.append({"target": f"1M units within 10 % of {result['units']:,}", "measured": f"{change:+.1%}",
-                     "met": change >= -0.10})
+        rows.append(
+            {
+                "target": f"1M units within 10 % of {result['units']:,}",
+                "measured": f"{change:+.1%}",
+                "met": change >= -0.10,
+            }
+        )
     return rows
 
 
@@ -97,33 +143,51 @@ def markdown(result: dict) -> str:
         f"| ceiling: bare loop, one hop | {result['ceiling']['units']:,} | 1 | {top:,.0f} | 1.00 | |",
     ]
     chain = result["ceiling_three_hops"]
-    lines.append(f"| bare loop, three hops (a process each) | {chain['units']:,} | 1 | {chain['units_per_s']:,.0f} "
-                 f"| {chain['units_per_s'] / top:.2f} | |")
+    lines.append(
+        f"| bare loop, three hops (a process each) | {chain['units']:,} | 1 | {chain['units_per_s']:,.0f} "
+        f"| {chain['units_per_s'] / top:.2f} | |"
+    )
     insp = result["inspections"]
-    lines.append(f"| inspection → adjustment (3 hops) | {insp['units']:,} | {insp['replicas']} "
-                 f"| {insp['units_per_s']:,.0f} | {insp['units_per_s'] / top:.2f} "
-                 f"| {max(insp['peak_rss_mb'].values()):.0f} |")
+    lines.append(
+        f"| inspection → adjustment (3 hops) | {insp['units']:,} | {insp['replicas']} "
+        f"| {insp['units_per_s']:,.0f} | {insp['units_per_s'] / top:.2f} "
+        f"| {max(insp['peak_rss_mb'].values()):.0f} |"
+    )
     for run in result["scale"]:
-        lines.append(f"| whole wave: RMA, scan, inspection → adjustment | {run['units']:,} | {run['replicas']} "
-                     f"| {run['units_per_s']:,.0f} | {run['units_per_s'] / top:.2f} "
-                     f"| {max(run['peak_rss_mb'].values()):.0f} |")
-    lines += ["", f"Inspection → adjustment is {insp['units_per_s'] / chain['units_per_s']:.2f} of the bare "
-              "three-hop loop: what Rebound's hops do beyond the core step."]
+        lines.append(
+            f"| whole wave: RMA, scan, inspection → adjustment | {run['units']:,} | {run['replicas']} "
+            f"| {run['units_per_s']:,.0f} | {run['units_per_s'] / top:.2f} "
+            f"| {max(run['peak_rss_mb'].values()):.0f} |"
+        )
+    lines += [
+        "",
+        f"Inspection → adjustment is {insp['units_per_s'] / chain['units_per_s']:.2f} of the bare "
+        "three-hop loop: what Rebound's hops do beyond the core step.",
+    ]
     lat = result["latency_ms"]
-    lines += ["", f"Latency inspection → adjustment readable (read_committed), {lat['units']:,} units offered at "
-              f"{lat['offered_units_per_s']:,.0f} units/s: p50 {lat['p50']} ms, p95 {lat['p95']} ms, "
-              f"p99 {lat['p99']} ms, max {lat['max']} ms", "",
-              "| Hop (record: when its producer built it; transaction: when the consumer's began) | p50 ms | p99 ms |",
-              "| --- | ---: | ---: |"]
+    lines += [
+        "",
+        f"Latency inspection → adjustment readable (read_committed), {lat['units']:,} units offered at "
+        f"{lat['offered_units_per_s']:,.0f} units/s: p50 {lat['p50']} ms, p95 {lat['p95']} ms, "
+        f"p99 {lat['p99']} ms, max {lat['max']} ms",
+        "",
+        "| Hop (record: when its producer built it; transaction: when the consumer's began) | p50 ms | p99 ms |",
+        "| --- | ---: | ---: |",
+    ]
     lines += [f"| {hop} | {spans['p50']} | {spans['p99']} |" for hop, spans in lat["hops"].items()]
     bare = result["latency_three_hops_ms"]
-    lines += ["", f"The three-hop bare loop at the same load, tuned for latency as the services are "
-              f"({bare['units']:,} units at {bare['offered_units_per_s']:,.0f} units/s): p50 {bare['p50']} ms, "
-              f"p95 {bare['p95']} ms, p99 {bare['p99']} ms, max {bare['max']} ms"]
+    lines += [
+        "",
+        f"The three-hop bare loop at the same load, tuned for latency as the services are "
+        f"({bare['units']:,} units at {bare['offered_units_per_s']:,.0f} units/s): p50 {bare['p50']} ms, "
+        f"p95 {bare['p95']} ms, p99 {bare['p99']} ms, max {bare['max']} ms",
+    ]
     lines += connectors.markdown(result["connectors"])
     lines += ["", "| Target | Rebound | Bare loop, three hops | Met by Rebound |", "| --- | ---: | ---: | --- |"]
-    lines += [f"| {row['target']} | {row['measured']} | {row.get('bare', '')} | {'yes' if row['met'] else 'no'} |"
-              for row in result["targets"]]
+    lines += [
+        f"| {row['target']} | {row['measured']} | {row.get('bare', '')} | {'yes' if row['met'] else 'no'} |"
+        for row in result["targets"]
+    ]
     return "\n".join(lines)
 
 
@@ -159,8 +223,7 @@ async def main(full: bool, units: int, ceiling_units: int, latency_s: float) -> 
     lat = await pipeline.latency(settings, half, latency_s, logs / "latency")
     print(f"  p50 {lat['p50']} ms, p99 {lat['p99']} ms", flush=True)
     print(f"latency of the three-hop bare loop at the same {half:,.0f} units/s ...", flush=True)
-    bare = await ceiling.measure_chain_latency(settings.kafka_bootstrap_servers, settings.database_url,
-                                               half, latency_s)
+    bare = await ceiling.measure_chain_latency(settings.kafka_bootstrap_servers, settings.database_url, half, latency_s)
     print(f"  p50 {bare['p50']} ms, p99 {bare['p99']} ms", flush=True)
     storefronts = await connectors.measure(settings, pool, logs / "connectors")
     if full:
@@ -193,8 +256,11 @@ async def connectors_only() -> dict:
     await migrate(pool)
     try:
         logs = OUT / "logs" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-                "connectors": await connectors.measure(settings, pool, logs / "connectors")}
+        return {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine(),
+            "connectors": await connectors.measure(settings, pool, logs / "connectors"),
+        }
     finally:
         await pool.close()
 
@@ -203,11 +269,18 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
     parser.add_argument("--full", action="store_true", help="add the 1,000,000-unit scale run")
     parser.add_argument("--units", type=int, default=100_000, help="units of the end-to-end and 100k scale runs")
-    parser.add_argument("--ceiling-units", type=int, default=50_000,
-                        help="units through the bare loop, and through the three-hop bare loop")
+    parser.add_argument(
+        "--ceiling-units",
+        type=int,
+        default=50_000,
+        help="units through the bare loop, and through the three-hop bare loop",
+    )
     parser.add_argument("--latency-seconds", type=float, default=30.0, help="how long to offer the fixed load")
-    parser.add_argument("--connectors", action="store_true",
-                        help="only the connectors against the marketplace stand-ins (about 2 minutes)")
+    parser.add_argument(
+        "--connectors",
+        action="store_true",
+        help="only the connectors against the marketplace stand-ins (about 2 minutes)",
+    )
     args = parser.parse_args()
     configure("warning")
     began = time.monotonic()
@@ -217,8 +290,11 @@ if __name__ == "__main__":
         OUT.mkdir(exist_ok=True)
         (OUT / "connectors.json").write_text(json.dumps(alone, indent=2))
         print("\n".join(connectors.markdown(alone["connectors"])))
-        print("\n".join(f"{row['target']}: {row['measured']} ({'met' if row['met'] else 'not met'})"
-                        for row in alone["targets"]))
+        print(
+            "\n".join(
+                f"{row['target']}: {row['measured']} ({'met' if row['met'] else 'not met'})" for row in alone["targets"]
+            )
+        )
         raise SystemExit(0)
     result = asyncio.run(main(args.full, args.units, args.ceiling_units, args.latency_seconds))
     result["bench_seconds"] = round(time.monotonic() - began)

@@ -54,20 +54,33 @@ class Hop:
 
 
 def _chain(run: str, hops: int, *, paced: bool = False) -> list[Hop]:
-    topics = [f"bench.ceiling.{run}.in", *(f"bench.ceiling.{run}.hop{n}" for n in range(1, hops)),
-              f"bench.ceiling.{run}.out"]
-    return [Hop(run, n + 1, topics[n], topics[n + 1], transactional=n + 1 == hops, paced=paced)
-            for n in range(hops)]
+    topics = [
+        f"bench.ceiling.{run}.in",
+        *(f"bench.ceiling.{run}.hop{n}" for n in range(1, hops)),
+        f"bench.ceiling.{run}.out",
+    ]
+    return [Hop(run, n + 1, topics[n], topics[n + 1], transactional=n + 1 == hops, paced=paced) for n in range(hops)]
 
 
 def _inspection(run: str, i: int, now: str) -> tuple[bytes, bytes]:
     lpn = f"BENCH-{run}-{i}"
-    return lpn.encode(), orjson.dumps({
-        "event_id": str(uuid.uuid4()), "occurred_at": now, "seller_id": f"bench-{run}",
-        "warehouse_id": "W1", "lpn": lpn, "inspector_id": "qc",
-        "checks": {"packaging": "intact", "appearance": "as_new", "function": "works",
-                   "accessories": "complete", "irreparable": False},
-    })
+    return lpn.encode(), orjson.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": now,
+            "seller_id": f"bench-{run}",
+            "warehouse_id": "W1",
+            "lpn": lpn,
+            "inspector_id": "qc",
+            "checks": {
+                "packaging": "intact",
+                "appearance": "as_new",
+                "function": "works",
+                "accessories": "complete",
+                "irreparable": False,
+            },
+        }
+    )
 
 
 async def _fill(bootstrap: str, topic: str, units: int, run: str) -> None:
@@ -87,8 +100,9 @@ async def _fill(bootstrap: str, topic: str, units: int, run: str) -> None:
         await producer.stop()
 
 
-async def _apply(pool: asyncpg.Pool, hop: Hop, records: list,
-                 sequence: int) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+async def _apply(
+    pool: asyncpg.Pool, hop: Hop, records: list, sequence: int
+) -> tuple[list[tuple[bytes, bytes]], list[int]]:
     """One batch's transaction: inbox, unit and stock rows, and the outbox rows of what it emits."""
     events = [orjson.loads(r.value) for r in records]
     emitted = []
@@ -97,15 +111,30 @@ async def _apply(pool: asyncpg.Pool, hop: Hop, records: list,
         if hop.transactional:  # the adjustment, as the one-hop ceiling has always emitted it
             emitted.append((e["lpn"], orjson.dumps({"lpn": e["lpn"], "delta": 1, "sequence": sequence})))
         else:  # an event the next hop reads as it reads an inspection
-            emitted.append((e["lpn"], orjson.dumps({
-                "event_id": str(uuid.uuid4()), "occurred_at": e["occurred_at"], "seller_id": e["seller_id"],
-                "lpn": e["lpn"], "checks": e["checks"], "delta": 1, "sequence": sequence})))
+            emitted.append(
+                (
+                    e["lpn"],
+                    orjson.dumps(
+                        {
+                            "event_id": str(uuid.uuid4()),
+                            "occurred_at": e["occurred_at"],
+                            "seller_id": e["seller_id"],
+                            "lpn": e["lpn"],
+                            "checks": e["checks"],
+                            "delta": 1,
+                            "sequence": sequence,
+                        }
+                    ),
+                )
+            )
     async with pool.acquire() as conn, conn.transaction():
         await conn.executemany(
-            "INSERT INTO rebound.inbox (consumer, event_id, fingerprint, topic, partition, \"offset\")"
+            'INSERT INTO rebound.inbox (consumer, event_id, fingerprint, topic, partition, "offset")'
             " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            [(hop.name, uuid.UUID(e["event_id"]), b"x", r.topic, r.partition, r.offset)
-             for e, r in zip(events, records, strict=True)],
+            [
+                (hop.name, uuid.UUID(e["event_id"]), b"x", r.topic, r.partition, r.offset)
+                for e, r in zip(events, records, strict=True)
+            ],
         )
         await conn.executemany(
             "INSERT INTO grading.units (lpn, seller_id, inspection, grade, reasons, revision)"
@@ -116,12 +145,17 @@ async def _apply(pool: asyncpg.Pool, hop: Hop, records: list,
             "INSERT INTO ledger.stock AS s (key, seller_id, shop_id, channel, warehouse_id, sku, condition,"
             " available, sequence) VALUES ($1, $2, 'shop', 'tiktok', 'W1', 'SKU', 'new', $3::int, $3::int)"
             " ON CONFLICT (key) DO UPDATE SET available = s.available + $3::int, sequence = s.sequence + $3::int",
-            f"{hop.name}:tiktok:W1:SKU:new", hop.seller_id, len(events),
+            f"{hop.name}:tiktok:W1:SKU:new",
+            hop.seller_id,
+            len(events),
         )
         ids = await conn.fetch(
             "INSERT INTO rebound.outbox (producer, topic, key, payload)"
             " SELECT $1, $2, k, p FROM unnest($3::text[], $4::bytea[]) AS t(k, p) RETURNING id",
-            hop.name, hop.sink, [k for k, _ in emitted], [p for _, p in emitted],
+            hop.name,
+            hop.sink,
+            [k for k, _ in emitted],
+            [p for _, p in emitted],
         )
     return [(k.encode(), p) for k, p in emitted], [r["id"] for r in ids]
 
@@ -138,19 +172,27 @@ async def _send(producer: AIOKafkaProducer, hop: Hop, emitted: list[tuple[bytes,
         await out()
 
 
-async def _loop(bootstrap: str, database_url: str, hop: Hop, units: int,
-                ready=None, go=None) -> tuple[float, float]:  # noqa: ANN001
+async def _loop(bootstrap: str, database_url: str, hop: Hop, units: int, ready=None, go=None) -> tuple[float, float]:  # noqa: ANN001
     """Run one hop until it has carried `units`; (first batch, last batch done) in epoch seconds.
     In a chain it says when its clients are up (`ready`, a queue) and waits for `go` (an event)."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     relay = await connect_leader(database_url)  # deletes what was sent, planned as the relays' statements are
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=hop.name, enable_auto_commit=False,
-                                isolation_level="read_committed", max_poll_records=BATCH,
-                                fetch_max_wait_ms=100 if hop.paced else 500)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=hop.name,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_poll_records=BATCH,
+        fetch_max_wait_ms=100 if hop.paced else 500,
+    )
     shorten_concurrent_transactions_retry()  # as the relays do
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
-                                linger_ms=0 if hop.paced else 5,
-                                transactional_id=hop.name if hop.transactional else None)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=0 if hop.paced else 5,
+        transactional_id=hop.name if hop.transactional else None,
+    )
     await consumer.start()
     await producer.start()
     partitions = [TopicPartition(hop.source, p) for p in range(PARTITIONS)]
@@ -194,9 +236,14 @@ class _Chain:
     def __init__(self, bootstrap: str, database_url: str, hops: list[Hop], units: int) -> None:
         context = multiprocessing.get_context("spawn")
         self.go, self.ready, self.results = context.Event(), context.Queue(), context.Queue()
-        self.processes = [context.Process(target=_hop_process, daemon=True,
-                                          args=(bootstrap, database_url, hop, units, self.ready, self.go, self.results))
-                          for hop in hops]
+        self.processes = [
+            context.Process(
+                target=_hop_process,
+                daemon=True,
+                args=(bootstrap, database_url, hop, units, self.ready, self.go, self.results),
+            )
+            for hop in hops
+        ]
 
     async def start(self) -> None:
         for process in self.processes:
@@ -282,8 +329,9 @@ async def measure_chain(bootstrap: str, database_url: str, units: int, hops: int
 
 async def _read_until(bootstrap: str, topic: str, keys: set[bytes], timeout: float) -> dict[bytes, float]:
     """When each key was first readable on `topic` with read_committed (epoch seconds)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed", fetch_max_wait_ms=100)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed", fetch_max_wait_ms=100
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
@@ -293,8 +341,9 @@ async def _read_until(bootstrap: str, topic: str, keys: set[bytes], timeout: flo
         deadline = time.monotonic() + timeout
         while not keys <= seen.keys():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(keys - seen.keys())} of {len(keys)} units not out of the chain in "
-                                   f"{timeout:.0f} s")
+                raise TimeoutError(
+                    f"{len(keys - seen.keys())} of {len(keys)} units not out of the chain in {timeout:.0f} s"
+                )
             batches = await consumer.getmany(timeout_ms=200)
             at = time.time()
             for records in batches.values():
@@ -305,8 +354,9 @@ async def _read_until(bootstrap: str, topic: str, keys: set[bytes], timeout: flo
         await consumer.stop()
 
 
-async def measure_chain_latency(bootstrap: str, database_url: str, units_per_s: float, seconds: float,
-                                hops: int = 3, warm_up: int = 100) -> dict:
+async def measure_chain_latency(
+    bootstrap: str, database_url: str, units_per_s: float, seconds: float, hops: int = 3, warm_up: int = 100
+) -> dict:
     """Inspections offered to `hops` bare loops in series at a fixed rate, each hop tuned for
     latency as the services are: from each inspection's send to its adjustment being readable.
     `warm_up` units go through first, one at a time, so that no hop's first fetch, metadata

@@ -30,8 +30,14 @@ from rebound.standins import serving
 from rebound.standins.amazon import AmazonStandIn
 from rebound.standins.ebay import EbayStandIn
 from rebound.standins.shopify import ShopifyStandIn
-from rebound.standins.shops import (DemoShops, close_shops, open_amazon_shops, open_ebay_shops, open_shopify_shops,
-                                    open_tiktok_shops)
+from rebound.standins.shops import (
+    DemoShops,
+    close_shops,
+    open_amazon_shops,
+    open_ebay_shops,
+    open_shopify_shops,
+    open_tiktok_shops,
+)
 from rebound.standins.tiktok import TikTokStandIn
 from rebound_contracts import StockAdjusted
 from rebound_contracts.outbound import AdjustmentCause
@@ -81,13 +87,25 @@ class Sender:
         self.sequence[key] += 1
         sequence = self.sequence[key]
         adjustment = StockAdjusted(
-            event_id=uuid.uuid4(), occurred_at=datetime.now(UTC), seller_id=seller, adjustment_id=uuid.uuid4(),
-            shop_id=f"shop-{seller}", channel=channel, warehouse_id=warehouse, sku=sku, condition=condition,
-            delta=1, available=sequence, sequence=sequence,
-            cause=AdjustmentCause(kind="unit_graded", lpn=f"LPN-{uuid.uuid4().hex[:12]}",
-                                  source_event_id=uuid.uuid4()))
-        await self.producer.send_and_wait(STOCK_ADJUSTMENTS.name, value=adjustment.model_dump_json().encode(),
-                                          key=STOCK_ADJUSTMENTS.key_of(adjustment).encode())
+            event_id=uuid.uuid4(),
+            occurred_at=datetime.now(UTC),
+            seller_id=seller,
+            adjustment_id=uuid.uuid4(),
+            shop_id=f"shop-{seller}",
+            channel=channel,
+            warehouse_id=warehouse,
+            sku=sku,
+            condition=condition,
+            delta=1,
+            available=sequence,
+            sequence=sequence,
+            cause=AdjustmentCause(kind="unit_graded", lpn=f"LPN-{uuid.uuid4().hex[:12]}", source_event_id=uuid.uuid4()),
+        )
+        await self.producer.send_and_wait(
+            STOCK_ADJUSTMENTS.name,
+            value=adjustment.model_dump_json().encode(),
+            key=STOCK_ADJUSTMENTS.key_of(adjustment).encode(),
+        )
         self.sent[(key, sequence)] = time.monotonic()
 
 
@@ -103,8 +121,12 @@ async def _landed(watch: Watch, sender: Sender, timeout: float, progress: Callab
 
 def _writes(markets: dict[str, object]) -> dict[str, int]:
     tiktok, shopify, amazon, ebay = (markets[c] for c in ("tiktok", "shopify", "amazon", "ebay"))
-    return {"tiktok": tiktok.state.writes, "shopify": shopify.writes, "amazon": amazon.state.writes,
-            "ebay": ebay.state.writes}
+    return {
+        "tiktok": tiktok.state.writes,
+        "shopify": shopify.writes,
+        "amazon": amazon.state.writes,
+        "ebay": ebay.state.writes,
+    }
 
 
 def _lags(watch: Watch, sender: Sender, since: dict[tuple[str, int], float]) -> dict[str, dict]:
@@ -113,44 +135,72 @@ def _lags(watch: Watch, sender: Sender, since: dict[tuple[str, int], float]) -> 
         if (key, sequence) in since:
             continue
         by_channel.setdefault(watch.channel[key], []).append((watch.landed[(key, sequence)] - sent) * 1000)
-    return {channel: {"adjustments": len(samples), **percentiles(sorted(samples))}
-            for channel, samples in sorted(by_channel.items())}
+    return {
+        channel: {"adjustments": len(samples), **percentiles(sorted(samples))}
+        for channel, samples in sorted(by_channel.items())
+    }
 
 
-async def measure(settings: Settings, pool: asyncpg.Pool, log_dir: Path, *, rate: float = 10.0,
-                  seconds: float = 30.0, burst: int = 2000, timeout: float = 900.0,
-                  progress: Callable[[str], None] = print) -> dict:
+async def measure(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    log_dir: Path,
+    *,
+    rate: float = 10.0,
+    seconds: float = 30.0,
+    burst: int = 2000,
+    timeout: float = 900.0,
+    progress: Callable[[str], None] = print,
+) -> dict:
     run = uuid.uuid4().hex[:8]
     sellers = {f"bench-{run}-{n}": f"shop-bench-{run}-{n}" for n in range(1, SELLERS + 1)}
-    await pool.executemany("INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $1)",
-                           [(seller,) for seller in sellers])
-    markets = {"tiktok": TikTokStandIn(seed=1), "shopify": ShopifyStandIn(seed=1), "amazon": AmazonStandIn(seed=1),
-               "ebay": EbayStandIn(seed=1)}
-    openers = {"tiktok": open_tiktok_shops, "shopify": open_shopify_shops, "amazon": open_amazon_shops,
-               "ebay": open_ebay_shops}
+    await pool.executemany(
+        "INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $1)", [(seller,) for seller in sellers]
+    )
+    markets = {
+        "tiktok": TikTokStandIn(seed=1),
+        "shopify": ShopifyStandIn(seed=1),
+        "amazon": AmazonStandIn(seed=1),
+        "ebay": EbayStandIn(seed=1),
+    }
+    openers = {
+        "tiktok": open_tiktok_shops,
+        "shopify": open_shopify_shops,
+        "amazon": open_amazon_shops,
+        "ebay": open_ebay_shops,
+    }
     rng = random.Random(1)
-    async with serving(markets["tiktok"].app) as tiktok, serving(markets["shopify"].app) as shopify, \
-            serving(markets["amazon"].app) as amazon, serving(markets["ebay"].app) as ebay:
+    async with (
+        serving(markets["tiktok"].app) as tiktok,
+        serving(markets["shopify"].app) as shopify,
+        serving(markets["amazon"].app) as amazon,
+        serving(markets["ebay"].app) as ebay,
+    ):
         urls = {"tiktok": tiktok, "shopify": shopify, "amazon": amazon, "ebay": ebay}
-        shops = [await openers[c](pool, markets[c], urls[c], sellers, ["W1"], SKUS,
-                                  log_dir / "secrets") for c in markets]
+        shops = [
+            await openers[c](pool, markets[c], urls[c], sellers, ["W1"], SKUS, log_dir / "secrets") for c in markets
+        ]
         keys = sorted(key for shop in shops for key in shop.keys.values())
         watch = Watch(shops)
         watching = asyncio.create_task(watch.run())
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True,
-                                    linger_ms=0)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, linger_ms=0
+        )
         await producer.start()
         sender = Sender(producer)
         fleet = Fleet(log_dir=log_dir, services=("connectors",), replicas=1)
         fleet.start()
         try:
-            progress(f"connectors: warming up, one adjustment on each of {len(keys)} listings "
-                     f"({', '.join(shop.name for shop in shops)}) ...")
+            progress(
+                f"connectors: warming up, one adjustment on each of {len(keys)} listings "
+                f"({', '.join(shop.name for shop in shops)}) ..."
+            )
             await asyncio.gather(*(sender.send(key) for key in keys))
             await _landed(watch, sender, timeout, progress)
             warm = dict(sender.sent)
-            progress(f"connectors: steady, {rate:.0f} adjustments/s over the {len(keys)} listings "
-                     f"for {seconds:.0f} s ...")
+            progress(
+                f"connectors: steady, {rate:.0f} adjustments/s over the {len(keys)} listings for {seconds:.0f} s ..."
+            )
             began = time.monotonic()
             for n in range(int(rate * seconds)):
                 await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))
@@ -171,34 +221,57 @@ async def measure(settings: Settings, pool: asyncpg.Pool, log_dir: Path, *, rate
                 mine = [k for k in burst_sent if watch.channel[k[0]] == channel]
                 seconds_ = max(watch.landed[k] for k in mine) - began
                 writes_ = after[channel] - writes[channel]
-                delivered[channel] = {"adjustments": len(mine), "seconds": round(seconds_, 1),
-                                      "per_s": round(len(mine) / seconds_, 1), "writes": writes_,
-                                      "per_write": round(len(mine) / max(writes_, 1), 1)}
+                delivered[channel] = {
+                    "adjustments": len(mine),
+                    "seconds": round(seconds_, 1),
+                    "per_s": round(len(mine) / seconds_, 1),
+                    "writes": writes_,
+                    "per_write": round(len(mine) / max(writes_, 1), 1),
+                }
         finally:
             fleet.stop()
             watching.cancel()
             await producer.stop()
             await close_shops(pool, list(sellers))
-    return {"listings": len(keys), "steady": {"offered_per_s": rate, "seconds": seconds, "lag_ms": steady},
-            "burst": {"adjustments": burst, "seconds": round(took, 1), "per_s": round(burst / took),
-                      "by_marketplace": delivered}}
+    return {
+        "listings": len(keys),
+        "steady": {"offered_per_s": rate, "seconds": seconds, "lag_ms": steady},
+        "burst": {
+            "adjustments": burst,
+            "seconds": round(took, 1),
+            "per_s": round(burst / took),
+            "by_marketplace": delivered,
+        },
+    }
 
 
 def markdown(result: dict) -> list[str]:
     steady, burst = result["steady"], result["burst"]
-    lines = ["", f"Connectors, {result['listings']} listings of {SELLERS} sellers' shops on the four stand-ins (one "
-             "process): lag from an "
-             f"adjustment readable to the marketplace's number moved, {steady['offered_per_s']:.0f} adjustments/s "
-             f"offered for {steady['seconds']:.0f} s", "",
-             "| Marketplace | Adjustments | p50 ms | p95 ms | p99 ms | max ms |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {channel} | {lag['adjustments']:,} | {lag['p50']} | {lag['p95']} | {lag['p99']} | {lag['max']} |"
-              for channel, lag in steady["lag_ms"].items()]
-    lines += ["", f"A burst of {burst['adjustments']:,} adjustments at once: all on the marketplaces in "
-              f"{burst['seconds']} s ({burst['per_s']:,} adjustments/s)", "",
-              "| Marketplace | Adjustments | All on it after (s) | Adjustments/s | Writes | Adjustments per write |",
-              "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {channel} | {row['adjustments']:,} | {row['seconds']} | {row['per_s']} | {row['writes']:,} "
-              f"| {row['per_write']} |"
-              for channel, row in burst["by_marketplace"].items()]
+    lines = [
+        "",
+        f"Connectors, {result['listings']} listings of {SELLERS} sellers' shops on the four stand-ins (one "
+        "process): lag from an "
+        f"adjustment readable to the marketplace's number moved, {steady['offered_per_s']:.0f} adjustments/s "
+        f"offered for {steady['seconds']:.0f} s",
+        "",
+        "| Marketplace | Adjustments | p50 ms | p95 ms | p99 ms | max ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {channel} | {lag['adjustments']:,} | {lag['p50']} | {lag['p95']} | {lag['p99']} | {lag['max']} |"
+        for channel, lag in steady["lag_ms"].items()
+    ]
+    lines += [
+        "",
+        f"A burst of {burst['adjustments']:,} adjustments at once: all on the marketplaces in "
+        f"{burst['seconds']} s ({burst['per_s']:,} adjustments/s)",
+        "",
+        "| Marketplace | Adjustments | All on it after (s) | Adjustments/s | Writes | Adjustments per write |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {channel} | {row['adjustments']:,} | {row['seconds']} | {row['per_s']} | {row['writes']:,} "
+        f"| {row['per_write']} |"
+        for channel, row in burst["by_marketplace"].items()
+    ]
     return lines

@@ -47,8 +47,12 @@ class AdjustmentWatcher:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_committed",
-                                          enable_auto_commit=False, fetch_max_wait_ms=self.fetch_max_wait_ms)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
+        )
         await self._consumer.start()
         partitions = [TopicPartition(STOCK_ADJUSTMENTS.name, p) for p in range(STOCK_ADJUSTMENTS.partitions)]
         self._consumer.assign(partitions)
@@ -101,9 +105,13 @@ async def throughput(settings: Settings, units: int, replicas: int, log_dir: Pat
             rss = {m.name: peak_rss_mb(m.process.pid) for m in fleet.members}
         elapsed = finished - started
         return {
-            "units": units, "replicas": replicas, "messages": len(wave.messages),
-            "adjustments": len(watcher.seen), "seconds": round(elapsed, 2),
-            "units_per_s": round(units / elapsed, 1), "peak_rss_mb": rss,
+            "units": units,
+            "replicas": replicas,
+            "messages": len(wave.messages),
+            "adjustments": len(watcher.seen),
+            "seconds": round(elapsed, 2),
+            "units_per_s": round(units / elapsed, 1),
+            "peak_rss_mb": rss,
         }
     finally:
         await watcher.stop()
@@ -115,8 +123,11 @@ def _split(wave: simulation.Wave, *, refurbishments: bool = False) -> tuple[simu
     inspections (with the refurbishments, in the wave's order, if asked)."""
     later = {UNIT_INSPECTED.name, UNIT_REFURBISHED.name}
     prep = [m for m in wave.messages if m.topic not in later]
-    sent = [m for m in wave.messages if m.topic == UNIT_INSPECTED.name
-            or (refurbishments and m.topic == UNIT_REFURBISHED.name)]
+    sent = [
+        m
+        for m in wave.messages
+        if m.topic == UNIT_INSPECTED.name or (refurbishments and m.topic == UNIT_REFURBISHED.name)
+    ]
     return simulation.Wave(**{**wave.__dict__, "messages": prep}), sent
 
 
@@ -137,21 +148,32 @@ async def inspections(settings: Settings, units: int, replicas: int, log_dir: Pa
             await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet)
             await watcher.start()
             started = time.time()
-            await simulation.publish(simulation.Wave(**{**wave.__dict__, "messages": sent}),
-                                    settings.kafka_bootstrap_servers, progress=False)
+            await simulation.publish(
+                simulation.Wave(**{**wave.__dict__, "messages": sent}), settings.kafka_bootstrap_servers, progress=False
+            )
             await watcher.wait(lambda: sum(watcher.available.values()) == expected, timeout)
             finished = watcher.seen[-1][0]
             rss = {m.name: peak_rss_mb(m.process.pid) for m in fleet.members}
         elapsed = finished - started
-        return {"units": units, "replicas": replicas, "adjustments": len(watcher.seen),
-                "seconds": round(elapsed, 2), "units_per_s": round(units / elapsed, 1), "peak_rss_mb": rss}
+        return {
+            "units": units,
+            "replicas": replicas,
+            "adjustments": len(watcher.seen),
+            "seconds": round(elapsed, 2),
+            "units_per_s": round(units / elapsed, 1),
+            "peak_rss_mb": rss,
+        }
     finally:
         await watcher.stop()
         await pool.close()
 
 
-PATH = ((UNIT_INSPECTED, "rebound-grading"), (UNIT_GRADED, "rebound-relisting"),
-        (DISPOSITIONS, "rebound-ledger"), (STOCK_ADJUSTMENTS, None))
+PATH = (
+    (UNIT_INSPECTED, "rebound-grading"),
+    (UNIT_GRADED, "rebound-relisting"),
+    (DISPOSITIONS, "rebound-ledger"),
+    (STOCK_ADJUSTMENTS, None),
+)
 """The hops from inspection to adjustment: each topic, and the consumer that takes it on."""
 
 
@@ -166,8 +188,7 @@ async def _ends(bootstrap: str) -> dict[TopicPartition, int]:
 
 async def _records_since(bootstrap: str, start: dict[TopicPartition, int]) -> dict[tuple[str, str], tuple]:
     """(topic, lpn) -> (partition, offset, record time in s) of the first record of each unit."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
     await consumer.start()
     try:
         consumer.assign(list(start))
@@ -193,11 +214,14 @@ async def hops(bootstrap: str, pool, start: dict[TopicPartition, int], readable:
     it), and from that transaction to the record it emitted (applying, committing, the relay's
     read of the outbox). p50, p95, p99 and max in ms, over the units whose every hop was found."""
     records = await _records_since(bootstrap, start)
-    applied = {(r["consumer"], r["topic"], r["partition"], r["offset"]): r["processed_at"].timestamp()
-               for r in await pool.fetch(
-                   "SELECT consumer, topic, partition, \"offset\", processed_at FROM rebound.inbox"
-                   " WHERE consumer = ANY($1::text[]) AND processed_at > now() - interval '1 hour'",
-                   [consumer for _, consumer in PATH if consumer])}
+    applied = {
+        (r["consumer"], r["topic"], r["partition"], r["offset"]): r["processed_at"].timestamp()
+        for r in await pool.fetch(
+            'SELECT consumer, topic, partition, "offset", processed_at FROM rebound.inbox'
+            " WHERE consumer = ANY($1::text[]) AND processed_at > now() - interval '1 hour'",
+            [consumer for _, consumer in PATH if consumer],
+        )
+    }
     spans: dict[str, list[float]] = {}
     for lpn, seen in readable.items():
         times = []
@@ -206,8 +230,12 @@ async def hops(bootstrap: str, pool, start: dict[TopicPartition, int], readable:
                 partition, offset, stamped = records[(topic.name, lpn)]
                 times.append((f"{topic.name} record", stamped))
                 if consumer:
-                    times.append((f"{consumer.removeprefix('rebound-')} transaction",
-                                  applied[(consumer, topic.name, partition, offset)]))
+                    times.append(
+                        (
+                            f"{consumer.removeprefix('rebound-')} transaction",
+                            applied[(consumer, topic.name, partition, offset)],
+                        )
+                    )
         except KeyError:
             continue  # e.g. the inbox row was pruned: this unit says nothing of the hops
         times.append(("readable", seen))
@@ -231,8 +259,9 @@ async def latency(settings: Settings, units_per_s: float, seconds: float, log_di
     prep, sent = _split(wave)
     expected = {lpn for lpn, grade in wave.expected_grades.items() if grade in ("A", "B")}
     pool = await create_pool(settings.database_url, max_size=2)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
-                                enable_idempotence=True, linger_ms=0)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=0
+    )
     watcher = AdjustmentWatcher(settings, set(wave.sellers))
     try:
         with Fleet(log_dir=log_dir) as fleet:
@@ -263,8 +292,12 @@ async def latency(settings: Settings, units_per_s: float, seconds: float, log_di
             await watcher.wait(all_seen, timeout=300)
         samples = sorted((firsts[lpn] - sent_at[lpn]) * 1000 for lpn in expected)
         by_hop = await hops(settings.kafka_bootstrap_servers, pool, start, {lpn: firsts[lpn] for lpn in expected})
-        return {"offered_units_per_s": round(units_per_s, 1), "units": len(samples), **percentiles(samples),
-                "hops": by_hop}
+        return {
+            "offered_units_per_s": round(units_per_s, 1),
+            "units": len(samples),
+            **percentiles(samples),
+            "hops": by_hop,
+        }
     finally:
         await watcher.stop()
         await producer.stop()

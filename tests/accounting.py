@@ -43,8 +43,9 @@ async def assert_bad_input_accounted_for(bootstrap: str, wave: simulation.Wave, 
     assert dead["oversized"] == sent.get("oversized", 0), dead
     assert dead["conflicting_duplicate"] == sent.get("conflicting_duplicate", 0), dead
     assert dead["processing_failed"] == 0, dead
-    assert sum(dead.values()) == sum(sent.get(k, 0) for k in (*simulation.SCHEMA_INVALID_KINDS, "oversized",
-                                                               "conflicting_duplicate")), dead
+    assert sum(dead.values()) == sum(
+        sent.get(k, 0) for k in (*simulation.SCHEMA_INVALID_KINDS, "oversized", "conflicting_duplicate")
+    ), dead
     raised = Counter(e.kind for e in exceptions)
     assert raised["unknown_seller"] == sent.get("unknown_seller", 0), raised
     assert raised["unexpected_unit"] == wave.unexpected_units, raised
@@ -60,11 +61,15 @@ def configured_secrets(env: Mapping[str, str]) -> dict[str, str]:
     query = dict(part.partition("=")[::2] for part in urlsplit(settings.database_url).query.split("&") if part)
     secrets = {
         "the password in DATABASE_URL": urlsplit(settings.database_url).password,
-        **{f"the {name} parameter of DATABASE_URL": value for name, value in query.items()
-           if name.lower() in URL_SECRETS},
+        **{
+            f"the {name} parameter of DATABASE_URL": value
+            for name, value in query.items()
+            if name.lower() in URL_SECRETS
+        },
         "DATABASE_PASSWORD_FILE": settings.database_password,
-        "KAFKA_SASL_PASSWORD_FILE" if env.get("KAFKA_SASL_PASSWORD_FILE") else "KAFKA_SASL_PASSWORD":
-            settings.kafka_sasl_password,
+        "KAFKA_SASL_PASSWORD_FILE"
+        if env.get("KAFKA_SASL_PASSWORD_FILE")
+        else "KAFKA_SASL_PASSWORD": settings.kafka_sasl_password,
     }
     return {name: value for name, value in secrets.items() if value}
 

@@ -46,8 +46,9 @@ async def pool(settings: Settings) -> asyncpg.Pool:
     try:
         pool = await create_pool(settings.database_url, max_size=8, wait_seconds=10)
     except Exception as error:  # noqa: BLE001 - any failure to reach PostgreSQL fails the run with one line
-        pytest.fail(f"PostgreSQL at {settings.redacted_database_url()} is not reachable ({error}); run `make up`",
-                    pytrace=False)
+        pytest.fail(
+            f"PostgreSQL at {settings.redacted_database_url()} is not reachable ({error}); run `make up`", pytrace=False
+        )
     await migrate(pool)
     yield pool
     await pool.close()

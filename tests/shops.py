@@ -20,7 +20,12 @@ async def connect_tiktok(pool: asyncpg.Pool, market: TikTokStandIn, url: str, se
     secret_file = secrets / f"{seller}.app-secret"
     secret_file.write_text(secret + "\n")
     async with pool.acquire() as conn:
-        await connect_shop(conn, seller, "tiktok", f"shop-{seller}",
-                           tiktok_settings(f"key-{seller}", cipher, secret_file, api=url, auth=url),
-                           tokens_document("at-1", "rt-1", expires))
+        await connect_shop(
+            conn,
+            seller,
+            "tiktok",
+            f"shop-{seller}",
+            tiktok_settings(f"key-{seller}", cipher, secret_file, api=url, auth=url),
+            tokens_document("at-1", "rt-1", expires),
+        )
     return f"shop-{seller}"

@@ -23,9 +23,7 @@ Channel = Literal["tiktok", "shopify", "amazon", "ebay"]
 Grade = Literal["A", "B", "C", "SCRAP"]
 Condition = Literal["new", "open_box"]
 
-ReasonCategory = Literal[
-    "SIZE_FIT", "CHANGED_MIND", "QUALITY", "DAMAGED", "NOT_AS_DESCRIBED", "WRONG_ITEM", "OTHER"
-]
+ReasonCategory = Literal["SIZE_FIT", "CHANGED_MIND", "QUALITY", "DAMAGED", "NOT_AS_DESCRIBED", "WRONG_ITEM", "OTHER"]
 Lane = Literal["FAST", "FULL_INSPECTION"]
 
 MAX_DIGITS, DECIMAL_PLACES = 14, 4

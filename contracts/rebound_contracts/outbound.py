@@ -270,9 +270,7 @@ class ExceptionRaised(TenantEvent):
     original: dict[str, Any]
 
 
-DeadLetterKind = Literal[
-    "invalid_json", "schema_violation", "oversized", "conflicting_duplicate", "processing_failed"
-]
+DeadLetterKind = Literal["invalid_json", "schema_violation", "oversized", "conflicting_duplicate", "processing_failed"]
 
 
 class MessageDeadLettered(Envelope):

@@ -1,7 +1,7 @@
 """JSON Schema export: one file per topic, generated from the models and committed.
 
-    python -m rebound_contracts.schema --write   # regenerate contracts/rebound_contracts/schemas/
-    python -m rebound_contracts.schema --check   # exit 1 when a committed file is stale
+python -m rebound_contracts.schema --write   # regenerate contracts/rebound_contracts/schemas/
+python -m rebound_contracts.schema --check   # exit 1 when a committed file is stale
 """
 
 from __future__ import annotations

@@ -84,12 +84,23 @@ def test_timestamps_need_an_offset_and_models_are_frozen() -> None:
 def test_stock_adjustment_keys_follow_the_contract() -> None:
     from rebound_contracts.topics import STOCK_ADJUSTMENTS
 
-    adjustment = StockAdjusted.model_validate({
-        "event_id": str(uuid.uuid4()), "adjustment_id": str(uuid.uuid4()), "occurred_at": "2026-11-01T10:00:00Z",
-        "seller_id": "s1", "shop_id": "shop", "channel": "tiktok", "warehouse_id": "W1", "sku": "TEE-M",
-        "condition": "open_box", "delta": -1, "available": 0, "sequence": 2,
-        "cause": {"kind": "unit_regraded", "lpn": "L1", "source_event_id": str(uuid.uuid4())},
-    })
+    adjustment = StockAdjusted.model_validate(
+        {
+            "event_id": str(uuid.uuid4()),
+            "adjustment_id": str(uuid.uuid4()),
+            "occurred_at": "2026-11-01T10:00:00Z",
+            "seller_id": "s1",
+            "shop_id": "shop",
+            "channel": "tiktok",
+            "warehouse_id": "W1",
+            "sku": "TEE-M",
+            "condition": "open_box",
+            "delta": -1,
+            "available": 0,
+            "sequence": 2,
+            "cause": {"kind": "unit_regraded", "lpn": "L1", "source_event_id": str(uuid.uuid4())},
+        }
+    )
     assert STOCK_ADJUSTMENTS.key_of(adjustment) == "s1:tiktok:W1:TEE-M:open_box"
     with pytest.raises(ValidationError, match="available"):
         StockAdjusted.model_validate({**adjustment.model_dump(mode="json"), "available": -1})

@@ -31,8 +31,10 @@ policy_app = typer.Typer(
 )
 app.add_typer(policy_app, name="policy")
 OUT_OF_ORDER_HELP = "Share of returns whose scan comes before the RMA."
-HOSTILE_HELP = ("Share of valid events written as a hostile sender would (deep nesting, many unknown fields, "
-                "longest strings, edge numbers).")
+HOSTILE_HELP = (
+    "Share of valid events written as a hostile sender would (deep nesting, many unknown fields, "
+    "longest strings, edge numbers)."
+)
 
 connect_app = typer.Typer(
     help="Storefront connectors: connect a seller's shop, map listing keys to its listings, unblock a key.",
@@ -76,8 +78,9 @@ def migrate() -> None:
     logs.configure(settings.log_level, settings.log_format)
 
     async def go() -> list[str]:
-        pool = await create_pool(settings.database_url, wait_seconds=30,
-                                 connect_kwargs=database_connect_kwargs(settings))
+        pool = await create_pool(
+            settings.database_url, wait_seconds=30, connect_kwargs=database_connect_kwargs(settings)
+        )
         try:
             return await apply(pool, wait_seconds=30)
         finally:
@@ -94,8 +97,9 @@ def topics() -> None:
 
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)
-    created = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, wait_seconds=30,
-                                        kafka_options=kafka_options(settings)))
+    created = asyncio.run(
+        ensure_topics(settings.kafka_bootstrap_servers, wait_seconds=30, kafka_options=kafka_options(settings))
+    )
     typer.echo(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
 
 
@@ -120,15 +124,26 @@ def simulate(
     logs.configure("warning", settings.log_format)
     try:
         when = datetime.fromisoformat(start) if start else datetime.now(UTC)
-        config = simulation.WaveConfig(units=units, seed=seed, sellers=sellers, duplicate_rate=duplicates,
-                                      out_of_order_rate=out_of_order, bad_rate=bad, hostile_rate=hostile, start=when)
+        config = simulation.WaveConfig(
+            units=units,
+            seed=seed,
+            sellers=sellers,
+            duplicate_rate=duplicates,
+            out_of_order_rate=out_of_order,
+            bad_rate=bad,
+            hostile_rate=hostile,
+            start=when,
+        )
     except ValueError as error:
         _fail(f"--start/--units: {error}")
     wave = simulation.generate(config)
     summary = wave.summary()
     if not dry_run:
-        asyncio.run(simulation.register_sellers(settings.database_url, wave.sellers,
-                                               connect_kwargs=database_connect_kwargs(settings)))
+        asyncio.run(
+            simulation.register_sellers(
+                settings.database_url, wave.sellers, connect_kwargs=database_connect_kwargs(settings)
+            )
+        )
         asyncio.run(simulation.publish(wave, settings.kafka_bootstrap_servers, kafka_options=kafka_options(settings)))
     typer.echo(json.dumps(summary, indent=2, default=str))
 
@@ -143,8 +158,12 @@ def demo(
     bad: Annotated[float, typer.Option(min=0, max=1, help="Share of extra malformed or wrong messages.")] = 0.005,
     hostile: Annotated[float, typer.Option(min=0, max=1, help=HOSTILE_HELP)] = 0.005,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the pipeline to catch up.")] = 900.0,
-    sell: Annotated[float, typer.Option(min=0, max=1, help="Share of the units on offer after the wave that are "
-                                                           "then sold (picked for orders).")] = 0.6,
+    sell: Annotated[
+        float,
+        typer.Option(
+            min=0, max=1, help="Share of the units on offer after the wave that are then sold (picked for orders)."
+        ),
+    ] = 0.6,
 ) -> None:
     """Run every service, simulate a return wave, print a summary and check the guarantees.
 
@@ -154,9 +173,20 @@ def demo(
 
     settings = Settings.from_env()
     logs.configure("warning", settings.log_format)
-    code = run_demo(DemoOptions(units=units, seed=seed, replicas=replicas, duplicate_rate=duplicates,
-                                out_of_order_rate=out_of_order, bad_rate=bad, hostile_rate=hostile, timeout=timeout,
-                                sell=sell), settings)
+    code = run_demo(
+        DemoOptions(
+            units=units,
+            seed=seed,
+            replicas=replicas,
+            duplicate_rate=duplicates,
+            out_of_order_rate=out_of_order,
+            bad_rate=bad,
+            hostile_rate=hostile,
+            timeout=timeout,
+            sell=sell,
+        ),
+        settings,
+    )
     raise typer.Exit(code)
 
 
@@ -169,13 +199,16 @@ class ReportFormat(str, Enum):
 @app.command()
 def report(
     seller: Annotated[str, typer.Option(help="The seller (tenant) to report on.")],
-    from_: Annotated[str | None, typer.Option("--from", help="First day, YYYY-MM-DD (default: 90 days before "
-                                                              "--to).")] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="First day, YYYY-MM-DD (default: 90 days before --to).")
+    ] = None,
     to: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD, inclusive (default: today, UTC).")] = None,
-    format_: Annotated[ReportFormat, typer.Option("--format", help="table for a terminal, json, or a self-contained "
-                                                                  "html page.")] = ReportFormat.table,
-    output: Annotated[Path | None, typer.Option(help="Write json or html to this file instead of standard "
-                                                     "output.")] = None,
+    format_: Annotated[
+        ReportFormat, typer.Option("--format", help="table for a terminal, json, or a self-contained html page.")
+    ] = ReportFormat.table,
+    output: Annotated[
+        Path | None, typer.Option(help="Write json or html to this file instead of standard output.")
+    ] = None,
 ) -> None:
     """Return analytics of one seller: reasons, sizes and colours, grades, resale, recovery, loss
     and dock-to-stock time of the units scanned at the dock in a period."""
@@ -199,8 +232,7 @@ def report(
     except ValueError as error:
         _fail(f"bad date: {error} (dates are YYYY-MM-DD)")
     try:
-        built = asyncio.run(_with_conn(settings,
-                                       lambda conn: seller_report(conn, seller, period[0], period[1], now)))
+        built = asyncio.run(_with_conn(settings, lambda conn: seller_report(conn, seller, period[0], period[1], now)))
     except UnknownSeller as error:
         _fail(f"{error} (rebound sellers add {seller})")
     if format_ is ReportFormat.table:
@@ -223,8 +255,11 @@ def sellers_add(
     from . import sellers
 
     settings = Settings.from_env()
-    asyncio.run(sellers.add_sellers(settings.database_url, {seller_id: name or seller_id},
-                                    connect_kwargs=database_connect_kwargs(settings)))
+    asyncio.run(
+        sellers.add_sellers(
+            settings.database_url, {seller_id: name or seller_id}, connect_kwargs=database_connect_kwargs(settings)
+        )
+    )
     typer.echo(f"seller {seller_id} registered")
 
 
@@ -249,34 +284,44 @@ def sellers_rules(
         if check:
             typer.echo(f"{file}: valid")
             return
-        if not asyncio.run(sellers.set_rules(settings.database_url, seller_id, document,
-                                                 connect_kwargs=database_connect_kwargs(settings))):
+        if not asyncio.run(
+            sellers.set_rules(
+                settings.database_url, seller_id, document, connect_kwargs=database_connect_kwargs(settings)
+            )
+        ):
             _fail(f"seller {seller_id} is not registered")
         typer.echo(f"grading rules of {seller_id} set from {file}")
         return
     if reset:
-        if not asyncio.run(sellers.set_rules(settings.database_url, seller_id, None,
-                                                 connect_kwargs=database_connect_kwargs(settings))):
+        if not asyncio.run(
+            sellers.set_rules(settings.database_url, seller_id, None, connect_kwargs=database_connect_kwargs(settings))
+        ):
             _fail(f"seller {seller_id} is not registered")
         typer.echo(f"grading rules of {seller_id} reset to the default")
         return
-    found, rules = asyncio.run(sellers.get_rules(settings.database_url, seller_id,
-                                                  connect_kwargs=database_connect_kwargs(settings)))
+    found, rules = asyncio.run(
+        sellers.get_rules(settings.database_url, seller_id, connect_kwargs=database_connect_kwargs(settings))
+    )
     if not found:
         _fail(f"seller {seller_id} is not registered")
     typer.echo(json.dumps(rules, indent=2))
 
 
-REQUIRED_IDS = {"tiktok": ("product_id", "sku_id", "warehouse_id"), "shopify": ("inventory_item_id", "location_id"),
-                "amazon": ("seller_id", "sku", "marketplace_id", "product_type"), "ebay": ("sku", "offer_id")}
+REQUIRED_IDS = {
+    "tiktok": ("product_id", "sku_id", "warehouse_id"),
+    "shopify": ("inventory_item_id", "location_id"),
+    "amazon": ("seller_id", "sku", "marketplace_id", "product_type"),
+    "ebay": ("sku", "offer_id"),
+}
 
 
 SellerArgument = Annotated[str, typer.Argument(help="The seller (registered with `rebound sellers add`).")]
 ShopArgument = Annotated[str, typer.Argument(help="The shop id the seller's events carry (`shop_id`).")]
 
 
-def _connect(settings: Settings, seller_id: str, channel: str, shop_id: str, shop: dict,
-             tokens: dict | None, what: str) -> None:
+def _connect(
+    settings: Settings, seller_id: str, channel: str, shop_id: str, shop: dict, tokens: dict | None, what: str
+) -> None:
     """Store a shop's settings (and tokens), as every `rebound connect` command does."""
     from .connectors.adapters import connect_shop
 
@@ -291,9 +336,16 @@ def connect_tiktok(
     app_key: Annotated[str, typer.Option(help="Your TikTok Shop app's key.")],
     app_secret_file: Annotated[Path, typer.Option(help="File holding the app secret (it stays there).")],
     shop_cipher: Annotated[str, typer.Option(help="The authorised shop's cipher (from /authorization/202309/shops).")],
-    tokens_file: Annotated[Path, typer.Option(help="JSON file with access_token, refresh_token and "
-                                                   "access_token_expire_in (Unix seconds), as the token API answers.")],
-    api: Annotated[str, typer.Option(help="API base URL (a stand-in's, for tests).")] = "https://open-api.tiktokglobalshop.com",
+    tokens_file: Annotated[
+        Path,
+        typer.Option(
+            help="JSON file with access_token, refresh_token and "
+            "access_token_expire_in (Unix seconds), as the token API answers."
+        ),
+    ],
+    api: Annotated[
+        str, typer.Option(help="API base URL (a stand-in's, for tests).")
+    ] = "https://open-api.tiktokglobalshop.com",
     auth: Annotated[str, typer.Option(help="Auth base URL.")] = "https://auth.tiktok-shops.com",
 ) -> None:
     """Connect a seller's TikTok shop. Tokens are stored, and replaced together whenever the
@@ -305,8 +357,9 @@ def connect_tiktok(
         if not app_secret_file.read_text(encoding="utf-8").strip():
             _fail(f"{app_secret_file} is empty")
         given = json.loads(tokens_file.read_text(encoding="utf-8"))
-        tokens = tokens_document(str(given["access_token"]), str(given["refresh_token"]),
-                                 int(given.get("access_token_expire_in", 0)))
+        tokens = tokens_document(
+            str(given["access_token"]), str(given["refresh_token"]), int(given.get("access_token_expire_in", 0))
+        )
     except (OSError, ValueError, KeyError, TypeError) as error:
         _fail(f"--app-secret-file/--tokens-file: {type(error).__name__}: {error}")
     shop = tiktok_settings(app_key, shop_cipher, app_secret_file, api=api, auth=auth)
@@ -319,8 +372,12 @@ def connect_shopify(
     shop_id: ShopArgument,
     shop_url: Annotated[str, typer.Option(help="The store's URL, e.g. https://your-store.myshopify.com.")],
     access_token_file: Annotated[Path, typer.Option(help="File holding the Admin API access token (it stays there).")],
-    version: Annotated[str, typer.Option(help="Admin API version (2026-04 or later: compare-and-set and "
-                                              "idempotency keys are mandatory from it).")] = "2026-04",
+    version: Annotated[
+        str,
+        typer.Option(
+            help="Admin API version (2026-04 or later: compare-and-set and idempotency keys are mandatory from it)."
+        ),
+    ] = "2026-04",
 ) -> None:
     """Connect a seller's Shopify store. Writes use compare-and-set, so a sale is never overwritten."""
     from .connectors.app import shopify_settings
@@ -337,10 +394,12 @@ def connect_amazon(
     shop_id: ShopArgument,
     client_id: Annotated[str, typer.Option(help="Your app's Login with Amazon client id.")],
     client_secret_file: Annotated[Path, typer.Option(help="File holding the LWA client secret (it stays there).")],
-    refresh_token_file: Annotated[Path, typer.Option(help="File holding the seller's LWA refresh token (it stays "
-                                                          "there).")],
+    refresh_token_file: Annotated[
+        Path, typer.Option(help="File holding the seller's LWA refresh token (it stays there).")
+    ],
     api: Annotated[str, typer.Option(help="SP-API endpoint of the seller's region.")] = (
-        "https://sellingpartnerapi-na.amazon.com"),
+        "https://sellingpartnerapi-na.amazon.com"
+    ),
     auth: Annotated[str, typer.Option(help="Login with Amazon base URL.")] = "https://api.amazon.com",
 ) -> None:
     """Connect a seller's Amazon account (merchant-fulfilled listings). Access tokens are fetched
@@ -360,8 +419,10 @@ def connect_ebay(
     shop_id: ShopArgument,
     client_id: Annotated[str, typer.Option(help="Your eBay app's client id (App ID).")],
     client_secret_file: Annotated[Path, typer.Option(help="File holding the app's client secret (it stays there).")],
-    refresh_token_file: Annotated[Path, typer.Option(help="File holding the seller's user refresh token (stored; "
-                                                          "access tokens are fetched with it).")],
+    refresh_token_file: Annotated[
+        Path,
+        typer.Option(help="File holding the seller's user refresh token (stored; access tokens are fetched with it)."),
+    ],
     api: Annotated[str, typer.Option(help="API base URL (a stand-in's, for tests).")] = "https://api.ebay.com",
 ) -> None:
     """Connect a seller's eBay account. Each listing's revisions are paced to stay under eBay's
@@ -389,10 +450,16 @@ def _nonempty(path: Path, option: str) -> str:
 def connect_map(
     key: Annotated[str, typer.Argument(help="The listing key, seller:channel:warehouse:sku:condition.")],
     shop_id: Annotated[str, typer.Option("--shop", help="The shop the key's listing is in.")],
-    ids: Annotated[list[str], typer.Option("--id", help="A marketplace id, NAME=VALUE; TikTok Shop: product_id, "
-                                                        "sku_id, warehouse_id; Shopify: inventory_item_id, "
-                                                        "location_id; Amazon: seller_id, sku, marketplace_id, "
-                                                        "product_type; eBay: sku, offer_id.")],
+    ids: Annotated[
+        list[str],
+        typer.Option(
+            "--id",
+            help="A marketplace id, NAME=VALUE; TikTok Shop: product_id, "
+            "sku_id, warehouse_id; Shopify: inventory_item_id, "
+            "location_id; Amazon: seller_id, sku, marketplace_id, "
+            "product_type; eBay: sku, offer_id.",
+        ),
+    ],
 ) -> None:
     """Say which marketplace listing a key is. A key blocked for being unmapped moves again,
     with every adjustment it received meanwhile."""
@@ -432,13 +499,29 @@ def connect_unmapped(
     table = Table("key", "shop", "to list as", "price", "note", "waiting", "rejected")
     for row in rows:
         request = Requested.parse(row["requested"]).event if row["requested"] else None
-        listed = "" if request is None else " ".join(str(part) for part in (
-            request.condition, request.listing_sku, request.marketplace_condition,
-            request.marketplace_condition_id) if part)
-        table.add_row(row["key"], row["shop_id"], listed,
-                      "" if request is None else f"{request.price.amount} {request.price.currency}",
-                      "" if request is None else request.condition_note, str(row["waiting"]),
-                      "yes" if row["blocked"] == "unmapped" else "")
+        listed = (
+            ""
+            if request is None
+            else " ".join(
+                str(part)
+                for part in (
+                    request.condition,
+                    request.listing_sku,
+                    request.marketplace_condition,
+                    request.marketplace_condition_id,
+                )
+                if part
+            )
+        )
+        table.add_row(
+            row["key"],
+            row["shop_id"],
+            listed,
+            "" if request is None else f"{request.price.amount} {request.price.currency}",
+            "" if request is None else request.condition_note,
+            str(row["waiting"]),
+            "yes" if row["blocked"] == "unmapped" else "",
+        )
     Console(width=200).print(table)
 
 
@@ -456,8 +539,9 @@ def connect_unblock(key: Annotated[str, typer.Argument(help="The listing key to 
 
 @app.command()
 def standin(
-    marketplace: Annotated[str, typer.Argument(help="The marketplace to stand in for: tiktok, shopify, amazon "
-                                                    "or ebay.")],
+    marketplace: Annotated[
+        str, typer.Argument(help="The marketplace to stand in for: tiktok, shopify, amazon or ebay.")
+    ],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 18081,
     buyers: Annotated[float, typer.Option(min=0, help="Units its buyers buy a second.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of its buyers and injected faults.")] = 0,
@@ -469,8 +553,12 @@ def standin(
     from .standins.shopify import ShopifyStandIn
     from .standins.tiktok import TikTokStandIn
 
-    stand_ins = {"tiktok": ("TikTok Shop", TikTokStandIn), "shopify": ("Shopify", ShopifyStandIn),
-                 "amazon": ("Amazon", AmazonStandIn), "ebay": ("eBay", EbayStandIn)}
+    stand_ins = {
+        "tiktok": ("TikTok Shop", TikTokStandIn),
+        "shopify": ("Shopify", ShopifyStandIn),
+        "amazon": ("Amazon", AmazonStandIn),
+        "ebay": ("eBay", EbayStandIn),
+    }
     if marketplace not in stand_ins:
         _fail(f"no stand-in for {marketplace!r} ({', '.join(stand_ins)})")
     name, kind = stand_ins[marketplace]

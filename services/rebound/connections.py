@@ -41,11 +41,13 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     if not settings.uses_tls:
         return None
     try:
-        return create_ssl_context(cafile=settings.kafka_ssl_cafile, certfile=settings.kafka_ssl_certfile,
-                                  keyfile=settings.kafka_ssl_keyfile)
+        return create_ssl_context(
+            cafile=settings.kafka_ssl_cafile, certfile=settings.kafka_ssl_certfile, keyfile=settings.kafka_ssl_keyfile
+        )
     except (ssl.SSLError, OSError) as error:
         raise SettingsError(
-            f"KAFKA_SSL_CAFILE/KAFKA_SSL_CERTFILE/KAFKA_SSL_KEYFILE cannot be loaded ({error})") from None
+            f"KAFKA_SSL_CAFILE/KAFKA_SSL_CERTFILE/KAFKA_SSL_KEYFILE cannot be loaded ({error})"
+        ) from None
 
 
 def kafka_options(settings: Settings) -> dict[str, Any]:
@@ -57,9 +59,11 @@ def kafka_options(settings: Settings) -> dict[str, Any]:
     if settings.uses_tls:
         options["ssl_context"] = kafka_ssl_context(settings)
     if settings.uses_sasl:
-        options.update(sasl_mechanism=settings.kafka_sasl_mechanism,
-                       sasl_plain_username=settings.kafka_sasl_username,
-                       sasl_plain_password=settings.kafka_sasl_password)
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
     return options
 
 
@@ -68,8 +72,9 @@ def kafka_security(settings: Settings) -> BaseSecurity | None:
     context = kafka_ssl_context(settings)
     if settings.uses_sasl:
         sasl = _FASTSTREAM_SASL[settings.kafka_sasl_mechanism]
-        return sasl(settings.kafka_sasl_username, settings.kafka_sasl_password,
-                    ssl_context=context, use_ssl=settings.uses_tls)
+        return sasl(
+            settings.kafka_sasl_username, settings.kafka_sasl_password, ssl_context=context, use_ssl=settings.uses_tls
+        )
     if settings.uses_tls:
         return BaseSecurity(ssl_context=context, use_ssl=True)
     return None
@@ -90,7 +95,8 @@ async def kafka_refusal(bootstrap_servers: str, options: Mapping[str, Any], *, t
     for host, port, _family in collect_hosts(bootstrap_servers):
         try:
             conn = await asyncio.wait_for(
-                create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **options), timeout_s)
+                create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **options), timeout_s
+            )
         except (KafkaError, ssl.SSLError) as error:
             # Connection errors are transient; SASL and TLS failures are the broker's answer.
             if isinstance(error, ssl.SSLError) or not getattr(error, "retriable", True):

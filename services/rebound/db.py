@@ -42,7 +42,11 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    url: str, *, min_size: int = 1, max_size: int = 4, wait_seconds: float = 120.0,
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 4,
+    wait_seconds: float = 120.0,
     connect_kwargs: Mapping[str, Any] | None = None,
 ) -> asyncpg.Pool:
     """Connect, waiting with back-off while the server is not up yet. `connect_kwargs`: see
@@ -51,8 +55,12 @@ async def create_pool(
     while True:
         try:
             return await asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size, command_timeout=60, reset=_keep_session,
-                **(connect_kwargs or {})
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=60,
+                reset=_keep_session,
+                **(connect_kwargs or {}),
             )
         except TRANSIENT_ERRORS as error:
             if waited >= wait_seconds:
@@ -121,7 +129,8 @@ async def _migrate_once(pool: asyncpg.Pool) -> list[str]:
                     await conn.execute(sql)
                     await conn.execute(
                         "INSERT INTO rebound.schema_migrations (version, name) VALUES ($1, $2)",
-                        version, name,
+                        version,
+                        name,
                     )
                 applied_now.append(name)
                 log.info("migration_applied", migration=name)

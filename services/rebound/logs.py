@@ -14,8 +14,7 @@ import structlog
 HANDLER_NAME = "rebound"
 
 
-def configure(level: str = "info", fmt: str = "auto", service: str | None = None,
-              stream: TextIO | None = None) -> None:
+def configure(level: str = "info", fmt: str = "auto", service: str | None = None, stream: TextIO | None = None) -> None:
     stream = stream or sys.stderr
     on_terminal = stream.isatty()
     json_output = fmt == "json" or (fmt == "auto" and not on_terminal)
@@ -23,8 +22,12 @@ def configure(level: str = "info", fmt: str = "auto", service: str | None = None
         structlog.processors.JSONRenderer()
         if json_output
         # Tracebacks without the frames' locals: a local may hold a password or a token.
-        else structlog.dev.ConsoleRenderer(colors=on_terminal, exception_formatter=structlog.dev.RichTracebackFormatter(
-            show_locals=False, color_system="truecolor" if on_terminal else None))
+        else structlog.dev.ConsoleRenderer(
+            colors=on_terminal,
+            exception_formatter=structlog.dev.RichTracebackFormatter(
+                show_locals=False, color_system="truecolor" if on_terminal else None
+            ),
+        )
     )
     shared: list = [
         structlog.contextvars.merge_contextvars,
@@ -44,10 +47,12 @@ def configure(level: str = "info", fmt: str = "auto", service: str | None = None
     # aiokafka and faststream log through the standard library; keep their warnings only.
     handler = logging.StreamHandler(stream)
     handler.set_name(HANDLER_NAME)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, exc_info, renderer],
-    ))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, exc_info, renderer],
+        )
+    )
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
         root.removeHandler(old)

@@ -46,8 +46,8 @@ from .settings import Settings
 log = structlog.get_logger(__name__)
 
 READY_LAG_MAX_AGE_S = 2.0  # a lag reading this fresh answers /ready, so probes do not hammer the broker
-SAMPLE_EVERY_S = 5.0       # how often the lag and outbox gauges are refreshed
-CHECK_TIMEOUT_S = 2.0      # a readiness check slower than this counts as failed
+SAMPLE_EVERY_S = 5.0  # how often the lag and outbox gauges are refreshed
+CHECK_TIMEOUT_S = 2.0  # a readiness check slower than this counts as failed
 ACTIVE_GROUP_STATES = ("Stable", "PreparingRebalance", "CompletingRebalance")
 
 
@@ -58,44 +58,67 @@ class ServiceMetrics:
         self.registry = r = CollectorRegistry()
         ProcessCollector(registry=r)
         self.processed = Counter(
-            "rebound_messages_processed", "Consumed records applied by their handler, per consumed topic.",
-            ["topic"], registry=r)
+            "rebound_messages_processed",
+            "Consumed records applied by their handler, per consumed topic.",
+            ["topic"],
+            registry=r,
+        )
         self.duplicates = Counter(
-            "rebound_messages_duplicate", "Consumed records skipped because their event_id was already applied.",
-            ["topic"], registry=r)
+            "rebound_messages_duplicate",
+            "Consumed records skipped because their event_id was already applied.",
+            ["topic"],
+            registry=r,
+        )
         self.dead_lettered = Counter(
             "rebound_messages_dead_lettered",
             "Consumed records sent to returns.dlq.v1 (unreadable, conflicting, or failing their handler).",
-            ["topic"], registry=r)
+            ["topic"],
+            registry=r,
+        )
         self.exceptions = Counter(
             "rebound_exceptions_raised",
             "Operator exceptions (returns.exceptions.v1) raised while applying records, per consumed topic.",
-            ["topic"], registry=r)
+            ["topic"],
+            registry=r,
+        )
         self.batches_failed = Counter(
-            "rebound_batches_failed", "Batches not applied: rolled back, and the same records come again.",
-            registry=r)
+            "rebound_batches_failed", "Batches not applied: rolled back, and the same records come again.", registry=r
+        )
         self.batch_duration = Histogram(
-            "rebound_batch_duration_seconds", "Time to apply one batch of records, its transaction included.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+            "rebound_batch_duration_seconds",
+            "Time to apply one batch of records, its transaction included.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "rebound_consumer_lag",
             "Records beyond the consumer group's committed offset, per partition (to the read_committed end; "
             "a transaction marker can keep it at 1).",
-            ["topic", "partition"], registry=r)
+            ["topic", "partition"],
+            registry=r,
+        )
         self.outbox_rows = Gauge(
-            "rebound_outbox_rows", "Outbox rows of this service not yet published to Kafka.", registry=r)
+            "rebound_outbox_rows", "Outbox rows of this service not yet published to Kafka.", registry=r
+        )
         self.outbox_oldest_age = Gauge(
             "rebound_outbox_oldest_age_seconds",
-            "Age of this service's oldest outbox row not yet published (0 when there is none).", registry=r)
+            "Age of this service's oldest outbox row not yet published (0 when there is none).",
+            registry=r,
+        )
         self.relay_published = Counter(
-            "rebound_relay_published", "Outbox rows this process's relay published to Kafka, per topic.",
-            ["topic"], registry=r)
+            "rebound_relay_published",
+            "Outbox rows this process's relay published to Kafka, per topic.",
+            ["topic"],
+            registry=r,
+        )
         self.adjustment_latency = Histogram(
             "rebound_stock_adjustment_latency_seconds",
             "Seconds from the occurred_at of the event that caused a stock adjustment to the commit that wrote "
             "the adjustment to the outbox. Observed at outbox write, not at Kafka publish: the relay does not "
             "know the cause's time.",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600), registry=r)
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600),
+            registry=r,
+        )
         for topic in consumed_topics:  # present at 0 from the start, so a rate() has a baseline
             for counter in (self.processed, self.duplicates, self.dead_lettered, self.exceptions):
                 counter.labels(topic)
@@ -137,8 +160,14 @@ class Group(Protocol):
 class KafkaGroup:
     """The consumer group as the broker sees it, read over long-lived clients (rebuilt after an error)."""
 
-    def __init__(self, bootstrap_servers: str, group_id: str, partitions: Sequence[TopicPartition], *,
-                 options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        group_id: str,
+        partitions: Sequence[TopicPartition],
+        *,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.options = dict(options or {})  # connections.kafka_options
         self.group_id = group_id
@@ -151,12 +180,16 @@ class KafkaGroup:
             return self._clients or await self._new_clients()
 
     async def _new_clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=10000,
-                                    **self.options)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=10000, **self.options)
         # read_committed: the end offsets are where a consumer of the group can get to
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
-                                    isolation_level="read_committed", enable_auto_commit=False,
-                                    request_timeout_ms=10000, **self.options)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=None,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            request_timeout_ms=10000,
+            **self.options,
+        )
         try:
             await admin.start()
             await consumer.start()
@@ -189,8 +222,11 @@ class KafkaGroup:
             await self.close()
             raise
         # DescribeGroups: (error_code, group_id, state, protocol_type, protocol, members, ...)
-        return any(group[0] == 0 and group[1] == self.group_id and group[2] in ACTIVE_GROUP_STATES
-                   for response in responses for group in response.groups)
+        return any(
+            group[0] == 0 and group[1] == self.group_id and group[2] in ACTIVE_GROUP_STATES
+            for response in responses
+            for group in response.groups
+        )
 
     async def close(self) -> None:
         clients, self._clients = self._clients, None
@@ -242,8 +278,9 @@ class Probes:
     async def ready(self) -> dict[str, str]:
         """Each check's outcome: "ok", or why it failed."""
         names = ("database", "kafka", "lag")
-        outcomes = await asyncio.gather(*(_bounded(check()) for check in
-                                          (self._database, self._consumer, self._lag_under_bound)))
+        outcomes = await asyncio.gather(
+            *(_bounded(check()) for check in (self._database, self._consumer, self._lag_under_bound))
+        )
         return dict(zip(names, outcomes, strict=True))
 
     async def _database(self) -> str:
@@ -273,9 +310,14 @@ class Probes:
             errors.append(f"consumer lag: {type(error).__name__}: {error}")
         if self.pool is not None:
             try:
-                row = await asyncio.wait_for(self.pool.fetchrow(
-                    "SELECT count(*) AS rows, extract(epoch FROM clock_timestamp() - min(created_at)) AS age"
-                    " FROM rebound.outbox WHERE producer = $1", self.producer), 30.0)
+                row = await asyncio.wait_for(
+                    self.pool.fetchrow(
+                        "SELECT count(*) AS rows, extract(epoch FROM clock_timestamp() - min(created_at)) AS age"
+                        " FROM rebound.outbox WHERE producer = $1",
+                        self.producer,
+                    ),
+                    30.0,
+                )
                 self.metrics.set_outbox(row["rows"], float(row["age"] or 0.0))
             except Exception as error:  # noqa: BLE001 - a gauge left stale, reported, never a crash
                 errors.append(f"outbox: {type(error).__name__}: {error}")
@@ -312,11 +354,14 @@ class HttpServer:
         self.metrics = metrics
         self.host = host
         self.port = port
-        self.app = Starlette(routes=[
-            Route("/health", self.health, methods=["GET"]),
-            Route("/ready", self.ready, methods=["GET"]),
-            Route("/metrics", self.render_metrics, methods=["GET"]),
-        ], exception_handlers={404: _not_found, 405: _not_allowed, 500: _failed})
+        self.app = Starlette(
+            routes=[
+                Route("/health", self.health, methods=["GET"]),
+                Route("/ready", self.ready, methods=["GET"]),
+                Route("/metrics", self.render_metrics, methods=["GET"]),
+            ],
+            exception_handlers={404: _not_found, 405: _not_allowed, 500: _failed},
+        )
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task | None = None
 
@@ -331,9 +376,13 @@ class HttpServer:
         checks = await self.probes.ready()
         failed = [name for name, outcome in checks.items() if outcome != "ok"]
         assigned = self.probes.assignment()
-        body = {"status": "not ready" if failed else "ready", "failed": failed, "checks": checks,
-                # which partitions this replica holds: none is fine when other replicas hold them all
-                "partitions": None if assigned is None else sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)}
+        body = {
+            "status": "not ready" if failed else "ready",
+            "failed": failed,
+            "checks": checks,
+            # which partitions this replica holds: none is fine when other replicas hold them all
+            "partitions": None if assigned is None else sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+        }
         return _json(503 if failed else 200, body)
 
     async def start(self) -> int:
@@ -342,8 +391,9 @@ class HttpServer:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((self.host, self.port))
         self.port = listener.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(self.app, lifespan="off", log_level="warning",
-                                                     access_log=False, log_config=None))
+        self._server = uvicorn.Server(
+            uvicorn.Config(self.app, lifespan="off", log_level="warning", access_log=False, log_config=None)
+        )
         self._task = asyncio.create_task(self._server.serve(sockets=[listener]), name="http-server")
         while not self._server.started:
             if self._task.done():
@@ -384,8 +434,7 @@ class Observability:
         self.settings = settings
         self.metrics = ServiceMetrics([t.name for t in topics])
         partitions = [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
-        self.group = KafkaGroup(settings.kafka_bootstrap_servers, group_id, partitions,
-                                options=kafka_options(settings))
+        self.group = KafkaGroup(settings.kafka_bootstrap_servers, group_id, partitions, options=kafka_options(settings))
         self.probes = Probes(group_id, self.group, self.metrics, max_lag=settings.ready_max_lag)
         self._server: HttpServer | None = None
         self._sampler: asyncio.Task | None = None

@@ -18,8 +18,9 @@ async def _pool(database_url: str, connect_kwargs: Mapping[str, Any] | None) -> 
     return pool
 
 
-async def add_sellers(database_url: str, sellers: dict[str, str], *,
-                      connect_kwargs: Mapping[str, Any] | None = None) -> None:
+async def add_sellers(
+    database_url: str, sellers: dict[str, str], *, connect_kwargs: Mapping[str, Any] | None = None
+) -> None:
     pool = await _pool(database_url, connect_kwargs)
     try:
         await pool.executemany(
@@ -30,21 +31,28 @@ async def add_sellers(database_url: str, sellers: dict[str, str], *,
         await pool.close()
 
 
-async def set_rules(database_url: str, seller_id: str, document: dict[str, Any] | None, *,
-                    connect_kwargs: Mapping[str, Any] | None = None) -> bool:
+async def set_rules(
+    database_url: str,
+    seller_id: str,
+    document: dict[str, Any] | None,
+    *,
+    connect_kwargs: Mapping[str, Any] | None = None,
+) -> bool:
     pool = await _pool(database_url, connect_kwargs)
     try:
         status = await pool.execute(
             "UPDATE rebound.sellers SET grading_rules = $2 WHERE seller_id = $1",
-            seller_id, orjson.dumps(document).decode() if document is not None else None,
+            seller_id,
+            orjson.dumps(document).decode() if document is not None else None,
         )
         return status.endswith(" 1")
     finally:
         await pool.close()
 
 
-async def get_rules(database_url: str, seller_id: str, *,
-                    connect_kwargs: Mapping[str, Any] | None = None) -> tuple[bool, dict[str, Any]]:
+async def get_rules(
+    database_url: str, seller_id: str, *, connect_kwargs: Mapping[str, Any] | None = None
+) -> tuple[bool, dict[str, Any]]:
     pool = await _pool(database_url, connect_kwargs)
     try:
         row = await pool.fetchrow("SELECT grading_rules FROM rebound.sellers WHERE seller_id = $1", seller_id)

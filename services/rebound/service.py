@@ -139,8 +139,13 @@ class PatientKafkaBroker(KafkaBroker):
 
 def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
     # On SIGTERM the in-flight batch finishes (and is acknowledged) before the consumer leaves.
-    broker = PatientKafkaBroker(settings.kafka_bootstrap_servers, logger=None, graceful_timeout=30.0,
-                                security=kafka_security(settings), apply_types=False)
+    broker = PatientKafkaBroker(
+        settings.kafka_bootstrap_servers,
+        logger=None,
+        graceful_timeout=30.0,
+        security=kafka_security(settings),
+        apply_types=False,
+    )
     committer = OffsetCommitter(settings.commit_interval_ms / 1000)
     observability = Observability(spec.group_id, [route.topic for route in spec.routes], settings)
     metrics = observability.metrics
@@ -148,27 +153,43 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         structlog.contextvars.bind_contextvars(service=spec.name)
-        log.info("service_starting", kafka=settings.kafka_bootstrap_servers,
-                 kafka_security=settings.kafka_security_protocol, kafka_user=settings.kafka_sasl_username,
-                 database=settings.redacted_database_url())
+        log.info(
+            "service_starting",
+            kafka=settings.kafka_bootstrap_servers,
+            kafka_security=settings.kafka_security_protocol,
+            kafka_user=settings.kafka_sasl_username,
+            database=settings.redacted_database_url(),
+        )
         await observability.start()  # /health answers while the service still waits for Kafka or PostgreSQL
         # A service may start before Kafka or PostgreSQL: it waits for them, logging each retry.
         kafka = kafka_options(settings)
         database = database_connect_kwargs(settings)
         await ensure_topics(settings.kafka_bootstrap_servers, wait_seconds=float("inf"), kafka_options=kafka)
-        pool = await create_pool(settings.database_url, max_size=settings.pool_size, wait_seconds=float("inf"),
-                                 connect_kwargs=database)
+        pool = await create_pool(
+            settings.database_url, max_size=settings.pool_size, wait_seconds=float("inf"), connect_kwargs=database
+        )
         await migrate(pool)
         observability.probes.pool = pool
         tracer = Tracing(spec.name, settings.otlp_endpoint)
-        broker.context.set_global(PROCESSOR, BatchProcessor(
-            spec.group_id, spec.routes, pool,
-            max_message_bytes=settings.max_message_bytes, lock_keys=spec.lock_keys, tracing=tracer,
-        ))
+        broker.context.set_global(
+            PROCESSOR,
+            BatchProcessor(
+                spec.group_id,
+                spec.routes,
+                pool,
+                max_message_bytes=settings.max_message_bytes,
+                lock_keys=spec.lock_keys,
+                tracing=tracer,
+            ),
+        )
         relay = OutboxRelay(
-            settings.database_url, settings.kafka_bootstrap_servers, spec.group_id,
-            batch_size=settings.relay_batch_size, on_published=metrics.record_published,
-            kafka_options=kafka, database_kwargs=database,
+            settings.database_url,
+            settings.kafka_bootstrap_servers,
+            spec.group_id,
+            batch_size=settings.relay_batch_size,
+            on_published=metrics.record_published,
+            kafka_options=kafka,
+            database_kwargs=database,
         )
         committer.start()
         tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]
@@ -219,9 +240,14 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         metrics.record_batch(stats, time.perf_counter() - started, datetime.now(UTC))
         # Applied and committed in PostgreSQL; the offsets follow in the background.
         await committer.note(message.consumer, records)
-        log.debug("batch_applied", records=len(records), applied=stats.applied,
-                  duplicates=stats.duplicates, dead_lettered=stats.dead_lettered,
-                  exceptions=stats.exceptions)
+        log.debug(
+            "batch_applied",
+            records=len(records),
+            applied=stats.applied,
+            duplicates=stats.duplicates,
+            dead_lettered=stats.dead_lettered,
+            exceptions=stats.exceptions,
+        )
 
     # Before the broker stops: from then on each batch still in flight commits its offsets itself.
     return FastStream(broker, lifespan=lifespan, logger=None, on_shutdown=[committer.stop])

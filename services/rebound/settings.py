@@ -67,26 +67,37 @@ class Settings:
             if self.kafka_sasl_mechanism is None:
                 object.__setattr__(self, "kafka_sasl_mechanism", DEFAULT_SASL_MECHANISM)
             if self.kafka_sasl_mechanism not in SASL_MECHANISMS:
-                raise SettingsError(f"KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r} is not one of "
-                                    f"{', '.join(SASL_MECHANISMS)}")
+                raise SettingsError(
+                    f"KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r} is not one of {', '.join(SASL_MECHANISMS)}"
+                )
             if not self.kafka_sasl_username:
                 raise SettingsError(f"KAFKA_SASL_USERNAME is required with KAFKA_SECURITY_PROTOCOL={protocol}")
             if not self.kafka_sasl_password:
-                raise SettingsError("KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE is required with "
-                                    f"KAFKA_SECURITY_PROTOCOL={protocol}")
+                raise SettingsError(
+                    "KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE is required with "
+                    f"KAFKA_SECURITY_PROTOCOL={protocol}"
+                )
         else:
-            for name, value in (("KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism),
-                                ("KAFKA_SASL_USERNAME", self.kafka_sasl_username),
-                                ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password)):
+            for name, value in (
+                ("KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism),
+                ("KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+            ):
                 if value:
-                    raise SettingsError(f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL "
-                                        "(use SASL_PLAINTEXT or SASL_SSL)")
-        tls_files = (("KAFKA_SSL_CAFILE", self.kafka_ssl_cafile), ("KAFKA_SSL_CERTFILE", self.kafka_ssl_certfile),
-                     ("KAFKA_SSL_KEYFILE", self.kafka_ssl_keyfile))
+                    raise SettingsError(
+                        f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL "
+                        "(use SASL_PLAINTEXT or SASL_SSL)"
+                    )
+        tls_files = (
+            ("KAFKA_SSL_CAFILE", self.kafka_ssl_cafile),
+            ("KAFKA_SSL_CERTFILE", self.kafka_ssl_certfile),
+            ("KAFKA_SSL_KEYFILE", self.kafka_ssl_keyfile),
+        )
         for name, path in tls_files:
             if path and not self.uses_tls:
-                raise SettingsError(f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
-                                    "(use SSL or SASL_SSL)")
+                raise SettingsError(
+                    f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS (use SSL or SASL_SSL)"
+                )
             if path and not os.access(path, os.R_OK):
                 raise SettingsError(f"{name}={path} is not a readable file")
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
@@ -126,8 +137,9 @@ class Settings:
             kafka_security_protocol=(_set(env.get("KAFKA_SECURITY_PROTOCOL")) or "PLAINTEXT").upper(),
             kafka_sasl_mechanism=m.upper() if (m := _set(env.get("KAFKA_SASL_MECHANISM"))) else None,
             kafka_sasl_username=_set(env.get("KAFKA_SASL_USERNAME")),
-            kafka_sasl_password=_secret("KAFKA_SASL_PASSWORD", env.get("KAFKA_SASL_PASSWORD"),
-                                        env.get("KAFKA_SASL_PASSWORD_FILE")),
+            kafka_sasl_password=_secret(
+                "KAFKA_SASL_PASSWORD", env.get("KAFKA_SASL_PASSWORD"), env.get("KAFKA_SASL_PASSWORD_FILE")
+            ),
             kafka_ssl_cafile=_set(env.get("KAFKA_SSL_CAFILE")),
             kafka_ssl_certfile=_set(env.get("KAFKA_SSL_CERTFILE")),
             kafka_ssl_keyfile=_set(env.get("KAFKA_SSL_KEYFILE")),
@@ -143,8 +155,10 @@ class Settings:
             credentials, _, host = rest.rpartition("@")
             rest = f"{credentials.split(':', 1)[0]}:***@{host}"
         if query:
-            query = "&".join(f"{part.partition('=')[0]}=***" if part.partition("=")[0].lower() in URL_SECRETS else part
-                             for part in query.split("&"))
+            query = "&".join(
+                f"{part.partition('=')[0]}=***" if part.partition("=")[0].lower() in URL_SECRETS else part
+                for part in query.split("&")
+            )
         return f"{scheme}{sep}{rest}{mark}{query}"
 
 
@@ -165,8 +179,10 @@ def _secret(name: str, inline: str | None, file: str | None) -> str | None:
         with open(path, encoding="utf-8") as secret:
             value = secret.read().rstrip("\r\n")  # `kubectl create secret --from-file` keeps a final newline
     except (OSError, UnicodeDecodeError) as error:
-        raise SettingsError(f"{file_name}={path} cannot be read ({type(error).__name__}: "
-                            f"{getattr(error, 'strerror', None) or 'not UTF-8 text'})") from None
+        raise SettingsError(
+            f"{file_name}={path} cannot be read ({type(error).__name__}: "
+            f"{getattr(error, 'strerror', None) or 'not UTF-8 text'})"
+        ) from None
     if not value:
         raise SettingsError(f"{file_name}={path} is empty")
     return value

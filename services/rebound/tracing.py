@@ -65,8 +65,9 @@ class Tracing:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             endpoint = otlp_endpoint.rstrip("/")
-            exporter = OTLPSpanExporter(endpoint=endpoint if endpoint.endswith("/v1/traces")
-                                        else f"{endpoint}/v1/traces")
+            exporter = OTLPSpanExporter(
+                endpoint=endpoint if endpoint.endswith("/v1/traces") else f"{endpoint}/v1/traces"
+            )
             self._provider.add_span_processor(BatchSpanProcessor(exporter))
         else:
             self._provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -82,9 +83,12 @@ class Tracing:
             yield parent
             return
         context = self._propagator.extract({HEADER: parent}) if parent else None
-        with self._tracer.start_as_current_span(f"apply {topic}", context=context, kind=self._consumer_kind,
-                                                attributes={"messaging.destination.name": topic,
-                                                            **attributes}):
+        with self._tracer.start_as_current_span(
+            f"apply {topic}",
+            context=context,
+            kind=self._consumer_kind,
+            attributes={"messaging.destination.name": topic, **attributes},
+        ):
             carrier: dict[str, str] = {}
             self._propagator.inject(carrier)
             yield carrier.get(HEADER)

@@ -37,8 +37,12 @@ async def test_adjustments_reach_the_shop_and_are_acknowledged(settings, pool, t
         shop = await connect_tiktok(pool, market, url, seller, tmp_path)
         async with pool.acquire() as conn:
             for sku in skus:
-                await map_listing(conn, f"{seller}:tiktok:W1:{sku}:new", shop,
-                                  {"product_id": f"prod-{sku}", "sku_id": f"sku-{sku}", "warehouse_id": "wh-1"})
+                await map_listing(
+                    conn,
+                    f"{seller}:tiktok:W1:{sku}:new",
+                    shop,
+                    {"product_id": f"prod-{sku}", "sku_id": f"sku-{sku}", "warehouse_id": "wh-1"},
+                )
         sent = {sku: [f.adjusted(seller, sku, s, +1, available=s) for s in range(1, 21)] for sku in skus}
 
         async def applied(through: int) -> bool:
@@ -76,8 +80,11 @@ async def _send(bootstrap: str, adjustments: list) -> None:
     await producer.start()
     try:
         for adjustment in adjustments:
-            await producer.send_and_wait(STOCK_ADJUSTMENTS.name, value=adjustment.model_dump_json().encode(),
-                                         key=STOCK_ADJUSTMENTS.key_of(adjustment).encode())
+            await producer.send_and_wait(
+                STOCK_ADJUSTMENTS.name,
+                value=adjustment.model_dump_json().encode(),
+                key=STOCK_ADJUSTMENTS.key_of(adjustment).encode(),
+            )
     finally:
         await producer.stop()
 

@@ -82,17 +82,23 @@ async def test_every_consumed_partition_moves_past_deeply_nested_records(setting
 
     sent: dict[str, dict[str, tuple[int, int]]] = {}  # topic -> what -> (partition, offset)
     applied: dict[str, list[str]] = {}  # topic -> event_ids that must be in its group's inbox
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True,
-                                acks="all", max_request_size=1 << 20)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_idempotence=True,
+        acks="all",
+        max_request_size=1 << 20,
+    )
     await producer.start()
     try:
         for topic, event in events.items():
             document = event if isinstance(event, dict) else orjson.loads(event.model_dump_json())
             key = TOPICS_BY_NAME[topic].key_of(TOPICS_BY_NAME[topic].model.model_validate(document)).encode()
             after = _renamed(event)
-            records = {"nested 300 deep": _nested_under(event, APPLIED_DEPTH),
-                       "nested 5,000 deep": _nested_under(_renamed(event), UNREADABLE_DEPTH),
-                       "plain, after both": orjson.dumps(after)}
+            records = {
+                "nested 300 deep": _nested_under(event, APPLIED_DEPTH),
+                "nested 5,000 deep": _nested_under(_renamed(event), UNREADABLE_DEPTH),
+                "plain, after both": orjson.dumps(after),
+            }
             if TOPICS_BY_NAME[topic].direction != "inbound":
                 del records["nested 5,000 deep"]
             sent[topic] = {}
@@ -104,8 +110,9 @@ async def test_every_consumed_partition_moves_past_deeply_nested_records(setting
         await producer.stop()
 
     with Fleet(log_dir=tmp_path / "logs", replicas=1, services=SERVICES_AND_CONNECTORS) as fleet:
-        await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=180, fleet=fleet,
-                                   services=SERVICES_AND_CONNECTORS)
+        await wait_until_caught_up(
+            settings.kafka_bootstrap_servers, pool, timeout=180, fleet=fleet, services=SERVICES_AND_CONNECTORS
+        )
         assert fleet.dead() == [], "a service died"
     for log in (tmp_path / "logs").rglob("*.log"):
         assert "batch_not_applied" not in log.read_text(), f"{log.name} could not apply a batch"
@@ -120,5 +127,7 @@ async def test_every_consumed_partition_moves_past_deeply_nested_records(setting
             assert (topic, *positions[what]) not in lettered, (topic, what, lettered[(topic, *positions[what])])
         found = await pool.fetchval(
             "SELECT count(*) FROM rebound.inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
-            groups[topic], [uuid.UUID(i) for i in applied[topic]])
+            groups[topic],
+            [uuid.UUID(i) for i in applied[topic]],
+        )
         assert found == 2, f"{topic}: {groups[topic]} applied {found} of the two valid events"

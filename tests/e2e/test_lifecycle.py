@@ -40,7 +40,11 @@ def _wait_for(log: Path, event: str, seconds: float = 30.0) -> dict:
     ],
 )
 def test_a_service_waits_for_missing_infrastructure_instead_of_crashing(
-    variable: str, unreachable: str, event: str, tmp_path: Path, settings  # noqa: ANN001
+    variable: str,
+    unreachable: str,
+    event: str,
+    tmp_path: Path,
+    settings,  # noqa: ANN001
 ) -> None:
     member = ServiceProcess("grading", 0, tmp_path / "grading.log")
     member.start({**os.environ, variable: unreachable, "REBOUND_LOG_FORMAT": "json"})

@@ -20,10 +20,16 @@ pytestmark = pytest.mark.e2e
 
 
 async def _run_wave(settings, pool, tmp_path: Path, *, units: int, replicas: int):  # noqa: ANN001, ANN202
-    wave = simulation.generate(simulation.WaveConfig(
-        units=units, seed=random.randrange(1 << 30), duplicate_rate=0.05, out_of_order_rate=0.1, bad_rate=0.02,
-        hostile_rate=0.01,
-    ))
+    wave = simulation.generate(
+        simulation.WaveConfig(
+            units=units,
+            seed=random.randrange(1 << 30),
+            duplicate_rate=0.05,
+            out_of_order_rate=0.1,
+            bad_rate=0.02,
+            hostile_rate=0.01,
+        )
+    )
     await simulation.register_sellers(settings.database_url, wave.sellers)
     before = await inbound_end_offsets(settings.kafka_bootstrap_servers)
     with Fleet(log_dir=tmp_path / "logs", replicas=replicas) as fleet:
@@ -35,7 +41,10 @@ async def _run_wave(settings, pool, tmp_path: Path, *, units: int, replicas: int
 
 @pytest.mark.parametrize("replicas", [1, 2])
 async def test_a_wave_becomes_stock_exactly_once_and_bad_input_is_accounted_for(
-    settings, pool, tmp_path: Path, replicas: int  # noqa: ANN001
+    settings,
+    pool,
+    tmp_path: Path,
+    replicas: int,  # noqa: ANN001
 ) -> None:
     wave, before = await _run_wave(settings, pool, tmp_path, units=600, replicas=replicas)
     report = await guarantees(settings.kafka_bootstrap_servers, wave)
@@ -44,9 +53,13 @@ async def test_a_wave_becomes_stock_exactly_once_and_bad_input_is_accounted_for(
     await assert_bad_input_accounted_for(settings.kafka_bootstrap_servers, wave, before)
     # every out-of-order parcel was parked, then matched when its RMA came; the only ones still
     # parked are those forged under another seller's tracking number, each reported already
-    forged = sorted(str(orjson.loads(wave.messages[i].value)["event_id"]) for i, kind in wave.bad_kinds.items()
-                    if kind == "cross_tenant" and wave.messages[i].topic == PARCEL_SCANNED.name)
-    left = await pool.fetch("SELECT event_id, reported_at FROM intake.parked_scans WHERE seller_id = ANY($1::text[])",
-                            list(wave.sellers))
+    forged = sorted(
+        str(orjson.loads(wave.messages[i].value)["event_id"])
+        for i, kind in wave.bad_kinds.items()
+        if kind == "cross_tenant" and wave.messages[i].topic == PARCEL_SCANNED.name
+    )
+    left = await pool.fetch(
+        "SELECT event_id, reported_at FROM intake.parked_scans WHERE seller_id = ANY($1::text[])", list(wave.sellers)
+    )
     assert sorted(str(r["event_id"]) for r in left) == forged and all(r["reported_at"] for r in left)
     assert_no_secret_in_logs(tmp_path / "logs", os.environ)

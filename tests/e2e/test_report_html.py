@@ -28,9 +28,17 @@ def chromium() -> str:
 
 def run_browser(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # No network: --dump-dom of a file:// page with the proxy pointed nowhere proves it is self-contained.
-    command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               f"--user-data-dir={tmp_path / 'profile'}", "--proxy-server=127.0.0.1:9", "--virtual-time-budget=5000",
-               *args]
+    command = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--proxy-server=127.0.0.1:9",
+        "--virtual-time-budget=5000",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
@@ -52,14 +60,25 @@ def _report():  # noqa: ANN202
         size, colour = ("S", "M", "L", "XL")[n % 4], ("black", "red", "navy")[n % 3]
         grade = ("A", "A", "A", "B", "C", "SCRAP")[n % 6]
         sold = grade in ("A", "B") and n % 2 == 0
-        units.append(UnitFacts(
-            lpn=f"L{n}", return_id=f"R{n}", sku=f"DRESS-{colour[:3].upper()}-{size}", size=size, colour=colour,
-            reason_code="APPAREL_TOO_SMALL" if n % 3 else "UNWANTED_ITEM",
-            reason_category=("SIZE_FIT", "CHANGED_MIND", "QUALITY")[n % 3], price=Decimal("39.90"), currency="USD",
-            scanned_at=scanned + timedelta(days=n % 20), grade=grade, place="sold" if sold else "listing",
-            first_offered_at=scanned + timedelta(days=n % 20, hours=n % 50) if grade in ("A", "B") else None,
-            sold_at=scanned + timedelta(days=25) if sold else None, sold_price=Decimal("39.90") if sold else None,
-        ))
+        units.append(
+            UnitFacts(
+                lpn=f"L{n}",
+                return_id=f"R{n}",
+                sku=f"DRESS-{colour[:3].upper()}-{size}",
+                size=size,
+                colour=colour,
+                reason_code="APPAREL_TOO_SMALL" if n % 3 else "UNWANTED_ITEM",
+                reason_category=("SIZE_FIT", "CHANGED_MIND", "QUALITY")[n % 3],
+                price=Decimal("39.90"),
+                currency="USD",
+                scanned_at=scanned + timedelta(days=n % 20),
+                grade=grade,
+                place="sold" if sold else "listing",
+                first_offered_at=scanned + timedelta(days=n % 20, hours=n % 50) if grade in ("A", "B") else None,
+                sold_at=scanned + timedelta(days=25) if sold else None,
+                sold_price=Decimal("39.90") if sold else None,
+            )
+        )
     return build_report("seller-html", date(2026, 11, 1), date(2026, 11, 30), units, datetime(2026, 12, 1, tzinfo=UTC))
 
 
@@ -87,11 +106,16 @@ def test_the_browser_draws_every_chart_of_the_report(tmp_path: Path) -> None:
     cells = within("chart-heatmap", "cell")
     assert len(cells) == len(report.sizes) * len(report.colours) == 12
     assert {(c["data-size"], c["data-colour"]): int(c["data-value"]) for c in cells} == {
-        (c.size, c.colour): c.units for c in report.size_colour}
+        (c.size, c.colour): c.units for c in report.size_colour
+    }
     assert [(s["data-grade"], int(s["data-value"])) for s in within("chart-grades", "segment")] == [
-        (t.key, t.units) for t in report.grade_mix]
-    assert len(within("chart-recovery", "returned")) == len(within("chart-recovery", "recovered")) == len(
-        report.recovery_by_week)
+        (t.key, t.units) for t in report.grade_mix
+    ]
+    assert (
+        len(within("chart-recovery", "returned"))
+        == len(within("chart-recovery", "recovered"))
+        == len(report.recovery_by_week)
+    )
     recovered = sum(Decimal(b["data-value"]) for b in within("chart-recovery", "recovered"))
     assert recovered == report.money[0].recovered_value
     bars = [int(b["data-value"]) for b in within("chart-dock", "bar")]

@@ -57,9 +57,12 @@ async def _send(bootstrap: str, messages: list[tuple[str, BaseModel]], tracepare
     await producer.start()
     try:
         for topic, message in messages:
-            await producer.send(topic, key=TOPICS_BY_NAME[topic].key_of(message).encode(),
-                                value=message.model_dump_json().encode(),
-                                headers=[("traceparent", traceparent.encode())] if traceparent else None)
+            await producer.send(
+                topic,
+                key=TOPICS_BY_NAME[topic].key_of(message).encode(),
+                value=message.model_dump_json().encode(),
+                headers=[("traceparent", traceparent.encode())] if traceparent else None,
+            )
         await producer.flush()
     finally:
         await producer.stop()
@@ -67,14 +70,19 @@ async def _send(bootstrap: str, messages: list[tuple[str, BaseModel]], tracepare
 
 async def _trace_ids(bootstrap: str, topic: str, seller: str) -> list[str | None]:
     """The trace id in the `traceparent` header of each of `seller`'s records on `topic`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(TOPICS_BY_NAME[topic].partitions)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         found: list[str | None] = []
+
         async def behind() -> bool:
             return any([await consumer.position(tp) < ends[tp] for tp in partitions])
 
@@ -96,8 +104,10 @@ async def test_exchanges_lots_and_picks_flow_through_the_services(settings, pool
         await set_policy(conn, seller, parse_policy(POLICY))
     units = {f"D1-{tag}": ("DRESS-RED-S", "B"), f"D2-{tag}": ("DRESS-RED-S", "B"), f"HAT-{tag}": ("HAT-1", "A")}
     units |= {f"T{i}-{tag}": (f"TEE-{i}", "A") for i in range(3)}
-    order = f.rma(seller, lines=[(sku, 1) for sku in sorted({sku for sku, _ in units.values()} - {"DRESS-RED-S"})]
-                  + [("DRESS-RED-S", 2)])
+    order = f.rma(
+        seller,
+        lines=[(sku, 1) for sku in sorted({sku for sku, _ in units.values()} - {"DRESS-RED-S"})] + [("DRESS-RED-S", 2)],
+    )
     parcel = f.scan(seller, order.tracking_number, [(lpn, sku) for lpn, (sku, _) in units.items()])
     inspections = [(UNIT_INSPECTED.name, f.inspection(seller, lpn, grade)) for lpn, (_, grade) in units.items()]
     bootstrap = settings.kafka_bootstrap_servers
@@ -105,38 +115,57 @@ async def test_exchanges_lots_and_picks_flow_through_the_services(settings, pool
     with Fleet(log_dir=tmp_path / "logs", replicas=1) as fleet:
         # The WMS and the shop tag this return with one trace: it must reach the storefront.
         trace = uuid.uuid4().hex
-        await _send(bootstrap, [(RMA.name, order), (PARCEL_SCANNED.name, parcel), *inspections],
-                    traceparent=TRACE.format(trace))
+        await _send(
+            bootstrap, [(RMA.name, order), (PARCEL_SCANNED.name, parcel), *inspections], traceparent=TRACE.format(trace)
+        )
         await wait_until_caught_up(bootstrap, pool, timeout=120, fleet=fleet)
-        await _send(bootstrap, [
-            (EXCHANGE_REQUESTED.name, f.exchange(seller, "DRESS-RED-S")),   # from the pool
-            (EXCHANGE_REQUESTED.name, f.exchange(seller, "DRESS-RED-S")),   # off eBay: -1
-            (EXCHANGE_REQUESTED.name, f.exchange(seller, "DRESS-RED-S")),   # none left
-            (UNIT_PICKED.name, f.picked(seller, f"HAT-{tag}")),             # sold on TikTok: no -1
-            (UNIT_PICKED.name, f.picked(seller, f"T1-{tag}")),              # sells the whole lot
-        ])
+        await _send(
+            bootstrap,
+            [
+                (EXCHANGE_REQUESTED.name, f.exchange(seller, "DRESS-RED-S")),  # from the pool
+                (EXCHANGE_REQUESTED.name, f.exchange(seller, "DRESS-RED-S")),  # off eBay: -1
+                (EXCHANGE_REQUESTED.name, f.exchange(seller, "DRESS-RED-S")),  # none left
+                (UNIT_PICKED.name, f.picked(seller, f"HAT-{tag}")),  # sold on TikTok: no -1
+                (UNIT_PICKED.name, f.picked(seller, f"T1-{tag}")),  # sells the whole lot
+            ],
+        )
         await wait_until_caught_up(bootstrap, pool, timeout=120, fleet=fleet)
         assert fleet.dead() == []
 
     mine = {seller}
-    placed = {a.lpn: a.destination.kind
-              for _, _, a in await checker.read_topic(bootstrap, ALLOCATIONS.name, sellers=mine)}
+    placed = {
+        a.lpn: a.destination.kind for _, _, a in await checker.read_topic(bootstrap, ALLOCATIONS.name, sellers=mine)
+    }
     # The two B dresses come on different partitions: whichever came first fills the pool's one slot.
     pooled, listed = sorted((f"D1-{tag}", f"D2-{tag}"), key=lambda lpn: placed[lpn] != "exchange_pool")
-    assert placed == {pooled: "exchange_pool", listed: "listing", f"HAT-{tag}": "listing",
-                      f"T0-{tag}": "lucky_bag", f"T1-{tag}": "lucky_bag", f"T2-{tag}": "lucky_bag"}
-    answers = [(a.status, a.lpn, a.source)
-               for _, _, a in await checker.read_topic(bootstrap, EXCHANGE_ALLOCATED.name, sellers=mine)]
-    assert sorted(answers, key=str) == sorted([("allocated", pooled, "exchange_pool"),
-                                               ("allocated", listed, "stock"),
-                                               ("unavailable", None, None)], key=str)
+    assert placed == {
+        pooled: "exchange_pool",
+        listed: "listing",
+        f"HAT-{tag}": "listing",
+        f"T0-{tag}": "lucky_bag",
+        f"T1-{tag}": "lucky_bag",
+        f"T2-{tag}": "lucky_bag",
+    }
+    answers = [
+        (a.status, a.lpn, a.source)
+        for _, _, a in await checker.read_topic(bootstrap, EXCHANGE_ALLOCATED.name, sellers=mine)
+    ]
+    assert sorted(answers, key=str) == sorted(
+        [("allocated", pooled, "exchange_pool"), ("allocated", listed, "stock"), ("unavailable", None, None)], key=str
+    )
     [lot] = [m for _, _, m in await checker.read_topic(bootstrap, LISTINGS.name, sellers=mine) if m.lot]
     assert (sorted(lot.lot.lpns), lot.quantity_limit) == ([f"T0-{tag}", f"T1-{tag}", f"T2-{tag}"], 1)
 
     records = (await checker.read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=mine)).records
     moves = sorted((r.model.channel, r.model.sku.split("-")[0], r.model.delta, r.model.cause.kind) for r in records)
-    assert moves == sorted([("ebay", "DRESS", 1, "unit_graded"), ("ebay", "DRESS", -1, "exchange_allocated"),
-                            ("tiktok", "HAT", 1, "unit_graded"), ("tiktok", "LOT", 1, "lot_formed")])
+    assert moves == sorted(
+        [
+            ("ebay", "DRESS", 1, "unit_graded"),
+            ("ebay", "DRESS", -1, "exchange_allocated"),
+            ("tiktok", "HAT", 1, "unit_graded"),
+            ("tiktok", "LOT", 1, "lot_formed"),
+        ]
+    )
     graded = await checker.read_topic(bootstrap, UNIT_GRADED.name, sellers=mine)
     decided = await checker.read_topic(bootstrap, DISPOSITIONS.name, sellers=mine)
     report = checker.check(records, graded, None, dispositions=decided)

@@ -79,17 +79,27 @@ class Infra:
         kafka = f"127.0.0.1:{os.environ.get('KAFKA_PORT') or 19092}"
         port = os.environ.get("PGPORT_REBOUND") or 15432
         database = f"postgresql://rebound:{LOCAL_DB_PASSWORD}@127.0.0.1:{port}/rebound"
-        if settings.kafka_bootstrap_servers != kafka or settings.database_url != database or \
-                os.environ.get("REBOUND_TESTCONTAINERS") == "1":
-            pytest.fail(f"fault scenarios restart the local Kafka ({kafka}, from KAFKA_PORT) and PostgreSQL"
-                        " (from PGPORT_REBOUND) that `make up` starts, not an external broker, database or"
-                        " containers: unset KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL / REBOUND_TESTCONTAINERS",
-                        pytrace=False)
+        if (
+            settings.kafka_bootstrap_servers != kafka
+            or settings.database_url != database
+            or os.environ.get("REBOUND_TESTCONTAINERS") == "1"
+        ):
+            pytest.fail(
+                f"fault scenarios restart the local Kafka ({kafka}, from KAFKA_PORT) and PostgreSQL"
+                " (from PGPORT_REBOUND) that `make up` starts, not an external broker, database or"
+                " containers: unset KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL / REBOUND_TESTCONTAINERS",
+                pytrace=False,
+            )
 
     @staticmethod
     def _script(name: str, action: str) -> None:
-        subprocess.run([str(REPO / "deploy" / "scripts" / name), action], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=180)
+        subprocess.run(
+            [str(REPO / "deploy" / "scripts" / name), action],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=180,
+        )
 
     async def _run(self, server: str, action: str) -> None:
         # Away from the moment the script starts stopping it until it answers again.
@@ -165,8 +175,14 @@ class Chaos:
             try:
                 state = await asyncio.wait_for(backlog(self.bootstrap, self.pool, count_records=True), 15)
                 return state.lag + state.outbox, None, tuple(sorted(self.infra.away))
-            except (TimeoutError, OSError, KafkaError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    *RETRIABLE) as error:
+            except (
+                TimeoutError,
+                OSError,
+                KafkaError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                *RETRIABLE,
+            ) as error:
                 why = f"{type(error).__name__}: {error}"
             if self.infra.away or time.monotonic() > deadline:
                 return None, why, tuple(sorted(self.infra.away))  # a fault under way: no figure, not a zero
@@ -181,11 +197,14 @@ class Chaos:
             self._wanted.set()
             await self._slice_sent.wait()
             pending, unknown, away = await self._backlog()
-        self.faults.append(Fault(what, member.service if member else None, pending, not self.sent.is_set(),
-                                 away, unknown))
+        self.faults.append(
+            Fault(what, member.service if member else None, pending, not self.sent.is_set(), away, unknown)
+        )
         measured = f"unknown, {' and '.join(away) or 'nothing'} away: {unknown}" if pending is None else pending
-        self.note(f"{what}{f' {member.name}' if member else ''} (backlog {measured}"
-                  f"{', wave still being sent' if not self.sent.is_set() else ''})")
+        self.note(
+            f"{what}{f' {member.name}' if member else ''} (backlog {measured}"
+            f"{', wave still being sent' if not self.sent.is_set() else ''})"
+        )
 
     async def kill_and_restart(self, member: ServiceProcess, down_for: tuple[float, float]) -> None:
         self._handling.add(member.name)
@@ -257,8 +276,10 @@ class Chaos:
         sending = sum(f.while_sending for f in self.faults)
         lines = [f"faults: {len(self.faults)} ({kinds}), by service {by_service}; {sending} while the wave was sent"]
         if measured:
-            lines.append(f"backlog before the faults: {min(measured):,} to {max(measured):,} "
-                         f"({len(self.faults) - len(measured)} unmeasured: infrastructure away)")
+            lines.append(
+                f"backlog before the faults: {min(measured):,} to {max(measured):,} "
+                f"({len(self.faults) - len(measured)} unmeasured: infrastructure away)"
+            )
         if self.self_killed:
             lines.append(f"relay kills after commit (fault switch): {self.self_killed}")
         return lines
@@ -305,42 +326,71 @@ def log_events(log_dir: Path, event: str) -> list[dict]:
     return found
 
 
-async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.Pool, log_dir: Path,
-              *, replicas: int = 1, env: dict[str, str] | None = None, duplicate_rate: float = 0.02,
-              bad_rate: float = 0.02) -> Outcome:
+async def run(
+    name: str,
+    scenario: Scenario,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    log_dir: Path,
+    *,
+    replicas: int = 1,
+    env: dict[str, str] | None = None,
+    duplicate_rate: float = 0.02,
+    bad_rate: float = 0.02,
+) -> Outcome:
     """Start the services, send the wave while `scenario` runs (faults overlap the sending), wait
     until everything is caught up, then hold the output to the guarantees."""
     shape = profile()
     seed = run_seed()
     rng = random.Random(seed ^ zlib.crc32(name.encode()))
     console = Console(force_terminal=False, width=120)
-    console.print(f"\n[fault scenario] {name}: seed {seed} (replay: REBOUND_FAULT_SEED={seed}), "
-                  f"{shape.units:,} units, {replicas} replica(s) per service")
-    wave = simulation.generate(simulation.WaveConfig(
-        units=shape.units, seed=rng.randrange(1 << 30), duplicate_rate=duplicate_rate, out_of_order_rate=0.05,
-        bad_rate=bad_rate, hostile_rate=HOSTILE_RATE,
-    ))
+    console.print(
+        f"\n[fault scenario] {name}: seed {seed} (replay: REBOUND_FAULT_SEED={seed}), "
+        f"{shape.units:,} units, {replicas} replica(s) per service"
+    )
+    wave = simulation.generate(
+        simulation.WaveConfig(
+            units=shape.units,
+            seed=rng.randrange(1 << 30),
+            duplicate_rate=duplicate_rate,
+            out_of_order_rate=0.05,
+            bad_rate=bad_rate,
+            hostile_rate=HOSTILE_RATE,
+        )
+    )
     if await pool.fetchval("SELECT count(*) FROM rebound.sellers WHERE seller_id = ANY($1::text[])", wave.sellers):
-        pytest.fail(f"seed {seed} already ran against this database, so its wave would be all duplicates: "
-                    "replay it on fresh state (make clean-state && make up)", pytrace=False)
+        pytest.fail(
+            f"seed {seed} already ran against this database, so its wave would be all duplicates: "
+            "replay it on fresh state (make clean-state && make up)",
+            pytrace=False,
+        )
     await simulation.register_sellers(settings.database_url, wave.sellers)
     before = await inbound_end_offsets(settings.kafka_bootstrap_servers)
     service_env = {**os.environ, **(env or {})}
     fleet = Fleet(log_dir=log_dir, replicas=replicas, env=service_env)
-    chaos = Chaos(fleet=fleet, infra=Infra(settings), rng=rng, profile=shape,
-                  bootstrap=settings.kafka_bootstrap_servers, pool=pool)
+    chaos = Chaos(
+        fleet=fleet,
+        infra=Infra(settings),
+        rng=rng,
+        profile=shape,
+        bootstrap=settings.kafka_bootstrap_servers,
+        pool=pool,
+    )
     relay_kills = bool(service_env.get(FAULT_KILL_AFTER_COMMIT))
 
     async def send() -> None:
         step = -(-len(wave.messages) // shape.slices)
-        slices = [wave.messages[start:start + step] for start in range(0, len(wave.messages), step)]
+        slices = [wave.messages[start : start + step] for start in range(0, len(wave.messages), step)]
         chaos.held = len(slices)
         for number, part in enumerate(slices):
             if number and not chaos.scenario_done.is_set():
                 asked = asyncio.ensure_future(chaos._wanted.wait())
                 over = asyncio.ensure_future(chaos.scenario_done.wait())
-                timed = [asyncio.ensure_future(asyncio.sleep(shape.send_s / (len(slices) // 2)))] \
-                    if number < len(slices) // 2 else []
+                timed = (
+                    [asyncio.ensure_future(asyncio.sleep(shape.send_s / (len(slices) // 2)))]
+                    if number < len(slices) // 2
+                    else []
+                )
                 _, waiting = await asyncio.wait([asked, over, *timed], return_when=asyncio.FIRST_COMPLETED)
                 for future in waiting:
                     future.cancel()
@@ -369,8 +419,13 @@ async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.P
             chaos.revive_self_killed()
         # Scenarios bring back what they take down: a member still down now exited by itself,
         # which wait_until_caught_up reports.
-        await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=shape.timeout_s, fleet=fleet,
-                                   on_poll=chaos.revive_self_killed if relay_kills else None)
+        await wait_until_caught_up(
+            settings.kafka_bootstrap_servers,
+            pool,
+            timeout=shape.timeout_s,
+            fleet=fleet,
+            on_poll=chaos.revive_self_killed if relay_kills else None,
+        )
         chaos.note("caught up")
     finally:
         if supervisor is not None:
@@ -391,10 +446,10 @@ async def run(name: str, scenario: Scenario, settings: Settings, pool: asyncpg.P
     # A backlog is unknown only while the scenario has Kafka or PostgreSQL down (in a combined
     # scenario that may be the case before every fault); one that could not be read while both ran
     # would leave the idle check above blind.
-    unmeasured = [f"{f.what} {f.service or ''}: {f.unknown}" for f in chaos.faults
-                  if f.backlog is None and not f.away]
-    assert not unmeasured, \
+    unmeasured = [f"{f.what} {f.service or ''}: {f.unknown}" for f in chaos.faults if f.backlog is None and not f.away]
+    assert not unmeasured, (
         f"{name} (seed {seed}): the backlog could not be read with Kafka and PostgreSQL up: {unmeasured}"
+    )
     if chaos.faults:
         assert any(f.while_sending for f in chaos.faults), f"{name} (seed {seed}): no fault while the wave was sent"
     await assert_bad_input_accounted_for(settings.kafka_bootstrap_servers, wave, before)

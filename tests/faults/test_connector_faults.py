@@ -28,8 +28,14 @@ from rebound.simulation.fleet import Fleet
 from rebound.standins import serving
 from rebound.standins.shopify import ShopifyStandIn
 from rebound.standins.ebay import EbayStandIn
-from rebound.standins.shops import (DemoShops, close_shops, open_ebay_shops, open_shopify_shops, open_tiktok_shops,
-                                    unsynced)
+from rebound.standins.shops import (
+    DemoShops,
+    close_shops,
+    open_ebay_shops,
+    open_shopify_shops,
+    open_tiktok_shops,
+    unsynced,
+)
 from rebound.standins.tiktok import TikTokStandIn
 from rebound_contracts.topics import ACKS, STOCK_ADJUSTMENTS
 from tests import factories as f
@@ -82,7 +88,9 @@ def watch_sales(shops: DemoShops, sell_one: Callable, offered: Counter[str], ove
 
 
 async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
-    settings, pool, tmp_path: Path  # noqa: ANN001
+    settings,
+    pool,
+    tmp_path: Path,  # noqa: ANN001
 ) -> None:
     seed = run_seed()
     rng = random.Random(seed)
@@ -106,12 +114,15 @@ async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
 
     try:
         shops = [
-            await open_tiktok_shops(pool, tiktok, served["tiktok"].url, {seller: shop_id}, ["W1"], SKUS,
-                                    tmp_path / "secrets"),
-            await open_shopify_shops(pool, shopify, served["shopify"].url, {seller: shop_id}, ["W1"], SKUS,
-                                     tmp_path / "secrets"),
-            await open_ebay_shops(pool, ebay, served["ebay"].url, {seller: shop_id}, ["W1"], SKUS,
-                                  tmp_path / "secrets"),
+            await open_tiktok_shops(
+                pool, tiktok, served["tiktok"].url, {seller: shop_id}, ["W1"], SKUS, tmp_path / "secrets"
+            ),
+            await open_shopify_shops(
+                pool, shopify, served["shopify"].url, {seller: shop_id}, ["W1"], SKUS, tmp_path / "secrets"
+            ),
+            await open_ebay_shops(
+                pool, ebay, served["ebay"].url, {seller: shop_id}, ["W1"], SKUS, tmp_path / "secrets"
+            ),
         ]
         for shop in shops:
             shop.market.buyers.sell_one = watch_sales(shop, shop.market.buyers.sell_one, offered, oversold)
@@ -126,7 +137,8 @@ async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
             async with _supervised(fleet, note) as kills:
                 await asyncio.gather(
                     _send(settings.kafka_bootstrap_servers, keys, offered, rng),
-                    _break(rng, fleet, switched, tiktok, shopify, ebay, served, shops, kills, note))
+                    _break(rng, fleet, switched, tiktok, shopify, ebay, served, shops, kills, note),
+                )
                 fleet.env = plain  # processes started from now on have no switch
                 await _wait_applied(pool, seller, fleet, note)
             for shop in shops:
@@ -140,16 +152,26 @@ async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
             await server.stop()
 
     logs = tmp_path / "logs"
-    blocked = await pool.fetch("SELECT key, blocked FROM connectors.listings WHERE seller_id = $1"
-                               " AND blocked IS NOT NULL", seller)
+    blocked = await pool.fetch(
+        "SELECT key, blocked FROM connectors.listings WHERE seller_id = $1 AND blocked IS NOT NULL", seller
+    )
     assert not blocked, f"keys blocked (seed {seed}): {[(r['key'], r['blocked']) for r in blocked]}"
-    owed = {r["key"]: r["owed"] for r in await pool.fetch(
-        "SELECT key, owed FROM connectors.listings WHERE seller_id = $1", seller)}
-    wrong = {key: (quantity, sold, offered[key], owed[key]) for shop in shops for key, quantity, sold in shop.stocks()
-             if quantity + sold != offered[key] + owed[key]}
+    owed = {
+        r["key"]: r["owed"]
+        for r in await pool.fetch("SELECT key, owed FROM connectors.listings WHERE seller_id = $1", seller)
+    }
+    wrong = {
+        key: (quantity, sold, offered[key], owed[key])
+        for shop in shops
+        for key, quantity, sold in shop.stocks()
+        if quantity + sold != offered[key] + owed[key]
+    }
     if wrong:
-        offers = {key: offer for (_seller, _sku), key in shops[2].keys.items()
-                  for offer in [ebay.state.listings[(_seller, _sku)].offer_id]}
+        offers = {
+            key: offer
+            for (_seller, _sku), key in shops[2].keys.items()
+            for offer in [ebay.state.listings[(_seller, _sku)].offer_id]
+        }
         for key in wrong:
             if key in offers:
                 print(key, [h for h in ebay.state.history if h[1] == offers[key]])
@@ -163,8 +185,9 @@ async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
         reported[event["key"]] = max(reported[event["key"]], event["units"])
     unseen = {key: units for key, units in oversold.items() if units > reported[key]}
     assert not unseen, f"oversold and not reported (seed {seed}): {unseen} (reported: {dict(reported)})"
-    assert not [key for key in oversold if oversold[key] > 0 and ":shopify:" in key], \
+    assert not [key for key in oversold if oversold[key] > 0 and ":shopify:" in key], (
         f"oversold on Shopify, whose writes are compare-and-set (seed {seed}): {dict(oversold)}"
+    )
     sold = sum(units for shop in shops for _, _, units in shop.stocks())
     acks = (await checker.read_records(settings.kafka_bootstrap_servers, ACKS.name, sellers={seller})).records
     assert {a.model.status for a in acks} == {"applied"}, Counter(a.model.status for a in acks)
@@ -175,12 +198,14 @@ async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
     restored = log_events(logs, "storefront_sales_restored")
     stale = log_events(logs, "storefront_stale")
     timed_out = [e for e in log_events(logs, "storefront_unavailable") if "Timeout" in e.get("error", "")]
-    console.print(f"  {len(keys)} listings, {sum(offered.values())} units offered, {sold} sold by the buyers; "
-                  f"{len(self_kills)} kills between a write and its bookkeeping, {len(resolved)} writes in doubt "
-                  f"resolved, {len(restored)} overwritten sales restored ({sum(oversold.values())} sold again "
-                  f"first, reported), {len(stale)} stale writes read again; "
-                  f"{5 - shopify.faults.sales_before_write} Shopify sales made between a read and its write; "
-                  f"{len(timed_out)} calls timed out on a late answer")
+    console.print(
+        f"  {len(keys)} listings, {sum(offered.values())} units offered, {sold} sold by the buyers; "
+        f"{len(self_kills)} kills between a write and its bookkeeping, {len(resolved)} writes in doubt "
+        f"resolved, {len(restored)} overwritten sales restored ({sum(oversold.values())} sold again "
+        f"first, reported), {len(stale)} stale writes read again; "
+        f"{5 - shopify.faults.sales_before_write} Shopify sales made between a read and its write; "
+        f"{len(timed_out)} calls timed out on a late answer"
+    )
     assert self_kills and resolved, "no connector was killed between a write and its bookkeeping"
     assert timed_out, "no call timed out on a late answer"
     if shopify.faults.sales_before_write < 5:  # a forced sale needs a unit on the listing at that write
@@ -197,20 +222,33 @@ async def _send(bootstrap: str, keys: list[str], offered: Counter[str], rng: ran
     try:
         for number, (key, sequence) in enumerate(units):
             seller, channel, warehouse, sku, condition = key.split(":")
-            adjustment = f.adjusted(seller, sku, sequence, +1, available=sequence, channel=channel,
-                                    warehouse=warehouse, condition=condition)
+            adjustment = f.adjusted(
+                seller, sku, sequence, +1, available=sequence, channel=channel, warehouse=warehouse, condition=condition
+            )
             offered[key] += 1  # before it can reach the shop: a sale after it is not an oversell
-            await producer.send_and_wait(STOCK_ADJUSTMENTS.name, value=adjustment.model_dump_json().encode(),
-                                         key=STOCK_ADJUSTMENTS.key_of(adjustment).encode())
+            await producer.send_and_wait(
+                STOCK_ADJUSTMENTS.name,
+                value=adjustment.model_dump_json().encode(),
+                key=STOCK_ADJUSTMENTS.key_of(adjustment).encode(),
+            )
             if number % 20 == 19:
                 await asyncio.sleep(40.0 / (len(units) / 20))
     finally:
         await producer.stop()
 
 
-async def _break(rng: random.Random, fleet: Fleet, switched: dict[str, str], tiktok: TikTokStandIn,
-                 shopify: ShopifyStandIn, ebay: EbayStandIn, served: dict[str, Served], shops: list[DemoShops],
-                 kills: Counter[str], note: Callable[[str], None]) -> None:
+async def _break(
+    rng: random.Random,
+    fleet: Fleet,
+    switched: dict[str, str],
+    tiktok: TikTokStandIn,
+    shopify: ShopifyStandIn,
+    ebay: EbayStandIn,
+    served: dict[str, Served],
+    shops: list[DemoShops],
+    kills: Counter[str],
+    note: Callable[[str], None],
+) -> None:
     for shop in shops:
         shop.market.buyers.per_s = BUYERS_PER_S
     # Without compare-and-set, a sale between a read and its write is overwritten until the check
@@ -221,8 +259,10 @@ async def _break(rng: random.Random, fleet: Fleet, switched: dict[str, str], tik
     note("buyers buy; the next 5 Shopify writes in stock land just after a sale")
     shopify.faults.sales_before_write = 5
     await asyncio.sleep(rng.uniform(8.0, 10.0))
-    note("from now on each connector process kills itself after its "
-         f"{switched[FAULT_KILL_AFTER_WRITE]}th marketplace write, before booking it")
+    note(
+        "from now on each connector process kills itself after its "
+        f"{switched[FAULT_KILL_AFTER_WRITE]}th marketplace write, before booking it"
+    )
     fleet.env = switched
     for _ in range(4):
         victim = rng.choice([m for m in fleet.members if m.alive()] or fleet.members)
@@ -278,31 +318,45 @@ async def _supervised(fleet: Fleet, note: Callable[[str], None]) -> AsyncIterato
         note(f"{kills['chaos']} kills by the scenario, {kills['restarts']} restarts in all")
 
 
-async def _wait_reconciled(pool, seller: str, note: Callable[[str], None],  # noqa: ANN001
-                           timeout: float = 60.0) -> None:
+async def _wait_reconciled(
+    pool,
+    seller: str,
+    note: Callable[[str], None],  # noqa: ANN001
+    timeout: float = 60.0,
+) -> None:
     """Until every listing has been compared with its marketplace since now."""
     since = await pool.fetchval("SELECT now()")
     deadline = time.monotonic() + timeout
-    while (left := await pool.fetchval("SELECT count(*) FROM connectors.listings WHERE seller_id = $1"
-                                       " AND reconciled_at <= $2", seller, since)):
+    while left := await pool.fetchval(
+        "SELECT count(*) FROM connectors.listings WHERE seller_id = $1 AND reconciled_at <= $2", seller, since
+    ):
         assert time.monotonic() < deadline, f"{left} listings not reconciled after {timeout:.0f} s"
         await asyncio.sleep(0.5)
     note("every listing reconciled once more after the run")
 
 
-async def _wait_applied(pool, seller: str, fleet: Fleet, note: Callable[[str], None],  # noqa: ANN001
-                        timeout: float = 300.0) -> None:
+async def _wait_applied(
+    pool,
+    seller: str,
+    fleet: Fleet,
+    note: Callable[[str], None],  # noqa: ANN001
+    timeout: float = 300.0,
+) -> None:
     deadline = time.monotonic() + timeout
     keys = len(SKUS) * 2 * 3
     while True:
         applied = await pool.fetchval(
-            "SELECT count(*) FROM connectors.listings WHERE seller_id = $1 AND applied_through = $2"
-            " AND intent IS NULL", seller, UNITS_PER_KEY)
+            "SELECT count(*) FROM connectors.listings WHERE seller_id = $1 AND applied_through = $2 AND intent IS NULL",
+            seller,
+            UNITS_PER_KEY,
+        )
         blocked = await pool.fetchval(
-            "SELECT count(*) FROM connectors.listings WHERE seller_id = $1 AND blocked IS NOT NULL", seller)
+            "SELECT count(*) FROM connectors.listings WHERE seller_id = $1 AND blocked IS NOT NULL", seller
+        )
         if applied == keys or blocked:
             note(f"{applied} of {keys} listings applied, {blocked} blocked")
             return
-        assert time.monotonic() < deadline, \
+        assert time.monotonic() < deadline, (
             f"not applied after {timeout:.0f} s: {applied} of {keys} ({await unsynced(pool, [seller])} unsynced)"
+        )
         await asyncio.sleep(0.5)

@@ -105,8 +105,10 @@ def assert_relay_recovered_committed_batches(outcome: Outcome) -> None:
     """The relay was killed in its in-doubt window and its successor found the batch committed."""
     kills = outcome.log_events("fault_injected_relay_kill_after_commit")
     recovered = [e for e in outcome.log_events("relay_recovered_in_doubt_batch") if e.get("committed") is True]
-    print(f"  relay killed after its Kafka commit {len(kills)} times; "
-          f"{len(recovered)} in-doubt batches recovered as committed")
+    print(
+        f"  relay killed after its Kafka commit {len(kills)} times; "
+        f"{len(recovered)} in-doubt batches recovered as committed"
+    )
     assert kills, "the relay was never killed after a commit"
     # Not one restart per kill: a member that kills itself while the chaos is killing it too is
     # counted as the chaos's kill.
@@ -115,10 +117,13 @@ def assert_relay_recovered_committed_batches(outcome: Outcome) -> None:
 
 
 async def test_relay_killed_between_kafka_commit_and_forgetting_its_rows(
-    settings, pool, tmp_path: Path  # noqa: ANN001
+    settings,
+    pool,
+    tmp_path: Path,  # noqa: ANN001
 ) -> None:
-    outcome = await run("relay_killed_after_commit", relay_killed_after_commit, settings, pool, tmp_path / "logs",
-                        env=RELAY_KILL)
+    outcome = await run(
+        "relay_killed_after_commit", relay_killed_after_commit, settings, pool, tmp_path / "logs", env=RELAY_KILL
+    )
     assert_relay_recovered_committed_batches(outcome)
 
 
@@ -126,8 +131,16 @@ async def test_pruning_the_inbox_while_services_are_killed(settings, pool, tmp_p
     # What is tried here is Kafka's own redelivery after kills against pruning; an upstream retry
     # of an event_id more than 10 s later is applied again by design (the retention setting), so
     # the wave has no upstream duplicates or conflicting copies, whose outcome would then hang on timing.
-    outcome = await run("prune_inbox_while_killing", kill_services_repeatedly, settings, pool, tmp_path / "logs",
-                        env=PRUNING, duplicate_rate=0.0, bad_rate=0.0)
+    outcome = await run(
+        "prune_inbox_while_killing",
+        kill_services_repeatedly,
+        settings,
+        pool,
+        tmp_path / "logs",
+        env=PRUNING,
+        duplicate_rate=0.0,
+        bad_rate=0.0,
+    )
     assert outcome.log_events("inbox_pruned"), "the inbox was never pruned during the scenario"
 
 
@@ -135,14 +148,25 @@ async def test_everything_at_once(settings, pool, tmp_path: Path) -> None:  # no
     # Kills, a broker kill and clean restart, a database crash and outage, the relay killed in its
     # in-doubt window and the inbox pruned every second, two replicas per group. With pruning, the
     # wave has no upstream duplicates or bad input (see the pruning scenario for why).
-    outcome = await run("everything_at_once", everything_at_once, settings, pool, tmp_path / "logs", replicas=2,
-                        env={**PRUNING, **RELAY_KILL}, duplicate_rate=0.0, bad_rate=0.0)
+    outcome = await run(
+        "everything_at_once",
+        everything_at_once,
+        settings,
+        pool,
+        tmp_path / "logs",
+        replicas=2,
+        env={**PRUNING, **RELAY_KILL},
+        duplicate_rate=0.0,
+        bad_rate=0.0,
+    )
     assert outcome.log_events("inbox_pruned"), "the inbox was never pruned during the scenario"
     assert_relay_recovered_committed_batches(outcome)
 
 
 async def test_kills_over_sasl_with_password_files_leak_no_secret(
-    settings, pool, tmp_path: Path  # noqa: ANN001
+    settings,
+    pool,
+    tmp_path: Path,  # noqa: ANN001
 ) -> None:
     """The services reach Kafka over SASL_PLAINTEXT (SCRAM-SHA-512) and PostgreSQL with the password
     from a file; the logs of the run are searched for both secrets (run() does it for every scenario)."""
@@ -156,7 +180,8 @@ async def test_kills_over_sasl_with_password_files_leak_no_secret(
     database = urlsplit(settings.database_url)
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{os.environ.get('KAFKA_SASL_PORT') or 19094}",
-        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_USERNAME": "rebound",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_USERNAME": "rebound",
         "KAFKA_SASL_PASSWORD_FILE": str(secrets / "kafka"),
         # no password in the URL: the services can only connect with the file's
         "DATABASE_URL": database._replace(netloc=f"{database.username}@{database.hostname}:{database.port}").geturl(),

@@ -16,8 +16,9 @@ async def kafka_admin(settings: Settings) -> AIOKafkaAdminClient:
         await admin.start()
     except Exception as error:  # noqa: BLE001 - any failure to reach Kafka fails the run with one line
         await admin.close()
-        pytest.fail(f"Kafka at {settings.kafka_bootstrap_servers} is not reachable ({error}); run `make up`",
-                    pytrace=False)
+        pytest.fail(
+            f"Kafka at {settings.kafka_bootstrap_servers} is not reachable ({error}); run `make up`", pytrace=False
+        )
     yield admin
     await admin.close()
 

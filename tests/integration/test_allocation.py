@@ -76,26 +76,41 @@ async def _send(pipe: Pipeline, topic: str, events: list) -> list[Emitted]:
 async def test_the_first_destination_that_can_take_a_unit_gets_it_and_the_others_say_why(pipe: Pipeline) -> None:
     seller = await _seller_with_policy(pipe)
     first, second = pipe.id("D1"), pipe.id("D2")
-    out = await _place(pipe, [f.graded(seller, first, "B", sku="DRESS-RED-S", price="39.90"),
-                              f.graded(seller, second, "B", sku="DRESS-RED-S", price="39.90")])
+    out = await _place(
+        pipe,
+        [
+            f.graded(seller, first, "B", sku="DRESS-RED-S", price="39.90"),
+            f.graded(seller, second, "B", sku="DRESS-RED-S", price="39.90"),
+        ],
+    )
     placed = {a.lpn: a for a in _events(out, ALLOCATIONS.name)}
     assert placed[first].destination.kind == "exchange_pool" and placed[first].skipped == []
     assert placed[second].destination.channel == "ebay"
     assert [(s.kind, s.why) for s in placed[second].skipped] == [
-        ("exchange_pool", "exchange pool for DRESS-RED-S is full (1/1)")]
+        ("exchange_pool", "exchange pool for DRESS-RED-S is full (1/1)")
+    ]
     assert placed[second].rule == "dresses-b"
     # Only the eBay unit is offered anywhere: once, on eBay's open-box key, in eBay's vocabulary.
     assert [(a.channel, a.condition, a.delta, a.cause.lpn) for a in _events(out, STOCK_ADJUSTMENTS.name)] == [
-        ("ebay", "open_box", 1, second)]
+        ("ebay", "open_box", 1, second)
+    ]
     [listing] = _events(out, LISTINGS.name)
     assert (listing.marketplace_condition, listing.marketplace_condition_id, str(listing.price.amount)) == (
-        "NEW_OTHER", 1500, "28.99")  # 39.90 less 25 % is 29.93: the highest .99 price not above it
+        "NEW_OTHER",
+        1500,
+        "28.99",
+    )  # 39.90 less 25 % is 29.93: the highest .99 price not above it
 
 
 async def test_without_a_policy_b_goes_to_its_own_open_box_listing_at_80_percent(pipe: Pipeline) -> None:
     [seller] = await pipe.add_sellers("plain")
-    out = await _place(pipe, [f.graded(seller, pipe.id("B1"), "B", sku="CAP-1", price="19.90"),
-                              f.graded(seller, pipe.id("C1"), "C", sku="CAP-1")])
+    out = await _place(
+        pipe,
+        [
+            f.graded(seller, pipe.id("B1"), "B", sku="CAP-1", price="19.90"),
+            f.graded(seller, pipe.id("C1"), "C", sku="CAP-1"),
+        ],
+    )
     [listing] = _events(out, LISTINGS.name)
     # TikTok Shop has no condition field: the open-box unit is listed under a SKU of its own.
     assert (listing.channel, listing.listing_sku, str(listing.price.amount)) == ("tiktok", "CAP-1-OB", "15.92")
@@ -109,11 +124,16 @@ async def test_a_rejected_listing_moves_its_units_on_and_takes_no_more(pipe: Pip
     await _place(pipe, [f.graded(seller, lpn, "B", sku="DRESS-BLU-M", price="40.00") for lpn in lpns])
     ebay = f"{seller}:ebay:W1:DRESS-BLU-M:open_box"
     out = await _send(pipe, ACKS.name, [f.ack(seller, ebay, "rejected", reason="category needs a brand")])
-    moves = [(STOCK_ADJUSTMENTS.key_of(a).split(":")[1], a.delta, a.cause.kind)
-             for a in _events(out, STOCK_ADJUSTMENTS.name)]
+    moves = [
+        (STOCK_ADJUSTMENTS.key_of(a).split(":")[1], a.delta, a.cause.kind) for a in _events(out, STOCK_ADJUSTMENTS.name)
+    ]
     # Each of the two eBay units: off eBay first, then onto the TikTok open-box listing.
-    assert moves == [("ebay", -1, "unit_reallocated"), ("tiktok", 1, "unit_reallocated"),
-                     ("ebay", -1, "unit_reallocated"), ("tiktok", 1, "unit_reallocated")]
+    assert moves == [
+        ("ebay", -1, "unit_reallocated"),
+        ("tiktok", 1, "unit_reallocated"),
+        ("ebay", -1, "unit_reallocated"),
+        ("tiktok", 1, "unit_reallocated"),
+    ]
     assert {a.cause for a in _events(out, ALLOCATIONS.name)} == {"listing_rejected"}
     later = await _place(pipe, [f.graded(seller, pipe.id("D9"), "B", sku="DRESS-BLU-M", price="40.00")])
     [allocated] = _events(later, ALLOCATIONS.name)
@@ -143,12 +163,21 @@ async def test_an_exchange_is_served_from_the_pool_then_from_stock_then_unavaila
     pooled, listed = pipe.id("D1"), pipe.id("D2")
     await _place(pipe, [f.graded(seller, lpn, "B", sku="DRESS-GRN-L", price="30.00") for lpn in (pooled, listed)])
     answers = []
-    for request in (f.exchange(seller, "DRESS-GRN-L"), f.exchange(seller, "DRESS-GRN-L"),
-                    f.exchange(seller, "DRESS-GRN-L")):
+    for request in (
+        f.exchange(seller, "DRESS-GRN-L"),
+        f.exchange(seller, "DRESS-GRN-L"),
+        f.exchange(seller, "DRESS-GRN-L"),
+    ):
         out = await _send(pipe, EXCHANGE_REQUESTED.name, [request])
         [answer] = _events(out, EXCHANGE_ALLOCATED.name)
-        answers.append((answer.status, answer.lpn, answer.source,
-                        [(a.channel, a.delta, a.cause.kind) for a in _events(out, STOCK_ADJUSTMENTS.name)]))
+        answers.append(
+            (
+                answer.status,
+                answer.lpn,
+                answer.source,
+                [(a.channel, a.delta, a.cause.kind) for a in _events(out, STOCK_ADJUSTMENTS.name)],
+            )
+        )
     assert answers == [
         ("allocated", pooled, "exchange_pool", []),  # held back for this: the storefront never saw it
         ("allocated", listed, "stock", [("ebay", -1, "exchange_allocated")]),  # eBay cannot sell it too
@@ -163,8 +192,9 @@ async def test_an_exchange_retried_under_a_new_event_id_is_not_served_twice(pipe
     retry = first.model_copy(update={"event_id": f.uuid.uuid4()})
     out = await _send(pipe, EXCHANGE_REQUESTED.name, [first, retry])
     assert len(_events(out, EXCHANGE_ALLOCATED.name)) == 1
-    left = await pipe.pool.fetchval("SELECT count(*) FROM ledger.units WHERE seller_id = $1 AND place = 'exchanged'",
-                                    seller)
+    left = await pipe.pool.fetchval(
+        "SELECT count(*) FROM ledger.units WHERE seller_id = $1 AND place = 'exchanged'", seller
+    )
     assert left == 1
 
 
@@ -189,8 +219,11 @@ async def test_a_unit_unsold_too_long_moves_to_the_next_destination(pipe: Pipeli
     seller = await _seller_with_policy(pipe)
     await _place(pipe, [f.graded(seller, pipe.id(f"D{i}"), "B", sku="DRESS-OLD", price="30.00") for i in range(2)])
     now = datetime.now(UTC)
-    await pipe.pool.execute("UPDATE ledger.units SET placed_at = $2 WHERE seller_id = $1 AND place = 'listing'",
-                            seller, now - timedelta(days=31))
+    await pipe.pool.execute(
+        "UPDATE ledger.units SET placed_at = $2 WHERE seller_id = $1 AND place = 'listing'",
+        seller,
+        now - timedelta(days=31),
+    )
     assert await move_unsold(pipe.pool, pipe.ledger.consumer, now) >= 1
     out = await pipe.take_outbox(pipe.ledger)
     mine = [a for a in _events(out, STOCK_ADJUSTMENTS.name) if a.seller_id == seller]
@@ -198,7 +231,8 @@ async def test_a_unit_unsold_too_long_moves_to_the_next_destination(pipe: Pipeli
     [moved] = [a for a in _events(out, ALLOCATIONS.name) if a.seller_id == seller]
     assert moved.cause == "unsold" and "unsold after 30 days" in moved.skipped[0].why
     assert await move_unsold(pipe.pool, pipe.ledger.consumer, now) == 0 or not [
-        a for a in _events(await pipe.take_outbox(pipe.ledger), STOCK_ADJUSTMENTS.name) if a.seller_id == seller]
+        a for a in _events(await pipe.take_outbox(pipe.ledger), STOCK_ADJUSTMENTS.name) if a.seller_id == seller
+    ]
 
 
 async def test_no_event_of_one_seller_reaches_another_sellers_units(pipe: Pipeline) -> None:
@@ -226,24 +260,32 @@ async def test_a_grade_of_another_sellers_unit_changes_none_of_its_owners_decisi
     owner, intruder = await pipe.add_sellers("owner", "intruder")
     decided, fresh = pipe.id("A1"), pipe.id("A2")
     await pipe.decide([f.graded(owner, decided, "A", sku="SHOE-9")])
-    await pipe.feed(pipe.relisting, [
-        pipe.record(f.graded(intruder, decided, "C", revision=2, sku="SHOE-9"), UNIT_GRADED.name),
-        # A unit relisting has not decided yet, graded by its owner and the intruder in one batch.
-        pipe.record(f.graded(owner, fresh, "B", sku="SHOE-9"), UNIT_GRADED.name),
-        pipe.record(f.graded(intruder, fresh, "SCRAP", revision=2, sku="SHOE-9"), UNIT_GRADED.name),
-    ])
+    await pipe.feed(
+        pipe.relisting,
+        [
+            pipe.record(f.graded(intruder, decided, "C", revision=2, sku="SHOE-9"), UNIT_GRADED.name),
+            # A unit relisting has not decided yet, graded by its owner and the intruder in one batch.
+            pipe.record(f.graded(owner, fresh, "B", sku="SHOE-9"), UNIT_GRADED.name),
+            pipe.record(f.graded(intruder, fresh, "SCRAP", revision=2, sku="SHOE-9"), UNIT_GRADED.name),
+        ],
+    )
     out = await pipe.take_outbox(pipe.relisting)
     assert [(e.event.seller_id, e.event.lpn, e.event.grade) for e in out if e.topic == DISPOSITIONS.name] == [
-        (owner, fresh, "B")]
-    raised = sorted((e.event.kind, e.event.seller_id, e.event.original["lpn"])
-                    for e in out if e.topic == EXCEPTIONS.name)
-    assert raised == sorted([("cross_tenant_reference", intruder, decided),
-                             ("cross_tenant_reference", intruder, fresh)])
+        (owner, fresh, "B")
+    ]
+    raised = sorted(
+        (e.event.kind, e.event.seller_id, e.event.original["lpn"]) for e in out if e.topic == EXCEPTIONS.name
+    )
+    assert raised == sorted(
+        [("cross_tenant_reference", intruder, decided), ("cross_tenant_reference", intruder, fresh)]
+    )
 
     async def decisions() -> dict:
         rows = await pipe.pool.fetch(
             "SELECT lpn, seller_id, grade_revision, policy_version, graded->>'grade' AS grade"
-            " FROM relisting.decisions WHERE lpn = ANY($1::text[])", [decided, fresh])
+            " FROM relisting.decisions WHERE lpn = ANY($1::text[])",
+            [decided, fresh],
+        )
         return {r["lpn"]: tuple(r.values())[1:] for r in rows}
 
     assert await decisions() == {decided: (owner, 1, 0, "A"), fresh: (owner, 1, 0, "B")}
@@ -255,18 +297,25 @@ async def test_a_grade_of_another_sellers_unit_changes_none_of_its_owners_decisi
         return [e.event for e in await pipe.take_outbox(pipe.relisting) if e.event.seller_id in (owner, intruder)]
 
     async with pipe.pool.acquire() as conn:  # the intruder's new policy decides none of the owner's units again
-        await set_policy(conn, intruder, parse_policy("rules: [{name: scrap-all, when: {grade: [A, B]},"
-                                                      " destinations: [{kind: disposal}]}]"))
+        await set_policy(
+            conn,
+            intruder,
+            parse_policy("rules: [{name: scrap-all, when: {grade: [A, B]}, destinations: [{kind: disposal}]}]"),
+        )
     assert await sweep() == []
     async with pipe.pool.acquire() as conn:  # the owner's does, from the owner's own grades
         await set_policy(conn, owner, None)
     assert sorted((d.seller_id, d.lpn, d.grade, d.policy_version) for d in await sweep()) == [
-        (owner, decided, "A", 1), (owner, fresh, "B", 1)]
+        (owner, decided, "A", 1),
+        (owner, fresh, "B", 1),
+    ]
     assert await decisions() == {decided: (owner, 1, 1, "A"), fresh: (owner, 1, 1, "B")}
 
 
 async def test_concurrent_decisions_and_rejections_never_offer_a_unit_in_two_places(pipe: Pipeline) -> None:
-    seller = await _seller_with_policy(pipe, policy="""
+    seller = await _seller_with_policy(
+        pipe,
+        policy="""
 rules:
   - name: spread
     when: {grade: [A, B]}
@@ -274,16 +323,19 @@ rules:
       - {kind: listing, channel: ebay, condition: open_box, discount_pct: 10}
       - {kind: listing, channel: amazon, condition: open_box, discount_pct: 15}
       - {kind: listing, condition: open_box, discount_pct: 20}
-""")
+""",
+    )
     skus = [f"BAG-{i}" for i in range(4)]
     grades = [f.graded(seller, pipe.id(f"U{i}"), "AB"[i % 2], sku=skus[i % 4]) for i in range(400)]
     decided = await pipe.decide(grades)
-    rejections = [pipe.record(f.ack(seller, f"{seller}:ebay:W1:{sku}:open_box", "rejected", reason="no"), ACKS.name)
-                  for sku in skus[:2]]
+    rejections = [
+        pipe.record(f.ack(seller, f"{seller}:ebay:W1:{sku}:open_box", "rejected", reason="no"), ACKS.name)
+        for sku in skus[:2]
+    ]
     # A connector answers for keys it was sent: the first units are placed, then replicas of the
     # ledger take interleaved batches of further decisions and connector answers at once.
     await pipe.feed(pipe.ledger, decided[:40])
-    batches = [decided[40 + i::4] for i in range(4)]
+    batches = [decided[40 + i :: 4] for i in range(4)]
     batches[1] = batches[1][:30] + rejections[:1] + batches[1][30:]
     batches[3] = rejections[1:] + batches[3]
     await asyncio.gather(*(pipe.feed(pipe.ledger, b) for b in batches))
@@ -312,9 +364,14 @@ async def test_a_new_policy_moves_the_units_already_offered_minus_one_before_plu
     await pipe.feed(pipe.ledger, await pipe.decide([f.graded(seller, pipe.id("S1"), "A", sku="JACKET-1")]))
     await _send(pipe, UNIT_PICKED.name, [f.picked(seller, pipe.id("S1"))])  # sold: it stays sold
     async with pipe.pool.acquire() as conn:
-        await set_policy(conn, seller, parse_policy(
-            "rules: [{name: to-amazon, when: {grade: A}, destinations: [{kind: listing, channel: amazon,"
-            " condition: new, discount_pct: 5}]}]"))
+        await set_policy(
+            conn,
+            seller,
+            parse_policy(
+                "rules: [{name: to-amazon, when: {grade: A}, destinations: [{kind: listing, channel: amazon,"
+                " condition: new, discount_pct: 5}]}]"
+            ),
+        )
     # The relisting sweep decides the units again (this test's units only: the sweep is global).
     while await redecide_after_policy_change(pipe.pool, pipe.relisting.consumer, datetime.now(UTC)):
         pass

@@ -24,8 +24,11 @@ pytestmark = pytest.mark.integration
 SELLER, MARKETPLACE = "A3TESTSELLER01", "ATVPDKIKX0DER"
 LISTING = {"seller_id": SELLER, "sku": "RB-TEE/M BLK", "marketplace_id": MARKETPLACE, "product_type": "SHIRT"}
 OTHER = {**LISTING, "sku": "RB-MUG-01", "product_type": "DRINKING_CUP"}
-CREDENTIALS = Credentials(client_id="amzn1.application-oa2-client.5f1e", client_secret="amzn1.oa2-cs.v1.9c3d",
-                          refresh_token="Atzr|IwEBIrefresh")
+CREDENTIALS = Credentials(
+    client_id="amzn1.application-oa2-client.5f1e",
+    client_secret="amzn1.oa2-cs.v1.9c3d",
+    refresh_token="Atzr|IwEBIrefresh",
+)
 
 
 @pytest.fixture
@@ -37,13 +40,30 @@ async def standin() -> AsyncIterator[tuple[AmazonStandIn, str]]:
 
 async def _shop(url: str, client: httpx.AsyncClient, **kw) -> AmazonShop:  # noqa: ANN003
     c = CREDENTIALS
-    await client.post(f"{url}/_standin/sellers", content=orjson.dumps({
-        "seller_id": SELLER, "client_id": c.client_id, "client_secret": c.client_secret,
-        "refresh_token": c.refresh_token}))
+    await client.post(
+        f"{url}/_standin/sellers",
+        content=orjson.dumps(
+            {
+                "seller_id": SELLER,
+                "client_id": c.client_id,
+                "client_secret": c.client_secret,
+                "refresh_token": c.refresh_token,
+            }
+        ),
+    )
     for listing in (LISTING, OTHER):
-        await client.post(f"{url}/_standin/listings", content=orjson.dumps({
-            "seller_id": SELLER, "sku": listing["sku"], "marketplace_id": MARKETPLACE,
-            "product_type": listing["product_type"], "quantity": 2}))
+        await client.post(
+            f"{url}/_standin/listings",
+            content=orjson.dumps(
+                {
+                    "seller_id": SELLER,
+                    "sku": listing["sku"],
+                    "marketplace_id": MARKETPLACE,
+                    "product_type": listing["product_type"],
+                    "quantity": 2,
+                }
+            ),
+        )
     return AmazonShop(c, client, api=url, auth=url, **{"settle_s": 0.0, **kw})
 
 
@@ -55,9 +75,15 @@ def _shifted() -> tuple[list[float], Callable[[], float]]:
 
 async def _token(client: httpx.AsyncClient, url: str) -> str:
     c = CREDENTIALS
-    answer = await client.post(f"{url}/auth/o2/token", data={
-        "grant_type": "refresh_token", "refresh_token": c.refresh_token, "client_id": c.client_id,
-        "client_secret": c.client_secret})
+    answer = await client.post(
+        f"{url}/auth/o2/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": c.refresh_token,
+            "client_id": c.client_id,
+            "client_secret": c.client_secret,
+        },
+    )
     return answer.json()["access_token"]
 
 
@@ -149,8 +175,9 @@ async def test_callers_of_one_shop_share_one_refresh(standin) -> None:  # noqa: 
         started = int(time.time())
         market.sell_one(), market.sell_one(), market.sell_one()
         known_at = time.time()
-        answers = await asyncio.gather(*(shop.sales_since(listing, started, known_at=known_at)
-                                         for listing in (LISTING, OTHER) * 3))
+        answers = await asyncio.gather(
+            *(shop.sales_since(listing, started, known_at=known_at) for listing in (LISTING, OTHER) * 3)
+        )
         assert sum(map(len, answers[:2])) == 3 and answers[:2] * 3 == answers
         assert market.state.requests["getOrders"] == 1
 
@@ -232,19 +259,41 @@ async def test_the_stand_in_refuses_what_amazon_refuses() -> None:
         await _shop(url, client)
         headers = {"x-amz-access-token": await _token(client, url)}
         path = f"{url}/listings/2021-08-01/items/{SELLER}/RB-MUG-01"
-        body = {"productType": "DRINKING_CUP", "patches": [{
-            "op": "merge", "path": "/attributes/fulfillment_availability",
-            "value": [{"fulfillment_channel_code": "DEFAULT", "quantity": 1}]}]}
-        answers = [await client.patch(path, params={"marketplaceIds": MARKETPLACE}, json=body, headers=headers)
-                   for _ in range(6)]
+        body = {
+            "productType": "DRINKING_CUP",
+            "patches": [
+                {
+                    "op": "merge",
+                    "path": "/attributes/fulfillment_availability",
+                    "value": [{"fulfillment_channel_code": "DEFAULT", "quantity": 1}],
+                }
+            ],
+        }
+        answers = [
+            await client.patch(path, params={"marketplaceIds": MARKETPLACE}, json=body, headers=headers)
+            for _ in range(6)
+        ]
         assert [a.json()["status"] for a in answers[:5]] == ["ACCEPTED"] * 5
         assert answers[5].status_code == 429 and "x-amzn-ratelimit-limit" not in answers[5].headers
-        assert answers[5].json() == {"errors": [{"code": "QuotaExceeded", "details": "",
-                                                 "message": "You exceeded your quota for the requested resource."}]}
+        assert answers[5].json() == {
+            "errors": [
+                {
+                    "code": "QuotaExceeded",
+                    "details": "",
+                    "message": "You exceeded your quota for the requested resource.",
+                }
+            ]
+        }
         read = await client.get(path, params={"marketplaceIds": MARKETPLACE}, headers=headers)
         assert read.status_code == 200  # a bucket per operation
-        orders = [await client.get(f"{url}/orders/v0/orders", headers=headers, params={
-            "MarketplaceIds": MARKETPLACE, "CreatedAfter": "2026-01-01T00:00:00Z"}) for _ in range(21)]
+        orders = [
+            await client.get(
+                f"{url}/orders/v0/orders",
+                headers=headers,
+                params={"MarketplaceIds": MARKETPLACE, "CreatedAfter": "2026-01-01T00:00:00Z"},
+            )
+            for _ in range(21)
+        ]
         assert [o.status_code for o in orders] == [200] * 20 + [429]
         now[0] += 1.0  # the PATCH bucket refills
         unchecked = await client.patch(path, json=body, headers=headers)
@@ -252,14 +301,27 @@ async def test_the_stand_in_refuses_what_amazon_refuses() -> None:
         shapeless = {"productType": "DRINKING_CUP", "patches": [{"op": "set", "path": "/attributes/x"}]}
         answer = await client.patch(path, params={"marketplaceIds": MARKETPLACE}, json=shapeless, headers=headers)
         assert answer.status_code == 400
-        unknown = await client.patch(f"{url}/listings/2021-08-01/items/{SELLER}/RB-NOPE",
-                                     params={"marketplaceIds": MARKETPLACE}, json=body, headers=headers)
+        unknown = await client.patch(
+            f"{url}/listings/2021-08-01/items/{SELLER}/RB-NOPE",
+            params={"marketplaceIds": MARKETPLACE},
+            json=body,
+            headers=headers,
+        )
         assert unknown.json()["status"] == "INVALID" and unknown.json()["issues"][0]["severity"] == "ERROR"
         market.state.faults.expire_tokens = True
         expired = await client.get(path, params={"marketplaceIds": MARKETPLACE}, headers=headers)
-        assert (expired.status_code, expired.json()) == (403, {"errors": [{
-            "code": "Unauthorized", "message": "Access to requested resource is denied.",
-            "details": "The access token you provided has expired."}]})
+        assert (expired.status_code, expired.json()) == (
+            403,
+            {
+                "errors": [
+                    {
+                        "code": "Unauthorized",
+                        "message": "Access to requested resource is denied.",
+                        "details": "The access token you provided has expired.",
+                    }
+                ]
+            },
+        )
         market.state.faults.expire_tokens = False
         now[0] += 3600.0  # and an hour after it was issued, without the fault
         assert (await client.get(path, params={"marketplaceIds": MARKETPLACE}, headers=headers)).status_code == 403

@@ -45,8 +45,12 @@ class World:
         return self.market.state.listings[ids]
 
     async def send(self, *adjustments) -> None:  # noqa: ANN002
-        await self.processor.process([f.Record(STOCK_ADJUSTMENTS.name, a.model_dump_json().encode(), 0,
-                                               n, b"k") for n, a in enumerate(adjustments, start=1)])
+        await self.processor.process(
+            [
+                f.Record(STOCK_ADJUSTMENTS.name, a.model_dump_json().encode(), 0, n, b"k")
+                for n, a in enumerate(adjustments, start=1)
+            ]
+        )
 
     async def intent(self, sku: str) -> dict | None:
         intent = await self.pool.fetchval("SELECT intent FROM connectors.listings WHERE key = $1", self.key(sku))
@@ -64,12 +68,17 @@ async def world(pool, tmp_path: Path) -> AsyncIterator[World]:  # noqa: ANN001
     market = AmazonStandIn(seed=4)
     market.state.faults.accept_delay_s = 0.05
     async with serving(market.app) as url, httpx.AsyncClient() as client:
-        shops = await open_amazon_shops(pool, market, url, {seller: f"shop-{seller}"}, ["W1"], ["TEE", "CAP"],
-                                        tmp_path)
+        shops = await open_amazon_shops(pool, market, url, {seller: f"shop-{seller}"}, ["W1"], ["TEE", "CAP"], tmp_path)
         producer = f"it-amazon-{seller}"
         try:
-            yield World(pool, market, shops, Syncer(pool, producer, Shops(pool, client)),
-                        BatchProcessor(producer, spec().routes, pool), seller)
+            yield World(
+                pool,
+                market,
+                shops,
+                Syncer(pool, producer, Shops(pool, client)),
+                BatchProcessor(producer, spec().routes, pool),
+                seller,
+            )
         finally:  # the stand-in stops with the test: no connector may keep calling it
             await pool.execute("DELETE FROM connectors.shops WHERE seller_id = $1", seller)
             await pool.execute("DELETE FROM rebound.outbox WHERE producer = $1", producer)
@@ -89,15 +98,18 @@ async def test_a_queued_write_lands_and_a_sale_it_overwrote_is_taken_back(world:
 
 async def test_a_check_waits_until_the_orders_are_known_as_far_as_the_number_it_read(world: World) -> None:
     async with world.pool.acquire() as conn:  # orders are trusted 1.5 s after they are listed
-        await conn.execute("UPDATE connectors.shops SET settings = settings || '{\"settle_s\": 1.5}'"
-                           " WHERE seller_id = $1", world.seller)
+        await conn.execute(
+            "UPDATE connectors.shops SET settings = settings || '{\"settle_s\": 1.5}' WHERE seller_id = $1",
+            world.seller,
+        )
     await world.send(f.adjusted(world.seller, "CAP", 1, +1, channel="amazon"))
     await world.sync()
     assert world.listing("CAP").quantity == 1  # written and applied
     intent = await world.intent("CAP")
     assert intent is not None and intent["written_at"] is not None and intent["probe_now"] == 1
-    waiting = await world.pool.fetchval("SELECT not_before > now() FROM connectors.listings WHERE key = $1",
-                                        world.key("CAP"))
+    waiting = await world.pool.fetchval(
+        "SELECT not_before > now() FROM connectors.listings WHERE key = $1", world.key("CAP")
+    )
     assert waiting  # the check is not done: the key waits, its shop does not
     await asyncio.sleep(1.6)
     await world.pool.execute("UPDATE connectors.listings SET not_before = NULL WHERE key = $1", world.key("CAP"))

@@ -56,30 +56,40 @@ async def _place(pipe: Pipeline, seller: str, lpn: str, sku: str) -> str:
 
 # --- one case per inbound topic: prepare(pipe, seller) -> (event, its state once applied) ---------
 
+
 async def _rma(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
     order = f.rma(seller)  # its parcel was scanned first and waits for it
-    await pipe.feed(pipe.intake, [pipe.record(f.scan(seller, order.tracking_number, [(pipe.id("L1"), "TEE-BLK-M")]),
-                                              PARCEL_SCANNED.name)])
+    await pipe.feed(
+        pipe.intake,
+        [pipe.record(f.scan(seller, order.tracking_number, [(pipe.id("L1"), "TEE-BLK-M")]), PARCEL_SCANNED.name)],
+    )
     return order, ([(seller, order.order_id)], [(seller, order.return_id)], 0)
 
 
 async def _rma_state(pipe: Pipeline, order: Any) -> Any:
-    return (await _rows(pipe, "SELECT seller_id, order_id FROM intake.rmas WHERE return_id = $1", order.return_id),
-            await _rows(pipe, "SELECT seller_id, return_id FROM intake.units WHERE lpn = $1", pipe.id("L1")),
-            await pipe.pool.fetchval("SELECT count(*) FROM intake.parked_scans WHERE tracking_number = $1",
-                                     order.tracking_number))
+    return (
+        await _rows(pipe, "SELECT seller_id, order_id FROM intake.rmas WHERE return_id = $1", order.return_id),
+        await _rows(pipe, "SELECT seller_id, return_id FROM intake.units WHERE lpn = $1", pipe.id("L1")),
+        await pipe.pool.fetchval(
+            "SELECT count(*) FROM intake.parked_scans WHERE tracking_number = $1", order.tracking_number
+        ),
+    )
 
 
 async def _scan(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
     order = f.rma(seller)
     await pipe.feed(pipe.intake, [pipe.record(order, RMA.name)])
     return f.scan(seller, order.tracking_number, [(pipe.id("L1"), "TEE-BLK-M")]), [
-        (pipe.id("L1"), seller, order.return_id)]
+        (pipe.id("L1"), seller, order.return_id)
+    ]
 
 
 async def _scan_state(pipe: Pipeline, _event: Any) -> Any:
-    return await _rows(pipe, "SELECT lpn, seller_id, return_id FROM intake.units WHERE lpn = ANY($1::text[])",
-                       [pipe.id("L1"), pipe.id("L2")])
+    return await _rows(
+        pipe,
+        "SELECT lpn, seller_id, return_id FROM intake.units WHERE lpn = ANY($1::text[])",
+        [pipe.id("L1"), pipe.id("L2")],
+    )
 
 
 async def _inspection(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
@@ -89,14 +99,20 @@ async def _inspection(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
 
 async def _refurbishment(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
     lpn = pipe.id("L1")
-    await pipe.feed(pipe.grading, [pipe.record(f.received(seller, lpn), UNIT_RECEIVED.name),
-                                   pipe.record(f.inspection(seller, lpn, "B"), UNIT_INSPECTED.name)])  # worn box
+    await pipe.feed(
+        pipe.grading,
+        [
+            pipe.record(f.received(seller, lpn), UNIT_RECEIVED.name),
+            pipe.record(f.inspection(seller, lpn, "B"), UNIT_INSPECTED.name),
+        ],
+    )  # worn box
     return f.refurbished(seller, lpn, "repackaged"), (seller, "A", 2, ["repackaged"])
 
 
 async def _grading_state(pipe: Pipeline, event: Any) -> Any:
     row = await pipe.pool.fetchrow(
-        "SELECT seller_id, grade, revision, refurbished FROM grading.units WHERE lpn = $1", event.lpn)
+        "SELECT seller_id, grade, revision, refurbished FROM grading.units WHERE lpn = $1", event.lpn
+    )
     return tuple(row.values())
 
 
@@ -107,8 +123,7 @@ async def _pick(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
 
 
 async def _unit_and_key_state(pipe: Pipeline, event: Any) -> Any:
-    unit = await pipe.pool.fetchrow("SELECT seller_id, place, sold_channel FROM ledger.units WHERE lpn = $1",
-                                    event.lpn)
+    unit = await pipe.pool.fetchrow("SELECT seller_id, place, sold_channel FROM ledger.units WHERE lpn = $1", event.lpn)
     keys = await _rows(pipe, "SELECT key, available, picked FROM ledger.stock WHERE seller_id = $1", event.seller_id)
     return tuple(unit.values()), keys
 
@@ -120,23 +135,33 @@ async def _exchange(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
 
 
 async def _exchange_state(pipe: Pipeline, request: Any) -> Any:
-    return (await _rows(pipe, "SELECT seller_id, status, lpn FROM ledger.exchanges WHERE exchange_id = $1",
-                        request.exchange_id),
-            await pipe.pool.fetchval("SELECT place FROM ledger.units WHERE lpn = $1", pipe.id("L1")))
+    return (
+        await _rows(
+            pipe, "SELECT seller_id, status, lpn FROM ledger.exchanges WHERE exchange_id = $1", request.exchange_id
+        ),
+        await pipe.pool.fetchval("SELECT place FROM ledger.units WHERE lpn = $1", pipe.id("L1")),
+    )
 
 
 async def _ack(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
     key = await _place(pipe, seller, pipe.id("L1"), "CAP-1")
     # Rejected: the key is blocked and its unit leaves it (the default policy has nowhere else).
     return f.ack(seller, key, "rejected", reason="needs a brand"), (
-        [(seller, "rejected", "needs a brand")], ("held", None))
+        [(seller, "rejected", "needs a brand")],
+        ("held", None),
+    )
 
 
 async def _ack_state(pipe: Pipeline, ack: Any) -> Any:
     key = ACKS.key_of(ack)
-    return (await _rows(pipe, "SELECT seller_id, status, reason FROM ledger.blocked_listings WHERE key = $1", key),
-            tuple((await pipe.pool.fetchrow("SELECT place, stock_key FROM ledger.units WHERE lpn = $1",
-                                            pipe.id("L1"))).values()))
+    return (
+        await _rows(pipe, "SELECT seller_id, status, reason FROM ledger.blocked_listings WHERE key = $1", key),
+        tuple(
+            (
+                await pipe.pool.fetchrow("SELECT place, stock_key FROM ledger.units WHERE lpn = $1", pipe.id("L1"))
+            ).values()
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -151,18 +176,54 @@ class Case:
 
 CASES = [
     Case(RMA, "intake", _rma, _rma_state, lambda pipe: {"order_id": "other-order"}, [(UNIT_RECEIVED.name, "")]),
-    Case(PARCEL_SCANNED, "intake", _scan, _scan_state,
-         lambda pipe: {"units": [ScannedUnit(lpn=pipe.id("L2"), sku="TEE-BLK-M")]}, [(UNIT_RECEIVED.name, "")]),
-    Case(UNIT_INSPECTED, "grading", _inspection, _grading_state,
-         lambda pipe: {"checks": InspectionChecks(**f.CHECKS["SCRAP"])}, [(UNIT_GRADED.name, "")]),
-    Case(UNIT_REFURBISHED, "grading", _refurbishment, _grading_state, lambda pipe: {"actions": ["cleaned"]},
-         [(UNIT_GRADED.name, "")]),
-    Case(UNIT_PICKED, "ledger", _pick, _unit_and_key_state, lambda pipe: {"channel": "tiktok"},
-         [(STOCK_ADJUSTMENTS.name, "")]),
-    Case(EXCHANGE_REQUESTED, "ledger", _exchange, _exchange_state, lambda pipe: {"sku": "DRESS-2"},
-         [(EXCHANGE_ALLOCATED.name, ""), (STOCK_ADJUSTMENTS.name, "")]),
-    Case(ACKS, "ledger", _ack, _ack_state, lambda pipe: {"status": "paused", "reason": "holiday"},
-         [(EXCEPTIONS.name, "no_destination"), (ALLOCATIONS.name, ""), (STOCK_ADJUSTMENTS.name, "")]),
+    Case(
+        PARCEL_SCANNED,
+        "intake",
+        _scan,
+        _scan_state,
+        lambda pipe: {"units": [ScannedUnit(lpn=pipe.id("L2"), sku="TEE-BLK-M")]},
+        [(UNIT_RECEIVED.name, "")],
+    ),
+    Case(
+        UNIT_INSPECTED,
+        "grading",
+        _inspection,
+        _grading_state,
+        lambda pipe: {"checks": InspectionChecks(**f.CHECKS["SCRAP"])},
+        [(UNIT_GRADED.name, "")],
+    ),
+    Case(
+        UNIT_REFURBISHED,
+        "grading",
+        _refurbishment,
+        _grading_state,
+        lambda pipe: {"actions": ["cleaned"]},
+        [(UNIT_GRADED.name, "")],
+    ),
+    Case(
+        UNIT_PICKED,
+        "ledger",
+        _pick,
+        _unit_and_key_state,
+        lambda pipe: {"channel": "tiktok"},
+        [(STOCK_ADJUSTMENTS.name, "")],
+    ),
+    Case(
+        EXCHANGE_REQUESTED,
+        "ledger",
+        _exchange,
+        _exchange_state,
+        lambda pipe: {"sku": "DRESS-2"},
+        [(EXCHANGE_ALLOCATED.name, ""), (STOCK_ADJUSTMENTS.name, "")],
+    ),
+    Case(
+        ACKS,
+        "ledger",
+        _ack,
+        _ack_state,
+        lambda pipe: {"status": "paused", "reason": "holiday"},
+        [(EXCEPTIONS.name, "no_destination"), (ALLOCATIONS.name, ""), (STOCK_ADJUSTMENTS.name, "")],
+    ),
 ]
 
 
@@ -171,8 +232,7 @@ def test_every_inbound_topic_has_a_case() -> None:
 
 
 def _summary(emitted: list[Emitted]) -> list[tuple[str, str]]:
-    return sorted((e.topic, e.event.kind if e.topic == EXCEPTIONS.name else "") for e in emitted
-                  if e.topic != DLQ.name)
+    return sorted((e.topic, e.event.kind if e.topic == EXCEPTIONS.name else "") for e in emitted if e.topic != DLQ.name)
 
 
 def _letters(emitted: list[Emitted]) -> list:
@@ -208,7 +268,9 @@ async def prepared(pipe: Pipeline, case: Case) -> Prepared:
 
 
 async def test_an_event_of_an_unknown_seller_becomes_an_exception_and_changes_nothing(
-    pipe: Pipeline, case: Case, prepared: Prepared,
+    pipe: Pipeline,
+    case: Case,
+    prepared: Prepared,
 ) -> None:
     stranger = f"stranger-{uuid.uuid4().hex[:8]}"  # never registered
     foreign = prepared.event.model_copy(update={"seller_id": stranger})
@@ -216,17 +278,21 @@ async def test_an_event_of_an_unknown_seller_becomes_an_exception_and_changes_no
     stats = await pipe.feed(processor, [pipe.record(foreign, case.topic.name)])
     out = await pipe.take_outbox(processor)
     assert [(e.topic, e.event.kind, e.event.seller_id, e.event.source_event_id) for e in out] == [
-        (EXCEPTIONS.name, "unknown_seller", stranger, foreign.event_id)]
+        (EXCEPTIONS.name, "unknown_seller", stranger, foreign.event_id)
+    ]
     assert (stats.applied, stats.exceptions, stats.dead_lettered) == (1, 1, 0)
     assert await case.state(pipe, prepared.event) == prepared.before
 
 
 async def test_the_same_event_id_with_the_same_content_has_one_effect(
-    pipe: Pipeline, case: Case, prepared: Prepared,
+    pipe: Pipeline,
+    case: Case,
+    prepared: Prepared,
 ) -> None:
     processor = getattr(pipe, case.service)
-    twice = await pipe.feed(processor, [pipe.record(prepared.event, case.topic.name),
-                                        pipe.record(prepared.event, case.topic.name)])
+    twice = await pipe.feed(
+        processor, [pipe.record(prepared.event, case.topic.name), pipe.record(prepared.event, case.topic.name)]
+    )
     retried = await pipe.feed(processor, [pipe.record(prepared.event, case.topic.name)])  # an upstream retry
     assert (twice.applied, twice.duplicates, retried.applied, retried.duplicates) == (1, 1, 0, 1)
     assert _summary(await pipe.take_outbox(processor)) == case.emits
@@ -234,7 +300,9 @@ async def test_the_same_event_id_with_the_same_content_has_one_effect(
 
 
 async def test_the_same_event_id_with_other_content_is_dead_lettered_once_and_the_first_stands(
-    pipe: Pipeline, case: Case, prepared: Prepared,
+    pipe: Pipeline,
+    case: Case,
+    prepared: Prepared,
 ) -> None:
     processor = getattr(pipe, case.service)
     await pipe.feed(processor, [pipe.record(prepared.event, case.topic.name)])
@@ -244,25 +312,31 @@ async def test_the_same_event_id_with_other_content_is_dead_lettered_once_and_th
     again = await pipe.feed(processor, [conflicting])  # re-delivered: no second dead letter
     out = await pipe.take_outbox(processor)
     assert [(d.kind, d.source.offset, d.seller_id) for d in _letters(out)] == [
-        ("conflicting_duplicate", conflicting.offset, prepared.seller)]
+        ("conflicting_duplicate", conflicting.offset, prepared.seller)
+    ]
     assert (stats.dead_lettered, again.dead_lettered) == (1, 0)
     assert [(line["kind"], line["event_id"]) for line in logged if line["event"] == "dead_lettered"] == [
-        ("conflicting_duplicate", str(prepared.event.event_id))]
+        ("conflicting_duplicate", str(prepared.event.event_id))
+    ]
     assert _summary(out) == case.emits
     assert await case.state(pipe, prepared.event) == prepared.applied
 
 
 async def test_an_oversized_record_is_dead_lettered_and_the_next_record_of_its_batch_applied(
-    pipe: Pipeline, case: Case, prepared: Prepared,
+    pipe: Pipeline,
+    case: Case,
+    prepared: Prepared,
 ) -> None:
     processor = getattr(pipe, case.service)
     document = orjson.loads(prepared.event.model_dump_json())
-    oversized = pipe.record(orjson.dumps({**document, "event_id": str(uuid.uuid4()), "pad": "x" * 300_000}),
-                            case.topic.name)
+    oversized = pipe.record(
+        orjson.dumps({**document, "event_id": str(uuid.uuid4()), "pad": "x" * 300_000}), case.topic.name
+    )
     stats = await pipe.feed(processor, [oversized, pipe.record(prepared.event, case.topic.name)])
     out = await pipe.take_outbox(processor)
     assert [(d.kind, d.source.offset, d.raw_size, d.truncated) for d in _letters(out)] == [
-        ("oversized", oversized.offset, len(oversized.value), True)]
+        ("oversized", oversized.offset, len(oversized.value), True)
+    ]
     assert (stats.of(case.topic.name).dead_lettered, stats.of(case.topic.name).applied) == (1, 1)
     assert _summary(out) == case.emits
     assert await case.state(pipe, prepared.event) == prepared.applied

@@ -88,14 +88,18 @@ async def test_intake_statements_do_not_grow_with_the_batch(pipe: Pipeline, coun
             seller = _seller_of(sellers, size, i)
             order = f.rma(seller, lines=[("TEE-BLK-M", 1)])
             records.append(pipe.record(order, RMA.name))
-            records.append(pipe.record(f.scan(seller, order.tracking_number, [(pipe.id(f"L{n}-{i}"), "TEE-BLK-M")]),
-                                       PARCEL_SCANNED.name))
+            records.append(
+                pipe.record(
+                    f.scan(seller, order.tracking_number, [(pipe.id(f"L{n}-{i}"), "TEE-BLK-M")]), PARCEL_SCANNED.name
+                )
+            )
         return records
 
     _, five, forty = await _sizes(counting, processor, batch)
     assert five == forty
-    assert await pipe.pool.fetchval(
-        "SELECT count(*) FROM intake.units WHERE seller_id = ANY($1::text[])", sellers) == 46
+    assert (
+        await pipe.pool.fetchval("SELECT count(*) FROM intake.units WHERE seller_id = ANY($1::text[])", sellers) == 46
+    )
 
 
 async def test_grading_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting, settings: Settings):
@@ -104,39 +108,56 @@ async def test_grading_statements_do_not_grow_with_the_batch(pipe: Pipeline, cou
 
     def batch(size: int, n: int) -> list[Record]:
         units = [(_seller_of(sellers, size, i), pipe.id(f"L{n}-{i}")) for i in range(size)]
-        return ([pipe.record(f.received(seller, lpn), UNIT_RECEIVED.name) for seller, lpn in units]
-                + [pipe.record(f.inspection(seller, lpn, "A"), UNIT_INSPECTED.name) for seller, lpn in units])
+        return [pipe.record(f.received(seller, lpn), UNIT_RECEIVED.name) for seller, lpn in units] + [
+            pipe.record(f.inspection(seller, lpn, "A"), UNIT_INSPECTED.name) for seller, lpn in units
+        ]
 
     _, five, forty = await _sizes(counting, processor, batch)
     assert five == forty
-    assert await pipe.pool.fetchval(
-        "SELECT count(*) FROM grading.units WHERE seller_id = ANY($1::text[]) AND grade = 'A'", sellers) == 46
+    assert (
+        await pipe.pool.fetchval(
+            "SELECT count(*) FROM grading.units WHERE seller_id = ANY($1::text[]) AND grade = 'A'", sellers
+        )
+        == 46
+    )
 
 
-async def test_relisting_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting,
-                                                               settings: Settings):
+async def test_relisting_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting, settings: Settings):
     sellers = await pipe.add_sellers(*SELLERS)
     processor = await counting.processor(settings, relisting_spec(), pipe.tag)
 
     def batch(size: int, n: int) -> list[Record]:
-        return [pipe.record(f.graded(_seller_of(sellers, size, i), pipe.id(f"L{n}-{i}"), "A"), UNIT_GRADED.name)
-                for i in range(size)]
+        return [
+            pipe.record(f.graded(_seller_of(sellers, size, i), pipe.id(f"L{n}-{i}"), "A"), UNIT_GRADED.name)
+            for i in range(size)
+        ]
 
     _, five, forty = await _sizes(counting, processor, batch)
     assert five == forty
-    assert await pipe.pool.fetchval(
-        "SELECT count(*) FROM relisting.decisions WHERE seller_id = ANY($1::text[])", sellers) == 46
+    assert (
+        await pipe.pool.fetchval("SELECT count(*) FROM relisting.decisions WHERE seller_id = ANY($1::text[])", sellers)
+        == 46
+    )
 
 
 async def test_ledger_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting, settings: Settings):
     sellers = await pipe.add_sellers(*SELLERS)
     processor = await counting.processor(settings, ledger_spec(), pipe.tag)
-    batches = {size: await pipe.decide([f.graded(_seller_of(sellers, size, i), pipe.id(f"L{size}-{i}"), "A",
-                                                 sku=f"SKU-{i % 3}") for i in range(size)]) for size in (1, 5, 40)}
+    batches = {
+        size: await pipe.decide(
+            [
+                f.graded(_seller_of(sellers, size, i), pipe.id(f"L{size}-{i}"), "A", sku=f"SKU-{i % 3}")
+                for i in range(size)
+            ]
+        )
+        for size in (1, 5, 40)
+    }
     _, five, forty = await _sizes(counting, processor, lambda size, _n: batches[size])
     assert five == forty
-    assert await pipe.pool.fetchval(
-        "SELECT sum(available) FROM ledger.stock WHERE seller_id = ANY($1::text[])", sellers) == 46
+    assert (
+        await pipe.pool.fetchval("SELECT sum(available) FROM ledger.stock WHERE seller_id = ANY($1::text[])", sellers)
+        == 46
+    )
     # Which keys are blocked is read with their stock counters, not in a round trip of its own.
     blocked_reads = [q for q in counting.queries if "FROM ledger.blocked_listings" in q]
     assert blocked_reads and all("FROM ledger.stock" in q for q in blocked_reads)

@@ -51,18 +51,26 @@ class World:
         return self.market.state.stock[(f"sku-{sku}", WAREHOUSE)]
 
     async def send(self, *adjustments) -> None:  # noqa: ANN002
-        await self.processor.process([f.Record(STOCK_ADJUSTMENTS.name, a.model_dump_json().encode(), 0,
-                                               next(self.offsets), b"k") for a in adjustments])
+        await self.processor.process(
+            [
+                f.Record(STOCK_ADJUSTMENTS.name, a.model_dump_json().encode(), 0, next(self.offsets), b"k")
+                for a in adjustments
+            ]
+        )
 
     async def ask(self, *requests: ListingRequested) -> None:
-        await self.processor.process([f.Record(LISTINGS.name, r.model_dump_json().encode(), 0, next(self.offsets),
-                                               b"k") for r in requests])
+        await self.processor.process(
+            [f.Record(LISTINGS.name, r.model_dump_json().encode(), 0, next(self.offsets), b"k") for r in requests]
+        )
 
     async def outbox(self) -> list:
-        rows = await self.pool.fetch("DELETE FROM rebound.outbox WHERE producer = $1 RETURNING id, topic, payload",
-                                     self.processor.consumer)
-        return [(r["topic"], TOPICS_BY_NAME[r["topic"]].model.model_validate_json(bytes(r["payload"])))
-                for r in sorted(rows, key=lambda r: r["id"])]
+        rows = await self.pool.fetch(
+            "DELETE FROM rebound.outbox WHERE producer = $1 RETURNING id, topic, payload", self.processor.consumer
+        )
+        return [
+            (r["topic"], TOPICS_BY_NAME[r["topic"]].model.model_validate_json(bytes(r["payload"])))
+            for r in sorted(rows, key=lambda r: r["id"])
+        ]
 
     async def sync(self) -> None:
         while await self.syncer.round():
@@ -81,8 +89,12 @@ class World:
         self.market.state.stock[(f"sku-{sku}", WAREHOUSE)] = Stock(f"prod-{sku}", f"sku-{sku}", WAREHOUSE, quantity)
         if mapped:
             async with self.pool.acquire() as conn:
-                await map_listing(conn, key, f"shop-{self.seller}", {
-                    "product_id": f"prod-{sku}", "sku_id": f"sku-{sku}", "warehouse_id": WAREHOUSE})
+                await map_listing(
+                    conn,
+                    key,
+                    f"shop-{self.seller}",
+                    {"product_id": f"prod-{sku}", "sku_id": f"sku-{sku}", "warehouse_id": WAREHOUSE},
+                )
         return key
 
 
@@ -95,8 +107,14 @@ async def world(pool, tmp_path: Path) -> AsyncIterator[World]:  # noqa: ANN001
         await connect_tiktok(pool, market, url, seller, tmp_path)
         producer = f"it-connectors-{seller}"
         try:
-            yield World(pool, market, Syncer(pool, producer, Shops(pool, client)),
-                        BatchProcessor(producer, spec().routes, pool), seller, iter(range(1, 1 << 30)))
+            yield World(
+                pool,
+                market,
+                Syncer(pool, producer, Shops(pool, client)),
+                BatchProcessor(producer, spec().routes, pool),
+                seller,
+                iter(range(1, 1 << 30)),
+            )
         finally:  # the stand-in stops with the test: no connector may keep calling it
             await pool.execute("DELETE FROM connectors.shops WHERE seller_id = $1", seller)
 
@@ -198,7 +216,9 @@ async def test_an_unmapped_key_is_rejected_once_and_moves_once_mapped(world: Wor
     await world.sync()
     out = await world.outbox()
     assert [(t, getattr(e, "status", None) or e.kind) for t, e in out] == [
-        (ACKS.name, "rejected"), (EXCEPTIONS.name, "unmapped_listing")]
+        (ACKS.name, "rejected"),
+        (EXCEPTIONS.name, "unmapped_listing"),
+    ]
     await world.send(f.adjusted(world.seller, "SOCK", 2, -1))  # the ledger moved the unit away
     await world.listing("SOCK")
     await world.sync()
@@ -215,12 +235,16 @@ def _held_back(world: World) -> None:
     world.market.state.faults.sku_errors = 1.0  # the product's status does not let it sell
 
 
-@pytest.mark.parametrize(("refuse", "status", "message"), [
-    (_gone, "rejected", "has no stock record"),
-    (_held_back, "paused", "can not be actiavted"),
-])
+@pytest.mark.parametrize(
+    ("refuse", "status", "message"),
+    [
+        (_gone, "rejected", "has no stock record"),
+        (_held_back, "paused", "can not be actiavted"),
+    ],
+)
 async def test_a_refusal_is_acknowledged_once_with_the_marketplaces_message(
-        world: World, refuse: Callable[[World], None], status: str, message: str) -> None:
+    world: World, refuse: Callable[[World], None], status: str, message: str
+) -> None:
     key = await world.listing("SHOE")
     refuse(world)
     await world.send(f.adjusted(world.seller, "SHOE", 1, +1), f.adjusted(world.seller, "SHOE", 2, +1))
@@ -231,7 +255,8 @@ async def test_a_refusal_is_acknowledged_once_with_the_marketplaces_message(
     assert acked == status and message in reason
     assert world.market.state.writes == 0
     assert (await world.pool.fetchval("SELECT blocked FROM connectors.listings WHERE key = $1", key)).startswith(
-        f"{status}: ")
+        f"{status}: "
+    )
 
 
 async def test_throttling_and_outages_write_nothing_twice_and_the_run_goes_through_after(world: World) -> None:
@@ -254,8 +279,9 @@ async def test_an_expired_token_is_refreshed_and_the_new_tokens_are_stored(world
     world.market.state.faults.expire_tokens = True
     await world.sync()
     assert world.stock("TIE").quantity == 1
-    tokens = orjson.loads(await world.pool.fetchval(
-        "SELECT tokens FROM connectors.shops WHERE seller_id = $1", world.seller))
+    tokens = orjson.loads(
+        await world.pool.fetchval("SELECT tokens FROM connectors.shops WHERE seller_id = $1", world.seller)
+    )
     shop = world.market.state.shops[f"cipher-{world.seller}"]
     assert (tokens["access_token"], tokens["refresh_token"]) == (shop.access_token, shop.refresh_token)
     assert "at-1" not in (shop.access_token, tokens["access_token"]) and tokens["refresh_token"] != "rt-1"
@@ -273,7 +299,8 @@ async def test_a_sale_made_between_the_read_and_the_write_is_restored_from_the_o
 
 
 async def test_on_shopify_a_sale_between_the_read_and_the_write_makes_it_stale_and_it_is_read_again(
-        pool, tmp_path: Path) -> None:  # noqa: ANN001
+    pool, tmp_path: Path
+) -> None:  # noqa: ANN001
     seller = f"conn-{uuid.uuid4().hex[:8]}"
     await pool.execute("INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $1)", seller)
     market = ShopifyStandIn(seed=8)
@@ -285,8 +312,9 @@ async def test_on_shopify_a_sale_between_the_read_and_the_write_makes_it_stale_a
     key = f"{seller}:shopify:W1:TEE:new"
     async with serving(market.app) as url, httpx.AsyncClient() as client:
         async with pool.acquire() as conn:
-            await connect_shop(conn, seller, "shopify", f"shop-{seller}", shopify_settings(f"{url}/store-1", token),
-                               None)
+            await connect_shop(
+                conn, seller, "shopify", f"shop-{seller}", shopify_settings(f"{url}/store-1", token), None
+            )
             await map_listing(conn, key, f"shop-{seller}", {"inventory_item_id": item, "location_id": location})
         producer = f"it-connectors-{seller}"
         processor = BatchProcessor(producer, spec().routes, pool)
@@ -367,8 +395,10 @@ async def test_a_key_that_must_wait_waits_alone_and_moves_when_its_time_comes(wo
     world.syncer.marketplace_of = holding
     await world.sync()
     assert (world.stock("PEN").quantity, world.stock("INK").quantity) == (0, 1)
-    row = await world.pool.fetchrow("SELECT intent, not_before > now() + interval '50 minutes' AS later"
-                                    " FROM connectors.listings WHERE key = $1", waiting)
+    row = await world.pool.fetchrow(
+        "SELECT intent, not_before > now() + interval '50 minutes' AS later FROM connectors.listings WHERE key = $1",
+        waiting,
+    )
     assert row["intent"] is None and row["later"]  # nothing was written; not due for an hour
     world.syncer.marketplace_of = shops
     await world.sync()
@@ -380,12 +410,14 @@ async def test_a_key_that_must_wait_waits_alone_and_moves_when_its_time_comes(wo
 
 
 async def _drifts(world: World) -> list:
-    return [event for topic, event in await world.outbox()
-            if topic == EXCEPTIONS.name and event.kind == "storefront_drift"]
+    return [
+        event for topic, event in await world.outbox() if topic == EXCEPTIONS.name and event.kind == "storefront_drift"
+    ]
 
 
 async def test_sales_are_no_drift_and_a_number_changed_behind_the_connectors_back_is_reported_once(
-        world: World) -> None:
+    world: World,
+) -> None:
     key = await world.listing("BELT", quantity=2)
     await world.send(*(f.adjusted(world.seller, "BELT", s, +1, available=s) for s in (1, 2)))
     await world.sync()
@@ -441,8 +473,9 @@ async def test_a_unit_sold_twice_is_reported_and_owed_even_with_nothing_pending(
     async with world.pool.acquire() as conn:
         repo = ConnectorRepository(conn)
         [adjustment] = await repo.pending(key, 0, 10)
-        await repo.applied(key, 1, Intent(first=1, last=1, seen=1, written=2, at=read_at, written_at=time.time()),
-                           last=adjustment)
+        await repo.applied(
+            key, 1, Intent(first=1, last=1, seen=1, written=2, at=read_at, written_at=time.time()), last=adjustment
+        )
     await world.outbox()
     await world.sync()
     [short] = [event for topic, event in await world.outbox() if topic == EXCEPTIONS.name]
@@ -453,22 +486,38 @@ async def test_a_unit_sold_twice_is_reported_and_owed_even_with_nothing_pending(
     assert (world.stock("HAT").quantity, world.stock("HAT").sold) == (0, 3)  # the next unit went to that order
 
 
-def _request(seller: str, sku: str, price: str, note: str, *, later: int = 0, condition: str = "open_box",
-             currency: str = "USD") -> ListingRequested:
+def _request(
+    seller: str, sku: str, price: str, note: str, *, later: int = 0, condition: str = "open_box", currency: str = "USD"
+) -> ListingRequested:
     return ListingRequested(
-        event_id=uuid.uuid4(), occurred_at=f.T0 + timedelta(days=4, minutes=later), seller_id=seller,
-        action="upsert", shop_id=f"shop-{seller}", channel="tiktok", warehouse_id="W1", sku=sku, condition=condition,
-        price=Money(amount=Decimal(price), currency=currency), condition_note=note,
-        listing_sku=f"{sku}-OB" if condition == "open_box" else None)
+        event_id=uuid.uuid4(),
+        occurred_at=f.T0 + timedelta(days=4, minutes=later),
+        seller_id=seller,
+        action="upsert",
+        shop_id=f"shop-{seller}",
+        channel="tiktok",
+        warehouse_id="W1",
+        sku=sku,
+        condition=condition,
+        price=Money(amount=Decimal(price), currency=currency),
+        condition_note=note,
+        listing_sku=f"{sku}-OB" if condition == "open_box" else None,
+    )
 
 
 async def test_a_listing_request_tells_whoever_maps_the_key_what_to_create(world: World, settings) -> None:  # noqa: ANN001
     key = f"{world.seller}:tiktok:W1:LAMP:open_box"
-    await world.ask(_request(world.seller, "LAMP", "19.90", "Open box: inspected, like new", later=2),
-                    _request(world.seller, "LAMP", "24.00", "an older request", later=1))  # late: ignored
-    shown = subprocess.run([sys.executable, "-m", "rebound", "connect", "unmapped", "--seller", world.seller],
-                           env={**os.environ, "DATABASE_URL": settings.database_url}, capture_output=True, text=True,
-                           timeout=60)
+    await world.ask(
+        _request(world.seller, "LAMP", "19.90", "Open box: inspected, like new", later=2),
+        _request(world.seller, "LAMP", "24.00", "an older request", later=1),
+    )  # late: ignored
+    shown = subprocess.run(
+        [sys.executable, "-m", "rebound", "connect", "unmapped", "--seller", world.seller],
+        env={**os.environ, "DATABASE_URL": settings.database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert shown.returncode == 0, shown.stderr
     [line] = [line for line in shown.stdout.splitlines() if key in line]
     assert "open_box LAMP-OB" in line and "19.90 USD" in line and "like new" in line and "24.00" not in line
@@ -476,8 +525,11 @@ async def test_a_listing_request_tells_whoever_maps_the_key_what_to_create(world
     await world.sync()
     [(_, rejected), (_, exception)] = await world.outbox()
     assert rejected.status == "rejected" and exception.kind == "unmapped_listing"
-    assert "create it in shop shop-" in exception.detail and "open_box at 19.90 USD (listed as SKU LAMP-OB)" in \
-        exception.detail and "like new" in exception.detail
+    assert (
+        "create it in shop shop-" in exception.detail
+        and "open_box at 19.90 USD (listed as SKU LAMP-OB)" in exception.detail
+        and "like new" in exception.detail
+    )
 
 
 async def test_a_listing_requests_price_is_set_before_its_first_unit_is_offered(world: World) -> None:

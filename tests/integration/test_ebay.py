@@ -15,8 +15,15 @@ import httpx
 import orjson
 import pytest
 
-from rebound.connectors.ebay import (PACE_BURST, PACIFIC, REVISIONS_A_DAY, Credentials, EbayShop, revision_day,
-                                     seconds_to_next_day)
+from rebound.connectors.ebay import (
+    PACE_BURST,
+    PACIFIC,
+    REVISIONS_A_DAY,
+    Credentials,
+    EbayShop,
+    revision_day,
+    seconds_to_next_day,
+)
 from rebound.connectors.marketplace import NotYet, Paused, Refused, Throttled, Unauthorized, Unavailable
 from rebound.standins import serving
 from rebound.standins.ebay import EbayStandIn
@@ -62,26 +69,56 @@ async def clocked() -> AsyncIterator[tuple[EbayStandIn, str, httpx.AsyncClient, 
 
 def _credentials(clock: Clock | None = None, expires_in: float = 3600, **kw) -> Credentials:  # noqa: ANN003
     now = clock() if clock else time.time()
-    given = {"client_id": "Rebound-Rebound-PRD-4e1c0f2a3-5b6d7e8f", "client_secret": "PRD-e1c0f2a35b6d-7e8f",
-             "access_token": "v^1.1#i^1#seeded", "refresh_token": "v^1.1#i^1#r^1#refresh",
-             "access_token_expires_at": now + expires_in}
+    given = {
+        "client_id": "Rebound-Rebound-PRD-4e1c0f2a3-5b6d7e8f",
+        "client_secret": "PRD-e1c0f2a35b6d-7e8f",
+        "access_token": "v^1.1#i^1#seeded",
+        "refresh_token": "v^1.1#i^1#r^1#refresh",
+        "access_token_expires_at": now + expires_in,
+    }
     return Credentials(**{**given, **kw})
 
 
-async def _shop(url: str, client: httpx.AsyncClient, *, clock: Clock | None = None, quantity: int = 2,
-                available: int | None = None, credentials: Credentials | None = None,
-                seller: dict | None = None, **kw) -> EbayShop:  # noqa: ANN003
+async def _shop(
+    url: str,
+    client: httpx.AsyncClient,
+    *,
+    clock: Clock | None = None,
+    quantity: int = 2,
+    available: int | None = None,
+    credentials: Credentials | None = None,
+    seller: dict | None = None,
+    **kw,
+) -> EbayShop:  # noqa: ANN003
     """The seller and its listings on the stand-in, as an operator would set them up, and the
     adapter for it."""
     c = credentials or _credentials(clock)
-    await client.post(f"{url}/_standin/sellers", content=orjson.dumps({
-        "name": "rebound-returns", "client_id": c.client_id, "client_secret": c.client_secret,
-        "refresh_token": c.refresh_token, "access_token": c.access_token,
-        "access_token_expires_at": c.access_token_expires_at, **(seller or {})}))
+    await client.post(
+        f"{url}/_standin/sellers",
+        content=orjson.dumps(
+            {
+                "name": "rebound-returns",
+                "client_id": c.client_id,
+                "client_secret": c.client_secret,
+                "refresh_token": c.refresh_token,
+                "access_token": c.access_token,
+                "access_token_expires_at": c.access_token_expires_at,
+                **(seller or {}),
+            }
+        ),
+    )
     for ids, units in ((LISTING, quantity), (OTHER, 10)):
-        await client.post(f"{url}/_standin/listings", content=orjson.dumps({
-            "seller": "rebound-returns", **ids, "quantity": units,
-            **({"available": available} if available is not None and ids is LISTING else {})}))
+        await client.post(
+            f"{url}/_standin/listings",
+            content=orjson.dumps(
+                {
+                    "seller": "rebound-returns",
+                    **ids,
+                    "quantity": units,
+                    **({"available": available} if available is not None and ids is LISTING else {}),
+                }
+            ),
+        )
     return EbayShop(c, client, api=url, clock=clock or time.time, **kw)
 
 
@@ -154,14 +191,27 @@ async def test_a_per_item_error_of_a_207_is_refused_with_ebays_message(standin) 
     market, url, client = standin
     shop = await _shop(url, client)
     market.state.faults.listing_errors = 1.0
-    answer = await client.post(url + BULK, headers={
-        "Authorization": f"Bearer {shop.credentials.access_token}"}, json={"requests": [
-            {"sku": SKU, "shipToLocationAvailability": {"quantity": 3},
-             "offers": [{"offerId": OFFER, "availableQuantity": 3}]}]})
+    answer = await client.post(
+        url + BULK,
+        headers={"Authorization": f"Bearer {shop.credentials.access_token}"},
+        json={
+            "requests": [
+                {
+                    "sku": SKU,
+                    "shipToLocationAvailability": {"quantity": 3},
+                    "offers": [{"offerId": OFFER, "availableQuantity": 3}],
+                }
+            ]
+        },
+    )
     assert answer.status_code == 207
     [result] = answer.json()["responses"]
     assert (result["statusCode"], result["sku"], result["offerId"], result["errors"][0]["errorId"]) == (
-        400, SKU, OFFER, 25097)
+        400,
+        SKU,
+        OFFER,
+        25097,
+    )
     with pytest.raises(Paused, match="25097 This listing is on hold due to a policy violation"):
         await shop.set_quantity(LISTING, 3)  # held back, not refused for good
     market.state.faults.listing_errors = 0.0
@@ -171,8 +221,11 @@ async def test_a_per_item_error_of_a_207_is_refused_with_ebays_message(standin) 
     with pytest.raises(Refused, match=r"25002 .*not associated with SKU"):
         await shop.set_quantity({"sku": SKU, "offer_id": OTHER["offer_id"]}, 3)
     assert (_listing(market).quantity, _listing(market).available, market.state.writes) == (2, 2, 0)
-    too_many = await client.post(url + BULK, headers={
-        "Authorization": f"Bearer {shop.credentials.access_token}"}, json={"requests": [{"sku": SKU}] * 26})
+    too_many = await client.post(
+        url + BULK,
+        headers={"Authorization": f"Bearer {shop.credentials.access_token}"},
+        json={"requests": [{"sku": SKU}] * 26},
+    )
     assert too_many.status_code == 400 and too_many.json()["errors"][0]["errorId"] == 25709
 
 
@@ -248,8 +301,9 @@ async def test_a_token_about_to_expire_is_refreshed_before_the_call(standin) -> 
 async def test_a_token_without_the_scope_is_unauthorized(standin) -> None:  # noqa: ANN001
     _, url, client = standin
     readonly = _credentials(scopes=(INVENTORY_SCOPE + ".readonly", FULFILLMENT_SCOPE))
-    shop = await _shop(url, client, credentials=readonly, seller={
-        "scopes": [INVENTORY_SCOPE + ".readonly", FULFILLMENT_SCOPE]})
+    shop = await _shop(
+        url, client, credentials=readonly, seller={"scopes": [INVENTORY_SCOPE + ".readonly", FULFILLMENT_SCOPE]}
+    )
     assert await shop.quantity(LISTING) == 2
     with pytest.raises(Unauthorized, match="1100 Access denied"):
         await shop.set_quantity(LISTING, 3)

@@ -18,10 +18,19 @@ HOLD_MS = 20_000  # far longer than any poll below
 
 async def test_a_commit_ends_a_held_read_committed_fetch(settings, scratch_topic) -> None:  # noqa: ANN001
     bootstrap = settings.kafka_bootstrap_servers
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", group_id=None,
-                                enable_auto_commit=False, fetch_max_wait_ms=HOLD_MS)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"it-hold-{uuid.uuid4().hex[:8]}",
-                                enable_idempotence=True, linger_ms=0)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=HOLD_MS,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        transactional_id=f"it-hold-{uuid.uuid4().hex[:8]}",
+        enable_idempotence=True,
+        linger_ms=0,
+    )
     await consumer.start()
     await producer.start()
     try:

@@ -53,8 +53,9 @@ async def _get(port: int, path: str) -> tuple[int, bytes]:
     return int(head.split(b" ", 2)[1]), body
 
 
-async def _poll(service: ServiceProcess, port: int, path: str, done: Callable[[int, bytes], bool],
-                timeout: float) -> tuple[int, bytes]:
+async def _poll(
+    service: ServiceProcess, port: int, path: str, done: Callable[[int, bytes], bool], timeout: float
+) -> tuple[int, bytes]:
     deadline = time.monotonic() + timeout
     while True:
         status, body = await _get(port, path)
@@ -68,8 +69,11 @@ async def _poll(service: ServiceProcess, port: int, path: str, done: Callable[[i
 
 
 def _values(body: bytes) -> dict[tuple[str, frozenset], float]:
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
 
 
 def _value(body: bytes, name: str, **labels: str) -> float | None:
@@ -88,14 +92,23 @@ async def _add_seller(pool: asyncpg.Pool) -> str:
 
 
 async def test_a_service_process_serves_health_ready_and_metrics_and_exits_0_on_sigterm(
-    pool: asyncpg.Pool, settings: Settings, tmp_path: Path,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    tmp_path: Path,
 ) -> None:
     seller = await _add_seller(pool)
     port = _free_port()
     service = ServiceProcess("intake", 0, tmp_path / "intake.log")
-    service.start({**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-                   "DATABASE_URL": settings.database_url, "REBOUND_LOG_FORMAT": "json",
-                   "REBOUND_HTTP_PORT": str(port), "REBOUND_HTTP_HOST": "127.0.0.1"})
+    service.start(
+        {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "DATABASE_URL": settings.database_url,
+            "REBOUND_LOG_FORMAT": "json",
+            "REBOUND_HTTP_PORT": str(port),
+            "REBOUND_HTTP_HOST": "127.0.0.1",
+        }
+    )
     try:
         status, body = await _poll(service, port, "/health", lambda s, _: s != 0, 60)
         assert (status, orjson.loads(body)) == (200, {"status": "ok"})
@@ -109,22 +122,29 @@ async def test_a_service_process_serves_health_ready_and_metrics_and_exits_0_on_
         try:
             for partition in _rma_partitions(body):
                 order = f.rma(seller)
-                await producer.send_and_wait(RMA.name, order.model_dump_json().encode(),
-                                             key=RMA.key_of(order).encode(), partition=partition)
+                await producer.send_and_wait(
+                    RMA.name, order.model_dump_json().encode(), key=RMA.key_of(order).encode(), partition=partition
+                )
                 await producer.send_and_wait(RMA.name, b"{not json", key=b"obs-bad", partition=partition)
         finally:
             await producer.stop()
 
         def processed_both(status: int, body: bytes) -> bool:
-            return status == 200 and (_value(body, "rebound_messages_processed_total", topic=RMA.name) or 0) >= 1 \
+            return (
+                status == 200
+                and (_value(body, "rebound_messages_processed_total", topic=RMA.name) or 0) >= 1
                 and (_value(body, "rebound_messages_dead_lettered_total", topic=RMA.name) or 0) >= 1
+            )
 
         _, body = await _poll(service, port, "/metrics", processed_both, 60)
         values = _values(body)
         assert (_value(body, "rebound_batch_duration_seconds_count") or 0) >= 1
         assert _value(body, "rebound_batches_failed_total") == 0
-        lag_partitions = {dict(labels)["partition"] for name, labels in values
-                          if name == "rebound_consumer_lag" and dict(labels)["topic"] == RMA.name}
+        lag_partitions = {
+            dict(labels)["partition"]
+            for name, labels in values
+            if name == "rebound_consumer_lag" and dict(labels)["topic"] == RMA.name
+        }
         assert lag_partitions == {str(p) for p in range(RMA.partitions)}
         assert _value(body, "rebound_outbox_rows") >= 0 and _value(body, "rebound_outbox_oldest_age_seconds") >= 0
         families = {family.name for family in text_string_to_metric_families(body.decode())}
@@ -140,8 +160,7 @@ async def test_a_service_process_serves_health_ready_and_metrics_and_exits_0_on_
     finally:
         code = service.stop(30)
     assert code == 0, f"exit code {code}; see {service.log_path}"
-    started = [orjson.loads(line) for line in service.log_path.read_bytes().splitlines()
-               if b'"http_listening"' in line]
+    started = [orjson.loads(line) for line in service.log_path.read_bytes().splitlines() if b'"http_listening"' in line]
     assert [(e["port"], e["service"]) for e in started] == [(port, "intake")]
 
 
@@ -157,22 +176,28 @@ async def test_batch_stats_count_each_consumed_topic_and_say_what_each_event_cau
         return f.Record(topic, value, 0, next(offsets), b"k")
 
     try:
-        stats = await processor.process([
-            record(RMA.name, order.model_dump_json().encode()),
-            record(RMA.name, order.model_dump_json().encode()),  # the same event again
-            record(PARCEL_SCANNED.name, parcel.model_dump_json().encode()),
-            record(PARCEL_SCANNED.name, b"{oops"),
-        ])
+        stats = await processor.process(
+            [
+                record(RMA.name, order.model_dump_json().encode()),
+                record(RMA.name, order.model_dump_json().encode()),  # the same event again
+                record(PARCEL_SCANNED.name, parcel.model_dump_json().encode()),
+                record(PARCEL_SCANNED.name, b"{oops"),
+            ]
+        )
     finally:
         await pool.execute("DELETE FROM rebound.outbox WHERE producer = $1", processor.consumer)
-    assert stats.by_topic == {RMA.name: TopicStats(applied=1, duplicates=1),
-                              PARCEL_SCANNED.name: TopicStats(applied=1, dead_lettered=1)}
+    assert stats.by_topic == {
+        RMA.name: TopicStats(applied=1, duplicates=1),
+        PARCEL_SCANNED.name: TopicStats(applied=1, dead_lettered=1),
+    }
     assert (stats.applied, stats.duplicates, stats.dead_lettered) == (2, 1, 1)
     assert stats.emitted == [(UNIT_RECEIVED.name, parcel.occurred_at)]  # dead letters have no cause event
 
 
 async def test_the_relay_reports_the_topics_of_each_batch_it_published(
-    pool: asyncpg.Pool, settings: Settings, scratch_topic: str,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    scratch_topic: str,
 ) -> None:
     producer = f"it-obs-relay-{uuid.uuid4().hex[:8]}"
     buffer = OutboxBuffer(producer)
@@ -181,8 +206,9 @@ async def test_the_relay_reports_the_topics_of_each_batch_it_published(
     async with pool.acquire() as conn, conn.transaction():
         await buffer.flush(conn)
     reported: list[str] = []
-    relay = OutboxRelay(settings.database_url, settings.kafka_bootstrap_servers, producer, batch_size=2,
-                        on_published=reported.extend)
+    relay = OutboxRelay(
+        settings.database_url, settings.kafka_bootstrap_servers, producer, batch_size=2, on_published=reported.extend
+    )
     task = asyncio.create_task(relay.run())
     try:
         deadline = time.monotonic() + 30
@@ -197,7 +223,8 @@ async def test_the_relay_reports_the_topics_of_each_batch_it_published(
 
 
 async def test_the_group_lag_counts_from_the_committed_offset_or_the_log_start(
-    settings: Settings, scratch_topic: str,
+    settings: Settings,
+    scratch_topic: str,
 ) -> None:
     p0, p1, p2 = (TopicPartition(scratch_topic, p) for p in range(3))
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
@@ -209,8 +236,9 @@ async def test_the_group_lag_counts_from_the_committed_offset_or_the_log_start(
     finally:
         await producer.stop()
     group_id = f"it-obs-lag-{uuid.uuid4().hex[:8]}"
-    committer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group_id,
-                                 enable_auto_commit=False)
+    committer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group_id, enable_auto_commit=False
+    )
     await committer.start()
     try:
         committer.assign([p0])
@@ -238,12 +266,15 @@ async def test_a_sample_reads_the_outbox_backlog_of_its_producer_only(pool: asyn
     rows = [(producer, 30), (producer, 5), (producer, 0), (f"{producer}-other", 600)]
     await pool.executemany(
         "INSERT INTO rebound.outbox (producer, topic, key, payload, created_at)"
-        " VALUES ($1, 'it.obs.none', 'k', '\\x7b7d', clock_timestamp() - make_interval(secs => $2))", rows)
+        " VALUES ($1, 'it.obs.none', 'k', '\\x7b7d', clock_timestamp() - make_interval(secs => $2))",
+        rows,
+    )
     try:
         await probes.sample()
     finally:
-        await pool.execute("DELETE FROM rebound.outbox WHERE producer = ANY($1::text[])",
-                           [producer, f"{producer}-other"])
+        await pool.execute(
+            "DELETE FROM rebound.outbox WHERE producer = ANY($1::text[])", [producer, f"{producer}-other"]
+        )
     registry = probes.metrics.registry
     assert registry.get_sample_value("rebound_outbox_rows") == 3
     assert 30 <= registry.get_sample_value("rebound_outbox_oldest_age_seconds") < 60

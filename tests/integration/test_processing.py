@@ -60,31 +60,45 @@ async def _through_everything(pipe: Pipeline, inbound: list) -> dict[str, list]:
 async def test_a_return_flows_to_exactly_one_adjustment_per_sellable_unit(pipe: Pipeline) -> None:
     [seller] = await pipe.add_sellers("s")
     order = f.rma(seller, lines=[("TEE-BLK-M", 1), ("JEANS-L", 1), ("HAT", 1)])
-    parcel = f.scan(seller, order.tracking_number,
-                    [(pipe.id("A1"), "TEE-BLK-M"), (pipe.id("B1"), "JEANS-L"), (pipe.id("C1"), "HAT")])
-    out = await _through_everything(pipe, [
-        pipe.record(f.inspection(seller, pipe.id("A1"), "A"), UNIT_INSPECTED.name),  # inspected before the scan
-        pipe.record(parcel, PARCEL_SCANNED.name),                           # scanned before the RMA
-        pipe.record(order, RMA.name),
-        pipe.record(f.inspection(seller, pipe.id("B1"), "B"), UNIT_INSPECTED.name),
-        pipe.record(f.inspection(seller, pipe.id("C1"), "C"), UNIT_INSPECTED.name),
-    ])
+    parcel = f.scan(
+        seller,
+        order.tracking_number,
+        [(pipe.id("A1"), "TEE-BLK-M"), (pipe.id("B1"), "JEANS-L"), (pipe.id("C1"), "HAT")],
+    )
+    out = await _through_everything(
+        pipe,
+        [
+            pipe.record(f.inspection(seller, pipe.id("A1"), "A"), UNIT_INSPECTED.name),  # inspected before the scan
+            pipe.record(parcel, PARCEL_SCANNED.name),  # scanned before the RMA
+            pipe.record(order, RMA.name),
+            pipe.record(f.inspection(seller, pipe.id("B1"), "B"), UNIT_INSPECTED.name),
+            pipe.record(f.inspection(seller, pipe.id("C1"), "C"), UNIT_INSPECTED.name),
+        ],
+    )
     assert sorted((g.lpn, g.grade) for g in out[UNIT_GRADED.name]) == [
-        (pipe.id("A1"), "A"), (pipe.id("B1"), "B"), (pipe.id("C1"), "C")]
-    adjustments = sorted((a.cause.lpn, a.condition, a.delta, a.available, a.sequence)
-                         for a in out[STOCK_ADJUSTMENTS.name])
+        (pipe.id("A1"), "A"),
+        (pipe.id("B1"), "B"),
+        (pipe.id("C1"), "C"),
+    ]
+    adjustments = sorted(
+        (a.cause.lpn, a.condition, a.delta, a.available, a.sequence) for a in out[STOCK_ADJUSTMENTS.name]
+    )
     assert adjustments == [(pipe.id("A1"), "new", 1, 1, 1), (pipe.id("B1"), "open_box", 1, 1, 1)]
     assert out[EXCEPTIONS.name] == []  # parked a moment, then matched: nothing for operators
     stock = await pipe.pool.fetch("SELECT key, available FROM ledger.stock WHERE seller_id = $1", seller)
     assert sorted((r["key"].split(":")[3:], r["available"]) for r in stock) == [
-        (["JEANS-L", "open_box"], 1), (["TEE-BLK-M", "new"], 1)]
+        (["JEANS-L", "open_box"], 1),
+        (["TEE-BLK-M", "new"], 1),
+    ]
 
 
 async def test_a_redelivered_batch_has_no_second_effect(pipe: Pipeline) -> None:
     [seller] = await pipe.add_sellers("s")
     order = f.rma(seller)
-    batch = [pipe.record(order, RMA.name),
-             pipe.record(f.scan(seller, order.tracking_number, [(pipe.id("L1"), "TEE-BLK-M")]), PARCEL_SCANNED.name)]
+    batch = [
+        pipe.record(order, RMA.name),
+        pipe.record(f.scan(seller, order.tracking_number, [(pipe.id("L1"), "TEE-BLK-M")]), PARCEL_SCANNED.name),
+    ]
     first = await pipe.feed(pipe.intake, batch)
     assert (first.applied, len(await pipe.take_outbox(pipe.intake))) == (2, 1)
     again = await pipe.feed(pipe.intake, batch)  # the same records, as after a crash before the offset commit
@@ -104,7 +118,8 @@ async def test_the_same_event_id_with_other_content_is_dead_lettered_once(pipe: 
     assert [(d.kind, d.source.offset) for d in letters] == [("conflicting_duplicate", conflicting.offset)]
     assert orjson.loads(base64.b64decode(letters[0].raw_base64))["order_id"] == "other-order"
     kept = await pipe.pool.fetchval(
-        "SELECT order_id FROM intake.rmas WHERE seller_id = $1 AND return_id = $2", seller, order.return_id)
+        "SELECT order_id FROM intake.rmas WHERE seller_id = $1 AND return_id = $2", seller, order.return_id
+    )
     assert kept == order.order_id
 
 
@@ -115,8 +130,11 @@ async def test_bad_records_are_dead_lettered_and_the_batch_goes_on(pipe: Pipelin
     stats = await pipe.feed(pipe.intake, [bad[0], bad[1], pipe.record(order, RMA.name), bad[2]])
     assert (stats.applied, stats.dead_lettered) == (1, 3)
     emitted = await pipe.take_outbox(pipe.intake)
-    assert sorted(e.event.kind for e in emitted if e.topic == DLQ.name) == ["invalid_json", "invalid_json",
-                                                                             "schema_violation"]
+    assert sorted(e.event.kind for e in emitted if e.topic == DLQ.name) == [
+        "invalid_json",
+        "invalid_json",
+        "schema_violation",
+    ]
     assert await pipe.pool.fetchval("SELECT count(*) FROM intake.rmas WHERE seller_id = $1", seller) == 1
 
 
@@ -133,35 +151,49 @@ async def test_events_of_an_unknown_seller_become_exceptions(pipe: Pipeline) -> 
 async def test_a_seller_cannot_inspect_or_scan_another_sellers_units(pipe: Pipeline) -> None:
     owner, intruder = await pipe.add_sellers("owner", "intruder")
     order = f.rma(owner)
-    out = await _through_everything(pipe, [
-        pipe.record(order, RMA.name),
-        pipe.record(f.scan(owner, order.tracking_number, [(pipe.id("L1"), "TEE-BLK-M")]), PARCEL_SCANNED.name),
-        pipe.record(f.inspection(owner, pipe.id("L1"), "A"), UNIT_INSPECTED.name),
-    ])
+    out = await _through_everything(
+        pipe,
+        [
+            pipe.record(order, RMA.name),
+            pipe.record(f.scan(owner, order.tracking_number, [(pipe.id("L1"), "TEE-BLK-M")]), PARCEL_SCANNED.name),
+            pipe.record(f.inspection(owner, pipe.id("L1"), "A"), UNIT_INSPECTED.name),
+        ],
+    )
     assert len(out[STOCK_ADJUSTMENTS.name]) == 1
     later = f.inspection(intruder, pipe.id("L1"), "SCRAP")
-    attack = await _through_everything(pipe, [
-        pipe.record(later, UNIT_INSPECTED.name),
-        pipe.record(f.scan(intruder, order.tracking_number, [(pipe.id("L9"), "TEE-BLK-M")]), PARCEL_SCANNED.name),
-    ])
+    attack = await _through_everything(
+        pipe,
+        [
+            pipe.record(later, UNIT_INSPECTED.name),
+            pipe.record(f.scan(intruder, order.tracking_number, [(pipe.id("L9"), "TEE-BLK-M")]), PARCEL_SCANNED.name),
+        ],
+    )
     assert sorted(e.kind for e in attack[EXCEPTIONS.name]) == ["cross_tenant_reference", "cross_tenant_reference"]
     assert attack[STOCK_ADJUSTMENTS.name] == [] and attack[UNIT_GRADED.name] == []
-    assert await pipe.pool.fetchval("SELECT grade FROM grading.units WHERE lpn = $2 AND seller_id = $1",
-                                    owner, pipe.id("L1")) == "A"
+    assert (
+        await pipe.pool.fetchval(
+            "SELECT grade FROM grading.units WHERE lpn = $2 AND seller_id = $1", owner, pipe.id("L1")
+        )
+        == "A"
+    )
 
 
 async def test_seller_grading_rules_come_from_the_registry(pipe: Pipeline) -> None:
     [seller] = await pipe.add_sellers("strict")
     await pipe.pool.execute(
-        "UPDATE rebound.sellers SET grading_rules = $2 WHERE seller_id = $1", seller,
+        "UPDATE rebound.sellers SET grading_rules = $2 WHERE seller_id = $1",
+        seller,
         orjson.dumps({"default": [{"grade": "C", "any": {"packaging": ["worn"]}}, {"grade": "A"}]}).decode(),
     )
     order = f.rma(seller)
-    out = await _through_everything(pipe, [
-        pipe.record(order, RMA.name),
-        pipe.record(f.scan(seller, order.tracking_number, [(pipe.id("L1"), "TEE-BLK-M")]), PARCEL_SCANNED.name),
-        pipe.record(f.inspection(seller, pipe.id("L1"), "B"), UNIT_INSPECTED.name),  # packaging worn
-    ])
+    out = await _through_everything(
+        pipe,
+        [
+            pipe.record(order, RMA.name),
+            pipe.record(f.scan(seller, order.tracking_number, [(pipe.id("L1"), "TEE-BLK-M")]), PARCEL_SCANNED.name),
+            pipe.record(f.inspection(seller, pipe.id("L1"), "B"), UNIT_INSPECTED.name),  # packaging worn
+        ],
+    )
     assert [(g.grade, g.reasons) for g in out[UNIT_GRADED.name]] == [("C", ["packaging=worn"])]
 
 
@@ -170,15 +202,21 @@ async def test_an_inspection_and_a_refurbishment_in_one_batch_regrade_in_revisio
     [seller] = await pipe.add_sellers("s")
     lpn = pipe.id("L1")
     await pipe.feed(pipe.grading, [pipe.record(f.received(seller, lpn), UNIT_RECEIVED.name)])
-    await pipe.feed(pipe.grading, [
-        pipe.record(f.inspection(seller, lpn, "B"), UNIT_INSPECTED.name),  # packaging worn
-        pipe.record(f.refurbished(seller, lpn, "repackaged"), UNIT_REFURBISHED.name),
-    ])
+    await pipe.feed(
+        pipe.grading,
+        [
+            pipe.record(f.inspection(seller, lpn, "B"), UNIT_INSPECTED.name),  # packaging worn
+            pipe.record(f.refurbished(seller, lpn, "repackaged"), UNIT_REFURBISHED.name),
+        ],
+    )
     grades = [e.event for e in await pipe.take_outbox(pipe.grading) if e.topic == UNIT_GRADED.name]
     assert [(g.grade, g.revision) for g in grades] == [("B", 1), ("A", 2)]
     await pipe.feed(pipe.ledger, await pipe.decide(grades))
-    moves = [(e.event.condition, e.event.delta) for e in await pipe.take_outbox(pipe.ledger)
-             if e.topic == STOCK_ADJUSTMENTS.name]
+    moves = [
+        (e.event.condition, e.event.delta)
+        for e in await pipe.take_outbox(pipe.ledger)
+        if e.topic == STOCK_ADJUSTMENTS.name
+    ]
     assert moves == [("open_box", 1), ("open_box", -1), ("new", 1)]
 
 
@@ -188,9 +226,11 @@ async def test_a_receipt_outlives_the_later_batches_that_do_not_carry_it(pipe: P
     [seller] = await pipe.add_sellers("s")
     lpn = pipe.id("L1")
     receipt = f.received(seller, lpn)
-    for message, topic in [(receipt, UNIT_RECEIVED.name),
-                           (f.inspection(seller, lpn, "B"), UNIT_INSPECTED.name),  # packaging worn
-                           (f.refurbished(seller, lpn, "repackaged"), UNIT_REFURBISHED.name)]:
+    for message, topic in [
+        (receipt, UNIT_RECEIVED.name),
+        (f.inspection(seller, lpn, "B"), UNIT_INSPECTED.name),  # packaging worn
+        (f.refurbished(seller, lpn, "repackaged"), UNIT_REFURBISHED.name),
+    ]:
         await pipe.feed(pipe.grading, [pipe.record(message, topic)])
     grades = [e.event for e in await pipe.take_outbox(pipe.grading) if e.topic == UNIT_GRADED.name]
     assert [(g.grade, g.revision, g.sku) for g in grades] == [("B", 1, receipt.sku), ("A", 2, receipt.sku)]
@@ -242,7 +282,10 @@ async def test_a_parcel_parked_too_long_is_reported_once(pipe: Pipeline) -> None
     assert await sweep(timedelta(hours=1)) == []  # not waited long enough yet
     [reported] = await sweep(timedelta(0))
     assert (reported.kind, reported.seller_id, reported.original["tracking_number"]) == (
-        "unmatched_parcel", seller, lost.tracking_number)
+        "unmatched_parcel",
+        seller,
+        lost.tracking_number,
+    )
     assert await sweep(timedelta(0)) == []  # once
     order = f.rma(seller, tracking=lost.tracking_number)  # still applied when its RMA comes
     await pipe.feed(pipe.intake, [pipe.record(order, RMA.name)])
@@ -299,8 +342,12 @@ async def test_another_sellers_return_never_takes_or_discards_a_parked_parcel(pi
         await pipe.feed(pipe.intake, [pipe.record(f.rma(intruder, tracking=tracking), RMA.name)])
     [reported] = [e.event for e in await pipe.take_outbox(pipe.intake)]
     assert (reported.kind, reported.seller_id, reported.source_event_id) == (
-        "cross_tenant_reference", victim, parcel.event_id)
+        "cross_tenant_reference",
+        victim,
+        parcel.event_id,
+    )
     await pipe.feed(pipe.intake, [pipe.record(f.rma(victim, tracking=tracking), RMA.name)])
     assert [e.event.lpn for e in await pipe.take_outbox(pipe.intake)] == [pipe.id("V1")]
-    assert await pipe.pool.fetchval("SELECT count(*) FROM intake.parked_scans WHERE tracking_number = $1",
-                                    tracking) == 0
+    assert (
+        await pipe.pool.fetchval("SELECT count(*) FROM intake.parked_scans WHERE tracking_number = $1", tracking) == 0
+    )

@@ -40,8 +40,9 @@ async def _write_rows(pool: asyncpg.Pool, producer: str, topic: str | Sequence[s
 
 
 async def _read_committed(bootstrap: str, topic: str) -> list[tuple[bytes, bytes, int]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", group_id=None,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, isolation_level="read_committed", group_id=None, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(3)]
@@ -118,7 +119,10 @@ async def test_rows_beyond_one_record_batch_are_all_published_in_order(pool, set
 
 
 async def test_at_least_once_topics_are_sent_without_a_transaction(
-    pool, settings, scratch_topic, another_scratch_topic  # noqa: ANN001
+    pool,
+    settings,
+    scratch_topic,
+    another_scratch_topic,  # noqa: ANN001
 ) -> None:
     """In the same batches, the rows of an at-least-once topic go out without a Kafka transaction
     (no commit markers take offsets on their topic) and the others in one; each row once, in
@@ -157,7 +161,10 @@ async def _prepared_over_a_backlog(settings: Settings, producer: str, types: str
             for name, rows in ((f"{producer}-other", 50_000), (producer, 20_000)):
                 await conn.execute(
                     "INSERT INTO rebound.outbox (producer, topic, key, payload)"
-                    " SELECT $1, 't', 'k', '\\x00'::bytea FROM generate_series(1, $2)", name, rows)
+                    " SELECT $1, 't', 'k', '\\x00'::bytea FROM generate_series(1, $2)",
+                    name,
+                    rows,
+                )
             await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
             await conn.execute(f"PREPARE relay_statement({types}) AS {statement}")
             yield conn
@@ -167,10 +174,14 @@ async def _prepared_over_a_backlog(settings: Settings, producer: str, types: str
         await conn.close()  # the prepared statement goes with the session
 
 
-@pytest.mark.parametrize(("statement", "types", "extra"), [
-    (FORGET, "bigint[], text, bigint, bigint", ""),
-    (NEXT_BATCH, "bigint[], text, bigint, bigint, int", ", 2000"),
-], ids=["forget", "next-batch"])
+@pytest.mark.parametrize(
+    ("statement", "types", "extra"),
+    [
+        (FORGET, "bigint[], text, bigint, bigint", ""),
+        (NEXT_BATCH, "bigint[], text, bigint, bigint, int", ", 2000"),
+    ],
+    ids=["forget", "next-batch"],
+)
 async def test_forgetting_a_sent_batch_reads_the_batch_not_the_backlog(settings, statement, types, extra) -> None:  # noqa: ANN001
     """After a wave the outbox holds the producer's backlog and other producers' rows (and, until
     vacuum, their deleted versions): forgetting 100 sent rows must not read through them, alone
@@ -179,11 +190,16 @@ async def test_forgetting_a_sent_batch_reads_the_batch_not_the_backlog(settings,
     statistics of ten rows, PostgreSQL plans a sequential scan of the whole table."""
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
     async with _prepared_over_a_backlog(settings, producer, types, statement) as conn:
-        ids = [r["id"] for r in await conn.fetch(
-            "SELECT id FROM rebound.outbox WHERE producer = $1 ORDER BY id LIMIT 100", producer)]
+        ids = [
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM rebound.outbox WHERE producer = $1 ORDER BY id LIMIT 100", producer
+            )
+        ]
         explained = await conn.fetchval(
             "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE"
-            f" relay_statement('{{{','.join(map(str, ids))}}}', '{producer}', {min(ids)}, {max(ids)}{extra})")
+            f" relay_statement('{{{','.join(map(str, ids))}}}', '{producer}', {min(ids)}, {max(ids)}{extra})"
+        )
         delete = _node(orjson.loads(explained)[0]["Plan"], "ModifyTable", "outbox")
         left = await conn.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer)
     assert left == 20_000 - 100
@@ -204,7 +220,8 @@ async def test_the_leader_reads_the_next_batch_not_the_backlog(settings) -> None
     async with _prepared_over_a_backlog(settings, producer, "bigint[], text, bigint, bigint, int", NEXT_BATCH) as conn:
         first = await conn.fetch("SELECT id FROM rebound.outbox WHERE producer = $1 ORDER BY id LIMIT 2000", producer)
         explained = await conn.fetchval(
-            f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE relay_statement('{{}}', '{producer}', NULL, NULL, 2000)")
+            f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE relay_statement('{{}}', '{producer}', NULL, NULL, 2000)"
+        )
         read = await conn.fetch(f"EXECUTE relay_statement('{{}}', '{producer}', NULL, NULL, 2000)")
     assert [r["id"] for r in read] == [r["id"] for r in first]
     limit = orjson.loads(explained)[0]["Plan"]
@@ -216,10 +233,14 @@ async def test_the_leader_reads_the_next_batch_not_the_backlog(settings) -> None
 async def test_the_next_read_forgets_the_batch_sent_and_leaves_it_out(pool) -> None:  # noqa: ANN001
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
     await _write_rows(pool, producer, "t", 10)
-    ids = [r["id"] for r in await pool.fetch(
-        "SELECT id FROM rebound.outbox WHERE producer = $1 ORDER BY id", producer)]
-    await pool.execute("INSERT INTO rebound.relay_in_doubt (producer, outbox_ids, probe_topic, probe_partition,"
-                       " probe_offset, probe_outbox_id) VALUES ($1, $2, 't', 0, 0, $3)", producer, ids[:4], ids[0])
+    ids = [r["id"] for r in await pool.fetch("SELECT id FROM rebound.outbox WHERE producer = $1 ORDER BY id", producer)]
+    await pool.execute(
+        "INSERT INTO rebound.relay_in_doubt (producer, outbox_ids, probe_topic, probe_partition,"
+        " probe_offset, probe_outbox_id) VALUES ($1, $2, 't', 0, 0, $3)",
+        producer,
+        ids[:4],
+        ids[0],
+    )
 
     async def next_batch(sent: list[int], limit: int) -> list[int]:
         rows = await pool.fetch(NEXT_BATCH, sent, producer, min(sent, default=None), max(sent, default=None), limit)
@@ -260,7 +281,11 @@ async def test_a_crash_after_the_kafka_commit_does_not_publish_twice(pool, setti
 
 @pytest.mark.parametrize("mixed", [False, True], ids=["at-least-once-only", "with-a-transaction"])
 async def test_a_crash_after_at_least_once_rows_are_out_repeats_them_at_worst(
-    pool, settings, scratch_topic, another_scratch_topic, mixed  # noqa: ANN001
+    pool,
+    settings,
+    scratch_topic,
+    another_scratch_topic,
+    mixed,  # noqa: ANN001
 ) -> None:
     """Killed after sending a batch and before forgetting it: alone, the at-least-once rows are
     sent again (a repeat, none lost); in a batch with a transaction, the in-doubt record covers
@@ -285,7 +310,7 @@ async def test_a_crash_after_at_least_once_rows_are_out_repeats_them_at_worst(
     await _relay_until_empty(_relay(pool, settings, producer, batch_size=15, at_least_once={scratch_topic}), pool)
     repeated = [] if mixed else payloads[:15]
     published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
-    assert sorted(v for _, v, _ in published) == sorted(payloads[::len(topics)] + repeated)
+    assert sorted(v for _, v, _ in published) == sorted(payloads[:: len(topics)] + repeated)
     if mixed:
         published = await _read_committed(settings.kafka_bootstrap_servers, another_scratch_topic)
         assert sorted(v for _, v, _ in published) == sorted(payloads[1::2])
@@ -344,8 +369,10 @@ async def test_a_commit_wakes_only_the_relay_of_its_producer(pool, settings) -> 
         for producer in heard:
             conn = await asyncpg.connect(settings.database_url)
             listeners.append(conn)
-            await conn.add_listener(notify_channel(producer),
-                                    lambda _c, _pid, _ch, payload, producer=producer: heard[producer].append(payload))
+            await conn.add_listener(
+                notify_channel(producer),
+                lambda _c, _pid, _ch, payload, producer=producer: heard[producer].append(payload),
+            )
         # Committed one after the other: a listener that heard both would hear the first first.
         for producer in heard:
             await _write_rows(pool, producer, "t", 2)
@@ -358,4 +385,3 @@ async def test_a_commit_wakes_only_the_relay_of_its_producer(pool, settings) -> 
             await conn.close()
     assert heard == {short: [short], long: [long]}
     assert len(notify_channel(long).encode()) <= 63
-

@@ -52,10 +52,13 @@ async def _return(pipe: Pipeline, seller: str, items: list[tuple[str, str, str, 
         order = order.model_copy(update={"lines": [line]})
         lpn = pipe.id(f"{seller[-12:]}-{n}")
         lpns.append(lpn)
-        inbound += [pipe.record(order, RMA.name),
-                    pipe.record(f.scan(seller, order.tracking_number, [(lpn, sku)], at=SCANNED), PARCEL_SCANNED.name)]
-        inspections.append(pipe.record(f.inspection(seller, lpn, grade, at=SCANNED + timedelta(hours=1)),
-                                       "wms.unit-inspected.v1"))
+        inbound += [
+            pipe.record(order, RMA.name),
+            pipe.record(f.scan(seller, order.tracking_number, [(lpn, sku)], at=SCANNED), PARCEL_SCANNED.name),
+        ]
+        inspections.append(
+            pipe.record(f.inspection(seller, lpn, grade, at=SCANNED + timedelta(hours=1)), "wms.unit-inspected.v1")
+        )
     await pipe.feed(pipe.intake, inbound)
     received = pipe.forward(await pipe.take_outbox(pipe.intake), UNIT_RECEIVED.name)
     await pipe.feed(pipe.grading, inspections + received)
@@ -71,8 +74,9 @@ def _dresses() -> list[tuple[str, str, str, str, str]]:
     for size, small in (("S", 11), ("M", 2), ("L", 1)):
         for i in range(12):
             grade = "B" if i == 3 else "C" if i == 5 else "SCRAP" if (size, i) == ("L", 7) else "A"
-            items.append((f"DRESS-RED-{size}", size, "red" if i % 2 else "black", SMALL if i < small else UNWANTED,
-                          grade))
+            items.append(
+                (f"DRESS-RED-{size}", size, "red" if i % 2 else "black", SMALL if i < small else UNWANTED, grade)
+            )
     return items
 
 
@@ -90,8 +94,11 @@ async def test_the_report_counts_reasons_grades_resale_recovery_and_loss_of_one_
 
     async with pipe.pool.acquire() as conn:
         report = await seller_report(conn, seller, *MARCH, datetime.now(UTC))
-        facts = await conn.fetch("SELECT lpn, first_offered_at, sold_at, sold_price, sold_channel FROM ledger.units"
-                                 " WHERE lpn = ANY($1::text[])", lpns)
+        facts = await conn.fetch(
+            "SELECT lpn, first_offered_at, sold_at, sold_price, sold_channel FROM ledger.units"
+            " WHERE lpn = ANY($1::text[])",
+            lpns,
+        )
 
     assert (report.units_returned, report.returns) == (36, 36)
     assert {t.key: t.units for t in report.by_reason} == {"SIZE_FIT": 14, "CHANGED_MIND": 22}
@@ -102,18 +109,28 @@ async def test_the_report_counts_reasons_grades_resale_recovery_and_loss_of_one_
     [usd] = report.money
     # A units sold on their original listing at the line's price; the B unit open box at 80 %.
     assert (usd.recovered_value, usd.resold_original_value, usd.lost_value) == (
-        Decimal("432.0000"), Decimal("440.0000"), Decimal("160.0000"))
+        Decimal("432.0000"),
+        Decimal("440.0000"),
+        Decimal("160.0000"),
+    )
     assert report.units_offered == 32 and report.dock_to_stock.offered == 32  # A and B: listed; C, SCRAP: not
     by_lpn = {r["lpn"]: r for r in facts}
     assert all(by_lpn[lpn]["sold_channel"] == "tiktok" and by_lpn[lpn]["sold_at"] for lpn in sold_a + sold_b)
     assert by_lpn[sold_b[0]]["sold_price"] == Decimal("32.0000")
     assert {(c.size, c.colour): c.units for c in report.size_colour} == {
-        (s, c): 6 for s in ("S", "M", "L") for c in ("black", "red")}
+        (s, c): 6 for s in ("S", "M", "L") for c in ("black", "red")
+    }
     [signal] = report.size_signals
     assert (signal.kind, signal.sku, signal.size, signal.size_matching, signal.sku_matching) == (
-        "size_runs_small", "DRESS-RED", "S", 11, 14)
+        "size_runs_small",
+        "DRESS-RED",
+        "S",
+        11,
+        14,
+    )
     assert [(w.week, w.returned, w.resold) for w in report.recovery_by_week if w.returned] == [
-        (date(2031, 3, 3), 36, 11)]
+        (date(2031, 3, 3), 36, 11)
+    ]
 
     # Tenant isolation: nothing of the other seller, who has returns, sales and SKUs of its own.
     text = as_json(report)
@@ -136,14 +153,22 @@ async def test_a_size_running_small_is_raised_once_with_its_figures(pipe: Pipeli
             outbox = OutboxBuffer(pipe.intake.consumer)
             await raise_insights(conn, outbox, datetime(2031, 3, 20, tzinfo=UTC))
             await outbox.flush(conn)
-        return [e for e in await pipe.take_outbox(pipe.intake) if e.topic == INSIGHTS.name
-                and e.event.seller_id in (seller, other)]
+        return [
+            e
+            for e in await pipe.take_outbox(pipe.intake)
+            if e.topic == INSIGHTS.name and e.event.seller_id in (seller, other)
+        ]
 
     [raised] = await run()
     insight = raised.event
     assert raised.key == f"{seller}:DRESS-RED"
     assert (insight.kind, insight.sku, insight.size, insight.skus, insight.period) == (
-        "size_runs_small", "DRESS-RED", "S", ["DRESS-RED-S"], "2031-03")
+        "size_runs_small",
+        "DRESS-RED",
+        "S",
+        ["DRESS-RED-S"],
+        "2031-03",
+    )
     assert (insight.size_returns, insight.size_matching, insight.sku_returns, insight.sku_matching) == (12, 11, 36, 14)
     assert insight.size_share == pytest.approx(11 / 12, abs=1e-4) and insight.z_score >= 3
     assert insight.event_id == uuid.uuid5(INSIGHT_NAMESPACE, f"{seller}:DRESS-RED:S:size_runs_small:2031-03")

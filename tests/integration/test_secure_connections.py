@@ -37,10 +37,12 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_STATE = Path(os.environ.get("REBOUND_STATE", REPO / ".state")) / "kafka"
-SASL_BOOTSTRAP = os.environ.get("REBOUND_TEST_KAFKA_SASL_BOOTSTRAP",
-                                f"127.0.0.1:{os.environ.get('KAFKA_SASL_PORT', '19094')}")
-SSL_BOOTSTRAP = os.environ.get("REBOUND_TEST_KAFKA_SSL_BOOTSTRAP",
-                               f"127.0.0.1:{os.environ.get('KAFKA_SSL_PORT', '19095')}")
+SASL_BOOTSTRAP = os.environ.get(
+    "REBOUND_TEST_KAFKA_SASL_BOOTSTRAP", f"127.0.0.1:{os.environ.get('KAFKA_SASL_PORT', '19094')}"
+)
+SSL_BOOTSTRAP = os.environ.get(
+    "REBOUND_TEST_KAFKA_SSL_BOOTSTRAP", f"127.0.0.1:{os.environ.get('KAFKA_SSL_PORT', '19095')}"
+)
 USERNAME = os.environ.get("REBOUND_TEST_KAFKA_SASL_USERNAME", "rebound")
 PASSWORD_FILE = Path(os.environ.get("REBOUND_TEST_KAFKA_SASL_PASSWORD_FILE", KAFKA_STATE / "sasl-password"))
 CA_FILE = Path(os.environ.get("REBOUND_TEST_KAFKA_SSL_CAFILE", KAFKA_STATE / "tls" / "ca.pem"))
@@ -61,17 +63,25 @@ async def _require_listener(bootstrap: str, *files: Path) -> None:
         pytest.skip("REBOUND_TEST_NO_SASL_LISTENER=1: no SASL listener to test against")
     missing = [str(f) for f in files if not f.is_file()]
     if missing or not await _listener_answers(bootstrap):
-        pytest.fail(f"no SASL listener at {bootstrap} (or missing {missing}): restart the local broker with "
-                    "`deploy/scripts/kafka.sh down && deploy/scripts/kafka.sh up`, name another one with "
-                    "REBOUND_TEST_KAFKA_SASL_BOOTSTRAP, or set REBOUND_TEST_NO_SASL_LISTENER=1", pytrace=False)
+        pytest.fail(
+            f"no SASL listener at {bootstrap} (or missing {missing}): restart the local broker with "
+            "`deploy/scripts/kafka.sh down && deploy/scripts/kafka.sh up`, name another one with "
+            "REBOUND_TEST_KAFKA_SASL_BOOTSTRAP, or set REBOUND_TEST_NO_SASL_LISTENER=1",
+            pytrace=False,
+        )
 
 
 def _secure_settings(settings: Settings, bootstrap: str, protocol: str, password_file: Path, **extra: str) -> Settings:
-    return Settings.from_env({
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": settings.database_url,
-        "KAFKA_SECURITY_PROTOCOL": protocol, "KAFKA_SASL_USERNAME": USERNAME,
-        "KAFKA_SASL_PASSWORD_FILE": str(password_file), **extra,
-    })
+    return Settings.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "DATABASE_URL": settings.database_url,
+            "KAFKA_SECURITY_PROTOCOL": protocol,
+            "KAFKA_SASL_USERNAME": USERNAME,
+            "KAFKA_SASL_PASSWORD_FILE": str(password_file),
+            **extra,
+        }
+    )
 
 
 @pytest.fixture
@@ -89,8 +99,13 @@ def capture_everything(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFix
 
 
 async def _read_committed(settings: Settings, topic: str, partitions: int) -> list[bytes]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, isolation_level="read_committed",
-                                group_id=None, enable_auto_commit=False, **kafka_options(settings))
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        isolation_level="read_committed",
+        group_id=None,
+        enable_auto_commit=False,
+        **kafka_options(settings),
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -107,7 +122,10 @@ async def _read_committed(settings: Settings, topic: str, partitions: int) -> li
 
 
 async def test_the_outbox_relay_publishes_over_scram_and_never_logs_the_password(
-    sasl: Settings, pool: asyncpg.Pool, capture_everything: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture,
+    sasl: Settings,
+    pool: asyncpg.Pool,
+    capture_everything: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     assert await ensure_topics(sasl.kafka_bootstrap_servers, wait_seconds=10, kafka_options=kafka_options(sasl)) == []
     topic, producer = f"it.sasl.{uuid.uuid4().hex[:12]}", f"it-sasl-{uuid.uuid4().hex[:8]}"
@@ -121,8 +139,14 @@ async def test_the_outbox_relay_publishes_over_scram_and_never_logs_the_password
             buffer.add_raw(topic, f"key-{i % 3}", payload)
         async with pool.acquire() as conn, conn.transaction():
             await buffer.flush(conn)
-        relay = OutboxRelay(sasl.database_url, sasl.kafka_bootstrap_servers, producer, batch_size=15,
-                            kafka_options=kafka_options(sasl), database_kwargs=database_connect_kwargs(sasl))
+        relay = OutboxRelay(
+            sasl.database_url,
+            sasl.kafka_bootstrap_servers,
+            producer,
+            batch_size=15,
+            kafka_options=kafka_options(sasl),
+            database_kwargs=database_connect_kwargs(sasl),
+        )
         task = asyncio.create_task(relay.run())
         try:
             for _ in range(300):
@@ -148,15 +172,19 @@ async def test_the_outbox_relay_publishes_over_scram_and_never_logs_the_password
 
 
 async def test_a_wrong_password_is_refused_at_once_not_waited_for(
-    sasl: Settings, tmp_path: Path, capture_everything: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture,
+    sasl: Settings,
+    tmp_path: Path,
+    capture_everything: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     wrong_password = f"wrong-{uuid.uuid4().hex}"
     (tmp_path / "wrong").write_text(wrong_password)
     wrong = _secure_settings(sasl, SASL_BOOTSTRAP, "SASL_PLAINTEXT", tmp_path / "wrong")
     with pytest.raises(KafkaRefused) as refused:
         # Forever: only a refusal (not an unreachable broker) ends the wait.
-        await asyncio.wait_for(ensure_topics(SASL_BOOTSTRAP, wait_seconds=float("inf"),
-                                             kafka_options=kafka_options(wrong)), 30)
+        await asyncio.wait_for(
+            ensure_topics(SASL_BOOTSTRAP, wait_seconds=float("inf"), kafka_options=kafka_options(wrong)), 30
+        )
     message = str(refused.value)
     assert f"refused SASL_PLAINTEXT as '{USERNAME}' (SCRAM-SHA-512)" in message
     assert "Authentication failed" in message
@@ -166,19 +194,42 @@ async def test_a_wrong_password_is_refused_at_once_not_waited_for(
 
 
 async def test_sasl_ssl_with_the_brokers_ca_and_refused_with_another(
-    settings: Settings, tmp_path: Path, capture_everything: pytest.LogCaptureFixture,
+    settings: Settings,
+    tmp_path: Path,
+    capture_everything: pytest.LogCaptureFixture,
 ) -> None:
     await _require_listener(SSL_BOOTSTRAP, PASSWORD_FILE, CA_FILE)
     secure = _secure_settings(settings, SSL_BOOTSTRAP, "SASL_SSL", PASSWORD_FILE, KAFKA_SSL_CAFILE=str(CA_FILE))
     assert await ensure_topics(SSL_BOOTSTRAP, wait_seconds=10, kafka_options=kafka_options(secure)) == []
     assert shutil.which("openssl"), "openssl is needed to make a CA the broker's certificate is not signed by"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other CA",
-                    "-keyout", "other.key", "-out", "other.pem"], cwd=tmp_path, check=True, capture_output=True)
-    untrusting = _secure_settings(settings, SSL_BOOTSTRAP, "SASL_SSL", PASSWORD_FILE,
-                                  KAFKA_SSL_CAFILE=str(tmp_path / "other.pem"))
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other CA",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other.pem",
+        ],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    untrusting = _secure_settings(
+        settings, SSL_BOOTSTRAP, "SASL_SSL", PASSWORD_FILE, KAFKA_SSL_CAFILE=str(tmp_path / "other.pem")
+    )
     with pytest.raises(KafkaRefused, match="certificate verify failed"):
-        await asyncio.wait_for(ensure_topics(SSL_BOOTSTRAP, wait_seconds=float("inf"),
-                                             kafka_options=kafka_options(untrusting)), 30)
+        await asyncio.wait_for(
+            ensure_topics(SSL_BOOTSTRAP, wait_seconds=float("inf"), kafka_options=kafka_options(untrusting)), 30
+        )
     assert secure.kafka_sasl_password not in capture_everything.text
 
 
@@ -188,10 +239,15 @@ async def test_the_database_password_file_replaces_the_urls(settings: Settings, 
         pytest.fail("DATABASE_URL has no password to move into a file", pytrace=False)
     (tmp_path / "db-password").write_text(url.password + "\n")
     netloc = f"{url.username}:not-the-password@{url.hostname}:{url.port}"
-    secure = Settings.from_env({"DATABASE_URL": urlunsplit(url._replace(netloc=netloc)),
-                                "DATABASE_PASSWORD_FILE": str(tmp_path / "db-password")})
-    pool = await create_pool(secure.database_url, max_size=1, wait_seconds=5,
-                             connect_kwargs=database_connect_kwargs(secure))
+    secure = Settings.from_env(
+        {
+            "DATABASE_URL": urlunsplit(url._replace(netloc=netloc)),
+            "DATABASE_PASSWORD_FILE": str(tmp_path / "db-password"),
+        }
+    )
+    pool = await create_pool(
+        secure.database_url, max_size=1, wait_seconds=5, connect_kwargs=database_connect_kwargs(secure)
+    )
     try:
         assert await pool.fetchval("SELECT current_user") == url.username
     finally:
@@ -202,18 +258,33 @@ async def test_the_database_password_file_replaces_the_urls(settings: Settings, 
 
 async def test_the_command_line_tools_connect_with_the_same_settings(settings: Settings, tmp_path: Path) -> None:
     await _require_listener(SASL_BOOTSTRAP, PASSWORD_FILE)
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": SASL_BOOTSTRAP, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-           "KAFKA_SASL_USERNAME": USERNAME, "KAFKA_SASL_PASSWORD_FILE": str(PASSWORD_FILE),
-           "DATABASE_URL": settings.database_url}
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": SASL_BOOTSTRAP,
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_USERNAME": USERNAME,
+        "KAFKA_SASL_PASSWORD_FILE": str(PASSWORD_FILE),
+        "DATABASE_URL": settings.database_url,
+    }
     rebound = [sys.executable, "-m", "rebound"]
     done = subprocess.run([*rebound, "topics"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "topics created" in done.stdout, done.stderr
-    sent = subprocess.run([*rebound, "simulate", "--units", "5", "--seed", str(uuid.uuid4().int % 10**9)],
-                          env=env, capture_output=True, text=True, timeout=120)
+    sent = subprocess.run(
+        [*rebound, "simulate", "--units", "5", "--seed", str(uuid.uuid4().int % 10**9)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert sent.returncode == 0, sent.stderr
     assert PASSWORD_FILE.read_text().strip() not in done.stdout + done.stderr + sent.stdout + sent.stderr
     wrong = tmp_path / "wrong-password"
     wrong.write_text("not-the-password\n")
-    refused = subprocess.run([*rebound, "topics"], env={**env, "KAFKA_SASL_PASSWORD_FILE": str(wrong)},
-                             capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [*rebound, "topics"],
+        env={**env, "KAFKA_SASL_PASSWORD_FILE": str(wrong)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode != 0 and "refused" in refused.stderr.lower(), refused.stderr

@@ -63,18 +63,27 @@ async def test_the_same_idempotency_key_repeats_the_first_result_and_other_input
 async def test_the_directive_and_change_from_quantity_are_mandatory_as_from_2026_04(shop) -> None:  # noqa: ANN001
     _, _, client, url = shop
     endpoint, headers = f"{url}/rebound-test/admin/api/2026-04/graphql.json", {"X-Shopify-Access-Token": "shpat_test"}
-    write = {"name": "available", "reason": "restock", "quantities": [
-        {"inventoryItemId": ITEM, "locationId": LOCATION, "quantity": 1, "changeFromQuantity": 2}]}
+    write = {
+        "name": "available",
+        "reason": "restock",
+        "quantities": [{"inventoryItemId": ITEM, "locationId": LOCATION, "quantity": 1, "changeFromQuantity": 2}],
+    }
     without = WRITE.replace(" @idempotent(key: $key)", "").replace(", $key: String!", "")
-    answer = (await client.post(endpoint, headers=headers,
-                                json={"query": without, "variables": {"input": write}})).json()
+    answer = (
+        await client.post(endpoint, headers=headers, json={"query": without, "variables": {"input": write}})
+    ).json()
     assert "@idempotent directive is required" in answer["errors"][0]["message"]
-    unchecked = {**write, "quantities": [
-        {k: v for k, v in write["quantities"][0].items() if k != "changeFromQuantity"}]}
-    answer = (await client.post(endpoint, headers=headers,
-                                json={"query": WRITE, "variables": {"input": unchecked, "key": "k-4"}})).json()
+    unchecked = {
+        **write,
+        "quantities": [{k: v for k, v in write["quantities"][0].items() if k != "changeFromQuantity"}],
+    }
+    answer = (
+        await client.post(
+            endpoint, headers=headers, json={"query": WRITE, "variables": {"input": unchecked, "key": "k-4"}}
+        )
+    ).json()
     assert "changeFromQuantity" in answer["errors"][0]["message"]
-    wrong_field = {"query": "{ inventoryItem(id: \"x\") { sku } }"}
+    wrong_field = {"query": '{ inventoryItem(id: "x") { sku } }'}
     answer = (await client.post(endpoint, headers=headers, json=wrong_field)).json()
     assert "Cannot query field 'sku'" in answer["errors"][0]["message"]
 

@@ -31,14 +31,26 @@ async def standin() -> AsyncIterator[tuple[TikTokStandIn, str]]:
 
 
 def _credentials() -> Credentials:
-    return Credentials(app_key="68xu9ks5p4i8", app_secret="e59af819cc", shop_cipher="ROW_xkMbgAAAeVAQra0eZ",
-                       access_token="at-1", refresh_token="rt-1", access_token_expire_in=int(time.time()) + 3600)
+    return Credentials(
+        app_key="68xu9ks5p4i8",
+        app_secret="e59af819cc",
+        shop_cipher="ROW_xkMbgAAAeVAQra0eZ",
+        access_token="at-1",
+        refresh_token="rt-1",
+        access_token_expire_in=int(time.time()) + 3600,
+    )
 
 
 async def _shop(market: TikTokStandIn, url: str, client: httpx.AsyncClient, **kw) -> TikTokShop:  # noqa: ANN003
     c = _credentials()
-    await client.post(f"{url}/_standin/shops", content=orjson.dumps(asdict(Shop(
-        c.app_key, c.app_secret, c.shop_cipher, c.access_token, c.refresh_token, c.access_token_expire_in))))
+    await client.post(
+        f"{url}/_standin/shops",
+        content=orjson.dumps(
+            asdict(
+                Shop(c.app_key, c.app_secret, c.shop_cipher, c.access_token, c.refresh_token, c.access_token_expire_in)
+            )
+        ),
+    )
     await client.post(f"{url}/_standin/listings", content=orjson.dumps({**LISTING, "quantity": 2}))
     return TikTokShop(c, client, api=url, auth=url, **kw)
 
@@ -76,8 +88,13 @@ async def test_a_request_whose_bytes_differ_from_what_was_signed_is_refused(stan
         await _shop(market, url, client)
         c = _credentials()
         path = f"/product/202309/products/{LISTING['product_id']}/inventory/update"
-        body = orjson.dumps({"skus": [{"id": LISTING["sku_id"], "inventory": [
-            {"warehouse_id": LISTING["warehouse_id"], "quantity": 9}]}]})
+        body = orjson.dumps(
+            {
+                "skus": [
+                    {"id": LISTING["sku_id"], "inventory": [{"warehouse_id": LISTING["warehouse_id"], "quantity": 9}]}
+                ]
+            }
+        )
         query = {"app_key": c.app_key, "timestamp": str(int(time.time())), "shop_cipher": c.shop_cipher}
         signed = {**query, "sign": sign(c.app_secret, path, query, body)}
         headers = {"x-tts-access-token": c.access_token, "content-type": "application/json"}
@@ -85,8 +102,9 @@ async def test_a_request_whose_bytes_differ_from_what_was_signed_is_refused(stan
         refused = await client.post(url + path, params=signed, content=spaced, headers=headers)
         assert (refused.status_code, refused.json()["code"]) == (401, 106001)
         stale = {**query, "timestamp": str(int(time.time()) - 600)}
-        late = await client.post(url + path, params={**stale, "sign": sign(c.app_secret, path, stale, body)},
-                                 content=body, headers=headers)
+        late = await client.post(
+            url + path, params={**stale, "sign": sign(c.app_secret, path, stale, body)}, content=body, headers=headers
+        )
         assert late.json()["code"] == 36009004
         accepted = await client.post(url + path, params=signed, content=body, headers=headers)
         assert accepted.json()["code"] == 0

@@ -33,12 +33,15 @@ async def _partitions(admin: AIOKafkaAdminClient, name: str, expected: int) -> i
 async def _ensure(settings: Settings, name: str, partitions: int) -> list[str]:
     # A throw-away topic shaped like the dead-letter topic, so no registry topic is touched.
     topic = dataclasses.replace(DLQ, name=name, partitions=partitions)
-    return await ensure_topics(settings.kafka_bootstrap_servers, wait_seconds=10,
-                               kafka_options=kafka_options(settings), topics=[topic])
+    return await ensure_topics(
+        settings.kafka_bootstrap_servers, wait_seconds=10, kafka_options=kafka_options(settings), topics=[topic]
+    )
 
 
 async def test_an_existing_topic_with_fewer_partitions_is_grown_once(
-    settings: Settings, kafka_admin: AIOKafkaAdminClient, scratch_topic: str,
+    settings: Settings,
+    kafka_admin: AIOKafkaAdminClient,
+    scratch_topic: str,
 ) -> None:
     assert await _partitions(kafka_admin, scratch_topic, 3) == 3  # as an older installation has it
     assert await _ensure(settings, scratch_topic, 6) == []  # not created: it exists
@@ -48,14 +51,17 @@ async def test_an_existing_topic_with_fewer_partitions_is_grown_once(
 
 
 async def test_a_topic_with_more_partitions_than_the_registry_says_is_left_as_it_is(
-    settings: Settings, kafka_admin: AIOKafkaAdminClient, scratch_topic: str,
+    settings: Settings,
+    kafka_admin: AIOKafkaAdminClient,
+    scratch_topic: str,
 ) -> None:
     assert await _ensure(settings, scratch_topic, 2) == []
     assert await _partitions(kafka_admin, scratch_topic, 3) == 3
 
 
 async def test_a_missing_topic_is_created_with_the_registry_partitions(
-    settings: Settings, kafka_admin: AIOKafkaAdminClient,
+    settings: Settings,
+    kafka_admin: AIOKafkaAdminClient,
 ) -> None:
     name = f"it.scratch.{uuid.uuid4().hex[:12]}"
     try:

@@ -22,8 +22,13 @@ NOW = datetime.fromisoformat("2026-11-05T10:00:00+00:00")
 
 
 def context(event: Any, topic: str = "test.topic") -> Context:
-    return Context(conn=None, outbox=OutboxBuffer("test"), source=MessageSource(topic=topic, partition=0, offset=7),
-                   now=NOW, event=event)
+    return Context(
+        conn=None,
+        outbox=OutboxBuffer("test"),
+        source=MessageSource(topic=topic, partition=0, offset=7),
+        now=NOW,
+        event=event,
+    )
 
 
 def emitted(ctx: Context, topic_name: str) -> list[Any]:
@@ -44,11 +49,25 @@ class FakeIntakeRepository:
         key = (rma.seller_id, rma.return_id)
         if key in self.rmas:
             return False
-        self.rmas[key] = ReturnOrder(rma.seller_id, rma.return_id, rma.shop_id, rma.channel, rma.order_id,
-                                     rma.tracking_number, rma.reason_code, reason_category, lane)
+        self.rmas[key] = ReturnOrder(
+            rma.seller_id,
+            rma.return_id,
+            rma.shop_id,
+            rma.channel,
+            rma.order_id,
+            rma.tracking_number,
+            rma.reason_code,
+            reason_category,
+            lane,
+        )
         self.lines[key] = [
-            LineDetail(OpenLine(line.line_id, line.sku, line.quantity, 0), Decimal(line.unit_price.amount),
-                       line.unit_price.currency, line.size, line.colour)
+            LineDetail(
+                OpenLine(line.line_id, line.sku, line.quantity, 0),
+                Decimal(line.unit_price.amount),
+                line.unit_price.currency,
+                line.size,
+                line.colour,
+            )
             for line in rma.lines
         ]
         return True
@@ -57,8 +76,9 @@ class FakeIntakeRepository:
         return {r.seller_id for r in self.rmas.values() if r.tracking_number == tracking_number}
 
     async def rma_for_tracking(self, seller_id: str, tracking_number: str) -> ReturnOrder | None:
-        return next((r for r in self.rmas.values()
-                     if r.seller_id == seller_id and r.tracking_number == tracking_number), None)
+        return next(
+            (r for r in self.rmas.values() if r.seller_id == seller_id and r.tracking_number == tracking_number), None
+        )
 
     async def lines_for_update(self, seller_id: str, return_id: str) -> list[LineDetail]:
         return list(self.lines[(seller_id, return_id)])
@@ -81,15 +101,19 @@ class FakeIntakeRepository:
         if reported:
             self.reported.add(scan.event_id)
 
-    async def take_parked_scans(self, seller_id: str,
-                                tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
+    async def take_parked_scans(
+        self, seller_id: str, tracking_number: str
+    ) -> list[tuple[ParcelScanned, MessageSource]]:
         taken = [(s, src) for s, src in self.parked if (s.seller_id, s.tracking_number) == (seller_id, tracking_number)]
         self.parked = [p for p in self.parked if p not in taken]
         return taken
 
     async def others_parked(self, seller_id: str, tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
-        told = [(s, src) for s, src in self.parked if s.tracking_number == tracking_number
-                and s.seller_id != seller_id and s.event_id not in self.reported]
+        told = [
+            (s, src)
+            for s, src in self.parked
+            if s.tracking_number == tracking_number and s.seller_id != seller_id and s.event_id not in self.reported
+        ]
         self.reported.update(s.event_id for s, _ in told)
         return told
 
@@ -118,17 +142,21 @@ class FakeGradingRepository:
         state = self.units[unit.lpn]
         if state.received is not None:
             return None
-        self.units[unit.lpn] = UnitState(unit.lpn, unit.seller_id, unit, None, None, (), state.grade,
-                                         state.reasons, state.revision)
+        self.units[unit.lpn] = UnitState(
+            unit.lpn, unit.seller_id, unit, None, None, (), state.grade, state.reasons, state.revision
+        )
         return self.units[unit.lpn]
 
     async def merge_inspection(self, inspection):  # noqa: ANN001, ANN201
         state = self.units.get(inspection.lpn)
         if state is not None and state.inspected_at is not None and state.inspected_at > inspection.occurred_at:
             return None
-        return self._merge(inspection.lpn, inspection.seller_id,
-                           checks=orjson.loads(inspection.checks.model_dump_json()),
-                           inspected_at=inspection.occurred_at)
+        return self._merge(
+            inspection.lpn,
+            inspection.seller_id,
+            checks=orjson.loads(inspection.checks.model_dump_json()),
+            inspected_at=inspection.occurred_at,
+        )
 
     async def merge_refurbishment(self, work):  # noqa: ANN001, ANN201
         state = self.units.get(work.lpn)

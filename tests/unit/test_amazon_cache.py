@@ -16,8 +16,16 @@ LISTING = {"seller_id": "A3TESTSELLER01", "sku": "RB-1", "marketplace_id": "ATVP
 
 def test_each_unit_of_an_item_has_its_own_id_and_canceled_orders_and_other_skus_are_left_out() -> None:
     cache = SalesCache(settle_s=0.0)
-    cache.listed(1000.0, 2000.0, [("111-1-1", 1100.0, "Unshipped"), ("111-1-2", 1200.0, "Pending"),
-                                  ("111-1-3", 1300.0, CANCELED), ("111-1-4", 900.5, "Shipped")])
+    cache.listed(
+        1000.0,
+        2000.0,
+        [
+            ("111-1-1", 1100.0, "Unshipped"),
+            ("111-1-2", 1200.0, "Pending"),
+            ("111-1-3", 1300.0, CANCELED),
+            ("111-1-4", 900.5, "Shipped"),
+        ],
+    )
     cache.itemized("111-1-1", [("10", "RB-1", 3), ("11", "RB-2", 1)])
     cache.itemized("111-1-2", [("20", "RB-1", 1)])
     cache.itemized("111-1-4", [("40", "RB-1", 1)])
@@ -76,12 +84,35 @@ class FakeAmazon:
             return httpx.Response(200, json={"access_token": "Atza|x", "token_type": "bearer", "expires_in": 3600})
         if name == "items":
             order_id = path.split("/")[-2]
-            return httpx.Response(200, json={"payload": {"AmazonOrderId": order_id, "OrderItems": [
-                {"OrderItemId": f"{order_id}-1", "SellerSKU": "RB-1", "QuantityOrdered": 2, "ASIN": "B0X"}]}})
+            return httpx.Response(
+                200,
+                json={
+                    "payload": {
+                        "AmazonOrderId": order_id,
+                        "OrderItems": [
+                            {"OrderItemId": f"{order_id}-1", "SellerSKU": "RB-1", "QuantityOrdered": 2, "ASIN": "B0X"}
+                        ],
+                    }
+                },
+            )
         after = datetime.fromisoformat(request.url.params["CreatedAfter"]).timestamp()
-        return httpx.Response(200, json={"payload": {"Orders": [
-            {"AmazonOrderId": order_id, "OrderStatus": "Unshipped", "LastUpdateDate": _iso(at),
-             "PurchaseDate": _iso(at)} for order_id, at in self.orders if at >= after]}})
+        return httpx.Response(
+            200,
+            json={
+                "payload": {
+                    "Orders": [
+                        {
+                            "AmazonOrderId": order_id,
+                            "OrderStatus": "Unshipped",
+                            "LastUpdateDate": _iso(at),
+                            "PurchaseDate": _iso(at),
+                        }
+                        for order_id, at in self.orders
+                        if at >= after
+                    ]
+                }
+            },
+        )
 
 
 def _iso(at: float) -> str:
@@ -92,8 +123,14 @@ async def test_a_moment_not_yet_settled_is_not_yet_known_and_says_when_it_will_b
     now = [1_800_000_000.0]
     amazon = FakeAmazon()
     async with httpx.AsyncClient(transport=httpx.MockTransport(amazon), base_url="http://amazon") as client:
-        shop = AmazonShop(Credentials("id", "secret", "Atzr|r"), client, api="http://amazon", auth="http://amazon",
-                          clock=lambda: now[0], settle_s=120.0)
+        shop = AmazonShop(
+            Credentials("id", "secret", "Atzr|r"),
+            client,
+            api="http://amazon",
+            auth="http://amazon",
+            clock=lambda: now[0],
+            settle_s=120.0,
+        )
         sold_at = now[0] - 10
         amazon.orders.append(("111-0000001-0000001", sold_at))
         with pytest.raises(NotYet) as not_yet:

@@ -46,8 +46,9 @@ def resolve(document: dict, pointer: str) -> object:
 
 
 def operations_on(document: dict, topic: Topic) -> dict[str, dict]:
-    return {name: op for name, op in document["operations"].items()
-            if op["channel"]["$ref"] == f"#/channels/{topic.name}"}
+    return {
+        name: op for name, op in document["operations"].items() if op["channel"]["$ref"] == f"#/channels/{topic.name}"
+    }
 
 
 def test_committed_document_is_what_the_registry_generates_now() -> None:
@@ -124,16 +125,22 @@ def test_producers_send_and_consumers_receive(document: dict, topic: Topic) -> N
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_service_receives_what_its_app_subscribes_to_in_its_group(document: dict, service: str) -> None:
     spec = importlib.import_module(f"rebound.{service}.app").spec()
-    received = {name: op for name, op in document["operations"].items()
-                if op["action"] == "receive" and op["tags"][0]["name"] == service}
-    assert {resolve(document, op["channel"]["$ref"])["address"] for op in received.values()} \
-        == {route.topic.name for route in spec.routes}
+    received = {
+        name: op
+        for name, op in document["operations"].items()
+        if op["action"] == "receive" and op["tags"][0]["name"] == service
+    }
+    assert {resolve(document, op["channel"]["$ref"])["address"] for op in received.values()} == {
+        route.topic.name for route in spec.routes
+    }
     for op in received.values():
         assert op["bindings"]["kafka"]["groupId"]["enum"] == [spec.group_id]
 
 
 def test_check_fails_on_a_stale_file_in_one_line_and_write_fixes_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     target = tmp_path / "asyncapi.yaml"
     monkeypatch.setattr(asyncapi, "DOCUMENT", target)

@@ -17,9 +17,17 @@ from rebound.settings import Settings
 
 def _record(offset: int) -> ConsumerRecord:
     return ConsumerRecord(
-        topic="wms.unit-inspected.v1", partition=3, offset=offset, timestamp=0, timestamp_type=0,
-        key=b"S1:LPN", value=b'{"not": "read here"}', checksum=None, serialized_key_size=6,
-        serialized_value_size=20, headers=[("traceparent", b"\xff not utf-8")],
+        topic="wms.unit-inspected.v1",
+        partition=3,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"S1:LPN",
+        value=b'{"not": "read here"}',
+        checksum=None,
+        serialized_key_size=6,
+        serialized_value_size=20,
+        headers=[("traceparent", b"\xff not utf-8")],
     )
 
 

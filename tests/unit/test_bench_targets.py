@@ -6,26 +6,59 @@ from bench.__main__ import markdown, targets
 
 
 def _run(rss: float, e2e: float, p50: float, p99: float, million: float | None = None) -> dict:
-    scale = [{"units": 100_000, "replicas": 1, "units_per_s": 1_800.0, "peak_rss_mb": {"ledger-1": 90.0}},
-             {"units": 100_000, "replicas": 2, "units_per_s": 1_700.0, "peak_rss_mb": {"ledger-1": 80.0}}]
+    scale = [
+        {"units": 100_000, "replicas": 1, "units_per_s": 1_800.0, "peak_rss_mb": {"ledger-1": 90.0}},
+        {"units": 100_000, "replicas": 2, "units_per_s": 1_700.0, "peak_rss_mb": {"ledger-1": 80.0}},
+    ]
     if million is not None:
         scale.append({"units": 1_000_000, "replicas": 1, "units_per_s": million, "peak_rss_mb": {"ledger-1": rss}})
     return {
-        "date": "2026-11-28", "machine": {"cores": 2, "ram_gib": 23.5, "cpu": "test"},
-        "ceiling": {"units": 50_000}, "ceiling_units_per_s": 10_000.0,
+        "date": "2026-11-28",
+        "machine": {"cores": 2, "ram_gib": 23.5, "cpu": "test"},
+        "ceiling": {"units": 50_000},
+        "ceiling_units_per_s": 10_000.0,
         "ceiling_three_hops": {"units": 50_000, "units_per_s": 6_000.0},
-        "e2e_units_per_s": e2e, "ratio_to_ceiling": round(e2e / 10_000, 2), "units": 100_000,
+        "e2e_units_per_s": e2e,
+        "ratio_to_ceiling": round(e2e / 10_000, 2),
+        "units": 100_000,
         "inspections": {"units": 100_000, "replicas": 1, "units_per_s": e2e, "peak_rss_mb": {"grading-1": 100.0}},
         "scale": scale,
-        "latency_ms": {"units": 1_000, "offered_units_per_s": e2e / 2, "p50": p50, "p95": p99, "p99": p99,
-                       "max": p99, "hops": {}},
-        "latency_three_hops_ms": {"units": 1_000, "offered_units_per_s": e2e / 2, "p50": 40.0, "p95": 60.0,
-                                  "p99": 95.0, "max": 120.0},
-        "connectors": {"listings": 256, "steady": {"offered_per_s": 10.0, "seconds": 30.0, "lag_ms": {
-            "shopify": {"adjustments": 80, "p50": 180.0, "p95": 400.0, "p99": 900.0, "max": 950.0},
-            "tiktok": {"adjustments": 80, "p50": 240.0, "p95": 1200.0, "p99": 2300.0, "max": 2400.0}}},
-            "burst": {"adjustments": 200, "seconds": 10.0, "per_s": 20, "by_marketplace": {
-                "shopify": {"adjustments": 200, "seconds": 10.0, "per_s": 20.0, "writes": 40, "per_write": 5.0}}}},
+        "latency_ms": {
+            "units": 1_000,
+            "offered_units_per_s": e2e / 2,
+            "p50": p50,
+            "p95": p99,
+            "p99": p99,
+            "max": p99,
+            "hops": {},
+        },
+        "latency_three_hops_ms": {
+            "units": 1_000,
+            "offered_units_per_s": e2e / 2,
+            "p50": 40.0,
+            "p95": 60.0,
+            "p99": 95.0,
+            "max": 120.0,
+        },
+        "connectors": {
+            "listings": 256,
+            "steady": {
+                "offered_per_s": 10.0,
+                "seconds": 30.0,
+                "lag_ms": {
+                    "shopify": {"adjustments": 80, "p50": 180.0, "p95": 400.0, "p99": 900.0, "max": 950.0},
+                    "tiktok": {"adjustments": 80, "p50": 240.0, "p95": 1200.0, "p99": 2300.0, "max": 2400.0},
+                },
+            },
+            "burst": {
+                "adjustments": 200,
+                "seconds": 10.0,
+                "per_s": 20,
+                "by_marketplace": {
+                    "shopify": {"adjustments": 200, "seconds": 10.0, "per_s": 20.0, "writes": 40, "per_write": 5.0}
+                },
+            },
+        },
     }
 
 

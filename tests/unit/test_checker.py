@@ -12,24 +12,56 @@ T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 SELLER, OTHER = "chk-seller-1", "chk-seller-2"
 
 
-def graded(lpn: str, grade: str = "A", *, seller: str = SELLER, sku: str = "TEE-BLK-M", at: datetime = T0,
-           revision: int = 1) -> UnitGraded:
+def graded(
+    lpn: str, grade: str = "A", *, seller: str = SELLER, sku: str = "TEE-BLK-M", at: datetime = T0, revision: int = 1
+) -> UnitGraded:
     return UnitGraded(
-        event_id=uuid.uuid4(), occurred_at=at, seller_id=seller, lpn=lpn, sku=sku, return_id="R1",
-        grade=grade, reasons=["packaging=intact"], revision=revision, warehouse_id="W1", shop_id="shop-1",
-        channel="tiktok", unit_price=Money(amount="19.90", currency="USD"), source_event_id=uuid.uuid4(),
+        event_id=uuid.uuid4(),
+        occurred_at=at,
+        seller_id=seller,
+        lpn=lpn,
+        sku=sku,
+        return_id="R1",
+        grade=grade,
+        reasons=["packaging=intact"],
+        revision=revision,
+        warehouse_id="W1",
+        shop_id="shop-1",
+        channel="tiktok",
+        unit_price=Money(amount="19.90", currency="USD"),
+        source_event_id=uuid.uuid4(),
     )
 
 
-def adjusted(cause: UnitGraded, sequence: int, available: int, *, delta: int = 1, condition: str = "new",
-             seller: str | None = None, at: datetime | None = None) -> StockAdjusted:
+def adjusted(
+    cause: UnitGraded,
+    sequence: int,
+    available: int,
+    *,
+    delta: int = 1,
+    condition: str = "new",
+    seller: str | None = None,
+    at: datetime | None = None,
+) -> StockAdjusted:
     adjustment_id = uuid.uuid4()
     return StockAdjusted(
-        event_id=adjustment_id, adjustment_id=adjustment_id, occurred_at=at or cause.occurred_at + timedelta(seconds=1),
-        seller_id=seller or cause.seller_id, shop_id="shop-1", channel="tiktok", warehouse_id="W1", sku=cause.sku,
-        condition=condition, delta=delta, available=available, sequence=sequence,
-        cause=AdjustmentCause(kind="unit_graded" if cause.revision == 1 else "unit_regraded", lpn=cause.lpn,
-                              source_event_id=cause.event_id),
+        event_id=adjustment_id,
+        adjustment_id=adjustment_id,
+        occurred_at=at or cause.occurred_at + timedelta(seconds=1),
+        seller_id=seller or cause.seller_id,
+        shop_id="shop-1",
+        channel="tiktok",
+        warehouse_id="W1",
+        sku=cause.sku,
+        condition=condition,
+        delta=delta,
+        available=available,
+        sequence=sequence,
+        cause=AdjustmentCause(
+            kind="unit_graded" if cause.revision == 1 else "unit_regraded",
+            lpn=cause.lpn,
+            source_event_id=cause.event_id,
+        ),
     )
 
 
@@ -123,8 +155,9 @@ def test_a_plus_one_for_a_c_grade_is_found():
 
 def test_a_plus_one_whose_cause_is_another_units_grade_is_found():
     g1, g2 = graded("L1"), graded("L2")
-    wrong = adjusted(g1, 1, 1).model_copy(update={"cause": AdjustmentCause(
-        kind="unit_graded", lpn="L2", source_event_id=g1.event_id)})
+    wrong = adjusted(g1, 1, 1).model_copy(
+        update={"cause": AdjustmentCause(kind="unit_graded", lpn="L2", source_event_id=g1.event_id)}
+    )
     assert faults(check([wrong], [g1, g2], None)) == {"ungraded": 1}
 
 
@@ -176,12 +209,17 @@ def test_read_topic_triples_are_accepted():
 def test_a_unit_put_on_a_second_key_before_leaving_the_first_is_offered_twice():
     g = graded("L1", "B")
     ga = graded("L1", "A", at=T0 + timedelta(hours=1), revision=2)
-    moved_late = [adjusted(g, 1, 1, condition="open_box"),
-                  adjusted(ga, 1, 1),                                               # +1 new ...
-                  adjusted(ga, 2, 0, delta=-1, condition="open_box", at=ga.occurred_at + timedelta(seconds=5))]
+    moved_late = [
+        adjusted(g, 1, 1, condition="open_box"),
+        adjusted(ga, 1, 1),  # +1 new ...
+        adjusted(ga, 2, 0, delta=-1, condition="open_box", at=ga.occurred_at + timedelta(seconds=5)),
+    ]
     assert faults(check(moved_late, [g, ga], None)) == {"offered_twice": 1}
-    moved_together = [adjusted(g, 1, 1, condition="open_box"), adjusted(ga, 2, 0, delta=-1, condition="open_box"),
-                      adjusted(ga, 1, 1)]  # -1 and +1 of one transaction share a timestamp
+    moved_together = [
+        adjusted(g, 1, 1, condition="open_box"),
+        adjusted(ga, 2, 0, delta=-1, condition="open_box"),
+        adjusted(ga, 1, 1),
+    ]  # -1 and +1 of one transaction share a timestamp
     assert faults(check(moved_together, [g, ga], None)) == {}
 
 

@@ -56,8 +56,7 @@ async def test_note_returns_before_the_commit_and_the_newest_offsets_win():
     assert consumer.commits == []
     consumer.gate.set()
     await settle()
-    assert consumer.commits == [{TopicPartition("a", 0): 2},
-                                {TopicPartition("a", 0): 4, TopicPartition("a", 1): 5}]
+    assert consumer.commits == [{TopicPartition("a", 0): 2}, {TopicPartition("a", 0): 4, TopicPartition("a", 1): 5}]
     await committer.stop()
 
 

@@ -31,12 +31,39 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test CA",
-            "-keyout", "ca.key", "-out", "ca.pem")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=client", "-keyout", "client.key",
-            "-out", "client.csr")
-    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "1", "-out", "client.pem")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=client", "-keyout", "client.key", "-out", "client.csr"
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        "client.pem",
+    )
     return {name: str(folder / f"{name}") for name in ("ca.pem", "client.pem", "client.key", "ca.key")}
 
 
@@ -53,16 +80,19 @@ def test_sasl_defaults_to_scram_sha_512() -> None:
     settings = Settings.from_env({**SASL, "KAFKA_SASL_PASSWORD": SECRET})
     assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
     assert kafka_options(settings) == {
-        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
-        "sasl_plain_username": "rebound", "sasl_plain_password": SECRET,
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "rebound",
+        "sasl_plain_password": SECRET,
     }
     security = kafka_security(settings)
     assert isinstance(security, SASLScram512)
     assert (security.username, security.password, security.use_ssl) == ("rebound", SECRET, False)
 
 
-@pytest.mark.parametrize(("mechanism", "kind"), [("scram-sha-256", SASLScram256), ("PLAIN", SASLPlaintext),
-                                                 ("SCRAM-SHA-512", SASLScram512)])
+@pytest.mark.parametrize(
+    ("mechanism", "kind"), [("scram-sha-256", SASLScram256), ("PLAIN", SASLPlaintext), ("SCRAM-SHA-512", SASLScram512)]
+)
 def test_each_mechanism_maps_to_faststream(mechanism: str, kind: type) -> None:
     settings = Settings.from_env({**SASL, "KAFKA_SASL_PASSWORD": SECRET, "KAFKA_SASL_MECHANISM": mechanism})
     assert kafka_options(settings)["sasl_mechanism"] == mechanism.upper()
@@ -83,26 +113,34 @@ def test_unreadable_or_empty_password_file_is_one_line(tmp_path: Path) -> None:
     missing = str(tmp_path / "absent")
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({**SASL, "KAFKA_SASL_PASSWORD_FILE": missing})
-    assert str(raised.value) == (f"KAFKA_SASL_PASSWORD_FILE={missing} cannot be read "
-                                 "(FileNotFoundError: No such file or directory)")
+    assert str(raised.value) == (
+        f"KAFKA_SASL_PASSWORD_FILE={missing} cannot be read (FileNotFoundError: No such file or directory)"
+    )
     with pytest.raises(SettingsError, match="is empty"):
         Settings.from_env({**SASL, "KAFKA_SASL_PASSWORD_FILE": _secret_file(tmp_path, "\n")})
 
 
-@pytest.mark.parametrize(("env", "names"), [
-    ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL='TLS' is not one of"),
-    ({**SASL, "KAFKA_SASL_PASSWORD": SECRET, "KAFKA_SASL_MECHANISM": "GSSAPI"}, "KAFKA_SASL_MECHANISM='GSSAPI'"),
-    ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_PASSWORD": SECRET}, "KAFKA_SASL_USERNAME is required"),
-    (SASL, "KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE is required"),
-    ({"KAFKA_SASL_USERNAME": "rebound"}, "KAFKA_SASL_USERNAME is set but KAFKA_SECURITY_PROTOCOL=PLAINTEXT"),
-    ({"KAFKA_SASL_PASSWORD": SECRET}, "KAFKA_SASL_PASSWORD is set but"),
-    ({"KAFKA_SSL_CAFILE": "/etc/hostname"}, "KAFKA_SSL_CAFILE is set but KAFKA_SECURITY_PROTOCOL=PLAINTEXT"),
-    ({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": "/nonexistent/ca.pem"},
-     "KAFKA_SSL_CAFILE=/nonexistent/ca.pem is not a readable file"),
-    ({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERTFILE": "/etc/hostname"},
-     "KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together"),
-    ({"DATABASE_PASSWORD_FILE": "/nonexistent/pw"}, "DATABASE_PASSWORD_FILE=/nonexistent/pw cannot be read"),
-])
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL='TLS' is not one of"),
+        ({**SASL, "KAFKA_SASL_PASSWORD": SECRET, "KAFKA_SASL_MECHANISM": "GSSAPI"}, "KAFKA_SASL_MECHANISM='GSSAPI'"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_PASSWORD": SECRET}, "KAFKA_SASL_USERNAME is required"),
+        (SASL, "KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE is required"),
+        ({"KAFKA_SASL_USERNAME": "rebound"}, "KAFKA_SASL_USERNAME is set but KAFKA_SECURITY_PROTOCOL=PLAINTEXT"),
+        ({"KAFKA_SASL_PASSWORD": SECRET}, "KAFKA_SASL_PASSWORD is set but"),
+        ({"KAFKA_SSL_CAFILE": "/etc/hostname"}, "KAFKA_SSL_CAFILE is set but KAFKA_SECURITY_PROTOCOL=PLAINTEXT"),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": "/nonexistent/ca.pem"},
+            "KAFKA_SSL_CAFILE=/nonexistent/ca.pem is not a readable file",
+        ),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERTFILE": "/etc/hostname"},
+            "KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together",
+        ),
+        ({"DATABASE_PASSWORD_FILE": "/nonexistent/pw"}, "DATABASE_PASSWORD_FILE=/nonexistent/pw cannot be read"),
+    ],
+)
 def test_bad_combinations_are_one_line_naming_the_setting(env: dict[str, str], names: str) -> None:
     with pytest.raises(SettingsError) as raised:
         Settings.from_env(env)
@@ -118,18 +156,25 @@ def test_a_settings_error_stops_the_process_with_its_line() -> None:
     result = subprocess.run(
         [str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "rebound"), "topics"],
         env={"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "rebound", "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
-    assert result.stderr.strip() == ("KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE is required with "
-                                     "KAFKA_SECURITY_PROTOCOL=SASL_SSL")
+    assert result.stderr.strip() == (
+        "KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE is required with KAFKA_SECURITY_PROTOCOL=SASL_SSL"
+    )
 
 
 def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:
-    settings = Settings.from_env({
-        **SASL, "KAFKA_SASL_PASSWORD": SECRET, "DATABASE_PASSWORD_FILE": _secret_file(tmp_path),
-        "DATABASE_URL": f"postgresql://rebound:{SECRET}@db.example:5432/rebound",
-    })
+    settings = Settings.from_env(
+        {
+            **SASL,
+            "KAFKA_SASL_PASSWORD": SECRET,
+            "DATABASE_PASSWORD_FILE": _secret_file(tmp_path),
+            "DATABASE_URL": f"postgresql://rebound:{SECRET}@db.example:5432/rebound",
+        }
+    )
     assert settings.database_password == SECRET
     for text in (repr(settings), str(settings), settings.redacted_database_url()):
         assert SECRET not in text
@@ -138,14 +183,20 @@ def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:
 
 
 def test_every_password_a_database_url_can_carry_is_redacted() -> None:
-    url = (f"postgresql://rebound:{SECRET}@db.example:5432/rebound?sslmode=verify-full&password={SECRET}2"
-           f"&SSLPassword={SECRET}3&sslrootcert=/etc/ca.pem")
+    url = (
+        f"postgresql://rebound:{SECRET}@db.example:5432/rebound?sslmode=verify-full&password={SECRET}2"
+        f"&SSLPassword={SECRET}3&sslrootcert=/etc/ca.pem"
+    )
     redacted = Settings.from_env({"DATABASE_URL": url}).redacted_database_url()
     assert SECRET not in redacted
-    assert redacted == ("postgresql://rebound:***@db.example:5432/rebound?sslmode=verify-full&password=***"
-                        "&SSLPassword=***&sslrootcert=/etc/ca.pem")
-    assert Settings.from_env({"DATABASE_URL": "postgresql://db.example/rebound"}).redacted_database_url() == \
-        "postgresql://db.example/rebound"
+    assert redacted == (
+        "postgresql://rebound:***@db.example:5432/rebound?sslmode=verify-full&password=***"
+        "&SSLPassword=***&sslrootcert=/etc/ca.pem"
+    )
+    assert (
+        Settings.from_env({"DATABASE_URL": "postgresql://db.example/rebound"}).redacted_database_url()
+        == "postgresql://db.example/rebound"
+    )
 
 
 def test_database_password_file_replaces_the_urls(tmp_path: Path) -> None:
@@ -154,9 +205,14 @@ def test_database_password_file_replaces_the_urls(tmp_path: Path) -> None:
 
 
 def test_ssl_context_trusts_the_given_ca_and_checks_hostnames(tls_files: dict[str, str]) -> None:
-    settings = Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": tls_files["ca.pem"],
-                                  "KAFKA_SSL_CERTFILE": tls_files["client.pem"],
-                                  "KAFKA_SSL_KEYFILE": tls_files["client.key"]})
+    settings = Settings.from_env(
+        {
+            "KAFKA_SECURITY_PROTOCOL": "SSL",
+            "KAFKA_SSL_CAFILE": tls_files["ca.pem"],
+            "KAFKA_SSL_CERTFILE": tls_files["client.pem"],
+            "KAFKA_SSL_KEYFILE": tls_files["client.key"],
+        }
+    )
     options = kafka_options(settings)
     assert options["security_protocol"] == "SSL"
     context = options["ssl_context"]
@@ -168,8 +224,9 @@ def test_ssl_context_trusts_the_given_ca_and_checks_hostnames(tls_files: dict[st
 
 
 def test_sasl_ssl_without_cafile_uses_the_system_cas() -> None:
-    settings = Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "rebound",
-                                  "KAFKA_SASL_PASSWORD": SECRET})
+    settings = Settings.from_env(
+        {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "rebound", "KAFKA_SASL_PASSWORD": SECRET}
+    )
     options = kafka_options(settings)
     assert options["security_protocol"] == "SASL_SSL"
     assert options["ssl_context"].verify_mode == ssl.CERT_REQUIRED
@@ -178,7 +235,12 @@ def test_sasl_ssl_without_cafile_uses_the_system_cas() -> None:
 
 
 def test_a_key_that_does_not_match_its_certificate_is_one_line(tls_files: dict[str, str]) -> None:
-    settings = Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERTFILE": tls_files["client.pem"],
-                                  "KAFKA_SSL_KEYFILE": tls_files["ca.key"]})
+    settings = Settings.from_env(
+        {
+            "KAFKA_SECURITY_PROTOCOL": "SSL",
+            "KAFKA_SSL_CERTFILE": tls_files["client.pem"],
+            "KAFKA_SSL_KEYFILE": tls_files["ca.key"],
+        }
+    )
     with pytest.raises(SettingsError, match="^KAFKA_SSL_CAFILE/KAFKA_SSL_CERTFILE/KAFKA_SSL_KEYFILE cannot be loaded"):
         kafka_options(settings)

@@ -40,22 +40,26 @@ def test_a_delta_lands_on_the_marketplaces_own_number() -> None:
     assert target(seen=99_999, delta=1, maximum=99_999).quantity == 99_999
 
 
-@pytest.mark.parametrize(("written", "seen", "sold", "now", "settled"), [
-    (5, 3, 0, 5, 5),  # landed
-    (5, 3, 0, 3, 5),  # did not land: the +2 is written
-    (5, 3, 2, 3, 3),  # landed, then two sold
-    (5, 3, 2, 5, 3),  # landed over two sales made before it: they are taken off again
-    (5, 3, 2, 1, 3),  # did not land, two sold
-    (5, 3, 4, 1, 1),
-    (2, 3, 0, 2, 2),  # a -1 that landed
-    (2, 3, 0, 3, 2),  # a -1 that did not
-    (2, 3, 3, 0, 0),  # sold out either way
-    (5, 3, 0, 7, None),  # someone else wrote
-    (5, 3, 1, 1, None),  # ... or took more than what sold
-    (3, 3, 0, 3, 3),  # nothing to write
-])
+@pytest.mark.parametrize(
+    ("written", "seen", "sold", "now", "settled"),
+    [
+        (5, 3, 0, 5, 5),  # landed
+        (5, 3, 0, 3, 5),  # did not land: the +2 is written
+        (5, 3, 2, 3, 3),  # landed, then two sold
+        (5, 3, 2, 5, 3),  # landed over two sales made before it: they are taken off again
+        (5, 3, 2, 1, 3),  # did not land, two sold
+        (5, 3, 4, 1, 1),
+        (2, 3, 0, 2, 2),  # a -1 that landed
+        (2, 3, 0, 3, 2),  # a -1 that did not
+        (2, 3, 3, 0, 0),  # sold out either way
+        (5, 3, 0, 7, None),  # someone else wrote
+        (5, 3, 1, 1, None),  # ... or took more than what sold
+        (3, 3, 0, 3, 3),  # nothing to write
+    ],
+)
 def test_a_write_in_doubt_settles_on_the_delta_less_what_sold_whichever_happened(
-        written: int, seen: int, sold: int, now: int, settled: int | None) -> None:
+    written: int, seen: int, sold: int, now: int, settled: int | None
+) -> None:
     assert settle(written, seen, sold, now) == settled
 
 

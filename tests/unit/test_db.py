@@ -23,7 +23,8 @@ async def test_migrate_waits_for_the_database_and_carries_on(monkeypatch: pytest
 
 
 async def test_migrate_gives_up_after_its_wait_and_other_errors_are_not_retried(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     async def down(_pool) -> list[str]:  # noqa: ANN001
         raise ConnectionRefusedError("database down")
 

@@ -61,8 +61,15 @@ def test_a_valid_event_decodes_and_tolerates_unknown_fields() -> None:
 
 
 def test_every_inbound_topic_of_the_registry_is_covered() -> None:
-    assert INBOUND == [RMA.name, PARCEL_SCANNED.name, UNIT_INSPECTED.name, UNIT_REFURBISHED.name, UNIT_PICKED.name,
-                       EXCHANGE_REQUESTED.name, ACKS.name]
+    assert INBOUND == [
+        RMA.name,
+        PARCEL_SCANNED.name,
+        UNIT_INSPECTED.name,
+        UNIT_REFURBISHED.name,
+        UNIT_PICKED.name,
+        EXCHANGE_REQUESTED.name,
+        ACKS.name,
+    ]
     for topic in INBOUND:
         assert _decode(topic, orjson.dumps(_valid(topic))).failure is None
 
@@ -177,10 +184,17 @@ def test_nesting_beyond_what_json_parsing_allows_is_dead_lettered_as_invalid_jso
     assert item.event is None and item.failure[0] == "invalid_json"
 
 
-@pytest.mark.parametrize("document", [
-    {"b": [1, {"z": None, "a": 1.5e300}, "x\u0000", True], "a": {"é": -0.0, "c": []}, "n": -(2**63), "": {}},
-    [], {}, "text", 18446744073709551615, 5e-324,
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"b": [1, {"z": None, "a": 1.5e300}, "x\u0000", True], "a": {"é": -0.0, "c": []}, "n": -(2**63), "": {}},
+        [],
+        {},
+        "text",
+        18446744073709551615,
+        5e-324,
+    ],
+)
 def test_the_canonical_form_is_what_orjson_writes_with_sorted_keys(document: Any) -> None:
     assert canonical_json(document) == orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
@@ -212,7 +226,9 @@ def test_a_failure_no_rule_foresees_dead_letters_the_record_instead_of_raising()
     raw = orjson.dumps(_valid(UNIT_INSPECTED.name))
     item = decode(Record(UNIT_INSPECTED.name, raw, partition=1, offset=7), route, 1024 * 1024)
     assert item.event is None and item.failure == (
-        "processing_failed", "while decoding: RecursionError: maximum recursion depth exceeded")
+        "processing_failed",
+        "while decoding: RecursionError: maximum recursion depth exceeded",
+    )
     assert item.seller_id == "s1"  # what was read before the failure still routes the dead letter
     letter = dead_letter(item, "rebound-grading", datetime.now(UTC))
     assert base64.b64decode(letter.raw_base64) == raw and letter.kind == "processing_failed"

@@ -23,7 +23,8 @@ from rebound_contracts.topics import DLQ
 # What asyncpg raises when a pooled connection is used after PostgreSQL ended its session while
 # it sat idle (`pg_ctl stop -m fast`: "terminating connection due to administrator command").
 SESSION_ENDED = asyncpg.exceptions.InternalClientError(
-    "cannot switch to state 12; another operation (2) is in progress")
+    "cannot switch to state 12; another operation (2) is in progress"
+)
 
 
 class Admin:
@@ -66,8 +67,9 @@ async def test_topics_are_ensured_when_the_broker_went_away_after_the_admin_clie
     with capture_logs() as logs:
         created = await topics.ensure_topics("127.0.0.1:19092", wait_seconds=float("inf"), topics=[DLQ])
     assert created == [DLQ.name]
-    assert [entry["error"] for entry in logs if entry["event"] == "kafka_unavailable"] == \
-        ["KafkaConnectionError: Connection at 127.0.0.1:19092 closed"] * 2
+    assert [entry["error"] for entry in logs if entry["event"] == "kafka_unavailable"] == [
+        "KafkaConnectionError: Connection at 127.0.0.1:19092 closed"
+    ] * 2
     assert len(admin.instances) == 3 and all(a.closed for a in admin.instances)
 
 
@@ -165,8 +167,9 @@ async def test_a_batch_that_meets_an_ended_session_is_retried_whole(monkeypatch:
         return BatchStats()
 
     monkeypatch.setattr(processor, "_apply", apply)
-    records = [SimpleNamespace(topic="t", partition=0, offset=offset, key=b"k", value=b"{}", headers=())
-               for offset in range(3)]
+    records = [
+        SimpleNamespace(topic="t", partition=0, offset=offset, key=b"k", value=b"{}", headers=()) for offset in range(3)
+    ]
     with capture_logs() as logs:
         await processor.process(records)
     assert applied == [3]

@@ -47,6 +47,7 @@ def rebound_services() -> set[str]:
 
 # --- Kubernetes ---------------------------------------------------------------------------------
 
+
 def kustomization(directory: Path) -> dict:
     return yaml.safe_load((directory / "kustomization.yaml").read_text())
 
@@ -119,7 +120,9 @@ def test_deployment_serves_probes_and_metrics_on_its_http_port(service: str) -> 
     assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     assert template["metadata"]["annotations"] == {
-        "prometheus.io/scrape": "true", "prometheus.io/port": str(HTTP_PORT), "prometheus.io/path": "/metrics",
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(HTTP_PORT),
+        "prometheus.io/path": "/metrics",
     }
     assert container["resources"]["limits"]["memory"] == "256Mi"
     assert set(container["resources"]["requests"]) == {"cpu", "memory"}
@@ -178,6 +181,7 @@ def test_the_database_url_is_only_in_the_secret_with_a_value_to_replace() -> Non
 
 # --- Strimzi topics ------------------------------------------------------------------------------
 
+
 def test_strimzi_topics_are_what_the_registry_generates() -> None:
     stale = deploy_manifests.stale()
     assert stale == [], f"deploy/k8s/topics is out of date ({', '.join(stale)}): run `make manifests`"
@@ -212,6 +216,7 @@ def test_the_generator_writes_and_then_finds_nothing_stale(tmp_path: Path) -> No
 # --- Docker compose ------------------------------------------------------------------------------
 # `docker compose config` would also check the file, but needs the compose plugin; these structural
 # checks stand on their own.
+
 
 def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
@@ -286,6 +291,7 @@ def test_the_only_password_in_compose_is_the_local_development_one() -> None:
 
 
 # --- Image, README ---------------------------------------------------------------------------------
+
 
 def test_the_image_runs_rebound_as_a_non_root_user() -> None:
     lines = [line.strip() for line in (DEPLOY / "Dockerfile").read_text().splitlines()]

@@ -8,8 +8,15 @@ from datetime import datetime
 
 import pytest
 
-from rebound.connectors.ebay import (PACE_BURST, PACIFIC, REVISIONS_A_DAY, RevisionPacing, revision_day,
-                                     revision_limit_reached, seconds_to_next_day)
+from rebound.connectors.ebay import (
+    PACE_BURST,
+    PACIFIC,
+    REVISIONS_A_DAY,
+    RevisionPacing,
+    revision_day,
+    revision_limit_reached,
+    seconds_to_next_day,
+)
 
 HOUR = 3600
 
@@ -57,26 +64,51 @@ def test_a_listing_refused_for_the_day_waits_until_then() -> None:
     assert pacing.wait("offer", now + 2 * HOUR + 450) == 0
 
 
-@pytest.mark.parametrize(("at", "to_midnight"), [
-    (_pacific(2026, 7, 14, 16, 30), 7.5 * HOUR),  # 23:30 UTC: not UTC's midnight, Pacific's
-    (_pacific(2026, 3, 7, 23, 0), HOUR),
-    (_pacific(2026, 3, 8, 0, 0), 23 * HOUR),  # the day the clocks go forward
-    (_pacific(2026, 11, 1, 0, 0), 25 * HOUR),  # and back
-])
+@pytest.mark.parametrize(
+    ("at", "to_midnight"),
+    [
+        (_pacific(2026, 7, 14, 16, 30), 7.5 * HOUR),  # 23:30 UTC: not UTC's midnight, Pacific's
+        (_pacific(2026, 3, 7, 23, 0), HOUR),
+        (_pacific(2026, 3, 8, 0, 0), 23 * HOUR),  # the day the clocks go forward
+        (_pacific(2026, 11, 1, 0, 0), 25 * HOUR),  # and back
+    ],
+)
 def test_the_revision_day_ends_at_pacific_midnight(at: float, to_midnight: float) -> None:
     assert seconds_to_next_day(at) == to_midnight
     assert revision_day(at + to_midnight) != revision_day(at) == revision_day(at + to_midnight - 1)
 
 
-@pytest.mark.parametrize(("error", "until_tomorrow"), [
-    ({"errorId": 25019, "message": "Cannot revise listing.", "parameters": [{"name": "0", "value": (
-        "This listing has been revised 250 times today, the most allowed in a calendar day.")}]}, True),
-    # 25019 for reasons a new day does not clear, as sellers have reported them
-    ({"errorId": 25019, "message": "Cannot revise listing.", "parameters": [
-        {"name": "0", "value": "<font color='#757575'>Computerspiel ab 18...</font>"},
-        {"name": "2", "value": "BLOCK_DE_USK_NewMessaging_NOV2015"}]}, False),
-    ({"errorId": 25019, "message": "Cannot revise listing."}, False),
-    ({"errorId": 25002, "message": "A user error has occurred. Revision limit"}, False),
-])
+@pytest.mark.parametrize(
+    ("error", "until_tomorrow"),
+    [
+        (
+            {
+                "errorId": 25019,
+                "message": "Cannot revise listing.",
+                "parameters": [
+                    {
+                        "name": "0",
+                        "value": ("This listing has been revised 250 times today, the most allowed in a calendar day."),
+                    }
+                ],
+            },
+            True,
+        ),
+        # 25019 for reasons a new day does not clear, as sellers have reported them
+        (
+            {
+                "errorId": 25019,
+                "message": "Cannot revise listing.",
+                "parameters": [
+                    {"name": "0", "value": "<font color='#757575'>Computerspiel ab 18...</font>"},
+                    {"name": "2", "value": "BLOCK_DE_USK_NewMessaging_NOV2015"},
+                ],
+            },
+            False,
+        ),
+        ({"errorId": 25019, "message": "Cannot revise listing."}, False),
+        ({"errorId": 25002, "message": "A user error has occurred. Revision limit"}, False),
+    ],
+)
 def test_only_the_daily_revision_limit_waits_for_the_next_day(error: dict, until_tomorrow: bool) -> None:
     assert revision_limit_reached(error) is until_tomorrow

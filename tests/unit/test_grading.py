@@ -60,15 +60,19 @@ def test_repackaging_turns_a_packaging_only_b_into_an_a_but_not_a_flawed_one() -
 
 def test_repair_lifts_a_faulty_unit_unless_irreparable() -> None:
     assert decide_grade({**BASE, "function": "faulty"}, ("repaired",), DEFAULT_RULES.default).grade == "A"
-    assert decide_grade({**BASE, "function": "faulty", "irreparable": True}, ("repaired",),
-                        DEFAULT_RULES.default).grade == "SCRAP"
+    assert (
+        decide_grade({**BASE, "function": "faulty", "irreparable": True}, ("repaired",), DEFAULT_RULES.default).grade
+        == "SCRAP"
+    )
 
 
 def test_seller_rules_are_data_with_sku_prefix_overrides() -> None:
-    rules = parse_rules({
-        "default": [{"grade": "C", "any": {"packaging": ["missing"]}}, {"grade": "A"}],
-        "by_sku_prefix": {"SHOE-": [{"grade": "B", "any": {"packaging": ["worn", "damaged"]}}, {"grade": "A"}]},
-    })
+    rules = parse_rules(
+        {
+            "default": [{"grade": "C", "any": {"packaging": ["missing"]}}, {"grade": "A"}],
+            "by_sku_prefix": {"SHOE-": [{"grade": "B", "any": {"packaging": ["worn", "damaged"]}}, {"grade": "A"}]},
+        }
+    )
     assert decide_grade({**BASE, "packaging": "missing"}, (), rules.for_sku("TEE-M")).grade == "C"
     assert decide_grade({**BASE, "packaging": "worn"}, (), rules.for_sku("TEE-M")).grade == "A"
     assert decide_grade({**BASE, "packaging": "worn"}, (), rules.for_sku("SHOE-42")).grade == "B"
@@ -81,8 +85,10 @@ def test_seller_rules_are_data_with_sku_prefix_overrides() -> None:
         ({"default": []}, "non-empty list"),
         ({"default": [{"grade": "Z"}]}, "grade among"),
         ({"default": [{"grade": "C", "any": {"colour": ["red"]}}, {"grade": "A"}]}, "unknown check 'colour'"),
-        ({"default": [{"grade": "C", "any": {"function": ["broken"]}}, {"grade": "A"}]},
-         "rules.default[0].any.function"),
+        (
+            {"default": [{"grade": "C", "any": {"function": ["broken"]}}, {"grade": "A"}]},
+            "rules.default[0].any.function",
+        ),
         ({"default": [{"grade": "A", "all": {"packaging": ["intact"]}}]}, "last rule must have no condition"),
         ({"default": [{"grade": "A", "any": {"packaging": "intact"}, "all": {"packaging": "intact"}}]}, "not both"),
         ({"defaults": []}, "unknown keys"),
@@ -175,8 +181,10 @@ async def test_the_receipt_wins_over_an_early_inspection_from_another_seller() -
 
 def test_only_work_done_after_the_inspection_in_force_counts() -> None:
     at = f.T0
-    history = [Refurbishment(at + timedelta(hours=1), ("repackaged",)),
-               Refurbishment(at + timedelta(hours=3), ("cleaned",))]
+    history = [
+        Refurbishment(at + timedelta(hours=1), ("repackaged",)),
+        Refurbishment(at + timedelta(hours=3), ("cleaned",)),
+    ]
     assert counted_refurbishment(history, None) == ("cleaned", "repackaged")
     assert counted_refurbishment(history, at) == ("cleaned", "repackaged")
     assert counted_refurbishment(history, at + timedelta(hours=2)) == ("cleaned",)
@@ -200,14 +208,18 @@ async def _final_grade(events: list) -> str:  # noqa: ANN001
 def _repackaged_then_reinspected(lpn: str) -> list:
     """Packaging missing (B), repackaged (A), then a re-inspection finds the new box damaged (B)."""
     t = f.T0 + timedelta(days=3)
-    return [_looked_at(lpn, "missing", t), f.refurbished("s1", lpn, "repackaged", at=t + timedelta(hours=2)),
-            _looked_at(lpn, "damaged", t + timedelta(days=1))]
+    return [
+        _looked_at(lpn, "missing", t),
+        f.refurbished("s1", lpn, "repackaged", at=t + timedelta(hours=2)),
+        _looked_at(lpn, "damaged", t + timedelta(days=1)),
+    ]
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(3))), ids=str)
 @pytest.mark.parametrize("receipt_first", [True, False])
 async def test_a_reinspection_after_repackaging_grades_the_unit_as_it_is_in_any_arrival_order(
-    order: tuple[int, ...], receipt_first: bool,
+    order: tuple[int, ...],
+    receipt_first: bool,
 ) -> None:
     lpn = f.uid("L")
     events = [_repackaged_then_reinspected(lpn)[i] for i in order]

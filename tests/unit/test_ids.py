@@ -19,8 +19,11 @@ def test_an_event_derived_again_has_the_same_id() -> None:
 
 def test_another_source_or_name_gives_another_id() -> None:
     source = uuid.uuid4()
-    ids = {derived_id(source, AT, "graded:LPN-1:1"), derived_id(source, AT, "graded:LPN-1:2"),
-           derived_id(uuid.uuid4(), AT, "graded:LPN-1:1")}
+    ids = {
+        derived_id(source, AT, "graded:LPN-1:1"),
+        derived_id(source, AT, "graded:LPN-1:2"),
+        derived_id(uuid.uuid4(), AT, "graded:LPN-1:1"),
+    }
     assert len(ids) == 3
 
 

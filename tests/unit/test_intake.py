@@ -142,7 +142,10 @@ async def test_a_return_never_takes_or_discards_a_parked_parcel_of_another_selle
     await register_return(ctx, hostile, repo)  # another seller's return with the victim's tracking number
     [reported] = emitted(ctx, "returns.exceptions.v1")
     assert (reported.kind, reported.seller_id, reported.source_event_id) == (
-        "cross_tenant_reference", "victim", victim.event_id)
+        "cross_tenant_reference",
+        "victim",
+        victim.event_id,
+    )
     assert emitted(ctx, UNIT_RECEIVED.name) == [] and [s.event_id for s, _ in repo.parked] == [victim.event_id]
     again = f.rma("intruder").model_copy(update={"tracking_number": "T-SHARED"})
     ctx = context(again)

@@ -15,17 +15,27 @@ URL = "postgresql://rebound:url-secret-1@127.0.0.1:15432/rebound"
 def env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "db").write_text("db-file-secret-2\n")
     (tmp_path / "kafka").write_text("kafka-file-secret-3")
-    return {"DATABASE_URL": URL, "DATABASE_PASSWORD_FILE": str(tmp_path / "db"),
-            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_USERNAME": "rebound",
-            "KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "kafka")}
+    return {
+        "DATABASE_URL": URL,
+        "DATABASE_PASSWORD_FILE": str(tmp_path / "db"),
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_USERNAME": "rebound",
+        "KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "kafka"),
+    }
 
 
 def test_every_configured_secret_is_looked_for(env: dict[str, str]) -> None:
-    assert configured_secrets(env) == {"the password in DATABASE_URL": "url-secret-1",
-                                       "DATABASE_PASSWORD_FILE": "db-file-secret-2",
-                                       "KAFKA_SASL_PASSWORD_FILE": "kafka-file-secret-3"}
-    inline = {"DATABASE_URL": URL, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "rebound",
-              "KAFKA_SASL_PASSWORD": "kafka-secret-4"}
+    assert configured_secrets(env) == {
+        "the password in DATABASE_URL": "url-secret-1",
+        "DATABASE_PASSWORD_FILE": "db-file-secret-2",
+        "KAFKA_SASL_PASSWORD_FILE": "kafka-file-secret-3",
+    }
+    inline = {
+        "DATABASE_URL": URL,
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_USERNAME": "rebound",
+        "KAFKA_SASL_PASSWORD": "kafka-secret-4",
+    }
     assert configured_secrets(inline)["KAFKA_SASL_PASSWORD"] == "kafka-secret-4"
 
 

@@ -41,7 +41,10 @@ def test_json_logging_renders_standard_library_and_structlog_lines_alike(restore
 
     lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert [line["event"] for line in lines] == [
-        "Heartbeat failed for group rebound-grading", "consumer stopped", "dead_lettered"]
+        "Heartbeat failed for group rebound-grading",
+        "consumer stopped",
+        "dead_lettered",
+    ]
     for line in lines:
         assert {"event", "level", "timestamp"} <= line.keys()
         assert line["timestamp"].endswith("Z") and line["service"] == "grading"

@@ -69,11 +69,17 @@ class Clock:
 _ANSWERING = object()
 
 
-def probes(group: FakeGroup | None = None, *, pool: FakePool | None | object = _ANSWERING,
-           assigned: set[TopicPartition] | None = frozenset({P0}), max_lag: int = 100,
-           clock: Clock | None = None) -> Probes:
-    p = Probes("rebound-test", group or FakeGroup(), ServiceMetrics([RMA.name]), max_lag=max_lag,
-               clock=clock or Clock())
+def probes(
+    group: FakeGroup | None = None,
+    *,
+    pool: FakePool | None | object = _ANSWERING,
+    assigned: set[TopicPartition] | None = frozenset({P0}),
+    max_lag: int = 100,
+    clock: Clock | None = None,
+) -> Probes:
+    p = Probes(
+        "rebound-test", group or FakeGroup(), ServiceMetrics([RMA.name]), max_lag=max_lag, clock=clock or Clock()
+    )
     p.pool = FakePool() if pool is _ANSWERING else pool
     p.assignment = lambda: None if assigned is None else set(assigned)
     return p
@@ -111,6 +117,7 @@ def sample(metrics: ServiceMetrics, name: str, **labels: str) -> float | None:
 
 # --- HTTP ---------------------------------------------------------------------------------------
 
+
 async def test_health_is_200_ok(serve) -> None:
     port = await serve(probes(pool=None, assigned=None))  # nothing else needs to be up
     status, headers, body = await http(port, "/health")
@@ -145,13 +152,22 @@ async def test_metrics_are_prometheus_text_with_the_recorded_values(serve) -> No
     status, headers, body = await http(port, "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
-    processed = {s.labels["topic"]: s.value for s in families["rebound_messages_processed"].samples
-                 if s.name.endswith("_total")}
+    processed = {
+        s.labels["topic"]: s.value for s in families["rebound_messages_processed"].samples if s.name.endswith("_total")
+    }
     assert processed == {RMA.name: 3.0}
-    assert {"rebound_batch_duration_seconds", "rebound_consumer_lag", "rebound_outbox_rows",
-            "rebound_outbox_oldest_age_seconds", "rebound_relay_published", "rebound_batches_failed",
-            "rebound_stock_adjustment_latency_seconds", "rebound_messages_dead_lettered",
-            "rebound_messages_duplicate", "rebound_exceptions_raised"} <= set(families)
+    assert {
+        "rebound_batch_duration_seconds",
+        "rebound_consumer_lag",
+        "rebound_outbox_rows",
+        "rebound_outbox_oldest_age_seconds",
+        "rebound_relay_published",
+        "rebound_batches_failed",
+        "rebound_stock_adjustment_latency_seconds",
+        "rebound_messages_dead_lettered",
+        "rebound_messages_duplicate",
+        "rebound_exceptions_raised",
+    } <= set(families)
 
 
 async def test_head_gets_the_headers_without_the_body(serve) -> None:
@@ -162,22 +178,31 @@ async def test_head_gets_the_headers_without_the_body(serve) -> None:
 
 # --- readiness ----------------------------------------------------------------------------------
 
+
 async def test_ready_is_200_when_every_check_passes(serve) -> None:
     port = await serve(probes(FakeGroup({P0: 40, P1: 59}), max_lag=100, assigned={P1, P0}))
     status, _, body = await http(port, "/ready")
-    assert (status, orjson.loads(body)) == (200, {
-        "status": "ready", "failed": [], "checks": {"database": "ok", "kafka": "ok", "lag": "ok"},
-        "partitions": [f"{RMA.name}:0", f"{RMA.name}:1"],
-    })
+    assert (status, orjson.loads(body)) == (
+        200,
+        {
+            "status": "ready",
+            "failed": [],
+            "checks": {"database": "ok", "kafka": "ok", "lag": "ok"},
+            "partitions": [f"{RMA.name}:0", f"{RMA.name}:1"],
+        },
+    )
 
 
-@pytest.mark.parametrize(("setup", "failed", "says"), [
-    ({"pool": None}, "database", "no database pool yet"),
-    ({"pool": FakePool(answer=ConnectionResetError("gone"))}, "database", "ConnectionResetError: gone"),
-    ({"assigned": None}, "kafka", "the consumer has not started"),
-    ({"assigned": set()}, "kafka", "no partitions assigned and the group is not active on the broker"),
-    ({"group": FakeGroup({P0: 60, P1: 40})}, "lag", "lag 100 is not under 100"),
-])
+@pytest.mark.parametrize(
+    ("setup", "failed", "says"),
+    [
+        ({"pool": None}, "database", "no database pool yet"),
+        ({"pool": FakePool(answer=ConnectionResetError("gone"))}, "database", "ConnectionResetError: gone"),
+        ({"assigned": None}, "kafka", "the consumer has not started"),
+        ({"assigned": set()}, "kafka", "no partitions assigned and the group is not active on the broker"),
+        ({"group": FakeGroup({P0: 60, P1: 40})}, "lag", "lag 100 is not under 100"),
+    ],
+)
 async def test_ready_is_503_naming_the_failed_check(serve, setup, failed, says) -> None:
     port = await serve(probes(**setup))
     status, _, body = await http(port, "/ready")
@@ -210,6 +235,7 @@ async def test_lag_is_read_from_kafka_at_most_once_per_max_age() -> None:
 
 # --- metric updates -----------------------------------------------------------------------------
 
+
 def test_a_batch_is_counted_per_consumed_topic() -> None:
     metrics = ServiceMetrics([RMA.name, PARCEL_SCANNED.name])
     stats = BatchStats()
@@ -217,14 +243,20 @@ def test_a_batch_is_counted_per_consumed_topic() -> None:
     stats.of(PARCEL_SCANNED.name).dead_lettered, stats.of(PARCEL_SCANNED.name).exceptions = 1, 2
     metrics.record_batch(stats, 0.3, NOW)
     metrics.record_batch(stats, 0.1, NOW)
-    counted = {(name, topic): sample(metrics, f"rebound_{name}_total", topic=topic)
-               for name in ("messages_processed", "messages_duplicate", "messages_dead_lettered", "exceptions_raised")
-               for topic in (RMA.name, PARCEL_SCANNED.name)}
+    counted = {
+        (name, topic): sample(metrics, f"rebound_{name}_total", topic=topic)
+        for name in ("messages_processed", "messages_duplicate", "messages_dead_lettered", "exceptions_raised")
+        for topic in (RMA.name, PARCEL_SCANNED.name)
+    }
     assert counted == {
-        ("messages_processed", RMA.name): 4.0, ("messages_processed", PARCEL_SCANNED.name): 0.0,
-        ("messages_duplicate", RMA.name): 2.0, ("messages_duplicate", PARCEL_SCANNED.name): 0.0,
-        ("messages_dead_lettered", RMA.name): 0.0, ("messages_dead_lettered", PARCEL_SCANNED.name): 2.0,
-        ("exceptions_raised", RMA.name): 0.0, ("exceptions_raised", PARCEL_SCANNED.name): 4.0,
+        ("messages_processed", RMA.name): 4.0,
+        ("messages_processed", PARCEL_SCANNED.name): 0.0,
+        ("messages_duplicate", RMA.name): 2.0,
+        ("messages_duplicate", PARCEL_SCANNED.name): 0.0,
+        ("messages_dead_lettered", RMA.name): 0.0,
+        ("messages_dead_lettered", PARCEL_SCANNED.name): 2.0,
+        ("exceptions_raised", RMA.name): 0.0,
+        ("exceptions_raised", PARCEL_SCANNED.name): 4.0,
     }
     assert sample(metrics, "rebound_batch_duration_seconds_count") == 2.0
     assert sample(metrics, "rebound_batch_duration_seconds_sum") == pytest.approx(0.4)
@@ -239,9 +271,13 @@ def test_batch_totals_are_the_sums_over_topics() -> None:
 
 def test_adjustment_latency_is_observed_for_stock_adjustments_only() -> None:
     metrics = ServiceMetrics()
-    stats = BatchStats(emitted=[(STOCK_ADJUSTMENTS.name, NOW - timedelta(seconds=3)),
-                                (STOCK_ADJUSTMENTS.name, NOW - timedelta(seconds=1)),
-                                (EXCEPTIONS.name, NOW - timedelta(seconds=100))])
+    stats = BatchStats(
+        emitted=[
+            (STOCK_ADJUSTMENTS.name, NOW - timedelta(seconds=3)),
+            (STOCK_ADJUSTMENTS.name, NOW - timedelta(seconds=1)),
+            (EXCEPTIONS.name, NOW - timedelta(seconds=100)),
+        ]
+    )
     metrics.record_batch(stats, 0.1, NOW)
     assert sample(metrics, "rebound_stock_adjustment_latency_seconds_count") == 2.0
     assert sample(metrics, "rebound_stock_adjustment_latency_seconds_sum") == pytest.approx(4.0)
@@ -288,8 +324,16 @@ async def test_a_failed_sample_keeps_the_last_gauges_and_the_next_one_refreshes_
 
 # --- settings -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("env", "port"), [({}, None), ({"REBOUND_HTTP_PORT": ""}, None),
-                                           ({"REBOUND_HTTP_PORT": " "}, None), ({"REBOUND_HTTP_PORT": "8080"}, 8080)])
+
+@pytest.mark.parametrize(
+    ("env", "port"),
+    [
+        ({}, None),
+        ({"REBOUND_HTTP_PORT": ""}, None),
+        ({"REBOUND_HTTP_PORT": " "}, None),
+        ({"REBOUND_HTTP_PORT": "8080"}, 8080),
+    ],
+)
 def test_the_http_port_is_optional(env, port) -> None:
     assert Settings.from_env(env).http_port == port
 

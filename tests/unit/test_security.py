@@ -20,8 +20,11 @@ def _queries(tree: ast.AST):  # noqa: ANN202
 
 def _constants(tree: ast.Module) -> dict[str, ast.AST]:
     """The module's top-level names bound once to a value."""
-    return {node.targets[0].id: node.value for node in tree.body
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)}
+    return {
+        node.targets[0].id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+    }
 
 
 def _static(expression: ast.AST, constants: dict[str, ast.AST], seen: frozenset[str] = frozenset()) -> bool:
@@ -31,10 +34,17 @@ def _static(expression: ast.AST, constants: dict[str, ast.AST], seen: frozenset[
     if isinstance(expression, ast.Constant):
         return isinstance(expression.value, str)
     if isinstance(expression, ast.JoinedStr):  # an f-string of fixed text only
-        return all(isinstance(part, ast.Constant) or (
-            isinstance(part, ast.FormattedValue) and part.conversion == -1 and part.format_spec is None
-            and isinstance(part.value, ast.Name) and _static(part.value, constants, seen))
-            for part in expression.values)
+        return all(
+            isinstance(part, ast.Constant)
+            or (
+                isinstance(part, ast.FormattedValue)
+                and part.conversion == -1
+                and part.format_spec is None
+                and isinstance(part.value, ast.Name)
+                and _static(part.value, constants, seen)
+            )
+            for part in expression.values
+        )
     if isinstance(expression, ast.BinOp) and isinstance(expression.op, ast.Add):
         return _static(expression.left, constants, seen) and _static(expression.right, constants, seen)
     if isinstance(expression, ast.Name):
@@ -68,27 +78,34 @@ def test_sql_is_never_built_from_values(source: Path) -> None:
     assert offenders == [], f"SQL built at run time in {source}: {offenders}"
 
 
-@pytest.mark.parametrize("built", [
-    'f"DELETE FROM t WHERE id = {x}"',
-    '"DELETE FROM t WHERE id = {}".format(x)',
-    '"DELETE FROM t WHERE id = %s" % x',
-    '"DELETE FROM t WHERE " + x + " = 1"',
-    '"SELECT 1 FROM t WHERE " + COLUMN',  # COLUMN is bound to a value, not to text
-    'query',  # built in the function
-    'QUERIES[x]',  # a dict of built text
-])
+@pytest.mark.parametrize(
+    "built",
+    [
+        'f"DELETE FROM t WHERE id = {x}"',
+        '"DELETE FROM t WHERE id = {}".format(x)',
+        '"DELETE FROM t WHERE id = %s" % x',
+        '"DELETE FROM t WHERE " + x + " = 1"',
+        '"SELECT 1 FROM t WHERE " + COLUMN',  # COLUMN is bound to a value, not to text
+        "query",  # built in the function
+        "QUERIES[x]",  # a dict of built text
+    ],
+)
 def test_the_check_finds_sql_built_at_run_time(built: str) -> None:
-    module = ('COLUMN = choose()\nQUERIES = {"a": "SELECT " + COLUMN}\n'
-              f'async def f(conn, x):\n    query = "SELECT " + x\n    await conn.execute({built})\n')
+    module = (
+        'COLUMN = choose()\nQUERIES = {"a": "SELECT " + COLUMN}\n'
+        f'async def f(conn, x):\n    query = "SELECT " + x\n    await conn.execute({built})\n'
+    )
     tree = ast.parse(module)
     [query] = list(_queries(tree))
     assert _built_at_run_time(query, _constants(tree))
 
 
 def test_fixed_text_passes_however_it_is_put_together() -> None:
-    module = ('PART = "SELECT a, b"\nQUERIES = {"a": PART + " FROM t WHERE a = $1", "b": "SELECT 1"}\n'
-              'async def f(conn, x):\n    await conn.execute(PART + " FROM t" " WHERE b = $1", x)\n'
-              '    await conn.fetch(QUERIES["a"], x)\n')
+    module = (
+        'PART = "SELECT a, b"\nQUERIES = {"a": PART + " FROM t WHERE a = $1", "b": "SELECT 1"}\n'
+        'async def f(conn, x):\n    await conn.execute(PART + " FROM t" " WHERE b = $1", x)\n'
+        '    await conn.fetch(QUERIES["a"], x)\n'
+    )
     tree = ast.parse(module)
     assert [_built_at_run_time(q, _constants(tree)) for q in _queries(tree)] == [False, False]
 

@@ -35,8 +35,9 @@ def wave(**overrides) -> Wave:
 
 @pytest.fixture(scope="module")
 def faulty() -> Wave:
-    return wave(units=2_000, duplicate_rate=0.03, out_of_order_rate=0.1, bad_rate=0.01, hostile_rate=0.01,
-                reinspect_rate=0.05)
+    return wave(
+        units=2_000, duplicate_rate=0.03, out_of_order_rate=0.1, bad_rate=0.01, hostile_rate=0.01, reinspect_rate=0.05
+    )
 
 
 def valid_messages(w: Wave):
@@ -113,7 +114,8 @@ def _hostile_kind(document: dict) -> str | None:
     if sum(key.startswith("x_") for key in document) == 1000:
         return "many_unknown_fields"
     if "marketplace_numbers" in document and all(
-            line["unit_price"]["amount"] == str(MAX_AMOUNT) for line in document["lines"]):
+        line["unit_price"]["amount"] == str(MAX_AMOUNT) for line in document["lines"]
+    ):
         return "edge_numbers"
     if any(isinstance(v, str) and len(v) == 128 and v.endswith("字") for v in document.values()):
         return "long_strings"
@@ -182,12 +184,19 @@ def test_expected_grades_follow_the_latest_inspection_and_the_refurbishment_afte
         inspected_at, checks = latest[lpn]
         after[lpn] = {a for at, actions in work.get(lpn, ()) if at > inspected_at for a in actions}
         assert default_grade(checks, after[lpn]) == grade
-    repackaged_to_a = [lpn for lpn, actions in after.items() if "repackaged" in actions
-                       and faulty.expected_grades[lpn] == "A"]
+    repackaged_to_a = [
+        lpn for lpn, actions in after.items() if "repackaged" in actions and faulty.expected_grades[lpn] == "A"
+    ]
     assert repackaged_to_a, "some B units whose only flaw was packaging become A once repackaged"
-    damaged_again = [lpn for lpn, done in work.items() if any("repackaged" in actions for _, actions in done)
-                     and lpn in faulty.expected_grades and "repackaged" not in after[lpn]
-                     and latest[lpn][1].packaging == "damaged" and faulty.expected_grades[lpn] == "B"]
+    damaged_again = [
+        lpn
+        for lpn, done in work.items()
+        if any("repackaged" in actions for _, actions in done)
+        and lpn in faulty.expected_grades
+        and "repackaged" not in after[lpn]
+        and latest[lpn][1].packaging == "damaged"
+        and faulty.expected_grades[lpn] == "B"
+    ]
     assert damaged_again, "some repackaged units are re-inspected with the new box damaged, and stay B"
 
 
@@ -251,8 +260,19 @@ def test_duplicates_are_identical_copies_sent_later(faulty: Wave):
 
 def test_default_grade_is_designs_rule():
     def checks(**kw):
-        return InspectionChecks(**({"packaging": "intact", "appearance": "as_new", "function": "works",
-                                    "accessories": "complete", "irreparable": False} | kw))
+        return InspectionChecks(
+            **(
+                {
+                    "packaging": "intact",
+                    "appearance": "as_new",
+                    "function": "works",
+                    "accessories": "complete",
+                    "irreparable": False,
+                }
+                | kw
+            )
+        )
+
     assert default_grade(checks()) == "A"
     assert default_grade(checks(packaging="worn")) == "B"
     assert default_grade(checks(packaging="worn"), ["repackaged"]) == "A"
@@ -271,8 +291,10 @@ def test_config_rejects_naive_start_and_bad_rates():
 def test_each_shop_order_is_picked_from_its_key_and_an_order_without_a_unit_is_oversold():
     from rebound.simulation import Offered, picks_for_orders
 
-    on_keys = {"k1": [Offered("L1", "s", "W1", "tiktok"), Offered("L2", "s", "W1", "tiktok")],
-               "k2": [Offered("L3", "s", "W1", "tiktok")]}
+    on_keys = {
+        "k1": [Offered("L1", "s", "W1", "tiktok"), Offered("L2", "s", "W1", "tiktok")],
+        "k2": [Offered("L3", "s", "W1", "tiktok")],
+    }
     picks, unfilled = picks_for_orders(on_keys, {"k1": 1, "k2": 2, "k3": 1}, 7, START, "tiktok")
     assert [json.loads(p.value)["lpn"] for p in picks] == ["L1", "L3"]
     assert unfilled == 2  # a second unit of k2 and any of k3: sold on the shop, never offered there

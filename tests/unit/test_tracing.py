@@ -11,15 +11,18 @@ from rebound.tracing import Tracing
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    (PARENT.encode(), PARENT),
-    (PARENT.upper(), PARENT),
-    (b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", None),      # no flags
-    (b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),   # unknown version
-    ("00-" + "0" * 32 + "-00f067aa0ba902b7-01", None),                     # all-zero trace id
-    (b"\xff\xfe", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (PARENT.encode(), PARENT),
+        (PARENT.upper(), PARENT),
+        (b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", None),  # no flags
+        (b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),  # unknown version
+        ("00-" + "0" * 32 + "-00f067aa0ba902b7-01", None),  # all-zero trace id
+        (b"\xff\xfe", None),
+        (None, None),
+    ],
+)
 def test_only_a_valid_traceparent_is_taken(raw: bytes | str | None, expected: str | None) -> None:
     assert tracing.parse(raw) == expected
 

@@ -44,8 +44,9 @@ from ..service import SERVICES, ServiceSpec
 
 DOCUMENT = Path(__file__).resolve().parents[3] / "contracts" / "asyncapi.yaml"
 KAFKA_BINDING_VERSION = "0.5.0"
-HEADER = ("# Generated from rebound_contracts.topics by `make asyncapi` (python -m rebound.codegen.asyncapi). "
-          "Do not edit.\n")
+HEADER = (
+    "# Generated from rebound_contracts.topics by `make asyncapi` (python -m rebound.codegen.asyncapi). Do not edit.\n"
+)
 
 
 def operation_id(party: str, action: Action, topic: Topic) -> str:
@@ -83,7 +84,8 @@ def build(topics: tuple[Topic, ...] = ALL_TOPICS, services: tuple[str, ...] = SE
     """The AsyncAPI 3.0 document of `topics`, as plain JSON-compatible data."""
     models = list(dict.fromkeys(t.model for t in topics))
     refs, definitions = models_json_schema(
-        [(model, "serialization") for model in models], ref_template="#/components/schemas/{model}",
+        [(model, "serialization") for model in models],
+        ref_template="#/components/schemas/{model}",
     )
     group_ids = _group_ids(services)
 
@@ -94,20 +96,29 @@ def build(topics: tuple[Topic, ...] = ALL_TOPICS, services: tuple[str, ...] = SE
         channels[topic.name] = Channel(
             address=topic.name,
             description=topic.description or _description(topic.model),
-            messages={message_name: Message(
-                name=message_name,
-                description=_description(topic.model),
-                contentType="application/json",
-                payload=refs[(topic.model, "serialization")],
-                bindings={"kafka": {"key": _key_schema(topic), "bindingVersion": KAFKA_BINDING_VERSION}},
-            )},
-            bindings=ChannelBinding(kafka=KafkaChannelBinding(
-                partitions=topic.partitions, bindingVersion=KAFKA_BINDING_VERSION,
-            )),
-            tags=[{"name": topic.direction}, *(
-                [] if topic.direction == "inbound"
-                else [{"name": "at-least-once" if topic.at_least_once else "exactly-once"}]
-            )],
+            messages={
+                message_name: Message(
+                    name=message_name,
+                    description=_description(topic.model),
+                    contentType="application/json",
+                    payload=refs[(topic.model, "serialization")],
+                    bindings={"kafka": {"key": _key_schema(topic), "bindingVersion": KAFKA_BINDING_VERSION}},
+                )
+            },
+            bindings=ChannelBinding(
+                kafka=KafkaChannelBinding(
+                    partitions=topic.partitions,
+                    bindingVersion=KAFKA_BINDING_VERSION,
+                )
+            ),
+            tags=[
+                {"name": topic.direction},
+                *(
+                    []
+                    if topic.direction == "inbound"
+                    else [{"name": "at-least-once" if topic.at_least_once else "exactly-once"}]
+                ),
+            ],
         )
         for action, parties in ((Action.SEND, topic.producers), (Action.RECEIVE, topic.consumers)):
             for party in parties:
@@ -117,10 +128,14 @@ def build(topics: tuple[Topic, ...] = ALL_TOPICS, services: tuple[str, ...] = SE
                     channel=Reference(**ref("channels", topic.name)),
                     messages=[Reference(**ref("channels", topic.name, "messages", message_name))],
                     summary=f"{party} {'sends' if action is Action.SEND else 'receives'} {message_name}",
-                    bindings=OperationBinding(kafka=KafkaOperationBinding(
-                        groupId={"type": "string", "enum": [group_id]},
-                        bindingVersion=KAFKA_BINDING_VERSION,
-                    )) if group_id else None,
+                    bindings=OperationBinding(
+                        kafka=KafkaOperationBinding(
+                            groupId={"type": "string", "enum": [group_id]},
+                            bindingVersion=KAFKA_BINDING_VERSION,
+                        )
+                    )
+                    if group_id
+                    else None,
                     tags=[Tag(name=party)],
                 )
 
@@ -130,11 +145,17 @@ def build(topics: tuple[Topic, ...] = ALL_TOPICS, services: tuple[str, ...] = SE
             title="Rebound",
             version=version("rebound-contracts"),
             description="Rebound's public wire contract: every Kafka topic, its message, key and "
-                        "partitions, and who sends and receives it. Keys are UTF-8 strings; values "
-                        "are JSON.",
-            tags=[Tag(name=party, description=f"Rebound service, consumer group `{group_ids[party]}`"
-                      if party in group_ids else "Outside Rebound")
-                  for party in _parties(topics)],
+            "partitions, and who sends and receives it. Keys are UTF-8 strings; values "
+            "are JSON.",
+            tags=[
+                Tag(
+                    name=party,
+                    description=f"Rebound service, consumer group `{group_ids[party]}`"
+                    if party in group_ids
+                    else "Outside Rebound",
+                )
+                for party in _parties(topics)
+            ],
         ),
         defaultContentType="application/json",
         channels=channels,

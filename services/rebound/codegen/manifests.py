@@ -61,13 +61,15 @@ def _dump(document: dict) -> str:
 def render(topics: Iterable[Topic] = ALL_TOPICS) -> dict[str, str]:
     """File name -> content of every file in deploy/k8s/topics/."""
     files = {f"{resource_name(t.name)}.yaml": _dump(kafka_topic(t)) for t in topics}
-    files["kustomization.yaml"] = _dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "namespace": KAFKA_NAMESPACE,
-        "labels": [{"pairs": {"strimzi.io/cluster": STRIMZI_CLUSTER}}],
-        "resources": sorted(name for name in files),
-    })
+    files["kustomization.yaml"] = _dump(
+        {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "namespace": KAFKA_NAMESPACE,
+            "labels": [{"pairs": {"strimzi.io/cluster": STRIMZI_CLUSTER}}],
+            "resources": sorted(name for name in files),
+        }
+    )
     return files
 
 
@@ -76,9 +78,9 @@ def stale(directory: Path = TOPICS_DIR) -> list[str]:
     expected = render()
     present = {path.name for path in directory.glob("*.yaml")}
     return sorted(
-        name for name in expected.keys() | present
-        if name not in present or name not in expected
-        or (directory / name).read_text() != expected[name]
+        name
+        for name in expected.keys() | present
+        if name not in present or name not in expected or (directory / name).read_text() != expected[name]
     )
 
 

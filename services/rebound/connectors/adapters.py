@@ -104,8 +104,11 @@ def _intent(document: dict[str, Any]) -> Intent:
 
 def _pending(event: str | bytes, source: str | bytes, delta: int | None = None) -> Pending:
     adjustment = StockAdjusted.model_validate_json(event)
-    return Pending(Adjustment(adjustment.sequence, adjustment.delta if delta is None else delta,
-                              adjustment.adjustment_id), adjustment, MessageSource.model_validate_json(source))
+    return Pending(
+        Adjustment(adjustment.sequence, adjustment.delta if delta is None else delta, adjustment.adjustment_id),
+        adjustment,
+        MessageSource.model_validate_json(source),
+    )
 
 
 def _json(value: Any) -> str | None:
@@ -125,12 +128,22 @@ class ConnectorRepository:
         key = stock_key(adjustment)
         await self.conn.execute(
             "INSERT INTO connectors.listings (key, seller_id, channel, shop_id) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (key) DO NOTHING", key, adjustment.seller_id, adjustment.channel, adjustment.shop_id)
+            " ON CONFLICT (key) DO NOTHING",
+            key,
+            adjustment.seller_id,
+            adjustment.channel,
+            adjustment.shop_id,
+        )
         status = await self.conn.execute(
             "INSERT INTO connectors.adjustments (key, sequence, delta, event, source)"
             " SELECT $1, $2, $3, $4, $5 FROM connectors.listings"
             " WHERE key = $1 AND applied_through < $2 ON CONFLICT DO NOTHING",
-            key, adjustment.sequence, adjustment.delta, adjustment.model_dump_json(), source.model_dump_json())
+            key,
+            adjustment.sequence,
+            adjustment.delta,
+            adjustment.model_dump_json(),
+            source.model_dump_json(),
+        )
         return status.endswith(" 1")
 
     async def request(self, request: ListingRequested, source: MessageSource) -> None:
@@ -141,7 +154,13 @@ class ConnectorRepository:
             " ON CONFLICT (key) DO UPDATE SET requested = EXCLUDED.requested, updated_at = now()"
             " WHERE connectors.listings.requested IS NULL"
             " OR (connectors.listings.requested->'event'->>'occurred_at')::timestamptz <= $6",
-            stock_key(request), request.seller_id, request.channel, request.shop_id, _json(kept), request.occurred_at)
+            stock_key(request),
+            request.seller_id,
+            request.channel,
+            request.shop_id,
+            _json(kept),
+            request.occurred_at,
+        )
 
     async def priced(self, key: str, request: uuid.UUID) -> None:
         """The request's price is on the marketplace (or was refused there, and reported)."""
@@ -154,7 +173,9 @@ class ConnectorRepository:
             "SELECT l.key, l.shop_id, l.requested, l.blocked,"
             " (SELECT count(*) FROM connectors.adjustments a WHERE a.key = l.key) AS waiting"
             " FROM connectors.listings l WHERE l.ids IS NULL AND ($1::text IS NULL OR l.seller_id = $1)"
-            " ORDER BY l.key", seller_id)
+            " ORDER BY l.key",
+            seller_id,
+        )
 
     async def due(self, limit: int, per_shop: int, busy: list[str] | None = None) -> list[str]:
         """Keys of connected shops with a write in doubt, an adjustment to apply or a price to set, the longest
@@ -171,27 +192,45 @@ class ConnectorRepository:
             " AND (l.intent IS NOT NULL OR EXISTS (SELECT 1 FROM connectors.adjustments a"
             " WHERE a.key = l.key AND a.sequence = l.applied_through + 1)"
             " OR (l.ids IS NOT NULL AND l.priced IS DISTINCT FROM (l.requested->'event'->>'event_id')::uuid))) due"
-            " WHERE turn <= $2 ORDER BY updated_at LIMIT $1", limit, per_shop, busy or [])
+            " WHERE turn <= $2 ORDER BY updated_at LIMIT $1",
+            limit,
+            per_shop,
+            busy or [],
+        )
         return [r["key"] for r in rows]
 
     async def listing(self, key: str) -> Listing | None:
         row = await self.conn.fetchrow("SELECT * FROM connectors.listings WHERE key = $1", key)
         if row is None:
             return None
-        intent, baseline, last = (orjson.loads(row[c]) if row[c] else None for c in ("intent", "baseline",
-                                                                                  "last_applied"))
+        intent, baseline, last = (
+            orjson.loads(row[c]) if row[c] else None for c in ("intent", "baseline", "last_applied")
+        )
         requested = row["requested"]
-        return Listing(key=row["key"], seller_id=row["seller_id"], channel=row["channel"], shop_id=row["shop_id"],
-                       ids=orjson.loads(row["ids"]) if row["ids"] else None, applied_through=row["applied_through"],
-                       intent=_intent(intent) if intent else None, blocked=row["blocked"], owed=row["owed"],
-                       baseline=_intent(baseline) if baseline else None,
-                       last=_pending(orjson.dumps(last["event"]), orjson.dumps(last["source"])) if last else None,
-                       requested=Requested.parse(requested) if requested else None, priced=row["priced"])
+        return Listing(
+            key=row["key"],
+            seller_id=row["seller_id"],
+            channel=row["channel"],
+            shop_id=row["shop_id"],
+            ids=orjson.loads(row["ids"]) if row["ids"] else None,
+            applied_through=row["applied_through"],
+            intent=_intent(intent) if intent else None,
+            blocked=row["blocked"],
+            owed=row["owed"],
+            baseline=_intent(baseline) if baseline else None,
+            last=_pending(orjson.dumps(last["event"]), orjson.dumps(last["source"])) if last else None,
+            requested=Requested.parse(requested) if requested else None,
+            priced=row["priced"],
+        )
 
     async def pending(self, key: str, after: int, limit: int) -> list[Pending]:
         rows = await self.conn.fetch(
             "SELECT sequence, delta, event, source FROM connectors.adjustments WHERE key = $1 AND sequence > $2"
-            " ORDER BY sequence LIMIT $3", key, after, limit)
+            " ORDER BY sequence LIMIT $3",
+            key,
+            after,
+            limit,
+        )
         return [_pending(row["event"], row["source"], row["delta"]) for row in rows]
 
     async def idle(self, limit: int, older_than_s: float) -> list[str]:
@@ -205,7 +244,10 @@ class ConnectorRepository:
             " AND l.reconciled_at <= now() - make_interval(secs => $2)"
             " AND NOT EXISTS (SELECT 1 FROM connectors.adjustments a WHERE a.key = l.key"
             " AND a.sequence = l.applied_through + 1)"
-            " ORDER BY l.reconciled_at LIMIT $1", limit, older_than_s)
+            " ORDER BY l.reconciled_at LIMIT $1",
+            limit,
+            older_than_s,
+        )
         return [r["key"] for r in rows]
 
     async def reconciled(self, key: str, baseline: Intent | None = None) -> None:
@@ -213,12 +255,16 @@ class ConnectorRepository:
         one to compare with from now on."""
         await self.conn.execute(
             "UPDATE connectors.listings SET reconciled_at = now(), baseline = COALESCE($2, baseline) WHERE key = $1",
-            key, _json(baseline.__dict__ if baseline is not None else None))
+            key,
+            _json(baseline.__dict__ if baseline is not None else None),
+        )
 
     async def plan(self, key: str, intent: Intent) -> None:
         await self.conn.execute(
             "UPDATE connectors.listings SET intent = $2, updated_at = now() WHERE key = $1",
-            key, orjson.dumps(intent.__dict__).decode())
+            key,
+            orjson.dumps(intent.__dict__).decode(),
+        )
 
     async def forget_intent(self, key: str) -> None:
         """The write planned was not made."""
@@ -228,32 +274,44 @@ class ConnectorRepository:
         """The write in flight is on the marketplace with the right number: the baseline."""
         await self.conn.execute(
             "UPDATE connectors.listings SET baseline = intent, intent = NULL, reconciled_at = now(), updated_at = now()"
-            " WHERE key = $1", key)
+            " WHERE key = $1",
+            key,
+        )
 
     async def owe(self, key: str, owed: int) -> None:
         await self.conn.execute("UPDATE connectors.listings SET owed = $2 WHERE key = $1", key, owed)
 
-    async def applied(self, key: str, through: int, check: Intent | None = None, owed: int | None = None,
-                      last: Pending | None = None) -> None:
+    async def applied(
+        self, key: str, through: int, check: Intent | None = None, owed: int | None = None, last: Pending | None = None
+    ) -> None:
         """Adjustments through `through` are on the marketplace, `last` the last of them when
         given; `check`: the write whose sales are still to be checked (None: nothing is left to
         check, and the write in flight is the baseline); `owed`, when given, what the key owes
         from now on."""
-        last_applied = None if last is None else {"event": last.event.model_dump(mode="json"),
-                                                  "source": last.source.model_dump(mode="json")}
+        last_applied = (
+            None
+            if last is None
+            else {"event": last.event.model_dump(mode="json"), "source": last.source.model_dump(mode="json")}
+        )
         await self.conn.execute(
             "UPDATE connectors.listings SET applied_through = $2, owed = COALESCE($4, owed),"
             " baseline = CASE WHEN $3::jsonb IS NULL THEN COALESCE(intent, baseline) ELSE baseline END,"
             " reconciled_at = CASE WHEN $3::jsonb IS NULL THEN now() ELSE reconciled_at END,"
             " intent = $3, last_applied = COALESCE($5, last_applied), updated_at = now() WHERE key = $1",
-            key, through, _json(check.__dict__ if check is not None else None), owed, _json(last_applied))
+            key,
+            through,
+            _json(check.__dict__ if check is not None else None),
+            owed,
+            _json(last_applied),
+        )
         await self.conn.execute("DELETE FROM connectors.adjustments WHERE key = $1 AND sequence <= $2", key, through)
 
     async def block(self, key: str, reason: str) -> None:
         """The key waits for an operator. A write in doubt or a check it had stays: they are
         settled once it is unblocked (`unblock`)."""
         await self.conn.execute(
-            "UPDATE connectors.listings SET blocked = $2, updated_at = now() WHERE key = $1", key, reason)
+            "UPDATE connectors.listings SET blocked = $2, updated_at = now() WHERE key = $1", key, reason
+        )
 
     async def unblock(self, key: str) -> bool:
         """The key moves again; False when there is no such key. A key blocked `in doubt` waited
@@ -262,7 +320,8 @@ class ConnectorRepository:
         its check, settled as usual."""
         async with self.conn.transaction():
             row = await self.conn.fetchrow(
-                "SELECT blocked, intent FROM connectors.listings WHERE key = $1 FOR UPDATE", key)
+                "SELECT blocked, intent FROM connectors.listings WHERE key = $1 FOR UPDATE", key
+            )
             if row is None:
                 return False
             if row["blocked"] == IN_DOUBT and row["intent"]:
@@ -271,7 +330,8 @@ class ConnectorRepository:
                 await self.conn.execute("UPDATE connectors.listings SET baseline = NULL WHERE key = $1", key)
             await self.conn.execute(
                 "UPDATE connectors.listings SET blocked = NULL, not_before = NULL, updated_at = now() WHERE key = $1",
-                key)
+                key,
+            )
         return True
 
     async def touch(self, key: str) -> None:
@@ -282,12 +342,18 @@ class ConnectorRepository:
         """The key is not due again for `seconds` (its shop's other keys are)."""
         await self.conn.execute(
             "UPDATE connectors.listings SET not_before = now() + make_interval(secs => $2), updated_at = now()"
-            " WHERE key = $1", key, seconds)
+            " WHERE key = $1",
+            key,
+            seconds,
+        )
 
     async def shop(self, seller_id: str, channel: str, shop_id: str) -> tuple[dict, dict | None] | None:
         row = await self.conn.fetchrow(
             "SELECT settings, tokens FROM connectors.shops WHERE seller_id = $1 AND channel = $2 AND shop_id = $3",
-            seller_id, channel, shop_id)
+            seller_id,
+            channel,
+            shop_id,
+        )
         if row is None:
             return None
         return orjson.loads(row["settings"]), orjson.loads(row["tokens"]) if row["tokens"] else None
@@ -296,18 +362,32 @@ class ConnectorRepository:
         await self.conn.execute(
             "UPDATE connectors.shops SET tokens = $4, updated_at = now()"
             " WHERE seller_id = $1 AND channel = $2 AND shop_id = $3",
-            seller_id, channel, shop_id, orjson.dumps(dict(tokens)).decode())
+            seller_id,
+            channel,
+            shop_id,
+            orjson.dumps(dict(tokens)).decode(),
+        )
 
 
-async def connect_shop(conn: asyncpg.Connection, seller_id: str, channel: str, shop_id: str,
-                       settings: Mapping[str, Any], tokens: Mapping[str, Any] | None) -> None:
+async def connect_shop(
+    conn: asyncpg.Connection,
+    seller_id: str,
+    channel: str,
+    shop_id: str,
+    settings: Mapping[str, Any],
+    tokens: Mapping[str, Any] | None,
+) -> None:
     """Register (or replace) a shop's settings and tokens."""
     await conn.execute(
         "INSERT INTO connectors.shops (seller_id, channel, shop_id, settings, tokens) VALUES ($1, $2, $3, $4, $5)"
         " ON CONFLICT (seller_id, channel, shop_id) DO UPDATE SET settings = EXCLUDED.settings,"
         " tokens = COALESCE(EXCLUDED.tokens, connectors.shops.tokens), updated_at = now()",
-        seller_id, channel, shop_id, orjson.dumps(dict(settings)).decode(),
-        orjson.dumps(dict(tokens)).decode() if tokens is not None else None)
+        seller_id,
+        channel,
+        shop_id,
+        orjson.dumps(dict(settings)).decode(),
+        orjson.dumps(dict(tokens)).decode() if tokens is not None else None,
+    )
 
 
 async def map_listing(conn: asyncpg.Connection, key: str, shop_id: str, ids: Mapping[str, str]) -> None:
@@ -321,7 +401,8 @@ async def map_listings(conn: asyncpg.Connection, listings: Iterable[tuple[str, s
         "INSERT INTO connectors.listings (key, seller_id, channel, shop_id, ids) VALUES ($1, $2, $3, $4, $5)"
         " ON CONFLICT (key) DO UPDATE SET ids = EXCLUDED.ids, shop_id = EXCLUDED.shop_id, updated_at = now(),"
         " blocked = CASE WHEN connectors.listings.blocked = 'unmapped' THEN NULL ELSE connectors.listings.blocked END",
-        [(key, *key.split(":")[:2], shop_id, orjson.dumps(dict(ids)).decode()) for key, shop_id, ids in listings])
+        [(key, *key.split(":")[:2], shop_id, orjson.dumps(dict(ids)).decode()) for key, shop_id, ids in listings],
+    )
 
 
 def ack_id(key: str, sequence: int, status: str) -> uuid.UUID:

@@ -41,8 +41,11 @@ CHANNEL = "DEFAULT"
 """The merchant-fulfilled channel; any other code is a fulfilment network (FBA)."""
 
 QUOTAS: Mapping[str, tuple[float, float]] = {
-    "getListingsItem": (5.0, 10.0), "patchListingsItem": (5.0, 5.0),
-    "getOrders": (0.0167, 20.0), "getOrderItems": (0.5, 30.0)}
+    "getListingsItem": (5.0, 10.0),
+    "patchListingsItem": (5.0, 5.0),
+    "getOrders": (0.0167, 20.0),
+    "getOrderItems": (0.5, 30.0),
+}
 """Requests a second and burst per selling partner and operation, as the models document them."""
 
 TOKEN_MARGIN_S = 60.0
@@ -95,8 +98,11 @@ class SalesCache:
     @property
     def known_through(self) -> float:
         """`listed_through`, or just before the first listed order whose items are not read yet."""
-        waiting = [o.purchased for o in self.orders.values()
-                   if o.items is None and self.start is not None and o.purchased >= self.start]
+        waiting = [
+            o.purchased
+            for o in self.orders.values()
+            if o.items is None and self.start is not None and o.purchased >= self.start
+        ]
         return min([self.listed_through, *(p - 1e-3 for p in waiting)])
 
     def covers(self, since_s: float, known_at: float | None) -> bool:
@@ -132,8 +138,9 @@ class SalesCache:
                 known.status = status
 
     def unitemized(self) -> list[str]:
-        waiting = [(o.purchased, order_id) for order_id, o in self.orders.items()
-                   if o.items is None and o.status != CANCELED]
+        waiting = [
+            (o.purchased, order_id) for order_id, o in self.orders.items() if o.items is None and o.status != CANCELED
+        ]
         return [order_id for _, order_id in sorted(waiting)]
 
     def itemized(self, order_id: str, items: Iterable[tuple[str, str, int]]) -> None:
@@ -142,11 +149,14 @@ class SalesCache:
 
     def units(self, sku: str, since_s: float) -> frozenset[str]:
         """An id per unit of `sku` in orders created since `since_s`, canceled ones left out."""
-        return frozenset(f"{order_id}/{item_id}#{n}"
-                         for order_id, order in self.orders.items()
-                         if order.purchased >= since_s and order.status != CANCELED and order.items
-                         for item_id, item_sku, quantity in order.items if item_sku == sku
-                         for n in range(quantity))
+        return frozenset(
+            f"{order_id}/{item_id}#{n}"
+            for order_id, order in self.orders.items()
+            if order.purchased >= since_s and order.status != CANCELED and order.items
+            for item_id, item_sku, quantity in order.items
+            if item_sku == sku
+            for n in range(quantity)
+        )
 
     def prune(self, before: float) -> None:
         """Forget orders created before `before`; coverage starts there at the earliest."""
@@ -166,11 +176,22 @@ class AmazonShop:
     compare_and_set = False
     idempotent = False
 
-    def __init__(self, credentials: Credentials, client: httpx.AsyncClient, *, api: str = API, auth: str = AUTH,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-                 settle_s: float = SETTLE_S, applied_within_s: float = 20.0, skew_s: float = 1.0,
-                 max_age_s: float | None = None, page_size: int = 100,
-                 quotas: Mapping[str, tuple[float, float]] = QUOTAS) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        client: httpx.AsyncClient,
+        *,
+        api: str = API,
+        auth: str = AUTH,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        settle_s: float = SETTLE_S,
+        applied_within_s: float = 20.0,
+        skew_s: float = 1.0,
+        max_age_s: float | None = None,
+        page_size: int = 100,
+        quotas: Mapping[str, tuple[float, float]] = QUOTAS,
+    ) -> None:
         self.credentials = credentials
         self.client = client
         self.api, self.auth = api.rstrip("/"), auth.rstrip("/")
@@ -202,11 +223,18 @@ class AmazonShop:
             raise Refused(f"SKU {listing['sku']} is fulfilled by {channels}, not merchant-fulfilled ({CHANNEL})")
         return 0
 
-    async def set_quantity(self, listing: Mapping[str, str], quantity: int, *, seen: int | None = None,
-                           key: str | None = None) -> None:
+    async def set_quantity(
+        self, listing: Mapping[str, str], quantity: int, *, seen: int | None = None, key: str | None = None
+    ) -> None:
         """An absolute write, returned from once Amazon has applied it (not merely accepted it)."""
-        await self._patch(listing, {"op": "merge", "path": "/attributes/fulfillment_availability",
-                                    "value": [{"fulfillment_channel_code": CHANNEL, "quantity": quantity}]})
+        await self._patch(
+            listing,
+            {
+                "op": "merge",
+                "path": "/attributes/fulfillment_availability",
+                "value": [{"fulfillment_channel_code": CHANNEL, "quantity": quantity}],
+            },
+        )
 
     async def _patch(self, listing: Mapping[str, str], patch: Mapping[str, Any]) -> None:
         """One patch of the listing, returned from once applied (a queued one is in doubt)."""
@@ -216,8 +244,9 @@ class AmazonShop:
         body = {"productType": listing["product_type"], "patches": [dict(patch)]}
         sent = self.clock()
         await self._pace("patchListingsItem")
-        answer = await self._call("patchListingsItem", "PATCH", _item_path(listing),
-                                  {"marketplaceIds": listing["marketplace_id"]}, body)
+        answer = await self._call(
+            "patchListingsItem", "PATCH", _item_path(listing), {"marketplaceIds": listing["marketplace_id"]}, body
+        )
         errors = [i for i in answer.get("issues") or [] if i.get("severity") == "ERROR"]
         if answer.get("status") != "ACCEPTED" or errors:
             issues = errors or answer.get("issues") or []
@@ -227,12 +256,24 @@ class AmazonShop:
     async def set_price(self, listing: Mapping[str, str], amount: Decimal, currency: str) -> None:
         """The offer's `our_price` in the listing's marketplace, returned from once applied: a
         quantity written next must not take the price's change for its own."""
-        await self._patch(listing, {"op": "replace", "path": "/attributes/purchasable_offer", "value": [{
-            "marketplace_id": listing["marketplace_id"], "currency": currency,
-            "our_price": [{"schedule": [{"value_with_tax": float(amount)}]}]}]})
+        await self._patch(
+            listing,
+            {
+                "op": "replace",
+                "path": "/attributes/purchasable_offer",
+                "value": [
+                    {
+                        "marketplace_id": listing["marketplace_id"],
+                        "currency": currency,
+                        "our_price": [{"schedule": [{"value_with_tax": float(amount)}]}],
+                    }
+                ],
+            },
+        )
 
-    async def _until_applied(self, listing: Mapping[str, str], after: float, before: float | None,
-                             submission: str) -> None:
+    async def _until_applied(
+        self, listing: Mapping[str, str], after: float, before: float | None, submission: str
+    ) -> None:
         """Read the listing back, with growing pauses, until it shows a change at or after
         `after` and newer than `before`; a submission never seen applied is in doubt."""
         deadline, pause = self.clock() + self.applied_within_s, 0.1
@@ -246,15 +287,21 @@ class AmazonShop:
             except Unavailable:
                 pass
             if self.clock() + pause > deadline:
-                raise Unavailable(f"submission {submission} for SKU {listing['sku']} accepted but not seen applied "
-                                  f"within {self.applied_within_s:g} s")
+                raise Unavailable(
+                    f"submission {submission} for SKU {listing['sku']} accepted but not seen applied "
+                    f"within {self.applied_within_s:g} s"
+                )
             await self.sleep(pause)
             pause = min(pause * 1.5, 2.0)
 
     async def _item(self, listing: Mapping[str, str]) -> dict:
         await self._pace("getListingsItem")
-        item = await self._call("getListingsItem", "GET", _item_path(listing), {
-            "marketplaceIds": listing["marketplace_id"], "includedData": "summaries,fulfillmentAvailability"})
+        item = await self._call(
+            "getListingsItem",
+            "GET",
+            _item_path(listing),
+            {"marketplaceIds": listing["marketplace_id"], "includedData": "summaries,fulfillmentAvailability"},
+        )
         updated = _updated(item, listing["marketplace_id"])
         key = _listing_key(listing)
         if updated is not None and updated > self._updated.get(key, float("-inf")):
@@ -263,8 +310,9 @@ class AmazonShop:
 
     # --- sales ---------------------------------------------------------------------------------
 
-    async def sales_since(self, listing: Mapping[str, str], since_s: int, *,
-                          known_at: float | None = None) -> frozenset[str]:
+    async def sales_since(
+        self, listing: Mapping[str, str], since_s: int, *, known_at: float | None = None
+    ) -> frozenset[str]:
         """Units of `listing`'s SKU in orders created since `since_s`, canceled ones left out,
         from the marketplace's sales cache, refreshed first where the quotas allow and a call
         would tell something new. With `known_at`, `NotYet` until the cache holds every order
@@ -275,9 +323,11 @@ class AmazonShop:
             if known_at is None or not cache.covers(since_s, known_at):
                 await self._refresh(cache, listing["marketplace_id"], since_s, known_at)
             if known_at is not None and not cache.covers(since_s, known_at):
-                raise NotYet(f"sales of marketplace {listing['marketplace_id']} known through "
-                             f"{_iso(cache.known_through)}, not yet through {_iso(known_at)}",
-                             self._next_cover_in(cache, since_s, known_at))
+                raise NotYet(
+                    f"sales of marketplace {listing['marketplace_id']} known through "
+                    f"{_iso(cache.known_through)}, not yet through {_iso(known_at)}",
+                    self._next_cover_in(cache, since_s, known_at),
+                )
             return cache.units(listing["sku"], since_s)
 
     async def _refresh(self, cache: SalesCache, marketplace_id: str, since_s: float, known_at: float | None) -> None:
@@ -310,8 +360,11 @@ class AmazonShop:
         """One listing, page after page while the quota allows; only a complete one extends the
         cache's coverage."""
         asked_at = self.clock()
-        params = {"MarketplaceIds": marketplace_id, "CreatedAfter": _iso(created_after),
-                  "MaxResultsPerPage": str(self.page_size)}
+        params = {
+            "MarketplaceIds": marketplace_id,
+            "CreatedAfter": _iso(created_after),
+            "MaxResultsPerPage": str(self.page_size),
+        }
         found: list[tuple[str, float, str]] = []
         while True:
             self._take("getOrders")
@@ -321,8 +374,10 @@ class AmazonShop:
                 self._back_off("getOrders", error.retry_after_s)
                 cache.merge(found)
                 return
-            found += [(o["AmazonOrderId"], _seconds(o["PurchaseDate"]), str(o.get("OrderStatus", "")))
-                      for o in payload.get("Orders") or []]
+            found += [
+                (o["AmazonOrderId"], _seconds(o["PurchaseDate"]), str(o.get("OrderStatus", "")))
+                for o in payload.get("Orders") or []
+            ]
             token = payload.get("NextToken")
             if not token:
                 cache.listed(created_after, asked_at, found)
@@ -343,14 +398,20 @@ class AmazonShop:
                     return
                 self._take("getOrderItems")
                 try:
-                    payload = (await self._orders_call(
-                        "getOrderItems", f"/orders/v0/orders/{quote(order_id, safe='')}/orderItems", params,
-                    )).get("payload") or {}
+                    payload = (
+                        await self._orders_call(
+                            "getOrderItems",
+                            f"/orders/v0/orders/{quote(order_id, safe='')}/orderItems",
+                            params,
+                        )
+                    ).get("payload") or {}
                 except Throttled as error:
                     self._back_off("getOrderItems", error.retry_after_s)
                     return
-                items += [(str(i["OrderItemId"]), str(i.get("SellerSKU", "")), int(i.get("QuantityOrdered") or 0))
-                          for i in payload.get("OrderItems") or []]
+                items += [
+                    (str(i["OrderItemId"]), str(i.get("SellerSKU", "")), int(i.get("QuantityOrdered") or 0))
+                    for i in payload.get("OrderItems") or []
+                ]
                 if not payload.get("NextToken"):
                     break
                 params = {"NextToken": payload["NextToken"]}
@@ -383,14 +444,23 @@ class AmazonShop:
 
     # --- HTTP and tokens -----------------------------------------------------------------------
 
-    async def _call(self, operation: str, method: str, path: str, params: Mapping[str, str],
-                    body: Mapping[str, Any] | None = None) -> dict:
+    async def _call(
+        self, operation: str, method: str, path: str, params: Mapping[str, str], body: Mapping[str, Any] | None = None
+    ) -> dict:
         for attempt in (1, 2):
             token = await self._access_token()
             try:
-                response = await self.client.request(method, self.api + path, params=dict(params), json=body, headers={
-                    "x-amz-access-token": token, "accept": "application/json",
-                    "user-agent": "Rebound/0.1 (Language=Python)"})
+                response = await self.client.request(
+                    method,
+                    self.api + path,
+                    params=dict(params),
+                    json=body,
+                    headers={
+                        "x-amz-access-token": token,
+                        "accept": "application/json",
+                        "user-agent": "Rebound/0.1 (Language=Python)",
+                    },
+                )
             except httpx.HTTPError as error:
                 raise Unavailable(f"{operation}: {type(error).__name__}: {error}") from error
             if response.status_code == 403 and EXPIRED in response.text and attempt == 1:
@@ -431,9 +501,15 @@ class AmazonShop:
             c = self.credentials
             asked_at = self.clock()
             try:
-                response = await self.client.post(self.auth + "/auth/o2/token", data={
-                    "grant_type": "refresh_token", "refresh_token": c.refresh_token,
-                    "client_id": c.client_id, "client_secret": c.client_secret})
+                response = await self.client.post(
+                    self.auth + "/auth/o2/token",
+                    data={
+                        "grant_type": "refresh_token",
+                        "refresh_token": c.refresh_token,
+                        "client_id": c.client_id,
+                        "client_secret": c.client_secret,
+                    },
+                )
             except httpx.HTTPError as error:
                 raise Unavailable(f"LWA token: {type(error).__name__}: {error}") from error
             grant = _grant(response)

@@ -64,38 +64,62 @@ class Shops:
         self._built: dict[tuple[str, str, str], tuple[Any, Marketplace]] = {}
         self._pacing: dict[tuple[str, str, str], RevisionPacing] = {}
         self._builders: dict[str, Callable[[Shop, Mapping[str, Any], Mapping[str, Any]], Marketplace]] = {
-            "tiktok": self._tiktok, "shopify": self._shopify, "amazon": self._amazon, "ebay": self._ebay}
+            "tiktok": self._tiktok,
+            "shopify": self._shopify,
+            "amazon": self._amazon,
+            "ebay": self._ebay,
+        }
 
     def _tiktok(self, shop: Shop, settings: Mapping[str, Any], tokens: Mapping[str, Any]) -> Marketplace:
-        return TikTokShop(_tiktok_credentials(settings, tokens), self.client,
-                          api=settings.get("api", API), auth=settings.get("auth", AUTH),
-                          on_refresh=lambda fresh: self._store(shop, _tokens(fresh)),
-                          renew=lambda market, expired: self._renew(shop, market, expired))
+        return TikTokShop(
+            _tiktok_credentials(settings, tokens),
+            self.client,
+            api=settings.get("api", API),
+            auth=settings.get("auth", AUTH),
+            on_refresh=lambda fresh: self._store(shop, _tokens(fresh)),
+            renew=lambda market, expired: self._renew(shop, market, expired),
+        )
 
     def _shopify(self, _shop: Shop, settings: Mapping[str, Any], _tokens_row: Mapping[str, Any]) -> Marketplace:
-        return ShopifyShop(settings["shop_url"], _secret(settings["access_token_file"]), self.client,
-                           version=settings.get("version", SHOPIFY_VERSION))
+        return ShopifyShop(
+            settings["shop_url"],
+            _secret(settings["access_token_file"]),
+            self.client,
+            version=settings.get("version", SHOPIFY_VERSION),
+        )
 
     def _amazon(self, _shop: Shop, settings: Mapping[str, Any], _tokens_row: Mapping[str, Any]) -> Marketplace:
         """Its access tokens live an hour and stay in memory: the adapter, with its sales cache,
         is built once per shop and kept."""
         return AmazonShop(
-            AmazonCredentials(settings["client_id"], _secret(settings["client_secret_file"]),
-                              _secret(settings["refresh_token_file"])), self.client,
-            api=settings.get("api", AMAZON_API), auth=settings.get("auth", AMAZON_AUTH),
+            AmazonCredentials(
+                settings["client_id"], _secret(settings["client_secret_file"]), _secret(settings["refresh_token_file"])
+            ),
+            self.client,
+            api=settings.get("api", AMAZON_API),
+            auth=settings.get("auth", AMAZON_AUTH),
             settle_s=float(settings.get("settle_s", AMAZON_SETTLE_S)),
-            applied_within_s=float(settings.get("applied_within_s", AMAZON_APPLIED_WITHIN_S)))
+            applied_within_s=float(settings.get("applied_within_s", AMAZON_APPLIED_WITHIN_S)),
+        )
 
     def _ebay(self, shop: Shop, settings: Mapping[str, Any], tokens: Mapping[str, Any]) -> Marketplace:
         """The shop's revision pacing outlives the adapter, rebuilt when a refresh stores a token."""
         credentials = EbayCredentials(
-            client_id=settings["client_id"], client_secret=_secret(settings["client_secret_file"]),
-            access_token=tokens.get("access_token", ""), refresh_token=tokens.get("refresh_token", ""),
-            access_token_expires_at=float(tokens.get("access_token_expire_in", 0)))
-        return EbayShop(credentials, self.client, api=settings.get("api", EBAY_API),
-                        pacing=self._pacing.setdefault(shop, RevisionPacing()),
-                        on_refresh=lambda fresh: self._store(shop, tokens_document(
-                            fresh.access_token, fresh.refresh_token, int(fresh.access_token_expires_at))))
+            client_id=settings["client_id"],
+            client_secret=_secret(settings["client_secret_file"]),
+            access_token=tokens.get("access_token", ""),
+            refresh_token=tokens.get("refresh_token", ""),
+            access_token_expires_at=float(tokens.get("access_token_expire_in", 0)),
+        )
+        return EbayShop(
+            credentials,
+            self.client,
+            api=settings.get("api", EBAY_API),
+            pacing=self._pacing.setdefault(shop, RevisionPacing()),
+            on_refresh=lambda fresh: self._store(
+                shop, tokens_document(fresh.access_token, fresh.refresh_token, int(fresh.access_token_expires_at))
+            ),
+        )
 
     async def __call__(self, repo: ConnectorRepository, listing: Listing) -> Marketplace | None:
         shop = (listing.seller_id, listing.channel, listing.shop_id)
@@ -142,12 +166,17 @@ def _secret(path: str) -> str:
     return Path(path).read_text(encoding="utf-8").strip()
 
 
-def _tiktok_credentials(settings: Mapping[str, Any], tokens: Mapping[str, Any],
-                        app_secret: str | None = None) -> Credentials:
-    return Credentials(app_key=settings["app_key"], shop_cipher=settings["shop_cipher"],
-                       app_secret=app_secret or _secret(settings["app_secret_file"]),
-                       access_token=tokens.get("access_token", ""), refresh_token=tokens.get("refresh_token", ""),
-                       access_token_expire_in=int(tokens.get("access_token_expire_in", 0)))
+def _tiktok_credentials(
+    settings: Mapping[str, Any], tokens: Mapping[str, Any], app_secret: str | None = None
+) -> Credentials:
+    return Credentials(
+        app_key=settings["app_key"],
+        shop_cipher=settings["shop_cipher"],
+        app_secret=app_secret or _secret(settings["app_secret_file"]),
+        access_token=tokens.get("access_token", ""),
+        refresh_token=tokens.get("refresh_token", ""),
+        access_token_expire_in=int(tokens.get("access_token_expire_in", 0)),
+    )
 
 
 def spec() -> ServiceSpec:
@@ -160,8 +189,12 @@ def spec() -> ServiceSpec:
             # marketplace calls, which must not keep the batch consumer from the database.
             # Two more than the keys in flight: a key renewing its shop's tokens takes a second
             # one; one more for the reconciliation.
-            own = await create_pool(settings.database_url, min_size=1, max_size=SYNC_CONCURRENCY + 3,
-                                    connect_kwargs=database_connect_kwargs(settings))
+            own = await create_pool(
+                settings.database_url,
+                min_size=1,
+                max_size=SYNC_CONCURRENCY + 3,
+                connect_kwargs=database_connect_kwargs(settings),
+            )
             client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
             syncer = syncers[id(pool)] = Syncer(own, producer, Shops(own, client), rate=RATES)
         return syncer
@@ -174,10 +207,14 @@ def spec() -> ServiceSpec:
 
     return ServiceSpec(
         name="connectors",
-        routes=(Route(STOCK_ADJUSTMENTS, keep_adjustment, ConnectorRepository),
-                Route(LISTINGS, keep_listing_request, ConnectorRepository)),
-        periodic=(Periodic("storefront-sync", SYNC_EVERY_S, sync_round),
-                  Periodic("storefront-reconcile", RECONCILE_ROUND_S, reconcile_round)),
+        routes=(
+            Route(STOCK_ADJUSTMENTS, keep_adjustment, ConnectorRepository),
+            Route(LISTINGS, keep_listing_request, ConnectorRepository),
+        ),
+        periodic=(
+            Periodic("storefront-sync", SYNC_EVERY_S, sync_round),
+            Periodic("storefront-reconcile", RECONCILE_ROUND_S, reconcile_round),
+        ),
     )
 
 
@@ -185,11 +222,17 @@ def create_app(settings: Settings | None = None) -> FastStream:
     return build_app(spec(), settings or Settings.from_env())
 
 
-def tiktok_settings(app_key: str, shop_cipher: str, app_secret_file: Path, api: str = API,
-                    auth: str = AUTH) -> dict[str, str]:
+def tiktok_settings(
+    app_key: str, shop_cipher: str, app_secret_file: Path, api: str = API, auth: str = AUTH
+) -> dict[str, str]:
     """A TikTok shop's settings row: everything but the secret, which stays in its file."""
-    return {"app_key": app_key, "shop_cipher": shop_cipher, "app_secret_file": str(app_secret_file.resolve()),
-            "api": api, "auth": auth}
+    return {
+        "app_key": app_key,
+        "shop_cipher": shop_cipher,
+        "app_secret_file": str(app_secret_file.resolve()),
+        "api": api,
+        "auth": auth,
+    }
 
 
 def shopify_settings(shop_url: str, access_token_file: Path, version: str = SHOPIFY_VERSION) -> dict[str, str]:
@@ -197,13 +240,26 @@ def shopify_settings(shop_url: str, access_token_file: Path, version: str = SHOP
     return {"shop_url": shop_url, "access_token_file": str(access_token_file.resolve()), "version": version}
 
 
-def amazon_settings(client_id: str, client_secret_file: Path, refresh_token_file: Path, *, api: str = AMAZON_API,
-                    auth: str = AMAZON_AUTH, settle_s: float = AMAZON_SETTLE_S) -> dict[str, Any]:
+def amazon_settings(
+    client_id: str,
+    client_secret_file: Path,
+    refresh_token_file: Path,
+    *,
+    api: str = AMAZON_API,
+    auth: str = AMAZON_AUTH,
+    settle_s: float = AMAZON_SETTLE_S,
+) -> dict[str, Any]:
     """An Amazon seller's settings row: the app's LWA client id; its client secret and the seller's
     refresh token stay in their files. `settle_s`: how long after an order's creation the Orders
     API is trusted to list it."""
-    return {"client_id": client_id, "client_secret_file": str(client_secret_file.resolve()),
-            "refresh_token_file": str(refresh_token_file.resolve()), "api": api, "auth": auth, "settle_s": settle_s}
+    return {
+        "client_id": client_id,
+        "client_secret_file": str(client_secret_file.resolve()),
+        "refresh_token_file": str(refresh_token_file.resolve()),
+        "api": api,
+        "auth": auth,
+        "settle_s": settle_s,
+    }
 
 
 def ebay_settings(client_id: str, client_secret_file: Path, api: str = EBAY_API) -> dict[str, str]:

@@ -45,8 +45,12 @@ def next_run(applied_through: int, pending: Iterable[Adjustment], limit: int = 5
         sequence += 1
     if not taken:
         return None
-    return Run(first=taken[0].sequence, last=taken[-1].sequence, delta=sum(a.delta for a in taken),
-               adjustment_ids=tuple(a.adjustment_id for a in taken))
+    return Run(
+        first=taken[0].sequence,
+        last=taken[-1].sequence,
+        delta=sum(a.delta for a in taken),
+        adjustment_ids=tuple(a.adjustment_id for a in taken),
+    )
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,6 @@ def settle(written: int, seen: int, sold: int, now: int) -> int | None:
     someone else wrote: None, an operator decides."""
     low, high = max(min(seen, written) - sold, 0), max(seen, written)
     return max(written - sold, 0) if low <= now <= high else None
-
 
 
 def drift(written: int, sold: int, now: int) -> int:

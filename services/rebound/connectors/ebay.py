@@ -41,8 +41,10 @@ API = "https://api.ebay.com"
 INVENTORY = "/sell/inventory/v1"
 FULFILLMENT = "/sell/fulfillment/v1"
 TOKEN = "/identity/v1/oauth2/token"
-SCOPES = ("https://api.ebay.com/oauth/api_scope/sell.inventory",
-          "https://api.ebay.com/oauth/api_scope/sell.fulfillment")
+SCOPES = (
+    "https://api.ebay.com/oauth/api_scope/sell.inventory",
+    "https://api.ebay.com/oauth/api_scope/sell.fulfillment",
+)
 MAXIMUM = 2_147_483_647
 """`availableQuantity` and `quantity` are 32-bit integers; eBay publishes no lower cap (a seller's
 selling limits refuse more, error 25026)."""
@@ -156,10 +158,17 @@ class EbayShop:
     compare_and_set = False
     idempotent = False
 
-    def __init__(self, credentials: Credentials, client: httpx.AsyncClient, *, api: str = API,
-                 on_refresh: Callable[[Credentials], Awaitable[None]] | None = None,
-                 pacing: RevisionPacing | None = None, page_size: int = PAGE,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        client: httpx.AsyncClient,
+        *,
+        api: str = API,
+        on_refresh: Callable[[Credentials], Awaitable[None]] | None = None,
+        pacing: RevisionPacing | None = None,
+        page_size: int = PAGE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.credentials = credentials
         self.client = client
         self.api = api.rstrip("/")
@@ -183,20 +192,32 @@ class EbayShop:
         available = offer.get("availableQuantity")
         return int(shipped) if available is None else min(int(shipped), int(available))
 
-    async def set_quantity(self, listing: Mapping[str, str], quantity: int, *, seen: int | None = None,
-                           key: str | None = None) -> None:
+    async def set_quantity(
+        self, listing: Mapping[str, str], quantity: int, *, seen: int | None = None, key: str | None = None
+    ) -> None:
         """An absolute write of both quantities: eBay takes neither the number it replaces nor a
         key. `NotYet` before sending when the listing's revisions are paced out."""
         sku, offer_id = listing["sku"], listing["offer_id"]
-        await self._revise(offer_id, {"requests": [{"sku": sku, "shipToLocationAvailability": {"quantity": quantity},
-                                                    "offers": [{"offerId": offer_id, "availableQuantity": quantity}]}]})
+        await self._revise(
+            offer_id,
+            {
+                "requests": [
+                    {
+                        "sku": sku,
+                        "shipToLocationAvailability": {"quantity": quantity},
+                        "offers": [{"offerId": offer_id, "availableQuantity": quantity}],
+                    }
+                ]
+            },
+        )
 
     async def _revise(self, offer_id: str, body: Mapping[str, Any]) -> None:
         """One revision of the listing: `NotYet` before sending when its revisions are paced out."""
         wait = self.pacing.wait(offer_id, self.clock())
         if wait > 0:
-            raise NotYet(f"offer {offer_id}: revisions are paced to {REVISIONS_A_DAY} a day; the next in {wait:.0f} s",
-                         wait)
+            raise NotYet(
+                f"offer {offer_id}: revisions are paced to {REVISIONS_A_DAY} a day; the next in {wait:.0f} s", wait
+            )
         try:
             answer = await self._call("POST", f"{INVENTORY}/bulk_update_price_quantity", body)
         except Unavailable:
@@ -207,8 +228,19 @@ class EbayShop:
 
     async def set_price(self, listing: Mapping[str, str], amount: Decimal, currency: str) -> None:
         """The offer's price: a revision of the listing like any, paced with them."""
-        await self._revise(listing["offer_id"], {"requests": [{"sku": listing["sku"], "offers": [
-            {"offerId": listing["offer_id"], "price": {"value": str(amount), "currency": currency}}]}]})
+        await self._revise(
+            listing["offer_id"],
+            {
+                "requests": [
+                    {
+                        "sku": listing["sku"],
+                        "offers": [
+                            {"offerId": listing["offer_id"], "price": {"value": str(amount), "currency": currency}}
+                        ],
+                    }
+                ]
+            },
+        )
 
     def _written(self, offer_id: str, results: list[Mapping[str, Any]]) -> None:
         """Each result's own `statusCode` says what became of it, whatever the call's status."""
@@ -216,8 +248,7 @@ class EbayShop:
             raise Unavailable(f"offer {offer_id}: the write answered no result")
         for result in results:
             if result.get("warnings"):
-                log.info("ebay_write_warnings", offer_id=offer_id,
-                         warnings=[_describe(w) for w in result["warnings"]])
+                log.info("ebay_write_warnings", offer_id=offer_id, warnings=[_describe(w) for w in result["warnings"]])
         failed = [r for r in results if r.get("statusCode") != 200]
         errors = [e for r in failed for e in r.get("errors") or []]
         if not failed:
@@ -233,8 +264,9 @@ class EbayShop:
         held = any(e.get("errorId") == ON_HOLD for e in errors)
         raise (Paused if held else Refused)(f"offer {offer_id}: {message}")
 
-    async def sales_since(self, listing: Mapping[str, str], since_s: int, *,
-                          known_at: float | None = None) -> frozenset[str]:
+    async def sales_since(
+        self, listing: Mapping[str, str], since_s: int, *, known_at: float | None = None
+    ) -> frozenset[str]:
         """Units of `listing`'s SKU in orders created since `since_s`, cancelled orders left out:
         `{orderId}/{lineItemId}#{n}` for each unit of a line item. The Fulfillment API is live, so
         `known_at` holds already."""
@@ -256,8 +288,9 @@ class EbayShop:
             if not orders or not page.get("next") or offset >= int(page.get("total") or 0):
                 return frozenset(sold)
 
-    async def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None,
-                    params: Mapping[str, str] | None = None) -> dict:
+    async def _call(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None, params: Mapping[str, str] | None = None
+    ) -> dict:
         for attempt in (1, 2):
             if self.credentials.access_token_expires_at - self.clock() < REFRESH_AHEAD_S:
                 await self._refresh_from(self.credentials.access_token)
@@ -269,8 +302,9 @@ class EbayShop:
             return _read(path, response)
         raise AssertionError("unreachable")
 
-    async def _send(self, method: str, path: str, token: str, body: Mapping[str, Any] | None,
-                    params: Mapping[str, str] | None) -> httpx.Response:
+    async def _send(
+        self, method: str, path: str, token: str, body: Mapping[str, Any] | None, params: Mapping[str, str] | None
+    ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         try:
             return await self.client.request(method, self.api + path, json=body, params=params, headers=headers)
@@ -287,8 +321,11 @@ class EbayShop:
         """A new access token from the refresh token, stored through `on_refresh` first."""
         c = self.credentials
         try:
-            response = await self.client.post(self.api + TOKEN, auth=(c.client_id, c.client_secret), data={
-                "grant_type": "refresh_token", "refresh_token": c.refresh_token, "scope": " ".join(c.scopes)})
+            response = await self.client.post(
+                self.api + TOKEN,
+                auth=(c.client_id, c.client_secret),
+                data={"grant_type": "refresh_token", "refresh_token": c.refresh_token, "scope": " ".join(c.scopes)},
+            )
         except httpx.HTTPError as error:
             raise Unavailable(f"token refresh: {type(error).__name__}: {error}") from error
         if response.status_code == 429:
@@ -297,11 +334,16 @@ class EbayShop:
             raise Unavailable(f"token refresh: HTTP {response.status_code}")
         answer = _json(response)
         if response.status_code != 200 or not answer.get("access_token"):
-            raise Unauthorized(f"token refresh: HTTP {response.status_code} {answer.get('error', '')}: "
-                               f"{answer.get('error_description', '')}")
-        fresh = replace(c, access_token=answer["access_token"],
-                        access_token_expires_at=self.clock() + float(answer.get("expires_in") or 7200),
-                        refresh_token=answer.get("refresh_token") or c.refresh_token)
+            raise Unauthorized(
+                f"token refresh: HTTP {response.status_code} {answer.get('error', '')}: "
+                f"{answer.get('error_description', '')}"
+            )
+        fresh = replace(
+            c,
+            access_token=answer["access_token"],
+            access_token_expires_at=self.clock() + float(answer.get("expires_in") or 7200),
+            refresh_token=answer.get("refresh_token") or c.refresh_token,
+        )
         if self.on_refresh is not None:
             await self.on_refresh(fresh)
         self.credentials = fresh
@@ -362,8 +404,10 @@ def _units(orders: Iterable[Mapping[str, Any]], sku: str) -> set[str]:
             continue
         for item in order.get("lineItems") or []:
             if item.get("sku") == sku:
-                sold |= {f"{order.get('orderId')}/{item.get('lineItemId')}#{n}"
-                         for n in range(int(item.get("quantity") or 1))}
+                sold |= {
+                    f"{order.get('orderId')}/{item.get('lineItemId')}#{n}"
+                    for n in range(int(item.get("quantity") or 1))
+                }
     return sold
 
 

@@ -72,14 +72,16 @@ class Marketplace(Protocol):
 
     async def quantity(self, listing: Mapping[str, str]) -> int: ...
 
-    async def set_quantity(self, listing: Mapping[str, str], quantity: int, *, seen: int | None = None,
-                           key: str | None = None) -> None:
+    async def set_quantity(
+        self, listing: Mapping[str, str], quantity: int, *, seen: int | None = None, key: str | None = None
+    ) -> None:
         """Write `quantity`; `seen` is the number it replaces (used where `compare_and_set`),
         `key` an idempotency key where the marketplace takes one."""
         ...
 
-    async def sales_since(self, listing: Mapping[str, str], since_s: int, *,
-                          known_at: float | None = None) -> frozenset[str]:
+    async def sales_since(
+        self, listing: Mapping[str, str], since_s: int, *, known_at: float | None = None
+    ) -> frozenset[str]:
         """The units sold on `listing` in orders created at or after `since_s` (Unix seconds), by
         an id of each (e.g. its order line). Ids, not a count: a connector compares what it saw
         before a write with what it sees after, whatever the clock's granularity. With

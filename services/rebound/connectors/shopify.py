@@ -78,13 +78,27 @@ class ShopifyShop:
             raise Refused(f"inventory item {listing['inventory_item_id']} is not stocked at {listing['location_id']}")
         return next((q["quantity"] for q in level["quantities"] if q["name"] == "available"), 0)
 
-    async def set_quantity(self, listing: Mapping[str, str], quantity: int, *, seen: int | None = None,
-                           key: str | None = None) -> None:
-        change = {"inventoryItemId": listing["inventory_item_id"], "locationId": listing["location_id"],
-                  "quantity": quantity, "changeFromQuantity": seen}
-        data = await self._call(WRITE, {"key": key or "", "input": {
-            "name": "available", "reason": "restock", "referenceDocumentUri": f"rebound://adjustments/{key}",
-            "quantities": [change]}})
+    async def set_quantity(
+        self, listing: Mapping[str, str], quantity: int, *, seen: int | None = None, key: str | None = None
+    ) -> None:
+        change = {
+            "inventoryItemId": listing["inventory_item_id"],
+            "locationId": listing["location_id"],
+            "quantity": quantity,
+            "changeFromQuantity": seen,
+        }
+        data = await self._call(
+            WRITE,
+            {
+                "key": key or "",
+                "input": {
+                    "name": "available",
+                    "reason": "restock",
+                    "referenceDocumentUri": f"rebound://adjustments/{key}",
+                    "quantities": [change],
+                },
+            },
+        )
         errors = (data.get("inventorySetQuantities") or {}).get("userErrors") or []
         if any(e.get("code") == "CHANGE_FROM_QUANTITY_STALE" for e in errors):
             raise Stale("; ".join(e.get("message", "") for e in errors))
@@ -102,13 +116,15 @@ class ShopifyShop:
         variant = ((data.get("inventoryItem") or {}).get("variant")) or {}
         if not variant:
             raise Refused(f"inventory item {listing['inventory_item_id']} has no variant")
-        data = await self._call(PRICE, {"product": variant["product"]["id"],
-                                        "variants": [{"id": variant["id"], "price": str(amount)}]})
+        data = await self._call(
+            PRICE, {"product": variant["product"]["id"], "variants": [{"id": variant["id"], "price": str(amount)}]}
+        )
         if errors := (data.get("productVariantsBulkUpdate") or {}).get("userErrors"):
             raise Refused("; ".join(f"{e.get('code')} {e.get('message', '')}".strip() for e in errors))
 
-    async def sales_since(self, listing: Mapping[str, str], since_s: int, *,
-                          known_at: float | None = None) -> frozenset[str]:
+    async def sales_since(
+        self, listing: Mapping[str, str], since_s: int, *, known_at: float | None = None
+    ) -> frozenset[str]:
         """Units of `listing`'s inventory item in orders created since `since_s`, cancelled ones
         left out: each unit of a line item is one id."""
         from datetime import UTC, datetime
@@ -132,8 +148,11 @@ class ShopifyShop:
 
     async def _call(self, query: str, variables: Mapping[str, Any]) -> dict:
         try:
-            response = await self.client.post(self.endpoint, json={"query": query, "variables": dict(variables)},
-                                              headers={"X-Shopify-Access-Token": self.access_token})
+            response = await self.client.post(
+                self.endpoint,
+                json={"query": query, "variables": dict(variables)},
+                headers={"X-Shopify-Access-Token": self.access_token},
+            )
         except httpx.HTTPError as error:
             raise Unavailable(f"{type(error).__name__}: {error}") from error
         if response.status_code in (401, 403):

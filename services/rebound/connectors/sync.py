@@ -37,8 +37,17 @@ from ..messaging import inbox
 from ..messaging.outbox import OutboxBuffer
 from .adapters import IN_DOUBT, ConnectorRepository, Intent, Listing, Pending, Requested, ack_id
 from .domain import TokenBucket, drift, next_run, settle, target
-from .marketplace import (Marketplace, MarketplaceError, NotYet, Paused, Refused, Stale, Throttled, Unauthorized,
-                          Unavailable)
+from .marketplace import (
+    Marketplace,
+    MarketplaceError,
+    NotYet,
+    Paused,
+    Refused,
+    Stale,
+    Throttled,
+    Unauthorized,
+    Unavailable,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +63,7 @@ def _fault_kill_after_write() -> int:
     if nth < 0:
         raise ValueError(f"{FAULT_KILL_AFTER_WRITE}={nth}: the number of a write, or 0 (off)")
     return nth
+
 
 LOCKS = 0x5EB0_0C00  # advisory lock space of listing keys: hashtextextended(key, LOCKS)
 
@@ -129,8 +139,9 @@ class Syncer:
 
     def _bucket(self, listing: Listing) -> TokenBucket:
         """The rate limit of the listing's shop."""
-        return self.buckets.setdefault((listing.channel, listing.shop_id),
-                                       TokenBucket(*self.rate.get(listing.channel, (10.0, 10.0))))
+        return self.buckets.setdefault(
+            (listing.channel, listing.shop_id), TokenBucket(*self.rate.get(listing.channel, (10.0, 10.0)))
+        )
 
     async def _locked(self, key: str, work: Callable[[asyncpg.Connection, str], Awaitable[bool]]) -> bool:
         async with self.pool.acquire() as conn:
@@ -154,9 +165,15 @@ class Syncer:
             return False
         if listing.ids is None:
             if pending:
-                await self._refuse(conn, repo, listing, pending, "unmapped", "unmapped_listing",
-                                   f"{key} is not mapped to a {listing.channel} listing{_to_create(listing)}: "
-                                   "`rebound connect map`")
+                await self._refuse(
+                    conn,
+                    repo,
+                    listing,
+                    pending,
+                    "unmapped",
+                    "unmapped_listing",
+                    f"{key} is not mapped to a {listing.channel} listing{_to_create(listing)}: `rebound connect map`",
+                )
             return False
         bucket = self._bucket(listing)
         if bucket.blocked_until > self.clock() + 1.0:
@@ -184,8 +201,15 @@ class Syncer:
             check_calls = 0 if market.compare_and_set else 2
             before, seen = await self._read(market, listing.ids, read_at, bucket, then=1 + check_calls)
             target_ = target(seen, run.delta - listing.owed, market.maximum)
-            planned = Intent(first=run.first, last=run.last, seen=seen, written=target_.quantity, at=read_at,
-                             sales_before=tuple(sorted(before)), owed=target_.short)
+            planned = Intent(
+                first=run.first,
+                last=run.last,
+                seen=seen,
+                written=target_.quantity,
+                at=read_at,
+                sales_before=tuple(sorted(before)),
+                owed=target_.short,
+            )
             await repo.plan(key, planned)
             await market.set_quantity(listing.ids, target_.quantity, seen=seen, key=intent_key(key, planned))
             self._wrote(key)
@@ -202,12 +226,26 @@ class Syncer:
                 await self._done(conn, repo, listing, done, target_.short, check, owed=target_.short)
             finally:
                 probed = await probe if probe is not None else None
-            log.debug("storefront_applied", key=key, first=run.first, last=run.last, delta=run.delta,
-                      seen=seen, written=target_.quantity)
+            log.debug(
+                "storefront_applied",
+                key=key,
+                first=run.first,
+                last=run.last,
+                delta=run.delta,
+                seen=seen,
+                written=target_.quantity,
+            )
             if check is not None:
-                await self._check(conn, repo, replace(listing, applied_through=run.last, intent=check,
-                                                      owed=target_.short, last=done[-1]), market, pending, bucket,
-                                  prepaid=check_calls, probed=probed)
+                await self._check(
+                    conn,
+                    repo,
+                    replace(listing, applied_through=run.last, intent=check, owed=target_.short, last=done[-1]),
+                    market,
+                    pending,
+                    bucket,
+                    prepaid=check_calls,
+                    probed=probed,
+                )
             return True
         except Stale as error:
             log.info("storefront_stale", key=key, error=str(error))
@@ -240,8 +278,9 @@ class Syncer:
             await repo.forget_intent(key)  # refused before it was sent: nothing was written
         return False
 
-    async def _read(self, market: Marketplace, ids: Mapping[str, str], since: int, bucket: TokenBucket,
-                    then: int) -> tuple[frozenset[str], int]:
+    async def _read(
+        self, market: Marketplace, ids: Mapping[str, str], since: int, bucket: TokenBucket, then: int
+    ) -> tuple[frozenset[str], int]:
         """The listing's number, and its sales since `since` made before it was read. A sale
         between two reads of the orders around the number's read may be either: the reads go
         again until none fell between (then the sales are exactly those the number counts), or
@@ -259,8 +298,14 @@ class Syncer:
                 bucket.refund(then)
         return first, seen
 
-    async def _price(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
-                     market: Marketplace, bucket: TokenBucket) -> Listing:
+    async def _price(
+        self,
+        conn: asyncpg.Connection,
+        repo: ConnectorRepository,
+        listing: Listing,
+        market: Marketplace,
+        bucket: TokenBucket,
+    ) -> Listing:
         """The latest listing request's price on the marketplace. A refusal is reported
         (`storefront_listing_refused`, with the marketplace's message) and not tried again until
         a new request: the listing keeps its price, and its quantity moves."""
@@ -272,16 +317,19 @@ class Syncer:
         except Refused as error:
             async with conn.transaction():
                 await repo.priced(listing.key, request.event_id)
-                detail = f"{listing.key}: the marketplace refused the price {request.price.amount} " \
-                         f"{request.price.currency}: {error}"
+                detail = (
+                    f"{listing.key}: the marketplace refused the price {request.price.amount} "
+                    f"{request.price.currency}: {error}"
+                )
                 log.warning("storefront_price_refused", key=listing.key, error=str(error))
                 outbox = OutboxBuffer(self.producer)
                 outbox.add(EXCEPTIONS, _exception(listing.requested, "storefront_listing_refused", detail))
                 await outbox.flush(conn)
         else:
             await repo.priced(listing.key, request.event_id)
-            log.info("storefront_priced", key=listing.key, price=str(request.price.amount),
-                     currency=request.price.currency)
+            log.info(
+                "storefront_priced", key=listing.key, price=str(request.price.amount), currency=request.price.currency
+            )
         return replace(listing, priced=request.event_id)
 
     async def _reconcile(self, conn: asyncpg.Connection, key: str) -> bool:
@@ -290,8 +338,13 @@ class Syncer:
         as `storefront_drift` with both views; the number found is the baseline from then on."""
         repo = ConnectorRepository(conn)
         listing = await repo.listing(key)
-        if (listing is None or listing.blocked is not None or listing.intent is not None or listing.ids is None
-                or listing.last is None):
+        if (
+            listing is None
+            or listing.blocked is not None
+            or listing.intent is not None
+            or listing.ids is None
+            or listing.last is None
+        ):
             return False  # it moved since it was found idle
         market = await self.marketplace_of(repo, listing)
         if market is None:
@@ -320,8 +373,17 @@ class Syncer:
             return False
         sales, now = observed
         if baseline is None:  # a number set by hand: taken as found
-            await repo.reconciled(key, Intent(first=listing.applied_through, last=listing.applied_through, seen=now,
-                                              written=now, at=since, sales_before=tuple(sorted(sales))))
+            await repo.reconciled(
+                key,
+                Intent(
+                    first=listing.applied_through,
+                    last=listing.applied_through,
+                    seen=now,
+                    written=now,
+                    at=since,
+                    sales_before=tuple(sorted(sales)),
+                ),
+            )
             return False
         sold = len(sales - set(baseline.sales_before))
         off = drift(baseline.written, sold, now)
@@ -329,22 +391,40 @@ class Syncer:
             await repo.reconciled(key)
             return False
         ledger = listing.last.event
-        detail = (f"{key}: the marketplace shows {now}, the connector's last write of {baseline.written} less the "
-                  f"{sold} unit(s) sold since leaves {max(baseline.written - sold, 0)} ({off:+d}"
-                  f"{': units Rebound never offered are for sale' if off > 0 else ': units are hidden'}); the "
-                  f"ledger has {ledger.available} available and {ledger.picked} picked through adjustment "
-                  f"{ledger.sequence}. Someone else changed the quantity: set it right on the marketplace; the "
-                  "connector applies its next deltas onto the number it finds")
-        log.error("storefront_drift", key=key, marketplace=now, written=baseline.written, sold=sold, drift=off,
-                  available=ledger.available, picked=ledger.picked)
+        detail = (
+            f"{key}: the marketplace shows {now}, the connector's last write of {baseline.written} less the "
+            f"{sold} unit(s) sold since leaves {max(baseline.written - sold, 0)} ({off:+d}"
+            f"{': units Rebound never offered are for sale' if off > 0 else ': units are hidden'}); the "
+            f"ledger has {ledger.available} available and {ledger.picked} picked through adjustment "
+            f"{ledger.sequence}. Someone else changed the quantity: set it right on the marketplace; the "
+            "connector applies its next deltas onto the number it finds"
+        )
+        log.error(
+            "storefront_drift",
+            key=key,
+            marketplace=now,
+            written=baseline.written,
+            sold=sold,
+            drift=off,
+            available=ledger.available,
+            picked=ledger.picked,
+        )
         async with conn.transaction():
             await repo.reconciled(key, replace(baseline, written=now, sales_before=tuple(sorted(sales))))
-            await self._report(conn, listing, [], "storefront_drift", detail, transaction=False,
-                               event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"rebound:drift:{key}:{self.clock()}"))
+            await self._report(
+                conn,
+                listing,
+                [],
+                "storefront_drift",
+                detail,
+                transaction=False,
+                event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"rebound:drift:{key}:{self.clock()}"),
+            )
         return True
 
-    async def _observe(self, market: Marketplace, ids: Mapping[str, str], since: int,
-                       bucket: TokenBucket) -> tuple[frozenset[str], int] | None:
+    async def _observe(
+        self, market: Marketplace, ids: Mapping[str, str], since: int, bucket: TokenBucket
+    ) -> tuple[frozenset[str], int] | None:
         """The listing's number and the sales since `since` it counts (the orders read on both
         sides of it agree), or None while a sale keeps falling between the reads."""
         for _ in range(READ_ATTEMPTS):
@@ -356,9 +436,17 @@ class Syncer:
                 return second, now
         return None
 
-    async def _check(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
-                     market: Marketplace, pending: list[Pending], bucket: TokenBucket,
-                     prepaid: int = 0, probed: tuple[int, float] | None = None) -> Listing | None:
+    async def _check(
+        self,
+        conn: asyncpg.Connection,
+        repo: ConnectorRepository,
+        listing: Listing,
+        market: Marketplace,
+        pending: list[Pending],
+        bucket: TokenBucket,
+        prepaid: int = 0,
+        probed: tuple[int, float] | None = None,
+    ) -> Listing | None:
         """Without compare-and-set, a sale the marketplace made between the read and the write is
         overwritten by it. Its orders tell: the number must be at most what was written less what
         sold since the read; if it is more, that is written, and checked in turn. The number is
@@ -381,14 +469,21 @@ class Syncer:
             prepaid = 0
             try:
                 sold = await market.sales_since(listing.ids, intent.at, known_at=intent.probe_at) - set(
-                    intent.sales_before)
+                    intent.sales_before
+                )
             except NotYet:
                 if not kept:
                     await repo.plan(listing.key, intent)  # the number read waits for its sales
                 raise
             now, expected = intent.probe_now, max(intent.written - len(sold), 0)
-            log.debug("storefront_checked", key=listing.key, written=intent.written, sold=len(sold), now=now,
-                      expected=expected)
+            log.debug(
+                "storefront_checked",
+                key=listing.key,
+                written=intent.written,
+                sold=len(sold),
+                now=now,
+                expected=expected,
+            )
             if now <= expected:
                 bucket.refund(1)
                 oversold = len(sold) - intent.written
@@ -422,8 +517,15 @@ class Syncer:
             log.info("storefront_probe_failed", error=str(error))
             return None
 
-    async def _resolve(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
-                       market: Marketplace, pending: list[Pending], bucket: TokenBucket) -> Listing | None:
+    async def _resolve(
+        self,
+        conn: asyncpg.Connection,
+        repo: ConnectorRepository,
+        listing: Listing,
+        market: Marketplace,
+        pending: list[Pending],
+        bucket: TokenBucket,
+    ) -> Listing | None:
         """The listing once its write in doubt is settled, or None when an operator must decide.
 
         Where the marketplace takes an idempotency key, the same write goes again with the same
@@ -437,8 +539,9 @@ class Syncer:
         if market.idempotent:
             await self._take(bucket)
             try:
-                await market.set_quantity(listing.ids, intent.written, seen=intent.seen,
-                                          key=intent_key(listing.key, intent))
+                await market.set_quantity(
+                    listing.ids, intent.written, seen=intent.seen, key=intent_key(listing.key, intent)
+                )
             except Stale:
                 log.info("storefront_in_doubt_resolved", key=listing.key, landed=False, written=intent.written)
                 await repo.forget_intent(listing.key)
@@ -455,15 +558,28 @@ class Syncer:
         sold = await market.sales_since(listing.ids, intent.at, known_at=intent.probe_at) - set(intent.sales_before)
         now = intent.probe_now
         settled = settle(intent.written, intent.seen, len(sold), now)
-        log.info("storefront_in_doubt_resolved", key=listing.key, written=intent.written, seen=intent.seen,
-                 sold=len(sold), now=now, settled=settled)
+        log.info(
+            "storefront_in_doubt_resolved",
+            key=listing.key,
+            written=intent.written,
+            seen=intent.seen,
+            sold=len(sold),
+            now=now,
+            settled=settled,
+        )
         if settled is None:
             async with conn.transaction():
                 await repo.block(listing.key, IN_DOUBT)
-                await self._report(conn, listing, pending, "storefront_in_doubt",
-                                   f"{listing.key}: a write of {intent.written} over {intent.seen} may or may not "
-                                   f"have landed, and {now} is neither ({len(sold)} sold since): someone else wrote; "
-                                   "set the quantity, then unblock the key", transaction=False)
+                await self._report(
+                    conn,
+                    listing,
+                    pending,
+                    "storefront_in_doubt",
+                    f"{listing.key}: a write of {intent.written} over {intent.seen} may or may not "
+                    f"have landed, and {now} is neither ({len(sold)} sold since): someone else wrote; "
+                    "set the quantity, then unblock the key",
+                    transaction=False,
+                )
             return None
         # Written whatever `now` says: a sale after it was read may have moved the number already.
         # Before the run is booked: if this write fails too, the next try settles it again.
@@ -471,44 +587,95 @@ class Syncer:
         self._wrote(listing.key)
         check = replace(intent, written_at=self.clock(), probe_now=None, probe_at=None)
         await self._applied(conn, repo, listing, done, intent.last, check, owed=intent.owed)
-        return await self._check(conn, repo, replace(listing, applied_through=intent.last, intent=check,
-                                                     last=done[-1] if done else listing.last), market, pending, bucket)
+        return await self._check(
+            conn,
+            repo,
+            replace(listing, applied_through=intent.last, intent=check, last=done[-1] if done else listing.last),
+            market,
+            pending,
+            bucket,
+        )
 
-    async def _oversold(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
-                        pending: list[Pending], oversold: int) -> None:
+    async def _oversold(
+        self,
+        conn: asyncpg.Connection,
+        repo: ConnectorRepository,
+        listing: Listing,
+        pending: list[Pending],
+        oversold: int,
+    ) -> None:
         log.error("storefront_oversold", key=listing.key, units=oversold)
         async with conn.transaction():
             await repo.owe(listing.key, oversold)
-            await self._report(conn, listing, pending, "storefront_short",
-                               f"{listing.key}: the marketplace sold {oversold} unit(s) more than were offered (an "
-                               "overwritten sale sold again before it was taken back): the key's next units go to "
-                               "those orders", transaction=False,
-                               event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"rebound:oversold:{listing.key}:"
-                                                                       f"{listing.applied_through}:{oversold}"))
+            await self._report(
+                conn,
+                listing,
+                pending,
+                "storefront_short",
+                f"{listing.key}: the marketplace sold {oversold} unit(s) more than were offered (an "
+                "overwritten sale sold again before it was taken back): the key's next units go to "
+                "those orders",
+                transaction=False,
+                event_id=uuid.uuid5(
+                    uuid.NAMESPACE_URL, f"rebound:oversold:{listing.key}:{listing.applied_through}:{oversold}"
+                ),
+            )
 
-    async def _applied(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
-                       done: list[Pending], through: int, check: Intent | None, owed: int) -> None:
+    async def _applied(
+        self,
+        conn: asyncpg.Connection,
+        repo: ConnectorRepository,
+        listing: Listing,
+        done: list[Pending],
+        through: int,
+        check: Intent | None,
+        owed: int,
+    ) -> None:
         if done:
             await self._done(conn, repo, listing, done, owed, check, owed=owed)
         else:  # applied and acknowledged before: only the progress was not booked
             await repo.applied(listing.key, through, check, owed)
 
-    async def _done(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
-                    done: list[Pending], short: int, check: Intent | None = None, owed: int | None = None) -> None:
+    async def _done(
+        self,
+        conn: asyncpg.Connection,
+        repo: ConnectorRepository,
+        listing: Listing,
+        done: list[Pending],
+        short: int,
+        check: Intent | None = None,
+        owed: int | None = None,
+    ) -> None:
         outbox = OutboxBuffer(self.producer)
         last = done[-1]
         outbox.add(ACKS, _ack(listing.key, last, "applied", ""))
         async with conn.transaction():
             await repo.applied(listing.key, last.adjustment.sequence, check, owed, last)
             if short > listing.owed:
-                outbox.add(EXCEPTIONS, _exception(last, "storefront_short", (
-                    f"{listing.key}: {short} unit(s) to take back were sold on the marketplace already: "
-                    "the key's next units go to those orders")))
+                outbox.add(
+                    EXCEPTIONS,
+                    _exception(
+                        last,
+                        "storefront_short",
+                        (
+                            f"{listing.key}: {short} unit(s) to take back were sold on the marketplace already: "
+                            "the key's next units go to those orders"
+                        ),
+                    ),
+                )
             await outbox.flush(conn)
 
-    async def _refuse(self, conn: asyncpg.Connection, repo: ConnectorRepository, listing: Listing,
-                      pending: list[Pending], blocked: str, kind: ExceptionKind | None, reason: str,
-                      status: str = "rejected") -> None:
+    async def _refuse(
+        self,
+        conn: asyncpg.Connection,
+        repo: ConnectorRepository,
+        listing: Listing,
+        pending: list[Pending],
+        blocked: str,
+        kind: ExceptionKind | None,
+        reason: str,
+        status: str = "rejected",
+    ) -> None:
         """The marketplace (or the mapping) refuses the key: it is blocked, and the ledger hears
         `rejected` (or `paused`: the marketplace holds the listing back) once, with the reason, and
         moves its units elsewhere."""
@@ -525,8 +692,17 @@ class Syncer:
             await outbox.flush(conn)
         log.warning("storefront_rejected", key=listing.key, status=status, reason=reason)
 
-    async def _report(self, conn: asyncpg.Connection, listing: Listing, pending: list[Pending], kind: ExceptionKind,
-                      detail: str, *, transaction: bool = True, event_id: uuid.UUID | None = None) -> None:
+    async def _report(
+        self,
+        conn: asyncpg.Connection,
+        listing: Listing,
+        pending: list[Pending],
+        kind: ExceptionKind,
+        detail: str,
+        *,
+        transaction: bool = True,
+        event_id: uuid.UUID | None = None,
+    ) -> None:
         """An exception about the key, for an operator; it names the key's last adjustment
         pending, or else the last applied."""
         log.error("storefront_exception", key=listing.key, kind=kind, detail=detail)
@@ -560,11 +736,20 @@ def _to_create(listing: Listing) -> str:
     if listing.requested is None:
         return ""
     request = listing.requested.event
-    marketplace = ", ".join(f"{name} {value}" for name, value in (
-        ("listed as SKU", request.listing_sku), ("condition", request.marketplace_condition),
-        ("condition id", request.marketplace_condition_id), ("at most", request.quantity_limit)) if value)
-    return (f"; create it in shop {request.shop_id}: {request.condition} at {request.price.amount} "
-            f"{request.price.currency}{f' ({marketplace})' if marketplace else ''}, \"{request.condition_note}\"")
+    marketplace = ", ".join(
+        f"{name} {value}"
+        for name, value in (
+            ("listed as SKU", request.listing_sku),
+            ("condition", request.marketplace_condition),
+            ("condition id", request.marketplace_condition_id),
+            ("at most", request.quantity_limit),
+        )
+        if value
+    )
+    return (
+        f"; create it in shop {request.shop_id}: {request.condition} at {request.price.amount} "
+        f'{request.price.currency}{f" ({marketplace})" if marketplace else ""}, "{request.condition_note}"'
+    )
 
 
 def _shop(key: str) -> tuple[str, str]:
@@ -575,27 +760,44 @@ def _shop(key: str) -> tuple[str, str]:
 
 def intent_key(key: str, intent: Intent) -> str:
     """The idempotency key of a write: the same intent, the same key."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"rebound:write:{key}:{intent.first}-{intent.last}:{intent.seen}"
-                                              f"->{intent.written}"))
+    return str(
+        uuid.uuid5(
+            uuid.NAMESPACE_URL, f"rebound:write:{key}:{intent.first}-{intent.last}:{intent.seen}->{intent.written}"
+        )
+    )
 
 
 def _ack(key: str, last: Pending, status: str, reason: str) -> StorefrontAck:
     event = last.event
     return StorefrontAck(
-        event_id=ack_id(key, last.adjustment.sequence, status), occurred_at=datetime.now(UTC),
-        seller_id=event.seller_id, ref_event_id=event.event_id, status=status, reason=reason,
-        shop_id=event.shop_id, channel=event.channel, warehouse_id=event.warehouse_id, sku=event.sku,
-        condition=event.condition)
+        event_id=ack_id(key, last.adjustment.sequence, status),
+        occurred_at=datetime.now(UTC),
+        seller_id=event.seller_id,
+        ref_event_id=event.event_id,
+        status=status,
+        reason=reason,
+        shop_id=event.shop_id,
+        channel=event.channel,
+        warehouse_id=event.warehouse_id,
+        sku=event.sku,
+        condition=event.condition,
+    )
 
 
-def _exception(about: Pending | Requested, kind: ExceptionKind, detail: str,
-               event_id: uuid.UUID | None = None) -> ExceptionRaised:
+def _exception(
+    about: Pending | Requested, kind: ExceptionKind, detail: str, event_id: uuid.UUID | None = None
+) -> ExceptionRaised:
     """About an adjustment or a listing request; `event_id`: by default one per kind and record
     (a retry raises it once)."""
     event = about.event
     return ExceptionRaised(
-        event_id=event_id or inbox.position_id(f"{about.source.topic}#{kind}", about.source.partition,
-                                               about.source.offset),
-        occurred_at=datetime.now(UTC), seller_id=event.seller_id, kind=kind, detail=detail, source=about.source,
-        source_event_id=event.event_id, original=event.model_dump(mode="json"))
-
+        event_id=event_id
+        or inbox.position_id(f"{about.source.topic}#{kind}", about.source.partition, about.source.offset),
+        occurred_at=datetime.now(UTC),
+        seller_id=event.seller_id,
+        kind=kind,
+        detail=detail,
+        source=about.source,
+        source_event_id=event.event_id,
+        original=event.model_dump(mode="json"),
+    )

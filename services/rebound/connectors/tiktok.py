@@ -33,8 +33,14 @@ RATE_LIMITED = 36009002
 TOKEN_EXPIRED, TOKEN_INVALID = 105002, 105001
 REFRESH_BEFORE_S = 300
 """An access token this close to its expiry is refreshed before the next call."""
-SHOP_PROBLEMS = {106001: "invalid signature", 105001: "invalid token", 105005: "missing scope",
-                 36009004: "authorization", 36009033: "IP not allowed", 36004001: "refresh token expired"}
+SHOP_PROBLEMS = {
+    106001: "invalid signature",
+    105001: "invalid token",
+    105005: "missing scope",
+    36009004: "authorization",
+    36009033: "IP not allowed",
+    36004001: "refresh token expired",
+}
 """Codes that say the shop cannot be written at all (credentials, app set-up): not a listing's fault."""
 PAUSED = {12052003}
 """Per-warehouse codes that say the product is held back (its status does not let it sell): the
@@ -44,8 +50,7 @@ UNPAID, CANCELLED = "UNPAID", "CANCELLED"
 
 def sign(app_secret: str, path: str, query: Mapping[str, str], body: bytes = b"") -> str:
     """The `sign` query parameter of a request to `path` with `query` and `body`."""
-    joined = "".join(f"{key}{value}" for key, value in sorted(query.items())
-                     if key not in ("sign", "access_token"))
+    joined = "".join(f"{key}{value}" for key, value in sorted(query.items()) if key not in ("sign", "access_token"))
     message = app_secret.encode() + path.encode() + joined.encode() + body + app_secret.encode()
     return hmac.new(app_secret.encode(), message, hashlib.sha256).hexdigest()
 
@@ -77,10 +82,17 @@ class TikTokShop:
     compare_and_set = False
     idempotent = False
 
-    def __init__(self, credentials: Credentials, client: httpx.AsyncClient, *, api: str = API, auth: str = AUTH,
-                 on_refresh: Callable[[Credentials], Awaitable[None]] | None = None,
-                 renew: Callable[[TikTokShop, str], Awaitable[None]] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        client: httpx.AsyncClient,
+        *,
+        api: str = API,
+        auth: str = AUTH,
+        on_refresh: Callable[[Credentials], Awaitable[None]] | None = None,
+        renew: Callable[[TikTokShop, str], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.credentials = credentials
         self.client = client
         self.api, self.auth = api.rstrip("/"), auth.rstrip("/")
@@ -99,15 +111,23 @@ class TikTokShop:
                         return int(stock.get("available_quantity", 0))
         raise Refused(f"SKU {listing['sku_id']} has no stock record in warehouse {listing['warehouse_id']}")
 
-    async def set_quantity(self, listing: Mapping[str, str], quantity: int, *, seen: int | None = None,
-                           key: str | None = None) -> None:
+    async def set_quantity(
+        self, listing: Mapping[str, str], quantity: int, *, seen: int | None = None, key: str | None = None
+    ) -> None:
         """An absolute write: TikTok Shop takes neither the number it replaces nor a key."""
-        body = {"skus": [{"id": listing["sku_id"], "inventory": [
-            {"warehouse_id": listing["warehouse_id"], "quantity": quantity}]}]}
+        body = {
+            "skus": [
+                {
+                    "id": listing["sku_id"],
+                    "inventory": [{"warehouse_id": listing["warehouse_id"], "quantity": quantity}],
+                }
+            ]
+        }
         data = await self._call(f"/product/202309/products/{listing['product_id']}/inventory/update", body)
         if errors := data.get("errors"):
-            held = any(e.get("code") in PAUSED for error in errors
-                       for e in (error.get("detail") or {}).get("extra_errors", []))
+            held = any(
+                e.get("code") in PAUSED for error in errors for e in (error.get("detail") or {}).get("extra_errors", [])
+            )
             raise (Paused if held else Refused)("; ".join(_describe(error) for error in errors))
 
     async def set_price(self, listing: Mapping[str, str], amount: Decimal, currency: str) -> None:
@@ -117,8 +137,9 @@ class TikTokShop:
         if errors := data.get("errors"):
             raise Refused("; ".join(_describe(error) for error in errors))
 
-    async def sales_since(self, listing: Mapping[str, str], since_s: int, *,
-                          known_at: float | None = None) -> frozenset[str]:
+    async def sales_since(
+        self, listing: Mapping[str, str], since_s: int, *, known_at: float | None = None
+    ) -> frozenset[str]:
         """Line items of `listing`'s SKU in orders created since `since_s`, cancelled and unpaid
         ones left out. A line item is one unit."""
         sold: set[str] = set()
@@ -131,8 +152,11 @@ class TikTokShop:
             for order in data.get("orders", []):
                 if order.get("status") in (UNPAID, CANCELLED):
                     continue
-                sold |= {f"{order.get('id')}/{item.get('id')}" for item in order.get("line_items", [])
-                         if item.get("sku_id") == listing["sku_id"]}
+                sold |= {
+                    f"{order.get('id')}/{item.get('id')}"
+                    for item in order.get("line_items", [])
+                    if item.get("sku_id") == listing["sku_id"]
+                }
             token = data.get("next_page_token") or ""
             if not token:
                 return frozenset(sold)
@@ -159,12 +183,20 @@ class TikTokShop:
     async def _send(self, path: str, body: Mapping[str, Any], extra: Mapping[str, str] | None) -> dict:
         c = self.credentials
         raw = orjson.dumps(body)
-        query = {"app_key": c.app_key, "timestamp": str(int(self.clock())), "shop_cipher": c.shop_cipher,
-                 **(extra or {})}
+        query = {
+            "app_key": c.app_key,
+            "timestamp": str(int(self.clock())),
+            "shop_cipher": c.shop_cipher,
+            **(extra or {}),
+        }
         query["sign"] = sign(c.app_secret, path, query, raw)
         try:
-            response = await self.client.post(self.api + path, params=query, content=raw, headers={
-                "content-type": "application/json", "x-tts-access-token": c.access_token})
+            response = await self.client.post(
+                self.api + path,
+                params=query,
+                content=raw,
+                headers={"content-type": "application/json", "x-tts-access-token": c.access_token},
+            )
         except httpx.HTTPError as error:
             raise Unavailable(f"{path}: {type(error).__name__}: {error}") from error
         return self._envelope(path, response)
@@ -202,14 +234,24 @@ class TikTokShop:
         """The shop's credentials with new tokens; the refresh token used is spent from then on."""
         c = self.credentials
         try:
-            response = await self.client.get(self.auth + "/api/v2/token/refresh", params={
-                "app_key": c.app_key, "app_secret": c.app_secret, "refresh_token": c.refresh_token,
-                "grant_type": "refresh_token"})
+            response = await self.client.get(
+                self.auth + "/api/v2/token/refresh",
+                params={
+                    "app_key": c.app_key,
+                    "app_secret": c.app_secret,
+                    "refresh_token": c.refresh_token,
+                    "grant_type": "refresh_token",
+                },
+            )
         except httpx.HTTPError as error:
             raise Unavailable(f"token refresh: {type(error).__name__}: {error}") from error
         data = self._data("token refresh", self._envelope("token refresh", response))
-        fresh = replace(c, access_token=data["access_token"], refresh_token=data["refresh_token"],
-                        access_token_expire_in=int(data.get("access_token_expire_in", 0)))
+        fresh = replace(
+            c,
+            access_token=data["access_token"],
+            refresh_token=data["refresh_token"],
+            access_token_expire_in=int(data.get("access_token_expire_in", 0)),
+        )
         log.info("tiktok_token_refreshed", shop_cipher=c.shop_cipher, expires_at=fresh.access_token_expire_in)
         return fresh
 
@@ -217,8 +259,10 @@ class TikTokShop:
 def _describe(error: Mapping[str, Any]) -> str:
     detail = error.get("detail") or {}
     parts = [f"{error.get('code')} {error.get('message', '')}".strip()]
-    parts += [f"warehouse {e.get('warehouse_id')}: {e.get('code')} {e.get('message', '')}".strip()
-              for e in detail.get("extra_errors", [])]
+    parts += [
+        f"warehouse {e.get('warehouse_id')}: {e.get('code')} {e.get('message', '')}".strip()
+        for e in detail.get("extra_errors", [])
+    ]
     return ", ".join(parts)
 
 
@@ -229,7 +273,8 @@ def _retry_after(response: httpx.Response) -> float:
         return 1.0
 
 
-def response_body(data: Mapping[str, Any] | None = None, *, code: int = 0, message: str = "Success",
-                  request_id: str = "") -> dict:
+def response_body(
+    data: Mapping[str, Any] | None = None, *, code: int = 0, message: str = "Success", request_id: str = ""
+) -> dict:
     """The envelope every answer has (the stand-in answers in it too)."""
     return {"code": code, "message": message, "request_id": request_id, "data": dict(data or {})}

@@ -29,8 +29,10 @@ class UnitState:
     revision: int
 
 
-_COLUMNS = ("lpn, seller_id, received, inspection, inspection_event_id, inspected_at, refurbishments, refurbished,"
-            " grade, reasons, revision")
+_COLUMNS = (
+    "lpn, seller_id, received, inspection, inspection_event_id, inspected_at, refurbishments, refurbished,"
+    " grade, reasons, revision"
+)
 
 
 @dataclass
@@ -54,32 +56,53 @@ class _Row:
     @classmethod
     def of(cls, record: asyncpg.Record) -> _Row:
         return cls(
-            lpn=record["lpn"], seller_id=record["seller_id"],
+            lpn=record["lpn"],
+            seller_id=record["seller_id"],
             received=UnitReceived.model_validate_json(record["received"]) if record["received"] else None,
             checks=orjson.loads(record["inspection"]) if record["inspection"] else None,
-            inspection_event_id=record["inspection_event_id"], inspected_at=record["inspected_at"],
-            refurbishments=tuple(Refurbishment(datetime.fromisoformat(work["at"]), tuple(work["actions"]))
-                                 for work in orjson.loads(record["refurbishments"])),
+            inspection_event_id=record["inspection_event_id"],
+            inspected_at=record["inspected_at"],
+            refurbishments=tuple(
+                Refurbishment(datetime.fromisoformat(work["at"]), tuple(work["actions"]))
+                for work in orjson.loads(record["refurbishments"])
+            ),
             grade=record["grade"],
-            reasons=tuple(record["reasons"] or ()), revision=record["revision"],
+            reasons=tuple(record["reasons"] or ()),
+            revision=record["revision"],
         )
 
     def state(self) -> UnitState:
         self.dirty = True  # every merge that returns a state changed the row
-        return UnitState(lpn=self.lpn, seller_id=self.seller_id, received=self.received, checks=self.checks,
-                         inspected_at=self.inspected_at, refurbishments=self.refurbishments, grade=self.grade,
-                         reasons=self.reasons, revision=self.revision)
+        return UnitState(
+            lpn=self.lpn,
+            seller_id=self.seller_id,
+            received=self.received,
+            checks=self.checks,
+            inspected_at=self.inspected_at,
+            refurbishments=self.refurbishments,
+            grade=self.grade,
+            reasons=self.reasons,
+            revision=self.revision,
+        )
 
     def values(self) -> tuple:
         # An unchanged receipt is not written again (NULL keeps the stored one): a receipt is
         # never removed, only replaced.
         received = self.received.model_dump_json() if self.received_changed and self.received else None
         history = orjson.dumps([{"at": work.at.isoformat(), "actions": work.actions} for work in self.refurbishments])
-        return (self.lpn, self.seller_id, received,
-                orjson.dumps(self.checks).decode() if self.checks is not None else None,
-                self.inspection_event_id, self.inspected_at, history.decode(),
-                list(counted_refurbishment(self.refurbishments, self.inspected_at)), self.grade,
-                list(self.reasons) if self.grade is not None else None, self.revision)
+        return (
+            self.lpn,
+            self.seller_id,
+            received,
+            orjson.dumps(self.checks).decode() if self.checks is not None else None,
+            self.inspection_event_id,
+            self.inspected_at,
+            history.decode(),
+            list(counted_refurbishment(self.refurbishments, self.inspected_at)),
+            self.grade,
+            list(self.reasons) if self.grade is not None else None,
+            self.revision,
+        )
 
 
 class GradingRepository:
@@ -99,14 +122,15 @@ class GradingRepository:
 
     async def _read_rules(self, sellers: set[str]) -> None:
         rows = await self.conn.fetch(
-            "SELECT seller_id, grading_rules FROM rebound.sellers WHERE seller_id = ANY($1::text[])", list(sellers))
+            "SELECT seller_id, grading_rules FROM rebound.sellers WHERE seller_id = ANY($1::text[])", list(sellers)
+        )
         self._rules.update(dict.fromkeys(sellers, DEFAULT_RULES))
-        self._rules.update({r["seller_id"]: parse_rules(orjson.loads(r["grading_rules"]))
-                            for r in rows if r["grading_rules"]})
+        self._rules.update(
+            {r["seller_id"]: parse_rules(orjson.loads(r["grading_rules"])) for r in rows if r["grading_rules"]}
+        )
 
     async def _read(self, lpns: list[str]) -> None:
-        records = await self.conn.fetch(
-            "SELECT " + _COLUMNS + " FROM grading.units WHERE lpn = ANY($1::text[])", lpns)
+        records = await self.conn.fetch("SELECT " + _COLUMNS + " FROM grading.units WHERE lpn = ANY($1::text[])", lpns)
         self._rows.update(dict.fromkeys(lpns))
         self._rows.update({r["lpn"]: _Row.of(r) for r in records})
 
@@ -143,7 +167,8 @@ class GradingRepository:
         """Store the inspection unless a later one of the same seller is already stored."""
         row = await self._row(inspection.lpn) or self._new(inspection.lpn, inspection.seller_id)
         if row.seller_id != inspection.seller_id or (
-                row.inspected_at is not None and row.inspected_at > inspection.occurred_at):
+            row.inspected_at is not None and row.inspected_at > inspection.occurred_at
+        ):
             return None
         row.checks = inspection.checks.model_dump(mode="json")
         row.inspection_event_id, row.inspected_at = inspection.event_id, inspection.occurred_at

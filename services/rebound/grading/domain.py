@@ -76,8 +76,11 @@ def counted_refurbishment(history: Iterable[Refurbishment], inspected_at: dateti
     """The refurbishment actions that may lift a unit's grade: those done after the inspection in
     force. An inspection sees the unit as it is, earlier work included, so work done before it
     lifts nothing. With no inspection yet, all of them (the inspection to come decides)."""
-    return tuple(sorted({action for work in history if inspected_at is None or work.at > inspected_at
-                         for action in work.actions}))
+    return tuple(
+        sorted(
+            {action for work in history if inspected_at is None or work.at > inspected_at for action in work.actions}
+        )
+    )
 
 
 def effective_checks(checks: Mapping[str, Any], refurbished: Collection[str]) -> tuple[dict[str, Any], list[str]]:
@@ -114,9 +117,7 @@ def _conditions(raw: Any, where: str) -> dict[str, frozenset[Any]]:
         values = values if isinstance(values, list) else [values]
         bad = [v for v in values if v not in CHECK_VALUES[check]]
         if bad or not values:
-            raise InvalidGradingRules(
-                f"{where}.{check}: {bad or 'no values'} not among {list(CHECK_VALUES[check])}"
-            )
+            raise InvalidGradingRules(f"{where}.{check}: {bad or 'no values'} not among {list(CHECK_VALUES[check])}")
         parsed[check] = frozenset(values)
     return parsed
 
@@ -134,11 +135,13 @@ def parse_rule_list(raw: Any, where: str) -> tuple[Rule, ...]:
         unknown = set(item) - {"grade", "any", "all"}
         if unknown:
             raise InvalidGradingRules(f"{here}: unknown keys {sorted(unknown)}")
-        rules.append(Rule(
-            grade=item["grade"],
-            any_of=_conditions(item["any"], f"{here}.any") if "any" in item else None,
-            all_of=_conditions(item["all"], f"{here}.all") if "all" in item else None,
-        ))
+        rules.append(
+            Rule(
+                grade=item["grade"],
+                any_of=_conditions(item["any"], f"{here}.any") if "any" in item else None,
+                all_of=_conditions(item["all"], f"{here}.all") if "all" in item else None,
+            )
+        )
     if rules[-1].any_of is not None or rules[-1].all_of is not None:
         raise InvalidGradingRules(f"{where}: the last rule must have no condition (it catches the rest)")
     return tuple(rules)

@@ -37,8 +37,12 @@ async def grade_unit(ctx: Context, inspection: UnitInspected, repo: GradingRepos
         if await repo.owner(inspection.lpn) != inspection.seller_id:
             ctx.raise_exception("cross_tenant_reference", f"LPN {inspection.lpn} belongs to another seller")
         else:
-            log.info("inspection_superseded", lpn=inspection.lpn, event_id=str(inspection.event_id),
-                     seller_id=inspection.seller_id)
+            log.info(
+                "inspection_superseded",
+                lpn=inspection.lpn,
+                event_id=str(inspection.event_id),
+                seller_id=inspection.seller_id,
+            )
         return
     await regrade(ctx, repo, state)
 
@@ -56,8 +60,12 @@ async def apply_refurbishment(ctx: Context, work: UnitRefurbished, repo: Grading
 async def regrade(ctx: Context, repo: GradingRepository, state: UnitState) -> None:
     """Decide the grade once both the receipt and an inspection are known; emit it when it changed."""
     if state.received is None or state.checks is None:
-        log.debug("grading_parked", lpn=state.lpn, seller_id=state.seller_id,
-                 waiting_for="receipt" if state.received is None else "inspection")
+        log.debug(
+            "grading_parked",
+            lpn=state.lpn,
+            seller_id=state.seller_id,
+            waiting_for="receipt" if state.received is None else "inspection",
+        )
         return
     unit = state.received
     rules = await repo.rules_for(unit.seller_id)
@@ -67,19 +75,22 @@ async def regrade(ctx: Context, repo: GradingRepository, state: UnitState) -> No
         return
     revision = state.revision + 1
     await repo.record_grade(unit.lpn, decision.grade, decision.reasons, revision)
-    ctx.emit(UNIT_GRADED, UnitGraded(
-        event_id=derived_id(ctx.event.event_id, ctx.event.occurred_at, f"graded:{unit.lpn}:{revision}"),
-        occurred_at=ctx.now,
-        seller_id=unit.seller_id,
-        lpn=unit.lpn,
-        sku=unit.sku,
-        return_id=unit.return_id,
-        grade=decision.grade,
-        reasons=list(decision.reasons),
-        revision=revision,
-        warehouse_id=unit.warehouse_id,
-        shop_id=unit.shop_id,
-        channel=unit.channel,
-        unit_price=unit.unit_price,
-        source_event_id=ctx.event.event_id,
-    ))
+    ctx.emit(
+        UNIT_GRADED,
+        UnitGraded(
+            event_id=derived_id(ctx.event.event_id, ctx.event.occurred_at, f"graded:{unit.lpn}:{revision}"),
+            occurred_at=ctx.now,
+            seller_id=unit.seller_id,
+            lpn=unit.lpn,
+            sku=unit.sku,
+            return_id=unit.return_id,
+            grade=decision.grade,
+            reasons=list(decision.reasons),
+            revision=revision,
+            warehouse_id=unit.warehouse_id,
+            shop_id=unit.shop_id,
+            channel=unit.channel,
+            unit_price=unit.unit_price,
+            source_event_id=ctx.event.event_id,
+        ),
+    )

@@ -40,8 +40,7 @@ class LineDetail:
     colour: str | None
 
 
-_RMA_COLUMNS = ("seller_id, return_id, shop_id, channel, order_id, tracking_number, reason_code, reason_category,"
-                " lane")
+_RMA_COLUMNS = "seller_id, return_id, shop_id, channel, order_id, tracking_number, reason_code, reason_category, lane"
 
 
 def _order(row: asyncpg.Record) -> ReturnOrder:
@@ -95,20 +94,33 @@ class IntakeRepository:
         if rmas:
             rma_tracking = sorted({e.tracking_number for e in rmas})
             self._parked_read.update(rma_tracking)
-            self._parked.update((r["seller_id"], r["tracking_number"]) for r in await self.conn.fetch(
-                "SELECT DISTINCT seller_id, tracking_number FROM intake.parked_scans"
-                " WHERE tracking_number = ANY($1::text[])", rma_tracking))
+            self._parked.update(
+                (r["seller_id"], r["tracking_number"])
+                for r in await self.conn.fetch(
+                    "SELECT DISTINCT seller_id, tracking_number FROM intake.parked_scans"
+                    " WHERE tracking_number = ANY($1::text[])",
+                    rma_tracking,
+                )
+            )
             unknown = sorted({(e.seller_id, e.return_id) for e in rmas} - self._returns.keys())
             if unknown:
                 found = await self.conn.fetch(
                     "SELECT r.seller_id, r.return_id FROM intake.rmas r JOIN unnest($1::text[], $2::text[])"
                     " AS k(s, i) ON r.seller_id = k.s AND r.return_id = k.i",
-                    [k[0] for k in unknown], [k[1] for k in unknown])
+                    [k[0] for k in unknown],
+                    [k[1] for k in unknown],
+                )
                 self._returns.update(dict.fromkeys(unknown, False))
                 self._returns.update({(r["seller_id"], r["return_id"]): True for r in found})
         scans = [e for e in events if isinstance(e, ParcelScanned)]
-        wanted = sorted({(o.seller_id, o.return_id) for e in scans for _, o in self._rmas[e.tracking_number]
-                         if o.seller_id == e.seller_id})
+        wanted = sorted(
+            {
+                (o.seller_id, o.return_id)
+                for e in scans
+                for _, o in self._rmas[e.tracking_number]
+                if o.seller_id == e.seller_id
+            }
+        )
         if wanted:
             await self._read_lines(wanted)
         lpns = sorted({unit.lpn for e in scans for unit in e.units})
@@ -121,39 +133,83 @@ class IntakeRepository:
             "SELECT l.seller_id, l.return_id, line_id, position, sku, quantity, received, unit_price, currency,"
             " size, colour FROM intake.rma_lines l JOIN unnest($1::text[], $2::text[]) AS k(s, i)"
             " ON l.seller_id = k.s AND l.return_id = k.i ORDER BY l.seller_id, l.return_id, position FOR UPDATE OF l",
-            [k[0] for k in keys], [k[1] for k in keys])
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
         for key in keys:
             self._lines[key] = []
         for r in rows:
-            self._lines[(r["seller_id"], r["return_id"])].append(_Line(
-                r["line_id"], r["position"], r["sku"], r["quantity"], r["received"], r["unit_price"],
-                r["currency"], r["size"], r["colour"]))
+            self._lines[(r["seller_id"], r["return_id"])].append(
+                _Line(
+                    r["line_id"],
+                    r["position"],
+                    r["sku"],
+                    r["quantity"],
+                    r["received"],
+                    r["unit_price"],
+                    r["currency"],
+                    r["size"],
+                    r["colour"],
+                )
+            )
 
     async def add_rma(self, rma: RmaIssued, reason_category: str, lane: str) -> bool:
         """Register the return order and its lines; False if this seller already has that return id."""
         key = (rma.seller_id, rma.return_id)
         if key not in self._returns:
-            self._returns[key] = bool(await self.conn.fetchval(
-                "SELECT true FROM intake.rmas WHERE seller_id = $1 AND return_id = $2", *key))
+            self._returns[key] = bool(
+                await self.conn.fetchval("SELECT true FROM intake.rmas WHERE seller_id = $1 AND return_id = $2", *key)
+            )
         if self._returns[key]:
             return False
         self._returns[key] = True
-        self._new_rmas.append((rma.seller_id, rma.return_id, rma.shop_id, rma.channel, rma.order_id,
-                               rma.tracking_number, rma.reason_code, reason_category, lane, rma.occurred_at))
-        lines = [_Line(line.line_id, position, line.sku, line.quantity, 0, line.unit_price.amount,
-                       line.unit_price.currency, line.size, line.colour)
-                 for position, line in enumerate(rma.lines)]
+        self._new_rmas.append(
+            (
+                rma.seller_id,
+                rma.return_id,
+                rma.shop_id,
+                rma.channel,
+                rma.order_id,
+                rma.tracking_number,
+                rma.reason_code,
+                reason_category,
+                lane,
+                rma.occurred_at,
+            )
+        )
+        lines = [
+            _Line(
+                line.line_id,
+                position,
+                line.sku,
+                line.quantity,
+                0,
+                line.unit_price.amount,
+                line.unit_price.currency,
+                line.size,
+                line.colour,
+            )
+            for position, line in enumerate(rma.lines)
+        ]
         self._lines[key] = self._new_lines[key] = lines
-        order = ReturnOrder(seller_id=rma.seller_id, return_id=rma.return_id, shop_id=rma.shop_id,
-                            channel=rma.channel, order_id=rma.order_id, tracking_number=rma.tracking_number,
-                            reason_code=rma.reason_code, reason_category=reason_category, lane=lane)
+        order = ReturnOrder(
+            seller_id=rma.seller_id,
+            return_id=rma.return_id,
+            shop_id=rma.shop_id,
+            channel=rma.channel,
+            order_id=rma.order_id,
+            tracking_number=rma.tracking_number,
+            reason_code=rma.reason_code,
+            reason_category=reason_category,
+            lane=lane,
+        )
         (await self._orders(rma.tracking_number)).append((rma.occurred_at, order))
         return True
 
     async def _read_orders(self, tracking: list[str]) -> None:
         rows = await self.conn.fetch(
-            "SELECT " + _RMA_COLUMNS + ", issued_at FROM intake.rmas WHERE tracking_number = ANY($1::text[])",
-            tracking)
+            "SELECT " + _RMA_COLUMNS + ", issued_at FROM intake.rmas WHERE tracking_number = ANY($1::text[])", tracking
+        )
         self._rmas.update({t: [] for t in tracking})
         for row in rows:
             self._rmas[row["tracking_number"]].append((row["issued_at"], _order(row)))
@@ -169,17 +225,27 @@ class IntakeRepository:
 
     async def rma_for_tracking(self, seller_id: str, tracking_number: str) -> ReturnOrder | None:
         """The seller's first return order (by issue time) with this tracking number."""
-        mine = [(issued_at, order.return_id, order) for issued_at, order in await self._orders(tracking_number)
-                if order.seller_id == seller_id]
+        mine = [
+            (issued_at, order.return_id, order)
+            for issued_at, order in await self._orders(tracking_number)
+            if order.seller_id == seller_id
+        ]
         return min(mine, key=lambda m: m[:2])[2] if mine else None
 
     async def lines_for_update(self, seller_id: str, return_id: str) -> list[LineDetail]:
         key = (seller_id, return_id)
         if key not in self._lines:
             await self._read_lines([key])
-        return [LineDetail(line=OpenLine(line.line_id, line.sku, line.quantity, line.received),
-                           unit_price=line.unit_price, currency=line.currency, size=line.size, colour=line.colour)
-                for line in self._lines[key]]
+        return [
+            LineDetail(
+                line=OpenLine(line.line_id, line.sku, line.quantity, line.received),
+                unit_price=line.unit_price,
+                currency=line.currency,
+                size=line.size,
+                colour=line.colour,
+            )
+            for line in self._lines[key]
+        ]
 
     async def _read_owners(self, lpns: list[str]) -> dict[str, str]:
         rows = await self.conn.fetch("SELECT lpn, seller_id FROM intake.units WHERE lpn = ANY($1::text[])", lpns)
@@ -198,8 +264,19 @@ class IntakeRepository:
     ) -> None:
         """Register (lpn, sku, return_id, line_id, lane) rows and count them on their lines."""
         for lpn, sku, return_id, line_id, lane in rows:
-            self._new_units.append((lpn, scan.seller_id, return_id, line_id, sku, scan.warehouse_id,
-                                    scan.tracking_number, lane, scan.occurred_at))
+            self._new_units.append(
+                (
+                    lpn,
+                    scan.seller_id,
+                    return_id,
+                    line_id,
+                    sku,
+                    scan.warehouse_id,
+                    scan.tracking_number,
+                    lane,
+                    scan.occurred_at,
+                )
+            )
             self._owners[lpn] = scan.seller_id
             if line_id is not None and return_id is not None:
                 line = next(line for line in self._lines[(scan.seller_id, return_id)] if line.line_id == line_id)
@@ -212,25 +289,47 @@ class IntakeRepository:
             await self.conn.executemany(
                 "INSERT INTO intake.rmas (seller_id, return_id, shop_id, channel, order_id, tracking_number,"
                 " reason_code, reason_category, lane, issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                self._new_rmas)
+                self._new_rmas,
+            )
         new_lines = [(key, line) for key, lines in self._new_lines.items() for line in lines]
         if new_lines:
             await self.conn.executemany(
                 "INSERT INTO intake.rma_lines (seller_id, return_id, line_id, position, sku, quantity, received,"
                 " unit_price, currency, size, colour) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                [(*key, line.line_id, line.position, line.sku, line.quantity, line.received, line.unit_price,
-                  line.currency, line.size, line.colour) for key, line in new_lines])
+                [
+                    (
+                        *key,
+                        line.line_id,
+                        line.position,
+                        line.sku,
+                        line.quantity,
+                        line.received,
+                        line.unit_price,
+                        line.currency,
+                        line.size,
+                        line.colour,
+                    )
+                    for key, line in new_lines
+                ],
+            )
         if self._new_units:
             await self.conn.executemany(
                 "INSERT INTO intake.units (lpn, seller_id, return_id, line_id, sku, warehouse_id,"
                 " tracking_number, lane, scanned_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                self._new_units)
-        counted = [(*key, line.line_id, line.received) for key, lines in self._lines.items()
-                   if key not in self._new_lines for line in lines if line.changed]
+                self._new_units,
+            )
+        counted = [
+            (*key, line.line_id, line.received)
+            for key, lines in self._lines.items()
+            if key not in self._new_lines
+            for line in lines
+            if line.changed
+        ]
         if counted:
             await self.conn.executemany(
                 "UPDATE intake.rma_lines SET received = $4 WHERE seller_id = $1 AND return_id = $2 AND line_id = $3",
-                counted)
+                counted,
+            )
         for lines in self._lines.values():
             for line in lines:
                 line.changed = False
@@ -243,12 +342,17 @@ class IntakeRepository:
         await self.conn.execute(
             "INSERT INTO intake.parked_scans (event_id, seller_id, tracking_number, payload, source, reported_at)"
             " VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN now() END) ON CONFLICT DO NOTHING",
-            scan.event_id, scan.seller_id, scan.tracking_number,
-            scan.model_dump_json(), orjson.dumps(source.model_dump()).decode(), reported,
+            scan.event_id,
+            scan.seller_id,
+            scan.tracking_number,
+            scan.model_dump_json(),
+            orjson.dumps(source.model_dump()).decode(),
+            reported,
         )
 
-    async def take_parked_scans(self, seller_id: str,
-                                tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
+    async def take_parked_scans(
+        self, seller_id: str, tracking_number: str
+    ) -> list[tuple[ParcelScanned, MessageSource]]:
         """Un-park the seller's scans of this tracking number, oldest first. Another seller's stay
         parked: a return never takes a parcel of another tenant."""
         if tracking_number in self._parked_read and (seller_id, tracking_number) not in self._parked:
@@ -256,7 +360,9 @@ class IntakeRepository:
         self._parked.discard((seller_id, tracking_number))
         rows = await self.conn.fetch(
             "DELETE FROM intake.parked_scans WHERE seller_id = $1 AND tracking_number = $2"
-            " RETURNING payload, source, parked_at", seller_id, tracking_number,
+            " RETURNING payload, source, parked_at",
+            seller_id,
+            tracking_number,
         )
         return _scans(rows)
 
@@ -264,11 +370,14 @@ class IntakeRepository:
         """Other sellers' parked scans of this tracking number that no operator was told of yet,
         marked told: they stay parked for a return of their own seller."""
         if tracking_number in self._parked_read and not any(
-                t == tracking_number and s != seller_id for s, t in self._parked):
+            t == tracking_number and s != seller_id for s, t in self._parked
+        ):
             return []
         rows = await self.conn.fetch(
             "UPDATE intake.parked_scans SET reported_at = now() WHERE tracking_number = $2 AND seller_id <> $1"
-            " AND reported_at IS NULL RETURNING payload, source, parked_at", seller_id, tracking_number,
+            " AND reported_at IS NULL RETURNING payload, source, parked_at",
+            seller_id,
+            tracking_number,
         )
         return _scans(rows)
 
@@ -279,7 +388,8 @@ class IntakeRepository:
         rows = await self.conn.fetch(
             "SELECT payload, source FROM intake.parked_scans WHERE reported_at IS NULL AND parked_at < $1"
             " ORDER BY parked_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-            parked_before, limit,
+            parked_before,
+            limit,
         )
         return [
             (ParcelScanned.model_validate_json(r["payload"]), MessageSource.model_validate_json(r["source"]))
@@ -294,5 +404,7 @@ class IntakeRepository:
 
 def _scans(rows: Sequence[asyncpg.Record]) -> list[tuple[ParcelScanned, MessageSource]]:
     """Parked scans, oldest first."""
-    return [(ParcelScanned.model_validate_json(r["payload"]), MessageSource.model_validate_json(r["source"]))
-            for r in sorted(rows, key=lambda r: r["parked_at"])]
+    return [
+        (ParcelScanned.model_validate_json(r["payload"]), MessageSource.model_validate_json(r["source"]))
+        for r in sorted(rows, key=lambda r: r["parked_at"])
+    ]

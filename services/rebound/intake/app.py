@@ -38,7 +38,10 @@ async def sweep_unmatched_parcels(pool: asyncpg.Pool, settings: Settings, produc
     async with pool.acquire() as conn, conn.transaction():
         outbox = OutboxBuffer(producer)
         reported = await report_unmatched_parcels(
-            conn, IntakeRepository(conn), outbox, datetime.now(UTC),
+            conn,
+            IntakeRepository(conn),
+            outbox,
+            datetime.now(UTC),
             timedelta(seconds=settings.unmatched_parcel_after_s),
         )
         await outbox.flush(conn)
@@ -61,8 +64,10 @@ def spec() -> ServiceSpec:
             Route(PARCEL_SCANNED, receive_parcel, IntakeRepository),
         ),
         lock_keys=lock_keys,
-        periodic=(Periodic("unmatched-parcels", 30.0, sweep_unmatched_parcels),
-                  Periodic("returns-insights", INSIGHTS_EVERY_S, sweep_insights)),
+        periodic=(
+            Periodic("unmatched-parcels", 30.0, sweep_unmatched_parcels),
+            Periodic("returns-insights", INSIGHTS_EVERY_S, sweep_insights),
+        ),
     )
 
 

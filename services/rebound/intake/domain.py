@@ -107,9 +107,7 @@ def match_units(lines: Sequence[OpenLine], units: Sequence[tuple[str, str]]) -> 
     remaining = {line.line_id: line.remaining for line in lines}
     matches = []
     for lpn, sku in units:
-        line_id = next(
-            (line.line_id for line in lines if line.sku == sku and remaining[line.line_id] > 0), None
-        )
+        line_id = next((line.line_id for line in lines if line.sku == sku and remaining[line.line_id] > 0), None)
         if line_id is not None:
             remaining[line_id] -= 1
         matches.append(Match(lpn=lpn, sku=sku, line_id=line_id))

@@ -24,21 +24,26 @@ from .domain import categorise_reason, lane_for, match_units
 log = structlog.get_logger(__name__)
 
 INSIGHT_NAMESPACE = uuid.UUID("6f1d2b7e-3c4a-4e58-9b0d-2a7c5e9f1b43")
-_ON_ANOTHER_RETURN = ("tracking number {} is on another seller's return; the parcel waits for a return of its own "
-                      "seller")
+_ON_ANOTHER_RETURN = "tracking number {} is on another seller's return; the parcel waits for a return of its own seller"
 
 
 async def register_return(ctx: Context, rma: RmaIssued, repo: IntakeRepository) -> None:
     """Record a return order; a parcel that arrived before it is matched now."""
     category = categorise_reason(rma.channel, rma.reason_code)
     if not await repo.add_rma(rma, category, lane_for(category)):
-        log.info("return_already_registered", seller_id=rma.seller_id, return_id=rma.return_id,
-                 event_id=str(rma.event_id))
+        log.info(
+            "return_already_registered", seller_id=rma.seller_id, return_id=rma.return_id, event_id=str(rma.event_id)
+        )
         return
     for scan, source in await repo.take_parked_scans(rma.seller_id, rma.tracking_number):
         parked_ctx = dataclasses.replace(ctx, event=scan, source=source, exceptions_raised=0)
-        log.debug("parked_parcel_matched", seller_id=rma.seller_id, return_id=rma.return_id,
-                  tracking_number=rma.tracking_number, event_id=str(scan.event_id))
+        log.debug(
+            "parked_parcel_matched",
+            seller_id=rma.seller_id,
+            return_id=rma.return_id,
+            tracking_number=rma.tracking_number,
+            event_id=str(scan.event_id),
+        )
         await receive_parcel(parked_ctx, scan, repo)
         ctx.exceptions_raised += parked_ctx.exceptions_raised
     for scan, source in await repo.others_parked(rma.seller_id, rma.tracking_number):
@@ -62,8 +67,9 @@ async def receive_parcel(ctx: Context, scan: ParcelScanned, repo: IntakeReposito
             # Its RMA is usually a moment behind (another topic, another partition): park quietly;
             # `report_unmatched_parcels` tells operators about the ones that wait too long.
             await repo.park_scan(scan, ctx.source)
-        log.debug("parcel_parked", seller_id=scan.seller_id, tracking_number=scan.tracking_number,
-                 event_id=str(scan.event_id))
+        log.debug(
+            "parcel_parked", seller_id=scan.seller_id, tracking_number=scan.tracking_number, event_id=str(scan.event_id)
+        )
         return
 
     owners = await repo.owners_of([unit.lpn for unit in scan.units])
@@ -82,8 +88,11 @@ async def receive_parcel(ctx: Context, scan: ParcelScanned, repo: IntakeReposito
     by_line = {d.line.line_id: d for d in details}
     matches = match_units([d.line for d in details], fresh)
     await repo.add_units(
-        scan, [(m.lpn, m.sku, rma.return_id if m.line_id else None, m.line_id,
-                rma.lane if m.line_id else None) for m in matches],
+        scan,
+        [
+            (m.lpn, m.sku, rma.return_id if m.line_id else None, m.line_id, rma.lane if m.line_id else None)
+            for m in matches
+        ],
     )
     for match in matches:
         if match.line_id is None:
@@ -93,26 +102,29 @@ async def receive_parcel(ctx: Context, scan: ParcelScanned, repo: IntakeReposito
             )
             continue
         line = by_line[match.line_id]
-        ctx.emit(UNIT_RECEIVED, UnitReceived(
-            event_id=derived_id(scan.event_id, scan.occurred_at, match.lpn),
-            occurred_at=scan.occurred_at,
-            seller_id=scan.seller_id,
-            lpn=match.lpn,
-            sku=match.sku,
-            warehouse_id=scan.warehouse_id,
-            tracking_number=scan.tracking_number,
-            return_id=rma.return_id,
-            order_id=rma.order_id,
-            line_id=match.line_id,
-            shop_id=rma.shop_id,
-            channel=rma.channel,
-            reason_code=rma.reason_code,
-            reason_category=rma.reason_category,
-            lane=rma.lane,
-            unit_price=Money(amount=line.unit_price, currency=line.currency),
-            size=line.size,
-            colour=line.colour,
-        ))
+        ctx.emit(
+            UNIT_RECEIVED,
+            UnitReceived(
+                event_id=derived_id(scan.event_id, scan.occurred_at, match.lpn),
+                occurred_at=scan.occurred_at,
+                seller_id=scan.seller_id,
+                lpn=match.lpn,
+                sku=match.sku,
+                warehouse_id=scan.warehouse_id,
+                tracking_number=scan.tracking_number,
+                return_id=rma.return_id,
+                order_id=rma.order_id,
+                line_id=match.line_id,
+                shop_id=rma.shop_id,
+                channel=rma.channel,
+                reason_code=rma.reason_code,
+                reason_category=rma.reason_category,
+                lane=rma.lane,
+                unit_price=Money(amount=line.unit_price, currency=line.currency),
+                size=line.size,
+                colour=line.colour,
+            ),
+        )
 
 
 async def report_unmatched_parcels(
@@ -146,18 +158,46 @@ async def raise_insights(conn: asyncpg.Connection, outbox: OutboxBuffer, now: da
     for seller_id in await reports.sellers(conn):
         for period, start, end in insight_periods(now):
             for signal in size_signals(await reports.fit_counts(conn, seller_id, start, end)):
-                event_id = uuid.uuid5(INSIGHT_NAMESPACE,
-                                      f"{seller_id}:{signal.sku}:{signal.size}:{signal.kind}:{period}")
-                if not await reports.record_insight(conn, seller_id, signal.sku, signal.size, signal.kind, period,
-                                                      event_id):
+                event_id = uuid.uuid5(
+                    INSIGHT_NAMESPACE, f"{seller_id}:{signal.sku}:{signal.size}:{signal.kind}:{period}"
+                )
+                if not await reports.record_insight(
+                    conn, seller_id, signal.sku, signal.size, signal.kind, period, event_id
+                ):
                     continue
-                outbox.add(INSIGHTS, InsightRaised(
-                    event_id=event_id, occurred_at=now, seller_id=seller_id, period=period,
-                    **signal.model_dump(include={"kind", "sku", "size", "skus", "size_returns", "size_matching",
-                                                 "size_share", "sku_returns", "sku_matching", "sku_share",
-                                                 "z_score", "summary"}),
-                ))
-                log.info("insight_raised", seller_id=seller_id, sku=signal.sku, size=signal.size, kind=signal.kind,
-                         period=period, event_id=str(event_id))
+                outbox.add(
+                    INSIGHTS,
+                    InsightRaised(
+                        event_id=event_id,
+                        occurred_at=now,
+                        seller_id=seller_id,
+                        period=period,
+                        **signal.model_dump(
+                            include={
+                                "kind",
+                                "sku",
+                                "size",
+                                "skus",
+                                "size_returns",
+                                "size_matching",
+                                "size_share",
+                                "sku_returns",
+                                "sku_matching",
+                                "sku_share",
+                                "z_score",
+                                "summary",
+                            }
+                        ),
+                    ),
+                )
+                log.info(
+                    "insight_raised",
+                    seller_id=seller_id,
+                    sku=signal.sku,
+                    size=signal.size,
+                    kind=signal.kind,
+                    period=period,
+                    event_id=str(event_id),
+                )
                 raised += 1
     return raised

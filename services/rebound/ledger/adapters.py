@@ -53,24 +53,46 @@ class Unit:
     placed_at: datetime | None = None
 
 
-_UNIT_COLUMNS = ("lpn, seller_id, sku, warehouse_id, shop_id, revision, decision, place, stock_key, pool, lot_id,"
-                 " candidate, placed_at")
+_UNIT_COLUMNS = (
+    "lpn, seller_id, sku, warehouse_id, shop_id, revision, decision, place, stock_key, pool, lot_id,"
+    " candidate, placed_at"
+)
 
 
 def _unit_row(unit: Unit, now: datetime) -> tuple:
-    return (unit.lpn, unit.seller_id, unit.sku, unit.warehouse_id, unit.shop_id, unit.revision,
-            unit.decision.model_dump_json() if unit.decision else None, unit.place,
-            str(unit.stock_key) if unit.stock_key else None, unit.pool, unit.lot_id, unit.candidate,
-            unit.placed_at or now, now)
+    return (
+        unit.lpn,
+        unit.seller_id,
+        unit.sku,
+        unit.warehouse_id,
+        unit.shop_id,
+        unit.revision,
+        unit.decision.model_dump_json() if unit.decision else None,
+        unit.place,
+        str(unit.stock_key) if unit.stock_key else None,
+        unit.pool,
+        unit.lot_id,
+        unit.candidate,
+        unit.placed_at or now,
+        now,
+    )
 
 
 def _unit(row: asyncpg.Record) -> Unit:
     return Unit(
-        lpn=row["lpn"], seller_id=row["seller_id"], sku=row["sku"] or "", warehouse_id=row["warehouse_id"] or "",
-        shop_id=row["shop_id"] or "", revision=row["revision"],
+        lpn=row["lpn"],
+        seller_id=row["seller_id"],
+        sku=row["sku"] or "",
+        warehouse_id=row["warehouse_id"] or "",
+        shop_id=row["shop_id"] or "",
+        revision=row["revision"],
         decision=DispositionDecided.model_validate_json(row["decision"]) if row["decision"] else None,
-        place=row["place"], stock_key=StockKey.parse(row["stock_key"]) if row["stock_key"] else None,
-        pool=row["pool"], lot_id=row["lot_id"], candidate=row["candidate"], placed_at=row["placed_at"],
+        place=row["place"],
+        stock_key=StockKey.parse(row["stock_key"]) if row["stock_key"] else None,
+        pool=row["pool"],
+        lot_id=row["lot_id"],
+        candidate=row["candidate"],
+        placed_at=row["placed_at"],
     )
 
 
@@ -114,14 +136,18 @@ class LedgerRepository:
         if lpns:
             rows = await self.conn.fetch(
                 "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE lpn = ANY($1::text[]) ORDER BY lpn FOR UPDATE",
-                lpns)
+                lpns,
+            )
             self._units.update(dict.fromkeys(lpns))
             self._units.update({r["lpn"]: _unit(r) for r in rows})
         keys = {str(u.stock_key) for u in self._units.values() if u is not None and u.stock_key is not None}
         for event in events:
             if isinstance(event, DispositionDecided):
-                keys.update(str(listing_key(event.seller_id, event.warehouse_id, event.sku, candidate))
-                            for candidate in event.candidates if candidate.kind == "listing")
+                keys.update(
+                    str(listing_key(event.seller_id, event.warehouse_id, event.sku, candidate))
+                    for candidate in event.candidates
+                    if candidate.kind == "listing"
+                )
         keys -= self._stock.keys()
         if keys:
             rows = await self.conn.fetch(_STOCK_AND_BLOCKED, sorted(keys))
@@ -136,7 +162,8 @@ class LedgerRepository:
             return replace(self._saved[lpn][0])
         if lpn not in self._units:
             row = await self.conn.fetchrow(
-                "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE lpn = $1 FOR UPDATE", lpn)
+                "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE lpn = $1 FOR UPDATE", lpn
+            )
             self._units[lpn] = _unit(row) if row else None
         unit = self._units[lpn]
         return replace(unit) if unit is not None else None
@@ -169,14 +196,20 @@ class LedgerRepository:
         await self.flush()
         rows = await self.conn.fetch(
             "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE stock_key = $1 AND place = 'listing'"
-            " ORDER BY placed_at, lpn FOR UPDATE", str(key))
+            " ORDER BY placed_at, lpn FOR UPDATE",
+            str(key),
+        )
         return [_unit(r) for r in rows]
 
     async def count_in_exchange_pool(self, seller_id: str, warehouse_id: str, sku: str) -> int:
         await self.flush()
         return await self.conn.fetchval(
             "SELECT count(*) FROM ledger.units WHERE seller_id = $1 AND warehouse_id = $2"
-            " AND place = 'exchange_pool' AND sku = $3", seller_id, warehouse_id, sku)
+            " AND place = 'exchange_pool' AND sku = $3",
+            seller_id,
+            warehouse_id,
+            sku,
+        )
 
     async def pooled_for_update(self, seller_id: str, warehouse_id: str, pool: str, limit: int) -> list[Unit]:
         """The oldest units waiting in a lucky-bag pool."""
@@ -184,7 +217,11 @@ class LedgerRepository:
         rows = await self.conn.fetch(
             "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE seller_id = $1 AND warehouse_id = $2"
             " AND place = 'lucky_bag' AND pool = $3 ORDER BY placed_at, lpn LIMIT $4 FOR UPDATE",
-            seller_id, warehouse_id, pool, limit)
+            seller_id,
+            warehouse_id,
+            pool,
+            limit,
+        )
         return [_unit(r) for r in rows]
 
     async def exchange_candidate_for_update(self, seller_id: str, warehouse_id: str, sku: str) -> Unit | None:
@@ -196,7 +233,10 @@ class LedgerRepository:
             " AND place IN ('exchange_pool', 'listing')"
             " ORDER BY place = 'exchange_pool' DESC, stock_key LIKE '%:new' DESC, placed_at, lpn"
             " LIMIT 1 FOR UPDATE",
-            seller_id, warehouse_id, sku)
+            seller_id,
+            warehouse_id,
+            sku,
+        )
         return _unit(row) if row else None
 
     async def stale_listings(self, now: datetime, limit: int) -> list[tuple[str, str, str]]:
@@ -208,7 +248,10 @@ class LedgerRepository:
             " AND (decision->'candidates'->candidate->>'unsold_after_days') IS NOT NULL"
             " AND placed_at < $1::timestamptz - make_interval(days =>"
             " (decision->'candidates'->candidate->>'unsold_after_days')::int)"
-            " ORDER BY placed_at LIMIT $2", now, limit)
+            " ORDER BY placed_at LIMIT $2",
+            now,
+            limit,
+        )
         return [(r["lpn"], r["seller_id"], r["warehouse_id"]) for r in rows]
 
     # --- stock counters ---------------------------------------------------------------------
@@ -218,8 +261,12 @@ class LedgerRepository:
 
     def _keep_stock(self, keys: Iterable[str], rows: Iterable[asyncpg.Record]) -> None:
         self._stock.update(dict.fromkeys(keys))
-        self._stock.update({r["key"]: _Stock(StockKey.parse(r["key"]), r["shop_id"], r["available"],
-                                             r["sequence"], r["picked"]) for r in rows})
+        self._stock.update(
+            {
+                r["key"]: _Stock(StockKey.parse(r["key"]), r["shop_id"], r["available"], r["sequence"], r["picked"])
+                for r in rows
+            }
+        )
 
     async def _counter(self, key: StockKey) -> _Stock | None:
         text = str(key)
@@ -267,9 +314,15 @@ class LedgerRepository:
             " $7::text[], $8::int[], $9::bigint[], $10::int[])"
             " ON CONFLICT (key) DO UPDATE SET available = EXCLUDED.available, sequence = EXCLUDED.sequence,"
             " picked = EXCLUDED.picked",
-            [str(m.key) for m in moved], [m.key.seller_id for m in moved], [m.shop_id for m in moved],
-            [m.key.channel for m in moved], [m.key.warehouse_id for m in moved], [m.key.sku for m in moved],
-            [m.key.condition for m in moved], [m.available for m in moved], [m.sequence for m in moved],
+            [str(m.key) for m in moved],
+            [m.key.seller_id for m in moved],
+            [m.shop_id for m in moved],
+            [m.key.channel for m in moved],
+            [m.key.warehouse_id for m in moved],
+            [m.key.sku for m in moved],
+            [m.key.condition for m in moved],
+            [m.available for m in moved],
+            [m.sequence for m in moved],
             [m.picked for m in moved],
         )
         for stock in moved:
@@ -280,8 +333,7 @@ class LedgerRepository:
     async def blocked(self, key: StockKey) -> str | None:
         text = str(key)
         if text not in self._blocked:
-            row = await self.conn.fetchrow(
-                "SELECT status, reason FROM ledger.blocked_listings WHERE key = $1", text)
+            row = await self.conn.fetchrow("SELECT status, reason FROM ledger.blocked_listings WHERE key = $1", text)
             self._blocked[text] = _blocked_reason(row) if row else None
         return self._blocked[text]
 
@@ -290,23 +342,37 @@ class LedgerRepository:
         done = await self.conn.fetchval(
             "INSERT INTO ledger.blocked_listings (key, seller_id, status, reason, ref_event_id)"
             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING RETURNING true",
-            str(key), key.seller_id, status, reason, ref_event_id)
+            str(key),
+            key.seller_id,
+            status,
+            reason,
+            ref_event_id,
+        )
         self._blocked[str(key)] = f"{status}: {reason or 'no reason given'}"
         return bool(done)
 
     # --- lots and exchanges -----------------------------------------------------------------
 
-    async def add_lot(self, lot_id: str, seller_id: str, warehouse_id: str, pool: str, key: StockKey,
-                      lpns: list[str]) -> None:
+    async def add_lot(
+        self, lot_id: str, seller_id: str, warehouse_id: str, pool: str, key: StockKey, lpns: list[str]
+    ) -> None:
         await self.conn.execute(
             "INSERT INTO ledger.lots (lot_id, seller_id, warehouse_id, pool, stock_key, lpns)"
-            " VALUES ($1, $2, $3, $4, $5, $6)", lot_id, seller_id, warehouse_id, pool, str(key), lpns)
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            lot_id,
+            seller_id,
+            warehouse_id,
+            pool,
+            str(key),
+            lpns,
+        )
 
     async def sell_lot(self, lot_id: str) -> tuple[StockKey, list[str]] | None:
         """Mark a listed lot sold: its key and units, or None when it was sold already."""
         row = await self.conn.fetchrow(
-            "UPDATE ledger.lots SET status = 'sold' WHERE lot_id = $1 AND status = 'listed'"
-            " RETURNING stock_key, lpns", lot_id)
+            "UPDATE ledger.lots SET status = 'sold' WHERE lot_id = $1 AND status = 'listed' RETURNING stock_key, lpns",
+            lot_id,
+        )
         return (StockKey.parse(row["stock_key"]), list(row["lpns"])) if row else None
 
     async def mark_sold(self, lpns: list[str], at: datetime, channel: str, price: Money) -> None:
@@ -317,11 +383,25 @@ class LedgerRepository:
         await self.conn.execute(
             "UPDATE ledger.units SET place = 'sold', stock_key = NULL, sold_at = $2, sold_channel = $3,"
             " sold_price = $4, sold_currency = $5, updated_at = now() WHERE lpn = ANY($1::text[])",
-            lpns, at, channel, price.amount, price.currency)
+            lpns,
+            at,
+            channel,
+            price.amount,
+            price.currency,
+        )
 
-    async def record_exchange(self, seller_id: str, exchange_id: str, status: str, lpn: str | None,
-                              source: str | None) -> bool:
+    async def record_exchange(
+        self, seller_id: str, exchange_id: str, status: str, lpn: str | None, source: str | None
+    ) -> bool:
         """Record the answer; False when this exchange id was answered before."""
-        return bool(await self.conn.fetchval(
-            "INSERT INTO ledger.exchanges (seller_id, exchange_id, status, lpn, source) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT DO NOTHING RETURNING true", seller_id, exchange_id, status, lpn, source))
+        return bool(
+            await self.conn.fetchval(
+                "INSERT INTO ledger.exchanges (seller_id, exchange_id, status, lpn, source) VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                seller_id,
+                exchange_id,
+                status,
+                lpn,
+                source,
+            )
+        )

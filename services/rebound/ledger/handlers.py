@@ -47,6 +47,7 @@ SWEEP_NAMESPACE = uuid.UUID("3d0c6a52-5f1e-4c7b-9a43-8b0f2e61d7a9")
 
 # --- the handlers -------------------------------------------------------------------------------
 
+
 async def place_unit(ctx: Context, decided: DispositionDecided, repo: LedgerRepository) -> None:
     """Place a unit by its (new) disposition: the first candidate that can take it."""
     unit = await repo.unit_for_update(decided.lpn)
@@ -56,13 +57,25 @@ async def place_unit(ctx: Context, decided: DispositionDecided, repo: LedgerRepo
     # A newer grade, or the same grade decided again under a newer policy, replaces the decision.
     applied = (unit.revision, unit.decision.policy_version if unit.decision else 0) if unit else None
     if applied is not None and (decided.grade_revision, decided.policy_version) <= applied:
-        log.info("disposition_stale", lpn=decided.lpn, revision=decided.grade_revision,
-                 policy_version=decided.policy_version, applied=applied, event_id=str(decided.event_id))
+        log.info(
+            "disposition_stale",
+            lpn=decided.lpn,
+            revision=decided.grade_revision,
+            policy_version=decided.policy_version,
+            applied=applied,
+            event_id=str(decided.event_id),
+        )
         return
     policy_changed = applied is not None and decided.grade_revision == applied[0]
     if unit is None:
-        unit = Unit(lpn=decided.lpn, seller_id=decided.seller_id, sku=decided.sku,
-                    warehouse_id=decided.warehouse_id, shop_id=decided.shop_id, revision=0)
+        unit = Unit(
+            lpn=decided.lpn,
+            seller_id=decided.seller_id,
+            sku=decided.sku,
+            warehouse_id=decided.warehouse_id,
+            shop_id=decided.shop_id,
+            revision=0,
+        )
     elif unit.place in SETTLED:
         # Regraded after it was sold, exchanged or bagged: it is not ours to move any more.
         log.info("regrade_after_unit_left", lpn=unit.lpn, place=unit.place, revision=decided.grade_revision)
@@ -85,12 +98,24 @@ async def apply_ack(ctx: Context, ack: StorefrontAck, repo: LedgerRepository) ->
     if not await repo.block(key, ack.status, ack.reason, ack.ref_event_id):
         log.info("listing_already_blocked", key=str(key), status=ack.status)
         return
-    log.warning("listing_blocked", key=str(key), status=ack.status, reason=ack.reason,
-                ref_event_id=str(ack.ref_event_id), seller_id=ack.seller_id)
+    log.warning(
+        "listing_blocked",
+        key=str(key),
+        status=ack.status,
+        reason=ack.reason,
+        ref_event_id=str(ack.ref_event_id),
+        seller_id=ack.seller_id,
+    )
     cause = "listing_rejected" if ack.status == "rejected" else "listing_paused"
     for unit in await repo.units_on_key_for_update(key):
-        await allocate(ctx, repo, unit, start=(unit.candidate or 0) + 1, cause=cause,
-                       skipped=[_skip(unit, f"{key} {ack.status} by the connector: {ack.reason or 'no reason'}")])
+        await allocate(
+            ctx,
+            repo,
+            unit,
+            start=(unit.candidate or 0) + 1,
+            cause=cause,
+            skipped=[_skip(unit, f"{key} {ack.status} by the connector: {ack.reason or 'no reason'}")],
+        )
 
 
 async def apply_pick(ctx: Context, pick: UnitPicked, repo: LedgerRepository) -> None:
@@ -102,8 +127,11 @@ async def apply_pick(ctx: Context, pick: UnitPicked, repo: LedgerRepository) -> 
         ctx.raise_exception(kind, f"picked LPN {pick.lpn} is not a unit of this seller in Rebound's stock")
         return
     if unit.warehouse_id != pick.warehouse_id or unit.place not in ("listing", "lot"):
-        ctx.raise_exception("unexpected_pick", f"LPN {pick.lpn} was picked in {pick.warehouse_id} for order "
-                                               f"{pick.order_id}, but it is {unit.place} in {unit.warehouse_id}")
+        ctx.raise_exception(
+            "unexpected_pick",
+            f"LPN {pick.lpn} was picked in {pick.warehouse_id} for order "
+            f"{pick.order_id}, but it is {unit.place} in {unit.warehouse_id}",
+        )
         return
     if unit.place == "lot":
         sold = await repo.sell_lot(unit.lot_id or "")
@@ -128,10 +156,14 @@ async def serve_exchange(ctx: Context, request: ExchangeRequested, repo: LedgerR
     """Serve a size exchange from the exchange pool, else from sellable stock (-1 on the listing
     it is taken from, so the shop cannot sell it too), else answer unavailable."""
     unit = await repo.exchange_candidate_for_update(request.seller_id, request.warehouse_id, request.sku)
-    status, source = ("unavailable", None) if unit is None else (
-        "allocated", "exchange_pool" if unit.place == "exchange_pool" else "stock")
-    if not await repo.record_exchange(request.seller_id, request.exchange_id, status,
-                                      unit.lpn if unit else None, source):
+    status, source = (
+        ("unavailable", None)
+        if unit is None
+        else ("allocated", "exchange_pool" if unit.place == "exchange_pool" else "stock")
+    )
+    if not await repo.record_exchange(
+        request.seller_id, request.exchange_id, status, unit.lpn if unit else None, source
+    ):
         log.info("exchange_already_answered", exchange_id=request.exchange_id, seller_id=request.seller_id)
         return
     if unit is not None:
@@ -141,12 +173,22 @@ async def serve_exchange(ctx: Context, request: ExchangeRequested, repo: LedgerR
             _emit_adjustment(ctx, unit.stock_key, unit.shop_id, -1, counter, "exchange_allocated", unit.lpn)
         unit.place, unit.stock_key, unit.pool, unit.placed_at = "exchanged", None, None, ctx.now
         await repo.save(unit, ctx.now)
-    ctx.emit(EXCHANGE_ALLOCATED, ExchangeAllocated(
-        event_id=uuid.uuid5(ctx.event.event_id, "exchange"), occurred_at=ctx.now, seller_id=request.seller_id,
-        exchange_id=request.exchange_id, return_id=request.return_id, warehouse_id=request.warehouse_id,
-        sku=request.sku, status=status, lpn=unit.lpn if unit else None, source=source,
-        source_event_id=request.event_id,
-    ))
+    ctx.emit(
+        EXCHANGE_ALLOCATED,
+        ExchangeAllocated(
+            event_id=uuid.uuid5(ctx.event.event_id, "exchange"),
+            occurred_at=ctx.now,
+            seller_id=request.seller_id,
+            exchange_id=request.exchange_id,
+            return_id=request.return_id,
+            warehouse_id=request.warehouse_id,
+            sku=request.sku,
+            status=status,
+            lpn=unit.lpn if unit else None,
+            source=source,
+            source_event_id=request.event_id,
+        ),
+    )
 
 
 async def move_unsold(pool: asyncpg.Pool, outbox_producer: str, now: datetime, limit: int = 200) -> int:
@@ -166,12 +208,19 @@ async def move_unsold(pool: asyncpg.Pool, outbox_producer: str, now: datetime, l
             if days is None or (now - unit.placed_at).days < days:
                 continue
             source = MessageSource(topic="ledger.unsold-sweep", partition=0, offset=0)
-            trigger = unit.decision.model_copy(update={
-                "event_id": uuid.uuid5(SWEEP_NAMESPACE, f"{lpn}:{unit.placed_at.isoformat()}")})
+            trigger = unit.decision.model_copy(
+                update={"event_id": uuid.uuid5(SWEEP_NAMESPACE, f"{lpn}:{unit.placed_at.isoformat()}")}
+            )
             outbox = OutboxBuffer(outbox_producer)
             ctx = Context(conn=conn, outbox=outbox, source=source, now=now, event=trigger)
-            await allocate(ctx, repo, unit, start=(unit.candidate or 0) + 1, cause="unsold",
-                           skipped=[_skip(unit, f"unsold after {days} days on {unit.stock_key}")])
+            await allocate(
+                ctx,
+                repo,
+                unit,
+                start=(unit.candidate or 0) + 1,
+                cause="unsold",
+                skipped=[_skip(unit, f"unsold after {days} days on {unit.stock_key}")],
+            )
             await repo.flush()
             await outbox.flush(conn)
             moved += 1
@@ -187,8 +236,16 @@ def allocation_lock(seller_id: str, warehouse_id: str) -> str:
 
 # --- allocation ----------------------------------------------------------------------------------
 
-async def allocate(ctx: Context, repo: LedgerRepository, unit: Unit, *, start: int, cause: str,
-                   skipped: Sequence[SkippedDestination] = ()) -> None:
+
+async def allocate(
+    ctx: Context,
+    repo: LedgerRepository,
+    unit: Unit,
+    *,
+    start: int,
+    cause: str,
+    skipped: Sequence[SkippedDestination] = (),
+) -> None:
     """Take `unit` from where it is and place it on the first candidate from `start` on that can
     take it; say where it went and why the others could not."""
     decided = unit.decision
@@ -202,8 +259,11 @@ async def allocate(ctx: Context, repo: LedgerRepository, unit: Unit, *, start: i
             break
         passed.append(SkippedDestination(candidate=index, kind=decided.candidates[index].kind, why=why))
     target = decided.candidates[chosen] if chosen is not None else None
-    new_key = (listing_key(unit.seller_id, unit.warehouse_id, unit.sku, target)
-               if target is not None and target.kind == "listing" else None)
+    new_key = (
+        listing_key(unit.seller_id, unit.warehouse_id, unit.sku, target)
+        if target is not None and target.kind == "listing"
+        else None
+    )
 
     first_time = unit.place is None
     for key, delta in moves(unit.stock_key, new_key):
@@ -219,17 +279,32 @@ async def allocate(ctx: Context, repo: LedgerRepository, unit: Unit, *, start: i
         unit.pool = target.pool
     await repo.save(unit, ctx.now)
     if target is None:
-        ctx.raise_exception("no_destination", f"LPN {unit.lpn}: no destination of rule {decided.rule!r} can "
-                                              "take it; held in the warehouse")
+        ctx.raise_exception(
+            "no_destination",
+            f"LPN {unit.lpn}: no destination of rule {decided.rule!r} can take it; held in the warehouse",
+        )
     elif target.kind == "lucky_bag":
         await _maybe_form_lot(ctx, repo, unit, target)
-    ctx.emit(ALLOCATIONS, UnitAllocated(
-        event_id=uuid.uuid5(ctx.event.event_id, f"allocated:{unit.lpn}:{cause}:{chosen}"),
-        occurred_at=ctx.now, seller_id=unit.seller_id, lpn=unit.lpn, sku=unit.sku,
-        warehouse_id=unit.warehouse_id, grade=decided.grade, grade_revision=decided.grade_revision,
-        rule=decided.rule, cause=cause, candidate=chosen, destination=target, skipped=passed,
-        lot_id=unit.lot_id, source_event_id=ctx.event.event_id,
-    ))
+    ctx.emit(
+        ALLOCATIONS,
+        UnitAllocated(
+            event_id=uuid.uuid5(ctx.event.event_id, f"allocated:{unit.lpn}:{cause}:{chosen}"),
+            occurred_at=ctx.now,
+            seller_id=unit.seller_id,
+            lpn=unit.lpn,
+            sku=unit.sku,
+            warehouse_id=unit.warehouse_id,
+            grade=decided.grade,
+            grade_revision=decided.grade_revision,
+            rule=decided.rule,
+            cause=cause,
+            candidate=chosen,
+            destination=target,
+            skipped=passed,
+            lot_id=unit.lot_id,
+            source_event_id=ctx.event.event_id,
+        ),
+    )
 
 
 async def _unavailable(repo: LedgerRepository, unit: Unit, candidate: Destination) -> str | None:
@@ -271,26 +346,50 @@ async def _maybe_form_lot(ctx: Context, repo: LedgerRepository, unit: Unit, bag:
     adjustment_id = _emit_adjustment(ctx, key, unit.shop_id, +1, counter, "lot_formed", unit.lpn)
     skus = sorted({u.sku for u in pooled})
     assert bag.price is not None
-    ctx.emit(LISTINGS, ListingRequested(
-        event_id=uuid.uuid5(adjustment_id, "listing"), occurred_at=ctx.now, seller_id=unit.seller_id,
-        action="upsert", shop_id=unit.shop_id, channel=key.channel, warehouse_id=key.warehouse_id, sku=key.sku,
-        condition="open_box", price=bag.price, quantity_limit=1,
-        condition_note=f"Lucky bag: {len(lpns)} returned items, each inspected and graded",
-        lot=LotContents(lot_id=lot_id, lpns=lpns, skus=skus),
-    ))
+    ctx.emit(
+        LISTINGS,
+        ListingRequested(
+            event_id=uuid.uuid5(adjustment_id, "listing"),
+            occurred_at=ctx.now,
+            seller_id=unit.seller_id,
+            action="upsert",
+            shop_id=unit.shop_id,
+            channel=key.channel,
+            warehouse_id=key.warehouse_id,
+            sku=key.sku,
+            condition="open_box",
+            price=bag.price,
+            quantity_limit=1,
+            condition_note=f"Lucky bag: {len(lpns)} returned items, each inspected and graded",
+            lot=LotContents(lot_id=lot_id, lpns=lpns, skus=skus),
+        ),
+    )
     log.info("lot_formed", lot_id=lot_id, seller_id=unit.seller_id, units=len(lpns), key=str(key))
 
 
-def _emit_adjustment(ctx: Context, key: StockKey, shop_id: str, delta: int, counter: Counter, kind: str,
-                     lpn: str) -> uuid.UUID:
+def _emit_adjustment(
+    ctx: Context, key: StockKey, shop_id: str, delta: int, counter: Counter, kind: str, lpn: str
+) -> uuid.UUID:
     adjustment_id = uuid.uuid5(ctx.event.event_id, f"{lpn}:{key}:{delta}")
-    ctx.emit(STOCK_ADJUSTMENTS, StockAdjusted(
-        event_id=adjustment_id, adjustment_id=adjustment_id, occurred_at=ctx.now, seller_id=key.seller_id,
-        shop_id=shop_id, channel=key.channel, warehouse_id=key.warehouse_id, sku=key.sku,
-        condition=key.condition, delta=delta, available=counter.available, sequence=counter.sequence,
-        picked=counter.picked,
-        cause=AdjustmentCause(kind=kind, lpn=lpn, source_event_id=ctx.event.event_id),
-    ))
+    ctx.emit(
+        STOCK_ADJUSTMENTS,
+        StockAdjusted(
+            event_id=adjustment_id,
+            adjustment_id=adjustment_id,
+            occurred_at=ctx.now,
+            seller_id=key.seller_id,
+            shop_id=shop_id,
+            channel=key.channel,
+            warehouse_id=key.warehouse_id,
+            sku=key.sku,
+            condition=key.condition,
+            delta=delta,
+            available=counter.available,
+            sequence=counter.sequence,
+            picked=counter.picked,
+            cause=AdjustmentCause(kind=kind, lpn=lpn, source_event_id=ctx.event.event_id),
+        ),
+    )
     return adjustment_id
 
 
@@ -300,15 +399,28 @@ def _request_listing(ctx: Context, key: StockKey, unit: Unit, target: Destinatio
     decided = unit.decision
     assert decided is not None and target.price is not None
     graded = "; ".join(decided.reasons[1:]) or f"graded {decided.grade}"
-    note = (f"Open box: inspected and {graded}" if key.condition == "open_box"
-            else f"New: returned, inspected and {graded}")
-    ctx.emit(LISTINGS, ListingRequested(
-        event_id=uuid.uuid5(adjustment_id, "listing"), occurred_at=ctx.now, seller_id=unit.seller_id,
-        action="upsert", shop_id=unit.shop_id, channel=key.channel, warehouse_id=key.warehouse_id, sku=key.sku,
-        condition=key.condition, price=target.price, condition_note=note, listing_sku=target.listing_sku,
-        marketplace_condition=target.marketplace_condition,
-        marketplace_condition_id=target.marketplace_condition_id,
-    ))
+    note = (
+        f"Open box: inspected and {graded}" if key.condition == "open_box" else f"New: returned, inspected and {graded}"
+    )
+    ctx.emit(
+        LISTINGS,
+        ListingRequested(
+            event_id=uuid.uuid5(adjustment_id, "listing"),
+            occurred_at=ctx.now,
+            seller_id=unit.seller_id,
+            action="upsert",
+            shop_id=unit.shop_id,
+            channel=key.channel,
+            warehouse_id=key.warehouse_id,
+            sku=key.sku,
+            condition=key.condition,
+            price=target.price,
+            condition_note=note,
+            listing_sku=target.listing_sku,
+            marketplace_condition=target.marketplace_condition,
+            marketplace_condition_id=target.marketplace_condition_id,
+        ),
+    )
 
 
 def _sold_price(unit: Unit, units_sold: int) -> Money:

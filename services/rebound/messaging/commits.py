@@ -82,13 +82,11 @@ class OffsetCommitter:
         except (CommitFailedError, IllegalStateError) as error:
             # The partitions moved to another member (a rebalance): it starts from the last commit
             # and the inbox skips what this member already applied.
-            log.info("offset_commit_skipped", reason=f"{type(error).__name__}: {error}",
-                     partitions=len(offsets))
+            log.info("offset_commit_skipped", reason=f"{type(error).__name__}: {error}", partitions=len(offsets))
         except KafkaError as error:
             for tp, offset in offsets.items():  # try again with the next batch, newest offset first
                 self._pending[tp] = max(offset, self._pending.get(tp, -1))
-            log.warning("offset_commit_failed", error=f"{type(error).__name__}: {error}",
-                        partitions=len(offsets))
+            log.warning("offset_commit_failed", error=f"{type(error).__name__}: {error}", partitions=len(offsets))
 
     async def _run(self) -> None:
         while not self.closing:

@@ -16,9 +16,9 @@ _POSITION_NAMESPACE = uuid.UUID("6f1c1d0e-7a51-4b8e-9d7e-2f0c8a3b5e11")
 
 
 class Claim(Enum):
-    NEW = "new"                # first time: apply it
-    DUPLICATE = "duplicate"    # same id, same content: already applied
-    CONFLICT = "conflict"      # same id, other content: dead-letter
+    NEW = "new"  # first time: apply it
+    DUPLICATE = "duplicate"  # same id, same content: already applied
+    CONFLICT = "conflict"  # same id, other content: dead-letter
 
 
 def fingerprint(document: dict) -> bytes:
@@ -72,10 +72,15 @@ async def claim_all(
     inserted = {
         row["event_id"]
         for row in await conn.fetch(
-            "INSERT INTO rebound.inbox (consumer, event_id, fingerprint, topic, partition, \"offset\")"
+            'INSERT INTO rebound.inbox (consumer, event_id, fingerprint, topic, partition, "offset")'
             " SELECT $1, e, f, t, p, o FROM unnest($2::uuid[], $3::bytea[], $4::text[], $5::int[], $6::bigint[])"
             " WITH ORDINALITY AS u(e, f, t, p, o, n) ORDER BY n ON CONFLICT DO NOTHING RETURNING event_id",
-            consumer, ids, digests, topics, partitions, offsets,
+            consumer,
+            ids,
+            digests,
+            topics,
+            partitions,
+            offsets,
         )
     }
     stored: dict[uuid.UUID, bytes] = {}
@@ -83,7 +88,8 @@ async def claim_all(
     if missing:
         rows = await conn.fetch(
             "SELECT event_id, fingerprint FROM rebound.inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
-            consumer, missing,
+            consumer,
+            missing,
         )
         stored = {row["event_id"]: bytes(row["fingerprint"]) for row in rows}
     claims = []
@@ -111,9 +117,14 @@ async def prune(
         while True:
             status = await conn.execute(
                 "DELETE FROM rebound.inbox WHERE ctid = ANY(ARRAY(SELECT ctid FROM rebound.inbox"
-                " WHERE consumer = $1 AND topic = $2 AND partition = $3 AND \"offset\" < $4"
+                ' WHERE consumer = $1 AND topic = $2 AND partition = $3 AND "offset" < $4'
                 " AND processed_at < now() - make_interval(secs => $5) LIMIT $6))",
-                consumer, topic, partition, offset, older_than_s, batch,
+                consumer,
+                topic,
+                partition,
+                offset,
+                older_than_s,
+                batch,
             )
             count = int(status.split()[-1])
             deleted += count

@@ -46,8 +46,12 @@ class OutboxBuffer:
             " SELECT $2, t, k, p, tp FROM unnest($3::text[], $4::text[], $5::bytea[], $6::text[])"
             " WITH ORDINALITY AS u(t, k, p, tp, n) ORDER BY n)"
             " SELECT pg_notify($1, $2)",
-            notify_channel(self.producer), self.producer, [r[1] for r in self.rows], [r[2] for r in self.rows],
-            [r[3] for r in self.rows], [r[4] for r in self.rows],
+            notify_channel(self.producer),
+            self.producer,
+            [r[1] for r in self.rows],
+            [r[2] for r in self.rows],
+            [r[3] for r in self.rows],
+            [r[4] for r in self.rows],
         )
         written = len(self.rows)
         self.rows = []

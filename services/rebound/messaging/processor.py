@@ -80,9 +80,14 @@ class Context:
             original=event.model_dump(mode="json"),
         )
         structlog.get_logger("rebound.exceptions").warning(
-            "exception_raised", kind=kind, detail=detail, event_id=str(exception.source_event_id),
-            seller_id=exception.seller_id, topic=self.source.topic,
-            partition=self.source.partition, offset=self.source.offset,
+            "exception_raised",
+            kind=kind,
+            detail=detail,
+            event_id=str(exception.source_event_id),
+            seller_id=exception.seller_id,
+            topic=self.source.topic,
+            partition=self.source.partition,
+            offset=self.source.offset,
         )
         self.emit(EXCEPTIONS, exception)
         self.exceptions_raised += 1
@@ -177,8 +182,13 @@ def decode(record: Record, route: Route | None, max_bytes: int) -> Decoded:
         return _decode(item, max_bytes)
     except Exception as error:  # noqa: BLE001 - an input no rule above foresaw
         log.exception("decoding_failed", topic=record.topic, partition=record.partition, offset=record.offset)
-        return Decoded(record=record, route=route, seller_id=item.seller_id, event_id=item.event_id,
-                       failure=("processing_failed", f"while decoding: {type(error).__name__}: {error}"))
+        return Decoded(
+            record=record,
+            route=route,
+            seller_id=item.seller_id,
+            event_id=item.event_id,
+            failure=("processing_failed", f"while decoding: {type(error).__name__}: {error}"),
+        )
 
 
 def _decode(item: Decoded, max_bytes: int) -> Decoded:
@@ -274,18 +284,31 @@ class BatchProcessor:
         try:
             return await self._with_retry([item])
         except Exception as error:  # noqa: BLE001 - whatever it was, the record is dead-lettered, not the batch
-            log.exception("record_failed", consumer=self.consumer, topic=item.record.topic,
-                          partition=item.record.partition, offset=item.record.offset)
-            letter = replace(
-                item, event=None, failure=("processing_failed", f"{type(error).__name__}: {error}"))
+            log.exception(
+                "record_failed",
+                consumer=self.consumer,
+                topic=item.record.topic,
+                partition=item.record.partition,
+                offset=item.record.offset,
+            )
+            letter = replace(item, event=None, failure=("processing_failed", f"{type(error).__name__}: {error}"))
         try:
             return await self._with_retry([letter])
         except Exception:  # noqa: BLE001 - its dead letter failed too: a bare one, of this consumer's own bytes
-            log.exception("dead_letter_failed", consumer=self.consumer, topic=item.record.topic,
-                          partition=item.record.partition, offset=item.record.offset)
+            log.exception(
+                "dead_letter_failed",
+                consumer=self.consumer,
+                topic=item.record.topic,
+                partition=item.record.partition,
+                offset=item.record.offset,
+            )
         kind, error = letter.failure or ("processing_failed", "unknown")
-        bare = replace(letter, seller_id=None, event_id=None,
-                       failure=(kind, error.encode("ascii", "backslashreplace").decode("ascii")))
+        bare = replace(
+            letter,
+            seller_id=None,
+            event_id=None,
+            failure=(kind, error.encode("ascii", "backslashreplace").decode("ascii")),
+        )
         return await self._with_retry([bare])
 
     async def _with_retry(self, items: list[Decoded]) -> BatchStats:
@@ -296,7 +319,9 @@ class BatchProcessor:
                     return await self._apply(conn, items)
             except TRANSIENT_ERRORS as error:
                 log.warning(
-                    "batch_retry", consumer=self.consumer, error=f"{type(error).__name__}: {error}",
+                    "batch_retry",
+                    consumer=self.consumer,
+                    error=f"{type(error).__name__}: {error}",
                     retry_in_s=round(delay, 2),
                 )
                 await asyncio.sleep(delay)
@@ -325,26 +350,49 @@ class BatchProcessor:
         known = sellers & self._registered
         # What this attempt does with each item; the items themselves stay as decoded, so a
         # retry after a rollback starts from scratch.
-        failures: dict[int, tuple[DeadLetterKind, str]] = {i: item.failure for i, item in enumerate(items)
-                                                            if item.failure is not None}
+        failures: dict[int, tuple[DeadLetterKind, str]] = {
+            i: item.failure for i, item in enumerate(items) if item.failure is not None
+        }
         duplicates: set[int] = set()
         readable = [i for i, item in enumerate(items) if item.event is not None]
-        claims = await inbox.claim_all(conn, self.consumer, [
-            (items[i].event.event_id, items[i].digest, items[i].record.topic, items[i].record.partition,
-             items[i].record.offset) for i in readable
-        ])
+        claims = await inbox.claim_all(
+            conn,
+            self.consumer,
+            [
+                (
+                    items[i].event.event_id,
+                    items[i].digest,
+                    items[i].record.topic,
+                    items[i].record.partition,
+                    items[i].record.offset,
+                )
+                for i in readable
+            ],
+        )
         for i, claim in zip(readable, claims, strict=True):
             if claim is inbox.Claim.DUPLICATE:
                 duplicates.add(i)
             elif claim is inbox.Claim.CONFLICT:
-                failures[i] = ("conflicting_duplicate",
-                               f"event_id {items[i].event.event_id} was already applied with other content")
+                failures[i] = (
+                    "conflicting_duplicate",
+                    f"event_id {items[i].event.event_id} was already applied with other content",
+                )
         # Dead letters are claimed by position, so a re-delivered record is dead-lettered once.
         unreadable = sorted(failures)
-        letters = await inbox.claim_all(conn, self.consumer, [
-            (inbox.position_id(items[i].record.topic, items[i].record.partition, items[i].record.offset), b"",
-             items[i].record.topic, items[i].record.partition, items[i].record.offset) for i in unreadable
-        ])
+        letters = await inbox.claim_all(
+            conn,
+            self.consumer,
+            [
+                (
+                    inbox.position_id(items[i].record.topic, items[i].record.partition, items[i].record.offset),
+                    b"",
+                    items[i].record.topic,
+                    items[i].record.partition,
+                    items[i].record.offset,
+                )
+                for i in unreadable
+            ],
+        )
         new_letters = {i for i, claim in zip(unreadable, letters, strict=True) if claim is inbox.Claim.NEW}
         # One repository per kind and batch, shared by the routes that build the same kind: a
         # repository caches what the batch wrote (e.g. a unit's latest grade), and two caches of
@@ -365,26 +413,38 @@ class BatchProcessor:
             record = item.record
             if i in duplicates:
                 stats.of(record.topic).duplicates += 1
-                log.debug("duplicate_skipped", event_id=str(item.event.event_id),
-                          topic=record.topic, partition=record.partition, offset=record.offset)
+                log.debug(
+                    "duplicate_skipped",
+                    event_id=str(item.event.event_id),
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
                 continue
             if i in failures:
                 if i in new_letters:
                     outbox.add(DLQ, dead_letter(item, self.consumer, now, failures[i]))
                     stats.of(record.topic).dead_lettered += 1
                     log.warning(
-                        "dead_lettered", kind=failures[i][0], error=failures[i][1],
+                        "dead_lettered",
+                        kind=failures[i][0],
+                        error=failures[i][1],
                         event_id=str(item.event.event_id) if item.event is not None else item.event_id,
-                        seller_id=item.seller_id, topic=record.topic,
-                        partition=record.partition, offset=record.offset,
+                        seller_id=item.seller_id,
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
                     )
                 continue
             now = max(self.clock(), now + _TICK)
             ctx = Context(conn=conn, outbox=outbox, source=item.source, now=now, event=item.event)
             written_before = len(outbox.rows)
             parent = tracing.of_record(getattr(record, "headers", None))
-            with self.tracing.applying(record.topic, parent, {"rebound.seller_id": item.event.seller_id,
-                                                              "rebound.event_id": str(item.event.event_id)}) as trace:
+            with self.tracing.applying(
+                record.topic,
+                parent,
+                {"rebound.seller_id": item.event.seller_id, "rebound.event_id": str(item.event.event_id)},
+            ) as trace:
                 ctx.traceparent = trace
                 if item.event.seller_id not in known:
                     ctx.raise_exception("unknown_seller", f"seller {item.event.seller_id!r} is not registered")

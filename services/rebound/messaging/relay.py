@@ -116,9 +116,7 @@ async def _send_in_batches(producer: AIOKafkaProducer, rows: list[asyncpg.Record
     return sent
 
 
-DELETE_SENT = (
-    "DELETE FROM rebound.outbox WHERE producer = $2 AND id BETWEEN $3 AND $4 AND id = ANY($1::bigint[])"
-)
+DELETE_SENT = "DELETE FROM rebound.outbox WHERE producer = $2 AND id BETWEEN $3 AND $4 AND id = ANY($1::bigint[])"
 """Deletes a sent batch's rows ($1, of producer $2, ids $3 to $4): the part of `FORGET` and
 `NEXT_BATCH` that forgets the rows."""
 
@@ -216,8 +214,12 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except (KafkaError, *TRANSIENT_ERRORS) as error:
-                log.warning("relay_restarting", producer=self.producer_name,
-                            error=f"{type(error).__name__}: {error}", retry_in_s=delay)
+                log.warning(
+                    "relay_restarting",
+                    producer=self.producer_name,
+                    error=f"{type(error).__name__}: {error}",
+                    retry_in_s=delay,
+                )
             except Exception:  # noqa: BLE001 - the relay must outlive any single failure
                 log.exception("relay_failed", producer=self.producer_name, retry_in_s=delay)
             await asyncio.sleep(delay)
@@ -281,7 +283,11 @@ class OutboxRelay:
         """Forget the batch sent last and read the next one."""
         sent, self._sent = self._sent, []
         return await self._leader.fetch(
-            NEXT_BATCH, sent, self.producer_name, min(sent, default=None), max(sent, default=None),
+            NEXT_BATCH,
+            sent,
+            self.producer_name,
+            min(sent, default=None),
+            max(sent, default=None),
             self.batch_size,
         )
 
@@ -324,7 +330,12 @@ class OutboxRelay:
                 " probe_topic = EXCLUDED.probe_topic, probe_partition = EXCLUDED.probe_partition,"
                 " probe_offset = EXCLUDED.probe_offset, probe_outbox_id = EXCLUDED.probe_outbox_id,"
                 " created_at = now()",
-                self.producer_name, ids, probe.topic, probe.partition, probe.offset, probe_id,
+                self.producer_name,
+                ids,
+                probe.topic,
+                probe.partition,
+                probe.offset,
+                probe_id,
             )
 
     async def _forget(self, ids: list[int]) -> None:
@@ -339,8 +350,12 @@ class OutboxRelay:
         committed = await self._probe_committed(
             doubt["probe_topic"], doubt["probe_partition"], doubt["probe_offset"], doubt["probe_outbox_id"]
         )
-        log.warning("relay_recovered_in_doubt_batch", producer=self.producer_name,
-                    rows=len(doubt["outbox_ids"]), committed=committed)
+        log.warning(
+            "relay_recovered_in_doubt_batch",
+            producer=self.producer_name,
+            rows=len(doubt["outbox_ids"]),
+            committed=committed,
+        )
         if committed:
             await self._forget(list(doubt["outbox_ids"]))
         else:

@@ -21,8 +21,12 @@ TOPIC_CONFIG = {"max.message.bytes": "2097152", "min.insync.replicas": "1"}
 
 
 async def ensure_topics(
-    bootstrap_servers: str, *, replication: int = 1, wait_seconds: float = 120.0,
-    kafka_options: Mapping[str, Any] | None = None, topics: Iterable[Topic] = ALL_TOPICS,
+    bootstrap_servers: str,
+    *,
+    replication: int = 1,
+    wait_seconds: float = 120.0,
+    kafka_options: Mapping[str, Any] | None = None,
+    topics: Iterable[Topic] = ALL_TOPICS,
 ) -> list[str]:
     """Create missing topics and add partitions to those that have fewer than `topics` say;
     return the names created. Waits for the broker with back-off, but not for one that refuses
@@ -55,9 +59,9 @@ async def ensure_topics(
 async def _create_and_grow(admin: AIOKafkaAdminClient, topics: list[Topic], replication: int) -> list[str]:
     existing = set(await admin.list_topics())
     missing = [
-        NewTopic(t.name, num_partitions=t.partitions, replication_factor=replication,
-                 topic_configs=TOPIC_CONFIG)
-        for t in topics if t.name not in existing
+        NewTopic(t.name, num_partitions=t.partitions, replication_factor=replication, topic_configs=TOPIC_CONFIG)
+        for t in topics
+        if t.name not in existing
     ]
     created = []
     for topic in missing:
@@ -82,8 +86,7 @@ async def _grow(admin: AIOKafkaAdminClient, topics: list[Topic]) -> None:
     if not topics:
         return
     wanted = {t.name: t.partitions for t in topics}
-    have = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(list(wanted))
-            if d["error_code"] == 0}
+    have = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(list(wanted)) if d["error_code"] == 0}
     for name, partitions in wanted.items():
         if have.get(name, partitions) >= partitions:
             continue

@@ -24,16 +24,15 @@ class RelistingRepository:
     async def prefetch(self, events: Sequence[UnitGraded]) -> None:
         """Read the owners of the batch's units, and its sellers' policies: a statement each."""
         lpns = list({e.lpn for e in events})
-        rows = await self.conn.fetch(
-            "SELECT lpn, seller_id FROM relisting.decisions WHERE lpn = ANY($1::text[])", lpns)
+        rows = await self.conn.fetch("SELECT lpn, seller_id FROM relisting.decisions WHERE lpn = ANY($1::text[])", lpns)
         self._owners.update(dict.fromkeys(lpns))
         self._owners.update({r["lpn"]: r["seller_id"] for r in rows})
         await self._read_policies({e.seller_id for e in events})
 
     async def _read_policies(self, sellers: set[str]) -> None:
         rows = await self.conn.fetch(
-            "SELECT seller_id, policy, version FROM relisting.policies WHERE seller_id = ANY($1::text[])",
-            list(sellers))
+            "SELECT seller_id, policy, version FROM relisting.policies WHERE seller_id = ANY($1::text[])", list(sellers)
+        )
         self._policies.update(dict.fromkeys(sellers, (DEFAULT_POLICY, 0)))
         self._policies.update({r["seller_id"]: (Policy.model_validate_json(r["policy"]), r["version"]) for r in rows})
 
@@ -44,7 +43,8 @@ class RelistingRepository:
             return known[0].seller_id
         if lpn not in self._owners:
             self._owners[lpn] = await self.conn.fetchval(
-                "SELECT seller_id FROM relisting.decisions WHERE lpn = $1", lpn)
+                "SELECT seller_id FROM relisting.decisions WHERE lpn = $1", lpn
+            )
         return self._owners[lpn]
 
     def record(self, graded: UnitGraded, policy_version: int) -> None:
@@ -62,8 +62,10 @@ class RelistingRepository:
                 " EXCLUDED.grade_revision, policy_version = EXCLUDED.policy_version, graded = EXCLUDED.graded,"
                 " decided_at = now() WHERE d.seller_id = EXCLUDED.seller_id"
                 " AND d.grade_revision <= EXCLUDED.grade_revision",
-                [(g.lpn, g.seller_id, g.revision, version, g.model_dump_json())
-                 for g, version in self._decided.values()],
+                [
+                    (g.lpn, g.seller_id, g.revision, version, g.model_dump_json())
+                    for g, version in self._decided.values()
+                ],
             )
             self._decided.clear()
 
@@ -73,7 +75,8 @@ class RelistingRepository:
         rows = await self.conn.fetch(
             "SELECT d.graded FROM relisting.decisions d JOIN relisting.policies p USING (seller_id)"
             " WHERE d.policy_version < p.version ORDER BY d.seller_id, d.lpn LIMIT $1 FOR UPDATE OF d SKIP LOCKED",
-            limit)
+            limit,
+        )
         return [UnitGraded.model_validate_json(r["graded"]) for r in rows]
 
     async def policy_for(self, seller_id: str) -> tuple[Policy, int]:
@@ -93,4 +96,6 @@ async def set_policy(conn: asyncpg.Connection, seller_id: str, policy: Policy | 
         "INSERT INTO relisting.policies AS p (seller_id, policy, version) VALUES ($1, $2, 1)"
         " ON CONFLICT (seller_id) DO UPDATE SET policy = EXCLUDED.policy, version = p.version + 1,"
         " updated_at = now() RETURNING version",
-        seller_id, policy.model_dump_json(exclude_defaults=True))
+        seller_id,
+        policy.model_dump_json(exclude_defaults=True),
+    )

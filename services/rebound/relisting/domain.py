@@ -23,18 +23,30 @@ STRICT = ConfigDict(frozen=True, extra="forbid")
 # Shopify have none: an open-box unit is listed under a SKU of its own there.
 MARKETPLACE_CONDITIONS: dict[str, dict[str, int | None]] = {
     "ebay": {
-        "NEW": 1000, "NEW_OTHER": 1500, "NEW_WITH_DEFECTS": 1750, "CERTIFIED_REFURBISHED": 2000,
-        "USED_EXCELLENT": 3000, "USED_VERY_GOOD": 4000, "USED_GOOD": 5000, "USED_ACCEPTABLE": 6000,
+        "NEW": 1000,
+        "NEW_OTHER": 1500,
+        "NEW_WITH_DEFECTS": 1750,
+        "CERTIFIED_REFURBISHED": 2000,
+        "USED_EXCELLENT": 3000,
+        "USED_VERY_GOOD": 4000,
+        "USED_GOOD": 5000,
+        "USED_ACCEPTABLE": 6000,
         "FOR_PARTS_OR_NOT_WORKING": 7000,
     },
     "amazon": {
-        "new_new": None, "new_open_box": None, "used_like_new": None, "used_very_good": None,
-        "used_good": None, "used_acceptable": None,
+        "new_new": None,
+        "new_open_box": None,
+        "used_like_new": None,
+        "used_very_good": None,
+        "used_good": None,
+        "used_acceptable": None,
     },
 }
 DEFAULT_MARKETPLACE_CONDITION = {
-    ("ebay", "new"): "NEW", ("ebay", "open_box"): "NEW_OTHER",
-    ("amazon", "new"): "new_new", ("amazon", "open_box"): "new_open_box",
+    ("ebay", "new"): "NEW",
+    ("ebay", "open_box"): "NEW_OTHER",
+    ("amazon", "new"): "new_new",
+    ("amazon", "open_box"): "new_open_box",
 }
 CURRENCY_DECIMALS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "OMR": 3}
 Percent = Annotated[Decimal, Field(ge=0, lt=100)]
@@ -105,8 +117,9 @@ class DestinationRule(BaseModel):
             if vocabulary is None:
                 raise ValueError(f"channel {self.channel} has no condition field: leave out marketplace_condition")
             if self.marketplace_condition not in vocabulary:
-                raise ValueError(f"{self.channel} has no condition {self.marketplace_condition!r}; "
-                                 f"it has {', '.join(vocabulary)}")
+                raise ValueError(
+                    f"{self.channel} has no condition {self.marketplace_condition!r}; it has {', '.join(vocabulary)}"
+                )
         return self
 
 
@@ -133,13 +146,18 @@ class Policy(BaseModel):
         return self
 
 
-DEFAULT_POLICY = Policy(rules=[
-    Rule(name="default-A", when=When(grade="A"), destinations=[DestinationRule(kind="listing", condition="new")]),
-    Rule(name="default-B", when=When(grade="B"),
-         destinations=[DestinationRule(kind="listing", condition="open_box", discount_pct=Decimal(20))]),
-    Rule(name="default-C", when=When(grade="C"), destinations=[DestinationRule(kind="repair")]),
-    Rule(name="default-SCRAP", when=When(grade="SCRAP"), destinations=[DestinationRule(kind="disposal")]),
-])
+DEFAULT_POLICY = Policy(
+    rules=[
+        Rule(name="default-A", when=When(grade="A"), destinations=[DestinationRule(kind="listing", condition="new")]),
+        Rule(
+            name="default-B",
+            when=When(grade="B"),
+            destinations=[DestinationRule(kind="listing", condition="open_box", discount_pct=Decimal(20))],
+        ),
+        Rule(name="default-C", when=When(grade="C"), destinations=[DestinationRule(kind="repair")]),
+        Rule(name="default-SCRAP", when=When(grade="SCRAP"), destinations=[DestinationRule(kind="disposal")]),
+    ]
+)
 
 
 class Decision(BaseModel):
@@ -156,31 +174,41 @@ def decide(policy: Policy, unit: UnitGraded) -> Decision:
         for rule in rules:
             matched = rule.when.matches(unit.grade, unit.sku)
             if matched is not None:
-                reasons = [f"{source}rule {rule.name!r} matched: {', '.join(matched)}",
-                           f"graded {unit.grade}: {', '.join(unit.reasons)}"]
-                return Decision(rule=rule.name, reasons=reasons,
-                                candidates=[destination(d, unit) for d in rule.destinations])
+                reasons = [
+                    f"{source}rule {rule.name!r} matched: {', '.join(matched)}",
+                    f"graded {unit.grade}: {', '.join(unit.reasons)}",
+                ]
+                return Decision(
+                    rule=rule.name, reasons=reasons, candidates=[destination(d, unit) for d in rule.destinations]
+                )
     raise AssertionError("the default policy covers every grade")
 
 
 def destination(rule: DestinationRule, unit: UnitGraded) -> Destination:
     channel = unit.channel if rule.channel == "original" else rule.channel
-    fields: dict[str, Any] = {"kind": rule.kind, "pool": rule.pool, "quota": rule.quota,
-                              "lot_size": rule.lot_size, "unsold_after_days": rule.unsold_after_days}
+    fields: dict[str, Any] = {
+        "kind": rule.kind,
+        "pool": rule.pool,
+        "quota": rule.quota,
+        "lot_size": rule.lot_size,
+        "unsold_after_days": rule.unsold_after_days,
+    }
     if rule.kind == "listing":
         condition = rule.condition
         fields.update(channel=channel, condition=condition)
         wording = rule.marketplace_condition or DEFAULT_MARKETPLACE_CONDITION.get((channel, condition))
         if wording is not None:
-            fields.update(marketplace_condition=wording,
-                          marketplace_condition_id=MARKETPLACE_CONDITIONS[channel][wording])
+            fields.update(
+                marketplace_condition=wording, marketplace_condition_id=MARKETPLACE_CONDITIONS[channel][wording]
+            )
         elif condition == "open_box":
             fields["listing_sku"] = unit.sku + rule.open_box_sku_suffix
         if channel != unit.channel or condition != "new" or rule.discount_pct or rule.price is not None:
             fields["price"] = price(unit.unit_price, rule)
     elif rule.kind == "lucky_bag":
-        fields.update(channel=channel, condition="open_box", price=price(unit.unit_price, rule),
-                      pool=rule.pool or "lucky-bag")
+        fields.update(
+            channel=channel, condition="open_box", price=price(unit.unit_price, rule), pool=rule.pool or "lucky-bag"
+        )
     elif rule.kind == "bundle_pool":
         fields["pool"] = rule.pool or "bundle"
     return Destination(**fields)

@@ -29,25 +29,29 @@ async def decide_disposition(ctx: Context, graded: UnitGraded, repo: RelistingRe
         return
     policy, version = await repo.policy_for(graded.seller_id)
     decision = decide(policy, graded)
-    ctx.emit(DISPOSITIONS, DispositionDecided(
-        event_id=derived_id(graded.event_id, graded.occurred_at,
-                            "disposition" if version == 0 else f"disposition:{version}"),
-        occurred_at=ctx.now,
-        seller_id=graded.seller_id,
-        lpn=graded.lpn,
-        sku=graded.sku,
-        grade=graded.grade,
-        grade_revision=graded.revision,
-        warehouse_id=graded.warehouse_id,
-        shop_id=graded.shop_id,
-        channel=graded.channel,
-        unit_price=graded.unit_price,
-        policy_version=version,
-        rule=decision.rule,
-        reasons=decision.reasons,
-        candidates=decision.candidates,
-        source_event_id=graded.event_id,
-    ))
+    ctx.emit(
+        DISPOSITIONS,
+        DispositionDecided(
+            event_id=derived_id(
+                graded.event_id, graded.occurred_at, "disposition" if version == 0 else f"disposition:{version}"
+            ),
+            occurred_at=ctx.now,
+            seller_id=graded.seller_id,
+            lpn=graded.lpn,
+            sku=graded.sku,
+            grade=graded.grade,
+            grade_revision=graded.revision,
+            warehouse_id=graded.warehouse_id,
+            shop_id=graded.shop_id,
+            channel=graded.channel,
+            unit_price=graded.unit_price,
+            policy_version=version,
+            rule=decision.rule,
+            reasons=decision.reasons,
+            candidates=decision.candidates,
+            source_event_id=graded.event_id,
+        ),
+    )
     repo.record(graded, version)
 
 

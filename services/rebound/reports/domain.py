@@ -16,7 +16,12 @@ GRADES = ("A", "B", "C", "SCRAP")
 LOST_GRADES = frozenset({"C", "SCRAP"})
 SIZE_ORDER = ("XXS", "XS", "S", "M", "L", "XL", "XXL", "2XL", "3XL", "4XL")
 DOCK_TO_STOCK_BUCKETS: tuple[tuple[str, float], ...] = (
-    ("< 4 h", 4), ("4–24 h", 24), ("1–2 d", 48), ("2–4 d", 96), ("4–7 d", 168), ("> 7 d", math.inf),
+    ("< 4 h", 4),
+    ("4–24 h", 24),
+    ("1–2 d", 48),
+    ("2–4 d", 96),
+    ("4–7 d", 168),
+    ("> 7 d", math.inf),
 )
 """(label, upper bound in hours)."""
 
@@ -76,8 +81,9 @@ def _tallies(counter: Counter[str], total: int, order: Iterable[str] | None = No
     return [Tally(key=k, units=counter[k], share=round(counter[k] / total, 4) if total else 0.0) for k in keys]
 
 
-def build_report(seller_id: str, period_from: date, period_to: date, units: Sequence[UnitFacts],
-                 generated_at: datetime) -> SellerReport:
+def build_report(
+    seller_id: str, period_from: date, period_to: date, units: Sequence[UnitFacts], generated_at: datetime
+) -> SellerReport:
     total = len(units)
     reasons = Counter(u.reason_category for u in units)
     codes = Counter(u.reason_code for u in units)
@@ -98,7 +104,9 @@ def build_report(seller_id: str, period_from: date, period_to: date, units: Sequ
         by_sku[u.sku].append(u)
     sku_rows = [
         SkuReturns(
-            sku=sku, units=len(rows), share=round(len(rows) / total, 4),
+            sku=sku,
+            units=len(rows),
+            share=round(len(rows) / total, 4),
             size_fit=sum(1 for u in rows if u.reason_category == "SIZE_FIT"),
             top_reason=Counter(u.reason_category for u in rows).most_common(1)[0][0],
             resold=sum(1 for u in rows if u.place == "sold"),
@@ -111,27 +119,41 @@ def build_report(seller_id: str, period_from: date, period_to: date, units: Sequ
     fit_counts = Counter((u.sku, u.size, u.reason_category, u.reason_code) for u in units)
 
     return SellerReport(
-        seller_id=seller_id, period_from=period_from, period_to=period_to, generated_at=generated_at,
-        units_returned=total, returns=len({u.return_id for u in units}),
-        by_reason=_tallies(reasons, total), by_reason_code=_tallies(codes, total),
-        by_sku=sku_rows, by_size=_tallies(sizes, total, size_order), by_colour=_tallies(colours, total, colour_order),
-        sizes=size_order, colours=colour_order,
+        seller_id=seller_id,
+        period_from=period_from,
+        period_to=period_to,
+        generated_at=generated_at,
+        units_returned=total,
+        returns=len({u.return_id for u in units}),
+        by_reason=_tallies(reasons, total),
+        by_reason_code=_tallies(codes, total),
+        by_sku=sku_rows,
+        by_size=_tallies(sizes, total, size_order),
+        by_colour=_tallies(colours, total, colour_order),
+        sizes=size_order,
+        colours=colour_order,
         size_colour=[HeatCell(size=s, colour=c, units=cells[(s, c)]) for s in size_order for c in colour_order],
         grade_mix=_tallies(grades, total, grade_order),
         units_offered=sum(1 for u in units if u.first_offered_at is not None),
-        units_resold=len(resold), resale_rate=_ratio(len(resold), total),
-        units_lost=len(lost), loss_rate=_ratio(len(lost), len(graded)),
+        units_resold=len(resold),
+        resale_rate=_ratio(len(resold), total),
+        units_lost=len(lost),
+        loss_rate=_ratio(len(lost), len(graded)),
         money=money,
         dock_to_stock=_dock_to_stock(units),
         recovery_by_week=_weeks(units, period_from, period_to, main_currency),
-        size_signals=size_signals(FitCount(sku, size, category, code, n)
-                                  for (sku, size, category, code), n in sorted(fit_counts.items(), key=str)),
+        size_signals=size_signals(
+            FitCount(sku, size, category, code, n)
+            for (sku, size, category, code), n in sorted(fit_counts.items(), key=str)
+        ),
     )
 
 
-def _money(units: Sequence[UnitFacts], graded: Sequence[UnitFacts], lost: Sequence[UnitFacts],
-           resold: Sequence[UnitFacts]) -> list[CurrencyValues]:
+def _money(
+    units: Sequence[UnitFacts], graded: Sequence[UnitFacts], lost: Sequence[UnitFacts], resold: Sequence[UnitFacts]
+) -> list[CurrencyValues]:
     """Per currency, largest returned value first. A unit sells in the currency it was bought in."""
+
     def by_currency(rows: Iterable[UnitFacts], amount=lambda u: u.price) -> dict[str, Decimal]:  # noqa: ANN001
         sums: dict[str, Decimal] = defaultdict(Decimal)
         for u in rows:
@@ -142,23 +164,33 @@ def _money(units: Sequence[UnitFacts], graded: Sequence[UnitFacts], lost: Sequen
     resold_original, lost_value = by_currency(resold), by_currency(lost)
     recovered = by_currency(resold, lambda u: u.sold_price if u.sold_price is not None else Decimal(0))
     figures = [
-        CurrencyValues(currency=c, returned_value=returned[c], resold_original_value=resold_original[c],
-              recovered_value=recovered[c], recovery_rate=_ratio(recovered[c], resold_original[c]),
-              lost_value=lost_value[c], loss_value_rate=_ratio(lost_value[c], graded_value[c]))
+        CurrencyValues(
+            currency=c,
+            returned_value=returned[c],
+            resold_original_value=resold_original[c],
+            recovered_value=recovered[c],
+            recovery_rate=_ratio(recovered[c], resold_original[c]),
+            lost_value=lost_value[c],
+            loss_value_rate=_ratio(lost_value[c], graded_value[c]),
+        )
         for c in returned
     ]
     return sorted(figures, key=lambda m: (-m.returned_value, m.currency))
 
 
 def _dock_to_stock(units: Sequence[UnitFacts]) -> DockToStock:
-    hours = sorted(max(0.0, (u.first_offered_at - u.scanned_at).total_seconds() / 3600)
-                   for u in units if u.first_offered_at is not None)
+    hours = sorted(
+        max(0.0, (u.first_offered_at - u.scanned_at).total_seconds() / 3600)
+        for u in units
+        if u.first_offered_at is not None
+    )
     counts: Counter[str] = Counter()
     for h in hours:
         counts[next(label for label, bound in DOCK_TO_STOCK_BUCKETS if h < bound)] += 1
     median, p90 = percentile(hours, 0.5), percentile(hours, 0.9)
     return DockToStock(
-        offered=len(hours), not_offered=len(units) - len(hours),
+        offered=len(hours),
+        not_offered=len(units) - len(hours),
         median_hours=round(median, 2) if median is not None else None,
         p90_hours=round(p90, 2) if p90 is not None else None,
         buckets=_tallies(counts, len(hours), [label for label, _ in DOCK_TO_STOCK_BUCKETS]),
@@ -182,7 +214,15 @@ def _weeks(units: Sequence[UnitFacts], period_from: date, period_to: date, curre
                 recovered[week] += u.sold_price
     weeks, week = [], period_from - timedelta(days=period_from.weekday())
     while week <= period_to:
-        weeks.append(WeekRecovery(week=week, returned=returned[week], resold=resold[week], currency=currency,
-                                  returned_value=value[week], recovered_value=recovered[week]))
+        weeks.append(
+            WeekRecovery(
+                week=week,
+                returned=returned[week],
+                resold=resold[week],
+                currency=currency,
+                returned_value=value[week],
+                recovered_value=recovered[week],
+            )
+        )
         week += timedelta(days=7)
     return weeks

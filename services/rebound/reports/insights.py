@@ -91,12 +91,23 @@ def size_signals(counts: Iterable[FitCount]) -> list[SizeSignal]:
                 z = (share - base) / math.sqrt(base * (1 - base) / n)
                 if n >= MIN_SIZE_RETURNS and share >= MIN_RATIO * base and z >= MIN_Z:
                     words = direction.replace("_", " ")
-                    signals.append(SizeSignal(
-                        kind=kind, sku=product, size=size, skus=sorted(skus[(product, size)]),
-                        size_returns=n, size_matching=k, size_share=round(share, 4),
-                        sku_returns=total, sku_matching=product_hits, sku_share=round(base, 4),
-                        z_score=round(z, 2),
-                        summary=(f"{product} in size {size}: {k} of {n} returned units ({share:.0%}) came back "
-                                 f"{words}, against {base:.0%} across its sizes ({product_hits} of {total})"),
-                    ))
+                    signals.append(
+                        SizeSignal(
+                            kind=kind,
+                            sku=product,
+                            size=size,
+                            skus=sorted(skus[(product, size)]),
+                            size_returns=n,
+                            size_matching=k,
+                            size_share=round(share, 4),
+                            sku_returns=total,
+                            sku_matching=product_hits,
+                            sku_share=round(base, 4),
+                            z_score=round(z, 2),
+                            summary=(
+                                f"{product} in size {size}: {k} of {n} returned units ({share:.0%}) came back "
+                                f"{words}, against {base:.0%} across its sizes ({product_hits} of {total})"
+                            ),
+                        )
+                    )
     return sorted(signals, key=lambda s: (-s.z_score, s.sku, s.size, s.kind))

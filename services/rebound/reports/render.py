@@ -37,20 +37,31 @@ def as_table(report: SellerReport) -> Group:
     summary.add_column("Figure", justify="right")
     summary.add_column("Detail")
     summary.add_row("units returned", f"{report.units_returned:,}", f"{report.returns:,} returns")
-    summary.add_row("graded", f"{sum(t.units for t in report.grade_mix if t.key != 'ungraded'):,}",
-                    ", ".join(f"{t.key} {t.units:,} ({t.share:.0%})" for t in report.grade_mix))
+    summary.add_row(
+        "graded",
+        f"{sum(t.units for t in report.grade_mix if t.key != 'ungraded'):,}",
+        ", ".join(f"{t.key} {t.units:,} ({t.share:.0%})" for t in report.grade_mix),
+    )
     summary.add_row("offered again", f"{report.units_offered:,}", "on a storefront listing or in a lot")
     summary.add_row("resale rate", _pct(report.resale_rate), f"{report.units_resold:,} units resold")
     summary.add_row("loss rate", _pct(report.loss_rate), f"{report.units_lost:,} units graded C or SCRAP")
     for money in report.money:
-        summary.add_row(f"recovery ({money.currency})", _pct(money.recovery_rate),
-                        f"{money.recovered_value:,.2f} earned by resold units first sold for "
-                        f"{money.resold_original_value:,.2f}")
-        summary.add_row(f"loss value ({money.currency})", _pct(money.loss_value_rate),
-                        f"{money.lost_value:,.2f} of {money.returned_value:,.2f} returned")
+        summary.add_row(
+            f"recovery ({money.currency})",
+            _pct(money.recovery_rate),
+            f"{money.recovered_value:,.2f} earned by resold units first sold for {money.resold_original_value:,.2f}",
+        )
+        summary.add_row(
+            f"loss value ({money.currency})",
+            _pct(money.loss_value_rate),
+            f"{money.lost_value:,.2f} of {money.returned_value:,.2f} returned",
+        )
     dock = report.dock_to_stock
-    summary.add_row("dock to stock", _hours(dock.median_hours),
-                    f"median; p90 {_hours(dock.p90_hours)}; {dock.not_offered:,} units not offered yet")
+    summary.add_row(
+        "dock to stock",
+        _hours(dock.median_hours),
+        f"median; p90 {_hours(dock.p90_hours)}; {dock.not_offered:,} units not offered yet",
+    )
 
     reasons = Table(title="Return reasons", title_justify="left")
     reasons.add_column("Reason")
@@ -60,12 +71,17 @@ def as_table(report: SellerReport) -> Group:
         reasons.add_row(tally.key, f"{tally.units:,}", _pct(tally.share))
 
     skus = Table(title=f"Most returned SKUs (top {TOP_SKUS})", title_justify="left")
-    for column, justify in (("SKU", "left"), ("Units", "right"), ("Share", "right"), ("Size/fit", "right"),
-                            ("Top reason", "left"), ("Resold", "right")):
+    for column, justify in (
+        ("SKU", "left"),
+        ("Units", "right"),
+        ("Share", "right"),
+        ("Size/fit", "right"),
+        ("Top reason", "left"),
+        ("Resold", "right"),
+    ):
         skus.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in report.by_sku[:TOP_SKUS]:
-        skus.add_row(row.sku, f"{row.units:,}", _pct(row.share), f"{row.size_fit:,}", row.top_reason,
-                     f"{row.resold:,}")
+        skus.add_row(row.sku, f"{row.units:,}", _pct(row.share), f"{row.size_fit:,}", row.top_reason, f"{row.resold:,}")
 
     heat = Table(title="Returned units by size and colour", title_justify="left")
     heat.add_column("Colour")

@@ -21,8 +21,7 @@ def period_bounds(period_from: date, period_to: date) -> tuple[datetime, datetim
     """[the first day's start, the day after the last one's start), in UTC."""
     if period_to < period_from:
         raise ValueError(f"--to {period_to} is before --from {period_from}")
-    return (datetime.combine(period_from, time(), UTC),
-            datetime.combine(period_to + timedelta(days=1), time(), UTC))
+    return (datetime.combine(period_from, time(), UTC), datetime.combine(period_to + timedelta(days=1), time(), UTC))
 
 
 def default_period(today: date, period_from: date | None, period_to: date | None) -> tuple[date, date]:
@@ -30,8 +29,9 @@ def default_period(today: date, period_from: date | None, period_to: date | None
     return (period_from or end - timedelta(days=DEFAULT_DAYS - 1), end)
 
 
-async def seller_report(conn: asyncpg.Connection, seller_id: str, period_from: date, period_to: date,
-                        now: datetime) -> SellerReport:
+async def seller_report(
+    conn: asyncpg.Connection, seller_id: str, period_from: date, period_to: date, now: datetime
+) -> SellerReport:
     start, end = period_bounds(period_from, period_to)
     if not await seller_exists(conn, seller_id):
         raise UnknownSeller(f"seller {seller_id} is not registered")

@@ -7,6 +7,19 @@ from .publish import publish, register_sellers
 from .sales import Offered, offered_units, picks_for_orders, sales, units_on_keys
 from .wave import HOSTILE_KINDS, SCHEMA_INVALID_KINDS, Outgoing, Wave, WaveConfig, catalogue, generate
 
-__all__ = ["HOSTILE_KINDS", "SCHEMA_INVALID_KINDS", "Offered", "Outgoing", "Wave", "WaveConfig", "catalogue",
-           "generate", "offered_units", "picks_for_orders", "publish", "register_sellers", "sales",
-           "units_on_keys"]
+__all__ = [
+    "HOSTILE_KINDS",
+    "SCHEMA_INVALID_KINDS",
+    "Offered",
+    "Outgoing",
+    "Wave",
+    "WaveConfig",
+    "catalogue",
+    "generate",
+    "offered_units",
+    "picks_for_orders",
+    "publish",
+    "register_sellers",
+    "sales",
+    "units_on_keys",
+]

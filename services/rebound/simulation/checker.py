@@ -29,6 +29,7 @@ EXAMPLES_PER_CHECK = 5
 
 # --- Reading ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Record:
     """A parsed message with where it was read and its Kafka key."""
@@ -124,8 +125,13 @@ async def _partitions_of(bootstrap: str, topic_name: str, options: Mapping[str, 
     return sorted(p["partition"] for p in described["partitions"])
 
 
-def _parse_into(read: TopicRead, model: type[BaseModel], message: Any,
-                sellers: set[str] | None, also: Callable[[Mapping[str, Any]], bool] | None) -> None:
+def _parse_into(
+    read: TopicRead,
+    model: type[BaseModel],
+    message: Any,
+    sellers: set[str] | None,
+    also: Callable[[Mapping[str, Any]], bool] | None,
+) -> None:
     key = message.key.decode("utf-8", "replace") if message.key is not None else None
     if message.value is None:
         return
@@ -147,8 +153,9 @@ def _parse_into(read: TopicRead, model: type[BaseModel], message: Any,
     read.records.append(Record(message.partition, message.offset, key, parsed))
 
 
-async def read_topic(bootstrap: str, topic_name: str, *, sellers: set[str] | None,
-                     kafka_options: Mapping[str, Any] | None = None) -> list[tuple[int, int, BaseModel]]:
+async def read_topic(
+    bootstrap: str, topic_name: str, *, sellers: set[str] | None, kafka_options: Mapping[str, Any] | None = None
+) -> list[tuple[int, int, BaseModel]]:
     """(partition, offset, model) of every committed message of `topic_name` of these sellers,
     in partition and offset order. Messages that do not parse are left out (see `read_records`)."""
     read = await read_records(bootstrap, topic_name, sellers=sellers, kafka_options=kafka_options)
@@ -156,6 +163,7 @@ async def read_topic(bootstrap: str, topic_name: str, *, sellers: set[str] | Non
 
 
 # --- Checking --------------------------------------------------------------------------------
+
 
 @dataclass
 class Report:
@@ -176,8 +184,17 @@ class Report:
     stock_checked: bool = False
     examples: dict[str, list[str]] = field(default_factory=dict)
 
-    FAULTS = ("duplicates", "gaps", "repeats", "running_sum_errors", "ungraded", "misplaced",
-              "offered_twice", "lost_or_extra", "unreadable")
+    FAULTS = (
+        "duplicates",
+        "gaps",
+        "repeats",
+        "running_sum_errors",
+        "ungraded",
+        "misplaced",
+        "offered_twice",
+        "lost_or_extra",
+        "unreadable",
+    )
 
     @property
     def ok(self) -> bool:
@@ -193,8 +210,7 @@ class Report:
         return asdict(self) | {"ok": self.ok}
 
     def table(self) -> Table:
-        table = Table(title="Rebound guarantees",
-                      caption=f"{self.adjustments} stock adjustments on {self.keys} keys")
+        table = Table(title="Rebound guarantees", caption=f"{self.adjustments} stock adjustments on {self.keys} keys")
         table.add_column("Guarantee")
         table.add_column("Check")
         table.add_column("Found", justify="right")
@@ -207,8 +223,11 @@ class Report:
             ("2 exactly once", "available ≠ running sum of delta, or < 0", self.running_sum_errors),
             ("6 tenant isolation", "adjustment of another seller's unit or key", self.misplaced),
             ("one place", "unit offered on two keys at once", self.offered_twice),
-            ("final stock", f"units lost or extra ({self.keys_off} keys off)",
-             self.lost_or_extra if self.stock_checked else None),
+            (
+                "final stock",
+                f"units lost or extra ({self.keys_off} keys off)",
+                self.lost_or_extra if self.stock_checked else None,
+            ),
             ("contract", "messages that do not parse", self.unreadable),
         ]
         for guarantee, check, found in rows:
@@ -290,8 +309,11 @@ def check(
         # Units picked for orders leave the key without a -1 (the storefront counted the sale).
         if adj.available != state.running - adj.picked or adj.available < 0 or adj.picked < state.picked:
             report.running_sum_errors += 1
-            report.note("running_sum_errors", f"{key} sequence {adj.sequence}: available {adj.available}, "
-                        f"running sum {state.running}, picked {adj.picked}")
+            report.note(
+                "running_sum_errors",
+                f"{key} sequence {adj.sequence}: available {adj.available}, "
+                f"running sum {state.running}, picked {adj.picked}",
+            )
             state.running = adj.available + adj.picked
         state.available, state.picked = adj.available, adj.picked
 
@@ -302,18 +324,28 @@ def check(
                 # Moved on by a connector's answer, or bagged into a lot: the unit's grade then.
                 earlier = [g for g in grades_of.get(adj.cause.lpn, []) if g.occurred_at <= adj.occurred_at]
                 cause = max(earlier, key=lambda g: g.revision) if earlier else None
-            if (cause is None or cause.lpn != adj.cause.lpn or cause.grade not in ("A", "B")
-                    or cause.occurred_at > adj.occurred_at):
+            if (
+                cause is None
+                or cause.lpn != adj.cause.lpn
+                or cause.grade not in ("A", "B")
+                or cause.occurred_at > adj.occurred_at
+            ):
                 report.ungraded += 1
-                report.note("ungraded", f"{key} +{adj.delta} for {adj.cause.lpn} "
-                            f"(cause {adj.cause.source_event_id}: {cause.grade if cause else 'no grade'})")
+                report.note(
+                    "ungraded",
+                    f"{key} +{adj.delta} for {adj.cause.lpn} "
+                    f"(cause {adj.cause.source_event_id}: {cause.grade if cause else 'no grade'})",
+                )
 
         owners = owners_of.get(adj.cause.lpn, set())
         key_seller = record_key.split(":", 1)[0] if record_key is not None else adj.seller_id
         if owners - {adj.seller_id} or key_seller != adj.seller_id:
             report.misplaced += 1
-            report.note("misplaced", f"{adj.adjustment_id} of {adj.seller_id} on key {record_key or key}, "
-                        f"unit {adj.cause.lpn} graded for {sorted(owners)}")
+            report.note(
+                "misplaced",
+                f"{adj.adjustment_id} of {adj.seller_id} on key {record_key or key}, "
+                f"unit {adj.cause.lpn} graded for {sorted(owners)}",
+            )
 
     _check_one_place(report, moves_of)
     report.keys = len(states)
@@ -346,20 +378,35 @@ def _check_one_place(report: Report, moves_of: Mapping[str, list[tuple[Any, int,
                 on = None
 
 
-async def check_topics(bootstrap: str, sellers: Iterable[str], expected_stock: Mapping[str, int] | None,
-                       *, kafka_options: Mapping[str, Any] | None = None) -> Report:
+async def check_topics(
+    bootstrap: str,
+    sellers: Iterable[str],
+    expected_stock: Mapping[str, int] | None,
+    *,
+    kafka_options: Mapping[str, Any] | None = None,
+) -> Report:
     """Read the adjustments and grades of these sellers and check them. Grades of other sellers
     are read too when an adjustment names their LPN, so a cross-tenant move is seen."""
     wanted = set(sellers)
     adjustments = await read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=wanted, kafka_options=kafka_options)
     lpns = {r.model.cause.lpn for r in adjustments.records}  # type: ignore[attr-defined]
-    graded = await read_records(bootstrap, UNIT_GRADED.name, sellers=wanted,
-                                also=lambda document: document.get("lpn") in lpns, kafka_options=kafka_options)
+    graded = await read_records(
+        bootstrap,
+        UNIT_GRADED.name,
+        sellers=wanted,
+        also=lambda document: document.get("lpn") in lpns,
+        kafka_options=kafka_options,
+    )
     decided = await read_records(bootstrap, DISPOSITIONS.name, sellers=wanted, kafka_options=kafka_options)
-    report = check(adjustments.records, graded.records, expected_stock, dispositions=decided.records,
-                   unreadable=len(adjustments.unreadable) + len(graded.unreadable) + len(decided.unreadable))
-    for partition, offset, error in (adjustments.unreadable + graded.unreadable
-                                     + decided.unreadable)[:EXAMPLES_PER_CHECK]:
+    report = check(
+        adjustments.records,
+        graded.records,
+        expected_stock,
+        dispositions=decided.records,
+        unreadable=len(adjustments.unreadable) + len(graded.unreadable) + len(decided.unreadable),
+    )
+    for partition, offset, error in (adjustments.unreadable + graded.unreadable + decided.unreadable)[
+        :EXAMPLES_PER_CHECK
+    ]:
         report.note("unreadable", f"partition {partition} offset {offset}: {error}")
     return report
-

@@ -40,8 +40,15 @@ from ..standins import serving
 from ..standins.shopify import ShopifyStandIn
 from ..standins.amazon import AmazonStandIn
 from ..standins.ebay import EbayStandIn
-from ..standins.shops import (DemoShops, close_shops, open_amazon_shops, open_ebay_shops, open_shopify_shops,
-                             open_tiktok_shops, unsynced)
+from ..standins.shops import (
+    DemoShops,
+    close_shops,
+    open_amazon_shops,
+    open_ebay_shops,
+    open_shopify_shops,
+    open_tiktok_shops,
+    unsynced,
+)
 from ..standins.tiktok import TikTokStandIn
 
 INBOUND = tuple(topic for topic in ALL_TOPICS if topic.direction == "inbound")
@@ -77,49 +84,67 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
     """Returns whether every guarantee held."""
     seed = options.seed if options.seed is not None else int(time.time())
     bootstrap = settings.kafka_bootstrap_servers
-    console.print(f"[bold]Rebound demo[/] — {options.units:,} units, seed {seed} "
-                  f"(replay with --seed {seed}), {options.replicas} replica(s) per service")
+    console.print(
+        f"[bold]Rebound demo[/] — {options.units:,} units, seed {seed} "
+        f"(replay with --seed {seed}), {options.replicas} replica(s) per service"
+    )
     kafka, database = kafka_options(settings), database_connect_kwargs(settings)
     await ensure_topics(bootstrap, wait_seconds=30, kafka_options=kafka)
     pool = await create_pool(settings.database_url, wait_seconds=30, connect_kwargs=database)
     try:
         await migrate(pool)
-        wave = simulation.generate(simulation.WaveConfig(
-            units=options.units, seed=seed, duplicate_rate=options.duplicate_rate,
-            out_of_order_rate=options.out_of_order_rate, bad_rate=options.bad_rate,
-            hostile_rate=options.hostile_rate, start=datetime.now(UTC) - dock_lead(options.units),
-        ))
+        wave = simulation.generate(
+            simulation.WaveConfig(
+                units=options.units,
+                seed=seed,
+                duplicate_rate=options.duplicate_rate,
+                out_of_order_rate=options.out_of_order_rate,
+                bad_rate=options.bad_rate,
+                hostile_rate=options.hostile_rate,
+                start=datetime.now(UTC) - dock_lead(options.units),
+            )
+        )
         await simulation.register_sellers(settings.database_url, wave.sellers, connect_kwargs=database)
         before = await inbound_end_offsets(bootstrap, kafka)
         secrets = options.log_dir / str(seed) / "shop-secrets"
         tiktok, shopify = TikTokStandIn(seed=seed), ShopifyStandIn(seed=seed)
         amazon, ebay = AmazonStandIn(seed=seed), EbayStandIn(seed=seed)
-        async with serving(tiktok.app) as tiktok_url, serving(shopify.app) as shopify_url, \
-                serving(amazon.app) as amazon_url, serving(ebay.app) as ebay_url:
+        async with (
+            serving(tiktok.app) as tiktok_url,
+            serving(shopify.app) as shopify_url,
+            serving(amazon.app) as amazon_url,
+            serving(ebay.app) as ebay_url,
+        ):
             try:
                 catalogue = simulation.catalogue()
                 shops = [
                     await open_tiktok_shops(pool, tiktok, tiktok_url, wave.shops, wave.warehouses, catalogue, secrets),
-                    await open_shopify_shops(pool, shopify, shopify_url, wave.shops, wave.warehouses, catalogue,
-                                             secrets),
+                    await open_shopify_shops(
+                        pool, shopify, shopify_url, wave.shops, wave.warehouses, catalogue, secrets
+                    ),
                     await open_amazon_shops(pool, amazon, amazon_url, wave.shops, wave.warehouses, catalogue, secrets),
                     await open_ebay_shops(pool, ebay, ebay_url, wave.shops, wave.warehouses, catalogue, secrets),
                 ]
-                console.print("stand-ins: " + ", ".join(f"{s.name} ({len(wave.shops)} shops, {len(s.keys):,} listings)"
-                                                        for s in shops))
+                console.print(
+                    "stand-ins: "
+                    + ", ".join(f"{s.name} ({len(wave.shops)} shops, {len(s.keys):,} listings)" for s in shops)
+                )
                 with Fleet(log_dir=options.log_dir / str(seed), replicas=options.replicas, services=FLEET) as fleet:
                     started = time.monotonic()
                     await simulation.publish(wave, bootstrap, kafka_options=kafka)
                     published = time.monotonic()
                     await _catch_up(bootstrap, pool, wave, fleet, options.timeout, kafka, console)
                     done = time.monotonic()
-                    console.print(f"sent {len(wave.messages):,} messages in {published - started:.1f} s; "
-                                  f"caught up {done - started:.1f} s after the first one, the shops' numbers "
-                                  f"included ({wave.units / (done - started):,.0f} units/s end to end)")
+                    console.print(
+                        f"sent {len(wave.messages):,} messages in {published - started:.1f} s; "
+                        f"caught up {done - started:.1f} s after the first one, the shops' numbers "
+                        f"included ({wave.units / (done - started):,.0f} units/s end to end)"
+                    )
                     unfilled: Counter[str] = Counter()
                     if options.sell > 0:
-                        unfilled = await sell_offered(options.sell, seed, wave, settings, pool, fleet, options.timeout,
-                                                      console, shops)
+                        unfilled = await sell_offered(
+                            options.sell, seed, wave, settings, pool, fleet, options.timeout, console, shops
+                        )
             finally:
                 await close_shops(pool, wave.sellers)
             storefronts = [await _storefront(pool, wave, shop, unfilled[shop.channel]) for shop in shops]
@@ -129,28 +154,37 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         decided = await checker.read_topic(bootstrap, DISPOSITIONS.name, sellers=sellers, kafka_options=kafka)
         allocated = await checker.read_topic(bootstrap, ALLOCATIONS.name, sellers=sellers, kafka_options=kafka)
         # with their Kafka keys, so the checker can hold each key to its seller
-        adjustments = (await checker.read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=sellers,
-                                                  kafka_options=kafka)).records
+        adjustments = (
+            await checker.read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=sellers, kafka_options=kafka)
+        ).records
         exceptions = await checker.read_topic(bootstrap, EXCEPTIONS.name, sellers=None, kafka_options=kafka)
         letters = await checker.read_topic(bootstrap, DLQ.name, sellers=None, kafka_options=kafka)
         ours = lambda source: source.offset >= before.get((source.topic, source.partition), 0)  # noqa: E731
-        exceptions = [e for _, _, e in exceptions if _inbound(e.source.topic)
-                      and ours(e.source)]
+        exceptions = [e for _, _, e in exceptions if _inbound(e.source.topic) and ours(e.source)]
         letters = [d for _, _, d in letters if _inbound(d.source.topic) and ours(d.source)]
         parked = await pool.fetchval(
-            "SELECT count(*) FROM intake.parked_scans WHERE seller_id = ANY($1::text[])", list(sellers))
+            "SELECT count(*) FROM intake.parked_scans WHERE seller_id = ANY($1::text[])", list(sellers)
+        )
         sold = await pool.fetchval(
-            "SELECT count(*) FROM ledger.units WHERE seller_id = ANY($1::text[]) AND place = 'sold'", list(sellers))
-        sellable = dict(await pool.fetch(
-            "SELECT condition, sum(available)::int FROM ledger.stock WHERE seller_id = ANY($1::text[])"
-            " GROUP BY condition", list(sellers)))
+            "SELECT count(*) FROM ledger.units WHERE seller_id = ANY($1::text[]) AND place = 'sold'", list(sellers)
+        )
+        sellable = dict(
+            await pool.fetch(
+                "SELECT condition, sum(available)::int FROM ledger.stock WHERE seller_id = ANY($1::text[])"
+                " GROUP BY condition",
+                list(sellers),
+            )
+        )
         table = _summary(wave, received, graded, allocated, adjustments, exceptions, letters, parked, sold, sellable)
         table.add_section()
         for shop, storefront in zip(shops, storefronts, strict=True):
-            table.add_row(f"{shop.name} (stand-in)", f"{storefront.quantity:,}",
-                          f"units on its listings, {storefront.ledger:,} by Rebound's ledger; {storefront.offered:,} "
-                          f"made available, {storefront.sold:,} sold by its buyers, {storefront.oversold:,} oversold, "
-                          f"{storefront.keys_off:,} listings off")
+            table.add_row(
+                f"{shop.name} (stand-in)",
+                f"{storefront.quantity:,}",
+                f"units on its listings, {storefront.ledger:,} by Rebound's ledger; {storefront.offered:,} "
+                f"made available, {storefront.sold:,} sold by its buyers, {storefront.oversold:,} oversold, "
+                f"{storefront.keys_off:,} listings off",
+            )
         console.print(table)
         report = checker.check(adjustments, graded, wave.expected_stock, dispositions=decided)
         console.print(report.table())
@@ -159,8 +193,10 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
                 console.print(f"[red]{check}[/]: " + "; ".join(examples))
         for shop, storefront in zip(shops, storefronts, strict=True):
             if not storefront.ok:
-                console.print(f"[red]{shop.name}[/]: {storefront.oversold:,} units oversold, {storefront.keys_off:,} "
-                              f"listings whose number differs from the ledger's: " + "; ".join(storefront.examples))
+                console.print(
+                    f"[red]{shop.name}[/]: {storefront.oversold:,} units oversold, {storefront.keys_off:,} "
+                    f"listings whose number differs from the ledger's: " + "; ".join(storefront.examples)
+                )
         ok = report.ok and all(storefront.ok for storefront in storefronts)
         console.print("[bold green]all guarantees held[/]" if ok else "[bold red]a guarantee was broken[/]")
         return ok
@@ -174,18 +210,36 @@ def dock_lead(units: int) -> timedelta:
     return timedelta(hours=121, seconds=30 * units)
 
 
-async def _catch_up(bootstrap: str, pool: asyncpg.Pool, wave: simulation.Wave, fleet: Fleet, timeout: float,
-                    kafka: Mapping[str, Any], console: Console) -> None:
+async def _catch_up(
+    bootstrap: str,
+    pool: asyncpg.Pool,
+    wave: simulation.Wave,
+    fleet: Fleet,
+    timeout: float,
+    kafka: Mapping[str, Any],
+    console: Console,
+) -> None:
     """Until every service has consumed and relayed everything, and every connected shop's
     listing has every adjustment applied."""
     deadline = time.monotonic() + timeout
     with console.status("waiting for the pipeline to catch up") as status:
+
         def show(state: Backlog) -> None:
-            status.update(f"waiting for the pipeline to catch up: {state.lag:,} records to consume, "
-                          f"{state.outbox:,} events to relay")
+            status.update(
+                f"waiting for the pipeline to catch up: {state.lag:,} records to consume, "
+                f"{state.outbox:,} events to relay"
+            )
+
         while True:
-            await wait_until_caught_up(bootstrap, pool, timeout=max(deadline - time.monotonic(), 1.0), on_poll=show,
-                                       fleet=fleet, kafka_options=kafka, services=FLEET)
+            await wait_until_caught_up(
+                bootstrap,
+                pool,
+                timeout=max(deadline - time.monotonic(), 1.0),
+                on_poll=show,
+                fleet=fleet,
+                kafka_options=kafka,
+                services=FLEET,
+            )
             behind = await unsynced(pool, wave.sellers)
             if not behind:
                 return
@@ -195,15 +249,25 @@ async def _catch_up(bootstrap: str, pool: asyncpg.Pool, wave: simulation.Wave, f
             await asyncio.sleep(0.5)
 
 
-async def sell_offered(share: float, seed: int, wave: simulation.Wave, settings: Settings, pool: asyncpg.Pool,
-                       fleet: Fleet, timeout: float, console: Console, shops: list[DemoShops]) -> Counter[str]:
+async def sell_offered(
+    share: float,
+    seed: int,
+    wave: simulation.Wave,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    fleet: Fleet,
+    timeout: float,
+    console: Console,
+    shops: list[DemoShops],
+) -> Counter[str]:
     """The second phase: the units on offer sell. On a marketplace with a stand-in its buyers buy
     a share of what its listings show, and the warehouse picks a unit of each order's key;
     elsewhere the warehouse picks a share of the units on offer. Then the ledger catches up again.
     Returns, per channel, the stand-in's units sold that the warehouse found no unit for."""
     kafka = kafka_options(settings)
-    offered = await simulation.offered_units(settings.database_url, wave.sellers,
-                                            connect_kwargs=database_connect_kwargs(settings))
+    offered = await simulation.offered_units(
+        settings.database_url, wave.sellers, connect_kwargs=database_connect_kwargs(settings)
+    )
     by_shop = {shop.channel for shop in shops}
     elsewhere = [unit for unit in offered if unit.channel not in by_shop]
     picks = simulation.sales(elsewhere, share, seed, datetime.now(UTC))
@@ -212,20 +276,25 @@ async def sell_offered(share: float, seed: int, wave: simulation.Wave, settings:
     for shop in shops:
         bought = shop.buy(round(share * shop.on_listings))
         bought_total += sum(bought.values())
-        on_keys = await simulation.units_on_keys(settings.database_url, list(bought),
-                                                connect_kwargs=database_connect_kwargs(settings))
-        shop_picks, unfilled[shop.channel] = simulation.picks_for_orders(on_keys, bought, seed, datetime.now(UTC),
-                                                                                 shop.channel)
+        on_keys = await simulation.units_on_keys(
+            settings.database_url, list(bought), connect_kwargs=database_connect_kwargs(settings)
+        )
+        shop_picks, unfilled[shop.channel] = simulation.picks_for_orders(
+            on_keys, bought, seed, datetime.now(UTC), shop.channel
+        )
         picks += shop_picks
     started = time.monotonic()
     await simulation.publish(picks, settings.kafka_bootstrap_servers, progress=False, kafka_options=kafka)
     with console.status("waiting for the ledger to apply the picks"):
-        await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet,
-                                   kafka_options=kafka, services=FLEET)
-    console.print(f"sold {len(picks):,} units ({bought_total:,} by the stand-ins' buyers, "
-                  f"{len(picks) - bought_total + sum(unfilled.values()):,} of the {len(elsewhere):,} on other "
-                  f"channels): picks applied {time.monotonic() - started:.1f} s after the first one; "
-                  f"`rebound report --seller {wave.sellers[0]}` shows the resale figures")
+        await wait_until_caught_up(
+            settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet, kafka_options=kafka, services=FLEET
+        )
+    console.print(
+        f"sold {len(picks):,} units ({bought_total:,} by the stand-ins' buyers, "
+        f"{len(picks) - bought_total + sum(unfilled.values()):,} of the {len(elsewhere):,} on other "
+        f"channels): picks applied {time.monotonic() - started:.1f} s after the first one; "
+        f"`rebound report --seller {wave.sellers[0]}` shows the resale figures"
+    )
     return unfilled
 
 
@@ -249,22 +318,47 @@ class Storefront:
 async def _storefront(pool: asyncpg.Pool, wave: simulation.Wave, shop: DemoShops, unfilled: int) -> Storefront:
     """Every listing shows what the ledger has on its key, and every sale had a unit to pick
     (`unfilled`: the units sold that the warehouse found no unit for, i.e. oversold)."""
-    ledger = dict(await pool.fetch("SELECT key, available FROM ledger.stock WHERE seller_id = ANY($1::text[])"
-                                   " AND split_part(key, ':', 2) = $2", list(wave.sellers), shop.channel))
+    ledger = dict(
+        await pool.fetch(
+            "SELECT key, available FROM ledger.stock WHERE seller_id = ANY($1::text[])"
+            " AND split_part(key, ':', 2) = $2",
+            list(wave.sellers),
+            shop.channel,
+        )
+    )
     stocks = shop.stocks()
-    off = [f"{key}: shop {quantity}, ledger {ledger.get(key, 0)}" for key, quantity, _ in stocks
-           if quantity != ledger.get(key, 0)]
-    return Storefront(quantity=sum(q for _, q, _ in stocks), ledger=sum(ledger.values()),
-                      offered=sum(q + sold for _, q, sold in stocks), sold=sum(sold for _, _, sold in stocks),
-                      oversold=unfilled, keys_off=len(off), examples=off[:5])
+    off = [
+        f"{key}: shop {quantity}, ledger {ledger.get(key, 0)}"
+        for key, quantity, _ in stocks
+        if quantity != ledger.get(key, 0)
+    ]
+    return Storefront(
+        quantity=sum(q for _, q, _ in stocks),
+        ledger=sum(ledger.values()),
+        offered=sum(q + sold for _, q, sold in stocks),
+        sold=sum(sold for _, _, sold in stocks),
+        oversold=unfilled,
+        keys_off=len(off),
+        examples=off[:5],
+    )
 
 
 def _inbound(topic: str) -> bool:
     return topic in {t.name for t in INBOUND}
 
 
-def _summary(wave, received, graded, allocated, adjustments, exceptions, letters, parked,  # noqa: ANN001
-             sold: int, sellable: dict[str, int]) -> Table:
+def _summary(
+    wave,
+    received,
+    graded,
+    allocated,
+    adjustments,
+    exceptions,
+    letters,
+    parked,  # noqa: ANN001
+    sold: int,
+    sellable: dict[str, int],
+) -> Table:
     latest: dict[str, object] = {}
     for _, _, g in graded:
         if g.lpn not in latest or g.revision > latest[g.lpn].revision:
@@ -273,8 +367,11 @@ def _summary(wave, received, graded, allocated, adjustments, exceptions, letters
     for _, _, a in allocated:
         placed[a.lpn] = a
     destinations = Counter(a.destination.kind if a.destination else "held" for a in placed.values())
-    channels = Counter(f"{a.destination.channel} {a.destination.condition or a.destination.kind}"
-                       for a in placed.values() if a.destination and a.destination.channel)
+    channels = Counter(
+        f"{a.destination.channel} {a.destination.condition or a.destination.kind}"
+        for a in placed.values()
+        if a.destination and a.destination.channel
+    )
     lanes = Counter(u.lane for _, _, u in received)
     grades = Counter(g.grade for g in latest.values())
     moves = Counter((r.model.condition, "+1" if r.model.delta > 0 else "-1") for r in adjustments)
@@ -286,30 +383,48 @@ def _summary(wave, received, graded, allocated, adjustments, exceptions, letters
     table.add_row("parcels sent", f"{wave.parcels:,}", f"{wave.out_of_order:,} returns out of order")
     table.add_row("units sent", f"{wave.units:,}", f"{wave.unexpected_units:,} unexpected units")
     table.add_row("duplicates sent", f"{wave.duplicates:,}", "same event_id, same content")
-    table.add_row("bad messages sent", f"{sum(wave.bad_by_kind.values()):,}",
-                  ", ".join(f"{k} {v}" for k, v in sorted(wave.bad_by_kind.items())))
-    table.add_row("hostile but valid", f"{sum(wave.hostile_by_kind.values()):,}",
-                  ", ".join(f"{k} {v}" for k, v in sorted(wave.hostile_by_kind.items())) + ": applied like any other")
+    table.add_row(
+        "bad messages sent",
+        f"{sum(wave.bad_by_kind.values()):,}",
+        ", ".join(f"{k} {v}" for k, v in sorted(wave.bad_by_kind.items())),
+    )
+    table.add_row(
+        "hostile but valid",
+        f"{sum(wave.hostile_by_kind.values()):,}",
+        ", ".join(f"{k} {v}" for k, v in sorted(wave.hostile_by_kind.items())) + ": applied like any other",
+    )
     table.add_section()
     table.add_row("parcels still parked", f"{parked:,}", "waiting for their RMA")
-    table.add_row("units received", f"{sum(lanes.values()):,}",
-                  ", ".join(f"{k} {v:,}" for k, v in sorted(lanes.items())))
-    table.add_row("units graded", f"{len(latest):,}",
-                  ", ".join(f"{g} {grades.get(g, 0):,}" for g in ("A", "B", "C", "SCRAP")))
-    table.add_row("units placed", f"{len(placed):,}",
-                  ", ".join(f"{k} {v:,}" for k, v in sorted(destinations.items())))
-    table.add_row("offered per channel", f"{sum(channels.values()):,}",
-                  ", ".join(f"{k} {v:,}" for k, v in sorted(channels.items())))
-    table.add_row("stock adjustments", f"{len(adjustments):,}",
-                  ", ".join(f"{c} {s} {n:,}" for (c, s), n in sorted(moves.items())))
+    table.add_row(
+        "units received", f"{sum(lanes.values()):,}", ", ".join(f"{k} {v:,}" for k, v in sorted(lanes.items()))
+    )
+    table.add_row(
+        "units graded", f"{len(latest):,}", ", ".join(f"{g} {grades.get(g, 0):,}" for g in ("A", "B", "C", "SCRAP"))
+    )
+    table.add_row("units placed", f"{len(placed):,}", ", ".join(f"{k} {v:,}" for k, v in sorted(destinations.items())))
+    table.add_row(
+        "offered per channel",
+        f"{sum(channels.values()):,}",
+        ", ".join(f"{k} {v:,}" for k, v in sorted(channels.items())),
+    )
+    table.add_row(
+        "stock adjustments", f"{len(adjustments):,}", ", ".join(f"{c} {s} {n:,}" for (c, s), n in sorted(moves.items()))
+    )
     table.add_row("sold", f"{sold:,}", "picked for storefront orders: no -1 sent, the shop counted the sale")
-    table.add_row("sellable now", f"{sum(sellable.values()):,}",
-                  ", ".join(f"{c} {n:,}" for c, n in sorted(sellable.items())))
+    table.add_row(
+        "sellable now", f"{sum(sellable.values()):,}", ", ".join(f"{c} {n:,}" for c, n in sorted(sellable.items()))
+    )
     table.add_section()
-    table.add_row("exceptions", f"{len(exceptions):,}",
-                  ", ".join(f"{k} {v:,}" for k, v in sorted(Counter(e.kind for e in exceptions).items())))
-    table.add_row("dead letters", f"{len(letters):,}",
-                  ", ".join(f"{k} {v:,}" for k, v in sorted(Counter(d.kind for d in letters).items())))
+    table.add_row(
+        "exceptions",
+        f"{len(exceptions):,}",
+        ", ".join(f"{k} {v:,}" for k, v in sorted(Counter(e.kind for e in exceptions).items())),
+    )
+    table.add_row(
+        "dead letters",
+        f"{len(letters):,}",
+        ", ".join(f"{k} {v:,}" for k, v in sorted(Counter(d.kind for d in letters).items())),
+    )
     return table
 
 

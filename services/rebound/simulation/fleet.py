@@ -29,8 +29,14 @@ from rebound_contracts import ALL_TOPICS, TOPICS_BY_NAME
 
 from ..db import TRANSIENT_ERRORS
 from ..service import SERVICES
-RETRIABLE = (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorForGroupError,
-             KafkaConnectionError, *TRANSIENT_ERRORS)
+
+RETRIABLE = (
+    GroupCoordinatorNotAvailableError,
+    CoordinatorLoadInProgressError,
+    NotCoordinatorForGroupError,
+    KafkaConnectionError,
+    *TRANSIENT_ERRORS,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +62,10 @@ class ServiceProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rebound", "run", self.service],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         log.close()
 
@@ -139,8 +148,8 @@ class Fleet:
 
 @dataclass(frozen=True)
 class Backlog:
-    lag: int           # records not yet consumed and committed, over every service
-    outbox: int        # events written but not yet in Kafka
+    lag: int  # records not yet consumed and committed, over every service
+    outbox: int  # events written but not yet in Kafka
 
     @property
     def empty(self) -> bool:
@@ -148,7 +157,11 @@ class Backlog:
 
 
 async def backlog(
-    bootstrap: str, pool: asyncpg.Pool, services: Iterable[str] = SERVICES, *, count_records: bool = False,
+    bootstrap: str,
+    pool: asyncpg.Pool,
+    services: Iterable[str] = SERVICES,
+    *,
+    count_records: bool = False,
     kafka_options: Mapping[str, Any] | None = None,
 ) -> Backlog:
     """Records not yet consumed-and-committed by each service's group, and outbox rows not yet
@@ -157,12 +170,18 @@ async def backlog(
     are read from their committed offset and only the records a consumer would get count."""
     # The outbox first: a row deleted from it is already committed in Kafka, so a lag read
     # afterwards includes it.
-    outbox = await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = ANY($1::text[])",
-                                 [f"rebound-{s}" for s in services])
+    outbox = await pool.fetchval(
+        "SELECT count(*) FROM rebound.outbox WHERE producer = ANY($1::text[])", [f"rebound-{s}" for s in services]
+    )
     options = kafka_options or {}  # connections.kafka_options
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                enable_auto_commit=False, fetch_max_wait_ms=50, **options)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        **options,
+    )
     await admin.start()
     await consumer.start()
     try:
@@ -226,9 +245,13 @@ async def wait_until_caught_up(
     while True:
         try:
             # Count records (slower, exact) only once the raw figures stop moving.
-            state = await backlog(bootstrap, pool, services, kafka_options=kafka_options,
-                                  count_records=previous is not None and previous.lag < 5000
-                                  and previous.outbox == 0)
+            state = await backlog(
+                bootstrap,
+                pool,
+                services,
+                kafka_options=kafka_options,
+                count_records=previous is not None and previous.lag < 5000 and previous.outbox == 0,
+            )
         except RETRIABLE as error:
             # e.g. a fresh broker still creating __consumer_offsets: not known yet, so not empty
             log.info("backlog_unknown", error=f"{type(error).__name__}: {error}")

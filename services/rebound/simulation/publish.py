@@ -13,8 +13,14 @@ from ..sellers import add_sellers
 from .wave import Outgoing, Wave
 
 
-async def publish(wave: Wave | Sequence[Outgoing], bootstrap_servers: str, *, progress: bool = True,
-                  chunk_size: int = 2000, kafka_options: Mapping[str, Any] | None = None) -> None:
+async def publish(
+    wave: Wave | Sequence[Outgoing],
+    bootstrap_servers: str,
+    *,
+    progress: bool = True,
+    chunk_size: int = 2000,
+    kafka_options: Mapping[str, Any] | None = None,
+) -> None:
     """Send every message (of a wave, or a list) in order and wait until Kafka has them all.
 
     One idempotent producer keeps per-partition order (what the out-of-order and duplicate
@@ -32,8 +38,13 @@ async def publish(wave: Wave | Sequence[Outgoing], bootstrap_servers: str, *, pr
         request_timeout_ms=30_000,
         **(kafka_options or {}),
     )
-    columns = (TextColumn("[bold]publishing[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("messages"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]publishing[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("messages"),
+        TimeElapsedColumn(),
+    )
     await producer.start()
     try:
         with Progress(*columns, disable=not progress, transient=False) as bar:
@@ -41,8 +52,9 @@ async def publish(wave: Wave | Sequence[Outgoing], bootstrap_servers: str, *, pr
             task = bar.add_task("publish", total=len(messages))
             in_flight: list[asyncio.Future[Any]] = []
             for start in range(0, len(messages), chunk_size):
-                queued = [await producer.send(m.topic, m.value, key=m.key)
-                          for m in messages[start:start + chunk_size]]
+                queued = [
+                    await producer.send(m.topic, m.value, key=m.key) for m in messages[start : start + chunk_size]
+                ]
                 if in_flight:
                     await asyncio.gather(*in_flight)
                     bar.advance(task, len(in_flight))
@@ -54,8 +66,12 @@ async def publish(wave: Wave | Sequence[Outgoing], bootstrap_servers: str, *, pr
         await producer.stop()
 
 
-async def register_sellers(database_url: str, sellers: Iterable[str], *,
-                           connect_kwargs: Mapping[str, Any] | None = None) -> None:
+async def register_sellers(
+    database_url: str, sellers: Iterable[str], *, connect_kwargs: Mapping[str, Any] | None = None
+) -> None:
     """Register a wave's sellers as tenants (events of unknown sellers become exceptions)."""
-    await add_sellers(database_url, {seller_id: f"Simulated seller {seller_id}" for seller_id in sellers},
-                      connect_kwargs=connect_kwargs)
+    await add_sellers(
+        database_url,
+        {seller_id: f"Simulated seller {seller_id}" for seller_id in sellers},
+        connect_kwargs=connect_kwargs,
+    )

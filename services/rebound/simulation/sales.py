@@ -34,16 +34,25 @@ def sales(offered: Iterable[Offered], share: float, seed: int, at: datetime) -> 
     units = sorted(offered)
     sold = sorted(rng.sample(units, round(share * len(units))))
     return [
-        encode(UNIT_PICKED, UnitPicked(
-            event_id=uuid.UUID(int=rng.getrandbits(128), version=4), occurred_at=at, seller_id=unit.seller_id,
-            warehouse_id=unit.warehouse_id, lpn=unit.lpn, channel=unit.channel, order_id=f"S{seed}-{n:07d}",
-        ))
+        encode(
+            UNIT_PICKED,
+            UnitPicked(
+                event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+                occurred_at=at,
+                seller_id=unit.seller_id,
+                warehouse_id=unit.warehouse_id,
+                lpn=unit.lpn,
+                channel=unit.channel,
+                order_id=f"S{seed}-{n:07d}",
+            ),
+        )
         for n, unit in enumerate(sold, start=1)
     ]
 
 
-async def units_on_keys(database_url: str, keys: Iterable[str], *,
-                        connect_kwargs: Mapping[str, Any] | None = None) -> dict[str, list[Offered]]:
+async def units_on_keys(
+    database_url: str, keys: Iterable[str], *, connect_kwargs: Mapping[str, Any] | None = None
+) -> dict[str, list[Offered]]:
     """The units offered on each of these listing keys now, by LPN."""
     found: dict[str, list[Offered]] = {}
     for key, unit in await _listed(database_url, "stock_key", keys, connect_kwargs):
@@ -51,23 +60,25 @@ async def units_on_keys(database_url: str, keys: Iterable[str], *,
     return found
 
 
-async def offered_units(database_url: str, sellers: Iterable[str], *,
-                        connect_kwargs: Mapping[str, Any] | None = None) -> list[Offered]:
+async def offered_units(
+    database_url: str, sellers: Iterable[str], *, connect_kwargs: Mapping[str, Any] | None = None
+) -> list[Offered]:
     """The sellers' units on a storefront listing now (lots and pools are not sold unit by unit)."""
     return [unit for _, unit in await _listed(database_url, "seller_id", sellers, connect_kwargs)]
 
 
 _LISTED = {
     "stock_key": "SELECT stock_key, lpn, seller_id, warehouse_id, split_part(stock_key, ':', 2) AS channel"
-                 " FROM ledger.units WHERE stock_key = ANY($1::text[]) AND place = 'listing' ORDER BY lpn",
+    " FROM ledger.units WHERE stock_key = ANY($1::text[]) AND place = 'listing' ORDER BY lpn",
     "seller_id": "SELECT stock_key, lpn, seller_id, warehouse_id, split_part(stock_key, ':', 2) AS channel"
-                 " FROM ledger.units WHERE seller_id = ANY($1::text[]) AND place = 'listing' ORDER BY lpn",
+    " FROM ledger.units WHERE seller_id = ANY($1::text[]) AND place = 'listing' ORDER BY lpn",
 }
 """The units on a storefront listing, by the column they are chosen by."""
 
 
-async def _listed(database_url: str, column: str, values: Iterable[str],
-                  connect_kwargs: Mapping[str, Any] | None) -> list[tuple[str, Offered]]:
+async def _listed(
+    database_url: str, column: str, values: Iterable[str], connect_kwargs: Mapping[str, Any] | None
+) -> list[tuple[str, Offered]]:
     """(listing key, unit) of the units on a storefront listing whose `column` is one of `values`,
     by LPN."""
     conn = await asyncpg.connect(database_url, **(connect_kwargs or {}))
@@ -78,8 +89,9 @@ async def _listed(database_url: str, column: str, values: Iterable[str],
     return [(r["stock_key"], Offered(r["lpn"], r["seller_id"], r["warehouse_id"], r["channel"])) for r in rows]
 
 
-def picks_for_orders(on_keys: Mapping[str, Sequence[Offered]], ordered: Mapping[str, int], seed: int,
-                     at: datetime, shop: str) -> tuple[list[Outgoing], int]:
+def picks_for_orders(
+    on_keys: Mapping[str, Sequence[Offered]], ordered: Mapping[str, int], seed: int, at: datetime, shop: str
+) -> tuple[list[Outgoing], int]:
     """The warehouse picks a unit of each order's listing key (`ordered`: key -> units ordered),
     first LPNs first; `shop` names the orders' source (its picks' ids and order ids are its own).
     Returns the picks and the units ordered that no unit on the key was left for (sold on the
@@ -91,7 +103,18 @@ def picks_for_orders(on_keys: Mapping[str, Sequence[Offered]], ordered: Mapping[
         unfilled += count - len(units)
         for unit in units:
             n += 1
-            picks.append(encode(UNIT_PICKED, UnitPicked(
-                event_id=uuid.UUID(int=rng.getrandbits(128), version=4), occurred_at=at, seller_id=unit.seller_id,
-                warehouse_id=unit.warehouse_id, lpn=unit.lpn, channel=unit.channel, order_id=f"{shop}-{seed}-{n:07d}")))
+            picks.append(
+                encode(
+                    UNIT_PICKED,
+                    UnitPicked(
+                        event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+                        occurred_at=at,
+                        seller_id=unit.seller_id,
+                        warehouse_id=unit.warehouse_id,
+                        lpn=unit.lpn,
+                        channel=unit.channel,
+                        order_id=f"{shop}-{seed}-{n:07d}",
+                    ),
+                )
+            )
     return picks, unfilled

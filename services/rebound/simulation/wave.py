@@ -41,7 +41,6 @@ from rebound_contracts.topics import (
 )
 
 
-
 class Outgoing(NamedTuple):
     """One Kafka record to send: the topic, the key and the value, all as they go on the wire."""
 
@@ -128,6 +127,7 @@ class Wave:
 
 # --- The catalogue ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Product:
     code: str
@@ -207,11 +207,20 @@ BOX_DAMAGED_AGAIN_RATE = 0.2  # of repackaged units: re-inspected, the new box f
 OVERSIZED_BYTES = 310 * 1024
 
 BAD_KINDS = (
-    "invalid_json", "wrong_type", "missing_field", "unknown_enum", "bad_quantity", "nul_in_string", "oversized",
-    "conflicting_duplicate", "unknown_seller", "cross_tenant",
+    "invalid_json",
+    "wrong_type",
+    "missing_field",
+    "unknown_enum",
+    "bad_quantity",
+    "nul_in_string",
+    "oversized",
+    "conflicting_duplicate",
+    "unknown_seller",
+    "cross_tenant",
 )
-SCHEMA_INVALID_KINDS = frozenset({
-    "invalid_json", "wrong_type", "missing_field", "unknown_enum", "bad_quantity", "nul_in_string"})
+SCHEMA_INVALID_KINDS = frozenset(
+    {"invalid_json", "wrong_type", "missing_field", "unknown_enum", "bad_quantity", "nul_in_string"}
+)
 """Kinds that fail to parse against their topic's model; the others are valid JSON for the model
 but wrong in another way (too big, a conflicting retry, a stranger's seller id or reference)."""
 MALFORMABLE: dict[str, tuple[type, ...]] = {
@@ -236,11 +245,17 @@ HOSTILE_TYPES: dict[str, tuple[type, ...]] = {
     "edge_numbers": (RmaIssued,),
 }
 DEEP_NESTING = 300
-EDGE_NUMBERS = {"u64_max_plus_1": 2 ** 64, "i64_min_minus_1": -(2 ** 63) - 1, "f64_max": 1.7976931348623157e308,
-                "f64_min_subnormal": 5e-324, "negative_zero": -0.0}
+EDGE_NUMBERS = {
+    "u64_max_plus_1": 2**64,
+    "i64_min_minus_1": -(2**63) - 1,
+    "f64_max": 1.7976931348623157e308,
+    "f64_min_subnormal": 5e-324,
+    "negative_zero": -0.0,
+}
 
 
 # --- Grading, as docs/design.md states it ---------------------------------------------------
+
 
 def default_grade(checks: InspectionChecks, refurbished: Iterable[str] = ()) -> str:
     """The design's default grading rule, written here again on purpose: the simulator
@@ -265,23 +280,27 @@ def stock_key(seller_id: str, channel: str, warehouse_id: str, sku: str, conditi
     return f"{seller_id}:{channel}:{warehouse_id}:{sku}:{condition}"
 
 
-def _checks_for(rng: random.Random, grade: str, has_function: bool, *, packaging_intact: bool = False
-                ) -> tuple[InspectionChecks, bool]:
+def _checks_for(
+    rng: random.Random, grade: str, has_function: bool, *, packaging_intact: bool = False
+) -> tuple[InspectionChecks, bool]:
     """QC checks that the default rule grades `grade`, and whether packaging is the only flaw.
     `packaging_intact`: the unit was repackaged already, so a re-inspection sees new packaging."""
     works = "works" if has_function else "not_applicable"
     if grade == "A":
-        checks = InspectionChecks(packaging="intact", appearance="as_new", function=works,
-                                  accessories="complete", irreparable=False)
+        checks = InspectionChecks(
+            packaging="intact", appearance="as_new", function=works, accessories="complete", irreparable=False
+        )
         return checks, False
     if grade == "B":
         if not packaging_intact and rng.random() < 0.5:
             packaging = rng.choice(("worn", "worn", "damaged", "missing"))
-            return InspectionChecks(packaging=packaging, appearance="as_new", function=works,
-                                    accessories="complete", irreparable=False), True
+            return InspectionChecks(
+                packaging=packaging, appearance="as_new", function=works, accessories="complete", irreparable=False
+            ), True
         packaging = "intact" if packaging_intact else rng.choice(("intact", "worn"))
-        return InspectionChecks(packaging=packaging, appearance="minor_flaw", function=works,
-                                accessories="complete", irreparable=False), False
+        return InspectionChecks(
+            packaging=packaging, appearance="minor_flaw", function=works, accessories="complete", irreparable=False
+        ), False
     packaging = "intact" if packaging_intact else rng.choice(("intact", "worn", "damaged"))
     if grade == "C":
         fault = rng.choice(("accessories", "appearance", "function") if has_function else ("accessories", "appearance"))
@@ -293,12 +312,16 @@ def _checks_for(rng: random.Random, grade: str, has_function: bool, *, packaging
             irreparable=False,
         ), False
     return InspectionChecks(
-        packaging=packaging, appearance="major_flaw", function="faulty" if has_function else "not_applicable",
-        accessories=rng.choice(("complete", "incomplete")), irreparable=True,
+        packaging=packaging,
+        appearance="major_flaw",
+        function="faulty" if has_function else "not_applicable",
+        accessories=rng.choice(("complete", "incomplete")),
+        irreparable=True,
     ), False
 
 
 # --- Generation ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Seller:
@@ -357,8 +380,18 @@ def _random_sku(rng: random.Random) -> tuple[_Product, str, str, str]:
     return product, f"{product.code}-{colour_code}-{size}", colour, size
 
 
-def _make_return(rng: random.Random, new_id: Callable[[], uuid.UUID], config: WaveConfig, n: int, at: datetime,
-                 seller: _Seller, warehouse: str, units_left: int, lpns: Iterable[int], tally: _Tally) -> _Return:
+def _make_return(
+    rng: random.Random,
+    new_id: Callable[[], uuid.UUID],
+    config: WaveConfig,
+    n: int,
+    at: datetime,
+    seller: _Seller,
+    warehouse: str,
+    units_left: int,
+    lpns: Iterable[int],
+    tally: _Tally,
+) -> _Return:
     """One RMA, its parcel scan, inspections, refurbishments and re-inspections."""
     seed = config.seed
     channel = seller.channel if rng.random() < 0.85 else rng.choice([c for c in CHANNELS if c != seller.channel])
@@ -376,12 +409,27 @@ def _make_return(rng: random.Random, new_id: Callable[[], uuid.UUID], config: Wa
         quantity = min(2 if rng.random() < 0.08 else 1, units_left)
         units_left -= quantity
         products[sku] = product
-        lines.append(RmaLine(line_id=f"L{len(lines) + 1}", sku=sku, quantity=quantity,
-                             unit_price=Money(amount=product.price, currency="USD"), size=size, colour=colour))
+        lines.append(
+            RmaLine(
+                line_id=f"L{len(lines) + 1}",
+                sku=sku,
+                quantity=quantity,
+                unit_price=Money(amount=product.price, currency="USD"),
+                size=size,
+                colour=colour,
+            )
+        )
     rma = RmaIssued(
-        event_id=new_id(), occurred_at=at, seller_id=seller.seller_id, shop_id=seller.shop_id, channel=channel,
-        return_id=f"R{seed}-{n:07d}", order_id=f"O{seed}-{n:07d}", tracking_number=f"SIM{seed}TRK{n:08d}",
-        reason_code=reason_code, lines=lines,
+        event_id=new_id(),
+        occurred_at=at,
+        seller_id=seller.seller_id,
+        shop_id=seller.shop_id,
+        channel=channel,
+        return_id=f"R{seed}-{n:07d}",
+        order_id=f"O{seed}-{n:07d}",
+        tracking_number=f"SIM{seed}TRK{n:08d}",
+        reason_code=reason_code,
+        lines=lines,
     )
     tally.reasons[reason_code] += 1
 
@@ -399,9 +447,14 @@ def _make_return(rng: random.Random, new_id: Callable[[], uuid.UUID], config: Wa
         tally.unexpected += 1
     scanned_at = at + timedelta(hours=rng.randint(24, 120), minutes=rng.randint(0, 59))
     scan = ParcelScanned(
-        event_id=new_id(), occurred_at=scanned_at, seller_id=seller.seller_id, warehouse_id=warehouse,
-        station_id=f"DOCK-{rng.randint(1, 6)}", operator_id=f"op-{rng.randint(1, 40):03d}",
-        tracking_number=rma.tracking_number, units=[ScannedUnit(lpn=lpn, sku=sku) for lpn, sku in units],
+        event_id=new_id(),
+        occurred_at=scanned_at,
+        seller_id=seller.seller_id,
+        warehouse_id=warehouse,
+        station_id=f"DOCK-{rng.randint(1, 6)}",
+        operator_id=f"op-{rng.randint(1, 40):03d}",
+        tracking_number=rma.tracking_number,
+        units=[ScannedUnit(lpn=lpn, sku=sku) for lpn, sku in units],
     )
     ret = _Return(rma=rma, scan=scan)
 
@@ -411,10 +464,17 @@ def _make_return(rng: random.Random, new_id: Callable[[], uuid.UUID], config: Wa
         intended = _weighted(rng, GRADE_WEIGHTS[reason])
         checks, packaging_only = _checks_for(rng, intended, product.has_function)
         inspected_at = scanned_at + timedelta(minutes=rng.randint(10, 240))
-        ret.inspections.append(UnitInspected(
-            event_id=new_id(), occurred_at=inspected_at, seller_id=seller.seller_id, warehouse_id=warehouse,
-            lpn=lpn, inspector_id=f"qc-{rng.randint(1, 25):02d}", checks=checks,
-        ))
+        ret.inspections.append(
+            UnitInspected(
+                event_id=new_id(),
+                occurred_at=inspected_at,
+                seller_id=seller.seller_id,
+                warehouse_id=warehouse,
+                lpn=lpn,
+                inspector_id=f"qc-{rng.randint(1, 25):02d}",
+                checks=checks,
+            )
+        )
         if lpn not in matched_lpns:
             continue  # parked as an exception: no grade, no stock, whatever QC says
         tally.units += 1
@@ -427,10 +487,16 @@ def _make_return(rng: random.Random, new_id: Callable[[], uuid.UUID], config: Wa
             refurbished = ("cleaned", "disinfected")
         if refurbished:
             last_at = inspected_at + timedelta(minutes=rng.randint(30, 600))
-            ret.refurbishments.append(UnitRefurbished(
-                event_id=new_id(), occurred_at=last_at, seller_id=seller.seller_id, warehouse_id=warehouse,
-                lpn=lpn, actions=list(refurbished),
-            ))
+            ret.refurbishments.append(
+                UnitRefurbished(
+                    event_id=new_id(),
+                    occurred_at=last_at,
+                    seller_id=seller.seller_id,
+                    warehouse_id=warehouse,
+                    lpn=lpn,
+                    actions=list(refurbished),
+                )
+            )
         reinspection = None
         if "repackaged" in refurbished and rng.random() < BOX_DAMAGED_AGAIN_RATE:
             # The new box is found damaged: the re-inspection sees the unit as it is, so the
@@ -438,15 +504,22 @@ def _make_return(rng: random.Random, new_id: Callable[[], uuid.UUID], config: Wa
             reinspection = checks.model_copy(update={"packaging": "damaged"})
         elif rng.random() < config.reinspect_rate:
             regrade = _weighted(rng, {g: w for g, w in REGRADE_WEIGHTS.items() if g != intended})
-            reinspection, _ = _checks_for(rng, regrade, product.has_function,
-                                          packaging_intact="repackaged" in refurbished)
+            reinspection, _ = _checks_for(
+                rng, regrade, product.has_function, packaging_intact="repackaged" in refurbished
+            )
         if reinspection is not None:
             checks, refurbished = reinspection, ()  # all refurbishment came before it
-            ret.reinspections.append(UnitInspected(
-                event_id=new_id(), occurred_at=last_at + timedelta(days=1, minutes=rng.randint(0, 600)),
-                seller_id=seller.seller_id, warehouse_id=warehouse, lpn=lpn,
-                inspector_id=f"qc-{rng.randint(1, 25):02d}", checks=checks,
-            ))
+            ret.reinspections.append(
+                UnitInspected(
+                    event_id=new_id(),
+                    occurred_at=last_at + timedelta(days=1, minutes=rng.randint(0, 600)),
+                    seller_id=seller.seller_id,
+                    warehouse_id=warehouse,
+                    lpn=lpn,
+                    inspector_id=f"qc-{rng.randint(1, 25):02d}",
+                    checks=checks,
+                )
+            )
         grade = default_grade(checks, refurbished)
         tally.grades[lpn] = grade
         condition = condition_of(grade)
@@ -464,7 +537,7 @@ def _send_order(returns: Sequence[_Return]) -> list[tuple[Outgoing, BaseModel]]:
     out-of-order return sends its re-inspections, refurbishments, inspections and then its scan at
     the end of the chunk before (or before the first chunk): all arrive before the RMA they depend
     on, and each QC event before the ones it happened after."""
-    chunks = [returns[i:i + CHUNK_RETURNS] for i in range(0, len(returns), CHUNK_RETURNS)]
+    chunks = [returns[i : i + CHUNK_RETURNS] for i in range(0, len(returns), CHUNK_RETURNS)]
     segments: list[list[tuple[Topic, BaseModel]]] = [[] for _ in range(len(chunks) + 1)]
     for c, chunk in enumerate(chunks):
         early, here = segments[c], segments[c + 1]
@@ -491,8 +564,14 @@ class _BadMaker:
     """Crafts the malformed and wrong messages. Each is built from a valid message already in the
     stream (so it looks real) and placed after the message it refers to."""
 
-    def __init__(self, rng: random.Random, new_id: Callable[[], uuid.UUID], config: WaveConfig,
-                 base: Sequence[tuple[Outgoing, BaseModel]], sellers: Sequence[_Seller]) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        new_id: Callable[[], uuid.UUID],
+        config: WaveConfig,
+        base: Sequence[tuple[Outgoing, BaseModel]],
+        sellers: Sequence[_Seller],
+    ) -> None:
         self.rng, self.new_id, self.config, self.base, self.sellers = rng, new_id, config, base, sellers
         self.by_type: dict[type, list[int]] = {}
         for i, (_, message) in enumerate(base):
@@ -546,8 +625,12 @@ class _BadMaker:
             raw = _json(document)
             return raw[: len(raw) // 2] if form == 0 else b"\xff\xfe{not json" if form == 1 else raw + b"}{"
         if kind == "nul_in_string":
-            field = {RmaIssued: "reason_code", ParcelScanned: "station_id", UnitInspected: "inspector_id",
-                     UnitRefurbished: "warehouse_id"}[type(message)]
+            field = {
+                RmaIssued: "reason_code",
+                ParcelScanned: "station_id",
+                UnitInspected: "inspector_id",
+                UnitRefurbished: "warehouse_id",
+            }[type(message)]
             document[field] = document[field][:2] + "\u0000" + document[field][2:]
             return _json(document)
         if isinstance(message, RmaIssued):
@@ -599,11 +682,25 @@ class _BadMaker:
         at = self.config.start + timedelta(seconds=self.rng.randint(0, 86_400))
         product, sku, colour, size = _random_sku(self.rng)
         return RmaIssued(
-            event_id=self.new_id(), occurred_at=at, seller_id=seller_id, shop_id=f"sim{seed}-shop-stray",
-            channel="tiktok", return_id=f"R{seed}-Z{n:06d}", order_id=f"O{seed}-Z{n:06d}",
-            tracking_number=f"SIM{seed}TRKZ{n:07d}", reason_code="buyer_refund_item_is_too_small",
-            lines=[RmaLine(line_id="L1", sku=sku, quantity=1, unit_price=Money(amount=product.price, currency="USD"),
-                           size=size, colour=colour)],
+            event_id=self.new_id(),
+            occurred_at=at,
+            seller_id=seller_id,
+            shop_id=f"sim{seed}-shop-stray",
+            channel="tiktok",
+            return_id=f"R{seed}-Z{n:06d}",
+            order_id=f"O{seed}-Z{n:06d}",
+            tracking_number=f"SIM{seed}TRKZ{n:07d}",
+            reason_code="buyer_refund_item_is_too_small",
+            lines=[
+                RmaLine(
+                    line_id="L1",
+                    sku=sku,
+                    quantity=1,
+                    unit_price=Money(amount=product.price, currency="USD"),
+                    size=size,
+                    colour=colour,
+                )
+            ],
         )
 
     def _cross_tenant(self) -> tuple[int, Outgoing]:
@@ -618,18 +715,30 @@ class _BadMaker:
         # Its inspection may come before or after its scan (out of order): go after both.
         after = max([i, *(j for u in scan.units for j in self.inspections_of.get(u.lpn, []))])
         if rng.random() < 0.5:
-            forged = scan.model_copy(update={
-                "event_id": self.new_id(), "seller_id": thief,
-                "occurred_at": scan.occurred_at + timedelta(minutes=5),
-                "units": [ScannedUnit(lpn=f"LPN-{self.config.seed}-X{self.serial}", sku=scan.units[0].sku)],
-            })
+            forged = scan.model_copy(
+                update={
+                    "event_id": self.new_id(),
+                    "seller_id": thief,
+                    "occurred_at": scan.occurred_at + timedelta(minutes=5),
+                    "units": [ScannedUnit(lpn=f"LPN-{self.config.seed}-X{self.serial}", sku=scan.units[0].sku)],
+                }
+            )
             return self._after(after), encode(PARCEL_SCANNED, forged)
         unit = rng.choice(scan.units)
         forged_inspection = UnitInspected(
-            event_id=self.new_id(), occurred_at=scan.occurred_at + timedelta(hours=6), seller_id=thief,
-            warehouse_id=scan.warehouse_id, lpn=unit.lpn, inspector_id="qc-99",
-            checks=InspectionChecks(packaging="damaged", appearance="major_flaw", function="faulty",
-                                    accessories="incomplete", irreparable=True),
+            event_id=self.new_id(),
+            occurred_at=scan.occurred_at + timedelta(hours=6),
+            seller_id=thief,
+            warehouse_id=scan.warehouse_id,
+            lpn=unit.lpn,
+            inspector_id="qc-99",
+            checks=InspectionChecks(
+                packaging="damaged",
+                appearance="major_flaw",
+                function="faulty",
+                accessories="incomplete",
+                irreparable=True,
+            ),
         )
         return self._after(after), encode(UNIT_INSPECTED, forged_inspection)
 
@@ -642,13 +751,17 @@ def _hostile(kind: str, message: BaseModel) -> bytes:
     """`message` as a hostile sender writes it, still valid and with the same meaning."""
     if kind == "long_strings":
         if isinstance(message, RmaIssued):
-            lines = [line.model_dump(mode="json") | {"size": _longest(line.size or "", 32),
-                                                      "colour": _longest(line.colour or "", 32)}
-                     for line in message.lines]
+            lines = [
+                line.model_dump(mode="json")
+                | {"size": _longest(line.size or "", 32), "colour": _longest(line.colour or "", 32)}
+                for line in message.lines
+            ]
             changes: dict[str, Any] = {"order_id": _longest(message.order_id, IDENTIFIER_MAX_LENGTH), "lines": lines}
         elif isinstance(message, ParcelScanned):
-            changes = {"station_id": _longest(message.station_id, IDENTIFIER_MAX_LENGTH),
-                       "operator_id": _longest(message.operator_id, IDENTIFIER_MAX_LENGTH)}
+            changes = {
+                "station_id": _longest(message.station_id, IDENTIFIER_MAX_LENGTH),
+                "operator_id": _longest(message.operator_id, IDENTIFIER_MAX_LENGTH),
+            }
         else:
             changes = {"inspector_id": _longest(getattr(message, "inspector_id"), IDENTIFIER_MAX_LENGTH)}
         document = message.model_dump(mode="json") | changes
@@ -682,8 +795,18 @@ def generate(config: WaveConfig) -> Wave:
     next_lpn = 1
     while tally.units < config.units:
         n = len(returns) + 1
-        ret = _make_return(rng, new_id, config, n, at, rng.choice(sellers), rng.choice(warehouses),
-                           config.units - tally.units, range(next_lpn, next_lpn + 1000), tally)
+        ret = _make_return(
+            rng,
+            new_id,
+            config,
+            n,
+            at,
+            rng.choice(sellers),
+            rng.choice(warehouses),
+            config.units - tally.units,
+            range(next_lpn, next_lpn + 1000),
+            tally,
+        )
         next_lpn += len(ret.scan.units)
         ret.out_of_order = rng.random() < config.out_of_order_rate
         returns.append(ret)
@@ -699,15 +822,15 @@ def generate(config: WaveConfig) -> Wave:
             for i in rng.sample(fits, min(each, len(fits))):
                 out, message = base[i]
                 value = _hostile(kind, message)
-                base[i] = (Outgoing(out.topic, out.key, value),
-                           BY_NAME[out.topic].model.model_validate(json.loads(value)))
+                base[i] = (
+                    Outgoing(out.topic, out.key, value),
+                    BY_NAME[out.topic].model.model_validate(json.loads(value)),
+                )
                 taken.add(i)
                 hostile_by_kind[kind] += 1
 
     # Positions are (index in base, rank, serial): a copy or a bad message goes before base[index].
-    placed: list[tuple[int, int, int, Outgoing, str | None]] = [
-        (i, 1, 0, out, None) for i, (out, _) in enumerate(base)
-    ]
+    placed: list[tuple[int, int, int, Outgoing, str | None]] = [(i, 1, 0, out, None) for i, (out, _) in enumerate(base)]
     duplicates = 0
     for i, (out, _) in enumerate(base):
         if config.duplicate_rate and rng.random() < config.duplicate_rate:

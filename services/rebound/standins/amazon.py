@@ -42,8 +42,16 @@ from ..connectors.domain import TokenBucket
 TOKEN_LIFETIME_S = 3600
 ORDERS_SETTLE_S = 120.0
 """`CreatedBefore` must be at least this long before the current time."""
-INCLUDED_DATA = {"summaries", "attributes", "issues", "offers", "fulfillmentAvailability", "procurement",
-                 "relationships", "productTypes"}
+INCLUDED_DATA = {
+    "summaries",
+    "attributes",
+    "issues",
+    "offers",
+    "fulfillmentAvailability",
+    "procurement",
+    "relationships",
+    "productTypes",
+}
 PATCH_OPS = {"add", "replace", "merge", "delete"}
 DENIED = "Access to requested resource is denied."
 INVALID_TOKEN = "The access token you provided is revoked, malformed or invalid."
@@ -120,18 +128,21 @@ class AmazonStandIn(Controls):
         self.quotas: dict[tuple[str, str], TokenBucket] = {}
         self.buyers = Buyers(self.sell_one, self.rng)
         items = "/listings/2021-08-01/items/{seller_id}/{sku:path}"
-        self.app = Starlette(routes=[
-            Route("/auth/o2/token", self.grant_token, methods=["POST"]),
-            Route(items, self.get_item, methods=["GET"]),
-            Route(items, self.patch_item, methods=["PATCH"]),
-            Route("/orders/v0/orders", self.get_orders, methods=["GET"]),
-            Route("/orders/v0/orders/{order_id}/orderItems", self.get_order_items, methods=["GET"]),
-            Route("/_standin/sellers", self.post_seller, methods=["POST"]),
-            Route("/_standin/listings", self.post_listing, methods=["POST"]),
-            Route("/_standin/faults", self.set_faults, methods=["PUT"]),
-            Route("/_standin/buyers", self.set_buyers, methods=["PUT"]),
-            Route("/_standin/state", self.show_state, methods=["GET"]),
-        ], lifespan=self._lifespan)
+        self.app = Starlette(
+            routes=[
+                Route("/auth/o2/token", self.grant_token, methods=["POST"]),
+                Route(items, self.get_item, methods=["GET"]),
+                Route(items, self.patch_item, methods=["PATCH"]),
+                Route("/orders/v0/orders", self.get_orders, methods=["GET"]),
+                Route("/orders/v0/orders/{order_id}/orderItems", self.get_order_items, methods=["GET"]),
+                Route("/_standin/sellers", self.post_seller, methods=["POST"]),
+                Route("/_standin/listings", self.post_listing, methods=["POST"]),
+                Route("/_standin/faults", self.set_faults, methods=["PUT"]),
+                Route("/_standin/buyers", self.set_buyers, methods=["PUT"]),
+                Route("/_standin/state", self.show_state, methods=["GET"]),
+            ],
+            lifespan=self._lifespan,
+        )
         self.app = late_answers(self.app, lambda: self.state.faults, self.rng)
 
     @contextlib.asynccontextmanager
@@ -149,11 +160,20 @@ class AmazonStandIn(Controls):
         seller = self.state.sellers[seller_id] = Seller(seller_id, client_id, client_secret, refresh_token)
         return seller
 
-    def add_listing(self, seller_id: str, sku: str, marketplace_id: str, product_type: str = "PRODUCT",
-                    quantity: int = 0) -> Listing:
+    def add_listing(
+        self, seller_id: str, sku: str, marketplace_id: str, product_type: str = "PRODUCT", quantity: int = 0
+    ) -> Listing:
         now = self.clock()
-        listing = Listing(seller_id, sku, marketplace_id, product_type, quantity,
-                          asin=f"B0{self.rng.randrange(16**8):08X}", created=now, updated=now)
+        listing = Listing(
+            seller_id,
+            sku,
+            marketplace_id,
+            product_type,
+            quantity,
+            asin=f"B0{self.rng.randrange(16**8):08X}",
+            created=now,
+            updated=now,
+        )
         self.state.listings[(seller_id, sku)] = listing
         return listing
 
@@ -170,14 +190,25 @@ class AmazonStandIn(Controls):
             return _json({"error": "invalid_client", "error_description": "Client authentication failed"}, 401)
         seller = next((s for s in sellers if s.refresh_token == form.get("refresh_token")), None)
         if seller is None:
-            return _json({"error": "invalid_grant",
-                          "error_description": "The request has an invalid grant parameter : refresh_token"}, 400)
+            return _json(
+                {
+                    "error": "invalid_grant",
+                    "error_description": "The request has an invalid grant parameter : refresh_token",
+                },
+                400,
+            )
         token = "Atza|" + secrets.token_urlsafe(32)
         self.state.tokens[token] = (seller.seller_id, self.clock() + TOKEN_LIFETIME_S)
         self.state.faults.expire_tokens = False
         self.state.grants += 1
-        return _json({"access_token": token, "refresh_token": seller.refresh_token, "token_type": "bearer",
-                      "expires_in": TOKEN_LIFETIME_S})
+        return _json(
+            {
+                "access_token": token,
+                "refresh_token": seller.refresh_token,
+                "token_type": "bearer",
+                "expires_in": TOKEN_LIFETIME_S,
+            }
+        )
 
     # --- the SP-API ----------------------------------------------------------------------------
 
@@ -222,15 +253,26 @@ class AmazonStandIn(Controls):
         if not included <= INCLUDED_DATA:
             return _errors(400, "BAD_REQUEST", "Invalid input", f"includedData: {sorted(included - INCLUDED_DATA)}")
         if listing is None:
-            return _errors(404, "NotFound", f"SKU '{request.path_params['sku']}' not found in marketplace "
-                                            f"{request.query_params['marketplaceIds']}")
+            return _errors(
+                404,
+                "NotFound",
+                f"SKU '{request.path_params['sku']}' not found in marketplace {request.query_params['marketplaceIds']}",
+            )
         item: dict[str, Any] = {"sku": listing.sku}
         if "summaries" in included:
             status = ["BUYABLE", "DISCOVERABLE"] if listing.quantity else ["DISCOVERABLE"]
-            item["summaries"] = [{
-                "marketplaceId": listing.marketplace_id, "asin": listing.asin, "productType": listing.product_type,
-                "conditionType": "new_new", "status": status, "itemName": listing.sku,
-                "createdDate": _iso(listing.created), "lastUpdatedDate": _iso(listing.updated)}]
+            item["summaries"] = [
+                {
+                    "marketplaceId": listing.marketplace_id,
+                    "asin": listing.asin,
+                    "productType": listing.product_type,
+                    "conditionType": "new_new",
+                    "status": status,
+                    "itemName": listing.sku,
+                    "createdDate": _iso(listing.created),
+                    "lastUpdatedDate": _iso(listing.updated),
+                }
+            ]
         if "fulfillmentAvailability" in included:
             item["fulfillmentAvailability"] = [{"fulfillmentChannelCode": CHANNEL, "quantity": listing.quantity}]
         if "issues" in included:
@@ -253,19 +295,41 @@ class AmazonStandIn(Controls):
         if not issues and not preview and (quantity is not None or price is not None) and listing is not None:
             due = self.clock() + self.state.faults.accept_delay_s
             self.state.queues.setdefault((listing.seller_id, sku), deque()).append(
-                Submission(submission_id, quantity, due, price))
-        return _json({"sku": sku, "status": "INVALID" if issues else ("VALID" if preview else "ACCEPTED"),
-                      "submissionId": submission_id, "issues": issues}, rate="5.0")
+                Submission(submission_id, quantity, due, price)
+            )
+        return _json(
+            {
+                "sku": sku,
+                "status": "INVALID" if issues else ("VALID" if preview else "ACCEPTED"),
+                "submissionId": submission_id,
+                "issues": issues,
+            },
+            rate="5.0",
+        )
 
-    def _judge(self, listing: Listing | None, product_type: str,
-               patches: list[dict[str, Any]]) -> tuple[list[dict], int | None, tuple[float, str] | None]:
+    def _judge(
+        self, listing: Listing | None, product_type: str, patches: list[dict[str, Any]]
+    ) -> tuple[list[dict], int | None, tuple[float, str] | None]:
         """The issues of a submission (none: it is accepted), and the quantity and price it sets."""
         if listing is None:
-            return [_issue("LISTING_NOT_FOUND", "No listing with this SKU in the marketplace. Create it first.",
-                           [])], None, None
+            return (
+                [_issue("LISTING_NOT_FOUND", "No listing with this SKU in the marketplace. Create it first.", [])],
+                None,
+                None,
+            )
         if product_type != listing.product_type:
-            return [_issue("PRODUCT_TYPE_MISMATCH", f"The product type {product_type} does not match the listing's "
-                                                    f"product type {listing.product_type}.", [])], None, None
+            return (
+                [
+                    _issue(
+                        "PRODUCT_TYPE_MISMATCH",
+                        f"The product type {product_type} does not match the listing's "
+                        f"product type {listing.product_type}.",
+                        [],
+                    )
+                ],
+                None,
+                None,
+            )
         quantity, price = None, None
         for patch in patches:
             if patch["path"] == "/attributes/purchasable_offer":
@@ -276,16 +340,43 @@ class AmazonStandIn(Controls):
             if patch["path"] != "/attributes/fulfillment_availability":
                 continue
             if patch["op"] == "delete" or len(patch.get("value") or []) != 1:
-                return [_issue("INVALID_FULFILLMENT_AVAILABILITY", "fulfillment_availability takes exactly one value.",
-                               ["fulfillment_availability"])], None, None
+                return (
+                    [
+                        _issue(
+                            "INVALID_FULFILLMENT_AVAILABILITY",
+                            "fulfillment_availability takes exactly one value.",
+                            ["fulfillment_availability"],
+                        )
+                    ],
+                    None,
+                    None,
+                )
             value = patch["value"][0]
             given = value.get("quantity")
             if value.get("fulfillment_channel_code") != CHANNEL:
-                return [_issue("UNSUPPORTED_FULFILLMENT_CHANNEL", f"Only the {CHANNEL} channel is served here.",
-                               ["fulfillment_availability"])], None, None
+                return (
+                    [
+                        _issue(
+                            "UNSUPPORTED_FULFILLMENT_CHANNEL",
+                            f"Only the {CHANNEL} channel is served here.",
+                            ["fulfillment_availability"],
+                        )
+                    ],
+                    None,
+                    None,
+                )
             if not isinstance(given, int) or isinstance(given, bool) or not 0 <= given <= MAXIMUM:
-                return [_issue("INVALID_QUANTITY", f"The quantity must be a whole number from 0 to {MAXIMUM}.",
-                               ["fulfillment_availability"])], None, None
+                return (
+                    [
+                        _issue(
+                            "INVALID_QUANTITY",
+                            f"The quantity must be a whole number from 0 to {MAXIMUM}.",
+                            ["fulfillment_availability"],
+                        )
+                    ],
+                    None,
+                    None,
+                )
             quantity = given
         return [], quantity, price
 
@@ -323,11 +414,18 @@ class AmazonStandIn(Controls):
         until = self.clock() - self.state.faults.orders_lag_s
         if search["before"] is not None:
             until = min(until, search["before"])
-        matching = [o for o in self.state.orders if o["seller_id"] == seller.seller_id
-                    and o["MarketplaceId"] in search["marketplaces"] and search["after"] <= o["purchased"] <= until]
+        matching = [
+            o
+            for o in self.state.orders
+            if o["seller_id"] == seller.seller_id
+            and o["MarketplaceId"] in search["marketplaces"]
+            and search["after"] <= o["purchased"] <= until
+        ]
         start, size = search.get("offset", 0), search["size"]
-        payload: dict[str, Any] = {"Orders": [_order(o) for o in matching[start:start + size]],
-                                   "CreatedBefore": _iso(until, millis=False)}
+        payload: dict[str, Any] = {
+            "Orders": [_order(o) for o in matching[start : start + size]],
+            "CreatedBefore": _iso(until, millis=False),
+        }
         if start + size < len(matching):
             payload["NextToken"] = _encode({**search, "offset": start + size})
         return _json({"payload": payload}, rate="0.0167")
@@ -343,8 +441,12 @@ class AmazonStandIn(Controls):
         size = int(query.get("MaxResultsPerPage", 100))
         if not 1 <= size <= 100:
             raise ValueError("MaxResultsPerPage must be between 1 and 100")
-        return {"marketplaces": query.get("MarketplaceIds", "").split(","), "after": after, "before": before,
-                "size": size}
+        return {
+            "marketplaces": query.get("MarketplaceIds", "").split(","),
+            "after": after,
+            "before": before,
+            "size": size,
+        }
 
     async def get_order_items(self, request: Request) -> Response:
         seller, refusal = self._checked(request, "getOrderItems")
@@ -352,8 +454,10 @@ class AmazonStandIn(Controls):
             return refusal
         assert seller is not None
         order_id = request.path_params["order_id"]
-        order = next((o for o in self.state.orders
-                      if o["AmazonOrderId"] == order_id and o["seller_id"] == seller.seller_id), None)
+        order = next(
+            (o for o in self.state.orders if o["AmazonOrderId"] == order_id and o["seller_id"] == seller.seller_id),
+            None,
+        )
         if order is None:
             return _errors(404, "InvalidInput", f"Invalid AmazonOrderId: {order_id}")
         return _json({"payload": {"AmazonOrderId": order_id, "OrderItems": order["items"]}}, rate="0.5")
@@ -371,11 +475,26 @@ class AmazonStandIn(Controls):
         self._orders += 1
         now = self.clock()
         order_id = f"11{self._orders % 10}-{self._orders:07d}-{self.rng.randrange(10**7):07d}"
-        self.state.orders.append({
-            "seller_id": listing.seller_id, "AmazonOrderId": order_id, "purchased": now, "updated": now,
-            "OrderStatus": "Unshipped", "MarketplaceId": listing.marketplace_id, "items": [{
-                "ASIN": listing.asin, "SellerSKU": listing.sku, "OrderItemId": f"{self.rng.randrange(10**14):014d}",
-                "Title": listing.sku, "QuantityOrdered": 1, "QuantityShipped": 0}]})
+        self.state.orders.append(
+            {
+                "seller_id": listing.seller_id,
+                "AmazonOrderId": order_id,
+                "purchased": now,
+                "updated": now,
+                "OrderStatus": "Unshipped",
+                "MarketplaceId": listing.marketplace_id,
+                "items": [
+                    {
+                        "ASIN": listing.asin,
+                        "SellerSKU": listing.sku,
+                        "OrderItemId": f"{self.rng.randrange(10**14):014d}",
+                        "Title": listing.sku,
+                        "QuantityOrdered": 1,
+                        "QuantityShipped": 0,
+                    }
+                ],
+            }
+        )
         return listing
 
     def cancel(self, order_id: str) -> None:
@@ -405,11 +524,19 @@ class AmazonStandIn(Controls):
     async def show_state(self, _request: Request) -> Response:
         self.apply_due()
         state = self.state
-        return _json({
-            "sellers": sorted(state.sellers), "listings": [asdict(x) for x in state.listings.values()],
-            "orders": len(state.orders), "queued": sum(len(q) for q in state.queues.values()),
-            "faults": asdict(state.faults), "buyers_per_s": self.buyers.per_s, "requests": state.requests,
-            "writes": state.writes, "grants": state.grants})
+        return _json(
+            {
+                "sellers": sorted(state.sellers),
+                "listings": [asdict(x) for x in state.listings.values()],
+                "orders": len(state.orders),
+                "queued": sum(len(q) for q in state.queues.values()),
+                "faults": asdict(state.faults),
+                "buyers_per_s": self.buyers.per_s,
+                "requests": state.requests,
+                "writes": state.writes,
+                "grants": state.grants,
+            }
+        )
 
 
 def _patches(body: Any) -> list[dict[str, Any]]:
@@ -429,16 +556,28 @@ def _patches(body: Any) -> list[dict[str, Any]]:
 
 
 def _issue(code: str, message: str, attributes: list[str]) -> dict[str, Any]:
-    return {"code": code, "message": message, "severity": "ERROR", "attributeNames": attributes,
-            "categories": ["INVALID_ATTRIBUTE"] if attributes else []}
+    return {
+        "code": code,
+        "message": message,
+        "severity": "ERROR",
+        "attributeNames": attributes,
+        "categories": ["INVALID_ATTRIBUTE"] if attributes else [],
+    }
 
 
 def _order(order: dict[str, Any]) -> dict[str, Any]:
     units = sum(i["QuantityOrdered"] for i in order["items"])
-    return {"AmazonOrderId": order["AmazonOrderId"], "PurchaseDate": _iso(order["purchased"], millis=False),
-            "LastUpdateDate": _iso(order["updated"], millis=False), "OrderStatus": order["OrderStatus"],
-            "FulfillmentChannel": "MFN", "MarketplaceId": order["MarketplaceId"], "OrderType": "StandardOrder",
-            "NumberOfItemsShipped": 0, "NumberOfItemsUnshipped": units}
+    return {
+        "AmazonOrderId": order["AmazonOrderId"],
+        "PurchaseDate": _iso(order["purchased"], millis=False),
+        "LastUpdateDate": _iso(order["updated"], millis=False),
+        "OrderStatus": order["OrderStatus"],
+        "FulfillmentChannel": "MFN",
+        "MarketplaceId": order["MarketplaceId"],
+        "OrderType": "StandardOrder",
+        "NumberOfItemsShipped": 0,
+        "NumberOfItemsUnshipped": units,
+    }
 
 
 def _errors(status: int, code: str, message: str, details: str = "") -> Response:
@@ -477,6 +616,7 @@ def _iso(seconds: float, *, millis: bool = True) -> str:
 
 def _offer_price(patch: dict[str, Any], marketplace_id: str) -> tuple[float, str] | dict:
     """The `our_price` a `purchasable_offer` patch sets, or the issue that refuses it."""
+
     def refused(message: str) -> dict:
         return _issue("INVALID_PURCHASABLE_OFFER", message, ["purchasable_offer"])
 
@@ -492,7 +632,12 @@ def _offer_price(patch: dict[str, Any], marketplace_id: str) -> tuple[float, str
     except (KeyError, TypeError, ValueError):
         return refused("our_price needs one schedule entry with value_with_tax.")
     currency = offer.get("currency")
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0 or not isinstance(currency, str) \
-            or len(currency) != 3:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or value <= 0
+        or not isinstance(currency, str)
+        or len(currency) != 3
+    ):
         return refused("value_with_tax must be a positive number and currency a three-letter code.")
     return float(value), currency

@@ -33,8 +33,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import Buyers, Controls, LateAnswers, late_answers
-from ..connectors.ebay import (CANNOT_REVISE, FULFILLMENT, INVALID_TOKEN, INVENTORY, RATE_LIMITED, REVISIONS_A_DAY,
-                               SCOPES, START_IN_FUTURE, TOKEN, revision_day)
+from ..connectors.ebay import (
+    CANNOT_REVISE,
+    FULFILLMENT,
+    INVALID_TOKEN,
+    INVENTORY,
+    RATE_LIMITED,
+    REVISIONS_A_DAY,
+    SCOPES,
+    START_IN_FUTURE,
+    TOKEN,
+    revision_day,
+)
 
 SCOPE = "https://api.ebay.com/oauth/api_scope/"
 READ_INVENTORY = (SCOPE + "sell.inventory", SCOPE + "sell.inventory.readonly")
@@ -133,8 +143,15 @@ class State:
     """Every revision: when, the offer, what buyers could buy and had bought before it, what it wrote."""
 
 
-def error(error_id: int, message: str, *, domain: str = "API_INVENTORY", category: str = "REQUEST",
-          long_message: str | None = None, parameters: dict[str, str] | None = None) -> dict[str, Any]:
+def error(
+    error_id: int,
+    message: str,
+    *,
+    domain: str = "API_INVENTORY",
+    category: str = "REQUEST",
+    long_message: str | None = None,
+    parameters: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """One error of eBay's envelope."""
     found: dict[str, Any] = {"errorId": error_id, "domain": domain, "category": category, "message": message}
     if domain == "API_INVENTORY":
@@ -154,12 +171,30 @@ def _errors(status: int, *errors: dict[str, Any], headers: dict[str, str] | None
     return _json({"errors": list(errors)}, status, headers)
 
 
-INVALID_TOKEN_ANSWER = (401, error(INVALID_TOKEN, "Invalid access token", domain="OAuth", long_message=(
-    "Invalid access token. Check the value of the Authorization HTTP request header.")))
-ACCESS_DENIED_ANSWER = (403, error(ACCESS_DENIED, "Access denied", domain="ACCESS",
-                                   long_message="Insufficient permissions to fulfill the request."))
-RATE_LIMITED_ANSWER = (429, error(RATE_LIMITED, "Too many requests.", domain="ACCESS",
-                                  long_message="The request limit has been reached for the resource."))
+INVALID_TOKEN_ANSWER = (
+    401,
+    error(
+        INVALID_TOKEN,
+        "Invalid access token",
+        domain="OAuth",
+        long_message=("Invalid access token. Check the value of the Authorization HTTP request header."),
+    ),
+)
+ACCESS_DENIED_ANSWER = (
+    403,
+    error(
+        ACCESS_DENIED, "Access denied", domain="ACCESS", long_message="Insufficient permissions to fulfill the request."
+    ),
+)
+RATE_LIMITED_ANSWER = (
+    429,
+    error(
+        RATE_LIMITED,
+        "Too many requests.",
+        domain="ACCESS",
+        long_message="The request limit has been reached for the resource.",
+    ),
+)
 
 
 NOBODY = Seller("", "", "", "")
@@ -179,19 +214,22 @@ class EbayStandIn(Controls):
         self.clock = clock
         self._sales = 0
         self.buyers = Buyers(self.sell_one, self.rng)
-        self.app = Starlette(routes=[
-            Route(TOKEN, self.issue_token, methods=["POST"]),
-            Route(INVENTORY + "/inventory_item/{sku:path}", self.get_inventory_item, methods=["GET"]),
-            Route(INVENTORY + "/offer/{offer_id}", self.get_offer, methods=["GET"]),
-            Route(INVENTORY + "/bulk_update_price_quantity", self.bulk_update_price_quantity, methods=["POST"]),
-            Route(FULFILLMENT + "/order", self.get_orders, methods=["GET"]),
-            Route("/_standin/sellers", self.add_seller_route, methods=["POST"]),
-            Route("/_standin/listings", self.add_listing_route, methods=["POST"]),
-            Route("/_standin/orders/{order_id}/cancel", self.cancel_route, methods=["POST"]),
-            Route("/_standin/faults", self.set_faults, methods=["PUT"]),
-            Route("/_standin/buyers", self.set_buyers, methods=["PUT"]),
-            Route("/_standin/state", self.show_state, methods=["GET"]),
-        ], lifespan=self.buyers.running)
+        self.app = Starlette(
+            routes=[
+                Route(TOKEN, self.issue_token, methods=["POST"]),
+                Route(INVENTORY + "/inventory_item/{sku:path}", self.get_inventory_item, methods=["GET"]),
+                Route(INVENTORY + "/offer/{offer_id}", self.get_offer, methods=["GET"]),
+                Route(INVENTORY + "/bulk_update_price_quantity", self.bulk_update_price_quantity, methods=["POST"]),
+                Route(FULFILLMENT + "/order", self.get_orders, methods=["GET"]),
+                Route("/_standin/sellers", self.add_seller_route, methods=["POST"]),
+                Route("/_standin/listings", self.add_listing_route, methods=["POST"]),
+                Route("/_standin/orders/{order_id}/cancel", self.cancel_route, methods=["POST"]),
+                Route("/_standin/faults", self.set_faults, methods=["PUT"]),
+                Route("/_standin/buyers", self.set_buyers, methods=["PUT"]),
+                Route("/_standin/state", self.show_state, methods=["GET"]),
+            ],
+            lifespan=self.buyers.running,
+        )
         self.app = late_answers(self.app, lambda: self.state.faults, self.rng)
 
     # --- OAuth ---------------------------------------------------------------------------------
@@ -204,15 +242,34 @@ class EbayStandIn(Controls):
             return _json({"error": "invalid_client", "error_description": "client authentication failed"}, 401)
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
         if form.get("grant_type") != "refresh_token":
-            return _json({"error": "unsupported_grant_type", "error_description": (
-                "grant type in request is not supported by the authorization server")}, 400)
+            return _json(
+                {
+                    "error": "unsupported_grant_type",
+                    "error_description": ("grant type in request is not supported by the authorization server"),
+                },
+                400,
+            )
         if form.get("refresh_token") != seller.refresh_token:
-            return _json({"error": "invalid_grant", "error_description": (
-                "the provided authorization refresh token is invalid or was issued to another client")}, 400)
+            return _json(
+                {
+                    "error": "invalid_grant",
+                    "error_description": (
+                        "the provided authorization refresh token is invalid or was issued to another client"
+                    ),
+                },
+                400,
+            )
         scopes = tuple((form.get("scope") or " ".join(seller.scopes)).split())
         if not set(scopes) <= set(seller.scopes):
-            return _json({"error": "invalid_scope", "error_description": (
-                "The requested scope is invalid, unknown, malformed, or exceeds the scope granted to the client")}, 400)
+            return _json(
+                {
+                    "error": "invalid_scope",
+                    "error_description": (
+                        "The requested scope is invalid, unknown, malformed, or exceeds the scope granted to the client"
+                    ),
+                },
+                400,
+            )
         token = f"v^1.1#i^1#p^3#r^1#t^{secrets.token_urlsafe(32)}"
         seller.tokens[token] = Token(self.clock() + TOKEN_LIFETIME_S, scopes)
         self.state.refreshes += 1
@@ -223,8 +280,9 @@ class EbayStandIn(Controls):
             client_id, secret = base64.b64decode(header.removeprefix("Basic ")).decode().split(":", 1)
         except (ValueError, UnicodeDecodeError):
             return None
-        return next((s for s in self.state.sellers.values()
-                     if (s.client_id, s.client_secret) == (client_id, secret)), None)
+        return next(
+            (s for s in self.state.sellers.values() if (s.client_id, s.client_secret) == (client_id, secret)), None
+        )
 
     def _authorised(self, request: Request, api: str, scopes: tuple[str, ...]) -> tuple[Seller, Response | None]:
         """The seller whose token the request carries, or the answer the real API gives instead."""
@@ -250,10 +308,13 @@ class EbayStandIn(Controls):
         seller.calls[(api, day)] = used + 1
         if self.rng.random() < faults.server_errors:
             if api == "fulfillment":
-                return seller, _errors(500, error(FULFILLMENT_SYSTEM_ERROR, "System error", domain="API_FULFILLMENT",
-                                                  category="APPLICATION"))
-            return seller, _errors(500, error(INVENTORY_SYSTEM_ERROR, "A system error has occurred.",
-                                              category="APPLICATION"))
+                return seller, _errors(
+                    500,
+                    error(FULFILLMENT_SYSTEM_ERROR, "System error", domain="API_FULFILLMENT", category="APPLICATION"),
+                )
+            return seller, _errors(
+                500, error(INVENTORY_SYSTEM_ERROR, "A system error has occurred.", category="APPLICATION")
+            )
         return seller, None
 
     def _bearer(self, header: str) -> tuple[Seller, Token] | None:
@@ -277,9 +338,15 @@ class EbayStandIn(Controls):
         listing = self.state.listings.get((seller.name, sku))
         if listing is None:
             return _errors(404, error(SKU_NOT_FOUND, f"{sku} could not be found or is not available in the system."))
-        return _json({"sku": sku, "locale": "en_US", "condition": "USED_EXCELLENT",
-                      "product": {"title": f"Returned unit {sku}"},
-                      "availability": {"shipToLocationAvailability": {"quantity": listing.quantity}}})
+        return _json(
+            {
+                "sku": sku,
+                "locale": "en_US",
+                "condition": "USED_EXCELLENT",
+                "product": {"title": f"Returned unit {sku}"},
+                "availability": {"shipToLocationAvailability": {"quantity": listing.quantity}},
+            }
+        )
 
     async def get_offer(self, request: Request) -> Response:
         seller, refusal = self._authorised(request, "inventory", READ_INVENTORY)
@@ -289,11 +356,18 @@ class EbayStandIn(Controls):
         listing = self._offer(seller, offer_id)
         if listing is None:
             return _errors(404, error(OFFER_NOT_AVAILABLE, f"This Offer is not available : {offer_id}."))
-        return _json({"offerId": offer_id, "sku": listing.sku, "marketplaceId": listing.marketplace_id,
-                      "format": "FIXED_PRICE", "availableQuantity": listing.available, "status": "PUBLISHED",
-                      "listing": {"listingId": listing.listing_id, "listingStatus": "ACTIVE",
-                                  "soldQuantity": listing.sold},
-                      "pricingSummary": {"price": {"value": "24.99", "currency": "USD"}}})
+        return _json(
+            {
+                "offerId": offer_id,
+                "sku": listing.sku,
+                "marketplaceId": listing.marketplace_id,
+                "format": "FIXED_PRICE",
+                "availableQuantity": listing.available,
+                "status": "PUBLISHED",
+                "listing": {"listingId": listing.listing_id, "listingStatus": "ACTIVE", "soldQuantity": listing.sold},
+                "pricingSummary": {"price": {"value": "24.99", "currency": "USD"}},
+            }
+        )
 
     def _offer(self, seller: Seller, offer_id: str) -> Listing | None:
         owner, sku = self.state.offers.get(offer_id, ("", ""))
@@ -310,8 +384,14 @@ class EbayStandIn(Controls):
         if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
             return _errors(400, error(USER_ERROR, "A user error has occurred. The request body is not valid."))
         if not 1 <= len(requests) <= MOST_REQUESTS:
-            return _errors(400, error(INVALID_VALUE, f"Invalid value for requests. Between 1 and {MOST_REQUESTS}.",
-                                      parameters={"fieldName": "requests"}))
+            return _errors(
+                400,
+                error(
+                    INVALID_VALUE,
+                    f"Invalid value for requests. Between 1 and {MOST_REQUESTS}.",
+                    parameters={"fieldName": "requests"},
+                ),
+            )
         results = [result for entry in requests for result in self._update(seller, entry)]
         return _json({"responses": results}, 200 if all(r["statusCode"] == 200 for r in results) else 207)
 
@@ -338,52 +418,84 @@ class EbayStandIn(Controls):
             results.append(result)
         return results
 
-    def _problems(self, seller: Seller, listing: Listing | None, sku: str, entry: dict[str, Any],
-                  offers: list[dict[str, Any]]) -> dict[str | None, dict[str, Any]]:
+    def _problems(
+        self, seller: Seller, listing: Listing | None, sku: str, entry: dict[str, Any], offers: list[dict[str, Any]]
+    ) -> dict[str | None, dict[str, Any]]:
         """What eBay refuses in one request, by offer id (None: the whole request)."""
         if listing is None:
             return {None: error(SKU_NOT_FOUND, f"{sku} could not be found or is not available in the system.")}
         problems: dict[str | None, dict[str, Any]] = {}
         shipped = entry.get("shipToLocationAvailability")
         if shipped is not None and not _quantity((shipped or {}).get("quantity")):
-            problems[None] = error(INVALID_QUANTITY, "Invalid quantity. The quantity must be 0 or more.",
-                                   parameters={"fieldName": "shipToLocationAvailability.quantity"})
+            problems[None] = error(
+                INVALID_QUANTITY,
+                "Invalid quantity. The quantity must be 0 or more.",
+                parameters={"fieldName": "shipToLocationAvailability.quantity"},
+            )
         seen: set[str] = set()
         for offer in offers:
             offer_id = str(offer.get("offerId"))
             if self._offer(seller, offer_id) is None:
                 problems[offer_id] = error(OFFER_NOT_AVAILABLE, f"This Offer is not available : {offer_id}.")
             elif offer_id != listing.offer_id or offer_id in seen:
-                problems[offer_id] = error(USER_ERROR, f"A user error has occurred. Offer {offer_id} is not "
-                                                       f"associated with SKU {sku} or is given twice.")
+                problems[offer_id] = error(
+                    USER_ERROR,
+                    f"A user error has occurred. Offer {offer_id} is not associated with SKU {sku} or is given twice.",
+                )
             elif "availableQuantity" in offer and not _quantity(offer["availableQuantity"]):
-                problems[offer_id] = error(INVALID_QUANTITY, "Invalid quantity. The quantity must be 0 or more.",
-                                           parameters={"fieldName": "availableQuantity"})
+                problems[offer_id] = error(
+                    INVALID_QUANTITY,
+                    "Invalid quantity. The quantity must be 0 or more.",
+                    parameters={"fieldName": "availableQuantity"},
+                )
             elif "price" in offer and not _price(offer["price"], CURRENCIES.get(listing.marketplace_id, "USD")):
-                problems[offer_id] = error(INVALID_VALUE, "Invalid value for price: a value above 0 in the "
-                                                          "marketplace's currency.", parameters={"fieldName": "price"})
+                problems[offer_id] = error(
+                    INVALID_VALUE,
+                    "Invalid value for price: a value above 0 in the marketplace's currency.",
+                    parameters={"fieldName": "price"},
+                )
             elif self.rng.random() < self.state.faults.listing_errors:
-                problems[offer_id] = error(ON_HOLD, "This listing is on hold due to a policy violation, and "
-                                                    "revisions are not possible. Please check your email for more "
-                                                    "information.")
+                problems[offer_id] = error(
+                    ON_HOLD,
+                    "This listing is on hold due to a policy violation, and "
+                    "revisions are not possible. Please check your email for more "
+                    "information.",
+                )
             seen.add(offer_id)
         return problems
 
-    def _revise(self, listing: Listing, entry: dict[str, Any],
-                offers: list[dict[str, Any]]) -> dict[str | None, dict[str, Any]]:
+    def _revise(
+        self, listing: Listing, entry: dict[str, Any], offers: list[dict[str, Any]]
+    ) -> dict[str | None, dict[str, Any]]:
         """One revision of the listing, unless it has had its day's."""
         day = revision_day(self.clock())
         done = self.state.revisions.get((listing.offer_id, day), 0)
         if done >= REVISIONS_A_DAY:
             self.state.revisions_refused += 1
-            return {None: error(CANNOT_REVISE, "Cannot revise listing.", parameters={"0": (
-                f"This listing has been revised {REVISIONS_A_DAY} times today, the most allowed in a calendar "
-                "day. You can revise it again tomorrow.")})}
+            return {
+                None: error(
+                    CANNOT_REVISE,
+                    "Cannot revise listing.",
+                    parameters={
+                        "0": (
+                            f"This listing has been revised {REVISIONS_A_DAY} times today, the most allowed "
+                            "in a calendar day. You can revise it again tomorrow."
+                        )
+                    },
+                )
+            }
         quantities = "shipToLocationAvailability" in entry or any("availableQuantity" in o for o in offers)
         if quantities and self.state.faults.sales_before_write > 0 and self.sell_one(listing) is not None:
             self.state.faults.sales_before_write -= 1
-        self.state.history.append((self.clock(), listing.offer_id, listing.buyable, listing.sold,
-                                   entry.get("shipToLocationAvailability", {}).get("quantity")))
+        self.state.history.append(
+            (
+                self.clock(),
+                listing.offer_id,
+                listing.buyable,
+                listing.sold,
+                entry.get("shipToLocationAvailability", {}).get("quantity"),
+            )
+        )
         if "shipToLocationAvailability" in entry:
             listing.quantity = int(entry["shipToLocationAvailability"]["quantity"])
         for offer in offers:
@@ -416,13 +528,19 @@ class EbayStandIn(Controls):
         start, end = window
         matching = [order for at, order in seller.orders if start <= at <= end]
         base = f"{request.url.scheme}://{request.url.netloc}{request.url.path}?"
-        answer: dict[str, Any] = {"href": str(request.url), "total": len(matching), "limit": limit, "offset": offset,
-                                  "orders": matching[offset:offset + limit]}
+        answer: dict[str, Any] = {
+            "href": str(request.url),
+            "total": len(matching),
+            "limit": limit,
+            "offset": offset,
+            "orders": matching[offset : offset + limit],
+        }
         if offset + limit < len(matching):
             answer["next"] = base + urlencode({"filter": query["filter"], "limit": limit, "offset": offset + limit})
         if offset > 0:
-            answer["prev"] = base + urlencode({"filter": query["filter"], "limit": limit,
-                                               "offset": max(offset - limit, 0)})
+            answer["prev"] = base + urlencode(
+                {"filter": query["filter"], "limit": limit, "offset": max(offset - limit, 0)}
+            )
         return _json(answer)
 
     # --- buyers ------------------------------------------------------------------------------
@@ -439,16 +557,34 @@ class EbayStandIn(Controls):
         at = self.clock()
         n = self._sales
         order_id = f"{10 + n // 100_000 % 90:02d}-{n % 100_000:05d}-{self.rng.randrange(100_000):05d}"
-        self.state.sellers[listing.seller].orders.append((at, {
-            "orderId": order_id, "legacyOrderId": f"{listing.listing_id}-{3_000_000_000_000 + n}",
-            "creationDate": _stamp(at), "lastModifiedDate": _stamp(at),
-            "orderFulfillmentStatus": "NOT_STARTED", "orderPaymentStatus": "PAID", "sellerId": listing.seller,
-            "cancelStatus": {"cancelState": "NONE_REQUESTED", "cancelRequests": []},
-            "lineItems": [{"lineItemId": str(10_000_000_000 + n), "legacyItemId": listing.listing_id,
-                           "sku": listing.sku, "quantity": 1, "title": f"Returned unit {listing.sku}",
-                           "soldFormat": "FIXED_PRICE", "listingMarketplaceId": listing.marketplace_id,
-                           "purchaseMarketplaceId": listing.marketplace_id,
-                           "lineItemFulfillmentStatus": "NOT_STARTED"}]}))
+        self.state.sellers[listing.seller].orders.append(
+            (
+                at,
+                {
+                    "orderId": order_id,
+                    "legacyOrderId": f"{listing.listing_id}-{3_000_000_000_000 + n}",
+                    "creationDate": _stamp(at),
+                    "lastModifiedDate": _stamp(at),
+                    "orderFulfillmentStatus": "NOT_STARTED",
+                    "orderPaymentStatus": "PAID",
+                    "sellerId": listing.seller,
+                    "cancelStatus": {"cancelState": "NONE_REQUESTED", "cancelRequests": []},
+                    "lineItems": [
+                        {
+                            "lineItemId": str(10_000_000_000 + n),
+                            "legacyItemId": listing.listing_id,
+                            "sku": listing.sku,
+                            "quantity": 1,
+                            "title": f"Returned unit {listing.sku}",
+                            "soldFormat": "FIXED_PRICE",
+                            "listingMarketplaceId": listing.marketplace_id,
+                            "purchaseMarketplaceId": listing.marketplace_id,
+                            "lineItemFulfillmentStatus": "NOT_STARTED",
+                        }
+                    ],
+                },
+            )
+        )
         return listing
 
     def cancel(self, order_id: str) -> bool:
@@ -500,16 +636,30 @@ class EbayStandIn(Controls):
 
     async def show_state(self, _request: Request) -> Response:
         state, day = self.state, revision_day(self.clock())
-        return _json({
-            "listings": [{**asdict(lst), "revisions_today": state.revisions.get((lst.offer_id, day), 0)}
-                         for lst in state.listings.values()],
-            "sellers": [{"name": s.name, "client_id": s.client_id, "orders": len(s.orders),
-                         "calls_today": {api: s.calls.get((api, day), 0) for api in DAILY_CALLS}}
-                        for s in state.sellers.values()],
-            "faults": asdict(state.faults), "buyers_per_s": self.buyers.per_s, "requests": state.requests,
-            "writes": state.writes, "refreshes": state.refreshes, "unauthorized": state.unauthorized,
-            "revisions_refused": state.revisions_refused,
-        })
+        return _json(
+            {
+                "listings": [
+                    {**asdict(lst), "revisions_today": state.revisions.get((lst.offer_id, day), 0)}
+                    for lst in state.listings.values()
+                ],
+                "sellers": [
+                    {
+                        "name": s.name,
+                        "client_id": s.client_id,
+                        "orders": len(s.orders),
+                        "calls_today": {api: s.calls.get((api, day), 0) for api in DAILY_CALLS},
+                    }
+                    for s in state.sellers.values()
+                ],
+                "faults": asdict(state.faults),
+                "buyers_per_s": self.buyers.per_s,
+                "requests": state.requests,
+                "writes": state.writes,
+                "refreshes": state.refreshes,
+                "unauthorized": state.unauthorized,
+                "revisions_refused": state.revisions_refused,
+            }
+        )
 
 
 def _quantity(value: Any) -> bool:

@@ -125,13 +125,16 @@ class ShopifyStandIn:
         self.clock = clock
         self._ids = 1000
         self.buyers = Buyers(self.sell_one, self.rng)
-        self.app = Starlette(routes=[
-            Route("/{store}/admin/api/{version}/graphql.json", self.graphql, methods=["POST"]),
-            Route("/_standin/stores/{store}", self.add_store, methods=["PUT"]),
-            Route("/_standin/stores/{store}/levels", self.put_level, methods=["POST"]),
-            Route("/_standin/faults", self.set_faults, methods=["PUT"]),
-            Route("/_standin/state", self.show_state, methods=["GET"]),
-        ], lifespan=self.buyers.running)
+        self.app = Starlette(
+            routes=[
+                Route("/{store}/admin/api/{version}/graphql.json", self.graphql, methods=["POST"]),
+                Route("/_standin/stores/{store}", self.add_store, methods=["PUT"]),
+                Route("/_standin/stores/{store}/levels", self.put_level, methods=["POST"]),
+                Route("/_standin/faults", self.set_faults, methods=["PUT"]),
+                Route("/_standin/state", self.show_state, methods=["GET"]),
+            ],
+            lifespan=self.buyers.running,
+        )
         self.app = late_answers(self.app, lambda: self.faults, self.rng)
 
     def _id(self, kind: str) -> str:
@@ -149,8 +152,9 @@ class ShopifyStandIn:
     async def graphql(self, request: Request) -> Response:
         store = self.stores.get(request.path_params["store"])
         if store is None or request.headers.get("x-shopify-access-token") != store.token:
-            return _json({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"},
-                         401)
+            return _json(
+                {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}, 401
+            )
         if self.rng.random() < self.faults.server_errors:
             return Response("Service Unavailable", status_code=503)
         try:
@@ -164,49 +168,89 @@ class ShopifyStandIn:
         store.bucket_at = now
         throttle = {"maximumAvailable": BUCKET, "currentlyAvailable": int(store.bucket), "restoreRate": RESTORE_PER_S}
         if store.bucket < cost or self.rng.random() < self.faults.throttled:
-            return _json({"errors": [{"message": "Throttled", "extensions": {
-                "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
-                "extensions": {"cost": {"requestedQueryCost": cost, "actualQueryCost": None,
-                                        "throttleStatus": throttle}}})
+            return _json(
+                {
+                    "errors": [
+                        {
+                            "message": "Throttled",
+                            "extensions": {
+                                "code": "THROTTLED",
+                                "documentation": "https://shopify.dev/api/usage/rate-limits",
+                            },
+                        }
+                    ],
+                    "extensions": {
+                        "cost": {"requestedQueryCost": cost, "actualQueryCost": None, "throttleStatus": throttle}
+                    },
+                }
+            )
         store.bucket -= cost
-        result = await graphql(SCHEMA, query, root_value=self, context_value=store, variable_values=variables,
-                               field_resolver=_resolve)
+        result = await graphql(
+            SCHEMA, query, root_value=self, context_value=store, variable_values=variables, field_resolver=_resolve
+        )
         answer: dict[str, Any] = {"data": result.data}
         if result.errors:
             answer["errors"] = [e.formatted for e in result.errors]
-        answer["extensions"] = {"cost": {"requestedQueryCost": cost, "actualQueryCost": cost,
-                                         "throttleStatus": {**throttle, "currentlyAvailable": int(store.bucket)}}}
+        answer["extensions"] = {
+            "cost": {
+                "requestedQueryCost": cost,
+                "actualQueryCost": cost,
+                "throttleStatus": {**throttle, "currentlyAvailable": int(store.bucket)},
+            }
+        }
         return _json(answer)
 
     def inventory_item(self, store: Store, item_id: str) -> dict | None:
         if not any(item == item_id for item, _ in store.levels):
             return None
-        return {"id": item_id, "inventoryLevel": lambda location_id: self._level(store, item_id, location_id),
-                "variant": lambda: self._variant(store, item_id)}
+        return {
+            "id": item_id,
+            "inventoryLevel": lambda location_id: self._level(store, item_id, location_id),
+            "variant": lambda: self._variant(store, item_id),
+        }
 
     @staticmethod
     def _variant(store: Store, item: str) -> dict:
         variant = store.variants[item]
-        return {"id": variant.id, "price": variant.price, "product": {"id": variant.product},
-                "inventoryItem": {"id": item}}
+        return {
+            "id": variant.id,
+            "price": variant.price,
+            "product": {"id": variant.product},
+            "inventoryItem": {"id": item},
+        }
 
     def update_variants(self, store: Store, product: str, variants: list[dict]) -> dict:
         """Prices of a product's variants, in the store's currency (a decimal string)."""
         by_id = {v.id: (item, v) for item, v in store.variants.items() if v.product == product}
         if not by_id:
-            return {"productVariants": None, "userErrors": [
-                {"code": "PRODUCT_DOES_NOT_EXIST", "field": ["productId"], "message": "Product does not exist"}]}
+            return {
+                "productVariants": None,
+                "userErrors": [
+                    {"code": "PRODUCT_DOES_NOT_EXIST", "field": ["productId"], "message": "Product does not exist"}
+                ],
+            }
         for n, given in enumerate(variants):
             if given.get("id") not in by_id:
-                return {"productVariants": None, "userErrors": [{
-                    "code": "PRODUCT_VARIANT_DOES_NOT_EXIST", "field": ["variants", str(n), "id"],
-                    "message": "Product variant does not exist"}]}
+                return {
+                    "productVariants": None,
+                    "userErrors": [
+                        {
+                            "code": "PRODUCT_VARIANT_DOES_NOT_EXIST",
+                            "field": ["variants", str(n), "id"],
+                            "message": "Product variant does not exist",
+                        }
+                    ],
+                }
             try:
                 if "price" in given and Decimal(given["price"]) < 0:
                     raise ArithmeticError
             except ArithmeticError:
-                return {"productVariants": None, "userErrors": [{
-                    "code": "INVALID", "field": ["variants", str(n), "price"], "message": "Price is invalid"}]}
+                return {
+                    "productVariants": None,
+                    "userErrors": [
+                        {"code": "INVALID", "field": ["variants", str(n), "price"], "message": "Price is invalid"}
+                    ],
+                }
         for given in variants:
             if "price" in given:
                 by_id[given["id"]][1].price = f"{Decimal(given['price']):.2f}"
@@ -217,9 +261,12 @@ class ShopifyStandIn:
         level = store.levels.get((item, location))
         if level is None:
             return None
-        return {"id": f"gid://shopify/InventoryLevel/{abs(hash((item, location))) % 10**9}?inventory_item_id={item}",
-                "quantities": lambda names: [{"name": n, "quantity": level.quantity} for n in names
-                                             if n in ("available", "on_hand")]}
+        return {
+            "id": f"gid://shopify/InventoryLevel/{abs(hash((item, location))) % 10**9}?inventory_item_id={item}",
+            "quantities": lambda names: [
+                {"name": n, "quantity": level.quantity} for n in names if n in ("available", "on_hand")
+            ],
+        }
 
     def orders(self, store: Store, first: int, after: str | None, query: str | None) -> dict:
         since = ""
@@ -228,25 +275,38 @@ class ShopifyStandIn:
                 since = term.removeprefix("created_at:>=")
         matching = [o for o in store.orders if o["createdAt"] >= since]
         start = int(after) if after else 0
-        page = matching[start:start + first]
+        page = matching[start : start + first]
         more = start + first < len(matching)
-        return {"nodes": [{**o, "lineItems": lambda first, o=o: {"nodes": o["lineItems"][:first]}} for o in page],
-                "pageInfo": {"hasNextPage": more, "endCursor": str(start + first) if more else None}}
+        return {
+            "nodes": [{**o, "lineItems": lambda first, o=o: {"nodes": o["lineItems"][:first]}} for o in page],
+            "pageInfo": {"hasNextPage": more, "endCursor": str(start + first) if more else None},
+        }
 
     def set_quantities(self, store: Store, given: dict, key: str | None) -> dict:
         if key is None:
-            raise GraphQLError("The @idempotent directive is required for this mutation but was not provided.",
-                               extensions={"code": "BAD_REQUEST"})
+            raise GraphQLError(
+                "The @idempotent directive is required for this mutation but was not provided.",
+                extensions={"code": "BAD_REQUEST"},
+            )
         for change in given["quantities"]:
             if "changeFromQuantity" not in change:
-                raise GraphQLError("InventoryQuantityInput must include the following argument: changeFromQuantity",
-                                   extensions={"code": "INVALID_FIELD_ARGUMENTS"})
+                raise GraphQLError(
+                    "InventoryQuantityInput must include the following argument: changeFromQuantity",
+                    extensions={"code": "INVALID_FIELD_ARGUMENTS"},
+                )
         if key in store.idempotency:
             earlier, result = store.idempotency[key]
             if earlier != given:
-                return {"inventoryAdjustmentGroup": None, "userErrors": [{
-                    "code": "IDEMPOTENCY_KEY_PARAMETER_MISMATCH", "field": None,
-                    "message": "The same idempotency key cannot be used with different operation parameters."}]}
+                return {
+                    "inventoryAdjustmentGroup": None,
+                    "userErrors": [
+                        {
+                            "code": "IDEMPOTENCY_KEY_PARAMETER_MISMATCH",
+                            "field": None,
+                            "message": "The same idempotency key cannot be used with different operation parameters.",
+                        }
+                    ],
+                }
             return result
         result = self._set(store, given)
         store.idempotency[key] = (given, result)
@@ -267,34 +327,57 @@ class ShopifyStandIn:
                 self.faults.sales_before_write -= 1
             expected = change["changeFromQuantity"]
             if expected is not None and expected != level.quantity:
-                return _user_error("CHANGE_FROM_QUANTITY_STALE", [*where, "changeFromQuantity"],
-                                   "The specified compare quantity does not match the current quantity.")
+                return _user_error(
+                    "CHANGE_FROM_QUANTITY_STALE",
+                    [*where, "changeFromQuantity"],
+                    "The specified compare quantity does not match the current quantity.",
+                )
             writes.append((level, change["quantity"]))
         for level, quantity in writes:
-            changes += [{"name": name, "delta": quantity - level.quantity, "quantityAfterChange": None}
-                        for name in ("available", "on_hand")]
+            changes += [
+                {"name": name, "delta": quantity - level.quantity, "quantityAfterChange": None}
+                for name in ("available", "on_hand")
+            ]
             level.quantity = quantity
             self.writes += 1
-        return {"inventoryAdjustmentGroup": {
-            "createdAt": _now(self.clock()), "reason": REASONS.get(given["reason"], given["reason"]),
-            "referenceDocumentUri": given.get("referenceDocumentUri"), "changes": changes}, "userErrors": []}
+        return {
+            "inventoryAdjustmentGroup": {
+                "createdAt": _now(self.clock()),
+                "reason": REASONS.get(given["reason"], given["reason"]),
+                "referenceDocumentUri": given.get("referenceDocumentUri"),
+                "changes": changes,
+            },
+            "userErrors": [],
+        }
 
     # --- buyers ------------------------------------------------------------------------------
 
     def sell_one(self, store: Store | None = None, level: Level | None = None) -> Level | None:
         """A buyer buys one unit of `level` (or of any level of any store that has one)."""
-        candidates = ([(store, level)] if store and level else
-                      [(s, lv) for s in self.stores.values() for lv in s.levels.values()])
+        candidates = (
+            [(store, level)] if store and level else [(s, lv) for s in self.stores.values() for lv in s.levels.values()]
+        )
         candidates = [(s, lv) for s, lv in candidates if lv.quantity > 0]
         if not candidates:
             return None
         store, level = self.rng.choice(candidates)
         level.quantity -= 1
         level.sold += 1
-        store.orders.append({"id": self._id("Order"), "createdAt": _now(self.clock()), "cancelledAt": None,
-                             "location": level.location,
-                             "lineItems": [{"id": self._id("LineItem"), "quantity": 1, "variant": {
-                                 "id": self._id("ProductVariant"), "inventoryItem": {"id": level.item}}}]})
+        store.orders.append(
+            {
+                "id": self._id("Order"),
+                "createdAt": _now(self.clock()),
+                "cancelledAt": None,
+                "location": level.location,
+                "lineItems": [
+                    {
+                        "id": self._id("LineItem"),
+                        "quantity": 1,
+                        "variant": {"id": self._id("ProductVariant"), "inventoryItem": {"id": level.item}},
+                    }
+                ],
+            }
+        )
         return level
 
     # --- what a test or the demo tells it ----------------------------------------------------
@@ -315,8 +398,12 @@ class ShopifyStandIn:
         return Response(status_code=204)
 
     async def show_state(self, _request: Request) -> Response:
-        return _json({name: {"levels": [asdict(level) for level in store.levels.values()],
-                             "orders": len(store.orders)} for name, store in self.stores.items()})
+        return _json(
+            {
+                name: {"levels": [asdict(level) for level in store.levels.values()], "orders": len(store.orders)}
+                for name, store in self.stores.items()
+            }
+        )
 
 
 def _resolve(source: Any, info: GraphQLResolveInfo, **args: Any) -> Any:

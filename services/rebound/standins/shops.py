@@ -58,8 +58,11 @@ class TikTokShops(DemoShops):
         before = len(self.market.state.orders)
         for _ in range(units):
             self.market.sell_one()
-        return Counter(self.keys[(item["sku_id"], order["warehouse_id"])]
-                       for order in self.market.state.orders[before:] for item in order["line_items"])
+        return Counter(
+            self.keys[(item["sku_id"], order["warehouse_id"])]
+            for order in self.market.state.orders[before:]
+            for item in order["line_items"]
+        )
 
 
 @dataclass
@@ -68,16 +71,22 @@ class ShopifyShops(DemoShops):
     store_of: dict[str, str] = field(default_factory=dict)  # Rebound key -> store
 
     def stocks(self) -> list[tuple[str, int, int]]:
-        return [(key, level.quantity, level.sold) for ids, key in self.keys.items()
-                for level in [self.market.stores[self.store_of[key]].levels[ids]]]
+        return [
+            (key, level.quantity, level.sold)
+            for ids, key in self.keys.items()
+            for level in [self.market.stores[self.store_of[key]].levels[ids]]
+        ]
 
     def buy(self, units: int) -> Counter[str]:
         before = {name: len(store.orders) for name, store in self.market.stores.items()}
         for _ in range(units):
             self.market.sell_one()
-        return Counter(self.keys[(line["variant"]["inventoryItem"]["id"], order["location"])]
-                       for name, store in self.market.stores.items() for order in store.orders[before[name]:]
-                       for line in order["lineItems"])
+        return Counter(
+            self.keys[(line["variant"]["inventoryItem"]["id"], order["location"])]
+            for name, store in self.market.stores.items()
+            for order in store.orders[before[name] :]
+            for line in order["lineItems"]
+        )
 
 
 @dataclass
@@ -92,8 +101,11 @@ class AmazonShops(DemoShops):
         before = len(self.market.state.orders)
         for _ in range(units):
             self.market.sell_one()
-        return Counter(self.keys[(order["seller_id"], item["SellerSKU"])]
-                       for order in self.market.state.orders[before:] for item in order["items"])
+        return Counter(
+            self.keys[(order["seller_id"], item["SellerSKU"])]
+            for order in self.market.state.orders[before:]
+            for item in order["items"]
+        )
 
 
 @dataclass
@@ -112,15 +124,19 @@ class EbayShops(DemoShops):
         return sold
 
 
-def _listings(seller: str, channel: str, warehouses: Iterable[str],
-              skus: Iterable[str]) -> Iterable[tuple[str, str, str]]:
+def _listings(
+    seller: str, channel: str, warehouses: Iterable[str], skus: Iterable[str]
+) -> Iterable[tuple[str, str, str]]:
     """(key, warehouse, listing sku) of every listing a seller's wave can produce on `channel`
     (an open-box unit has a listing of its own)."""
     for warehouse in warehouses:
         for sku in skus:
             for condition in CONDITIONS:
-                yield (f"{seller}:{channel}:{warehouse}:{sku}:{condition}", warehouse,
-                       sku if condition == "new" else f"{sku}-OB")
+                yield (
+                    f"{seller}:{channel}:{warehouse}:{sku}:{condition}",
+                    warehouse,
+                    sku if condition == "new" else f"{sku}-OB",
+                )
 
 
 def _secret_file(secrets: Path, name: str, secret: str) -> Path:
@@ -131,8 +147,15 @@ def _secret_file(secrets: Path, name: str, secret: str) -> Path:
     return path
 
 
-async def open_tiktok_shops(pool: asyncpg.Pool, market: TikTokStandIn, url: str, shops: Mapping[str, str],
-                            warehouses: Iterable[str], skus: Iterable[str], secrets: Path) -> TikTokShops:
+async def open_tiktok_shops(
+    pool: asyncpg.Pool,
+    market: TikTokStandIn,
+    url: str,
+    shops: Mapping[str, str],
+    warehouses: Iterable[str],
+    skus: Iterable[str],
+    secrets: Path,
+) -> TikTokShops:
     """`shops`: seller_id -> shop_id. Every (seller, warehouse, sku, condition) becomes a listing."""
     opened = TikTokShops("TikTok Shop", "tiktok", market=market)
     warehouses, skus = list(warehouses), list(skus)
@@ -141,13 +164,22 @@ async def open_tiktok_shops(pool: asyncpg.Pool, market: TikTokStandIn, url: str,
         for seller, shop_id in shops.items():
             cipher, secret, expires = f"cipher-{seller}", f"secret-of-{seller}", int(time.time()) + 7 * 86_400
             market.state.shops[cipher] = Shop(f"key-{seller}", secret, cipher, f"at-{seller}", f"rt-{seller}", expires)
-            await connect_shop(conn, seller, "tiktok", shop_id,
-                               tiktok_settings(f"key-{seller}", cipher,
-                                               _secret_file(secrets, f"{seller}.tiktok", secret), api=url, auth=url),
-                               tokens_document(f"at-{seller}", f"rt-{seller}", expires))
+            await connect_shop(
+                conn,
+                seller,
+                "tiktok",
+                shop_id,
+                tiktok_settings(
+                    f"key-{seller}", cipher, _secret_file(secrets, f"{seller}.tiktok", secret), api=url, auth=url
+                ),
+                tokens_document(f"at-{seller}", f"rt-{seller}", expires),
+            )
             for key, warehouse, listing_sku in _listings(seller, "tiktok", warehouses, skus):
-                ids = {"product_id": f"{seller}.{listing_sku}", "sku_id": f"{seller}.{listing_sku}",
-                       "warehouse_id": f"tt-{warehouse}"}
+                ids = {
+                    "product_id": f"{seller}.{listing_sku}",
+                    "sku_id": f"{seller}.{listing_sku}",
+                    "warehouse_id": f"tt-{warehouse}",
+                }
                 market.state.stock[(ids["sku_id"], ids["warehouse_id"])] = Stock(**ids)
                 opened.keys[(ids["sku_id"], ids["warehouse_id"])] = key
                 mappings.append((key, shop_id, ids))
@@ -155,8 +187,15 @@ async def open_tiktok_shops(pool: asyncpg.Pool, market: TikTokStandIn, url: str,
     return opened
 
 
-async def open_shopify_shops(pool: asyncpg.Pool, market: ShopifyStandIn, url: str, shops: Mapping[str, str],
-                             warehouses: Iterable[str], skus: Iterable[str], secrets: Path) -> ShopifyShops:
+async def open_shopify_shops(
+    pool: asyncpg.Pool,
+    market: ShopifyStandIn,
+    url: str,
+    shops: Mapping[str, str],
+    warehouses: Iterable[str],
+    skus: Iterable[str],
+    secrets: Path,
+) -> ShopifyShops:
     """A store per seller; a location per warehouse and an inventory item per listing sku."""
     opened = ShopifyShops("Shopify", "shopify", market=market)
     warehouses, skus = list(warehouses), list(skus)
@@ -165,12 +204,19 @@ async def open_shopify_shops(pool: asyncpg.Pool, market: ShopifyStandIn, url: st
         for seller, shop_id in shops.items():
             token = f"shpat_{seller}"
             market.stores[seller] = Store(token=token)
-            await connect_shop(conn, seller, "shopify", shop_id,
-                               shopify_settings(f"{url}/{seller}", _secret_file(secrets, f"{seller}.shopify", token)),
-                               None)
+            await connect_shop(
+                conn,
+                seller,
+                "shopify",
+                shop_id,
+                shopify_settings(f"{url}/{seller}", _secret_file(secrets, f"{seller}.shopify", token)),
+                None,
+            )
             for key, warehouse, listing_sku in _listings(seller, "shopify", warehouses, skus):
-                ids = {"inventory_item_id": f"gid://shopify/InventoryItem/{seller}.{listing_sku}",
-                       "location_id": f"gid://shopify/Location/{warehouse}"}
+                ids = {
+                    "inventory_item_id": f"gid://shopify/InventoryItem/{seller}.{listing_sku}",
+                    "location_id": f"gid://shopify/Location/{warehouse}",
+                }
                 market.add_level(seller, ids["inventory_item_id"], ids["location_id"])
                 opened.keys[(ids["inventory_item_id"], ids["location_id"])] = key
                 opened.store_of[key] = seller
@@ -179,23 +225,50 @@ async def open_shopify_shops(pool: asyncpg.Pool, market: ShopifyStandIn, url: st
     return opened
 
 
-async def open_amazon_shops(pool: asyncpg.Pool, market: AmazonStandIn, url: str, shops: Mapping[str, str],
-                            warehouses: Iterable[str], skus: Iterable[str], secrets: Path) -> AmazonShops:
+async def open_amazon_shops(
+    pool: asyncpg.Pool,
+    market: AmazonStandIn,
+    url: str,
+    shops: Mapping[str, str],
+    warehouses: Iterable[str],
+    skus: Iterable[str],
+    secrets: Path,
+) -> AmazonShops:
     """A seller account per seller (one marketplace, US); a listing per warehouse and listing sku
     (merchant-fulfilled: one quantity per SKU, so each warehouse lists its own SKUs)."""
     opened = AmazonShops("Amazon", "amazon", market=market)
     mappings = []
     async with pool.acquire() as conn:
         for seller, shop_id in shops.items():
-            amazon_seller, client, secret, refresh = f"A{seller.upper()}", f"amzn1.application-oa2-client.{seller}", \
-                f"amzn-secret-{seller}", f"Atzr|{seller}"
+            amazon_seller, client, secret, refresh = (
+                f"A{seller.upper()}",
+                f"amzn1.application-oa2-client.{seller}",
+                f"amzn-secret-{seller}",
+                f"Atzr|{seller}",
+            )
             market.add_seller(amazon_seller, client, secret, refresh)
-            await connect_shop(conn, seller, "amazon", shop_id, amazon_settings(
-                client, _secret_file(secrets, f"{seller}.amazon-secret", secret),
-                _secret_file(secrets, f"{seller}.amazon-refresh", refresh), api=url, auth=url, settle_s=0.0), None)
+            await connect_shop(
+                conn,
+                seller,
+                "amazon",
+                shop_id,
+                amazon_settings(
+                    client,
+                    _secret_file(secrets, f"{seller}.amazon-secret", secret),
+                    _secret_file(secrets, f"{seller}.amazon-refresh", refresh),
+                    api=url,
+                    auth=url,
+                    settle_s=0.0,
+                ),
+                None,
+            )
             for key, warehouse, listing_sku in _listings(seller, "amazon", warehouses, skus):
-                ids = {"seller_id": amazon_seller, "sku": f"{warehouse}-{listing_sku}", "marketplace_id": AMAZON_US,
-                       "product_type": "PRODUCT"}
+                ids = {
+                    "seller_id": amazon_seller,
+                    "sku": f"{warehouse}-{listing_sku}",
+                    "marketplace_id": AMAZON_US,
+                    "product_type": "PRODUCT",
+                }
                 market.add_listing(amazon_seller, ids["sku"], AMAZON_US)
                 opened.keys[(amazon_seller, ids["sku"])] = key
                 mappings.append((key, shop_id, ids))
@@ -203,8 +276,15 @@ async def open_amazon_shops(pool: asyncpg.Pool, market: AmazonStandIn, url: str,
     return opened
 
 
-async def open_ebay_shops(pool: asyncpg.Pool, market: EbayStandIn, url: str, shops: Mapping[str, str],
-                          warehouses: Iterable[str], skus: Iterable[str], secrets: Path) -> EbayShops:
+async def open_ebay_shops(
+    pool: asyncpg.Pool,
+    market: EbayStandIn,
+    url: str,
+    shops: Mapping[str, str],
+    warehouses: Iterable[str],
+    skus: Iterable[str],
+    secrets: Path,
+) -> EbayShops:
     """An eBay seller per seller; an inventory item and its offer per warehouse and listing sku.
     The shop is connected with its refresh token alone: the first call gets an access token."""
     opened = EbayShops("eBay", "ebay", market=market)
@@ -213,9 +293,14 @@ async def open_ebay_shops(pool: asyncpg.Pool, market: EbayStandIn, url: str, sho
         for seller, shop_id in shops.items():
             client, secret, refresh = f"Rebound-{seller}-PRD", f"PRD-secret-{seller}", f"v^1.1#i^1#{seller}"
             market.add_seller(EbaySeller(seller, client, secret, refresh))
-            await connect_shop(conn, seller, "ebay", shop_id, ebay_settings(
-                client, _secret_file(secrets, f"{seller}.ebay-secret", secret), api=url),
-                tokens_document("", refresh, 0))
+            await connect_shop(
+                conn,
+                seller,
+                "ebay",
+                shop_id,
+                ebay_settings(client, _secret_file(secrets, f"{seller}.ebay-secret", secret), api=url),
+                tokens_document("", refresh, 0),
+            )
             for number, (key, warehouse, listing_sku) in enumerate(_listings(seller, "ebay", warehouses, skus)):
                 ids = {"sku": f"{warehouse}-{listing_sku}", "offer_id": f"{seller}-{number}"}
                 market.add_listing(EbayListing(seller, ids["sku"], ids["offer_id"]))
@@ -232,7 +317,8 @@ async def unsynced(pool: asyncpg.Pool, sellers: Iterable[str]) -> int:
         " ON (s.seller_id, s.channel, s.shop_id) = (l.seller_id, l.channel, l.shop_id)"
         " WHERE l.seller_id = ANY($1::text[]) AND l.blocked IS NULL AND (l.intent IS NOT NULL OR EXISTS"
         " (SELECT 1 FROM connectors.adjustments a WHERE a.key = l.key AND a.sequence > l.applied_through))",
-        list(sellers))
+        list(sellers),
+    )
 
 
 async def close_shops(pool: asyncpg.Pool, sellers: Iterable[str]) -> None:

@@ -90,18 +90,23 @@ class TikTokStandIn(Controls):
         self.clock = clock
         self._orders = 0
         self.buyers = Buyers(self.sell_one, self.rng)
-        self.app = Starlette(routes=[
-            Route("/product/202309/products/{product_id}/inventory/update", self.update_inventory, methods=["POST"]),
-            Route("/product/202309/products/{product_id}/prices/update", self.update_prices, methods=["POST"]),
-            Route("/product/202309/inventory/search", self.search_inventory, methods=["POST"]),
-            Route("/order/202309/orders/search", self.search_orders, methods=["POST"]),
-            Route("/api/v2/token/refresh", self.refresh_token, methods=["GET"]),
-            Route("/_standin/shops", self.add_shop, methods=["POST"]),
-            Route("/_standin/listings", self.add_listing, methods=["POST"]),
-            Route("/_standin/faults", self.set_faults, methods=["PUT"]),
-            Route("/_standin/buyers", self.set_buyers, methods=["PUT"]),
-            Route("/_standin/state", self.show_state, methods=["GET"]),
-        ], lifespan=self.buyers.running)
+        self.app = Starlette(
+            routes=[
+                Route(
+                    "/product/202309/products/{product_id}/inventory/update", self.update_inventory, methods=["POST"]
+                ),
+                Route("/product/202309/products/{product_id}/prices/update", self.update_prices, methods=["POST"]),
+                Route("/product/202309/inventory/search", self.search_inventory, methods=["POST"]),
+                Route("/order/202309/orders/search", self.search_orders, methods=["POST"]),
+                Route("/api/v2/token/refresh", self.refresh_token, methods=["GET"]),
+                Route("/_standin/shops", self.add_shop, methods=["POST"]),
+                Route("/_standin/listings", self.add_listing, methods=["POST"]),
+                Route("/_standin/faults", self.set_faults, methods=["PUT"]),
+                Route("/_standin/buyers", self.set_buyers, methods=["PUT"]),
+                Route("/_standin/state", self.show_state, methods=["GET"]),
+            ],
+            lifespan=self.buyers.running,
+        )
         self.app = late_answers(self.app, lambda: self.state.faults, self.rng)
 
     # --- the marketplace's API ---------------------------------------------------------------
@@ -128,8 +133,15 @@ class TikTokStandIn(Controls):
             return None, raw, _answer(code=TOKEN_EXPIRED, message="access token is expired, please refresh it")
         faults = self.state.faults
         if self.rng.random() < faults.rate_limited:
-            return None, raw, _answer(code=RATE_LIMITED, status=429, message=(
-                "Too many requests. You've made too many requests in a short period of time."))
+            return (
+                None,
+                raw,
+                _answer(
+                    code=RATE_LIMITED,
+                    status=429,
+                    message=("Too many requests. You've made too many requests in a short period of time."),
+                ),
+            )
         if self.rng.random() < faults.server_errors:
             return None, raw, Response("upstream unavailable", status_code=503)
         return shop, raw, None
@@ -158,9 +170,16 @@ class TikTokStandIn(Controls):
                 stock.quantity = quantity
                 self.state.writes += 1
                 continue
-            errors.append({"code": SKU_ERRORS, "message": "batch update inventory error", "detail": {
-                "sku_id": sku_id, "extra_errors": [
-                    {"code": problem[0], "message": problem[1], "warehouse_id": warehouse_id}]}})
+            errors.append(
+                {
+                    "code": SKU_ERRORS,
+                    "message": "batch update inventory error",
+                    "detail": {
+                        "sku_id": sku_id,
+                        "extra_errors": [{"code": problem[0], "message": problem[1], "warehouse_id": warehouse_id}],
+                    },
+                }
+            )
         return _answer({"errors": errors} if errors else {})
 
     async def update_prices(self, request: Request) -> Response:
@@ -169,8 +188,10 @@ class TikTokStandIn(Controls):
         if refusal is not None:
             return refusal
         try:
-            prices = [(str(s["id"]), str(s["price"]["amount"]), str(s["price"]["currency"]))
-                      for s in orjson.loads(raw)["skus"]]
+            prices = [
+                (str(s["id"]), str(s["price"]["amount"]), str(s["price"]["currency"]))
+                for s in orjson.loads(raw)["skus"]
+            ]
             if not all(Decimal(amount) > 0 and currency in CURRENCIES for _, amount, currency in prices):
                 raise ValueError("price")
         except (ValueError, KeyError, TypeError, ArithmeticError):
@@ -179,8 +200,13 @@ class TikTokStandIn(Controls):
         errors = []
         for sku_id, amount, currency in prices:
             if not any(s.sku_id == sku_id and s.product_id == product for s in self.state.stock.values()):
-                errors.append({"code": SKU_NOT_FOUND, "message": f"sku {sku_id} is not a sku of product {product}",
-                               "detail": {"sku_id": sku_id}})
+                errors.append(
+                    {
+                        "code": SKU_NOT_FOUND,
+                        "message": f"sku {sku_id} is not a sku of product {product}",
+                        "detail": {"sku_id": sku_id},
+                    }
+                )
                 continue
             self.state.prices[sku_id] = (amount, currency)
         return _answer({"errors": errors} if errors else {})
@@ -197,12 +223,20 @@ class TikTokStandIn(Controls):
         for stock in self.state.stock.values():
             if stock.sku_id not in wanted:
                 continue
-            sku = products.setdefault(stock.product_id, {}).setdefault(stock.sku_id, {
-                "id": stock.sku_id, "seller_sku": stock.sku_id, "total_available_quantity": 0,
-                "total_committed_quantity": 0, "warehouse_inventory": []})
+            sku = products.setdefault(stock.product_id, {}).setdefault(
+                stock.sku_id,
+                {
+                    "id": stock.sku_id,
+                    "seller_sku": stock.sku_id,
+                    "total_available_quantity": 0,
+                    "total_committed_quantity": 0,
+                    "warehouse_inventory": [],
+                },
+            )
             sku["total_available_quantity"] += stock.quantity
-            sku["warehouse_inventory"].append({"warehouse_id": stock.warehouse_id, "available_quantity": stock.quantity,
-                                               "committed_quantity": 0})
+            sku["warehouse_inventory"].append(
+                {"warehouse_id": stock.warehouse_id, "available_quantity": stock.quantity, "committed_quantity": 0}
+            )
         return _answer({"inventory": [{"product_id": p, "skus": list(skus.values())} for p, skus in products.items()]})
 
     async def search_orders(self, request: Request) -> Response:
@@ -218,23 +252,34 @@ class TikTokStandIn(Controls):
         if not 1 <= size <= 100:
             return _answer(code=BAD_REQUEST, message="page_size must be between 1 and 100")
         matching = [o for o in self.state.orders if o["create_time"] >= since]
-        page = matching[start:start + size]
+        page = matching[start : start + size]
         more = start + size < len(matching)
-        return _answer({"orders": page, "total_count": len(matching),
-                        "next_page_token": str(start + size) if more else ""})
+        return _answer(
+            {"orders": page, "total_count": len(matching), "next_page_token": str(start + size) if more else ""}
+        )
 
     async def refresh_token(self, request: Request) -> Response:
         query = request.query_params
         for shop in self.state.shops.values():
             if (query.get("app_key"), query.get("app_secret"), query.get("refresh_token")) == (
-                    shop.app_key, shop.app_secret, shop.refresh_token) and query.get("grant_type") == "refresh_token":
+                shop.app_key,
+                shop.app_secret,
+                shop.refresh_token,
+            ) and query.get("grant_type") == "refresh_token":
                 shop.access_token, shop.refresh_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
                 shop.access_token_expire_in = int(self.clock()) + 7 * 86_400
                 self.state.faults.expire_tokens = False
-                return _answer({"access_token": shop.access_token, "refresh_token": shop.refresh_token,
-                                "access_token_expire_in": shop.access_token_expire_in,
-                                "refresh_token_expire_in": int(self.clock()) + 365 * 86_400,
-                                "open_id": shop.shop_cipher, "seller_name": shop.shop_cipher}, message="success")
+                return _answer(
+                    {
+                        "access_token": shop.access_token,
+                        "refresh_token": shop.refresh_token,
+                        "access_token_expire_in": shop.access_token_expire_in,
+                        "refresh_token_expire_in": int(self.clock()) + 365 * 86_400,
+                        "open_id": shop.shop_cipher,
+                        "seller_name": shop.shop_cipher,
+                    },
+                    message="success",
+                )
         return _answer(code=36004001, message="rt has expired")
 
     # --- buyers ------------------------------------------------------------------------------
@@ -249,11 +294,23 @@ class TikTokStandIn(Controls):
         stock.sold += 1
         self._orders += 1
         now = int(self.clock())
-        self.state.orders.append({
-            "id": f"{5779_0000_0000_0000 + self._orders}", "status": "AWAITING_SHIPMENT", "create_time": now,
-            "warehouse_id": stock.warehouse_id,
-            "update_time": now, "line_items": [{"id": f"{self._orders}-1", "sku_id": stock.sku_id,
-                                                "seller_sku": stock.sku_id, "product_id": stock.product_id}]})
+        self.state.orders.append(
+            {
+                "id": f"{5779_0000_0000_0000 + self._orders}",
+                "status": "AWAITING_SHIPMENT",
+                "create_time": now,
+                "warehouse_id": stock.warehouse_id,
+                "update_time": now,
+                "line_items": [
+                    {
+                        "id": f"{self._orders}-1",
+                        "sku_id": stock.sku_id,
+                        "seller_sku": stock.sku_id,
+                        "product_id": stock.product_id,
+                    }
+                ],
+            }
+        )
         return stock
 
     # --- what a test or the demo tells it ----------------------------------------------------
@@ -270,8 +327,16 @@ class TikTokStandIn(Controls):
 
     async def show_state(self, _request: Request) -> Response:
         state = self.state
-        return Response(orjson.dumps({
-            "stock": [asdict(s) for s in state.stock.values()], "orders": len(state.orders),
-            "faults": asdict(state.faults), "buyers_per_s": self.buyers.per_s, "requests": state.requests,
-            "writes": state.writes,
-        }), media_type="application/json")
+        return Response(
+            orjson.dumps(
+                {
+                    "stock": [asdict(s) for s in state.stock.values()],
+                    "orders": len(state.orders),
+                    "faults": asdict(state.faults),
+                    "buyers_per_s": self.buyers.per_s,
+                    "requests": state.requests,
+                    "writes": state.writes,
+                }
+            ),
+            media_type="application/json",
+        )
