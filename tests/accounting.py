@@ -14,7 +14,7 @@ from rebound.settings import URL_SECRETS, Settings
 from rebound_contracts.topics import DLQ, EXCEPTIONS
 
 
-def _ours(before: dict, source) -> bool:  # noqa: ANN001
+def _ours(before: dict, source) -> bool:
     inbound = {t.name for t in INBOUND}
     return source.topic in inbound and source.offset >= before.get((source.topic, source.partition), 0)
 
@@ -29,8 +29,8 @@ async def guarantees(bootstrap: str, wave: simulation.Wave) -> checker.Report:
 async def assert_bad_input_accounted_for(bootstrap: str, wave: simulation.Wave, before: dict) -> None:
     """Every malformed or wrong message of the wave has exactly its outcome, once; the hostile but
     valid ones (`simulation.HOSTILE_KINDS`) none but being applied, which the final stock shows."""
-    dlq = await checker.read_records(bootstrap, DLQ.name, sellers=None)
-    raised_read = await checker.read_records(bootstrap, EXCEPTIONS.name, sellers=None)
+    dlq = await checker.read_records(bootstrap, DLQ, sellers=None)
+    raised_read = await checker.read_records(bootstrap, EXCEPTIONS, sellers=None)
     # What the services wrote must parse against the contract, every record of it.
     assert not dlq.unreadable, f"{DLQ.name}: unreadable records {dlq.unreadable[:5]}"
     assert not raised_read.unreadable, f"{EXCEPTIONS.name}: unreadable records {raised_read.unreadable[:5]}"

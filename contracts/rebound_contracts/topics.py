@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -30,12 +30,13 @@ from .outbound import (
 )
 
 Direction = Literal["inbound", "internal", "outbound"]
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
-class Topic:
+class Topic(Generic[M]):
     name: str
-    model: type[BaseModel]
+    model: type[M]
     key_fields: tuple[str, ...]
     direction: Direction
     producers: tuple[str, ...]
@@ -49,7 +50,7 @@ class Topic:
     Rebound consumer does, through its inbox). Only topics whose records a repeat cannot harm are
     published so: a transaction costs several times a plain acknowledged send."""
 
-    def key_of(self, message: BaseModel) -> str:
+    def key_of(self, message: M) -> str:
         """The Kafka key of `message` on this topic: its key fields joined by ':'."""
         return ":".join(str(getattr(message, field)) for field in self.key_fields)
 

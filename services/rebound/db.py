@@ -9,8 +9,12 @@ from typing import Any
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 
 log = structlog.get_logger(__name__)
+
+Connection = asyncpg.Connection | PoolConnectionProxy
+"""A connection of its own or one taken from a pool: the repositories take either."""
 
 MIGRATIONS_LOCK = 0x5EB0_0001  # advisory lock id: one migrator at a time across replicas
 

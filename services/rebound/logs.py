@@ -59,7 +59,7 @@ def configure(level: str = "info", fmt: str = "auto", service: str | None = None
     root.addHandler(handler)
     root.setLevel(max(logging.WARNING, threshold))
     # FastStream gives its logger a handler of its own when it is imported, and stops it there.
-    import faststream  # noqa: F401, PLC0415 - creates that logger now, so it is rerouted once
+    import faststream  # noqa: F401 - creates that logger now, so it is rerouted once
 
     own = logging.getLogger("faststream")
     own.handlers.clear()

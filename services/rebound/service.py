@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from itertools import chain
 
 import asyncpg
@@ -65,15 +66,18 @@ class ServiceSpec:
         return f"rebound-{self.name}"
 
 
-async def _poll(subscriber, consumer):  # noqa: ANN001 - FastStream's batch subscriber, aiokafka's consumer
-    """One poll for a batch: returns as soon as records arrive, or empty after `batch_timeout_ms`.
-    FastStream's own poll also sleeps `batch_timeout_ms` after an empty one, and a record that
-    arrives during that sleep waits it out: on a quiet topic, up to that long added to every hop."""
+async def _poll(subscriber: Any, consumer: Any) -> tuple[Any, ...]:
+    """One poll of aiokafka's `consumer` for FastStream's batch `subscriber`: returns as soon as
+    records arrive, or empty after `batch_timeout_ms`. FastStream's own poll also sleeps
+    `batch_timeout_ms` after an empty one, and a record that arrives during that sleep waits it
+    out: on a quiet topic, up to that long added to every hop."""
     batches = await consumer.getmany(timeout_ms=subscriber.batch_timeout_ms, max_records=subscriber.max_records)
     return tuple(chain.from_iterable(batches.values()))
 
 
-async def _records_only(message, original_parser):  # noqa: ANN001 - FastStream's parser hook
+async def _records_only(
+    message: Any, original_parser: Callable[[Any], Awaitable[Any]]
+) -> Any:  # FastStream's parser hook
     """Parse without touching headers or bodies: the processor reads the raw records itself,
     so a header that is not UTF-8 can never stop the partition."""
     records = message if isinstance(message, tuple) else (message,)
@@ -97,7 +101,7 @@ async def _every(job: Periodic, pool: asyncpg.Pool, settings: Settings, producer
             await job.run(pool, settings, producer)
         except (KafkaError, *TRANSIENT_ERRORS) as error:
             log.warning("periodic_job_retry", job=job.name, error=f"{type(error).__name__}: {error}")
-        except Exception:  # noqa: BLE001 - a failing sweep must not take the consumer down
+        except Exception:
             log.exception("periodic_job_failed", job=job.name)
 
 
@@ -230,7 +234,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         started = time.perf_counter()
         try:
             stats = await processor.process(records)
-        except Exception:  # noqa: BLE001 - never let FastStream move past a batch not applied
+        except Exception:
             metrics.batches_failed.inc()
             log.exception("batch_not_applied", records=len(records))
             with contextlib.suppress(Exception):

@@ -25,7 +25,7 @@ from tests.shops import connect_tiktok
 pytestmark = pytest.mark.e2e
 
 
-async def test_adjustments_reach_the_shop_and_are_acknowledged(settings, pool, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_adjustments_reach_the_shop_and_are_acknowledged(settings, pool, tmp_path: Path) -> None:
     seller = f"e2e-conn-{uuid.uuid4().hex[:8]}"
     await pool.execute("INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $1)", seller)
     market = TikTokStandIn(seed=5)
@@ -69,7 +69,7 @@ async def test_adjustments_reach_the_shop_and_are_acknowledged(settings, pool, t
         # Every unit Rebound offered is either still on the shop or sold there, never both or neither.
         assert stock.quantity + stock.sold == 20, (sku, stock)
     assert sum(stock.sold for stock in market.state.stock.values()) >= 6
-    acks = (await checker.read_records(settings.kafka_bootstrap_servers, ACKS.name, sellers={seller})).records
+    acks = (await checker.read_records(settings.kafka_bootstrap_servers, ACKS, sellers={seller})).records
     assert acks and {a.model.status for a in acks} == {"applied"}
     last = {adjustments[-1].event_id for adjustments in sent.values()}
     assert last <= {a.model.ref_event_id for a in acks}

@@ -73,7 +73,7 @@ def _renamed(event: BaseModel | dict) -> dict:
     return {**document, "event_id": str(uuid.uuid4())}
 
 
-async def test_every_consumed_partition_moves_past_deeply_nested_records(settings, pool, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_every_consumed_partition_moves_past_deeply_nested_records(settings, pool, tmp_path: Path) -> None:
     pipe = Pipeline(pool)
     [seller] = await pipe.add_sellers("hostile")
     events = await _events(pipe, seller)
@@ -117,7 +117,7 @@ async def test_every_consumed_partition_moves_past_deeply_nested_records(setting
     for log in (tmp_path / "logs").rglob("*.log"):
         assert "batch_not_applied" not in log.read_text(), f"{log.name} could not apply a batch"
 
-    letters = (await checker.read_records(settings.kafka_bootstrap_servers, DLQ.name, sellers=None)).records
+    letters = (await checker.read_records(settings.kafka_bootstrap_servers, DLQ, sellers=None)).records
     lettered = {(d.model.source.topic, d.model.source.partition, d.model.source.offset): d.model for d in letters}
     for topic, positions in sent.items():
         if "nested 5,000 deep" in positions:

@@ -44,7 +44,7 @@ def test_a_service_waits_for_missing_infrastructure_instead_of_crashing(
     unreachable: str,
     event: str,
     tmp_path: Path,
-    settings,  # noqa: ANN001
+    settings,
 ) -> None:
     member = ServiceProcess("grading", 0, tmp_path / "grading.log")
     member.start({**os.environ, variable: unreachable, "REBOUND_LOG_FORMAT": "json"})
@@ -59,7 +59,7 @@ def test_a_service_waits_for_missing_infrastructure_instead_of_crashing(
         member.kill()
 
 
-def test_a_service_stops_cleanly_on_sigterm(tmp_path: Path, settings) -> None:  # noqa: ANN001
+def test_a_service_stops_cleanly_on_sigterm(tmp_path: Path, settings) -> None:
     member = ServiceProcess("ledger", 0, tmp_path / "ledger.log")
     member.start({**os.environ, "REBOUND_LOG_FORMAT": "json"})
     try:

@@ -19,7 +19,7 @@ from tests.accounting import assert_bad_input_accounted_for, assert_no_secret_in
 pytestmark = pytest.mark.e2e
 
 
-async def _run_wave(settings, pool, tmp_path: Path, *, units: int, replicas: int):  # noqa: ANN001, ANN202
+async def _run_wave(settings, pool, tmp_path: Path, *, units: int, replicas: int):
     wave = simulation.generate(
         simulation.WaveConfig(
             units=units,
@@ -44,7 +44,7 @@ async def test_a_wave_becomes_stock_exactly_once_and_bad_input_is_accounted_for(
     settings,
     pool,
     tmp_path: Path,
-    replicas: int,  # noqa: ANN001
+    replicas: int,
 ) -> None:
     wave, before = await _run_wave(settings, pool, tmp_path, units=600, replicas=replicas)
     report = await guarantees(settings.kafka_bootstrap_servers, wave)

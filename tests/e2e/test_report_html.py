@@ -53,7 +53,7 @@ class Elements(HTMLParser):
         self.tags.append((tag, {k: v or "" for k, v in attrs}))
 
 
-def _report():  # noqa: ANN202
+def _report():
     scanned = datetime(2026, 11, 2, 8, tzinfo=UTC)
     units = []
     for n in range(60):

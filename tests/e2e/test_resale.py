@@ -96,7 +96,7 @@ async def _trace_ids(bootstrap: str, topic: str, seller: str) -> list[str | None
         await consumer.stop()
 
 
-async def test_exchanges_lots_and_picks_flow_through_the_services(settings, pool, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_exchanges_lots_and_picks_flow_through_the_services(settings, pool, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
     seller = f"resale-{tag}"
     await pool.execute("INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $1)", seller)
@@ -133,9 +133,7 @@ async def test_exchanges_lots_and_picks_flow_through_the_services(settings, pool
         assert fleet.dead() == []
 
     mine = {seller}
-    placed = {
-        a.lpn: a.destination.kind for _, _, a in await checker.read_topic(bootstrap, ALLOCATIONS.name, sellers=mine)
-    }
+    placed = {a.lpn: a.destination.kind for _, _, a in await checker.read_topic(bootstrap, ALLOCATIONS, sellers=mine)}
     # The two B dresses come on different partitions: whichever came first fills the pool's one slot.
     pooled, listed = sorted((f"D1-{tag}", f"D2-{tag}"), key=lambda lpn: placed[lpn] != "exchange_pool")
     assert placed == {
@@ -147,16 +145,15 @@ async def test_exchanges_lots_and_picks_flow_through_the_services(settings, pool
         f"T2-{tag}": "lucky_bag",
     }
     answers = [
-        (a.status, a.lpn, a.source)
-        for _, _, a in await checker.read_topic(bootstrap, EXCHANGE_ALLOCATED.name, sellers=mine)
+        (a.status, a.lpn, a.source) for _, _, a in await checker.read_topic(bootstrap, EXCHANGE_ALLOCATED, sellers=mine)
     ]
     assert sorted(answers, key=str) == sorted(
         [("allocated", pooled, "exchange_pool"), ("allocated", listed, "stock"), ("unavailable", None, None)], key=str
     )
-    [lot] = [m for _, _, m in await checker.read_topic(bootstrap, LISTINGS.name, sellers=mine) if m.lot]
+    [lot] = [m for _, _, m in await checker.read_topic(bootstrap, LISTINGS, sellers=mine) if m.lot]
     assert (sorted(lot.lot.lpns), lot.quantity_limit) == ([f"T0-{tag}", f"T1-{tag}", f"T2-{tag}"], 1)
 
-    records = (await checker.read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=mine)).records
+    records = (await checker.read_records(bootstrap, STOCK_ADJUSTMENTS, sellers=mine)).records
     moves = sorted((r.model.channel, r.model.sku.split("-")[0], r.model.delta, r.model.cause.kind) for r in records)
     assert moves == sorted(
         [
@@ -166,8 +163,8 @@ async def test_exchanges_lots_and_picks_flow_through_the_services(settings, pool
             ("tiktok", "LOT", 1, "lot_formed"),
         ]
     )
-    graded = await checker.read_topic(bootstrap, UNIT_GRADED.name, sellers=mine)
-    decided = await checker.read_topic(bootstrap, DISPOSITIONS.name, sellers=mine)
+    graded = await checker.read_topic(bootstrap, UNIT_GRADED, sellers=mine)
+    decided = await checker.read_topic(bootstrap, DISPOSITIONS, sellers=mine)
     report = checker.check(records, graded, None, dispositions=decided)
     assert report.ok, report.as_dict()
     first_placements = [r for r in records if r.model.cause.kind in ("unit_graded", "lot_formed")]

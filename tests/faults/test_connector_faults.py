@@ -53,7 +53,7 @@ BUYERS_PER_S = 4.0
 class Served:
     """A stand-in's server that can go away and come back on the same address, its state kept."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001
+    def __init__(self, app) -> None:
         self.app = app
         self.port = 0
         self.url = ""
@@ -90,7 +90,7 @@ def watch_sales(shops: DemoShops, sell_one: Callable, offered: Counter[str], ove
 async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
     settings,
     pool,
-    tmp_path: Path,  # noqa: ANN001
+    tmp_path: Path,
 ) -> None:
     seed = run_seed()
     rng = random.Random(seed)
@@ -189,7 +189,7 @@ async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
         f"oversold on Shopify, whose writes are compare-and-set (seed {seed}): {dict(oversold)}"
     )
     sold = sum(units for shop in shops for _, _, units in shop.stocks())
-    acks = (await checker.read_records(settings.kafka_bootstrap_servers, ACKS.name, sellers={seller})).records
+    acks = (await checker.read_records(settings.kafka_bootstrap_servers, ACKS, sellers={seller})).records
     assert {a.model.status for a in acks} == {"applied"}, Counter(a.model.status for a in acks)
     drifts = log_events(logs, "storefront_drift")
     assert not drifts, f"drift reported where only Rebound writes (seed {seed}): {drifts}"
@@ -321,7 +321,7 @@ async def _supervised(fleet: Fleet, note: Callable[[str], None]) -> AsyncIterato
 async def _wait_reconciled(
     pool,
     seller: str,
-    note: Callable[[str], None],  # noqa: ANN001
+    note: Callable[[str], None],
     timeout: float = 60.0,
 ) -> None:
     """Until every listing has been compared with its marketplace since now."""
@@ -339,7 +339,7 @@ async def _wait_applied(
     pool,
     seller: str,
     fleet: Fleet,
-    note: Callable[[str], None],  # noqa: ANN001
+    note: Callable[[str], None],
     timeout: float = 300.0,
 ) -> None:
     deadline = time.monotonic() + timeout

@@ -119,7 +119,7 @@ def assert_relay_recovered_committed_batches(outcome: Outcome) -> None:
 async def test_relay_killed_between_kafka_commit_and_forgetting_its_rows(
     settings,
     pool,
-    tmp_path: Path,  # noqa: ANN001
+    tmp_path: Path,
 ) -> None:
     outcome = await run(
         "relay_killed_after_commit", relay_killed_after_commit, settings, pool, tmp_path / "logs", env=RELAY_KILL
@@ -127,7 +127,7 @@ async def test_relay_killed_between_kafka_commit_and_forgetting_its_rows(
     assert_relay_recovered_committed_batches(outcome)
 
 
-async def test_pruning_the_inbox_while_services_are_killed(settings, pool, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_pruning_the_inbox_while_services_are_killed(settings, pool, tmp_path: Path) -> None:
     # What is tried here is Kafka's own redelivery after kills against pruning; an upstream retry
     # of an event_id more than 10 s later is applied again by design (the retention setting), so
     # the wave has no upstream duplicates or conflicting copies, whose outcome would then hang on timing.
@@ -144,7 +144,7 @@ async def test_pruning_the_inbox_while_services_are_killed(settings, pool, tmp_p
     assert outcome.log_events("inbox_pruned"), "the inbox was never pruned during the scenario"
 
 
-async def test_everything_at_once(settings, pool, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_everything_at_once(settings, pool, tmp_path: Path) -> None:
     # Kills, a broker kill and clean restart, a database crash and outage, the relay killed in its
     # in-doubt window and the inbox pruned every second, two replicas per group. With pruning, the
     # wave has no upstream duplicates or bad input (see the pruning scenario for why).
@@ -166,7 +166,7 @@ async def test_everything_at_once(settings, pool, tmp_path: Path) -> None:  # no
 async def test_kills_over_sasl_with_password_files_leak_no_secret(
     settings,
     pool,
-    tmp_path: Path,  # noqa: ANN001
+    tmp_path: Path,
 ) -> None:
     """The services reach Kafka over SASL_PLAINTEXT (SCRAM-SHA-512) and PostgreSQL with the password
     from a file; the logs of the run are searched for both secrets (run() does it for every scenario)."""
@@ -205,5 +205,5 @@ async def test_kills_over_sasl_with_password_files_leak_no_secret(
     ],
     ids=lambda value: value.__name__ if callable(value) else f"{value}x",
 )
-async def test_guarantees_hold(scenario, replicas: int, settings, pool, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_guarantees_hold(scenario, replicas: int, settings, pool, tmp_path: Path) -> None:
     await run(scenario.__name__, scenario, settings, pool, tmp_path / "logs", replicas=replicas)

@@ -24,7 +24,7 @@ async def kafka_admin(settings: Settings) -> AIOKafkaAdminClient:
 
 
 @contextlib.asynccontextmanager
-async def _fresh_topic(admin: AIOKafkaAdminClient):  # noqa: ANN202
+async def _fresh_topic(admin: AIOKafkaAdminClient):
     name = f"it.scratch.{uuid.uuid4().hex[:12]}"
     await admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
     try:

@@ -48,7 +48,7 @@ rules:
 
 
 @pytest.fixture
-def pipe(pool) -> Pipeline:  # noqa: ANN001
+def pipe(pool) -> Pipeline:
     return Pipeline(pool)
 
 

@@ -38,7 +38,7 @@ async def standin() -> AsyncIterator[tuple[AmazonStandIn, str]]:
         yield market, url
 
 
-async def _shop(url: str, client: httpx.AsyncClient, **kw) -> AmazonShop:  # noqa: ANN003
+async def _shop(url: str, client: httpx.AsyncClient, **kw) -> AmazonShop:
     c = CREDENTIALS
     await client.post(
         f"{url}/_standin/sellers",
@@ -87,7 +87,7 @@ async def _token(client: httpx.AsyncClient, url: str) -> str:
     return answer.json()["access_token"]
 
 
-async def test_a_write_returns_only_once_applied_and_then_reads_back(standin) -> None:  # noqa: ANN001
+async def test_a_write_returns_only_once_applied_and_then_reads_back(standin) -> None:
     market, url = standin
     async with httpx.AsyncClient() as client:
         shop = await _shop(url, client)
@@ -101,7 +101,7 @@ async def test_a_write_returns_only_once_applied_and_then_reads_back(standin) ->
         assert (state["writes"], state["queued"]) == (2, 0)
 
 
-async def test_a_write_never_seen_applied_is_in_doubt(standin) -> None:  # noqa: ANN001
+async def test_a_write_never_seen_applied_is_in_doubt(standin) -> None:
     market, url = standin
     async with httpx.AsyncClient() as client:
         shop = await _shop(url, client, applied_within_s=0.5)
@@ -112,7 +112,7 @@ async def test_a_write_never_seen_applied_is_in_doubt(standin) -> None:  # noqa:
         assert await shop.quantity(LISTING) == 2 and market.state.writes == 0
 
 
-async def test_sales_are_counted_by_id_across_pages_and_buyers_never_sell_below_zero(standin) -> None:  # noqa: ANN001
+async def test_sales_are_counted_by_id_across_pages_and_buyers_never_sell_below_zero(standin) -> None:
     market, url = standin
     async with httpx.AsyncClient() as client:
         shop = await _shop(url, client, page_size=10)
@@ -132,7 +132,7 @@ async def test_sales_are_counted_by_id_across_pages_and_buyers_never_sell_below_
         assert await shop.sales_since(LISTING, started + 3600) == frozenset()
 
 
-async def test_sales_not_known_yet_wait_for_the_next_listing_the_quota_allows(standin) -> None:  # noqa: ANN001
+async def test_sales_not_known_yet_wait_for_the_next_listing_the_quota_allows(standin) -> None:
     market, url = standin
     shift, clock = _shifted()
     async with httpx.AsyncClient() as client:
@@ -168,7 +168,7 @@ async def test_order_items_wait_for_their_own_quota() -> None:
         assert len(await shop.sales_since(LISTING, started, known_at=known_at)) == 32
 
 
-async def test_callers_of_one_shop_share_one_refresh(standin) -> None:  # noqa: ANN001
+async def test_callers_of_one_shop_share_one_refresh(standin) -> None:
     market, url = standin
     async with httpx.AsyncClient() as client:
         shop = await _shop(url, client)
@@ -182,7 +182,7 @@ async def test_callers_of_one_shop_share_one_refresh(standin) -> None:  # noqa: 
         assert market.state.requests["getOrders"] == 1
 
 
-async def test_a_sale_between_the_read_and_the_applied_write_is_a_sale_since_the_read(standin) -> None:  # noqa: ANN001
+async def test_a_sale_between_the_read_and_the_applied_write_is_a_sale_since_the_read(standin) -> None:
     market, url = standin
     async with httpx.AsyncClient() as client:
         shop = await _shop(url, client)
@@ -196,7 +196,7 @@ async def test_a_sale_between_the_read_and_the_applied_write_is_a_sale_since_the
         assert await shop.quantity(LISTING) == 5 and market.state.listings[(SELLER, LISTING["sku"])].sold == 1
 
 
-async def test_a_token_is_fetched_once_and_again_before_or_when_it_expires(standin) -> None:  # noqa: ANN001
+async def test_a_token_is_fetched_once_and_again_before_or_when_it_expires(standin) -> None:
     market, url = standin
     shift, clock = _shifted()
     async with httpx.AsyncClient() as client:
@@ -219,7 +219,7 @@ async def test_a_token_is_fetched_once_and_again_before_or_when_it_expires(stand
             await shop.quantity({**LISTING, "seller_id": "A9OTHERSELLER"})
 
 
-async def test_quota_refusals_and_server_errors_are_told_apart(standin) -> None:  # noqa: ANN001
+async def test_quota_refusals_and_server_errors_are_told_apart(standin) -> None:
     market, url = standin
     async with httpx.AsyncClient() as client:
         shop = await _shop(url, client)
@@ -237,7 +237,7 @@ async def test_quota_refusals_and_server_errors_are_told_apart(standin) -> None:
             await AmazonShop(CREDENTIALS, client, api="http://127.0.0.1:1", auth="http://127.0.0.1:1").quantity(LISTING)
 
 
-async def test_an_invalid_submission_or_unknown_sku_is_refused_with_amazons_message(standin) -> None:  # noqa: ANN001
+async def test_an_invalid_submission_or_unknown_sku_is_refused_with_amazons_message(standin) -> None:
     market, url = standin
     async with httpx.AsyncClient() as client:
         shop = await _shop(url, client)
@@ -327,7 +327,7 @@ async def test_the_stand_in_refuses_what_amazon_refuses() -> None:
         assert (await client.get(path, params={"marketplaceIds": MARKETPLACE}, headers=headers)).status_code == 403
 
 
-async def test_a_price_is_the_offers_our_price_once_applied(standin) -> None:  # noqa: ANN001
+async def test_a_price_is_the_offers_our_price_once_applied(standin) -> None:
     market, url = standin
     async with httpx.AsyncClient() as client:
         shop = await _shop(url, client)

@@ -39,12 +39,12 @@ class World:
     def key(self, sku: str) -> str:
         return f"{self.seller}:amazon:W1:{sku}:new"
 
-    def listing(self, sku: str):  # noqa: ANN201
+    def listing(self, sku: str):
         self.market.apply_due()
         [ids] = [ids for ids, key in self.shops.keys.items() if key == self.key(sku)]
         return self.market.state.listings[ids]
 
-    async def send(self, *adjustments) -> None:  # noqa: ANN002
+    async def send(self, *adjustments) -> None:
         await self.processor.process(
             [
                 f.Record(STOCK_ADJUSTMENTS.name, a.model_dump_json().encode(), 0, n, b"k")
@@ -62,7 +62,7 @@ class World:
 
 
 @pytest.fixture
-async def world(pool, tmp_path: Path) -> AsyncIterator[World]:  # noqa: ANN001
+async def world(pool, tmp_path: Path) -> AsyncIterator[World]:
     seller = f"amzn-{uuid.uuid4().hex[:8]}"
     await pool.execute("INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $1)", seller)
     market = AmazonStandIn(seed=4)

@@ -240,7 +240,7 @@ def _letters(emitted: list[Emitted]) -> list:
 
 
 @pytest.fixture
-def pipe(pool) -> Pipeline:  # noqa: ANN001
+def pipe(pool) -> Pipeline:
     return Pipeline(pool)
 
 
@@ -253,7 +253,7 @@ class Prepared:
 
 
 @pytest.fixture(params=CASES, ids=lambda case: case.topic.name)
-def case(request) -> Case:  # noqa: ANN001
+def case(request) -> Case:
     return request.param
 
 

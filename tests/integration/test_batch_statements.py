@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 
-from rebound.db import create_pool
+from rebound.db import Connection, create_pool
 from rebound.messaging.processor import BatchProcessor
 from rebound.service import ServiceSpec
 from rebound.grading.app import spec as grading_spec
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def pipe(pool) -> Pipeline:  # noqa: ANN001
+def pipe(pool) -> Pipeline:
     return Pipeline(pool)
 
 
@@ -44,7 +44,7 @@ class Counting:
         self.statements += 1
         self.queries.append(record.query)
 
-    async def _init(self, conn: asyncpg.Connection) -> None:
+    async def _init(self, conn: Connection) -> None:
         conn.add_query_logger(self._log)
 
     async def processor(self, settings: Settings, spec: ServiceSpec, tag: str) -> BatchProcessor:

@@ -50,7 +50,7 @@ class World:
     def stock(self, sku: str) -> Stock:
         return self.market.state.stock[(f"sku-{sku}", WAREHOUSE)]
 
-    async def send(self, *adjustments) -> None:  # noqa: ANN002
+    async def send(self, *adjustments) -> None:
         await self.processor.process(
             [
                 f.Record(STOCK_ADJUSTMENTS.name, a.model_dump_json().encode(), 0, next(self.offsets), b"k")
@@ -99,7 +99,7 @@ class World:
 
 
 @pytest.fixture
-async def world(pool, tmp_path: Path) -> AsyncIterator[World]:  # noqa: ANN001
+async def world(pool, tmp_path: Path) -> AsyncIterator[World]:
     seller = f"conn-{uuid.uuid4().hex[:8]}"
     await pool.execute("INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $1)", seller)
     market = TikTokStandIn(seed=3)
@@ -300,7 +300,7 @@ async def test_a_sale_made_between_the_read_and_the_write_is_restored_from_the_o
 
 async def test_on_shopify_a_sale_between_the_read_and_the_write_makes_it_stale_and_it_is_read_again(
     pool, tmp_path: Path
-) -> None:  # noqa: ANN001
+) -> None:
     seller = f"conn-{uuid.uuid4().hex[:8]}"
     await pool.execute("INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $1)", seller)
     market = ShopifyStandIn(seed=8)
@@ -374,22 +374,22 @@ async def test_a_key_that_must_wait_waits_alone_and_moves_when_its_time_comes(wo
     shops = world.syncer.marketplace_of
 
     class Hold:
-        def __init__(self, market) -> None:  # noqa: ANN001
+        def __init__(self, market) -> None:
             self.market, self.maximum = market, market.maximum
             self.compare_and_set, self.idempotent = market.compare_and_set, market.idempotent
 
-        async def quantity(self, listing):  # noqa: ANN001, ANN201
+        async def quantity(self, listing):
             return await self.market.quantity(listing)
 
-        async def sales_since(self, listing, since_s, *, known_at=None):  # noqa: ANN001, ANN201
+        async def sales_since(self, listing, since_s, *, known_at=None):
             return await self.market.sales_since(listing, since_s, known_at=known_at)
 
-        async def set_quantity(self, listing, quantity, *, seen=None, key=None) -> None:  # noqa: ANN001
+        async def set_quantity(self, listing, quantity, *, seen=None, key=None) -> None:
             if listing["sku_id"] == "sku-PEN":
                 raise NotYet("no revision left for now", 3600)
             await self.market.set_quantity(listing, quantity, seen=seen, key=key)
 
-    async def holding(repo, listing):  # noqa: ANN001, ANN202
+    async def holding(repo, listing):
         return Hold(await shops(repo, listing))
 
     world.syncer.marketplace_of = holding
@@ -505,7 +505,7 @@ def _request(
     )
 
 
-async def test_a_listing_request_tells_whoever_maps_the_key_what_to_create(world: World, settings) -> None:  # noqa: ANN001
+async def test_a_listing_request_tells_whoever_maps_the_key_what_to_create(world: World, settings) -> None:
     key = f"{world.seller}:tiktok:W1:LAMP:open_box"
     await world.ask(
         _request(world.seller, "LAMP", "19.90", "Open box: inspected, like new", later=2),
@@ -538,7 +538,7 @@ async def test_a_listing_requests_price_is_set_before_its_first_unit_is_offered(
     seen = []
     set_quantity = TikTokShop.set_quantity
 
-    async def watched(shop, listing, quantity, **kw):  # noqa: ANN001, ANN003, ANN202
+    async def watched(shop, listing, quantity, **kw):
         seen.append(world.market.state.prices.get(listing["sku_id"]))
         return await set_quantity(shop, listing, quantity, **kw)
 
@@ -567,7 +567,7 @@ async def test_a_write_whose_answer_comes_too_late_is_settled_as_in_doubt_and_la
     await world.send(f.adjusted(world.seller, "COAT", 1, +1))
     write = TikTokShop.set_quantity
 
-    async def answered_late(shop, listing, quantity, **kw):  # noqa: ANN001, ANN003, ANN202
+    async def answered_late(shop, listing, quantity, **kw):
         world.market.state.faults.late, world.market.state.faults.late_s = 1.0, 1.0  # the write's answer only
         return await write(shop, listing, quantity, **kw)
 

@@ -67,7 +67,7 @@ async def clocked() -> AsyncIterator[tuple[EbayStandIn, str, httpx.AsyncClient, 
         yield market, url, client, clock
 
 
-def _credentials(clock: Clock | None = None, expires_in: float = 3600, **kw) -> Credentials:  # noqa: ANN003
+def _credentials(clock: Clock | None = None, expires_in: float = 3600, **kw) -> Credentials:
     now = clock() if clock else time.time()
     given = {
         "client_id": "Rebound-Rebound-PRD-4e1c0f2a3-5b6d7e8f",
@@ -89,7 +89,7 @@ async def _shop(
     credentials: Credentials | None = None,
     seller: dict | None = None,
     **kw,
-) -> EbayShop:  # noqa: ANN003
+) -> EbayShop:
     """The seller and its listings on the stand-in, as an operator would set them up, and the
     adapter for it."""
     c = credentials or _credentials(clock)
@@ -122,11 +122,11 @@ async def _shop(
     return EbayShop(c, client, api=url, clock=clock or time.time, **kw)
 
 
-def _listing(market: EbayStandIn, ids: dict = LISTING):  # noqa: ANN202
+def _listing(market: EbayStandIn, ids: dict = LISTING):
     return market.state.listings[("rebound-returns", ids["sku"])]
 
 
-async def test_a_write_sets_both_quantities_and_a_read_is_what_buyers_can_buy(standin) -> None:  # noqa: ANN001
+async def test_a_write_sets_both_quantities_and_a_read_is_what_buyers_can_buy(standin) -> None:
     market, url, client = standin
     shop = await _shop(url, client, quantity=9, available=4)
     assert await shop.quantity(LISTING) == 4  # the smaller of the item's and the offer's
@@ -140,7 +140,7 @@ async def test_a_write_sets_both_quantities_and_a_read_is_what_buyers_can_buy(st
         await shop.quantity({"sku": "RB-NOPE", "offer_id": OFFER})
 
 
-async def test_sales_are_counted_across_pages_and_cancelled_orders_left_out(standin) -> None:  # noqa: ANN001
+async def test_sales_are_counted_across_pages_and_cancelled_orders_left_out(standin) -> None:
     market, url, client = standin
     shop = await _shop(url, client, quantity=23, page_size=5)
     started = int(time.time())
@@ -158,7 +158,7 @@ async def test_sales_are_counted_across_pages_and_cancelled_orders_left_out(stan
     assert await shop.sales_since(LISTING, started + 3600) == frozenset()  # eBay: "can't be in the future"
 
 
-async def test_buyers_never_take_a_listing_below_zero(standin) -> None:  # noqa: ANN001
+async def test_buyers_never_take_a_listing_below_zero(standin) -> None:
     market, url, client = standin
     await _shop(url, client, quantity=5, available=3)  # the offer shows 3 of the item's 5
     await client.put(f"{url}/_standin/buyers", content=orjson.dumps({"per_s": 1000}))
@@ -175,7 +175,7 @@ async def test_buyers_never_take_a_listing_below_zero(standin) -> None:  # noqa:
     assert market.sell_one() is None
 
 
-async def test_a_sale_between_the_read_and_the_write_is_a_sale_since_the_read(standin) -> None:  # noqa: ANN001
+async def test_a_sale_between_the_read_and_the_write_is_a_sale_since_the_read(standin) -> None:
     market, url, client = standin
     shop = await _shop(url, client, quantity=4)
     read_at = int(time.time())
@@ -187,7 +187,7 @@ async def test_a_sale_between_the_read_and_the_write_is_a_sale_since_the_read(st
     assert await shop.quantity(LISTING) == 6  # the write overwrote it: the connector restores 5
 
 
-async def test_a_per_item_error_of_a_207_is_refused_with_ebays_message(standin) -> None:  # noqa: ANN001
+async def test_a_per_item_error_of_a_207_is_refused_with_ebays_message(standin) -> None:
     market, url, client = standin
     shop = await _shop(url, client)
     market.state.faults.listing_errors = 1.0
@@ -229,7 +229,7 @@ async def test_a_per_item_error_of_a_207_is_refused_with_ebays_message(standin) 
     assert too_many.status_code == 400 and too_many.json()["errors"][0]["errorId"] == 25709
 
 
-async def test_429s_are_throttled_and_server_errors_unavailable(standin) -> None:  # noqa: ANN001
+async def test_429s_are_throttled_and_server_errors_unavailable(standin) -> None:
     market, url, client = standin
     shop = await _shop(url, client)
     market.state.faults.rate_limited = 1.0
@@ -251,7 +251,7 @@ async def test_429s_are_throttled_and_server_errors_unavailable(standin) -> None
             await EbayShop(_credentials(), closed, api="http://127.0.0.1:1").quantity(LISTING)
 
 
-async def test_the_daily_call_quota_is_throttled_until_the_pacific_day_ends(clocked) -> None:  # noqa: ANN001
+async def test_the_daily_call_quota_is_throttled_until_the_pacific_day_ends(clocked) -> None:
     _, url, client, clock = clocked
     shop = await _shop(url, client, clock=clock, seller={"daily_calls": {"inventory": 2, "fulfillment": 5}})
     assert await shop.quantity(LISTING) == 2  # two calls: the item and the offer
@@ -265,7 +265,7 @@ async def test_the_daily_call_quota_is_throttled_until_the_pacific_day_ends(cloc
     assert await shop.quantity(LISTING) == 2
 
 
-async def test_an_expired_token_is_refreshed_once_and_stored_before_use(standin) -> None:  # noqa: ANN001
+async def test_an_expired_token_is_refreshed_once_and_stored_before_use(standin) -> None:
     market, url, client = standin
     stored: list[Credentials] = []
 
@@ -286,7 +286,7 @@ async def test_an_expired_token_is_refreshed_once_and_stored_before_use(standin)
         await revoked.quantity(LISTING)  # the seeded token expired, and this refresh token is no one's
 
 
-async def test_a_token_about_to_expire_is_refreshed_before_the_call(standin) -> None:  # noqa: ANN001
+async def test_a_token_about_to_expire_is_refreshed_before_the_call(standin) -> None:
     market, url, client = standin
     stored: list[Credentials] = []
 
@@ -298,7 +298,7 @@ async def test_a_token_about_to_expire_is_refreshed_before_the_call(standin) -> 
     assert (market.state.unauthorized, market.state.refreshes, len(stored)) == (0, 1, 1)
 
 
-async def test_a_token_without_the_scope_is_unauthorized(standin) -> None:  # noqa: ANN001
+async def test_a_token_without_the_scope_is_unauthorized(standin) -> None:
     _, url, client = standin
     readonly = _credentials(scopes=(INVENTORY_SCOPE + ".readonly", FULFILLMENT_SCOPE))
     shop = await _shop(
@@ -309,7 +309,7 @@ async def test_a_token_without_the_scope_is_unauthorized(standin) -> None:  # no
         await shop.set_quantity(LISTING, 3)
 
 
-async def test_the_251st_revision_of_a_pacific_day_is_refused_and_read_as_not_yet(clocked) -> None:  # noqa: ANN001
+async def test_the_251st_revision_of_a_pacific_day_is_refused_and_read_as_not_yet(clocked) -> None:
     market, url, client, clock = clocked
     # A restarted connector: its pacing starts afresh, but eBay counted the day's revisions.
     shop = await _shop(url, client, clock=clock, credentials=_credentials(clock, 30 * 86_400))
@@ -332,7 +332,7 @@ async def test_the_251st_revision_of_a_pacific_day_is_refused_and_read_as_not_ye
     assert _listing(market).quantity == 9
 
 
-async def test_pacing_stops_a_hot_listing_before_it_spends_the_days_revisions(clocked) -> None:  # noqa: ANN001
+async def test_pacing_stops_a_hot_listing_before_it_spends_the_days_revisions(clocked) -> None:
     market, url, client, clock = clocked
     shop = await _shop(url, client, clock=clock)
     for n in range(PACE_BURST):
@@ -349,7 +349,7 @@ async def test_pacing_stops_a_hot_listing_before_it_spends_the_days_revisions(cl
     assert _listing(market).quantity == 99
 
 
-async def test_a_price_is_a_paced_revision_of_the_offer_in_the_marketplaces_currency(standin) -> None:  # noqa: ANN001
+async def test_a_price_is_a_paced_revision_of_the_offer_in_the_marketplaces_currency(standin) -> None:
     market, url, client = standin
     shop = await _shop(url, client)
     revisions = sum(market.state.revisions.values())

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 HOLD_MS = 20_000  # far longer than any poll below
 
 
-async def test_a_commit_ends_a_held_read_committed_fetch(settings, scratch_topic) -> None:  # noqa: ANN001
+async def test_a_commit_ends_a_held_read_committed_fetch(settings, scratch_topic) -> None:
     bootstrap = settings.kafka_bootstrap_servers
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def pipe(pool) -> Pipeline:  # noqa: ANN001
+def pipe(pool) -> Pipeline:
     return Pipeline(pool)
 
 
@@ -310,13 +310,13 @@ async def test_pruning_keeps_what_a_redelivery_could_still_need(pipe: Pipeline) 
     assert (again.applied, again.duplicates) == (0, 2)
 
 
-async def test_a_record_whose_dead_letter_cannot_be_encoded_still_gets_one_and_the_batch_goes_on(pool) -> None:  # noqa: ANN001
+async def test_a_record_whose_dead_letter_cannot_be_encoded_still_gets_one_and_the_batch_goes_on(pool) -> None:
     """A handler failing with a message pydantic will not encode (a lone surrogate): its record's
     dead letter carries only what the consumer wrote itself, and the next record is applied."""
     from rebound.grading.adapters import GradingRepository
     from rebound.messaging.processor import BatchProcessor, Route
 
-    async def fails(ctx, event, repo) -> None:  # noqa: ANN001
+    async def fails(ctx, event, repo) -> None:
         if event.lpn.startswith("BAD"):
             raise RuntimeError("undecodable \udcff")
 

@@ -93,7 +93,7 @@ def _relay(pool: asyncpg.Pool, settings: Settings, producer: str, **kwargs) -> O
     return OutboxRelay(settings.database_url, settings.kafka_bootstrap_servers, producer, **kwargs)
 
 
-async def test_rows_are_published_once_in_order_per_key(pool, settings, scratch_topic) -> None:  # noqa: ANN001
+async def test_rows_are_published_once_in_order_per_key(pool, settings, scratch_topic) -> None:
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
     payloads = await _write_rows(pool, producer, scratch_topic, 250)
     await _relay_until_empty(_relay(pool, settings, producer, batch_size=60), pool)
@@ -104,7 +104,7 @@ async def test_rows_are_published_once_in_order_per_key(pool, settings, scratch_
     assert all(p == DefaultPartitioner()(k, [0, 1, 2], [0, 1, 2]) for k, _, p in published)
 
 
-async def test_rows_beyond_one_record_batch_are_all_published_in_order(pool, settings, scratch_topic) -> None:  # noqa: ANN001
+async def test_rows_beyond_one_record_batch_are_all_published_in_order(pool, settings, scratch_topic) -> None:
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
     filler = "x" * 4000
     buffer = OutboxBuffer(producer)
@@ -122,7 +122,7 @@ async def test_at_least_once_topics_are_sent_without_a_transaction(
     pool,
     settings,
     scratch_topic,
-    another_scratch_topic,  # noqa: ANN001
+    another_scratch_topic,
 ) -> None:
     """In the same batches, the rows of an at-least-once topic go out without a Kafka transaction
     (no commit markers take offsets on their topic) and the others in one; each row once, in
@@ -147,7 +147,7 @@ def _node(plan: dict, node_type: str, relation: str) -> dict:
 
 
 @contextlib.asynccontextmanager
-async def _prepared_over_a_backlog(settings: Settings, producer: str, types: str, statement: str):  # noqa: ANN202
+async def _prepared_over_a_backlog(settings: Settings, producer: str, types: str, statement: str):
     """The relay's own connection, in a transaction rolled back afterwards: the outbox with the
     statistics autovacuum leaves on a table the relays keep drained (nearly empty), then a
     backlog of 50,000 rows of another producer and 20,000 of `producer`, and `statement` prepared
@@ -182,7 +182,7 @@ async def _prepared_over_a_backlog(settings: Settings, producer: str, types: str
     ],
     ids=["forget", "next-batch"],
 )
-async def test_forgetting_a_sent_batch_reads_the_batch_not_the_backlog(settings, statement, types, extra) -> None:  # noqa: ANN001
+async def test_forgetting_a_sent_batch_reads_the_batch_not_the_backlog(settings, statement, types, extra) -> None:
     """After a wave the outbox holds the producer's backlog and other producers' rows (and, until
     vacuum, their deleted versions): forgetting 100 sent rows must not read through them, alone
     (after a crash) or with the read of the next batch. On the relay's own connection, where it
@@ -211,7 +211,7 @@ def _nodes(plan: dict) -> list[dict]:
     return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
 
 
-async def test_the_leader_reads_the_next_batch_not_the_backlog(settings) -> None:  # noqa: ANN001
+async def test_the_leader_reads_the_next_batch_not_the_backlog(settings) -> None:
     """Under a backlog, the read of the next batch on the relay's own connection takes the first
     rows in id order and stops at its LIMIT, whatever the outbox's statistics say: with the
     statistics of a nearly empty table, PostgreSQL's own choice read the producer's whole backlog
@@ -230,7 +230,7 @@ async def test_the_leader_reads_the_next_batch_not_the_backlog(settings) -> None
     assert [node["Actual Rows"] for node in scans] == [2000]  # 20,000 when the backlog is read whole
 
 
-async def test_the_next_read_forgets_the_batch_sent_and_leaves_it_out(pool) -> None:  # noqa: ANN001
+async def test_the_next_read_forgets_the_batch_sent_and_leaves_it_out(pool) -> None:
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
     await _write_rows(pool, producer, "t", 10)
     ids = [r["id"] for r in await pool.fetch("SELECT id FROM rebound.outbox WHERE producer = $1 ORDER BY id", producer)]
@@ -258,7 +258,7 @@ async def test_the_next_read_forgets_the_batch_sent_and_leaves_it_out(pool) -> N
     assert await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer) == 6
 
 
-async def test_a_crash_after_the_kafka_commit_does_not_publish_twice(pool, settings, scratch_topic) -> None:  # noqa: ANN001
+async def test_a_crash_after_the_kafka_commit_does_not_publish_twice(pool, settings, scratch_topic) -> None:
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
     payloads = await _write_rows(pool, producer, scratch_topic, 40)
 
@@ -285,7 +285,7 @@ async def test_a_crash_after_at_least_once_rows_are_out_repeats_them_at_worst(
     settings,
     scratch_topic,
     another_scratch_topic,
-    mixed,  # noqa: ANN001
+    mixed,
 ) -> None:
     """Killed after sending a batch and before forgetting it: alone, the at-least-once rows are
     sent again (a repeat, none lost); in a batch with a transaction, the in-doubt record covers
@@ -316,12 +316,12 @@ async def test_a_crash_after_at_least_once_rows_are_out_repeats_them_at_worst(
         assert sorted(v for _, v, _ in published) == sorted(payloads[1::2])
 
 
-async def test_a_crash_before_the_kafka_commit_publishes_the_rows_later(pool, settings, scratch_topic) -> None:  # noqa: ANN001
+async def test_a_crash_before_the_kafka_commit_publishes_the_rows_later(pool, settings, scratch_topic) -> None:
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
     payloads = await _write_rows(pool, producer, scratch_topic, 30)
     real_execute = asyncpg.connection.Connection.execute
 
-    async def dies_after_recording_doubt(self, query, *args, **kwargs):  # noqa: ANN001, ANN202
+    async def dies_after_recording_doubt(self, query, *args, **kwargs):
         result = await real_execute(self, query, *args, **kwargs)
         if "relay_in_doubt" in query and "INSERT" in query:
             raise Crash  # recorded as in doubt; the Kafka transaction never commits
@@ -339,7 +339,7 @@ async def test_a_crash_before_the_kafka_commit_publishes_the_rows_later(pool, se
     assert sorted(v for _, v, _ in published) == sorted(payloads)
 
 
-async def test_only_one_relay_per_producer_publishes(pool, settings, scratch_topic) -> None:  # noqa: ANN001
+async def test_only_one_relay_per_producer_publishes(pool, settings, scratch_topic) -> None:
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
     payloads = await _write_rows(pool, producer, scratch_topic, 300)
     relays = [_relay(pool, settings, producer, batch_size=20) for _ in range(2)]
@@ -358,7 +358,7 @@ async def test_only_one_relay_per_producer_publishes(pool, settings, scratch_top
     assert sorted(v for _, v, _ in published) == sorted(payloads)
 
 
-async def test_a_commit_wakes_only_the_relay_of_its_producer(pool, settings) -> None:  # noqa: ANN001
+async def test_a_commit_wakes_only_the_relay_of_its_producer(pool, settings) -> None:
     """Each producer's relay has a channel of its own (a name too long for PostgreSQL gets a
     digest): on a shared one, every service's commit woke every service's relay."""
     short = f"it-notify-{uuid.uuid4().hex[:8]}"

@@ -38,7 +38,7 @@ UNWANTED = "ecom_order_delivered_refund_and_return_reason_no_longer_needed"
 
 
 @pytest.fixture
-def pipe(pool) -> Pipeline:  # noqa: ANN001
+def pipe(pool) -> Pipeline:
     return Pipeline(pool)
 
 

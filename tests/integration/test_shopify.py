@@ -31,7 +31,7 @@ async def shop() -> AsyncIterator[tuple[ShopifyStandIn, ShopifyShop, httpx.Async
         yield market, ShopifyShop(f"{url}/rebound-test", "shpat_test", client), client, url
 
 
-async def test_a_quantity_written_with_compare_and_set_reads_back_and_sales_are_counted(shop) -> None:  # noqa: ANN001
+async def test_a_quantity_written_with_compare_and_set_reads_back_and_sales_are_counted(shop) -> None:
     market, store, _, _ = shop
     started = int(time.time())
     assert await store.quantity(LISTING) == 2
@@ -43,7 +43,7 @@ async def test_a_quantity_written_with_compare_and_set_reads_back_and_sales_are_
     assert await store.sales_since(LISTING, started + 3600) == frozenset()
 
 
-async def test_a_write_over_a_number_that_moved_is_stale_and_writes_nothing(shop) -> None:  # noqa: ANN001
+async def test_a_write_over_a_number_that_moved_is_stale_and_writes_nothing(shop) -> None:
     market, store, _, _ = shop
     market.sell_one()  # the shop sold after the connector read 2
     with pytest.raises(Stale):
@@ -51,7 +51,7 @@ async def test_a_write_over_a_number_that_moved_is_stale_and_writes_nothing(shop
     assert await store.quantity(LISTING) == 1
 
 
-async def test_the_same_idempotency_key_repeats_the_first_result_and_other_input_is_refused(shop) -> None:  # noqa: ANN001
+async def test_the_same_idempotency_key_repeats_the_first_result_and_other_input_is_refused(shop) -> None:
     market, store, _, _ = shop
     await store.set_quantity(LISTING, 4, seen=2, key="k-3")
     await store.set_quantity(LISTING, 4, seen=2, key="k-3")  # a retry: no second write, no stale
@@ -60,7 +60,7 @@ async def test_the_same_idempotency_key_repeats_the_first_result_and_other_input
         await store.set_quantity(LISTING, 9, seen=4, key="k-3")
 
 
-async def test_the_directive_and_change_from_quantity_are_mandatory_as_from_2026_04(shop) -> None:  # noqa: ANN001
+async def test_the_directive_and_change_from_quantity_are_mandatory_as_from_2026_04(shop) -> None:
     _, _, client, url = shop
     endpoint, headers = f"{url}/rebound-test/admin/api/2026-04/graphql.json", {"X-Shopify-Access-Token": "shpat_test"}
     write = {
@@ -88,7 +88,7 @@ async def test_the_directive_and_change_from_quantity_are_mandatory_as_from_2026
     assert "Cannot query field 'sku'" in answer["errors"][0]["message"]
 
 
-async def test_throttling_says_how_long_to_wait_and_a_bad_token_is_unauthorized(shop) -> None:  # noqa: ANN001
+async def test_throttling_says_how_long_to_wait_and_a_bad_token_is_unauthorized(shop) -> None:
     market, store, client, url = shop
     market.faults.throttled = 1.0
     with pytest.raises(Throttled) as throttled:
@@ -101,7 +101,7 @@ async def test_throttling_says_how_long_to_wait_and_a_bad_token_is_unauthorized(
         await store.quantity({**LISTING, "location_id": "gid://shopify/Location/1"})
 
 
-async def test_a_price_is_set_on_the_items_variant_in_the_stores_currency_only(shop) -> None:  # noqa: ANN001
+async def test_a_price_is_set_on_the_items_variant_in_the_stores_currency_only(shop) -> None:
     market, store, _, _ = shop
     await store.set_price(LISTING, Decimal("24.5"), "USD")
     assert market.stores["rebound-test"].variants[ITEM].price == "24.50"

@@ -41,7 +41,7 @@ def _credentials() -> Credentials:
     )
 
 
-async def _shop(market: TikTokStandIn, url: str, client: httpx.AsyncClient, **kw) -> TikTokShop:  # noqa: ANN003
+async def _shop(market: TikTokStandIn, url: str, client: httpx.AsyncClient, **kw) -> TikTokShop:
     c = _credentials()
     await client.post(
         f"{url}/_standin/shops",
@@ -55,7 +55,7 @@ async def _shop(market: TikTokStandIn, url: str, client: httpx.AsyncClient, **kw
     return TikTokShop(c, client, api=url, auth=url, **kw)
 
 
-async def test_a_quantity_written_reads_back_and_sales_are_counted(standin) -> None:  # noqa: ANN001
+async def test_a_quantity_written_reads_back_and_sales_are_counted(standin) -> None:
     market, url = standin
     async with httpx.AsyncClient() as client:
         shop = await _shop(market, url, client)
@@ -70,7 +70,7 @@ async def test_a_quantity_written_reads_back_and_sales_are_counted(standin) -> N
         assert await shop.sales_since(LISTING, started + 3600) == frozenset()
 
 
-async def test_the_sales_of_many_pages_are_all_counted(standin) -> None:  # noqa: ANN001
+async def test_the_sales_of_many_pages_are_all_counted(standin) -> None:
     market, url = standin
     async with httpx.AsyncClient() as client:
         shop = await _shop(market, url, client)
@@ -82,7 +82,7 @@ async def test_the_sales_of_many_pages_are_all_counted(standin) -> None:  # noqa
         assert market.sell_one() is None  # buyers never take a listing below zero
 
 
-async def test_a_request_whose_bytes_differ_from_what_was_signed_is_refused(standin) -> None:  # noqa: ANN001
+async def test_a_request_whose_bytes_differ_from_what_was_signed_is_refused(standin) -> None:
     market, url = standin
     async with httpx.AsyncClient() as client:
         await _shop(market, url, client)
@@ -111,7 +111,7 @@ async def test_a_request_whose_bytes_differ_from_what_was_signed_is_refused(stan
         assert market.state.stock[(LISTING["sku_id"], LISTING["warehouse_id"])].quantity == 9
 
 
-async def test_code_zero_with_per_sku_errors_is_a_refusal_with_the_marketplaces_message(standin) -> None:  # noqa: ANN001
+async def test_code_zero_with_per_sku_errors_is_a_refusal_with_the_marketplaces_message(standin) -> None:
     market, url = standin
     async with httpx.AsyncClient() as client:
         shop = await _shop(market, url, client)
@@ -124,7 +124,7 @@ async def test_code_zero_with_per_sku_errors_is_a_refusal_with_the_marketplaces_
         assert await shop.quantity(LISTING) == 2
 
 
-async def test_rate_limits_and_server_errors_are_told_apart(standin) -> None:  # noqa: ANN001
+async def test_rate_limits_and_server_errors_are_told_apart(standin) -> None:
     market, url = standin
     async with httpx.AsyncClient() as client:
         shop = await _shop(market, url, client)
@@ -139,7 +139,7 @@ async def test_rate_limits_and_server_errors_are_told_apart(standin) -> None:  #
         await TikTokShop(_credentials(), httpx.AsyncClient(), api="http://127.0.0.1:1").quantity(LISTING)
 
 
-async def test_an_expired_token_is_refreshed_and_both_new_tokens_stored_before_use(standin) -> None:  # noqa: ANN001
+async def test_an_expired_token_is_refreshed_and_both_new_tokens_stored_before_use(standin) -> None:
     market, url = standin
     stored = []
 
@@ -159,7 +159,7 @@ async def test_an_expired_token_is_refreshed_and_both_new_tokens_stored_before_u
             await stale.quantity(LISTING)
 
 
-async def test_a_price_is_set_on_the_sku_and_an_unknown_sku_is_refused(standin) -> None:  # noqa: ANN001
+async def test_a_price_is_set_on_the_sku_and_an_unknown_sku_is_refused(standin) -> None:
     market, url = standin
     async with httpx.AsyncClient() as client:
         shop = await _shop(market, url, client)

@@ -135,10 +135,10 @@ class FakeGradingRepository:
         self.units[lpn] = replace(state, **changes)
         return self.units[lpn]
 
-    async def merge_receipt(self, unit):  # noqa: ANN001, ANN201
+    async def merge_receipt(self, unit):
         return self._merge(unit.lpn, unit.seller_id, received=unit)
 
-    async def take_over(self, unit):  # noqa: ANN001, ANN201
+    async def take_over(self, unit):
         state = self.units[unit.lpn]
         if state.received is not None:
             return None
@@ -147,7 +147,7 @@ class FakeGradingRepository:
         )
         return self.units[unit.lpn]
 
-    async def merge_inspection(self, inspection):  # noqa: ANN001, ANN201
+    async def merge_inspection(self, inspection):
         state = self.units.get(inspection.lpn)
         if state is not None and state.inspected_at is not None and state.inspected_at > inspection.occurred_at:
             return None
@@ -158,7 +158,7 @@ class FakeGradingRepository:
             inspected_at=inspection.occurred_at,
         )
 
-    async def merge_refurbishment(self, work):  # noqa: ANN001, ANN201
+    async def merge_refurbishment(self, work):
         state = self.units.get(work.lpn)
         before = state.refurbishments if state and state.seller_id == work.seller_id else ()
         done = Refurbishment(work.occurred_at, tuple(work.actions))

@@ -21,7 +21,7 @@ async def test_the_broker_start_waits_for_an_unreachable_kafka() -> None:
     broker = PatientKafkaBroker(f"127.0.0.1:{_closed_port()}", logger=None)
 
     @broker.subscriber("returns.rma.v1", group_id="unit-patient-broker", batch=True)
-    async def handle(_message) -> None:  # noqa: ANN001
+    async def handle(_message) -> None:
         return None
 
     with capture_logs() as logs:

@@ -11,7 +11,7 @@ from rebound import db
 async def test_migrate_waits_for_the_database_and_carries_on(monkeypatch: pytest.MonkeyPatch) -> None:
     attempts: list[int] = []
 
-    async def flaky(_pool) -> list[str]:  # noqa: ANN001
+    async def flaky(_pool) -> list[str]:
         attempts.append(1)
         if len(attempts) < 3:
             raise asyncpg.exceptions.ConnectionDoesNotExistError("terminating connection due to administrator command")
@@ -25,14 +25,14 @@ async def test_migrate_waits_for_the_database_and_carries_on(monkeypatch: pytest
 async def test_migrate_gives_up_after_its_wait_and_other_errors_are_not_retried(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def down(_pool) -> list[str]:  # noqa: ANN001
+    async def down(_pool) -> list[str]:
         raise ConnectionRefusedError("database down")
 
     monkeypatch.setattr(db, "_migrate_once", down)
     with pytest.raises(ConnectionRefusedError):
         await db.migrate(object(), wait_seconds=0.5)
 
-    async def broken(_pool) -> list[str]:  # noqa: ANN001
+    async def broken(_pool) -> list[str]:
         raise asyncpg.exceptions.UndefinedTableError("relation does not exist")
 
     monkeypatch.setattr(db, "_migrate_once", broken)

@@ -192,12 +192,12 @@ def test_only_work_done_after_the_inspection_in_force_counts() -> None:
     assert counted_refurbishment(history, at + timedelta(hours=4)) == ()
 
 
-def _looked_at(lpn: str, packaging: str, at) -> object:  # noqa: ANN001
+def _looked_at(lpn: str, packaging: str, at) -> object:
     inspection = f.inspection("s1", lpn, "A", at=at)
     return inspection.model_copy(update={"checks": InspectionChecks(**{**BASE, "packaging": packaging})})
 
 
-async def _final_grade(events: list) -> str:  # noqa: ANN001
+async def _final_grade(events: list) -> str:
     repo = FakeGradingRepository()
     handle = {"UnitReceived": record_receipt, "UnitInspected": grade_unit, "UnitRefurbished": apply_refurbishment}
     for event in events:

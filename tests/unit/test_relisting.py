@@ -138,7 +138,7 @@ def test_a_policy_shown_as_yaml_can_be_set_again_unchanged() -> None:
 
 
 class _Policies:
-    def __init__(self, policy, owners: dict[str, str] | None = None) -> None:  # noqa: ANN001
+    def __init__(self, policy, owners: dict[str, str] | None = None) -> None:
         self.policy = policy
         self.owners = owners or {}
         self.recorded: list = []
@@ -146,10 +146,10 @@ class _Policies:
     async def owner(self, lpn: str) -> str | None:
         return self.owners.get(lpn)
 
-    async def policy_for(self, seller_id: str):  # noqa: ANN201
+    async def policy_for(self, seller_id: str):
         return self.policy, 7
 
-    def record(self, graded, version: int) -> None:  # noqa: ANN001
+    def record(self, graded, version: int) -> None:
         self.recorded.append((graded.lpn, graded.revision, version))
 
 

@@ -57,7 +57,7 @@ def unit(
     )
 
 
-def report(units: list[UnitFacts]):  # noqa: ANN201
+def report(units: list[UnitFacts]):
     return build_report("s1", date(2026, 11, 1), date(2026, 11, 30), units, datetime(2026, 12, 1, tzinfo=UTC))
 
 

@@ -11,7 +11,7 @@ SERVICES = Path(__file__).resolve().parents[2] / "services" / "rebound"
 QUERY_METHODS = {"execute", "executemany", "fetch", "fetchrow", "fetchval"}
 
 
-def _queries(tree: ast.AST):  # noqa: ANN202
+def _queries(tree: ast.AST):
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in QUERY_METHODS:
             if node.args:

@@ -14,6 +14,7 @@ import orjson
 from rebound_contracts import ListingRequested, MessageSource, StockAdjusted
 
 from .domain import Adjustment
+from ..db import Connection
 
 
 IN_DOUBT = "in doubt"
@@ -120,7 +121,7 @@ def stock_key(event: Any) -> str:
 
 
 class ConnectorRepository:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
     async def record(self, adjustment: StockAdjusted, source: MessageSource) -> bool:
@@ -370,7 +371,7 @@ class ConnectorRepository:
 
 
 async def connect_shop(
-    conn: asyncpg.Connection,
+    conn: Connection,
     seller_id: str,
     channel: str,
     shop_id: str,
@@ -390,12 +391,12 @@ async def connect_shop(
     )
 
 
-async def map_listing(conn: asyncpg.Connection, key: str, shop_id: str, ids: Mapping[str, str]) -> None:
+async def map_listing(conn: Connection, key: str, shop_id: str, ids: Mapping[str, str]) -> None:
     """Say which marketplace listing a key is; a key blocked for being unmapped moves again."""
     await map_listings(conn, [(key, shop_id, ids)])
 
 
-async def map_listings(conn: asyncpg.Connection, listings: Iterable[tuple[str, str, Mapping[str, str]]]) -> None:
+async def map_listings(conn: Connection, listings: Iterable[tuple[str, str, Mapping[str, str]]]) -> None:
     """`map_listing` for many (key, shop_id, ids) at once."""
     await conn.executemany(
         "INSERT INTO connectors.listings (key, seller_id, channel, shop_id, ids) VALUES ($1, $2, $3, $4, $5)"

@@ -48,6 +48,7 @@ from .marketplace import (
     Unauthorized,
     Unavailable,
 )
+from ..db import Connection
 
 log = structlog.get_logger(__name__)
 
@@ -143,7 +144,7 @@ class Syncer:
             (listing.channel, listing.shop_id), TokenBucket(*self.rate.get(listing.channel, (10.0, 10.0)))
         )
 
-    async def _locked(self, key: str, work: Callable[[asyncpg.Connection, str], Awaitable[bool]]) -> bool:
+    async def _locked(self, key: str, work: Callable[[Connection, str], Awaitable[bool]]) -> bool:
         async with self.pool.acquire() as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", LOCKS, key):
                 return False  # another replica has it
@@ -152,7 +153,7 @@ class Syncer:
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", LOCKS, key)
 
-    async def _sync(self, conn: asyncpg.Connection, key: str) -> bool:
+    async def _sync(self, conn: Connection, key: str) -> bool:
         repo = ConnectorRepository(conn)
         listing = await repo.listing(key)
         if listing is None or listing.blocked is not None:
@@ -300,7 +301,7 @@ class Syncer:
 
     async def _price(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         repo: ConnectorRepository,
         listing: Listing,
         market: Marketplace,
@@ -332,7 +333,7 @@ class Syncer:
             )
         return replace(listing, priced=request.event_id)
 
-    async def _reconcile(self, conn: asyncpg.Connection, key: str) -> bool:
+    async def _reconcile(self, conn: Connection, key: str) -> bool:
         """The key's number against its baseline: the last write settled, less the sales since. A
         difference is drift (someone else wrote, or the marketplace lost a sale), reported once
         as `storefront_drift` with both views; the number found is the baseline from then on."""
@@ -438,7 +439,7 @@ class Syncer:
 
     async def _check(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         repo: ConnectorRepository,
         listing: Listing,
         market: Marketplace,
@@ -519,7 +520,7 @@ class Syncer:
 
     async def _resolve(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         repo: ConnectorRepository,
         listing: Listing,
         market: Marketplace,
@@ -598,7 +599,7 @@ class Syncer:
 
     async def _oversold(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         repo: ConnectorRepository,
         listing: Listing,
         pending: list[Pending],
@@ -623,7 +624,7 @@ class Syncer:
 
     async def _applied(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         repo: ConnectorRepository,
         listing: Listing,
         done: list[Pending],
@@ -638,7 +639,7 @@ class Syncer:
 
     async def _done(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         repo: ConnectorRepository,
         listing: Listing,
         done: list[Pending],
@@ -667,7 +668,7 @@ class Syncer:
 
     async def _refuse(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         repo: ConnectorRepository,
         listing: Listing,
         pending: list[Pending],
@@ -694,7 +695,7 @@ class Syncer:
 
     async def _report(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         listing: Listing,
         pending: list[Pending],
         kind: ExceptionKind,

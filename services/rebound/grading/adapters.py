@@ -14,6 +14,7 @@ import orjson
 from rebound_contracts import UnitInspected, UnitReceived, UnitRefurbished
 
 from .domain import DEFAULT_RULES, GradingRules, Refurbishment, counted_refurbishment, parse_rules
+from ..db import Connection
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class GradingRepository:
     a unit of the same seller, so an event can never change another seller's unit) and writes
     the units it changed in one statement (`flush`). Its sellers' rules are read up front too."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._rules: dict[str, GradingRules] = {}
         self._rows: dict[str, _Row | None] = {}  # None: no such unit yet

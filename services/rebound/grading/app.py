@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import asyncpg
 from faststream import FastStream
 from pydantic import BaseModel
 
@@ -15,9 +14,10 @@ from ..service import ServiceSpec, build_app
 from ..settings import Settings
 from .adapters import GradingRepository
 from .handlers import apply_refurbishment, grade_unit, record_receipt
+from ..db import Connection
 
 
-async def lock_keys(_conn: asyncpg.Connection, events: Sequence[BaseModel]) -> Iterable[str]:
+async def lock_keys(_conn: Connection, events: Sequence[BaseModel]) -> Iterable[str]:
     # Receipts and inspections of one LPN come on different topics: serialise them per LPN.
     return [f"lpn:{event.lpn}" for event in events]
 

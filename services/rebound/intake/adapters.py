@@ -16,6 +16,7 @@ import orjson
 from rebound_contracts import MessageSource, ParcelScanned, RmaIssued
 
 from .domain import OpenLine
+from ..db import Connection
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class IntakeRepository:
     so what `prefetch` reads for them stays true for the batch's length. Return orders, lines
     and units the batch adds are kept in memory and written by `flush`, one statement per table."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._rmas: dict[str, list[tuple[datetime, ReturnOrder]]] = {}  # by tracking number, every seller
         # (seller, tracking number) of the parked scans, for the tracking numbers in `_parked_read`

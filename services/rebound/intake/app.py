@@ -18,11 +18,12 @@ from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
 from .adapters import IntakeRepository
 from .handlers import raise_insights, receive_parcel, register_return, report_unmatched_parcels
+from ..db import Connection
 
 INSIGHTS_EVERY_S = 300.0  # a month's returns change slowly; insights are raised once each
 
 
-async def lock_keys(_conn: asyncpg.Connection, events: Sequence[BaseModel]) -> Iterable[str]:
+async def lock_keys(_conn: Connection, events: Sequence[BaseModel]) -> Iterable[str]:
     # A scan and its RMA travel on different topics: serialise them on the tracking number,
     # so a scan never parks while its RMA is being registered by another transaction.
     keys = []

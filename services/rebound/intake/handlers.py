@@ -6,7 +6,6 @@ import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 
 import structlog
 
@@ -20,6 +19,7 @@ from ..reports import queries as reports
 from ..reports.insights import size_signals
 from .adapters import IntakeRepository
 from .domain import categorise_reason, lane_for, match_units
+from ..db import Connection
 
 log = structlog.get_logger(__name__)
 
@@ -128,7 +128,7 @@ async def receive_parcel(ctx: Context, scan: ParcelScanned, repo: IntakeReposito
 
 
 async def report_unmatched_parcels(
-    conn: asyncpg.Connection, repo: IntakeRepository, outbox: OutboxBuffer, now: datetime, waited: timedelta
+    conn: Connection, repo: IntakeRepository, outbox: OutboxBuffer, now: datetime, waited: timedelta
 ) -> int:
     """Raise one `unmatched_parcel` exception for each parcel parked longer than `waited`."""
     stale = await repo.unreported_parked_scans(now - waited)
@@ -151,7 +151,7 @@ def insight_periods(now: datetime) -> list[tuple[str, datetime, datetime]]:
     return [(f"{previous:%Y-%m}", previous, current), (f"{current:%Y-%m}", current, following)]
 
 
-async def raise_insights(conn: asyncpg.Connection, outbox: OutboxBuffer, now: datetime) -> int:
+async def raise_insights(conn: Connection, outbox: OutboxBuffer, now: datetime) -> int:
     """Emit `returns.insights.v1` for each size that runs small or large (see
     `reports.insights`), once per seller, product, size, kind and month."""
     raised = 0

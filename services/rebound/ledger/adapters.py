@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from rebound_contracts import DispositionDecided, Money, UnitPicked
 
 from .domain import StockKey, listing_key
+from ..db import Connection
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ class LedgerRepository:
     moved are written in one statement each when the batch ends (`flush`), or before any query
     that reads units by something else than their LPN, so every read sees every save."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._blocked: dict[str, str | None] = {}
         self._saved: dict[str, tuple[Unit, datetime]] = {}

@@ -17,11 +17,12 @@ from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
 from .adapters import LedgerRepository
 from .handlers import allocation_lock, apply_ack, apply_pick, move_unsold, place_unit, serve_exchange
+from ..db import Connection
 
 UNSOLD_SWEEP_EVERY_S = 600.0
 
 
-async def lock_keys(_conn: asyncpg.Connection, events: Sequence[BaseModel]) -> Iterable[str]:
+async def lock_keys(_conn: Connection, events: Sequence[BaseModel]) -> Iterable[str]:
     # All an event can touch (its unit, listing keys, pools, lots) lies within one seller and
     # warehouse: one lock each, taken up front in one order, so replicas never deadlock.
     return [allocation_lock(e.seller_id, e.warehouse_id) for e in events]

@@ -6,9 +6,9 @@ import hashlib
 import uuid
 from enum import Enum
 
-import asyncpg
 import orjson
 import structlog
+from ..db import Connection
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +60,7 @@ def position_id(topic: str, partition: int, offset: int) -> uuid.UUID:
 
 
 async def claim_all(
-    conn: asyncpg.Connection,
+    conn: Connection,
     consumer: str,
     entries: list[tuple[uuid.UUID, bytes, str, int, int]],
 ) -> list[Claim]:
@@ -103,7 +103,7 @@ async def claim_all(
 
 
 async def prune(
-    conn: asyncpg.Connection,
+    conn: Connection,
     consumer: str,
     committed: dict[tuple[str, int], int],
     older_than_s: float,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-import asyncpg
 from pydantic import BaseModel
 
 from rebound_contracts import Topic
+from ..db import Connection
 
 NOTIFY_CHANNEL = "rebound_outbox"
 
@@ -36,7 +36,7 @@ class OutboxBuffer:
     def add_raw(self, topic: str, key: str, payload: bytes, traceparent: str | None = None) -> None:
         self.rows.append((self.producer, topic, key, payload, traceparent))
 
-    async def flush(self, conn: asyncpg.Connection) -> int:
+    async def flush(self, conn: Connection) -> int:
         """Insert the buffered rows (in order: ids follow insertion) and wake the relay."""
         if not self.rows:
             return 0

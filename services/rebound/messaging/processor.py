@@ -28,7 +28,7 @@ from rebound_contracts.outbound import DeadLetterKind, ExceptionKind
 from rebound_contracts.topics import DLQ, EXCEPTIONS
 
 from .. import tracing
-from ..db import TRANSIENT_ERRORS, advisory_xact_locks
+from ..db import Connection, TRANSIENT_ERRORS, advisory_xact_locks
 from ..tracing import Tracing
 from . import inbox
 from .outbox import OutboxBuffer
@@ -54,7 +54,7 @@ class Record(Protocol):
 class Context:
     """What a handler gets besides its event: the open transaction and where to put events."""
 
-    conn: asyncpg.Connection
+    conn: Connection
     outbox: OutboxBuffer
     source: MessageSource
     now: datetime
@@ -95,7 +95,7 @@ class Context:
 
 Handler = Callable[[Context, Any, Any], Awaitable[None]]
 """`handler(ctx, event, repository)`: applies one event inside the batch's transaction."""
-LockKeys = Callable[[asyncpg.Connection, Sequence[BaseModel]], Awaitable[Iterable[str]]]
+LockKeys = Callable[[Connection, Sequence[BaseModel]], Awaitable[Iterable[str]]]
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class Route:
 
     topic: Topic
     handle: Handler
-    repository: Callable[[asyncpg.Connection], Any]
+    repository: Callable[[Connection], Any]
 
 
 @dataclass
@@ -180,7 +180,7 @@ def decode(record: Record, route: Route | None, max_bytes: int) -> Decoded:
     item = Decoded(record=record, route=route)
     try:
         return _decode(item, max_bytes)
-    except Exception as error:  # noqa: BLE001 - an input no rule above foresaw
+    except Exception as error:
         log.exception("decoding_failed", topic=record.topic, partition=record.partition, offset=record.offset)
         return Decoded(
             record=record,
@@ -270,7 +270,7 @@ class BatchProcessor:
         items = [decode(r, self.routes.get(r.topic), self.max_message_bytes) for r in records]
         try:
             return await self._with_retry(items)
-        except Exception:  # noqa: BLE001 - any non-transient failure: isolate the record at fault
+        except Exception:
             log.exception("batch_failed_isolating_records", consumer=self.consumer, size=len(items))
         total = BatchStats()
         for item in items:
@@ -283,7 +283,7 @@ class BatchProcessor:
         position, the error, the raw bytes in base64) is. Only a transient error is retried."""
         try:
             return await self._with_retry([item])
-        except Exception as error:  # noqa: BLE001 - whatever it was, the record is dead-lettered, not the batch
+        except Exception as error:
             log.exception(
                 "record_failed",
                 consumer=self.consumer,
@@ -294,7 +294,7 @@ class BatchProcessor:
             letter = replace(item, event=None, failure=("processing_failed", f"{type(error).__name__}: {error}"))
         try:
             return await self._with_retry([letter])
-        except Exception:  # noqa: BLE001 - its dead letter failed too: a bare one, of this consumer's own bytes
+        except Exception:
             log.exception(
                 "dead_letter_failed",
                 consumer=self.consumer,
@@ -327,7 +327,7 @@ class BatchProcessor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _apply(self, conn: asyncpg.Connection, items: list[Decoded]) -> BatchStats:
+    async def _apply(self, conn: Connection, items: list[Decoded]) -> BatchStats:
         stats = BatchStats()
         outbox = OutboxBuffer(self.consumer)
         events = [item.event for item in items if item.event is not None]
@@ -397,10 +397,10 @@ class BatchProcessor:
         # One repository per kind and batch, shared by the routes that build the same kind: a
         # repository caches what the batch wrote (e.g. a unit's latest grade), and two caches of
         # one unit would each believe they hold its latest state.
-        repositories: dict[Callable[[asyncpg.Connection], Any], Any] = {}
+        repositories: dict[Callable[[Connection], Any], Any] = {}
         # A repository that can read what the batch's events need in a few statements is given
         # them all first (`prefetch`), instead of reading row by row as each event is applied.
-        applicable: dict[Callable[[asyncpg.Connection], Any], list[BaseModel]] = {}
+        applicable: dict[Callable[[Connection], Any], list[BaseModel]] = {}
         for i, item in enumerate(items):
             if i not in duplicates and i not in failures and item.event.seller_id in known:
                 applicable.setdefault(item.route.repository, []).append(item.event)

@@ -47,7 +47,7 @@ from aiokafka.producer import sender as aiokafka_sender
 from rebound_contracts import ALL_TOPICS
 
 from .. import tracing
-from ..db import TRANSIENT_ERRORS
+from ..db import Connection, TRANSIENT_ERRORS
 from .outbox import NOTIFY_CHANNEL, notify_channel
 
 log = structlog.get_logger(__name__)
@@ -159,7 +159,7 @@ drained. After a vacuum that left thousands of empty pages, it planned the delet
 as a sequential scan of the whole table."""
 
 
-async def connect_leader(database_url: str, **kwargs: Any) -> asyncpg.Connection:
+async def connect_leader(database_url: str, **kwargs: Any) -> Connection:
     """The relay's own connection (the leadership lock, the notifications, every relay statement)."""
     server_settings = {**LEADER_PLANNER, **kwargs.pop("server_settings", {})}
     return await asyncpg.connect(database_url, server_settings=server_settings, **kwargs)
@@ -195,7 +195,7 @@ class OutboxRelay:
         self.on_published = on_published  # gets the topics of the rows of each batch sent
         self.at_least_once = frozenset(at_least_once)  # topics sent without a transaction
         self._wake = asyncio.Event()
-        self._leader: asyncpg.Connection | None = None
+        self._leader: Connection | None = None
         self._fault_kill_after_commit = _fault_kill_after_commit()
         self._committed_batches = 0
         self._sent: list[int] = []  # the last batch committed to Kafka, forgotten by the next read
@@ -220,7 +220,7 @@ class OutboxRelay:
                     error=f"{type(error).__name__}: {error}",
                     retry_in_s=delay,
                 )
-            except Exception:  # noqa: BLE001 - the relay must outlive any single failure
+            except Exception:
                 log.exception("relay_failed", producer=self.producer_name, retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -275,7 +275,7 @@ class OutboxRelay:
             **self.kafka_options,
         )
 
-    def _on_notify(self, _conn, _pid, _channel, payload: str) -> None:
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         if payload == self.producer_name:
             self._wake.set()
 

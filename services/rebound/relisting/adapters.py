@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
 
 from rebound_contracts import UnitGraded
 
 from .domain import DEFAULT_POLICY, Policy
+from ..db import Connection
 
 
 class RelistingRepository:
     """Built per batch: the policies it reads are cached for the batch's length."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._policies: dict[str, tuple[Policy, int]] = {}
         self._decided: dict[str, tuple[UnitGraded, int]] = {}
@@ -86,7 +86,7 @@ class RelistingRepository:
         return self._policies[seller_id]
 
 
-async def set_policy(conn: asyncpg.Connection, seller_id: str, policy: Policy | None) -> int | None:
+async def set_policy(conn: Connection, seller_id: str, policy: Policy | None) -> int | None:
     """Store a seller's policy (None: the default one) as its next version; the version, or None
     for an unknown seller. Units decided under an earlier version are decided again."""
     if not await conn.fetchval("SELECT 1 FROM rebound.sellers WHERE seller_id = $1", seller_id):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-import asyncpg
 
 from .domain import UnitFacts
 from .insights import FitCount
+from ..db import Connection
 
 _RETURNED_UNITS = (
     " FROM intake.units u"
@@ -19,15 +19,15 @@ _RETURNED_UNITS = (
 _IN_PERIOD = " WHERE u.seller_id = $1 AND u.scanned_at >= $2 AND u.scanned_at < $3"
 
 
-async def seller_exists(conn: asyncpg.Connection, seller_id: str) -> bool:
+async def seller_exists(conn: Connection, seller_id: str) -> bool:
     return bool(await conn.fetchval("SELECT 1 FROM rebound.sellers WHERE seller_id = $1", seller_id))
 
 
-async def sellers(conn: asyncpg.Connection) -> list[str]:
+async def sellers(conn: Connection) -> list[str]:
     return [r["seller_id"] for r in await conn.fetch("SELECT seller_id FROM rebound.sellers ORDER BY seller_id")]
 
 
-async def unit_facts(conn: asyncpg.Connection, seller_id: str, start: datetime, end: datetime) -> list[UnitFacts]:
+async def unit_facts(conn: Connection, seller_id: str, start: datetime, end: datetime) -> list[UnitFacts]:
     """Every unit of `seller_id` matched to a return line and scanned in [start, end)."""
     rows = await conn.fetch(
         "SELECT u.lpn, u.return_id, l.sku, l.size, l.colour, r.reason_code, r.reason_category,"
@@ -62,7 +62,7 @@ async def unit_facts(conn: asyncpg.Connection, seller_id: str, start: datetime, 
     ]
 
 
-async def fit_counts(conn: asyncpg.Connection, seller_id: str, start: datetime, end: datetime) -> list[FitCount]:
+async def fit_counts(conn: Connection, seller_id: str, start: datetime, end: datetime) -> list[FitCount]:
     """Returned units of `seller_id` scanned in [start, end), per SKU, size and raw reason."""
     rows = await conn.fetch(
         "SELECT l.sku, l.size, r.reason_category, r.reason_code, count(*) AS units"
@@ -77,7 +77,7 @@ async def fit_counts(conn: asyncpg.Connection, seller_id: str, start: datetime, 
 
 
 async def record_insight(
-    conn: asyncpg.Connection, seller_id: str, sku: str, size: str, kind: str, period: str, event_id: uuid.UUID
+    conn: Connection, seller_id: str, sku: str, size: str, kind: str, period: str, event_id: uuid.UUID
 ) -> bool:
     """Note that this insight was raised; False when it had been already."""
     return bool(

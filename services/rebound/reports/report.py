@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
-import asyncpg
 
 from .domain import build_report
 from .model import SellerReport
 from .queries import seller_exists, unit_facts
+from ..db import Connection
 
 DEFAULT_DAYS = 90
 
@@ -30,7 +30,7 @@ def default_period(today: date, period_from: date | None, period_to: date | None
 
 
 async def seller_report(
-    conn: asyncpg.Connection, seller_id: str, period_from: date, period_to: date, now: datetime
+    conn: Connection, seller_id: str, period_from: date, period_to: date, now: datetime
 ) -> SellerReport:
     start, end = period_bounds(period_from, period_to)
     if not await seller_exists(conn, seller_id):

@@ -13,7 +13,7 @@ import orjson
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from rich.table import Table
 
 from rebound_contracts import DispositionDecided, StockAdjusted, UnitGraded
-from rebound_contracts.topics import BY_NAME, DISPOSITIONS, STOCK_ADJUSTMENTS, UNIT_GRADED
+from rebound_contracts.topics import DISPOSITIONS, STOCK_ADJUSTMENTS, UNIT_GRADED, Topic
 
 EXAMPLES_PER_CHECK = 5
 
@@ -30,40 +30,43 @@ EXAMPLES_PER_CHECK = 5
 # --- Reading ---------------------------------------------------------------------------------
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 @dataclass(frozen=True)
-class Record:
+class Record(Generic[M]):
     """A parsed message with where it was read and its Kafka key."""
 
     partition: int
     offset: int
     key: str | None
-    model: BaseModel
+    model: M
 
 
 @dataclass
-class TopicRead:
-    records: list[Record] = field(default_factory=list)
+class TopicRead(Generic[M]):
+    records: list[Record[M]] = field(default_factory=list)
     unreadable: list[tuple[int, int, str]] = field(default_factory=list)
     """(partition, offset, error) of messages that do not parse against the topic's model."""
 
 
 async def read_records(
     bootstrap: str,
-    topic_name: str,
+    topic: Topic[M],
     *,
     sellers: set[str] | None,
     also: Callable[[Mapping[str, Any]], bool] | None = None,
     idle_timeout_s: float = 60.0,
     kafka_options: Mapping[str, Any] | None = None,
-) -> TopicRead:
+) -> TopicRead[M]:
     """Every committed message of a topic, from the beginning up to its last stable offset.
 
     No consumer group: the checker must not move any service's offsets, and reads all partitions
     itself. `sellers` keeps only those sellers' messages (None: all); `also(document)` keeps some
     more, e.g. another seller's grades of the LPNs an adjustment refers to. `kafka_options`: the
     client's security arguments (TLS, SASL), as aiokafka takes them."""
-    topic = BY_NAME[topic_name]
-    read = TopicRead()
+    topic_name = topic.name
+    read: TopicRead[M] = TopicRead()
     options = dict(kafka_options or {})
     numbers = await _partitions_of(bootstrap, topic_name, options)
     if not numbers:
@@ -126,8 +129,8 @@ async def _partitions_of(bootstrap: str, topic_name: str, options: Mapping[str, 
 
 
 def _parse_into(
-    read: TopicRead,
-    model: type[BaseModel],
+    read: TopicRead[M],
+    model: type[M],
     message: Any,
     sellers: set[str] | None,
     also: Callable[[Mapping[str, Any]], bool] | None,
@@ -154,11 +157,11 @@ def _parse_into(
 
 
 async def read_topic(
-    bootstrap: str, topic_name: str, *, sellers: set[str] | None, kafka_options: Mapping[str, Any] | None = None
-) -> list[tuple[int, int, BaseModel]]:
-    """(partition, offset, model) of every committed message of `topic_name` of these sellers,
+    bootstrap: str, topic: Topic[M], *, sellers: set[str] | None, kafka_options: Mapping[str, Any] | None = None
+) -> list[tuple[int, int, M]]:
+    """(partition, offset, model) of every committed message of `topic` of these sellers,
     in partition and offset order. Messages that do not parse are left out (see `read_records`)."""
-    read = await read_records(bootstrap, topic_name, sellers=sellers, kafka_options=kafka_options)
+    read = await read_records(bootstrap, topic, sellers=sellers, kafka_options=kafka_options)
     return [(r.partition, r.offset, r.model) for r in read.records]
 
 
@@ -388,16 +391,16 @@ async def check_topics(
     """Read the adjustments and grades of these sellers and check them. Grades of other sellers
     are read too when an adjustment names their LPN, so a cross-tenant move is seen."""
     wanted = set(sellers)
-    adjustments = await read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=wanted, kafka_options=kafka_options)
-    lpns = {r.model.cause.lpn for r in adjustments.records}  # type: ignore[attr-defined]
+    adjustments = await read_records(bootstrap, STOCK_ADJUSTMENTS, sellers=wanted, kafka_options=kafka_options)
+    lpns = {r.model.cause.lpn for r in adjustments.records}
     graded = await read_records(
         bootstrap,
-        UNIT_GRADED.name,
+        UNIT_GRADED,
         sellers=wanted,
         also=lambda document: document.get("lpn") in lpns,
         kafka_options=kafka_options,
     )
-    decided = await read_records(bootstrap, DISPOSITIONS.name, sellers=wanted, kafka_options=kafka_options)
+    decided = await read_records(bootstrap, DISPOSITIONS, sellers=wanted, kafka_options=kafka_options)
     report = check(
         adjustments.records,
         graded.records,

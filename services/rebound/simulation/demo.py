@@ -19,6 +19,14 @@ from rich.console import Console
 from rich.table import Table
 
 from rebound_contracts import ALL_TOPICS
+from rebound_contracts.outbound import (
+    ExceptionRaised,
+    MessageDeadLettered,
+    StockAdjusted,
+    UnitAllocated,
+    UnitGraded,
+    UnitReceived,
+)
 from rebound_contracts.topics import (
     ALLOCATIONS,
     DISPOSITIONS,
@@ -149,16 +157,16 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
                 await close_shops(pool, wave.sellers)
             storefronts = [await _storefront(pool, wave, shop, unfilled[shop.channel]) for shop in shops]
         sellers = set(wave.sellers)
-        received = await checker.read_topic(bootstrap, UNIT_RECEIVED.name, sellers=sellers, kafka_options=kafka)
-        graded = await checker.read_topic(bootstrap, UNIT_GRADED.name, sellers=sellers, kafka_options=kafka)
-        decided = await checker.read_topic(bootstrap, DISPOSITIONS.name, sellers=sellers, kafka_options=kafka)
-        allocated = await checker.read_topic(bootstrap, ALLOCATIONS.name, sellers=sellers, kafka_options=kafka)
+        received = await checker.read_topic(bootstrap, UNIT_RECEIVED, sellers=sellers, kafka_options=kafka)
+        graded = await checker.read_topic(bootstrap, UNIT_GRADED, sellers=sellers, kafka_options=kafka)
+        decided = await checker.read_topic(bootstrap, DISPOSITIONS, sellers=sellers, kafka_options=kafka)
+        allocated = await checker.read_topic(bootstrap, ALLOCATIONS, sellers=sellers, kafka_options=kafka)
         # with their Kafka keys, so the checker can hold each key to its seller
         adjustments = (
-            await checker.read_records(bootstrap, STOCK_ADJUSTMENTS.name, sellers=sellers, kafka_options=kafka)
+            await checker.read_records(bootstrap, STOCK_ADJUSTMENTS, sellers=sellers, kafka_options=kafka)
         ).records
-        exceptions = await checker.read_topic(bootstrap, EXCEPTIONS.name, sellers=None, kafka_options=kafka)
-        letters = await checker.read_topic(bootstrap, DLQ.name, sellers=None, kafka_options=kafka)
+        exceptions = await checker.read_topic(bootstrap, EXCEPTIONS, sellers=None, kafka_options=kafka)
+        letters = await checker.read_topic(bootstrap, DLQ, sellers=None, kafka_options=kafka)
         ours = lambda source: source.offset >= before.get((source.topic, source.partition), 0)  # noqa: E731
         exceptions = [e for _, _, e in exceptions if _inbound(e.source.topic) and ours(e.source)]
         letters = [d for _, _, d in letters if _inbound(d.source.topic) and ours(d.source)]
@@ -348,14 +356,14 @@ def _inbound(topic: str) -> bool:
 
 
 def _summary(
-    wave,
-    received,
-    graded,
-    allocated,
-    adjustments,
-    exceptions,
-    letters,
-    parked,  # noqa: ANN001
+    wave: simulation.Wave,
+    received: list[tuple[int, int, UnitReceived]],
+    graded: list[tuple[int, int, UnitGraded]],
+    allocated: list[tuple[int, int, UnitAllocated]],
+    adjustments: list[checker.Record[StockAdjusted]],
+    exceptions: list[ExceptionRaised],
+    letters: list[MessageDeadLettered],
+    parked: int,
     sold: int,
     sellable: dict[str, int],
 ) -> Table:
