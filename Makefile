@@ -42,9 +42,10 @@ demo: up ## run every service, simulate a return wave, print the summary and the
 browser: ## find a headless Chromium for the HTML report test, or install Debian's chromium package
 	deploy/scripts/chromium.sh
 
-lint: install ## ruff (lint and format check): style errors, unused and undefined names, blind excepts (part of make test)
+lint: install ## ruff (lint and format check) and mypy over services, contracts, tests and bench (part of make test)
 	$(BIN)/ruff check services contracts tests bench
 	$(BIN)/ruff format --check services contracts tests bench
+	$(BIN)/mypy
 
 test: up browser lint ## the lint, then every test (unit, integration, end-to-end, fault scenarios) against the real Kafka and PostgreSQL
 	$(BIN)/pytest

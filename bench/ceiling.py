@@ -15,7 +15,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.synchronize import Event as EventType
 from queue import Empty
+from typing import TypeVar
 
 import asyncpg
 import orjson
@@ -25,6 +27,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from rebound.messaging.relay import DELETE_SENT, connect_leader, shorten_concurrent_transactions_retry
 
 from .stats import percentiles
+
+T = TypeVar("T")
 
 PARTITIONS = 6
 BATCH = 500
@@ -172,7 +176,14 @@ async def _send(producer: AIOKafkaProducer, hop: Hop, emitted: list[tuple[bytes,
         await out()
 
 
-async def _loop(bootstrap: str, database_url: str, hop: Hop, units: int, ready=None, go=None) -> tuple[float, float]:  # noqa: ANN001
+async def _loop(
+    bootstrap: str,
+    database_url: str,
+    hop: Hop,
+    units: int,
+    ready: multiprocessing.Queue[int] | None = None,
+    go: EventType | None = None,
+) -> tuple[float, float]:
     """Run one hop until it has carried `units`; (first batch, last batch done) in epoch seconds.
     In a chain it says when its clients are up (`ready`, a queue) and waits for `go` (an event)."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
@@ -198,7 +209,7 @@ async def _loop(bootstrap: str, database_url: str, hop: Hop, units: int, ready=N
     partitions = [TopicPartition(hop.source, p) for p in range(PARTITIONS)]
     consumer.assign(partitions)
     await consumer.seek_to_beginning(*partitions)
-    if ready is not None:
+    if ready is not None and go is not None:
         ready.put(hop.number)
         await asyncio.to_thread(go.wait)
     done, sequence, started, committed = 0, 0, None, time.monotonic()
@@ -217,6 +228,7 @@ async def _loop(bootstrap: str, database_url: str, hop: Hop, units: int, ready=N
             if not hop.paced or done >= units or time.monotonic() - committed >= COMMIT_EVERY_S:
                 await consumer.commit()
                 committed = time.monotonic()
+        assert started is not None  # units > 0: the loop took at least one batch
         return started, time.time()
     finally:
         await consumer.stop()
@@ -225,7 +237,15 @@ async def _loop(bootstrap: str, database_url: str, hop: Hop, units: int, ready=N
         await pool.close()
 
 
-def _hop_process(bootstrap: str, database_url: str, hop: Hop, units: int, ready, go, results) -> None:  # noqa: ANN001
+def _hop_process(
+    bootstrap: str,
+    database_url: str,
+    hop: Hop,
+    units: int,
+    ready: multiprocessing.Queue[int],
+    go: EventType,
+    results: multiprocessing.Queue[tuple[int, tuple[float, float]]],
+) -> None:
     results.put((hop.number, asyncio.run(_loop(bootstrap, database_url, hop, units, ready, go))))
 
 
@@ -258,7 +278,7 @@ class _Chain:
             process.join(10)
         return times
 
-    async def _get(self, queue, timeout: float):  # noqa: ANN001, ANN202
+    async def _get(self, queue: multiprocessing.Queue[T], timeout: float) -> T:
         deadline = time.monotonic() + timeout
         while True:
             try:

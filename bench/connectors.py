@@ -18,6 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -119,13 +120,22 @@ async def _landed(watch: Watch, sender: Sender, timeout: float, progress: Callab
     progress(f"  all {sum(sender.sequence.values()):,} adjustments on the marketplaces")
 
 
-def _writes(markets: dict[str, object]) -> dict[str, int]:
-    tiktok, shopify, amazon, ebay = (markets[c] for c in ("tiktok", "shopify", "amazon", "ebay"))
+@dataclass(frozen=True)
+class _Markets:
+    """The four stand-ins."""
+
+    tiktok: TikTokStandIn
+    shopify: ShopifyStandIn
+    amazon: AmazonStandIn
+    ebay: EbayStandIn
+
+
+def _writes(markets: _Markets) -> dict[str, int]:
     return {
-        "tiktok": tiktok.state.writes,
-        "shopify": shopify.writes,
-        "amazon": amazon.state.writes,
-        "ebay": ebay.state.writes,
+        "tiktok": markets.tiktok.state.writes,
+        "shopify": markets.shopify.writes,
+        "amazon": markets.amazon.state.writes,
+        "ebay": markets.ebay.state.writes,
     }
 
 
@@ -157,28 +167,25 @@ async def measure(
     await pool.executemany(
         "INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $1)", [(seller,) for seller in sellers]
     )
-    markets = {
-        "tiktok": TikTokStandIn(seed=1),
-        "shopify": ShopifyStandIn(seed=1),
-        "amazon": AmazonStandIn(seed=1),
-        "ebay": EbayStandIn(seed=1),
-    }
-    openers = {
-        "tiktok": open_tiktok_shops,
-        "shopify": open_shopify_shops,
-        "amazon": open_amazon_shops,
-        "ebay": open_ebay_shops,
-    }
+    markets = _Markets(
+        tiktok=TikTokStandIn(seed=1),
+        shopify=ShopifyStandIn(seed=1),
+        amazon=AmazonStandIn(seed=1),
+        ebay=EbayStandIn(seed=1),
+    )
     rng = random.Random(1)
     async with (
-        serving(markets["tiktok"].app) as tiktok,
-        serving(markets["shopify"].app) as shopify,
-        serving(markets["amazon"].app) as amazon,
-        serving(markets["ebay"].app) as ebay,
+        serving(markets.tiktok.app) as tiktok,
+        serving(markets.shopify.app) as shopify,
+        serving(markets.amazon.app) as amazon,
+        serving(markets.ebay.app) as ebay,
     ):
-        urls = {"tiktok": tiktok, "shopify": shopify, "amazon": amazon, "ebay": ebay}
-        shops = [
-            await openers[c](pool, markets[c], urls[c], sellers, ["W1"], SKUS, log_dir / "secrets") for c in markets
+        secrets = log_dir / "secrets"
+        shops: list[DemoShops] = [
+            await open_tiktok_shops(pool, markets.tiktok, tiktok, sellers, ["W1"], SKUS, secrets),
+            await open_shopify_shops(pool, markets.shopify, shopify, sellers, ["W1"], SKUS, secrets),
+            await open_amazon_shops(pool, markets.amazon, amazon, sellers, ["W1"], SKUS, secrets),
+            await open_ebay_shops(pool, markets.ebay, ebay, sellers, ["W1"], SKUS, secrets),
         ]
         keys = sorted(key for shop in shops for key in shop.keys.values())
         watch = Watch(shops)

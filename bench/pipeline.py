@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -29,6 +30,15 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
+
+
+def _fleet_peak_rss_mb(fleet: Fleet) -> dict[str, float]:
+    """`peak_rss_mb` of each member of a running fleet."""
+    rss = {}
+    for member in fleet.members:
+        assert member.process is not None  # a fleet's members are started when it is entered
+        rss[member.name] = peak_rss_mb(member.process.pid)
+    return rss
 
 
 class AdjustmentWatcher:
@@ -62,8 +72,10 @@ class AdjustmentWatcher:
         self._task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None  # start() makes it before it starts this task
         while True:
-            batches = await self._consumer.getmany(timeout_ms=100)
+            batches = await consumer.getmany(timeout_ms=100)
             now = time.time()
             for records in batches.values():
                 for record in records:
@@ -102,7 +114,7 @@ async def throughput(settings: Settings, units: int, replicas: int, log_dir: Pat
             await watcher.wait(lambda: sum(watcher.available.values()) == expected, timeout)
             finished = watcher.seen[-1][0]
             await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet)
-            rss = {m.name: peak_rss_mb(m.process.pid) for m in fleet.members}
+            rss = _fleet_peak_rss_mb(fleet)
         elapsed = finished - started
         return {
             "units": units,
@@ -153,7 +165,7 @@ async def inspections(settings: Settings, units: int, replicas: int, log_dir: Pa
             )
             await watcher.wait(lambda: sum(watcher.available.values()) == expected, timeout)
             finished = watcher.seen[-1][0]
-            rss = {m.name: peak_rss_mb(m.process.pid) for m in fleet.members}
+            rss = _fleet_peak_rss_mb(fleet)
         elapsed = finished - started
         return {
             "units": units,
@@ -207,7 +219,9 @@ async def _records_since(bootstrap: str, start: dict[TopicPartition, int]) -> di
         await consumer.stop()
 
 
-async def hops(bootstrap: str, pool, start: dict[TopicPartition, int], readable: dict[str, float]) -> dict:  # noqa: ANN001
+async def hops(
+    bootstrap: str, pool: asyncpg.Pool, start: dict[TopicPartition, int], readable: dict[str, float]
+) -> dict:
     """Where each unit's time went, hop by hop: from a record's timestamp (when its producer built
     it: the benchmark for inspections, a relay for the rest) to the transaction of the consumer
     that applied it (the inbox's processed_at: the Kafka commit, the fetch and the batches before

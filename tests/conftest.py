@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
@@ -42,7 +42,7 @@ def settings() -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="session")
-async def pool(settings: Settings) -> asyncpg.Pool:
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     try:
         pool = await create_pool(settings.database_url, max_size=8, wait_seconds=10)
     except Exception as error:  # noqa: BLE001 - any failure to reach PostgreSQL fails the run with one line

@@ -10,13 +10,20 @@ import signal
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 
 from . import logs
 from .connections import database_connect_kwargs, kafka_options
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .db import Connection
+    from .relisting.domain import Policy
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="Rebound: returned units back to sellable stock, synced to the shop exactly once.",
@@ -51,7 +58,7 @@ class Service(str, Enum):
     connectors = "connectors"
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(f"rebound: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(code=1)
 
@@ -490,9 +497,10 @@ def connect_unmapped(
     from rich.console import Console
     from rich.table import Table
 
-    from .connectors.adapters import ConnectorRepository, Requested
+    from .connectors.adapters import PostgresConnectorRepository
+    from .connectors.domain import Requested
 
-    rows = asyncio.run(_with_conn(Settings.from_env(), lambda conn: ConnectorRepository(conn).unmapped(seller)))
+    rows = asyncio.run(_with_conn(Settings.from_env(), lambda conn: PostgresConnectorRepository(conn).unmapped(seller)))
     if not rows:
         typer.echo("every listing key is mapped")
         return
@@ -530,9 +538,9 @@ def connect_unblock(key: Annotated[str, typer.Argument(help="The listing key to 
     """Let a blocked key move again, once what blocked it is fixed: the shop reconnected, the
     listing fixed on the marketplace, or (a key blocked `in doubt`) the marketplace's number set by
     hand to what it should be, the write in doubt included; that write is then booked applied."""
-    from .connectors.adapters import ConnectorRepository
+    from .connectors.adapters import PostgresConnectorRepository
 
-    if not asyncio.run(_with_conn(Settings.from_env(), lambda conn: ConnectorRepository(conn).unblock(key))):
+    if not asyncio.run(_with_conn(Settings.from_env(), lambda conn: PostgresConnectorRepository(conn).unblock(key))):
         _fail(f"no listing key {key}")
     typer.echo(f"{key} unblocked")
 
@@ -553,7 +561,9 @@ def standin(
     from .standins.shopify import ShopifyStandIn
     from .standins.tiktok import TikTokStandIn
 
-    stand_ins = {
+    stand_ins: dict[
+        str, tuple[str, type[TikTokStandIn] | type[ShopifyStandIn] | type[AmazonStandIn] | type[EbayStandIn]]
+    ] = {
         "tiktok": ("TikTok Shop", TikTokStandIn),
         "shopify": ("Shopify", ShopifyStandIn),
         "amazon": ("Amazon", AmazonStandIn),
@@ -586,7 +596,7 @@ def _read_policy(file: Path):  # noqa: ANN202 - a Policy, imported lazily
         _fail(f"{error}; nothing changed")
 
 
-async def _with_conn(settings: Settings, work):  # noqa: ANN001, ANN202
+async def _with_conn(settings: Settings, work: Callable[[Connection], Awaitable[T]]) -> T:
     from .db import create_pool
 
     pool = await create_pool(settings.database_url, wait_seconds=30, connect_kwargs=database_connect_kwargs(settings))
@@ -636,15 +646,15 @@ def policy_reset(seller_id: Annotated[str, typer.Argument(help="The seller.")]) 
 @policy_app.command("show")
 def policy_show(seller_id: Annotated[str, typer.Argument(help="The seller.")]) -> None:
     """Print the seller's policy as YAML (the default one when none is set)."""
-    from .relisting.adapters import RelistingRepository
+    from .relisting.adapters import PostgresRelistingRepository
     from .relisting.policy_file import dump_policy
 
     settings = Settings.from_env()
 
-    async def read(conn):  # noqa: ANN001, ANN202
+    async def read(conn: Connection) -> tuple[Policy, int] | None:
         if not await conn.fetchval("SELECT 1 FROM rebound.sellers WHERE seller_id = $1", seller_id):
             return None
-        return await RelistingRepository(conn).policy_for(seller_id)
+        return await PostgresRelistingRepository(conn).policy_for(seller_id)
 
     found = asyncio.run(_with_conn(settings, read))
     if found is None:

@@ -70,11 +70,13 @@ def kafka_options(settings: Settings) -> dict[str, Any]:
 def kafka_security(settings: Settings) -> BaseSecurity | None:
     """The same as `kafka_options`, in the form FastStream's KafkaBroker takes (`security=`)."""
     context = kafka_ssl_context(settings)
-    if settings.uses_sasl:
-        sasl = _FASTSTREAM_SASL[settings.kafka_sasl_mechanism]
-        return sasl(
-            settings.kafka_sasl_username, settings.kafka_sasl_password, ssl_context=context, use_ssl=settings.uses_tls
-        )
+    mechanism, username, password = (
+        settings.kafka_sasl_mechanism,
+        settings.kafka_sasl_username,
+        settings.kafka_sasl_password,
+    )
+    if settings.uses_sasl and mechanism and username and password:  # Settings requires all three with SASL
+        return _FASTSTREAM_SASL[mechanism](username, password, ssl_context=context, use_ssl=settings.uses_tls)
     if settings.uses_tls:
         return BaseSecurity(ssl_context=context, use_ssl=True)
     return None

@@ -85,7 +85,7 @@ def _migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def advisory_xact_locks(conn: asyncpg.Connection, keys: Iterable[str]) -> None:
+async def advisory_xact_locks(conn: Connection, keys: Iterable[str]) -> None:
     """Take the transaction-scoped advisory locks of `keys`, in one fixed order, so two
     transactions wanting some of the same keys never wait on each other in a cycle."""
     wanted = sorted(set(keys))

@@ -318,13 +318,14 @@ class Probes:
                     ),
                     30.0,
                 )
+                assert row is not None  # an aggregate without GROUP BY returns one row
                 self.metrics.set_outbox(row["rows"], float(row["age"] or 0.0))
             except Exception as error:  # noqa: BLE001 - a gauge left stale, reported, never a crash
                 errors.append(f"outbox: {type(error).__name__}: {error}")
-        error = "; ".join(errors) or None
-        if error is not None and error != self._last_sample_error:  # once per new error, not every refresh
-            log.warning("metrics_sample_failed", error=error)
-        self._last_sample_error = error
+        failed = "; ".join(errors) or None
+        if failed is not None and failed != self._last_sample_error:  # once per new error, not every refresh
+            log.warning("metrics_sample_failed", error=failed)
+        self._last_sample_error = failed
 
     async def sample_every(self, every_s: float) -> None:
         while True:

@@ -224,7 +224,8 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         parser=_records_only,
         decoder=_the_message,
     )
-    subscriber.get_msg = functools.partial(_poll, subscriber)
+    # A library internal replaced on purpose (docs/decisions/0002-patched-library-internals.md)
+    subscriber.get_msg = functools.partial(_poll, subscriber)  # type: ignore[method-assign]
     observability.probes.assignment = lambda: None if subscriber.consumer is None else subscriber.consumer.assignment()
 
     @subscriber
@@ -243,7 +244,8 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
             return
         metrics.record_batch(stats, time.perf_counter() - started, datetime.now(UTC))
         # Applied and committed in PostgreSQL; the offsets follow in the background.
-        await committer.note(message.consumer, records)
+        # FastStream types the consumer as its own protocol; it is aiokafka's, which commits offsets
+        await committer.note(message.consumer, records)  # type: ignore[arg-type]
         log.debug(
             "batch_applied",
             records=len(records),

@@ -10,7 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_KAFKA = "127.0.0.1:19092"
-DEFAULT_DATABASE = "postgresql://rebound:localdev-7f3a9c@127.0.0.1:15432/rebound"
+LOCAL_DATABASE_PASSWORD = "localdev-7f3a9c"
+"""The password of the local development cluster `make up` starts (deploy/scripts/postgres.sh and
+deploy/compose.yaml say the same; a deployment test holds them to this). Distinctive, so a test
+can search a run's logs for it."""
+DEFAULT_DATABASE = f"postgresql://rebound:{LOCAL_DATABASE_PASSWORD}@127.0.0.1:15432/rebound"
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")

@@ -64,7 +64,7 @@ class Tracing:
         if exporter is None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            endpoint = otlp_endpoint.rstrip("/")
+            endpoint = (otlp_endpoint or "").rstrip("/")  # enabled: an endpoint or an exporter
             exporter = OTLPSpanExporter(
                 endpoint=endpoint if endpoint.endswith("/v1/traces") else f"{endpoint}/v1/traces"
             )

@@ -52,6 +52,7 @@ def _nested_under(event: BaseModel | dict, depth: int) -> bytes:
 async def _events(pipe: Pipeline, seller: str) -> dict[str, BaseModel | dict]:
     """A valid event for every consumed topic (a disposition as relisting decides it)."""
     [disposition] = await pipe.decide([f.graded(seller, pipe.id("L6"), "A")])
+    assert disposition.value is not None
     return {
         RMA.name: f.rma(seller),
         PARCEL_SCANNED.name: f.scan(seller, f.uid("T"), [(pipe.id("L1"), "TEE-BLK-M")]),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rebound.settings import LOCAL_DATABASE_PASSWORD
 from rebound.simulation.fleet import ServiceProcess
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +37,7 @@ def _wait_for(log: Path, event: str, seconds: float = 30.0) -> dict:
     ("variable", "unreachable", "event"),
     [
         ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1", "kafka_unavailable"),
-        ("DATABASE_URL", "postgresql://rebound:localdev-7f3a9c@127.0.0.1:1/rebound", "database_unavailable"),
+        ("DATABASE_URL", f"postgresql://rebound:{LOCAL_DATABASE_PASSWORD}@127.0.0.1:1/rebound", "database_unavailable"),
     ],
 )
 def test_a_service_waits_for_missing_infrastructure_instead_of_crashing(

@@ -133,7 +133,10 @@ async def test_exchanges_lots_and_picks_flow_through_the_services(settings, pool
         assert fleet.dead() == []
 
     mine = {seller}
-    placed = {a.lpn: a.destination.kind for _, _, a in await checker.read_topic(bootstrap, ALLOCATIONS, sellers=mine)}
+    placed = {}
+    for _, _, a in await checker.read_topic(bootstrap, ALLOCATIONS, sellers=mine):
+        assert a.destination is not None
+        placed[a.lpn] = a.destination.kind
     # The two B dresses come on different partitions: whichever came first fills the pool's one slot.
     pooled, listed = sorted((f"D1-{tag}", f"D2-{tag}"), key=lambda lpn: placed[lpn] != "exchange_pool")
     assert placed == {
@@ -151,6 +154,7 @@ async def test_exchanges_lots_and_picks_flow_through_the_services(settings, pool
         [("allocated", pooled, "exchange_pool"), ("allocated", listed, "stock"), ("unavailable", None, None)], key=str
     )
     [lot] = [m for _, _, m in await checker.read_topic(bootstrap, LISTINGS, sellers=mine) if m.lot]
+    assert lot.lot is not None
     assert (sorted(lot.lot.lpns), lot.quantity_limit) == ([f"T0-{tag}", f"T1-{tag}", f"T2-{tag}"], 1)
 
     records = (await checker.read_records(bootstrap, STOCK_ADJUSTMENTS, sellers=mine)).records

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Generator
+
 import asyncpg
 import pytest
 
@@ -10,7 +12,7 @@ from .harness import service_log_tails
 
 
 @pytest.fixture
-async def pool(settings: Settings) -> asyncpg.Pool:
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     """A pool of the scenario's own: the session's would hold connections a restart has cut."""
     pool = await create_pool(settings.database_url, max_size=4, wait_seconds=60)
     yield pool
@@ -18,7 +20,9 @@ async def pool(settings: Settings) -> asyncpg.Pool:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """The report of a failed scenario shows the end of each service's log (a scenario's services
     log to `tmp_path / "logs"`), so that a failure in CI explains itself."""
     report = yield

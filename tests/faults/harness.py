@@ -31,11 +31,10 @@ from rebound.simulation import checker
 from rebound.simulation.demo import inbound_end_offsets
 from rebound.messaging.relay import FAULT_KILL_AFTER_COMMIT
 from rebound.simulation.fleet import RETRIABLE, Fleet, ServiceProcess, backlog, wait_until_caught_up
-from rebound.settings import Settings
+from rebound.settings import LOCAL_DATABASE_PASSWORD, Settings
 from tests.accounting import assert_bad_input_accounted_for, assert_no_secret_in_logs, guarantees
 
 REPO = Path(__file__).resolve().parents[2]
-LOCAL_DB_PASSWORD = "localdev-7f3a9c"  # deploy/scripts/postgres.sh
 
 HOSTILE_RATE = 0.01
 """Every scenario's wave writes this share of its own events as a hostile sender would: they are
@@ -78,7 +77,7 @@ class Infra:
         # anything else): the scenarios kill and restart them, so they must be exactly those.
         kafka = f"127.0.0.1:{os.environ.get('KAFKA_PORT') or 19092}"
         port = os.environ.get("PGPORT_REBOUND") or 15432
-        database = f"postgresql://rebound:{LOCAL_DB_PASSWORD}@127.0.0.1:{port}/rebound"
+        database = f"postgresql://rebound:{LOCAL_DATABASE_PASSWORD}@127.0.0.1:{port}/rebound"
         if (
             settings.kafka_bootstrap_servers != kafka
             or settings.database_url != database

@@ -30,6 +30,9 @@ from rebound.standins.shopify import ShopifyStandIn
 from rebound.standins.ebay import EbayStandIn
 from rebound.standins.shops import (
     DemoShops,
+    EbayShops,
+    ShopifyShops,
+    TikTokShops,
     close_shops,
     open_ebay_shops,
     open_shopify_shops,
@@ -48,6 +51,9 @@ SKUS = [f"SKU-{n}" for n in range(6)]
 UNITS_PER_KEY = 16
 OUTAGE_S = 30.0
 BUYERS_PER_S = 4.0
+
+MarketShops = TikTokShops | ShopifyShops | EbayShops
+"""The shops of the three marketplaces tried here: each has its stand-in as `market`."""
 
 
 class Served:
@@ -113,7 +119,7 @@ async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
         console.print(f"  {what}")
 
     try:
-        shops = [
+        shops: list[MarketShops] = [
             await open_tiktok_shops(
                 pool, tiktok, served["tiktok"].url, {seller: shop_id}, ["W1"], SKUS, tmp_path / "secrets"
             ),
@@ -180,7 +186,7 @@ async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
     # after the write takes it back, a request later: a buyer of that listing in between buys a
     # unit that is not there. The connector finds it in the orders, reports it and owes the order
     # the key's next unit (the accounting above holds with it); it must never go unseen.
-    reported = Counter()
+    reported: Counter[str] = Counter()
     for event in log_events(logs, "storefront_oversold"):
         reported[event["key"]] = max(reported[event["key"]], event["units"])
     unseen = {key: units for key, units in oversold.items() if units > reported[key]}
@@ -245,7 +251,7 @@ async def _break(
     shopify: ShopifyStandIn,
     ebay: EbayStandIn,
     served: dict[str, Served],
-    shops: list[DemoShops],
+    shops: list[MarketShops],
     kills: Counter[str],
     note: Callable[[str], None],
 ) -> None:

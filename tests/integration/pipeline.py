@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,7 @@ class Pipeline:
     def forward(self, emitted: list[Emitted], topic: str) -> list[Record]:
         return [Record(e.topic, e.payload, 0, next(self._offsets), e.key.encode()) for e in emitted if e.topic == topic]
 
-    async def decide(self, grades: list[BaseModel]) -> list[Record]:
+    async def decide(self, grades: Sequence[BaseModel]) -> list[Record]:
         """Relisting's dispositions of these grades, as records for the ledger."""
         await self.feed(self.relisting, [self.record(g, UNIT_GRADED.name) for g in grades])
         return self.forward(await self.take_outbox(self.relisting), DISPOSITIONS.name)

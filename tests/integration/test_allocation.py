@@ -207,11 +207,17 @@ async def test_a_full_lucky_bag_becomes_one_listing_of_one_lot(pipe: Pipeline) -
     [listing] = _events(out, LISTINGS.name)
     assert (listing.quantity_limit, str(listing.price.amount)) == (1, "29.00")
     assert sorted(listing.lot.lpns) == sorted(lpns[:3])
-    places = dict(await pipe.pool.fetch("SELECT lpn, place FROM ledger.units WHERE seller_id = $1", seller))
+    places = {
+        r["lpn"]: r["place"]
+        for r in await pipe.pool.fetch("SELECT lpn, place FROM ledger.units WHERE seller_id = $1", seller)
+    }
     assert places == {lpns[0]: "lot", lpns[1]: "lot", lpns[2]: "lot", lpns[3]: "lucky_bag"}
     sold = await _send(pipe, UNIT_PICKED.name, [f.picked(seller, lpns[1])])
     assert _events(sold, STOCK_ADJUSTMENTS.name) == []
-    states = dict(await pipe.pool.fetch("SELECT lpn, place FROM ledger.units WHERE lpn = ANY($1::text[])", lpns[:3]))
+    states = {
+        r["lpn"]: r["place"]
+        for r in await pipe.pool.fetch("SELECT lpn, place FROM ledger.units WHERE lpn = ANY($1::text[])", lpns[:3])
+    }
     assert set(states.values()) == {"sold"}
 
 
@@ -249,10 +255,12 @@ async def test_no_event_of_one_seller_reaches_another_sellers_units(pipe: Pipeli
     # Relisting refuses the intruder's grade of the unit (see the next test); a disposition that
     # names the unit all the same is refused by the ledger too.
     [decided] = await pipe.decide([f.graded(intruder, pipe.id("Z1"), "C", revision=2, sku="SHOE-9")])
+    assert decided.value is not None
     forged = DISPOSITIONS.model.model_validate_json(decided.value).model_copy(update={"lpn": lpn})
     out = await _send(pipe, DISPOSITIONS.name, [forged])
     assert [e.kind for e in _events(out, EXCEPTIONS.name)] == ["cross_tenant_reference"]
     row = await pipe.pool.fetchrow("SELECT seller_id, place FROM ledger.units WHERE lpn = $1", lpn)
+    assert row is not None
     assert (row["seller_id"], row["place"]) == (owner, "listing")
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 @dataclass
 class World:
-    pool: object
+    pool: asyncpg.Pool
     market: AmazonStandIn
     shops: AmazonShops
     syncer: Syncer

@@ -15,10 +15,9 @@ from typing import Any
 
 import orjson
 import pytest
-from pydantic import BaseModel
 from structlog.testing import capture_logs
 
-from rebound_contracts import InspectionChecks, ScannedUnit
+from rebound_contracts import InspectionChecks, ScannedUnit, TenantEvent
 from rebound_contracts.topics import (
     ACKS,
     ALL,
@@ -57,7 +56,7 @@ async def _place(pipe: Pipeline, seller: str, lpn: str, sku: str) -> str:
 # --- one case per inbound topic: prepare(pipe, seller) -> (event, its state once applied) ---------
 
 
-async def _rma(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
+async def _rma(pipe: Pipeline, seller: str) -> tuple[TenantEvent, Any]:
     order = f.rma(seller)  # its parcel was scanned first and waits for it
     await pipe.feed(
         pipe.intake,
@@ -76,7 +75,7 @@ async def _rma_state(pipe: Pipeline, order: Any) -> Any:
     )
 
 
-async def _scan(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
+async def _scan(pipe: Pipeline, seller: str) -> tuple[TenantEvent, Any]:
     order = f.rma(seller)
     await pipe.feed(pipe.intake, [pipe.record(order, RMA.name)])
     return f.scan(seller, order.tracking_number, [(pipe.id("L1"), "TEE-BLK-M")]), [
@@ -92,12 +91,12 @@ async def _scan_state(pipe: Pipeline, _event: Any) -> Any:
     )
 
 
-async def _inspection(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
+async def _inspection(pipe: Pipeline, seller: str) -> tuple[TenantEvent, Any]:
     await pipe.feed(pipe.grading, [pipe.record(f.received(seller, pipe.id("L1")), UNIT_RECEIVED.name)])
     return f.inspection(seller, pipe.id("L1"), "A"), (seller, "A", 1, [])
 
 
-async def _refurbishment(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
+async def _refurbishment(pipe: Pipeline, seller: str) -> tuple[TenantEvent, Any]:
     lpn = pipe.id("L1")
     await pipe.feed(
         pipe.grading,
@@ -113,10 +112,11 @@ async def _grading_state(pipe: Pipeline, event: Any) -> Any:
     row = await pipe.pool.fetchrow(
         "SELECT seller_id, grade, revision, refurbished FROM grading.units WHERE lpn = $1", event.lpn
     )
+    assert row is not None
     return tuple(row.values())
 
 
-async def _pick(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
+async def _pick(pipe: Pipeline, seller: str) -> tuple[TenantEvent, Any]:
     key = await _place(pipe, seller, pipe.id("L1"), "HAT-1")
     # Sold on Amazon while offered on TikTok: TikTok hears -1.
     return f.picked(seller, pipe.id("L1"), channel="amazon"), ((seller, "sold", "amazon"), [(key, 0, 0)])
@@ -124,11 +124,12 @@ async def _pick(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
 
 async def _unit_and_key_state(pipe: Pipeline, event: Any) -> Any:
     unit = await pipe.pool.fetchrow("SELECT seller_id, place, sold_channel FROM ledger.units WHERE lpn = $1", event.lpn)
+    assert unit is not None
     keys = await _rows(pipe, "SELECT key, available, picked FROM ledger.stock WHERE seller_id = $1", event.seller_id)
     return tuple(unit.values()), keys
 
 
-async def _exchange(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
+async def _exchange(pipe: Pipeline, seller: str) -> tuple[TenantEvent, Any]:
     await _place(pipe, seller, pipe.id("L1"), "DRESS-1")
     request = f.exchange(seller, "DRESS-1", exchange_id=pipe.id("X1"))
     return request, ([(seller, "allocated", pipe.id("L1"))], "exchanged")
@@ -143,7 +144,7 @@ async def _exchange_state(pipe: Pipeline, request: Any) -> Any:
     )
 
 
-async def _ack(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
+async def _ack(pipe: Pipeline, seller: str) -> tuple[TenantEvent, Any]:
     key = await _place(pipe, seller, pipe.id("L1"), "CAP-1")
     # Rejected: the key is blocked and its unit leaves it (the default policy has nowhere else).
     return f.ack(seller, key, "rejected", reason="needs a brand"), (
@@ -154,21 +155,17 @@ async def _ack(pipe: Pipeline, seller: str) -> tuple[BaseModel, Any]:
 
 async def _ack_state(pipe: Pipeline, ack: Any) -> Any:
     key = ACKS.key_of(ack)
-    return (
-        await _rows(pipe, "SELECT seller_id, status, reason FROM ledger.blocked_listings WHERE key = $1", key),
-        tuple(
-            (
-                await pipe.pool.fetchrow("SELECT place, stock_key FROM ledger.units WHERE lpn = $1", pipe.id("L1"))
-            ).values()
-        ),
-    )
+    blocked = await _rows(pipe, "SELECT seller_id, status, reason FROM ledger.blocked_listings WHERE key = $1", key)
+    unit = await pipe.pool.fetchrow("SELECT place, stock_key FROM ledger.units WHERE lpn = $1", pipe.id("L1"))
+    assert unit is not None
+    return (blocked, tuple(unit.values()))
 
 
 @dataclass(frozen=True)
 class Case:
     topic: Topic
     service: str  # the Pipeline attribute of the service that consumes the topic
-    prepare: Callable[[Pipeline, str], Awaitable[tuple[BaseModel, Any]]]
+    prepare: Callable[[Pipeline, str], Awaitable[tuple[TenantEvent, Any]]]
     state: Callable[[Pipeline, Any], Awaitable[Any]]
     conflict: Callable[[Pipeline], dict[str, Any]]  # other content under the same event_id
     emits: list[tuple[str, str]]  # what one application emits, sorted: (topic, kind of an exception)
@@ -247,7 +244,7 @@ def pipe(pool) -> Pipeline:
 @dataclass
 class Prepared:
     seller: str
-    event: BaseModel
+    event: TenantEvent
     applied: Any  # the state once the event is applied
     before: Any  # the state before
 
@@ -332,6 +329,7 @@ async def test_an_oversized_record_is_dead_lettered_and_the_next_record_of_its_b
     oversized = pipe.record(
         orjson.dumps({**document, "event_id": str(uuid.uuid4()), "pad": "x" * 300_000}), case.topic.name
     )
+    assert oversized.value is not None
     stats = await pipe.feed(processor, [oversized, pipe.record(prepared.event, case.topic.name)])
     out = await pipe.take_outbox(processor)
     assert [(d.kind, d.source.offset, d.raw_size, d.truncated) for d in _letters(out)] == [

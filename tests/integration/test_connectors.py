@@ -11,16 +11,18 @@ import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import orjson
 import pytest
 
-from rebound.connectors.adapters import ConnectorRepository, Intent, connect_shop, map_listing
+from rebound.connectors.adapters import PostgresConnectorRepository, connect_shop, map_listing
 from rebound.connectors.app import Shops, shopify_settings, spec
+from rebound.connectors.domain import Intent
 from rebound.connectors.sync import Syncer
 from rebound.connectors.tiktok import TikTokShop
 from rebound.messaging.processor import BatchProcessor
@@ -40,12 +42,12 @@ WAREHOUSE = "7054915283043174149"
 
 @dataclass
 class World:
-    pool: object
+    pool: asyncpg.Pool
     market: TikTokStandIn
     syncer: Syncer
     processor: BatchProcessor
     seller: str
-    offsets: iter
+    offsets: Iterator[int]
 
     def stock(self, sku: str) -> Stock:
         return self.market.state.stock[(f"sku-{sku}", WAREHOUSE)]
@@ -159,7 +161,9 @@ async def test_a_write_left_in_doubt_is_resolved_by_reading_the_marketplace_back
     await world.send(f.adjusted(world.seller, "HAT", 1, +1))
     # The connector planned 2 -> 3 and died: before the write, or after it and before its bookkeeping.
     async with world.pool.acquire() as conn:
-        await ConnectorRepository(conn).plan(key, Intent(first=1, last=1, seen=2, written=3, at=int(time.time())))
+        await PostgresConnectorRepository(conn).plan(
+            key, Intent(first=1, last=1, seen=2, written=3, at=int(time.time()))
+        )
     if landed:
         world.stock("HAT").quantity = 3
     world.market.sell_one()  # and a buyer bought one meanwhile
@@ -172,7 +176,9 @@ async def test_a_write_whose_outcome_cannot_be_told_waits_for_an_operator(world:
     key = await world.listing("BAG", quantity=2)
     await world.send(f.adjusted(world.seller, "BAG", 1, +1))
     async with world.pool.acquire() as conn:
-        await ConnectorRepository(conn).plan(key, Intent(first=1, last=1, seen=2, written=3, at=int(time.time())))
+        await PostgresConnectorRepository(conn).plan(
+            key, Intent(first=1, last=1, seen=2, written=3, at=int(time.time()))
+        )
     world.stock("BAG").quantity = 7  # someone else wrote
     await world.sync()
     assert world.stock("BAG").quantity == 7
@@ -182,7 +188,7 @@ async def test_a_write_whose_outcome_cannot_be_told_waits_for_an_operator(world:
     # The operator sets the number by hand to what it should be, the write in doubt included.
     world.stock("BAG").quantity = 3
     async with world.pool.acquire() as conn:
-        assert await ConnectorRepository(conn).unblock(key)
+        assert await PostgresConnectorRepository(conn).unblock(key)
     writes = world.market.state.writes
     await world.sync()
     assert world.stock("BAG").quantity == 3 and world.market.state.writes == writes  # not applied again
@@ -193,7 +199,9 @@ async def test_a_write_in_doubt_survives_its_shop_being_blocked_and_is_settled_o
     key = await world.listing("KEY", quantity=2)
     await world.send(f.adjusted(world.seller, "KEY", 1, +1))
     async with world.pool.acquire() as conn:
-        await ConnectorRepository(conn).plan(key, Intent(first=1, last=1, seen=2, written=3, at=int(time.time())))
+        await PostgresConnectorRepository(conn).plan(
+            key, Intent(first=1, last=1, seen=2, written=3, at=int(time.time()))
+        )
     world.stock("KEY").quantity = 3  # it had landed
     shop = world.market.state.shops[f"cipher-{world.seller}"]
     tokens = (shop.access_token, shop.refresh_token)
@@ -203,7 +211,7 @@ async def test_a_write_in_doubt_survives_its_shop_being_blocked_and_is_settled_o
     assert blocked.startswith("unauthorized")
     shop.access_token, shop.refresh_token = tokens  # and gave it back
     async with world.pool.acquire() as conn:
-        assert await ConnectorRepository(conn).unblock(key)
+        assert await PostgresConnectorRepository(conn).unblock(key)
     await world.sync()
     assert world.stock("KEY").quantity == 3  # applied once, not twice
     assert await world.pool.fetchval("SELECT applied_through FROM connectors.listings WHERE key = $1", key) == 1
@@ -339,7 +347,7 @@ async def test_the_sales_check_of_a_write_survives_the_connectors_death(world: W
     world.market.sell_one(world.stock("GLOVE"))
     world.stock("GLOVE").quantity = 4
     async with world.pool.acquire() as conn:
-        repo = ConnectorRepository(conn)
+        repo = PostgresConnectorRepository(conn)
         await repo.applied(key, 1, Intent(first=1, last=1, seen=3, written=4, at=read_at, written_at=time.time()))
         await conn.execute("DELETE FROM connectors.adjustments WHERE key = $1", key)
     await world.sync()
@@ -353,7 +361,9 @@ async def test_a_throttled_read_back_keeps_the_write_in_doubt(world: World) -> N
     key = await world.listing("MUG", quantity=2)
     await world.send(f.adjusted(world.seller, "MUG", 1, +1))
     async with world.pool.acquire() as conn:
-        await ConnectorRepository(conn).plan(key, Intent(first=1, last=1, seen=2, written=3, at=int(time.time())))
+        await PostgresConnectorRepository(conn).plan(
+            key, Intent(first=1, last=1, seen=2, written=3, at=int(time.time()))
+        )
     world.stock("MUG").quantity = 3  # it had landed
     world.market.state.faults.rate_limited = 1.0
     assert await world.syncer.round() == 0
@@ -399,6 +409,7 @@ async def test_a_key_that_must_wait_waits_alone_and_moves_when_its_time_comes(wo
         "SELECT intent, not_before > now() + interval '50 minutes' AS later FROM connectors.listings WHERE key = $1",
         waiting,
     )
+    assert row is not None
     assert row["intent"] is None and row["later"]  # nothing was written; not due for an hour
     world.syncer.marketplace_of = shops
     await world.sync()
@@ -452,11 +463,13 @@ async def test_a_key_compared_lately_or_with_a_write_in_flight_is_left_alone(wor
     requests = dict(world.market.state.requests)
     assert await world.syncer.reconcile(older_than_s=3600) == 0  # just written: compared then
     async with world.pool.acquire() as conn:
-        await ConnectorRepository(conn).plan(key, Intent(first=2, last=2, seen=2, written=3, at=int(time.time())))
+        await PostgresConnectorRepository(conn).plan(
+            key, Intent(first=2, last=2, seen=2, written=3, at=int(time.time()))
+        )
     assert await world.syncer.reconcile(older_than_s=0) == 0  # a write in flight: its own check decides
     assert world.market.state.requests == requests  # not even read
     async with world.pool.acquire() as conn:
-        await ConnectorRepository(conn).forget_intent(key)
+        await PostgresConnectorRepository(conn).forget_intent(key)
     assert await world.reconcile(key) == 1
 
 
@@ -471,7 +484,7 @@ async def test_a_unit_sold_twice_is_reported_and_owed_even_with_nothing_pending(
     stock.quantity = 2
     world.market.sell_one(stock), world.market.sell_one(stock)
     async with world.pool.acquire() as conn:
-        repo = ConnectorRepository(conn)
+        repo = PostgresConnectorRepository(conn)
         [adjustment] = await repo.pending(key, 0, 10)
         await repo.applied(
             key, 1, Intent(first=1, last=1, seen=1, written=2, at=read_at, written_at=time.time()), last=adjustment
@@ -542,12 +555,10 @@ async def test_a_listing_requests_price_is_set_before_its_first_unit_is_offered(
         seen.append(world.market.state.prices.get(listing["sku_id"]))
         return await set_quantity(shop, listing, quantity, **kw)
 
-    TikTokShop.set_quantity = watched
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # put back when the block ends, however it ends
+        patch.setattr(TikTokShop, "set_quantity", watched)
         await world.send(f.adjusted(world.seller, "VASE", 1, +1))
         await world.sync()
-    finally:
-        TikTokShop.set_quantity = set_quantity
     assert seen == [("31.00", "USD")] and world.stock("VASE").quantity == 1
     await world.outbox()
     # a refused price is reported once; the quantity still moves
@@ -571,13 +582,11 @@ async def test_a_write_whose_answer_comes_too_late_is_settled_as_in_doubt_and_la
         world.market.state.faults.late, world.market.state.faults.late_s = 1.0, 1.0  # the write's answer only
         return await write(shop, listing, quantity, **kw)
 
-    TikTokShop.set_quantity = answered_late
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # put back when the block ends, however it ends
+        patch.setattr(TikTokShop, "set_quantity", answered_late)
         async with httpx.AsyncClient(timeout=0.3) as impatient:
             syncer = Syncer(world.pool, world.processor.consumer, Shops(world.pool, impatient))
             assert await syncer.round() == 0  # the client gave up on the answer
-    finally:
-        TikTokShop.set_quantity = write
     assert world.stock("COAT").quantity == 3  # though the write landed
     assert await world.pool.fetchval("SELECT intent IS NOT NULL FROM connectors.listings WHERE key = $1", key)
     world.market.state.faults.late = 0.0

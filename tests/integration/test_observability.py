@@ -113,7 +113,7 @@ async def test_a_service_process_serves_health_ready_and_metrics_and_exits_0_on_
         status, body = await _poll(service, port, "/health", lambda s, _: s != 0, 60)
         assert (status, orjson.loads(body)) == (200, {"status": "ok"})
         # Other members of the group may be running: wait until this one holds a partition to send to.
-        _, body = await _poll(service, port, "/ready", lambda s, b: s == 200 and _rma_partitions(b), 120)
+        _, body = await _poll(service, port, "/ready", lambda s, b: s == 200 and bool(_rma_partitions(b)), 120)
         assert orjson.loads(body)["checks"] == {"database": "ok", "kafka": "ok", "lag": "ok"}
         assert (await _get(port, "/metrics/x"))[0] == 404
 
@@ -146,7 +146,9 @@ async def test_a_service_process_serves_health_ready_and_metrics_and_exits_0_on_
             if name == "rebound_consumer_lag" and dict(labels)["topic"] == RMA.name
         }
         assert lag_partitions == {str(p) for p in range(RMA.partitions)}
-        assert _value(body, "rebound_outbox_rows") >= 0 and _value(body, "rebound_outbox_oldest_age_seconds") >= 0
+        outbox_rows, oldest_age = _value(body, "rebound_outbox_rows"), _value(body, "rebound_outbox_oldest_age_seconds")
+        assert outbox_rows is not None and outbox_rows >= 0
+        assert oldest_age is not None and oldest_age >= 0
         families = {family.name for family in text_string_to_metric_families(body.decode())}
         assert {"rebound_relay_published", "rebound_stock_adjustment_latency_seconds"} <= families
 
@@ -277,4 +279,5 @@ async def test_a_sample_reads_the_outbox_backlog_of_its_producer_only(pool: asyn
         )
     registry = probes.metrics.registry
     assert registry.get_sample_value("rebound_outbox_rows") == 3
-    assert 30 <= registry.get_sample_value("rebound_outbox_oldest_age_seconds") < 60
+    oldest_age = registry.get_sample_value("rebound_outbox_oldest_age_seconds")
+    assert oldest_age is not None and 30 <= oldest_age < 60

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from rebound.intake.adapters import IntakeRepository
+from rebound.intake.adapters import PostgresIntakeRepository
 from rebound.intake.handlers import report_unmatched_parcels
 from rebound.messaging import inbox
 from rebound.messaging.outbox import OutboxBuffer
@@ -258,7 +258,10 @@ async def test_concurrent_batches_on_shared_keys_keep_sequences_gapless(pipe: Pi
         for a in history:
             running += a.delta
             assert a.available == running >= 0
-    rows = dict(await pipe.pool.fetch("SELECT key, available FROM ledger.stock WHERE seller_id = $1", seller))
+    rows = {
+        r["key"]: r["available"]
+        for r in await pipe.pool.fetch("SELECT key, available FROM ledger.stock WHERE seller_id = $1", seller)
+    }
     moved = len([i for i in range(0, 600, 7) if i % 3 == 1])
     assert sum(rows.values()) == 600
     assert rows[f"{seller}:tiktok:W1:TEE-1:open_box"] == 200
@@ -275,7 +278,7 @@ async def test_a_parcel_parked_too_long_is_reported_once(pipe: Pipeline) -> None
     async def sweep(waited: timedelta) -> list:
         async with pipe.pool.acquire() as conn, conn.transaction():
             outbox = OutboxBuffer(pipe.intake.consumer)
-            await report_unmatched_parcels(conn, IntakeRepository(conn), outbox, datetime.now(UTC), waited)
+            await report_unmatched_parcels(conn, PostgresIntakeRepository(conn), outbox, datetime.now(UTC), waited)
             await outbox.flush(conn)
         return [e.event for e in await pipe.take_outbox(pipe.intake) if e.event.source_event_id == lost.event_id]
 
@@ -313,7 +316,7 @@ async def test_pruning_keeps_what_a_redelivery_could_still_need(pipe: Pipeline) 
 async def test_a_record_whose_dead_letter_cannot_be_encoded_still_gets_one_and_the_batch_goes_on(pool) -> None:
     """A handler failing with a message pydantic will not encode (a lone surrogate): its record's
     dead letter carries only what the consumer wrote itself, and the next record is applied."""
-    from rebound.grading.adapters import GradingRepository
+    from rebound.grading.adapters import PostgresGradingRepository
     from rebound.messaging.processor import BatchProcessor, Route
 
     async def fails(ctx, event, repo) -> None:
@@ -322,7 +325,9 @@ async def test_a_record_whose_dead_letter_cannot_be_encoded_still_gets_one_and_t
 
     pipe = Pipeline(pool)
     [seller] = await pipe.add_sellers("s")
-    processor = BatchProcessor(f"it-surrogate-{pipe.tag}", [Route(UNIT_INSPECTED, fails, GradingRepository)], pool)
+    processor = BatchProcessor(
+        f"it-surrogate-{pipe.tag}", [Route(UNIT_INSPECTED, fails, PostgresGradingRepository)], pool
+    )
     bad, good = f.inspection(seller, pipe.id("BAD")), f.inspection(seller, pipe.id("L1"))
     stats = await processor.process([pipe.record(bad, UNIT_INSPECTED.name), pipe.record(good, UNIT_INSPECTED.name)])
     assert (stats.applied, stats.dead_lettered) == (1, 1)

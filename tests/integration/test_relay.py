@@ -327,12 +327,10 @@ async def test_a_crash_before_the_kafka_commit_publishes_the_rows_later(pool, se
             raise Crash  # recorded as in doubt; the Kafka transaction never commits
         return result
 
-    asyncpg.connection.Connection.execute = dies_after_recording_doubt
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # put back when the block ends, however it ends
+        patch.setattr(asyncpg.connection.Connection, "execute", dies_after_recording_doubt)
         with pytest.raises(Crash):
             await _relay(pool, settings, producer, batch_size=10)._run_as_leader()
-    finally:
-        asyncpg.connection.Connection.execute = real_execute
 
     await _relay_until_empty(_relay(pool, settings, producer, batch_size=10), pool)
     published = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)

@@ -230,6 +230,7 @@ async def test_sasl_ssl_with_the_brokers_ca_and_refused_with_another(
         await asyncio.wait_for(
             ensure_topics(SSL_BOOTSTRAP, wait_seconds=float("inf"), kafka_options=kafka_options(untrusting)), 30
         )
+    assert secure.kafka_sasl_password is not None
     assert secure.kafka_sasl_password not in capture_everything.text
 
 

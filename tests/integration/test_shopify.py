@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -63,7 +64,7 @@ async def test_the_same_idempotency_key_repeats_the_first_result_and_other_input
 async def test_the_directive_and_change_from_quantity_are_mandatory_as_from_2026_04(shop) -> None:
     _, _, client, url = shop
     endpoint, headers = f"{url}/rebound-test/admin/api/2026-04/graphql.json", {"X-Shopify-Access-Token": "shpat_test"}
-    write = {
+    write: dict[str, Any] = {
         "name": "available",
         "reason": "restock",
         "quantities": [{"inventoryItemId": ITEM, "locationId": LOCATION, "quantity": 1, "changeFromQuantity": 2}],

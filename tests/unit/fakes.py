@@ -1,29 +1,38 @@
 """In-memory stand-ins for the repositories, for handler unit tests only. The same handler
-flows run against the real PostgreSQL repositories in tests/integration."""
+flows run against the real PostgreSQL repositories in tests/integration. mypy holds each fake to
+the protocol of the repository it stands in for (the `_CHECKED` line at the end)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 import orjson
 
-from rebound.grading.adapters import UnitState
-from rebound.grading.domain import DEFAULT_RULES, GradingRules, Refurbishment
-from rebound.intake.adapters import LineDetail, ReturnOrder
-from rebound.intake.domain import OpenLine
+from rebound.db import Connection
+from rebound.grading.domain import DEFAULT_RULES, GradingRepository, GradingRules, Refurbishment, UnitState
+from rebound.intake.domain import IntakeRepository, LineDetail, OpenLine, ReturnOrder
 from rebound.messaging.outbox import OutboxBuffer
 from rebound.messaging.processor import Context
-from rebound_contracts import TOPICS_BY_NAME, MessageSource, ParcelScanned, RmaIssued
+from rebound_contracts import (
+    TOPICS_BY_NAME,
+    MessageSource,
+    ParcelScanned,
+    RmaIssued,
+    UnitInspected,
+    UnitReceived,
+    UnitRefurbished,
+)
 
 NOW = datetime.fromisoformat("2026-11-05T10:00:00+00:00")
 
 
 def context(event: Any, topic: str = "test.topic") -> Context:
     return Context(
-        conn=None,
+        conn=cast(Connection, None),  # handlers reach storage through their repository only
         outbox=OutboxBuffer("test"),
         source=MessageSource(topic=topic, partition=0, offset=7),
         now=NOW,
@@ -86,10 +95,12 @@ class FakeIntakeRepository:
     async def owners_of(self, lpns: list[str]) -> dict[str, str]:
         return {lpn: self.units[lpn]["seller_id"] for lpn in lpns if lpn in self.units}
 
-    async def add_units(self, scan: ParcelScanned, rows: list[tuple]) -> None:
+    async def add_units(
+        self, scan: ParcelScanned, rows: list[tuple[str, str, str | None, str | None, str | None]]
+    ) -> None:
         for lpn, sku, return_id, line_id, lane in rows:
             self.units[lpn] = dict(seller_id=scan.seller_id, sku=sku, return_id=return_id, line_id=line_id, lane=lane)
-            if line_id:
+            if line_id and return_id:
                 key = (scan.seller_id, return_id)
                 self.lines[key] = [
                     replace(d, line=replace(d.line, received=d.line.received + 1)) if d.line.line_id == line_id else d
@@ -117,6 +128,14 @@ class FakeIntakeRepository:
         self.reported.update(s.event_id for s, _ in told)
         return told
 
+    async def unreported_parked_scans(
+        self, parked_before: datetime, limit: int = 500
+    ) -> list[tuple[ParcelScanned, MessageSource]]:
+        return [(s, src) for s, src in self.parked if s.event_id not in self.reported][:limit]
+
+    async def mark_reported(self, event_ids: list[UUID], at: datetime) -> None:
+        self.reported.update(event_ids)
+
 
 @dataclass
 class FakeGradingRepository:
@@ -135,10 +154,10 @@ class FakeGradingRepository:
         self.units[lpn] = replace(state, **changes)
         return self.units[lpn]
 
-    async def merge_receipt(self, unit):
+    async def merge_receipt(self, unit: UnitReceived) -> UnitState | None:
         return self._merge(unit.lpn, unit.seller_id, received=unit)
 
-    async def take_over(self, unit):
+    async def take_over(self, unit: UnitReceived) -> UnitState | None:
         state = self.units[unit.lpn]
         if state.received is not None:
             return None
@@ -147,7 +166,7 @@ class FakeGradingRepository:
         )
         return self.units[unit.lpn]
 
-    async def merge_inspection(self, inspection):
+    async def merge_inspection(self, inspection: UnitInspected) -> UnitState | None:
         state = self.units.get(inspection.lpn)
         if state is not None and state.inspected_at is not None and state.inspected_at > inspection.occurred_at:
             return None
@@ -158,7 +177,7 @@ class FakeGradingRepository:
             inspected_at=inspection.occurred_at,
         )
 
-    async def merge_refurbishment(self, work):
+    async def merge_refurbishment(self, work: UnitRefurbished) -> UnitState | None:
         state = self.units.get(work.lpn)
         before = state.refurbishments if state and state.seller_id == work.seller_id else ()
         done = Refurbishment(work.occurred_at, tuple(work.actions))
@@ -169,3 +188,6 @@ class FakeGradingRepository:
 
     async def rules_for(self, seller_id: str) -> GradingRules:
         return self.rules.get(seller_id, DEFAULT_RULES)
+
+
+_CHECKED: tuple[type[IntakeRepository], type[GradingRepository]] = (FakeIntakeRepository, FakeGradingRepository)

@@ -7,6 +7,7 @@ import importlib
 import inspect
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -37,11 +38,11 @@ def validator() -> Draft7Validator:
     return Draft7Validator(schema, registry=registry)
 
 
-def resolve(document: dict, pointer: str) -> object:
+def resolve(document: dict, pointer: str) -> Any:
     assert pointer.startswith("#/"), f"not a local reference: {pointer}"
-    node: object = document
+    node: Any = document  # a JSON value: an object, an array or a scalar
     for part in pointer[2:].split("/"):
-        node = node[part.replace("~1", "/").replace("~0", "~")]  # type: ignore[index]
+        node = node[part.replace("~1", "/").replace("~0", "~")]
     return node
 
 

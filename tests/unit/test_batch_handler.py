@@ -51,12 +51,13 @@ async def test_a_batch_reaches_the_processor_without_a_thread_pool_call(monkeypa
         noted.append(records)
 
     monkeypatch.setattr(commits.OffsetCommitter, "note", note)
-    app = build_app(spec(), Settings())
-    [subscriber] = app.broker.subscribers
+    broker = build_app(spec(), Settings()).broker
+    assert broker is not None
+    [subscriber] = broker.subscribers
     processor = Processor()
-    app.broker.context.set_global(PROCESSOR, processor)
+    broker.context.set_global(PROCESSOR, processor)
     # What starting the broker does before it polls (there is no Kafka here to connect to).
-    app.broker._setup_logger()
+    broker._setup_logger()
     subscriber._build_fastdepends_model()
     batch = (_record(7), _record(8))
     await subscriber.process_message(batch)

@@ -56,6 +56,7 @@ async def test_a_member_that_dies_while_the_callback_runs_is_revived_not_reporte
         elif not revived:
             member.exit_code = -9  # dies just after the callback looked
 
+    # a stand-in fleet and no pool: `backlog`, the one user of the pool, is replaced
     state = await wait_until_caught_up("kafka", None, fleet=fleet, on_poll=on_poll, timeout=5)  # type: ignore[arg-type]
     assert state.empty and revived == ["grading-1"]
 
@@ -65,4 +66,5 @@ async def test_a_member_that_stays_down_is_reported(backlogs: list[Backlog]) -> 
     member = Member("ledger-0")
     member.exit_code = 1
     with pytest.raises(RuntimeError, match=r"service process exited: ledger-0 \(exit 1\)"):
+        # a stand-in fleet and no pool: `backlog`, the one user of the pool, is replaced
         await wait_until_caught_up("kafka", None, fleet=Fleet(member), on_poll=lambda _: None, timeout=5)  # type: ignore[arg-type]

@@ -17,15 +17,18 @@ def _adjustments(*pairs: tuple[int, int]) -> list[Adjustment]:
 def test_a_run_takes_what_follows_the_last_applied_sequence_without_a_gap() -> None:
     pending = _adjustments((3, 1), (4, 1), (5, -1), (7, 1))
     run = next_run(2, pending)
+    assert run is not None
     assert (run.first, run.last, run.delta) == (3, 5, 1)
     assert run.adjustment_ids == tuple(a.adjustment_id for a in pending[:3])
     assert next_run(5, pending) is None  # 6 has not come: wait for it, never skip
-    assert next_run(6, pending).first == 7
+    later = next_run(6, pending)
+    assert later is not None and later.first == 7
 
 
 def test_adjustments_already_applied_are_ignored_and_a_run_has_a_limit() -> None:
     pending = _adjustments(*[(s, 1) for s in range(1, 11)])
     run = next_run(4, pending, limit=3)
+    assert run is not None
     assert (run.first, run.last, run.delta) == (5, 7, 3)
     assert next_run(10, pending) is None
 

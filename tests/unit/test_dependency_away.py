@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
+from typing import cast
 
 import asyncpg
 import pytest
@@ -151,7 +152,7 @@ class Pool:
 async def test_migrations_wait_for_a_database_that_ended_the_pooled_session() -> None:
     pool = Pool(ended=1)
     with capture_logs() as logs:
-        assert await db.migrate(pool) == []
+        assert await db.migrate(cast(asyncpg.Pool, pool)) == []  # the fake stands in for asyncpg's pool
     assert [(entry["event"], entry["during"]) for entry in logs] == [("database_unavailable", "migrate")]
     assert "cannot switch to state 12" in logs[0]["error"]
 
@@ -159,7 +160,7 @@ async def test_migrations_wait_for_a_database_that_ended_the_pooled_session() ->
 async def test_a_batch_that_meets_an_ended_session_is_retried_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     # Broken up instead, each record goes alone, and one whose own connection meets an ended
     # session too is dead-lettered: a good record lost to a database restart.
-    processor = BatchProcessor("rebound-unit", [], Pool(ended=1))
+    processor = BatchProcessor("rebound-unit", [], cast(asyncpg.Pool, Pool(ended=1)))  # a fake for asyncpg's pool
     applied: list[int] = []
 
     async def apply(_conn: Connection, items: list) -> BatchStats:

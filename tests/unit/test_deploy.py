@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from rebound.codegen import manifests as deploy_manifests
-from rebound.settings import DEFAULT_DATABASE
+from rebound.settings import DEFAULT_DATABASE, LOCAL_DATABASE_PASSWORD
 from rebound_contracts import ALL_TOPICS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +27,12 @@ KUBERNETES_VERSIONS = ("1.33", "1.37")
 HTTP_PORT = 8080
 SECRET_KEYS = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL")
 URL_PASSWORD = re.compile(r"://[^:/@\s]+:([^@\s]+)@")
-LOCAL_DEV_PASSWORD = URL_PASSWORD.search(DEFAULT_DATABASE).group(1)
+
+
+def url_password(url: str) -> str:
+    match = URL_PASSWORD.search(url)
+    assert match is not None, "the URL holds no password"
+    return match.group(1)
 
 
 def settings_env_names() -> set[str]:
@@ -169,7 +174,7 @@ def test_every_env_var_the_manifests_set_is_read_by_the_settings() -> None:
 def test_the_database_url_is_only_in_the_secret_with_a_value_to_replace() -> None:
     (secret,) = of_kind("Secret")
     assert set(secret["stringData"]) == {"DATABASE_URL"}
-    assert URL_PASSWORD.search(secret["stringData"]["DATABASE_URL"]).group(1) == "REPLACE-ME"
+    assert url_password(secret["stringData"]["DATABASE_URL"]) == "REPLACE-ME"
     for config_map in of_kind("ConfigMap"):
         for key, value in config_map["data"].items():
             assert not SECRET_KEYS.search(key) and key != "DATABASE_URL", f"ConfigMap holds {key}"
@@ -270,6 +275,13 @@ def test_compose_env_vars_are_read_by_the_settings_and_point_at_compose_services
         database = urlsplit(environment["DATABASE_URL"])
         assert kafka_host == "kafka" and database.hostname == "postgres", name
         assert database.password == services["postgres"]["environment"]["POSTGRES_PASSWORD"], name
+        assert database.password == LOCAL_DATABASE_PASSWORD, name
+
+
+def test_the_local_cluster_is_started_with_the_password_the_settings_default_to() -> None:
+    script = (DEPLOY / "scripts" / "postgres.sh").read_text()
+    assert re.findall(r"^DB_PASS=(\S+)$", script, re.M) == [LOCAL_DATABASE_PASSWORD]
+    assert urlsplit(DEFAULT_DATABASE).password == LOCAL_DATABASE_PASSWORD
 
 
 def _strings(node: object, key: str = "") -> Iterator[tuple[str, str]]:
@@ -287,7 +299,7 @@ def test_the_only_password_in_compose_is_the_local_development_one() -> None:
     secrets = [value for key, value in _strings(compose()) if SECRET_KEYS.search(key)]
     secrets += [match.group(1) for _, value in _strings(compose()) for match in URL_PASSWORD.finditer(value)]
     assert secrets, "compose sets no database password at all?"
-    assert set(secrets) == {LOCAL_DEV_PASSWORD}
+    assert set(secrets) == {LOCAL_DATABASE_PASSWORD}
 
 
 # --- Image, README ---------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -16,7 +16,7 @@ from rebound.grading.domain import (
     parse_rules,
 )
 from rebound.grading.handlers import apply_refurbishment, grade_unit, record_receipt
-from rebound_contracts import InspectionChecks
+from rebound_contracts import InspectionChecks, UnitInspected, UnitReceived, UnitRefurbished
 from rebound_contracts.topics import UNIT_GRADED
 from tests import factories as f
 
@@ -192,16 +192,20 @@ def test_only_work_done_after_the_inspection_in_force_counts() -> None:
     assert counted_refurbishment(history, at + timedelta(hours=4)) == ()
 
 
-def _looked_at(lpn: str, packaging: str, at) -> object:
+def _looked_at(lpn: str, packaging: str, at: datetime) -> UnitInspected:
     inspection = f.inspection("s1", lpn, "A", at=at)
     return inspection.model_copy(update={"checks": InspectionChecks(**{**BASE, "packaging": packaging})})
 
 
-async def _final_grade(events: list) -> str:
+async def _final_grade(events: list[UnitReceived | UnitInspected | UnitRefurbished]) -> str | None:
     repo = FakeGradingRepository()
-    handle = {"UnitReceived": record_receipt, "UnitInspected": grade_unit, "UnitRefurbished": apply_refurbishment}
     for event in events:
-        await handle[type(event).__name__](context(event), event, repo)
+        if isinstance(event, UnitReceived):
+            await record_receipt(context(event), event, repo)
+        elif isinstance(event, UnitInspected):
+            await grade_unit(context(event), event, repo)
+        else:
+            await apply_refurbishment(context(event), event, repo)
     return repo.units[events[0].lpn].grade
 
 
@@ -231,7 +235,7 @@ async def test_a_reinspection_after_repackaging_grades_the_unit_as_it_is_in_any_
 async def test_repackaging_after_the_inspection_lifts_it_whichever_arrives_first(refurbishment_first: bool) -> None:
     lpn = f.uid("L")
     looked, work, _ = _repackaged_then_reinspected(lpn)
-    events = [work, looked] if refurbishment_first else [looked, work]
+    events: list[UnitInspected | UnitRefurbished] = [work, looked] if refurbishment_first else [looked, work]
     assert await _final_grade([f.received("s1", lpn), *events]) == "A"
 
 
@@ -240,5 +244,5 @@ async def test_repackaging_before_the_inspection_lifts_nothing(refurbishment_fir
     lpn = f.uid("L")
     t = f.T0 + timedelta(days=3)
     work, looked = f.refurbished("s1", lpn, "repackaged", at=t), _looked_at(lpn, "worn", t + timedelta(hours=1))
-    events = [work, looked] if refurbishment_first else [looked, work]
+    events: list[UnitInspected | UnitRefurbished] = [work, looked] if refurbishment_first else [looked, work]
     assert await _final_grade([f.received("s1", lpn), *events]) == "B"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
+import asyncpg
 import orjson
 import pytest
 from aiokafka import TopicPartition
@@ -73,14 +76,15 @@ def probes(
     group: FakeGroup | None = None,
     *,
     pool: FakePool | None | object = _ANSWERING,
-    assigned: set[TopicPartition] | None = frozenset({P0}),
+    assigned: AbstractSet[TopicPartition] | None = frozenset({P0}),
     max_lag: int = 100,
     clock: Clock | None = None,
 ) -> Probes:
     p = Probes(
         "rebound-test", group or FakeGroup(), ServiceMetrics([RMA.name]), max_lag=max_lag, clock=clock or Clock()
     )
-    p.pool = FakePool() if pool is _ANSWERING else pool
+    # a FakePool stands in for asyncpg's pool: the probes only call fetchval and fetchrow on it
+    p.pool = cast("asyncpg.Pool | None", FakePool() if pool is _ANSWERING else pool)
     p.assignment = lambda: None if assigned is None else set(assigned)
     return p
 
@@ -299,7 +303,7 @@ async def test_a_sample_sets_the_lag_and_outbox_gauges() -> None:
     assert sample(p.metrics, "rebound_consumer_lag", topic=RMA.name, partition="1") == 0.0
     assert sample(p.metrics, "rebound_outbox_rows") == 12
     assert sample(p.metrics, "rebound_outbox_oldest_age_seconds") == 3.5
-    p.pool = FakePool(outbox=(0, None))  # an empty outbox has no oldest row
+    p.pool = cast(asyncpg.Pool, FakePool(outbox=(0, None)))  # an empty outbox has no oldest row
     await p.sample()
     assert sample(p.metrics, "rebound_outbox_oldest_age_seconds") == 0.0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from faststream.kafka.subscriber.usecase import BatchSubscriber
 
 from rebound.grading.app import spec
 from rebound.service import build_app
@@ -30,7 +31,10 @@ async def test_an_empty_poll_is_followed_by_the_next_poll_without_a_sleep(monkey
 
     monkeypatch.setattr(anyio, "sleep", no_sleep)
     settings = Settings(batch_wait_ms=123, batch_max_records=45)
-    [subscriber] = build_app(spec(), settings).broker.subscribers
+    broker = build_app(spec(), settings).broker
+    assert broker is not None
+    [subscriber] = broker.subscribers
+    assert isinstance(subscriber, BatchSubscriber)
     # The service replaces the method FastStream's consume loop calls; gone, the override is dead.
     assert callable(getattr(type(subscriber), "get_msg", None))
     assert "get_msg" in vars(subscriber)

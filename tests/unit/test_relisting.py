@@ -60,6 +60,7 @@ def test_the_default_policy_keeps_the_original_listing_price_and_lists_b_at_80_p
     a = decide(DEFAULT_POLICY, f.graded("s", "L1", "A", price="19.90")).candidates[0]
     b = decide(DEFAULT_POLICY, f.graded("s", "L1", "B", sku="TEE-M", price="19.90")).candidates[0]
     assert (a.channel, a.price) == ("tiktok", None)  # joins the existing listing at its own price
+    assert b.price is not None
     assert (b.channel, b.listing_sku, b.price.amount) == ("tiktok", "TEE-M-OB", Decimal("15.92"))
 
 

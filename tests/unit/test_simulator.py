@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -29,8 +30,9 @@ from rebound_contracts.topics import BY_NAME, PARCEL_SCANNED, RMA
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
-def wave(**overrides) -> Wave:
-    return generate(WaveConfig(**({"units": 1_000, "seed": 11, "start": START} | overrides)))
+def wave(**overrides: Any) -> Wave:
+    config: dict[str, Any] = {"units": 1_000, "seed": 11, "start": START} | overrides
+    return generate(WaveConfig(**config))
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +216,11 @@ def test_reasons_are_mostly_size_and_raw_marketplace_codes():
 
 
 def test_out_of_order_sends_scans_before_their_rma_and_inspections_before_their_scan(faulty: Wave):
-    rma_at, scan_at, first_inspection_at, refurbishment_at = {}, {}, {}, {}
+    # index in the wave of the first such message, by tracking number or LPN
+    rma_at: dict[str, int] = {}
+    scan_at: dict[str, int] = {}
+    first_inspection_at: dict[str, int] = {}
+    refurbishment_at: dict[str, int] = {}
     lpn_tracking = {}
     for i, topic, model in valid_messages(faulty):
         if topic == RMA.name:

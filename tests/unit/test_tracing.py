@@ -47,6 +47,8 @@ def test_when_exporting_each_record_is_a_child_span_and_its_events_carry_that_sp
         pass
     [span] = exporter.get_finished_spans()
     assert tracing.trace_id(carried) == tracing.trace_id(PARENT)
+    assert carried is not None
+    assert span.context is not None and span.parent is not None and span.attributes is not None
     assert carried.split("-")[2] == format(span.context.span_id, "016x") != PARENT.split("-")[2]
     assert format(span.parent.span_id, "016x") == PARENT.split("-")[2]
     assert (span.name, span.attributes["rebound.seller_id"]) == ("apply wms.unit-inspected.v1", "s1")

@@ -20,7 +20,8 @@ from ..db import create_pool
 from ..messaging.processor import Route
 from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
-from .adapters import ConnectorRepository, Listing
+from .adapters import PostgresConnectorRepository
+from .domain import ConnectorRepository, Listing
 from .handlers import keep_adjustment, keep_listing_request
 from .marketplace import Marketplace
 from .sync import Syncer
@@ -143,10 +144,10 @@ class Shops:
         than the `expired` ones stored and takes them (the refresh token is spent already)."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", TOKEN_LOCKS, ":".join(shop))
-            repo = ConnectorRepository(conn)
+            repo = PostgresConnectorRepository(conn)
             row = await repo.shop(*shop)
             stored = (row[1] or {}) if row is not None else {}
-            if stored.get("access_token") not in (None, "", expired):
+            if row is not None and stored.get("access_token") not in (None, "", expired):
                 market.credentials = _tiktok_credentials(row[0], stored, market.credentials.app_secret)
                 return
             fresh = await market.fetch_tokens()
@@ -155,7 +156,7 @@ class Shops:
 
     async def _store(self, shop: Shop, tokens: Mapping[str, Any]) -> None:
         async with self.pool.acquire() as conn:
-            await ConnectorRepository(conn).store_tokens(*shop, tokens)
+            await PostgresConnectorRepository(conn).store_tokens(*shop, tokens)
 
 
 def _tokens(credentials: Credentials) -> dict[str, Any]:
@@ -208,8 +209,8 @@ def spec() -> ServiceSpec:
     return ServiceSpec(
         name="connectors",
         routes=(
-            Route(STOCK_ADJUSTMENTS, keep_adjustment, ConnectorRepository),
-            Route(LISTINGS, keep_listing_request, ConnectorRepository),
+            Route(STOCK_ADJUSTMENTS, keep_adjustment, PostgresConnectorRepository),
+            Route(LISTINGS, keep_listing_request, PostgresConnectorRepository),
         ),
         periodic=(
             Periodic("storefront-sync", SYNC_EVERY_S, sync_round),

@@ -8,9 +8,15 @@ the marketplace's own current number: a sale the marketplace made meanwhile stay
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 from uuid import UUID
+
+import asyncpg
+import orjson
+from rebound_contracts import ListingRequested, MessageSource, StockAdjusted
 
 
 @dataclass(frozen=True)
@@ -146,3 +152,159 @@ class TokenBucket:
         self.blocked_until = max(self.blocked_until, now + seconds)
         self.tokens = 0.0
         self.at = now
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A write in flight: adjustments `first`..`last` of a key, the marketplace's number `seen`
+    before it and the `written` one. `at` (Unix seconds) is when the number was read, and
+    `sales_before` the sales since `at` known before it was read: the sales since `at` not among
+    them happened after the read."""
+
+    first: int
+    last: int
+    seen: int
+    written: int
+    at: int
+    sales_before: tuple[str, ...] = ()
+    owed: int = 0
+    """What the key owes once this write is booked (`Listing.owed`)."""
+    written_at: float | None = None
+    """None while the write is in flight (in doubt if the connector dies). Once it has landed on a
+    marketplace without compare-and-set: when, and the key's sales are checked against it (a sale
+    made between the read and the write was overwritten) before the key moves again."""
+
+    probe_now: int | None = None
+    probe_at: float | None = None
+    """While a write in doubt is settled: the number read back, and when (its sales up to then
+    may not be known yet)."""
+
+    @property
+    def landed(self) -> bool:
+        return self.written_at is not None
+
+
+@dataclass(frozen=True)
+class Requested:
+    """A key's latest listing request, and where it was read."""
+
+    event: ListingRequested
+    source: MessageSource
+
+    @classmethod
+    def parse(cls, document: str | bytes) -> Requested:
+        kept = orjson.loads(document)
+        return cls(ListingRequested.model_validate(kept["event"]), MessageSource.model_validate(kept["source"]))
+
+
+@dataclass(frozen=True)
+class Listing:
+    key: str
+    seller_id: str
+    channel: str
+    shop_id: str
+    ids: Mapping[str, str] | None
+    applied_through: int
+    intent: Intent | None
+    blocked: str | None
+    owed: int = 0
+    """Units the marketplace sold beyond what was offered: the next deltas are written less these."""
+    baseline: Intent | None = None
+    """The last write settled on the marketplace (`written` at `at`, the sales before it): its
+    number must be `written` less the sales since. None: nothing to compare with yet."""
+    last: Pending | None = None
+    """The last adjustment applied: the ledger's view of the key, and what an exception about it
+    refers to when no adjustment is pending."""
+    requested: Requested | None = None
+    """The key's latest listing request (`storefront.listings.v1`)."""
+    priced: uuid.UUID | None = None
+    """The request whose price is on the marketplace."""
+
+    @property
+    def unpriced(self) -> bool:
+        return self.requested is not None and self.priced != self.requested.event.event_id
+
+
+@dataclass(frozen=True)
+class Pending:
+    adjustment: Adjustment
+    event: StockAdjusted
+    source: MessageSource
+
+
+# --- Storage, as the handlers see it ------------------------------------------------------
+
+
+class ConnectorRepository(Protocol):
+    """What the connectors need of storage: shops, listing keys and their progress, adjustments to apply.
+    The PostgreSQL one is `adapters.PostgresConnectorRepository`; mypy holds the unit tests\' fakes to it."""
+
+    async def record(self, adjustment: StockAdjusted, source: MessageSource) -> bool:
+        """Keep an adjustment until it is applied; False when it was applied or kept already."""
+
+    async def request(self, request: ListingRequested, source: MessageSource) -> None:
+        """Keep a key's latest listing request (one older than the kept one is ignored)."""
+
+    async def priced(self, key: str, request: uuid.UUID) -> None:
+        """The request's price is on the marketplace (or was refused there, and reported)."""
+
+    async def unmapped(self, seller_id: str | None = None) -> list[asyncpg.Record]:
+        """Keys with no marketplace listing yet that were asked to be listed or received stock:
+        their request, the adjustments waiting and whether they were rejected for it."""
+
+    async def due(self, limit: int, per_shop: int, busy: list[str] | None = None) -> list[str]:
+        """Keys of connected shops with a write in doubt, an adjustment to apply or a price to set, the longest
+        waiting first, at most `per_shop` of each shop: a shop that its rate limit holds back does
+        not keep the others waiting. A shop not connected yet keeps its adjustments until it is.
+        `busy`: keys being synced already, left out."""
+
+    async def listing(self, key: str) -> Listing | None: ...
+
+    async def pending(self, key: str, after: int, limit: int) -> list[Pending]: ...
+
+    async def idle(self, limit: int, older_than_s: float) -> list[str]:
+        """Keys to reconcile: mapped, of a connected shop, with an adjustment applied, nothing in
+        flight or waiting, and not compared with their marketplace for `older_than_s`, the
+        longest first."""
+
+    async def reconciled(self, key: str, baseline: Intent | None = None) -> None:
+        """The key's number was compared with its marketplace's; `baseline`, when given, is the
+        one to compare with from now on."""
+
+    async def plan(self, key: str, intent: Intent) -> None: ...
+
+    async def forget_intent(self, key: str) -> None:
+        """The write planned was not made."""
+
+    async def settled(self, key: str) -> None:
+        """The write in flight is on the marketplace with the right number: the baseline."""
+
+    async def owe(self, key: str, owed: int) -> None: ...
+
+    async def applied(
+        self, key: str, through: int, check: Intent | None = None, owed: int | None = None, last: Pending | None = None
+    ) -> None:
+        """Adjustments through `through` are on the marketplace, `last` the last of them when
+        given; `check`: the write whose sales are still to be checked (None: nothing is left to
+        check, and the write in flight is the baseline); `owed`, when given, what the key owes
+        from now on."""
+
+    async def block(self, key: str, reason: str) -> None:
+        """The key waits for an operator. A write in doubt or a check it had stays: they are
+        settled once it is unblocked (`unblock`)."""
+
+    async def unblock(self, key: str) -> bool:
+        """The key moves again; False when there is no such key. A key blocked `in doubt` waited
+        for an operator to set the marketplace's number by hand to what it should be, its write in
+        doubt included: that write's run is booked applied. Any other keeps its write in doubt or
+        its check, settled as usual."""
+
+    async def touch(self, key: str) -> None:
+        """Put the key at the back of the queue (it waits for its shop)."""
+
+    async def wait(self, key: str, seconds: float) -> None:
+        """The key is not due again for `seconds` (its shop's other keys are)."""
+
+    async def shop(self, seller_id: str, channel: str, shop_id: str) -> tuple[dict, dict | None] | None: ...
+
+    async def store_tokens(self, seller_id: str, channel: str, shop_id: str, tokens: Mapping[str, Any]) -> None: ...

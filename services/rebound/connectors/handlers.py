@@ -6,7 +6,7 @@ from __future__ import annotations
 from rebound_contracts import ListingRequested, StockAdjusted
 
 from ..messaging.processor import Context
-from .adapters import ConnectorRepository
+from .domain import ConnectorRepository
 
 
 async def keep_adjustment(ctx: Context, adjustment: StockAdjusted, repo: ConnectorRepository) -> None:

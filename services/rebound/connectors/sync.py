@@ -17,6 +17,7 @@ connector's connection):
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import time
@@ -35,7 +36,8 @@ from rebound_contracts.topics import ACKS, EXCEPTIONS
 
 from ..messaging import inbox
 from ..messaging.outbox import OutboxBuffer
-from .adapters import IN_DOUBT, ConnectorRepository, Intent, Listing, Pending, Requested, ack_id
+from .adapters import IN_DOUBT, PostgresConnectorRepository, ack_id
+from .domain import ConnectorRepository, Intent, Listing, Pending, Requested
 from .domain import TokenBucket, drift, next_run, settle, target
 from .marketplace import (
     Marketplace,
@@ -100,7 +102,7 @@ class Syncer:
         cap = max(1, min(concurrency, self.pool.get_max_size() - 3))
         if len(self.flying) < cap:
             async with self.pool.acquire() as conn:
-                keys = await ConnectorRepository(conn).due(limit, per_shop, busy=list(self.flying))
+                keys = await PostgresConnectorRepository(conn).due(limit, per_shop, busy=list(self.flying))
             per = Counter(_shop(key) for key in self.flying)
             for key in keys:
                 if len(self.flying) >= cap:
@@ -109,7 +111,7 @@ class Syncer:
                     continue
                 per[_shop(key)] += 1
                 task = self.flying[key] = asyncio.create_task(self.sync_key(key))
-                task.add_done_callback(lambda done, key=key: self._landed(key, done))
+                task.add_done_callback(functools.partial(self._landed, key))
         if wait:
             await asyncio.gather(*self.flying.values())
         moved, self.moved = self.moved, 0
@@ -132,7 +134,7 @@ class Syncer:
         a time, with their shops' spare requests only (a sync never waits for one); returns how
         many drifted."""
         async with self.pool.acquire() as conn:
-            keys = await ConnectorRepository(conn).idle(limit, older_than_s)
+            keys = await PostgresConnectorRepository(conn).idle(limit, older_than_s)
         drifted = 0
         for key in keys:
             drifted += await self._locked(key, self._reconcile)
@@ -154,7 +156,7 @@ class Syncer:
                 await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", LOCKS, key)
 
     async def _sync(self, conn: Connection, key: str) -> bool:
-        repo = ConnectorRepository(conn)
+        repo = PostgresConnectorRepository(conn)
         listing = await repo.listing(key)
         if listing is None or listing.blocked is not None:
             return False
@@ -185,10 +187,10 @@ class Syncer:
         try:
             if listing.intent is not None:
                 finish = self._check if listing.intent.landed else self._resolve
-                listing = await finish(conn, repo, listing, market, pending, bucket)
-                if listing is None:
+                settled = await finish(conn, repo, listing, market, pending, bucket)
+                if settled is None:
                     return False
-            assert listing.ids is not None
+                listing = settled
             priced = listing.unpriced
             if priced:  # before the quantity: no unit is offered at a price the listing no longer has
                 listing = await self._price(conn, repo, listing, market, bucket)
@@ -200,7 +202,9 @@ class Syncer:
             # is one: nothing waits between the read and the write, or between the write and the
             # check that takes back a sale it overwrote.
             check_calls = 0 if market.compare_and_set else 2
-            before, seen = await self._read(market, listing.ids, read_at, bucket, then=1 + check_calls)
+            ids = listing.ids
+            assert ids is not None  # mapped: an unmapped listing returned above
+            before, seen = await self._read(market, ids, read_at, bucket, then=1 + check_calls)
             target_ = target(seen, run.delta - listing.owed, market.maximum)
             planned = Intent(
                 first=run.first,
@@ -212,7 +216,7 @@ class Syncer:
                 owed=target_.short,
             )
             await repo.plan(key, planned)
-            await market.set_quantity(listing.ids, target_.quantity, seen=seen, key=intent_key(key, planned))
+            await market.set_quantity(ids, target_.quantity, seen=seen, key=intent_key(key, planned))
             self._wrote(key)
             written = replace(planned, written_at=self.clock())
             planned = None
@@ -222,7 +226,7 @@ class Syncer:
             check = None if market.compare_and_set else written
             # The check's first read goes out with the bookkeeping, not after it: an overwritten
             # sale shows one unit too many on the shop until the check restores it.
-            probe = None if check is None else asyncio.ensure_future(self._probe(market, listing.ids))
+            probe = None if check is None else asyncio.ensure_future(self._probe(market, ids))
             try:
                 await self._done(conn, repo, listing, done, target_.short, check, owed=target_.short)
             finally:
@@ -337,7 +341,7 @@ class Syncer:
         """The key's number against its baseline: the last write settled, less the sales since. A
         difference is drift (someone else wrote, or the marketplace lost a sale), reported once
         as `storefront_drift` with both views; the number found is the baseline from then on."""
-        repo = ConnectorRepository(conn)
+        repo = PostgresConnectorRepository(conn)
         listing = await repo.listing(key)
         if (
             listing is None

@@ -10,25 +10,10 @@ from typing import Any
 
 import asyncpg
 import orjson
-
 from rebound_contracts import UnitInspected, UnitReceived, UnitRefurbished
 
-from .domain import DEFAULT_RULES, GradingRules, Refurbishment, counted_refurbishment, parse_rules
 from ..db import Connection
-
-
-@dataclass(frozen=True)
-class UnitState:
-    lpn: str
-    seller_id: str
-    received: UnitReceived | None
-    checks: dict[str, Any] | None
-    inspected_at: datetime | None
-    refurbishments: tuple[Refurbishment, ...]
-    grade: str | None
-    reasons: tuple[str, ...]
-    revision: int
-
+from .domain import DEFAULT_RULES, GradingRules, Refurbishment, UnitState, counted_refurbishment, parse_rules
 
 _COLUMNS = (
     "lpn, seller_id, received, inspection, inspection_event_id, inspected_at, refurbishments, refurbished,"
@@ -106,11 +91,12 @@ class _Row:
         )
 
 
-class GradingRepository:
-    """Built per batch, under the batch's per-LPN locks (`app.lock_keys`). It reads the batch's
-    units in one statement (`prefetch`), merges events into them in memory (a merge only touches
-    a unit of the same seller, so an event can never change another seller's unit) and writes
-    the units it changed in one statement (`flush`). Its sellers' rules are read up front too."""
+class PostgresGradingRepository:
+    """`domain.GradingRepository` on PostgreSQL (its methods are documented there). Built per batch,
+    under the batch's per-LPN locks (`app.lock_keys`). It reads the batch's units in one statement
+    (`prefetch`), merges events into them in memory (a merge only touches a unit of the same seller,
+    so an event can never change another seller's unit) and writes the units it changed in one
+    statement (`flush`). Its sellers' rules are read up front too."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -156,7 +142,6 @@ class GradingRepository:
         return row.state()
 
     async def take_over(self, unit: UnitReceived) -> UnitState | None:
-        """The receipt is authoritative: drop what another seller's events left on this LPN."""
         row = await self._row(unit.lpn)
         if row is None or row.received is not None:
             return None
@@ -165,7 +150,6 @@ class GradingRepository:
         return row.state()
 
     async def merge_inspection(self, inspection: UnitInspected) -> UnitState | None:
-        """Store the inspection unless a later one of the same seller is already stored."""
         row = await self._row(inspection.lpn) or self._new(inspection.lpn, inspection.seller_id)
         if row.seller_id != inspection.seller_id or (
             row.inspected_at is not None and row.inspected_at > inspection.occurred_at

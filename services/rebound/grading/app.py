@@ -5,19 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from faststream import FastStream
-from pydantic import BaseModel
 
+from rebound_contracts import UnitInspected, UnitReceived, UnitRefurbished
 from rebound_contracts.topics import UNIT_INSPECTED, UNIT_RECEIVED, UNIT_REFURBISHED
 
 from ..messaging.processor import Route
 from ..service import ServiceSpec, build_app
 from ..settings import Settings
-from .adapters import GradingRepository
+from .adapters import PostgresGradingRepository
 from .handlers import apply_refurbishment, grade_unit, record_receipt
 from ..db import Connection
 
 
-async def lock_keys(_conn: Connection, events: Sequence[BaseModel]) -> Iterable[str]:
+async def lock_keys(
+    _conn: Connection, events: Sequence[UnitReceived | UnitInspected | UnitRefurbished]
+) -> Iterable[str]:
     # Receipts and inspections of one LPN come on different topics: serialise them per LPN.
     return [f"lpn:{event.lpn}" for event in events]
 
@@ -26,9 +28,9 @@ def spec() -> ServiceSpec:
     return ServiceSpec(
         name="grading",
         routes=(
-            Route(UNIT_RECEIVED, record_receipt, GradingRepository),
-            Route(UNIT_INSPECTED, grade_unit, GradingRepository),
-            Route(UNIT_REFURBISHED, apply_refurbishment, GradingRepository),
+            Route(UNIT_RECEIVED, record_receipt, PostgresGradingRepository),
+            Route(UNIT_INSPECTED, grade_unit, PostgresGradingRepository),
+            Route(UNIT_REFURBISHED, apply_refurbishment, PostgresGradingRepository),
         ),
         lock_keys=lock_keys,
     )

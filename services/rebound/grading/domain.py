@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+
+from rebound_contracts import UnitInspected, UnitReceived, UnitRefurbished
 
 GRADES = ("A", "B", "C", "SCRAP")
 CHECK_VALUES: dict[str, tuple[Any, ...]] = {
@@ -174,3 +176,40 @@ DEFAULT_RULES_DOCUMENT: dict[str, Any] = {
     ]
 }
 DEFAULT_RULES = parse_rules(DEFAULT_RULES_DOCUMENT)
+
+
+@dataclass(frozen=True)
+class UnitState:
+    lpn: str
+    seller_id: str
+    received: UnitReceived | None
+    checks: dict[str, Any] | None
+    inspected_at: datetime | None
+    refurbishments: tuple[Refurbishment, ...]
+    grade: str | None
+    reasons: tuple[str, ...]
+    revision: int
+
+
+# --- Storage, as the handlers see it ------------------------------------------------------
+
+
+class GradingRepository(Protocol):
+    """What grading's handlers need of storage: each unit's receipt, inspection, refurbishments and grade.
+    The PostgreSQL one is `adapters.PostgresGradingRepository`; mypy holds the unit tests\' fakes to it."""
+
+    async def owner(self, lpn: str) -> str | None: ...
+
+    async def merge_receipt(self, unit: UnitReceived) -> UnitState | None: ...
+
+    async def take_over(self, unit: UnitReceived) -> UnitState | None:
+        """The receipt is authoritative: drop what another seller's events left on this LPN."""
+
+    async def merge_inspection(self, inspection: UnitInspected) -> UnitState | None:
+        """Store the inspection unless a later one of the same seller is already stored."""
+
+    async def merge_refurbishment(self, work: UnitRefurbished) -> UnitState | None: ...
+
+    async def record_grade(self, lpn: str, grade: str, reasons: tuple[str, ...], revision: int) -> None: ...
+
+    async def rules_for(self, seller_id: str) -> GradingRules: ...

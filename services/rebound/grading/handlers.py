@@ -9,7 +9,7 @@ from rebound_contracts.topics import UNIT_GRADED
 
 from ..messaging.ids import derived_id
 from ..messaging.processor import Context
-from .adapters import GradingRepository, UnitState
+from .domain import GradingRepository, UnitState
 from .domain import counted_refurbishment, decide_grade
 
 log = structlog.get_logger(__name__)

@@ -9,37 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from uuid import UUID
 
 import asyncpg
 import orjson
-
 from rebound_contracts import MessageSource, ParcelScanned, RmaIssued
 
-from .domain import OpenLine
 from ..db import Connection
-
-
-@dataclass(frozen=True)
-class ReturnOrder:
-    seller_id: str
-    return_id: str
-    shop_id: str
-    channel: str
-    order_id: str
-    tracking_number: str
-    reason_code: str
-    reason_category: str
-    lane: str
-
-
-@dataclass(frozen=True)
-class LineDetail:
-    line: OpenLine
-    unit_price: Decimal
-    currency: str
-    size: str | None
-    colour: str | None
-
+from .domain import LineDetail, OpenLine, ReturnOrder
 
 _RMA_COLUMNS = "seller_id, return_id, shop_id, channel, order_id, tracking_number, reason_code, reason_category, lane"
 
@@ -67,10 +44,11 @@ class _Line:
 ReturnKey = tuple[str, str]  # (seller_id, return_id)
 
 
-class IntakeRepository:
-    """Built per batch, under the batch's locks on tracking numbers and LPNs (`app.lock_keys`),
-    so what `prefetch` reads for them stays true for the batch's length. Return orders, lines
-    and units the batch adds are kept in memory and written by `flush`, one statement per table."""
+class PostgresIntakeRepository:
+    """`domain.IntakeRepository` on PostgreSQL (its methods are documented there). Built per batch,
+    under the batch's locks on tracking numbers and LPNs (`app.lock_keys`), so what `prefetch` reads
+    for them stays true for the batch's length. Return orders, lines and units the batch adds are
+    kept in memory and written by `flush`, one statement per table."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -155,7 +133,6 @@ class IntakeRepository:
             )
 
     async def add_rma(self, rma: RmaIssued, reason_category: str, lane: str) -> bool:
-        """Register the return order and its lines; False if this seller already has that return id."""
         key = (rma.seller_id, rma.return_id)
         if key not in self._returns:
             self._returns[key] = bool(
@@ -225,7 +202,6 @@ class IntakeRepository:
         return {order.seller_id for _, order in await self._orders(tracking_number)}
 
     async def rma_for_tracking(self, seller_id: str, tracking_number: str) -> ReturnOrder | None:
-        """The seller's first return order (by issue time) with this tracking number."""
         mine = [
             (issued_at, order.return_id, order)
             for issued_at, order in await self._orders(tracking_number)
@@ -253,7 +229,6 @@ class IntakeRepository:
         return {row["lpn"]: row["seller_id"] for row in rows}
 
     async def owners_of(self, lpns: list[str]) -> dict[str, str]:
-        """Which seller each already registered LPN belongs to."""
         unknown = [lpn for lpn in lpns if lpn not in self._owners]
         if unknown:
             self._owners.update(dict.fromkeys(unknown))
@@ -263,7 +238,6 @@ class IntakeRepository:
     async def add_units(
         self, scan: ParcelScanned, rows: list[tuple[str, str, str | None, str | None, str | None]]
     ) -> None:
-        """Register (lpn, sku, return_id, line_id, lane) rows and count them on their lines."""
         for lpn, sku, return_id, line_id, lane in rows:
             self._new_units.append(
                 (
@@ -337,8 +311,6 @@ class IntakeRepository:
         self._new_rmas, self._new_lines, self._new_units = [], {}, []
 
     async def park_scan(self, scan: ParcelScanned, source: MessageSource, *, reported: bool = False) -> None:
-        """Keep a scan until a return of its seller carries its tracking number; `reported`: an
-        operator was told of it already (it is not reported again as unmatched)."""
         self._parked.add((scan.seller_id, scan.tracking_number))
         await self.conn.execute(
             "INSERT INTO intake.parked_scans (event_id, seller_id, tracking_number, payload, source, reported_at)"
@@ -354,8 +326,6 @@ class IntakeRepository:
     async def take_parked_scans(
         self, seller_id: str, tracking_number: str
     ) -> list[tuple[ParcelScanned, MessageSource]]:
-        """Un-park the seller's scans of this tracking number, oldest first. Another seller's stay
-        parked: a return never takes a parcel of another tenant."""
         if tracking_number in self._parked_read and (seller_id, tracking_number) not in self._parked:
             return []  # read for this batch: nothing parked, and nothing parked since
         self._parked.discard((seller_id, tracking_number))
@@ -368,8 +338,6 @@ class IntakeRepository:
         return _scans(rows)
 
     async def others_parked(self, seller_id: str, tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
-        """Other sellers' parked scans of this tracking number that no operator was told of yet,
-        marked told: they stay parked for a return of their own seller."""
         if tracking_number in self._parked_read and not any(
             t == tracking_number and s != seller_id for s, t in self._parked
         ):
@@ -385,7 +353,6 @@ class IntakeRepository:
     async def unreported_parked_scans(
         self, parked_before: datetime, limit: int = 500
     ) -> list[tuple[ParcelScanned, MessageSource]]:
-        """Parcels parked before `parked_before` and not reported yet, locked for this transaction."""
         rows = await self.conn.fetch(
             "SELECT payload, source FROM intake.parked_scans WHERE reported_at IS NULL AND parked_at < $1"
             " ORDER BY parked_at LIMIT $2 FOR UPDATE SKIP LOCKED",
@@ -397,7 +364,7 @@ class IntakeRepository:
             for r in rows
         ]
 
-    async def mark_reported(self, event_ids: list, at: datetime) -> None:
+    async def mark_reported(self, event_ids: list[UUID], at: datetime) -> None:
         await self.conn.execute(
             "UPDATE intake.parked_scans SET reported_at = $2 WHERE event_id = ANY($1::uuid[])", event_ids, at
         )

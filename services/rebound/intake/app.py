@@ -16,7 +16,7 @@ from ..messaging.processor import Route
 from ..messaging.outbox import OutboxBuffer
 from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
-from .adapters import IntakeRepository
+from .adapters import PostgresIntakeRepository
 from .handlers import raise_insights, receive_parcel, register_return, report_unmatched_parcels
 from ..db import Connection
 
@@ -40,7 +40,7 @@ async def sweep_unmatched_parcels(pool: asyncpg.Pool, settings: Settings, produc
         outbox = OutboxBuffer(producer)
         reported = await report_unmatched_parcels(
             conn,
-            IntakeRepository(conn),
+            PostgresIntakeRepository(conn),
             outbox,
             datetime.now(UTC),
             timedelta(seconds=settings.unmatched_parcel_after_s),
@@ -61,8 +61,8 @@ def spec() -> ServiceSpec:
     return ServiceSpec(
         name="intake",
         routes=(
-            Route(RMA, register_return, IntakeRepository),
-            Route(PARCEL_SCANNED, receive_parcel, IntakeRepository),
+            Route(RMA, register_return, PostgresIntakeRepository),
+            Route(PARCEL_SCANNED, receive_parcel, PostgresIntakeRepository),
         ),
         lock_keys=lock_keys,
         periodic=(

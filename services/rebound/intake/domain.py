@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+from typing import Protocol
 
-from rebound_contracts import Lane, ReasonCategory
+from rebound_contracts import Lane, MessageSource, ParcelScanned, ReasonCategory, RmaIssued
 
 # The marketplaces' raw return reason codes, by channel. Keys are lower case.
 REASON_CODES: dict[str, dict[str, ReasonCategory]] = {
@@ -112,3 +116,72 @@ def match_units(lines: Sequence[OpenLine], units: Sequence[tuple[str, str]]) -> 
             remaining[line_id] -= 1
         matches.append(Match(lpn=lpn, sku=sku, line_id=line_id))
     return matches
+
+
+@dataclass(frozen=True)
+class ReturnOrder:
+    seller_id: str
+    return_id: str
+    shop_id: str
+    channel: str
+    order_id: str
+    tracking_number: str
+    reason_code: str
+    reason_category: str
+    lane: str
+
+
+@dataclass(frozen=True)
+class LineDetail:
+    line: OpenLine
+    unit_price: Decimal
+    currency: str
+    size: str | None
+    colour: str | None
+
+
+# --- Storage, as the handlers see it ------------------------------------------------------
+
+
+class IntakeRepository(Protocol):
+    """What intake's handlers need of storage: return orders, units received, parked scans.
+    The PostgreSQL one is `adapters.PostgresIntakeRepository`; mypy holds the unit tests\' fakes to it."""
+
+    async def add_rma(self, rma: RmaIssued, reason_category: str, lane: str) -> bool:
+        """Register the return order and its lines; False if this seller already has that return id."""
+
+    async def sellers_with_tracking(self, tracking_number: str) -> set[str]: ...
+
+    async def rma_for_tracking(self, seller_id: str, tracking_number: str) -> ReturnOrder | None:
+        """The seller's first return order (by issue time) with this tracking number."""
+
+    async def lines_for_update(self, seller_id: str, return_id: str) -> list[LineDetail]: ...
+
+    async def owners_of(self, lpns: list[str]) -> dict[str, str]:
+        """Which seller each already registered LPN belongs to."""
+
+    async def add_units(
+        self, scan: ParcelScanned, rows: list[tuple[str, str, str | None, str | None, str | None]]
+    ) -> None:
+        """Register (lpn, sku, return_id, line_id, lane) rows and count them on their lines."""
+
+    async def park_scan(self, scan: ParcelScanned, source: MessageSource, *, reported: bool = False) -> None:
+        """Keep a scan until a return of its seller carries its tracking number; `reported`: an
+        operator was told of it already (it is not reported again as unmatched)."""
+
+    async def take_parked_scans(
+        self, seller_id: str, tracking_number: str
+    ) -> list[tuple[ParcelScanned, MessageSource]]:
+        """Un-park the seller's scans of this tracking number, oldest first. Another seller's stay
+        parked: a return never takes a parcel of another tenant."""
+
+    async def others_parked(self, seller_id: str, tracking_number: str) -> list[tuple[ParcelScanned, MessageSource]]:
+        """Other sellers' parked scans of this tracking number that no operator was told of yet,
+        marked told: they stay parked for a return of their own seller."""
+
+    async def unreported_parked_scans(
+        self, parked_before: datetime, limit: int = 500
+    ) -> list[tuple[ParcelScanned, MessageSource]]:
+        """Parcels parked before `parked_before` and not reported yet, locked for this transaction."""
+
+    async def mark_reported(self, event_ids: list[UUID], at: datetime) -> None: ...

@@ -17,7 +17,7 @@ from ..messaging.outbox import OutboxBuffer
 from ..messaging.processor import Context
 from ..reports import queries as reports
 from ..reports.insights import size_signals
-from .adapters import IntakeRepository
+from .domain import IntakeRepository
 from .domain import categorise_reason, lane_for, match_units
 from ..db import Connection
 

@@ -11,18 +11,10 @@ from datetime import datetime
 
 import asyncpg
 from pydantic import BaseModel
-
 from rebound_contracts import DispositionDecided, Money, UnitPicked
 
-from .domain import StockKey, listing_key
 from ..db import Connection
-
-
-@dataclass(frozen=True)
-class Counter:
-    available: int
-    sequence: int
-    picked: int
+from .domain import Counter, StockKey, Unit, listing_key
 
 
 @dataclass
@@ -35,23 +27,6 @@ class _Stock:
     sequence: int
     picked: int
     dirty: bool = False
-
-
-@dataclass
-class Unit:
-    lpn: str
-    seller_id: str
-    sku: str
-    warehouse_id: str
-    shop_id: str
-    revision: int
-    decision: DispositionDecided | None = None
-    place: str | None = None
-    stock_key: StockKey | None = None
-    pool: str | None = None
-    lot_id: str | None = None
-    candidate: int | None = None
-    placed_at: datetime | None = None
 
 
 _UNIT_COLUMNS = (
@@ -117,11 +92,12 @@ def _blocked_reason(row: asyncpg.Record) -> str:
     return f"{row['status']}: {row['reason'] or 'no reason given'}"
 
 
-class LedgerRepository:
-    """Built per batch. It reads the batch's units, stock counters and blocked keys up front
-    (`prefetch`) and keeps the counters in memory for the batch's length. Units saved and counters
-    moved are written in one statement each when the batch ends (`flush`), or before any query
-    that reads units by something else than their LPN, so every read sees every save."""
+class PostgresLedgerRepository:
+    """`domain.LedgerRepository` on PostgreSQL (its methods are documented there). Built per batch.
+    It reads the batch's units, stock counters and blocked keys up front (`prefetch`) and keeps the
+    counters in memory for the batch's length. Units saved and counters moved are written in one
+    statement each when the batch ends (`flush`), or before any query that reads units by something
+    else than their LPN, so every read sees every save."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -213,7 +189,6 @@ class LedgerRepository:
         )
 
     async def pooled_for_update(self, seller_id: str, warehouse_id: str, pool: str, limit: int) -> list[Unit]:
-        """The oldest units waiting in a lucky-bag pool."""
         await self.flush()
         rows = await self.conn.fetch(
             "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE seller_id = $1 AND warehouse_id = $2"
@@ -226,8 +201,6 @@ class LedgerRepository:
         return [_unit(r) for r in rows]
 
     async def exchange_candidate_for_update(self, seller_id: str, warehouse_id: str, sku: str) -> Unit | None:
-        """A unit of `sku` to serve an exchange: from the exchange pool first, else off a listing
-        (new before open box, longest listed first)."""
         await self.flush()
         row = await self.conn.fetchrow(
             "SELECT " + _UNIT_COLUMNS + " FROM ledger.units WHERE seller_id = $1 AND warehouse_id = $2 AND sku = $3"
@@ -241,8 +214,6 @@ class LedgerRepository:
         return _unit(row) if row else None
 
     async def stale_listings(self, now: datetime, limit: int) -> list[tuple[str, str, str]]:
-        """(lpn, seller_id, warehouse_id) of listed units older than their destination's
-        `unsold_after_days`."""
         await self.flush()
         rows = await self.conn.fetch(
             "SELECT lpn, seller_id, warehouse_id FROM ledger.units WHERE place = 'listing'"
@@ -276,7 +247,6 @@ class LedgerRepository:
         return self._stock[text]
 
     async def adjust(self, key: StockKey, shop_id: str, delta: int) -> Counter:
-        """Move the counter of `key` by `delta` and take the key's next sequence number."""
         stock = await self._counter(key)
         if stock is None:
             if delta < 0:  # a unit can only leave a key it is on
@@ -290,7 +260,6 @@ class LedgerRepository:
         return Counter(stock.available, stock.sequence, stock.picked)
 
     async def picked(self, key: StockKey) -> Counter:
-        """A unit of `key` left for an order the storefront took itself: no sequence number."""
         stock = await self._counter(key)
         if stock is None:
             raise LookupError(f"stock key {key} has no row to pick from")
@@ -339,7 +308,6 @@ class LedgerRepository:
         return self._blocked[text]
 
     async def block(self, key: StockKey, status: str, reason: str, ref_event_id: object) -> bool:
-        """Block `key`; False when it already was."""
         done = await self.conn.fetchval(
             "INSERT INTO ledger.blocked_listings (key, seller_id, status, reason, ref_event_id)"
             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING RETURNING true",
@@ -369,7 +337,6 @@ class LedgerRepository:
         )
 
     async def sell_lot(self, lot_id: str) -> tuple[StockKey, list[str]] | None:
-        """Mark a listed lot sold: its key and units, or None when it was sold already."""
         row = await self.conn.fetchrow(
             "UPDATE ledger.lots SET status = 'sold' WHERE lot_id = $1 AND status = 'listed' RETURNING stock_key, lpns",
             lot_id,
@@ -377,7 +344,6 @@ class LedgerRepository:
         return (StockKey.parse(row["stock_key"]), list(row["lpns"])) if row else None
 
     async def mark_sold(self, lpns: list[str], at: datetime, channel: str, price: Money) -> None:
-        """`price`: what each of `lpns` sold for (its share of a lot's price)."""
         await self.flush()
         for lpn in lpns:
             self._units.pop(lpn, None)  # read again if asked for
@@ -394,7 +360,6 @@ class LedgerRepository:
     async def record_exchange(
         self, seller_id: str, exchange_id: str, status: str, lpn: str | None, source: str | None
     ) -> bool:
-        """Record the answer; False when this exchange id was answered before."""
         return bool(
             await self.conn.fetchval(
                 "INSERT INTO ledger.exchanges (seller_id, exchange_id, status, lpn, source) VALUES ($1, $2, $3, $4, $5)"

@@ -8,21 +8,23 @@ from datetime import UTC, datetime
 
 import asyncpg
 from faststream import FastStream
-from pydantic import BaseModel
 
+from rebound_contracts import DispositionDecided, ExchangeRequested, StorefrontAck, UnitPicked
 from rebound_contracts.topics import ACKS, DISPOSITIONS, EXCHANGE_REQUESTED, UNIT_PICKED
 
 from ..messaging.processor import Route
 from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
-from .adapters import LedgerRepository
+from .adapters import PostgresLedgerRepository
 from .handlers import allocation_lock, apply_ack, apply_pick, move_unsold, place_unit, serve_exchange
 from ..db import Connection
 
 UNSOLD_SWEEP_EVERY_S = 600.0
 
 
-async def lock_keys(_conn: Connection, events: Sequence[BaseModel]) -> Iterable[str]:
+async def lock_keys(
+    _conn: Connection, events: Sequence[DispositionDecided | StorefrontAck | UnitPicked | ExchangeRequested]
+) -> Iterable[str]:
     # All an event can touch (its unit, listing keys, pools, lots) lies within one seller and
     # warehouse: one lock each, taken up front in one order, so replicas never deadlock.
     return [allocation_lock(e.seller_id, e.warehouse_id) for e in events]
@@ -36,10 +38,10 @@ def spec() -> ServiceSpec:
     return ServiceSpec(
         name="ledger",
         routes=(
-            Route(DISPOSITIONS, place_unit, LedgerRepository),
-            Route(ACKS, apply_ack, LedgerRepository),
-            Route(UNIT_PICKED, apply_pick, LedgerRepository),
-            Route(EXCHANGE_REQUESTED, serve_exchange, LedgerRepository),
+            Route(DISPOSITIONS, place_unit, PostgresLedgerRepository),
+            Route(ACKS, apply_ack, PostgresLedgerRepository),
+            Route(UNIT_PICKED, apply_pick, PostgresLedgerRepository),
+            Route(EXCHANGE_REQUESTED, serve_exchange, PostgresLedgerRepository),
         ),
         lock_keys=lock_keys,
         periodic=(Periodic("unsold-sweep", UNSOLD_SWEEP_EVERY_S, _sweep_unsold),),

@@ -30,12 +30,14 @@ from rebound_contracts import (
     UnitAllocated,
     UnitPicked,
 )
+from rebound_contracts.outbound import ExceptionKind
 from rebound_contracts.topics import ALLOCATIONS, EXCHANGE_ALLOCATED, LISTINGS, STOCK_ADJUSTMENTS
 
 from ..db import advisory_xact_locks
 from ..messaging.outbox import OutboxBuffer
 from ..messaging.processor import Context
-from .adapters import Counter, LedgerRepository, Unit
+from .domain import Counter, LedgerRepository, Unit
+from .adapters import PostgresLedgerRepository
 from .domain import StockKey, listing_key, lot_key, moves
 
 log = structlog.get_logger(__name__)
@@ -123,7 +125,7 @@ async def apply_pick(ctx: Context, pick: UnitPicked, repo: LedgerRepository) -> 
     ledger goes down without a -1, or the shop would be decremented twice."""
     unit = await repo.unit_for_update(pick.lpn)
     if unit is None or unit.seller_id != pick.seller_id:
-        kind = "unknown_lpn" if unit is None else "cross_tenant_reference"
+        kind: ExceptionKind = "unknown_lpn" if unit is None else "cross_tenant_reference"
         ctx.raise_exception(kind, f"picked LPN {pick.lpn} is not a unit of this seller in Rebound's stock")
         return
     if unit.warehouse_id != pick.warehouse_id or unit.place not in ("listing", "lot"):
@@ -195,12 +197,12 @@ async def move_unsold(pool: asyncpg.Pool, outbox_producer: str, now: datetime, l
     """Units listed longer than their destination's `unsold_after_days` move to the next
     candidate, each in a transaction of its own under its seller's allocation lock."""
     async with pool.acquire() as conn:
-        stale = await LedgerRepository(conn).stale_listings(now, limit)
+        stale = await PostgresLedgerRepository(conn).stale_listings(now, limit)
     moved = 0
     for lpn, seller_id, warehouse_id in stale:
         async with pool.acquire() as conn, conn.transaction():
             await advisory_xact_locks(conn, [allocation_lock(seller_id, warehouse_id)])
-            repo = LedgerRepository(conn)
+            repo = PostgresLedgerRepository(conn)
             unit = await repo.unit_for_update(lpn)
             if unit is None or unit.place != "listing" or unit.decision is None or unit.placed_at is None:
                 continue

@@ -15,7 +15,7 @@ import base64
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 
 import asyncpg
@@ -23,7 +23,7 @@ import orjson
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from rebound_contracts import ExceptionRaised, MessageDeadLettered, MessageSource, Topic
+from rebound_contracts import ExceptionRaised, MessageDeadLettered, MessageSource, TenantEvent, Topic
 from rebound_contracts.outbound import DeadLetterKind, ExceptionKind
 from rebound_contracts.topics import DLQ, EXCEPTIONS
 
@@ -58,7 +58,7 @@ class Context:
     outbox: OutboxBuffer
     source: MessageSource
     now: datetime
-    event: BaseModel
+    event: TenantEvent
     exceptions_raised: int = 0
     traceparent: str | None = None
     """The trace context the events this handler emits carry (see `rebound.tracing`)."""
@@ -72,11 +72,11 @@ class Context:
         exception = ExceptionRaised(
             event_id=exception_event_id(self.source, f"{kind}#{self.exceptions_raised}"),
             occurred_at=self.now,
-            seller_id=getattr(event, "seller_id"),
+            seller_id=event.seller_id,
             kind=kind,
             detail=detail,
             source=self.source,
-            source_event_id=getattr(event, "event_id"),
+            source_event_id=event.event_id,
             original=event.model_dump(mode="json"),
         )
         structlog.get_logger("rebound.exceptions").warning(
@@ -93,26 +93,46 @@ class Context:
         self.exceptions_raised += 1
 
 
-Handler = Callable[[Context, Any, Any], Awaitable[None]]
-"""`handler(ctx, event, repository)`: applies one event inside the batch's transaction."""
-LockKeys = Callable[[Connection, Sequence[BaseModel]], Awaitable[Iterable[str]]]
+E = TypeVar("E", bound=TenantEvent)
+R = TypeVar("R")
+
+LockKeys = Callable[[Connection, Sequence[Any]], Awaitable[Iterable[str]]]
+"""`lock_keys(conn, events)`: the advisory locks a batch of the service's own routes' events takes
+first (events typed as its handlers take them)."""
+
+
+@runtime_checkable
+class Prefetching(Protocol):
+    """A repository that reads what a batch's events need in a few statements, before they are
+    applied one by one, instead of row by row as each is applied."""
+
+    async def prefetch(self, events: Sequence[Any]) -> None: ...
+
+
+@runtime_checkable
+class Flushing(Protocol):
+    """A repository that defers writes to the batch's end."""
+
+    async def flush(self) -> None: ...
 
 
 @dataclass(frozen=True)
-class Route:
-    """One consumed topic: its contract, the handler that applies its events, and how to build
-    the repository the handler works on from the transaction's connection."""
+class Route(Generic[E, R]):
+    """One consumed topic: its contract, the handler that applies its events
+    (`handle(ctx, event, repository)`, inside the batch's transaction), and how to build the
+    repository the handler works on from the transaction's connection. mypy holds the three to
+    one event type and one repository type."""
 
-    topic: Topic
-    handle: Handler
-    repository: Callable[[Connection], Any]
+    topic: Topic[E]
+    handle: Callable[[Context, E, R], Awaitable[None]]
+    repository: Callable[[Connection], R]
 
 
 @dataclass
 class Decoded:
     record: Record
-    route: Route | None
-    event: BaseModel | None = None
+    route: Route[Any, Any] | None
+    event: TenantEvent | None = None
     digest: bytes = b""
     failure: tuple[DeadLetterKind, str] | None = None
     seller_id: str | None = None
@@ -174,7 +194,7 @@ def _validation_summary(error: ValidationError) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def decode(record: Record, route: Route | None, max_bytes: int) -> Decoded:
+def decode(record: Record, route: Route[Any, Any] | None, max_bytes: int) -> Decoded:
     """Turn a record into its contract model, or say precisely why it cannot be read. Never
     raises: whatever fails on the way dead-letters the record, never its batch."""
     item = Decoded(record=record, route=route)
@@ -249,7 +269,7 @@ class BatchProcessor:
     def __init__(
         self,
         consumer: str,
-        routes: Iterable[Route],
+        routes: Iterable[Route[Any, Any]],
         pool: asyncpg.Pool,
         *,
         max_message_bytes: int = 256 * 1024,
@@ -302,12 +322,12 @@ class BatchProcessor:
                 partition=item.record.partition,
                 offset=item.record.offset,
             )
-        kind, error = letter.failure or ("processing_failed", "unknown")
+        kind, reason = letter.failure or ("processing_failed", "unknown")
         bare = replace(
             letter,
             seller_id=None,
             event_id=None,
-            failure=(kind, error.encode("ascii", "backslashreplace").decode("ascii")),
+            failure=(kind, reason.encode("ascii", "backslashreplace").decode("ascii")),
         )
         return await self._with_retry([bare])
 
@@ -354,28 +374,28 @@ class BatchProcessor:
             i: item.failure for i, item in enumerate(items) if item.failure is not None
         }
         duplicates: set[int] = set()
-        readable = [i for i, item in enumerate(items) if item.event is not None]
+        readable = [(i, item.event) for i, item in enumerate(items) if item.event is not None]
         claims = await inbox.claim_all(
             conn,
             self.consumer,
             [
                 (
-                    items[i].event.event_id,
+                    event.event_id,
                     items[i].digest,
                     items[i].record.topic,
                     items[i].record.partition,
                     items[i].record.offset,
                 )
-                for i in readable
+                for i, event in readable
             ],
         )
-        for i, claim in zip(readable, claims, strict=True):
+        for (i, claimed), claim in zip(readable, claims, strict=True):
             if claim is inbox.Claim.DUPLICATE:
                 duplicates.add(i)
             elif claim is inbox.Claim.CONFLICT:
                 failures[i] = (
                     "conflicting_duplicate",
-                    f"event_id {items[i].event.event_id} was already applied with other content",
+                    f"event_id {claimed.event_id} was already applied with other content",
                 )
         # Dead letters are claimed by position, so a re-delivered record is dead-lettered once.
         unreadable = sorted(failures)
@@ -399,23 +419,23 @@ class BatchProcessor:
         # one unit would each believe they hold its latest state.
         repositories: dict[Callable[[Connection], Any], Any] = {}
         # A repository that can read what the batch's events need in a few statements is given
-        # them all first (`prefetch`), instead of reading row by row as each event is applied.
-        applicable: dict[Callable[[Connection], Any], list[BaseModel]] = {}
-        for i, item in enumerate(items):
-            if i not in duplicates and i not in failures and item.event.seller_id in known:
-                applicable.setdefault(item.route.repository, []).append(item.event)
+        # them all first (`Prefetching`), instead of reading row by row as each event is applied.
+        applicable: dict[Callable[[Connection], Any], list[TenantEvent]] = {}
+        for i, readable_event in readable:
+            readable_route = items[i].route
+            if i not in duplicates and i not in failures and readable_event.seller_id in known and readable_route:
+                applicable.setdefault(readable_route.repository, []).append(readable_event)
         for build, batch_events in applicable.items():
-            repositories[build] = build(conn)
-            prefetch = getattr(repositories[build], "prefetch", None)
-            if prefetch is not None:
-                await prefetch(batch_events)
+            repositories[build] = repository = build(conn)
+            if isinstance(repository, Prefetching):
+                await repository.prefetch(batch_events)
         for i, item in enumerate(items):
             record = item.record
             if i in duplicates:
                 stats.of(record.topic).duplicates += 1
                 log.debug(
                     "duplicate_skipped",
-                    event_id=str(item.event.event_id),
+                    event_id=str(item.event.event_id) if item.event is not None else None,
                     topic=record.topic,
                     partition=record.partition,
                     offset=record.offset,
@@ -436,31 +456,34 @@ class BatchProcessor:
                         offset=record.offset,
                     )
                 continue
+            # decoded and neither a duplicate nor a failure: it has its event and route
+            event: TenantEvent | None = item.event
+            route: Route[Any, Any] | None = item.route
+            assert event is not None and route is not None
             now = max(self.clock(), now + _TICK)
-            ctx = Context(conn=conn, outbox=outbox, source=item.source, now=now, event=item.event)
+            ctx = Context(conn=conn, outbox=outbox, source=item.source, now=now, event=event)
             written_before = len(outbox.rows)
             parent = tracing.of_record(getattr(record, "headers", None))
             with self.tracing.applying(
                 record.topic,
                 parent,
-                {"rebound.seller_id": item.event.seller_id, "rebound.event_id": str(item.event.event_id)},
+                {"rebound.seller_id": event.seller_id, "rebound.event_id": str(event.event_id)},
             ) as trace:
                 ctx.traceparent = trace
-                if item.event.seller_id not in known:
-                    ctx.raise_exception("unknown_seller", f"seller {item.event.seller_id!r} is not registered")
+                if event.seller_id not in known:
+                    ctx.raise_exception("unknown_seller", f"seller {event.seller_id!r} is not registered")
                 else:
-                    build = item.route.repository
+                    build = route.repository
                     if build not in repositories:
                         repositories[build] = build(conn)
-                    await item.route.handle(ctx, item.event, repositories[build])
+                    await route.handle(ctx, event, repositories[build])
             counts = stats.of(record.topic)
             counts.exceptions += ctx.exceptions_raised
             counts.applied += 1
-            stats.emitted += [(row[1], item.event.occurred_at) for row in outbox.rows[written_before:]]
+            stats.emitted += [(row[1], event.occurred_at) for row in outbox.rows[written_before:]]
         for repository in repositories.values():  # writes a repository deferred to the batch's end
-            flush = getattr(repository, "flush", None)
-            if flush is not None:
-                await flush()
+            if isinstance(repository, Flushing):
+                await repository.flush()
         stats.outbox_rows = await outbox.flush(conn)
         return stats
 

@@ -275,14 +275,21 @@ class OutboxRelay:
             **self.kafka_options,
         )
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notify(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
         if payload == self.producer_name:
             self._wake.set()
+
+    @property
+    def _leading(self) -> Connection:
+        """The leader's connection, while this replica leads."""
+        if self._leader is None:
+            raise RuntimeError(f"relay {self.producer_name}: not the leader")
+        return self._leader
 
     async def _next_batch(self) -> list[asyncpg.Record]:
         """Forget the batch sent last and read the next one."""
         sent, self._sent = self._sent, []
-        return await self._leader.fetch(
+        return await self._leading.fetch(
             NEXT_BATCH,
             sent,
             self.producer_name,
@@ -323,7 +330,7 @@ class OutboxRelay:
             sent = await _send_in_batches(producer, rows)
             delivered = await asyncio.gather(*(future for future, _ in sent))
             probe, probe_id = delivered[-1], sent[-1][1]  # the first record of the last batch sent
-            await self._leader.execute(
+            await self._leading.execute(
                 "INSERT INTO rebound.relay_in_doubt (producer, outbox_ids, probe_topic,"
                 " probe_partition, probe_offset, probe_outbox_id) VALUES ($1, $2, $3, $4, $5, $6)"
                 " ON CONFLICT (producer) DO UPDATE SET outbox_ids = EXCLUDED.outbox_ids,"
@@ -339,10 +346,10 @@ class OutboxRelay:
             )
 
     async def _forget(self, ids: list[int]) -> None:
-        await self._leader.execute(FORGET, ids, self.producer_name, min(ids), max(ids))
+        await self._leading.execute(FORGET, ids, self.producer_name, min(ids), max(ids))
 
     async def _recover(self, producer: AIOKafkaProducer) -> None:
-        doubt = await self._leader.fetchrow(
+        doubt = await self._leading.fetchrow(
             "SELECT * FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name
         )
         if doubt is None:
@@ -359,7 +366,7 @@ class OutboxRelay:
         if committed:
             await self._forget(list(doubt["outbox_ids"]))
         else:
-            await self._leader.execute("DELETE FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name)
+            await self._leading.execute("DELETE FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name)
 
     async def _probe_committed(self, topic: str, partition: int, offset: int, outbox_id: int) -> bool:
         """Is the record at `offset` visible to a read_committed reader (its transaction committed)?"""

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
 from rebound_contracts import UnitGraded
 
-from .domain import DEFAULT_POLICY, Policy
 from ..db import Connection
+from .domain import DEFAULT_POLICY, Policy
 
 
-class RelistingRepository:
-    """Built per batch: the policies it reads are cached for the batch's length."""
+class PostgresRelistingRepository:
+    """`domain.RelistingRepository` on PostgreSQL (its methods are documented there). Built per
+    batch: the policies it reads are cached for the batch's length."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -37,7 +37,6 @@ class RelistingRepository:
         self._policies.update({r["seller_id"]: (Policy.model_validate_json(r["policy"]), r["version"]) for r in rows})
 
     async def owner(self, lpn: str) -> str | None:
-        """The seller the unit was decided for (earlier in this batch or before); None if never."""
         known = self._decided.get(lpn)
         if known is not None:
             return known[0].seller_id
@@ -48,8 +47,6 @@ class RelistingRepository:
         return self._owners[lpn]
 
     def record(self, graded: UnitGraded, policy_version: int) -> None:
-        """Remember the decision; written by `flush` in one statement (a later grade of the same
-        unit in the batch replaces an earlier one)."""
         known = self._decided.get(graded.lpn)
         if known is None or known[0].revision <= graded.revision:
             self._decided[graded.lpn] = (graded, policy_version)
@@ -80,7 +77,6 @@ class RelistingRepository:
         return [UnitGraded.model_validate_json(r["graded"]) for r in rows]
 
     async def policy_for(self, seller_id: str) -> tuple[Policy, int]:
-        """The seller's policy and its version; the default policy is version 0."""
         if seller_id not in self._policies:
             await self._read_policies({seller_id})
         return self._policies[seller_id]

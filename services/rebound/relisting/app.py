@@ -12,7 +12,7 @@ from rebound_contracts.topics import UNIT_GRADED
 from ..messaging.processor import Route
 from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
-from .adapters import RelistingRepository
+from .adapters import PostgresRelistingRepository
 from .handlers import decide_disposition, redecide_after_policy_change
 
 POLICY_SWEEP_EVERY_S = 10.0
@@ -27,7 +27,7 @@ def spec() -> ServiceSpec:
     # partition, and the policy sweep takes the decision rows it re-decides FOR UPDATE.
     return ServiceSpec(
         name="relisting",
-        routes=(Route(UNIT_GRADED, decide_disposition, RelistingRepository),),
+        routes=(Route(UNIT_GRADED, decide_disposition, PostgresRelistingRepository),),
         periodic=(Periodic("policy-sweep", POLICY_SWEEP_EVERY_S, _sweep),),
     )
 

@@ -9,10 +9,9 @@ SCRAP -> disposal. Prices are decimals, rounded to the currency's minor unit, ne
 from __future__ import annotations
 
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
-
 from rebound_contracts import Destination, Money, UnitGraded
 from rebound_contracts.common import MAX_AMOUNT, Channel, Condition, Grade
 from rebound_contracts.outbound import DestinationKind
@@ -42,7 +41,7 @@ MARKETPLACE_CONDITIONS: dict[str, dict[str, int | None]] = {
         "used_acceptable": None,
     },
 }
-DEFAULT_MARKETPLACE_CONDITION = {
+DEFAULT_MARKETPLACE_CONDITION: dict[tuple[str, str | None], str] = {
     ("ebay", "new"): "NEW",
     ("ebay", "open_box"): "NEW_OTHER",
     ("amazon", "new"): "new_new",
@@ -235,3 +234,21 @@ def price(unit_price: Money, rule: DestinationRule) -> Money:
     # Rounding up a unit price at the contract's largest amount must not make it unsendable.
     highest = MAX_AMOUNT.quantize(step, rounding=ROUND_FLOOR)
     return Money(amount=min(max(amount, Decimal(0)), highest), currency=unit_price.currency)
+
+
+# --- Storage, as the handlers see it ------------------------------------------------------
+
+
+class RelistingRepository(Protocol):
+    """What relisting's handlers need of storage: the sellers' policies and the decisions taken.
+    The PostgreSQL one is `adapters.PostgresRelistingRepository`; mypy holds the unit tests\' fakes to it."""
+
+    async def owner(self, lpn: str) -> str | None:
+        """The seller the unit was decided for (earlier in this batch or before); None if never."""
+
+    def record(self, graded: UnitGraded, policy_version: int) -> None:
+        """Remember the decision; written by `flush` in one statement (a later grade of the same
+        unit in the batch replaces an earlier one)."""
+
+    async def policy_for(self, seller_id: str) -> tuple[Policy, int]:
+        """The seller's policy and its version; the default policy is version 0."""

@@ -14,7 +14,8 @@ from rebound_contracts.topics import DISPOSITIONS
 from ..messaging.ids import derived_id
 from ..messaging.outbox import OutboxBuffer
 from ..messaging.processor import Context
-from .adapters import RelistingRepository
+from .domain import RelistingRepository
+from .adapters import PostgresRelistingRepository
 from .domain import decide
 
 log = structlog.get_logger(__name__)
@@ -58,7 +59,7 @@ async def decide_disposition(ctx: Context, graded: UnitGraded, repo: RelistingRe
 async def redecide_after_policy_change(pool: asyncpg.Pool, producer: str, now: datetime, limit: int = 500) -> int:
     """Decide again the units whose seller set a new policy since; the ledger moves them."""
     async with pool.acquire() as conn, conn.transaction():
-        repo = RelistingRepository(conn)
+        repo = PostgresRelistingRepository(conn)
         outdated = await repo.outdated_decisions(limit)
         outbox = OutboxBuffer(producer)
         source = MessageSource(topic="relisting.policy-sweep", partition=0, offset=0)

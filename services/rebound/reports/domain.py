@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -154,7 +154,9 @@ def _money(
 ) -> list[CurrencyValues]:
     """Per currency, largest returned value first. A unit sells in the currency it was bought in."""
 
-    def by_currency(rows: Iterable[UnitFacts], amount=lambda u: u.price) -> dict[str, Decimal]:  # noqa: ANN001
+    def by_currency(
+        rows: Iterable[UnitFacts], amount: Callable[[UnitFacts], Decimal] = lambda u: u.price
+    ) -> dict[str, Decimal]:
         sums: dict[str, Decimal] = defaultdict(Decimal)
         for u in rows:
             sums[u.currency] += amount(u)

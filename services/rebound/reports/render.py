@@ -79,7 +79,7 @@ def as_table(report: SellerReport) -> Group:
         ("Top reason", "left"),
         ("Resold", "right"),
     ):
-        skus.add_column(column, justify=justify)  # type: ignore[arg-type]
+        skus.add_column(column, justify=justify)  # type: ignore[arg-type]  # "left"/"right": rich's JustifyMethod
     for row in report.by_sku[:TOP_SKUS]:
         skus.add_row(row.sku, f"{row.units:,}", _pct(row.share), f"{row.size_fit:,}", row.top_reason, f"{row.resold:,}")
 

@@ -322,7 +322,8 @@ def check(
 
         if adj.delta > 0:
             source = adj.cause.source_event_id
-            cause = grade_by_id.get(source) or grade_by_id.get(grade_of_disposition.get(source))  # type: ignore[arg-type]
+            decided_on = grade_of_disposition.get(source)
+            cause = grade_by_id.get(source) or (grade_by_id.get(decided_on) if decided_on is not None else None)
             if cause is None:
                 # Moved on by a connector's answer, or bagged into a lot: the unit's grade then.
                 earlier = [g for g in grades_of.get(adj.cause.lpn, []) if g.occurred_at <= adj.occurred_at]

@@ -21,6 +21,7 @@ from rich.table import Table
 from rebound_contracts import ALL_TOPICS
 from rebound_contracts.outbound import (
     ExceptionRaised,
+    MessageSource,
     MessageDeadLettered,
     StockAdjusted,
     UnitAllocated,
@@ -165,24 +166,28 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
         adjustments = (
             await checker.read_records(bootstrap, STOCK_ADJUSTMENTS, sellers=sellers, kafka_options=kafka)
         ).records
-        exceptions = await checker.read_topic(bootstrap, EXCEPTIONS, sellers=None, kafka_options=kafka)
-        letters = await checker.read_topic(bootstrap, DLQ, sellers=None, kafka_options=kafka)
-        ours = lambda source: source.offset >= before.get((source.topic, source.partition), 0)  # noqa: E731
-        exceptions = [e for _, _, e in exceptions if _inbound(e.source.topic) and ours(e.source)]
-        letters = [d for _, _, d in letters if _inbound(d.source.topic) and ours(d.source)]
+        raised = await checker.read_topic(bootstrap, EXCEPTIONS, sellers=None, kafka_options=kafka)
+        lettered = await checker.read_topic(bootstrap, DLQ, sellers=None, kafka_options=kafka)
+
+        def ours(source: MessageSource) -> bool:
+            return _inbound(source.topic) and source.offset >= before.get((source.topic, source.partition), 0)
+
+        exceptions = [e for _, _, e in raised if ours(e.source)]
+        letters = [d for _, _, d in lettered if ours(d.source)]
         parked = await pool.fetchval(
             "SELECT count(*) FROM intake.parked_scans WHERE seller_id = ANY($1::text[])", list(sellers)
         )
         sold = await pool.fetchval(
             "SELECT count(*) FROM ledger.units WHERE seller_id = ANY($1::text[]) AND place = 'sold'", list(sellers)
         )
-        sellable = dict(
-            await pool.fetch(
+        sellable: dict[str, int] = {
+            row["condition"]: row["sum"]
+            for row in await pool.fetch(
                 "SELECT condition, sum(available)::int FROM ledger.stock WHERE seller_id = ANY($1::text[])"
                 " GROUP BY condition",
                 list(sellers),
             )
-        )
+        }
         table = _summary(wave, received, graded, allocated, adjustments, exceptions, letters, parked, sold, sellable)
         table.add_section()
         for shop, storefront in zip(shops, storefronts, strict=True):
@@ -326,14 +331,15 @@ class Storefront:
 async def _storefront(pool: asyncpg.Pool, wave: simulation.Wave, shop: DemoShops, unfilled: int) -> Storefront:
     """Every listing shows what the ledger has on its key, and every sale had a unit to pick
     (`unfilled`: the units sold that the warehouse found no unit for, i.e. oversold)."""
-    ledger = dict(
-        await pool.fetch(
+    ledger: dict[str, int] = {
+        row["key"]: row["available"]
+        for row in await pool.fetch(
             "SELECT key, available FROM ledger.stock WHERE seller_id = ANY($1::text[])"
             " AND split_part(key, ':', 2) = $2",
             list(wave.sellers),
             shop.channel,
         )
-    )
+    }
     stocks = shop.stocks()
     off = [
         f"{key}: shop {quantity}, ledger {ledger.get(key, 0)}"
@@ -367,11 +373,11 @@ def _summary(
     sold: int,
     sellable: dict[str, int],
 ) -> Table:
-    latest: dict[str, object] = {}
+    latest: dict[str, UnitGraded] = {}
     for _, _, g in graded:
         if g.lpn not in latest or g.revision > latest[g.lpn].revision:
             latest[g.lpn] = g
-    placed: dict[str, object] = {}  # the last allocation of each unit, in topic order (one LPN, one partition)
+    placed: dict[str, UnitAllocated] = {}  # the last allocation of each unit, in topic order (one LPN, one partition)
     for _, _, a in allocated:
         placed[a.lpn] = a
     destinations = Counter(a.destination.kind if a.destination else "held" for a in placed.values())

@@ -90,12 +90,12 @@ class ServiceProcess:
 
     def kill(self) -> None:
         """`kill -9`: no goodbye, no flush."""
-        if self.alive():
+        if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        if not self.alive():
+        if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else None
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -103,6 +103,11 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()
+
+    def terminate(self) -> None:
+        """SIGTERM, without waiting."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
 
 
 @dataclass
@@ -132,8 +137,7 @@ class Fleet:
 
     def stop(self) -> None:
         for member in self.members:
-            if member.alive():
-                member.process.send_signal(signal.SIGTERM)
+            member.terminate()
         deadline = time.monotonic() + 20
         for member in self.members:
             member.stop(max(0.1, deadline - time.monotonic()))
@@ -268,7 +272,7 @@ async def wait_until_caught_up(
         quiet = quiet + 1 if state.empty else 0
         if quiet >= quiet_polls:
             return state
-        if still_down := [m for m in down if not m.alive()]:
+        if fleet is not None and (still_down := [m for m in down if not m.alive()]):
             names = ", ".join(f"{m.name} (exit {m.exit_code})" for m in still_down)
             raise RuntimeError(f"service process exited: {names} (see {fleet.log_dir})")
         if time.monotonic() > deadline:

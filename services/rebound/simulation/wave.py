@@ -578,7 +578,9 @@ class _BadMaker:
             self.by_type.setdefault(type(message), []).append(i)
         self.inspections_of: dict[str, list[int]] = {}
         for i in self.by_type.get(UnitInspected, []):
-            self.inspections_of.setdefault(base[i][1].lpn, []).append(i)  # type: ignore[attr-defined]
+            inspection = base[i][1]
+            assert isinstance(inspection, UnitInspected)  # by_type[UnitInspected] holds only those
+            self.inspections_of.setdefault(inspection.lpn, []).append(i)
         self.serial = 0
 
     def _pick(self, *types: type) -> int:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import random
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +75,7 @@ def late_answers(app: ASGIApp, faults: Callable[[], LateAnswers], rng: random.Ra
             await app(scope, receive, send)
             return
 
-        async def held(message: dict[str, Any]) -> None:
+        async def held(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 await asyncio.sleep(now.late_s)
             await send(message)

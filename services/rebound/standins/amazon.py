@@ -33,6 +33,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 from starlette.routing import Route
 
 from . import Buyers, Controls, LateAnswers, in_background, late_answers
@@ -128,7 +129,7 @@ class AmazonStandIn(Controls):
         self.quotas: dict[tuple[str, str], TokenBucket] = {}
         self.buyers = Buyers(self.sell_one, self.rng)
         items = "/listings/2021-08-01/items/{seller_id}/{sku:path}"
-        self.app = Starlette(
+        self.app: ASGIApp = Starlette(
             routes=[
                 Route("/auth/o2/token", self.grant_token, methods=["POST"]),
                 Route(items, self.get_item, methods=["GET"]),
@@ -333,9 +334,10 @@ class AmazonStandIn(Controls):
         quantity, price = None, None
         for patch in patches:
             if patch["path"] == "/attributes/purchasable_offer":
-                price = _offer_price(patch, listing.marketplace_id)
-                if isinstance(price, dict):
-                    return [price], None, None
+                offered = _offer_price(patch, listing.marketplace_id)
+                if isinstance(offered, dict):
+                    return [offered], None, None
+                price = offered
                 continue
             if patch["path"] != "/attributes/fulfillment_availability":
                 continue

@@ -30,6 +30,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 from starlette.routing import Route
 
 from . import Buyers, Controls, LateAnswers, late_answers
@@ -214,7 +215,7 @@ class EbayStandIn(Controls):
         self.clock = clock
         self._sales = 0
         self.buyers = Buyers(self.sell_one, self.rng)
-        self.app = Starlette(
+        self.app: ASGIApp = Starlette(
             routes=[
                 Route(TOKEN, self.issue_token, methods=["POST"]),
                 Route(INVENTORY + "/inventory_item/{sku:path}", self.get_inventory_item, methods=["GET"]),

@@ -26,6 +26,7 @@ from graphql import GraphQLError, GraphQLResolveInfo, build_schema, graphql, val
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 from starlette.routing import Route
 
 from . import Buyers, LateAnswers, late_answers
@@ -125,7 +126,7 @@ class ShopifyStandIn:
         self.clock = clock
         self._ids = 1000
         self.buyers = Buyers(self.sell_one, self.rng)
-        self.app = Starlette(
+        self.app: ASGIApp = Starlette(
             routes=[
                 Route("/{store}/admin/api/{version}/graphql.json", self.graphql, methods=["POST"]),
                 Route("/_standin/stores/{store}", self.add_store, methods=["PUT"]),
@@ -430,7 +431,7 @@ def _resolve(source: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
 def _idempotency_key(info: GraphQLResolveInfo) -> str | None:
     for directive in info.field_nodes[0].directives or ():
         if directive.name.value == "idempotent":
-            for argument in directive.arguments:
+            for argument in directive.arguments or ():
                 if argument.name.value == "key":
                     key = value_from_ast_untyped(argument.value, info.variable_values.coerced)
                     return str(key) if key else None

@@ -180,7 +180,9 @@ async def open_tiktok_shops(
                     "sku_id": f"{seller}.{listing_sku}",
                     "warehouse_id": f"tt-{warehouse}",
                 }
-                market.state.stock[(ids["sku_id"], ids["warehouse_id"])] = Stock(**ids)
+                market.state.stock[(ids["sku_id"], ids["warehouse_id"])] = Stock(
+                    ids["product_id"], ids["sku_id"], ids["warehouse_id"]
+                )
                 opened.keys[(ids["sku_id"], ids["warehouse_id"])] = key
                 mappings.append((key, shop_id, ids))
         await map_listings(conn, mappings)

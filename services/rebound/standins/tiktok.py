@@ -21,6 +21,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 from starlette.routing import Route
 
 from . import Buyers, Controls, LateAnswers, late_answers
@@ -90,7 +91,7 @@ class TikTokStandIn(Controls):
         self.clock = clock
         self._orders = 0
         self.buyers = Buyers(self.sell_one, self.rng)
-        self.app = Starlette(
+        self.app: ASGIApp = Starlette(
             routes=[
                 Route(
                     "/product/202309/products/{product_id}/inventory/update", self.update_inventory, methods=["POST"]
