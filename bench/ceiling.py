@@ -133,10 +133,10 @@ async def _apply(
             )
     async with pool.acquire() as conn, conn.transaction():
         await conn.executemany(
-            'INSERT INTO rebound.inbox (consumer, event_id, fingerprint, topic, partition, "offset")'
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            'INSERT INTO rebound.inbox (consumer, seller_id, event_id, fingerprint, topic, partition, "offset")'
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             [
-                (hop.name, uuid.UUID(e["event_id"]), b"x", r.topic, r.partition, r.offset)
+                (hop.name, e["seller_id"], uuid.UUID(e["event_id"]), b"x", r.topic, r.partition, r.offset)
                 for e, r in zip(events, records, strict=True)
             ],
         )

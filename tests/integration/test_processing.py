@@ -356,3 +356,67 @@ async def test_another_sellers_return_never_takes_or_discards_a_parked_parcel(pi
     assert (
         await pipe.pool.fetchval("SELECT count(*) FROM intake.parked_scans WHERE tracking_number = $1", tracking) == 0
     )
+
+
+async def test_another_seller_reusing_an_event_id_is_applied_as_its_own_event(pipe: Pipeline) -> None:
+    first, second = await pipe.add_sellers("first", "second")
+    mine = f.rma(first)
+    theirs = f.rma(second).model_copy(update={"event_id": mine.event_id})  # same id, another tenant
+    stats = await pipe.feed(pipe.intake, [pipe.record(mine, RMA.name), pipe.record(theirs, RMA.name)])
+    assert (stats.applied, stats.dead_lettered, stats.duplicates) == (2, 0, 0)
+    again = await pipe.feed(pipe.intake, [pipe.record(theirs, RMA.name), pipe.record(mine, RMA.name)])
+    assert (again.applied, again.duplicates) == (0, 2)  # each still a duplicate of its own seller's
+    assert [e.topic for e in await pipe.take_outbox(pipe.intake)] == []
+    stored = await pipe.pool.fetch(
+        "SELECT seller_id, return_id FROM intake.rmas WHERE seller_id = ANY($1::text[]) ORDER BY seller_id",
+        [first, second],
+    )
+    assert [(r["seller_id"], r["return_id"]) for r in stored] == [
+        (first, mine.return_id),
+        (second, theirs.return_id),
+    ]
+
+
+async def test_an_inbox_row_from_before_seller_scoped_claims_still_makes_a_redelivery_a_duplicate(
+    pipe: Pipeline,
+) -> None:
+    [seller] = await pipe.add_sellers("s")
+    applied = f.rma(seller)
+    record = pipe.record(applied, RMA.name)
+    await pipe.feed(pipe.intake, [record])
+    await pipe.take_outbox(pipe.intake)
+    # as a row written before claims carried their seller: no seller
+    moved = await pipe.pool.execute(
+        "UPDATE rebound.inbox SET seller_id = '' WHERE consumer = $1 AND event_id = $2",
+        pipe.intake.consumer,
+        applied.event_id,
+    )
+    assert moved == "UPDATE 1"
+    again = await pipe.feed(pipe.intake, [record])
+    assert (again.applied, again.duplicates) == (0, 1)
+    forged = pipe.record(applied.model_copy(update={"order_id": "other-order"}), RMA.name)
+    conflict = await pipe.feed(pipe.intake, [forged])
+    assert conflict.dead_lettered == 1
+    [letter] = [e.event for e in await pipe.take_outbox(pipe.intake) if e.topic == DLQ.name]
+    assert letter.kind == "conflicting_duplicate"
+
+
+async def test_two_sellers_parcels_with_one_event_id_are_both_parked_and_each_taken_by_its_return(
+    pipe: Pipeline,
+) -> None:
+    first, second = await pipe.add_sellers("first", "second")
+    mine = f.scan(first, f"T1-{pipe.tag}", [(pipe.id("A1"), "TEE-BLK-M")])
+    theirs = f.scan(second, f"T2-{pipe.tag}", [(pipe.id("B1"), "TEE-BLK-M")]).model_copy(
+        update={"event_id": mine.event_id}
+    )
+    await pipe.feed(pipe.intake, [pipe.record(mine, PARCEL_SCANNED.name), pipe.record(theirs, PARCEL_SCANNED.name)])
+    assert await pipe.take_outbox(pipe.intake) == []  # both wait for their return orders
+    await pipe.feed(
+        pipe.intake,
+        [
+            pipe.record(f.rma(first, tracking=mine.tracking_number), RMA.name),
+            pipe.record(f.rma(second, tracking=theirs.tracking_number), RMA.name),
+        ],
+    )
+    received = sorted((e.event.seller_id, e.event.lpn) for e in await pipe.take_outbox(pipe.intake))
+    assert received == sorted([(first, pipe.id("A1")), (second, pipe.id("B1"))])

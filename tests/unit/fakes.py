@@ -52,7 +52,7 @@ class FakeIntakeRepository:
     lines: dict[tuple[str, str], list[LineDetail]] = field(default_factory=dict)
     units: dict[str, dict[str, Any]] = field(default_factory=dict)
     parked: list[tuple[ParcelScanned, MessageSource]] = field(default_factory=list)
-    reported: set[Any] = field(default_factory=set)  # event ids of parked scans an operator was told of
+    reported: set[tuple[str, UUID]] = field(default_factory=set)  # parked scans an operator was told of
 
     async def add_rma(self, rma: RmaIssued, reason_category: str, lane: str) -> bool:
         key = (rma.seller_id, rma.return_id)
@@ -110,7 +110,7 @@ class FakeIntakeRepository:
     async def park_scan(self, scan: ParcelScanned, source: MessageSource, *, reported: bool = False) -> None:
         self.parked.append((scan, source))
         if reported:
-            self.reported.add(scan.event_id)
+            self.reported.add((scan.seller_id, scan.event_id))
 
     async def take_parked_scans(
         self, seller_id: str, tracking_number: str
@@ -123,18 +123,20 @@ class FakeIntakeRepository:
         told = [
             (s, src)
             for s, src in self.parked
-            if s.tracking_number == tracking_number and s.seller_id != seller_id and s.event_id not in self.reported
+            if s.tracking_number == tracking_number
+            and s.seller_id != seller_id
+            and (s.seller_id, s.event_id) not in self.reported
         ]
-        self.reported.update(s.event_id for s, _ in told)
+        self.reported.update((s.seller_id, s.event_id) for s, _ in told)
         return told
 
     async def unreported_parked_scans(
         self, parked_before: datetime, limit: int = 500
     ) -> list[tuple[ParcelScanned, MessageSource]]:
-        return [(s, src) for s, src in self.parked if s.event_id not in self.reported][:limit]
+        return [(s, src) for s, src in self.parked if (s.seller_id, s.event_id) not in self.reported][:limit]
 
-    async def mark_reported(self, event_ids: list[UUID], at: datetime) -> None:
-        self.reported.update(event_ids)
+    async def mark_reported(self, scans: list[tuple[str, UUID]], at: datetime) -> None:
+        self.reported.update(scans)
 
 
 @dataclass

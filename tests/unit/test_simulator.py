@@ -250,18 +250,27 @@ def test_in_order_wave_has_no_surprises():
 
 
 def test_duplicates_are_identical_copies_sent_later(faulty: Wave):
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}  # an event id is unique per seller
     copies = 0
     for i, m in enumerate(faulty.messages):
         if i in faulty.bad_kinds:
             continue
-        event_id = json.loads(m.value)["event_id"]
-        if event_id in seen:
+        document = json.loads(m.value)
+        event = (document["seller_id"], document["event_id"])
+        if event in seen:
             copies += 1
-            assert faulty.messages[seen[event_id]] == m
+            assert faulty.messages[seen[event]] == m
         else:
-            seen[event_id] = i
+            seen[event] = i
     assert copies == faulty.duplicates > 0
+
+
+def test_some_valid_events_carry_an_event_id_another_seller_used_too(faulty: Wave):
+    sellers_of: dict[str, set[str]] = {}
+    for _, _, model in valid_messages(faulty):
+        sellers_of.setdefault(str(model.event_id), set()).add(model.seller_id)
+    shared = [event_id for event_id, sellers in sellers_of.items() if len(sellers) > 1]
+    assert len(shared) == faulty.shared_event_ids > 0
 
 
 def test_default_grade_is_designs_rule():

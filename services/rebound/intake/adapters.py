@@ -364,9 +364,13 @@ class PostgresIntakeRepository:
             for r in rows
         ]
 
-    async def mark_reported(self, event_ids: list[UUID], at: datetime) -> None:
+    async def mark_reported(self, scans: list[tuple[str, UUID]], at: datetime) -> None:
         await self.conn.execute(
-            "UPDATE intake.parked_scans SET reported_at = $2 WHERE event_id = ANY($1::uuid[])", event_ids, at
+            "UPDATE intake.parked_scans p SET reported_at = $3 FROM unnest($1::text[], $2::uuid[]) AS u(s, e)"
+            " WHERE p.seller_id = u.s AND p.event_id = u.e",
+            [seller for seller, _ in scans],
+            [event_id for _, event_id in scans],
+            at,
         )
 
 

@@ -184,4 +184,5 @@ class IntakeRepository(Protocol):
     ) -> list[tuple[ParcelScanned, MessageSource]]:
         """Parcels parked before `parked_before` and not reported yet, locked for this transaction."""
 
-    async def mark_reported(self, event_ids: list[UUID], at: datetime) -> None: ...
+    async def mark_reported(self, scans: list[tuple[str, UUID]], at: datetime) -> None:
+        """Parked scans, by (seller_id, event_id), an operator was told of at `at`."""

@@ -138,7 +138,7 @@ async def report_unmatched_parcels(
             f"no return order with tracking number {scan.tracking_number} after {waited}; "
             "still parked, applied if its RMA arrives",
         )
-    await repo.mark_reported([scan.event_id for scan, _ in stale], now)
+    await repo.mark_reported([(scan.seller_id, scan.event_id) for scan, _ in stale], now)
     return len(stale)
 
 

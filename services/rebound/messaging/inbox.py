@@ -59,46 +59,60 @@ def position_id(topic: str, partition: int, offset: int) -> uuid.UUID:
     return uuid.uuid5(_POSITION_NAMESPACE, f"{topic}:{partition}:{offset}")
 
 
+NO_SELLER = ""
+"""The seller of a claim by position (a dead letter), and of rows written before claims named
+their seller."""
+
+CLAIM = (
+    'INSERT INTO rebound.inbox (consumer, seller_id, event_id, fingerprint, topic, partition, "offset")'
+    " SELECT $1, s, e, f, t, p, o"
+    " FROM unnest($2::text[], $3::uuid[], $4::bytea[], $5::text[], $6::int[], $7::bigint[])"
+    " WITH ORDINALITY AS u(s, e, f, t, p, o, n)"
+    # a row of before seller-scoped claims stands for the event of whichever seller sends it again
+    " WHERE NOT EXISTS (SELECT 1 FROM rebound.inbox i WHERE i.consumer = $1 AND i.seller_id = ''"
+    " AND i.event_id = u.e)"
+    " ORDER BY n ON CONFLICT DO NOTHING RETURNING seller_id, event_id"
+)
+STORED = (
+    "SELECT i.seller_id, i.event_id, i.fingerprint FROM rebound.inbox i"
+    " JOIN unnest($2::text[], $3::uuid[]) AS u(s, e) ON i.event_id = u.e AND i.seller_id IN (u.s, '')"
+    " WHERE i.consumer = $1"
+)
+
+
 async def claim_all(
     conn: Connection,
     consumer: str,
-    entries: list[tuple[uuid.UUID, bytes, str, int, int]],
+    entries: list[tuple[str, uuid.UUID, bytes, str, int, int]],
 ) -> list[Claim]:
-    """Claim (event_id, fingerprint, topic, partition, offset) entries in two round trips at most.
-    An id repeated within `entries` is NEW once, then DUPLICATE or CONFLICT like any other."""
+    """Claim (seller_id, event_id, fingerprint, topic, partition, offset) entries in two round
+    trips at most. An event is one seller's: another seller's event with the same id is another
+    event. A (seller, id) repeated within `entries` is NEW once, then DUPLICATE or CONFLICT like any
+    other. Rows without a seller (written before claims had one) match that id for every seller."""
     if not entries:
         return []
-    ids, digests, topics, partitions, offsets = (list(column) for column in zip(*entries, strict=True))
+    sellers, ids, digests, topics, partitions, offsets = (list(column) for column in zip(*entries, strict=True))
     inserted = {
-        row["event_id"]
-        for row in await conn.fetch(
-            'INSERT INTO rebound.inbox (consumer, event_id, fingerprint, topic, partition, "offset")'
-            " SELECT $1, e, f, t, p, o FROM unnest($2::uuid[], $3::bytea[], $4::text[], $5::int[], $6::bigint[])"
-            " WITH ORDINALITY AS u(e, f, t, p, o, n) ORDER BY n ON CONFLICT DO NOTHING RETURNING event_id",
-            consumer,
-            ids,
-            digests,
-            topics,
-            partitions,
-            offsets,
-        )
+        (row["seller_id"], row["event_id"])
+        for row in await conn.fetch(CLAIM, consumer, sellers, ids, digests, topics, partitions, offsets)
     }
-    stored: dict[uuid.UUID, bytes] = {}
-    missing = list({i for i in ids if i not in inserted})
+    stored: dict[tuple[str, uuid.UUID], bytes] = {}
+    missing = list({(s, i) for s, i in zip(sellers, ids, strict=True) if (s, i) not in inserted})
     if missing:
-        rows = await conn.fetch(
-            "SELECT event_id, fingerprint FROM rebound.inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
-            consumer,
-            missing,
-        )
-        stored = {row["event_id"]: bytes(row["fingerprint"]) for row in rows}
+        rows = await conn.fetch(STORED, consumer, [s for s, _ in missing], [i for _, i in missing])
+        for row in rows:
+            seller = row["seller_id"]
+            claimed = [(s, row["event_id"]) for s, i in missing if i == row["event_id"]] if seller == "" else []
+            for key in claimed or [(seller, row["event_id"])]:
+                stored.setdefault(key, bytes(row["fingerprint"]))
     claims = []
-    for event_id, digest, *_ in entries:
-        if event_id in inserted and event_id not in stored:
-            stored[event_id] = digest  # first occurrence in this batch: the one that was inserted
+    for seller, event_id, digest, *_ in entries:
+        key = (seller, event_id)
+        if key in inserted and key not in stored:
+            stored[key] = digest  # first occurrence in this batch: the one that was inserted
             claims.append(Claim.NEW)
         else:
-            claims.append(Claim.DUPLICATE if stored[event_id] == digest else Claim.CONFLICT)
+            claims.append(Claim.DUPLICATE if stored[key] == digest else Claim.CONFLICT)
     return claims
 
 

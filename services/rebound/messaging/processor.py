@@ -380,6 +380,7 @@ class BatchProcessor:
             self.consumer,
             [
                 (
+                    event.seller_id,
                     event.event_id,
                     items[i].digest,
                     items[i].record.topic,
@@ -404,6 +405,7 @@ class BatchProcessor:
             self.consumer,
             [
                 (
+                    inbox.NO_SELLER,
                     inbox.position_id(items[i].record.topic, items[i].record.partition, items[i].record.offset),
                     b"",
                     items[i].record.topic,

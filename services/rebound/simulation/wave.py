@@ -102,6 +102,9 @@ class Wave:
     """index in `messages` -> kind, for every malformed or wrong message."""
     hostile_by_kind: dict[str, int]
     """Valid events of the wave sent in a hostile form (`HOSTILE_KINDS`), by kind."""
+    shared_event_ids: int = 0
+    """Valid events that carry an event_id another seller's event of the wave carries too: an
+    event id is unique per seller only, so each is applied like any other."""
 
     def summary(self) -> dict[str, Any]:
         """The counts, for a log line or a table."""
@@ -118,6 +121,7 @@ class Wave:
             "bad_by_kind": dict(self.bad_by_kind),
             "hostile": sum(self.hostile_by_kind.values()),
             "hostile_by_kind": dict(self.hostile_by_kind),
+            "shared_event_ids": self.shared_event_ids,
             "by_intended_grade": dict(self.by_intended_grade),
             "by_expected_grade": dict(Counter(self.expected_grades.values())),
             "by_reason_code": dict(self.by_reason_code),
@@ -816,9 +820,9 @@ def generate(config: WaveConfig) -> Wave:
 
     base = _send_order(returns)
     hostile_by_kind: Counter[str] = Counter()
+    taken: set[int] = set()
     if config.hostile_rate > 0:  # before any copy is made: a duplicate repeats the hostile bytes
         each = max(1, round(config.hostile_rate * len(base) / len(HOSTILE_KINDS)))
-        taken: set[int] = set()
         for kind in HOSTILE_KINDS:
             fits = [i for i, (_, m) in enumerate(base) if isinstance(m, HOSTILE_TYPES[kind]) and i not in taken]
             for i in rng.sample(fits, min(each, len(fits))):
@@ -830,6 +834,23 @@ def generate(config: WaveConfig) -> Wave:
                 )
                 taken.add(i)
                 hostile_by_kind[kind] += 1
+
+    shared_event_ids = 0
+    if config.hostile_rate > 0 and len(sellers) > 1:  # before any copy is made, as above
+        by_topic: dict[str, list[int]] = {}
+        for i, (out, _) in enumerate(base):
+            by_topic.setdefault(out.topic, []).append(i)
+        for _ in range(max(1, round(config.hostile_rate * len(base) / len(HOSTILE_KINDS)))):
+            i = rng.randrange(len(base))
+            j = rng.choice(by_topic[base[i][0].topic])
+            out, message = base[i]
+            donor = base[j][1]
+            if i in taken or j in taken or i == j or getattr(donor, "seller_id") == getattr(message, "seller_id"):
+                continue  # a hostile form stays as made; the donor keeps its own id
+            shared = message.model_copy(update={"event_id": getattr(donor, "event_id")})
+            base[i] = (Outgoing(out.topic, out.key, shared.model_dump_json().encode()), shared)
+            taken.update((i, j))
+            shared_event_ids += 1
 
     # Positions are (index in base, rank, serial): a copy or a bad message goes before base[index].
     placed: list[tuple[int, int, int, Outgoing, str | None]] = [(i, 1, 0, out, None) for i, (out, _) in enumerate(base)]
@@ -875,6 +896,7 @@ def generate(config: WaveConfig) -> Wave:
         bad_by_kind=dict(sorted(bad_by_kind.items())),
         bad_kinds=bad_kinds,
         hostile_by_kind=dict(sorted(hostile_by_kind.items())),
+        shared_event_ids=shared_event_ids,
     )
 
 
