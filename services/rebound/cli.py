@@ -48,6 +48,16 @@ connect_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(connect_app, name="connect")
+relay_app = typer.Typer(
+    help="The outbox relays: the batches in doubt, and settling one a relay cannot settle itself.",
+    no_args_is_help=True,
+)
+app.add_typer(relay_app, name="relay")
+
+
+class Settled(str, Enum):
+    committed = "committed"
+    aborted = "aborted"
 
 
 class Service(str, Enum):
@@ -543,6 +553,59 @@ def connect_unblock(key: Annotated[str, typer.Argument(help="The listing key to 
     if not asyncio.run(_with_conn(Settings.from_env(), lambda conn: PostgresConnectorRepository(conn).unblock(key))):
         _fail(f"no listing key {key}")
     typer.echo(f"{key} unblocked")
+
+
+@relay_app.command("status")
+def relay_status() -> None:
+    """List the relays' batches in doubt.
+
+    One marked unresolved waits for `rebound relay settle`: its probe record could not be read
+    back, and its relay publishes nothing until told."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .messaging.relay import batches_in_doubt
+
+    rows = asyncio.run(_with_conn(Settings.from_env(), batches_in_doubt))
+    if not rows:
+        typer.echo("no batch in doubt")
+        return
+    table = Table("producer", "rows", "probe record", "in doubt since", "unresolved", "decision")
+    for row in rows:
+        table.add_row(
+            row["producer"],
+            str(row["rows"]),
+            f"{row['probe_topic']}[{row['probe_partition']}]@{row['probe_offset']}",
+            row["created_at"].isoformat(timespec="seconds"),
+            row["unresolved"] or "",
+            row["decision"] or "",
+        )
+    Console(width=200).print(table)
+
+
+@relay_app.command("settle")
+def relay_settle(
+    producer: Annotated[
+        str, typer.Argument(help="The relay's producer, e.g. rebound-ledger (`rebound relay status`).")
+    ],
+    outcome: Annotated[
+        Settled,
+        typer.Argument(
+            help="committed: its records are on Kafka (read them: they carry the rebound-outbox-id header), "
+            "so its rows are forgotten; aborted: they are not, so its rows are sent again."
+        ),
+    ],
+) -> None:
+    """Tell a relay what became of its unresolved in-doubt batch.
+
+    Say `committed` only if the batch's records are on the topic with read_committed, `aborted`
+    only if they are not: the wrong word loses the batch or publishes it twice."""
+    from .messaging.relay import Probe, settle
+
+    settled = asyncio.run(_with_conn(Settings.from_env(), lambda conn: settle(conn, producer, Probe(outcome.value))))
+    if not settled:
+        _fail(f"{producer} has no in-doubt batch waiting for a decision (`rebound relay status`)")
+    typer.echo(f"{producer}: its in-doubt batch is settled as {outcome.value}; the relay goes on within seconds")
 
 
 @app.command()

@@ -111,6 +111,12 @@ class ServiceMetrics:
             ["topic"],
             registry=r,
         )
+        self.relay_blocked = Gauge(
+            "rebound_relay_blocked",
+            "1 while this process's relay publishes nothing, waiting for an operator to settle its in-doubt "
+            "batch (`rebound relay settle`); else 0.",
+            registry=r,
+        )
         self.adjustment_latency = Histogram(
             "rebound_stock_adjustment_latency_seconds",
             "Seconds from the occurred_at of the event that caused a stock adjustment to the commit that wrote "
@@ -142,6 +148,9 @@ class ServiceMetrics:
     def set_lag(self, lag: Mapping[TopicPartition, int]) -> None:
         for tp, records in lag.items():
             self.consumer_lag.labels(tp.topic, str(tp.partition)).set(records)
+
+    def set_relay_blocked(self, blocked: bool) -> None:
+        self.relay_blocked.set(1 if blocked else 0)
 
     def set_outbox(self, rows: int, oldest_age_s: float) -> None:
         self.outbox_rows.set(rows)

@@ -194,6 +194,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
             on_published=metrics.record_published,
             kafka_options=kafka,
             database_kwargs=database,
+            on_blocked=metrics.set_relay_blocked,
         )
         committer.start()
         tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]

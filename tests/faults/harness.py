@@ -29,7 +29,7 @@ from rich.console import Console
 from rebound import simulation
 from rebound.simulation import checker
 from rebound.simulation.demo import inbound_end_offsets
-from rebound.messaging.relay import FAULT_KILL_AFTER_COMMIT
+from rebound.messaging.relay import FAULT_KILL_AFTER_COMMIT, FAULT_KILL_BEFORE_COMMIT
 from rebound.simulation.fleet import RETRIABLE, Fleet, ServiceProcess, backlog, wait_until_caught_up
 from rebound.settings import LOCAL_DATABASE_PASSWORD, Settings
 from tests.accounting import assert_bad_input_accounted_for, assert_no_secret_in_logs, guarantees
@@ -260,7 +260,7 @@ class Chaos:
         for member in self.fleet.dead():
             if member.name not in self._handling and member.exit_code == -signal.SIGKILL:
                 self.self_killed += 1
-                self.note(f"{member.name} killed itself after a relay commit; restart")
+                self.note(f"{member.name} killed itself (the relay's fault switch); restart")
                 self.fleet.restart(member)
 
     async def supervise(self) -> None:
@@ -280,7 +280,7 @@ class Chaos:
                 f"({len(self.faults) - len(measured)} unmeasured: infrastructure away)"
             )
         if self.self_killed:
-            lines.append(f"relay kills after commit (fault switch): {self.self_killed}")
+            lines.append(f"relay kills by its fault switch: {self.self_killed}")
         return lines
 
 
@@ -375,7 +375,7 @@ async def run(
         bootstrap=settings.kafka_bootstrap_servers,
         pool=pool,
     )
-    relay_kills = bool(service_env.get(FAULT_KILL_AFTER_COMMIT))
+    relay_kills = bool(service_env.get(FAULT_KILL_AFTER_COMMIT) or service_env.get(FAULT_KILL_BEFORE_COMMIT))
 
     async def send() -> None:
         step = -(-len(wave.messages) // shape.slices)

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from rebound.messaging.relay import FAULT_KILL_AFTER_COMMIT
+from rebound.messaging.relay import FAULT_KILL_AFTER_COMMIT, FAULT_KILL_BEFORE_COMMIT
 from rebound.simulation.fleet import SERVICES
 
 from tests.accounting import configured_secrets
@@ -25,6 +25,8 @@ pytestmark = pytest.mark.faults
 PRUNING = {"REBOUND_INBOX_RETENTION_S": "10", "REBOUND_INBOX_PRUNE_EVERY_S": "1"}
 # Each process's relay kills it after its 5th committed Kafka transaction, before deleting the rows.
 RELAY_KILL = {FAULT_KILL_AFTER_COMMIT: "5"}
+# ... or inside its 5th Kafka transaction, once the batch is recorded in doubt and before the commit.
+RELAY_KILL_BEFORE_COMMIT = {FAULT_KILL_BEFORE_COMMIT: "5"}
 
 
 async def kill_services_repeatedly(chaos: Chaos) -> None:
@@ -89,8 +91,8 @@ async def postgres_unreachable(chaos: Chaos) -> None:
     chaos.note("postgres back; no service had exited")
 
 
-async def relay_killed_after_commit(chaos: Chaos) -> None:
-    """Nothing: the kills come from the relays themselves (RELAY_KILL); the harness restarts them."""
+async def relays_kill_themselves(chaos: Chaos) -> None:
+    """Nothing: the kills come from the relays themselves (their fault switch); the harness restarts them."""
 
 
 async def everything_at_once(chaos: Chaos) -> None:
@@ -122,9 +124,29 @@ async def test_relay_killed_between_kafka_commit_and_forgetting_its_rows(
     tmp_path: Path,
 ) -> None:
     outcome = await run(
-        "relay_killed_after_commit", relay_killed_after_commit, settings, pool, tmp_path / "logs", env=RELAY_KILL
+        "relay_killed_after_commit", relays_kill_themselves, settings, pool, tmp_path / "logs", env=RELAY_KILL
     )
     assert_relay_recovered_committed_batches(outcome)
+
+
+async def test_relay_killed_inside_its_kafka_transaction(settings, pool, tmp_path: Path) -> None:
+    outcome = await run(
+        "relay_killed_before_commit",
+        relays_kill_themselves,
+        settings,
+        pool,
+        tmp_path / "logs",
+        env=RELAY_KILL_BEFORE_COMMIT,
+    )
+    kills = outcome.log_events("fault_injected_relay_kill_before_commit")
+    aborted = [e for e in outcome.log_events("relay_recovered_in_doubt_batch") if e.get("committed") is False]
+    print(
+        f"  relay killed inside its Kafka transaction {len(kills)} times; {len(aborted)} batches recovered as aborted"
+    )
+    assert kills, "the relay was never killed inside a transaction"
+    assert outcome.chaos.self_killed > 0, "no process died of the relay's fault switch"
+    assert aborted, "no relay recovered an in-doubt batch as aborted"
+    assert not outcome.log_events("relay_in_doubt_unresolved"), "a probe record could not be read back"
 
 
 async def test_pruning_the_inbox_while_services_are_killed(settings, pool, tmp_path: Path) -> None:

@@ -12,11 +12,13 @@ import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.partitioner import DefaultPartitioner
 
 from rebound.messaging.outbox import OutboxBuffer, notify_channel
 from rebound.connections import database_connect_kwargs
-from rebound.messaging.relay import FORGET, NEXT_BATCH, OutboxRelay, connect_leader
+from rebound.messaging import relay as relay_module
+from rebound.messaging.relay import FORGET, NEXT_BATCH, OutboxRelay, Probe, connect_leader, settle
 from rebound.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -91,6 +93,23 @@ async def _relay_until_empty(relay: OutboxRelay, pool: asyncpg.Pool) -> None:
 
 def _relay(pool: asyncpg.Pool, settings: Settings, producer: str, **kwargs) -> OutboxRelay:
     return OutboxRelay(settings.database_url, settings.kafka_bootstrap_servers, producer, **kwargs)
+
+
+class DiesBeforeForgetting(OutboxRelay):
+    """Dies once its first batch is out (the Kafka transaction committed, at-least-once rows
+    acknowledged) and before forgetting it: the rows are still in the outbox."""
+
+    async def _next_batch(self) -> list:
+        if self._sent:
+            raise Crash
+        return await super()._next_batch()
+
+
+async def _crash_after_the_first_batch(pool: asyncpg.Pool, settings: Settings, producer: str, **kwargs) -> None:
+    doomed = _relay(pool, settings, producer, **kwargs)
+    doomed.__class__ = DiesBeforeForgetting
+    with pytest.raises(Crash):
+        await doomed._run_as_leader()
 
 
 async def test_rows_are_published_once_in_order_per_key(pool, settings, scratch_topic) -> None:
@@ -262,16 +281,7 @@ async def test_a_crash_after_the_kafka_commit_does_not_publish_twice(pool, setti
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
     payloads = await _write_rows(pool, producer, scratch_topic, 40)
 
-    class DiesBeforeForgetting(OutboxRelay):
-        async def _next_batch(self) -> list:
-            if self._sent:
-                raise Crash  # the Kafka transaction committed; the rows are still in the outbox
-            return await super()._next_batch()
-
-    doomed = _relay(pool, settings, producer, batch_size=15)
-    doomed.__class__ = DiesBeforeForgetting
-    with pytest.raises(Crash):
-        await doomed._run_as_leader()
+    await _crash_after_the_first_batch(pool, settings, producer, batch_size=15)
     assert await pool.fetchval("SELECT count(*) FROM rebound.relay_in_doubt WHERE producer = $1", producer) == 1
 
     await _relay_until_empty(_relay(pool, settings, producer, batch_size=15), pool)
@@ -294,16 +304,7 @@ async def test_a_crash_after_at_least_once_rows_are_out_repeats_them_at_worst(
     topics = [scratch_topic, another_scratch_topic] if mixed else [scratch_topic]
     payloads = await _write_rows(pool, producer, topics, 40)
 
-    class DiesBeforeForgetting(OutboxRelay):
-        async def _next_batch(self) -> list:
-            if self._sent:
-                raise Crash  # the first 15 rows are out; they are still in the outbox
-            return await super()._next_batch()
-
-    doomed = _relay(pool, settings, producer, batch_size=15, at_least_once={scratch_topic})
-    doomed.__class__ = DiesBeforeForgetting
-    with pytest.raises(Crash):
-        await doomed._run_as_leader()
+    await _crash_after_the_first_batch(pool, settings, producer, batch_size=15, at_least_once={scratch_topic})
     in_doubt = await pool.fetchval("SELECT count(*) FROM rebound.relay_in_doubt WHERE producer = $1", producer)
     assert in_doubt == (1 if mixed else 0)
 
@@ -383,3 +384,129 @@ async def test_a_commit_wakes_only_the_relay_of_its_producer(pool, settings) -> 
             await conn.close()
     assert heard == {short: [short], long: [long]}
     assert len(notify_channel(long).encode()) <= 63
+
+
+async def _delete_up_to_the_end(bootstrap: str, topic: str, partition: int) -> None:
+    """What retention does to an old segment: the partition's log now starts at its end."""
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        end = (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({tp: RecordsToDelete(before_offset=end)})
+    finally:
+        await admin.close()
+
+
+async def _in_doubt(pool: asyncpg.Pool, producer: str) -> asyncpg.Record | None:
+    return await pool.fetchrow("SELECT * FROM rebound.relay_in_doubt WHERE producer = $1", producer)
+
+
+async def _unresolved(pool: asyncpg.Pool, producer: str) -> str:
+    """Why the producer's in-doubt batch waits for an operator, once its relay has said so."""
+
+    async def said() -> bool:
+        row = await _in_doubt(pool, producer)
+        return row is not None and row["unresolved"] is not None
+
+    await _until(said, "reported unresolved")
+    row = await _in_doubt(pool, producer)
+    assert row is not None
+    return row["unresolved"]
+
+
+async def _until(check, what: str) -> None:
+    for _ in range(300):
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not {what} within 30 s")
+
+
+@pytest.mark.parametrize("crash", ["after the Kafka commit", "before the Kafka commit"])
+async def test_a_batch_whose_probe_record_is_gone_waits_for_an_operator_and_is_settled_as_told(
+    pool, settings, scratch_topic, crash
+) -> None:
+    """The in-doubt batch's probe record was deleted (retention) before a relay came back: nothing
+    can tell whether its transaction committed. The relay publishes nothing until an operator says,
+    then does as told: `committed` forgets the batch, `aborted` sends it again."""
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    payloads = await _write_rows(pool, producer, scratch_topic, 30)
+    committed = crash == "after the Kafka commit"
+    if committed:
+        await _crash_after_the_first_batch(pool, settings, producer, batch_size=15)
+    else:
+        real_execute = asyncpg.connection.Connection.execute
+
+        async def dies_after_recording_doubt(self, query, *args, **kwargs):
+            result = await real_execute(self, query, *args, **kwargs)
+            if "relay_in_doubt" in query and "INSERT" in query:
+                raise Crash
+            return result
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(asyncpg.connection.Connection, "execute", dies_after_recording_doubt)
+            with pytest.raises(Crash):
+                await _relay(pool, settings, producer, batch_size=15)._run_as_leader()
+    doubt = await _in_doubt(pool, producer)
+    assert doubt is not None
+    before = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
+    assert len(before) == (15 if committed else 0)
+    await _delete_up_to_the_end(settings.kafka_bootstrap_servers, scratch_topic, doubt["probe_partition"])
+
+    blocked: list[bool] = []
+    relay = _relay(pool, settings, producer, batch_size=15, on_blocked=blocked.append)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(relay_module, "UNRESOLVED_POLL_S", 0.1)
+        task = asyncio.create_task(relay.run())
+        try:
+            assert "is gone" in await _unresolved(pool, producer)
+            await asyncio.sleep(0.5)  # waiting: nothing more goes out
+            assert relay.published == 0 and blocked == [True]
+            assert await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer) == 30
+            async with pool.acquire() as conn:
+                assert await settle(conn, producer, Probe.COMMITTED if committed else Probe.ABORTED)
+
+            async def drained() -> bool:
+                return not await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer)
+
+            await _until(drained, "drained")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert blocked == [True, False]
+    after = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
+    kept = [v for _, v, p in before if p != doubt["probe_partition"]]  # what deleting left of the batch
+    assert sorted(v for _, v, _ in after) == sorted(kept + payloads[15:] if committed else payloads)
+
+
+async def test_a_record_at_the_probe_offset_that_is_not_the_batchs_is_never_taken_for_it(
+    pool, settings, scratch_topic
+) -> None:
+    """After an unclean leader election another record can stand at the probe's offset: it says
+    nothing of the batch, which waits for an operator instead of being read as committed or not."""
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    await _write_rows(pool, producer, scratch_topic, 20)
+
+    await _crash_after_the_first_batch(pool, settings, producer, batch_size=10)
+    # as if another record had taken the probe's place: its outbox id is not the batch's
+    await pool.execute(
+        "UPDATE rebound.relay_in_doubt SET probe_outbox_id = probe_outbox_id + 1000000 WHERE producer = $1", producer
+    )
+    relay = _relay(pool, settings, producer, batch_size=10)
+    task = asyncio.create_task(relay.run())
+    try:
+        assert "is not the batch's" in await _unresolved(pool, producer)
+        assert relay.published == 0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    async with pool.acquire() as conn:
+        assert not await settle(conn, f"{producer}-other", Probe.COMMITTED)  # nothing waits there

@@ -166,6 +166,7 @@ async def test_metrics_are_prometheus_text_with_the_recorded_values(serve) -> No
         "rebound_outbox_rows",
         "rebound_outbox_oldest_age_seconds",
         "rebound_relay_published",
+        "rebound_relay_blocked",
         "rebound_batches_failed",
         "rebound_stock_adjustment_latency_seconds",
         "rebound_messages_dead_lettered",

@@ -10,7 +10,11 @@ recorded as *in doubt* with the offset of one of its records; after it commits, 
 deleted (by the statement that reads the next batch). A relay that starts after a crash finds the
 in-doubt batch and reads the probe offset back with read_committed: visible means the transaction
 committed (delete the rows), invisible means it was aborted (send them again). So each row reaches
-the topic once, whichever moment the crash hit.
+the topic once, whichever moment the crash hit. The probe is first read with read_uncommitted: it
+must still be there, and be the batch's record (retention may have deleted it, an unclean leader
+election truncated it). If it is not, nothing can tell which happened: the relay never guesses,
+publishes nothing more for its producer, and waits for an operator's word (`rebound relay
+settle`), reported by `relay_in_doubt_unresolved` and the `rebound_relay_blocked` gauge.
 
 Rows of an at-least-once topic (grades, dispositions, receipts: records Rebound's own consumers
 read, and drop when repeated, by `event_id`, through their inboxes) are sent first, by an
@@ -22,8 +26,10 @@ together), and every unit passes three relays on its way to its stock adjustment
 Fault injection (tests only, off unless set): REBOUND_FAULT_RELAY_KILL_AFTER_COMMIT=N makes the
 relay SIGKILL its own process once its N-th batch (counted from the process's start) is out — its
 Kafka transaction committed, its at-least-once records acknowledged — and before that batch's rows
-are deleted: the in-doubt window. The fault scenarios use it to prove the recovery above; a
-deployment never sets it.
+are deleted: the in-doubt window. REBOUND_FAULT_RELAY_KILL_BEFORE_COMMIT=N kills it in its N-th
+Kafka transaction once the batch is recorded in doubt, before the commit: the transaction is then
+aborted (by the successor's fencing) and recovery must send the rows again. The fault scenarios use
+both to prove the recovery above; a deployment never sets them.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ import functools
 import os
 import signal
 import zlib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from enum import Enum
 from typing import Any
 
 import asyncpg
@@ -127,6 +134,8 @@ batch. With the ids alone PostgreSQL chose that index too, and read all of it fo
 150,000 other rows in it (a wave's backlog, or its deleted rows before vacuum), forgetting 250
 rows took 0.6 s."""
 
+IN_DOUBT = "SELECT * FROM rebound.relay_in_doubt WHERE producer = $1"
+
 NEXT_BATCH = (
     f"WITH sent AS ({DELETE_SENT}),"
     " settled AS (DELETE FROM rebound.relay_in_doubt WHERE producer = $2 AND cardinality($1::bigint[]) > 0)"
@@ -139,14 +148,27 @@ The read sees the table as it was before the delete, so it leaves out the forgot
 Until that read the batch stays recorded as in doubt, which is what a crash in between needs."""
 
 FAULT_KILL_AFTER_COMMIT = "REBOUND_FAULT_RELAY_KILL_AFTER_COMMIT"
+FAULT_KILL_BEFORE_COMMIT = "REBOUND_FAULT_RELAY_KILL_BEFORE_COMMIT"
 
 
-def _fault_kill_after_commit() -> int:
-    """The fault-injection switch: kill after the N-th committed batch (0: off). Not a setting."""
-    nth = int(os.environ.get(FAULT_KILL_AFTER_COMMIT) or 0)
+def _fault_switch(name: str) -> int:
+    """A fault-injection switch: kill at the N-th batch (0: off). Not a setting."""
+    nth = int(os.environ.get(name) or 0)
     if nth < 0:
-        raise ValueError(f"{FAULT_KILL_AFTER_COMMIT}={nth}: the number of a batch, or 0 (off)")
+        raise ValueError(f"{name}={nth}: the number of a batch, or 0 (off)")
     return nth
+
+
+UNRESOLVED_POLL_S = 5.0
+"""How often a relay waiting for an operator's word on its in-doubt batch looks for it."""
+
+
+class Probe(Enum):
+    """What reading an in-doubt batch's probe record back says of its Kafka transaction."""
+
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+    UNKNOWN = "unknown"  # the record is gone or is not the batch's: nothing can tell
 
 
 LEADER_PLANNER = {"enable_seqscan": "off", "enable_bitmapscan": "off", "enable_sort": "off"}
@@ -182,6 +204,7 @@ class OutboxRelay:
         at_least_once: Collection[str] = AT_LEAST_ONCE_TOPICS,
         kafka_options: Mapping[str, Any] | None = None,
         database_kwargs: Mapping[str, Any] | None = None,
+        on_blocked: Callable[[bool], None] | None = None,
     ) -> None:
         self.database_url = database_url
         self.bootstrap_servers = bootstrap_servers
@@ -196,8 +219,11 @@ class OutboxRelay:
         self.at_least_once = frozenset(at_least_once)  # topics sent without a transaction
         self._wake = asyncio.Event()
         self._leader: Connection | None = None
-        self._fault_kill_after_commit = _fault_kill_after_commit()
+        self._fault_kill_after_commit = _fault_switch(FAULT_KILL_AFTER_COMMIT)
+        self._fault_kill_before_commit = _fault_switch(FAULT_KILL_BEFORE_COMMIT)
         self._committed_batches = 0
+        self._transactions = 0
+        self.on_blocked = on_blocked  # told True while the relay waits for an operator, then False
         self._sent: list[int] = []  # the last batch committed to Kafka, forgotten by the next read
 
     @property
@@ -336,7 +362,7 @@ class OutboxRelay:
                 " ON CONFLICT (producer) DO UPDATE SET outbox_ids = EXCLUDED.outbox_ids,"
                 " probe_topic = EXCLUDED.probe_topic, probe_partition = EXCLUDED.probe_partition,"
                 " probe_offset = EXCLUDED.probe_offset, probe_outbox_id = EXCLUDED.probe_outbox_id,"
-                " created_at = now()",
+                " created_at = now(), unresolved = NULL, unresolved_at = NULL, decision = NULL",
                 self.producer_name,
                 ids,
                 probe.topic,
@@ -344,51 +370,143 @@ class OutboxRelay:
                 probe.offset,
                 probe_id,
             )
+            self._transactions += 1
+            if self._transactions == self._fault_kill_before_commit:
+                log.warning("fault_injected_relay_kill_before_commit", producer=self.producer_name, rows=len(ids))
+                os.kill(os.getpid(), signal.SIGKILL)
 
     async def _forget(self, ids: list[int]) -> None:
         await self._leading.execute(FORGET, ids, self.producer_name, min(ids), max(ids))
 
     async def _recover(self, producer: AIOKafkaProducer) -> None:
-        doubt = await self._leading.fetchrow(
-            "SELECT * FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name
-        )
+        doubt = await self._leading.fetchrow(IN_DOUBT, self.producer_name)
         if doubt is None:
             return
-        committed = await self._probe_committed(
-            doubt["probe_topic"], doubt["probe_partition"], doubt["probe_offset"], doubt["probe_outbox_id"]
-        )
+        where = (doubt["probe_topic"], doubt["probe_partition"], doubt["probe_offset"])
+        if doubt["decision"] is not None:
+            outcome, why = Probe(doubt["decision"]), "an operator's decision"
+        else:
+            outcome, why = await self._probe(*where, doubt["probe_outbox_id"])
+        if outcome is Probe.UNKNOWN:
+            doubt = await self._wait_for_decision(doubt, why)
+            outcome, why = Probe(doubt["decision"]), "an operator's decision"
         log.warning(
             "relay_recovered_in_doubt_batch",
             producer=self.producer_name,
             rows=len(doubt["outbox_ids"]),
-            committed=committed,
+            committed=outcome is Probe.COMMITTED,
+            settled_by=why,
         )
-        if committed:
+        if outcome is Probe.COMMITTED:
             await self._forget(list(doubt["outbox_ids"]))
         else:
             await self._leading.execute("DELETE FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name)
 
-    async def _probe_committed(self, topic: str, partition: int, offset: int, outbox_id: int) -> bool:
-        """Is the record at `offset` visible to a read_committed reader (its transaction committed)?"""
+    async def _wait_for_decision(self, doubt: asyncpg.Record, why: str) -> asyncpg.Record:
+        """Publish nothing until an operator says whether the in-doubt batch reached Kafka."""
+        await self._leading.execute(
+            "UPDATE rebound.relay_in_doubt SET unresolved = $2, unresolved_at = now() WHERE producer = $1",
+            self.producer_name,
+            why,
+        )
+        log.error(
+            "relay_in_doubt_unresolved",
+            producer=self.producer_name,
+            rows=len(doubt["outbox_ids"]),
+            probe=f"{doubt['probe_topic']}[{doubt['probe_partition']}]@{doubt['probe_offset']}",
+            reason=why,
+            action=f"find out whether its rows reached Kafka, then `rebound relay settle {self.producer_name}"
+            " committed|aborted`",
+        )
+        if self.on_blocked is not None:
+            self.on_blocked(True)
+        try:
+            while True:
+                await asyncio.sleep(UNRESOLVED_POLL_S)
+                latest = await self._leading.fetchrow(IN_DOUBT, self.producer_name)
+                if latest is None or latest["outbox_ids"] != doubt["outbox_ids"]:
+                    raise RuntimeError(f"relay {self.producer_name}: its in-doubt batch changed while it waited")
+                if latest["decision"] is not None:
+                    return latest
+        finally:
+            if self.on_blocked is not None:
+                self.on_blocked(False)
+
+    async def _probe(self, topic: str, partition: int, offset: int, outbox_id: int) -> tuple[Probe, str]:
+        """What became of the transaction that wrote the batch's record at `offset`, and why that
+        is known. The record must be there and be the batch's (read_uncommitted sees it whether its
+        transaction committed or not); then a read_committed reader sees it (committed) or moves
+        past it (aborted)."""
+        tp = TopicPartition(topic, partition)
+        where = f"{topic}[{partition}]@{offset}"
+        async with self._reader("read_uncommitted", tp) as consumer:
+            first = (await consumer.beginning_offsets([tp]))[tp]
+            end = (await consumer.end_offsets([tp]))[tp]
+            if offset < first:
+                return Probe.UNKNOWN, f"the probe record {where} is gone: the log starts at {first} (retention?)"
+            if offset >= end:
+                return Probe.UNKNOWN, f"no probe record {where}: the log ends at {end} (truncated?)"
+            consumer.seek(tp, offset)
+            record = await self._first_record(consumer, tp, where)
+            if record is None or record.offset != offset:
+                return Probe.UNKNOWN, f"no data record at {where}"
+            if dict(record.headers or ()).get(HEADER) != str(outbox_id).encode():
+                return Probe.UNKNOWN, f"the record at {where} is not the batch's (outbox id {outbox_id})"
+        async with self._reader("read_committed", tp) as consumer:
+            consumer.seek(tp, offset)
+            for _ in range(600):
+                batch = await consumer.getmany(tp, timeout_ms=100, max_records=1)
+                for record in batch.get(tp, []):
+                    committed = record.offset == offset
+                    return (Probe.COMMITTED if committed else Probe.ABORTED), "its probe record, read back"
+                if await consumer.position(tp) > offset:
+                    return Probe.ABORTED, "its probe record, read back"  # the reader moved past it
+            raise TimeoutError(f"could not read {where} to settle the in-doubt batch")
+
+    @contextlib.asynccontextmanager
+    async def _reader(self, isolation: str, tp: TopicPartition) -> AsyncIterator[AIOKafkaConsumer]:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers,
-            isolation_level="read_committed",
+            isolation_level=isolation,
             enable_auto_commit=False,
+            auto_offset_reset="none",  # an offset out of range is an error, never a jump elsewhere
             group_id=None,
             **self.kafka_options,
         )
         await consumer.start()
         try:
-            tp = TopicPartition(topic, partition)
             consumer.assign([tp])
-            consumer.seek(tp, offset)
-            for _ in range(600):
-                batch = await consumer.getmany(tp, timeout_ms=100, max_records=1)
-                for record in batch.get(tp, []):
-                    headers = dict(record.headers or ())
-                    return record.offset == offset and headers.get(HEADER) == str(outbox_id).encode()
-                if await consumer.position(tp) > offset:
-                    return False  # the reader moved past it: the record was aborted
-            raise TimeoutError(f"could not read {topic}[{partition}]@{offset} to settle the in-doubt batch")
+            yield consumer
         finally:
             await consumer.stop()
+
+    @staticmethod
+    async def _first_record(consumer: AIOKafkaConsumer, tp: TopicPartition, where: str) -> Any:
+        for _ in range(600):
+            batch = await consumer.getmany(tp, timeout_ms=100, max_records=1)
+            if batch.get(tp):
+                return batch[tp][0]
+        raise TimeoutError(f"could not read {where} to settle the in-doubt batch")
+
+
+async def batches_in_doubt(conn: Connection) -> list[asyncpg.Record]:
+    """Every relay's batch in doubt now: most are settled within a second of a restart; one with
+    `unresolved` set waits for an operator (`settle`)."""
+    return await conn.fetch(
+        "SELECT producer, cardinality(outbox_ids) AS rows, probe_topic, probe_partition, probe_offset,"
+        " created_at, unresolved, unresolved_at, decision FROM rebound.relay_in_doubt ORDER BY producer"
+    )
+
+
+async def settle(conn: Connection, producer: str, outcome: Probe) -> bool:
+    """An operator's word on the unresolved in-doubt batch of `producer`: its Kafka transaction
+    `committed` (its rows are forgotten) or `aborted` (they are sent again). False if that producer
+    has no batch waiting for one."""
+    if outcome is Probe.UNKNOWN:
+        raise ValueError("a batch is settled as committed or aborted")
+    status = await conn.execute(
+        "UPDATE rebound.relay_in_doubt SET decision = $2 WHERE producer = $1 AND unresolved IS NOT NULL",
+        producer,
+        outcome.value,
+    )
+    return status == "UPDATE 1"

@@ -407,6 +407,11 @@ def _summary(
         f"{sum(wave.hostile_by_kind.values()):,}",
         ", ".join(f"{k} {v}" for k, v in sorted(wave.hostile_by_kind.items())) + ": applied like any other",
     )
+    table.add_row(
+        "event ids shared",
+        f"{wave.shared_event_ids:,}",
+        "valid events with an event_id another seller's event has too: each applied",
+    )
     table.add_section()
     table.add_row("parcels still parked", f"{parked:,}", "waiting for their RMA")
     table.add_row(
