@@ -24,23 +24,6 @@ from rebound_contracts.topics import DISPOSITIONS, STOCK_ADJUSTMENTS, UNIT_GRADE
 from .stats import percentiles
 
 
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM: the most resident memory the process ever had."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
-def _fleet_peak_rss_mb(fleet: Fleet) -> dict[str, float]:
-    """`peak_rss_mb` of each member of a running fleet."""
-    rss = {}
-    for member in fleet.members:
-        assert member.process is not None  # a fleet's members are started when it is entered
-        rss[member.name] = peak_rss_mb(member.process.pid)
-    return rss
-
-
 class AdjustmentWatcher:
     """Reads storefront.stock-adjustments.v1 with read_committed from its current end, and
     notes when each adjustment of the given sellers became readable."""
@@ -114,7 +97,7 @@ async def throughput(settings: Settings, units: int, replicas: int, log_dir: Pat
             await watcher.wait(lambda: sum(watcher.available.values()) == expected, timeout)
             finished = watcher.seen[-1][0]
             await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=timeout, fleet=fleet)
-            rss = _fleet_peak_rss_mb(fleet)
+            rss = fleet.peak_rss_mb()
         elapsed = finished - started
         return {
             "units": units,
@@ -165,7 +148,7 @@ async def inspections(settings: Settings, units: int, replicas: int, log_dir: Pa
             )
             await watcher.wait(lambda: sum(watcher.available.values()) == expected, timeout)
             finished = watcher.seen[-1][0]
-            rss = _fleet_peak_rss_mb(fleet)
+            rss = fleet.peak_rss_mb()
         elapsed = finished - started
         return {
             "units": units,

@@ -191,6 +191,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
             settings.kafka_bootstrap_servers,
             spec.group_id,
             batch_size=settings.relay_batch_size,
+            batch_bytes=settings.relay_batch_bytes,
             on_published=metrics.record_published,
             kafka_options=kafka,
             database_kwargs=database,
@@ -219,6 +220,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_wait_ms,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        fetch_max_bytes=settings.fetch_max_bytes,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         ack_policy=AckPolicy.MANUAL,  # offsets are committed only after the database transaction

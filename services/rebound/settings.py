@@ -44,7 +44,13 @@ class Settings:
     # The least time between two offset commits of a consumer (see messaging.commits).
     commit_interval_ms: int = 500
     max_message_bytes: int = 256 * 1024
+    # Bytes one fetch of a consumer brings at most (a partition's first record batch comes whatever
+    # its size): under a backlog of large records, what a consumer holds before it applies them.
+    fetch_max_bytes: int = 1024 * 1024
     relay_batch_size: int = 2000
+    # Bytes of payload a relay batch holds at most (its first row whatever its size): a backlog of
+    # dead letters and exceptions, each carrying up to a whole message, stays this small in memory.
+    relay_batch_bytes: int = 4 * 1024 * 1024
     pool_size: int = 4
     unmatched_parcel_after_s: float = 900.0
     inbox_retention_s: float = 7 * 24 * 3600.0
@@ -128,7 +134,9 @@ class Settings:
             batch_wait_ms=int(env.get("REBOUND_BATCH_WAIT_MS", "100")),
             commit_interval_ms=int(env.get("REBOUND_COMMIT_INTERVAL_MS", "500")),
             max_message_bytes=int(env.get("REBOUND_MAX_MESSAGE_BYTES", str(256 * 1024))),
+            fetch_max_bytes=int(env.get("REBOUND_FETCH_MAX_BYTES", str(1024 * 1024))),
             relay_batch_size=int(env.get("REBOUND_RELAY_BATCH_SIZE", "2000")),
+            relay_batch_bytes=int(env.get("REBOUND_RELAY_BATCH_BYTES", str(4 * 1024 * 1024))),
             pool_size=int(env.get("REBOUND_POOL_SIZE", "4")),
             unmatched_parcel_after_s=float(env.get("REBOUND_UNMATCHED_PARCEL_AFTER_S", "900")),
             inbox_retention_s=float(env.get("REBOUND_INBOX_RETENTION_S", str(7 * 24 * 3600))),

@@ -197,7 +197,7 @@ async def _prepared_over_a_backlog(settings: Settings, producer: str, types: str
     ("statement", "types", "extra"),
     [
         (FORGET, "bigint[], text, bigint, bigint", ""),
-        (NEXT_BATCH, "bigint[], text, bigint, bigint, int", ", 2000"),
+        (NEXT_BATCH, "bigint[], text, bigint, bigint, int, bigint", ", 2000, 4194304"),
     ],
     ids=["forget", "next-batch"],
 )
@@ -236,17 +236,19 @@ async def test_the_leader_reads_the_next_batch_not_the_backlog(settings) -> None
     statistics of a nearly empty table, PostgreSQL's own choice read the producer's whole backlog
     and sorted it for every batch."""
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
-    async with _prepared_over_a_backlog(settings, producer, "bigint[], text, bigint, bigint, int", NEXT_BATCH) as conn:
+    types = "bigint[], text, bigint, bigint, int, bigint"
+    async with _prepared_over_a_backlog(settings, producer, types, NEXT_BATCH) as conn:
         first = await conn.fetch("SELECT id FROM rebound.outbox WHERE producer = $1 ORDER BY id LIMIT 2000", producer)
-        explained = await conn.fetchval(
-            f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE relay_statement('{{}}', '{producer}', NULL, NULL, 2000)"
-        )
-        read = await conn.fetch(f"EXECUTE relay_statement('{{}}', '{producer}', NULL, NULL, 2000)")
+        arguments = f"'{{}}', '{producer}', NULL, NULL, 2000, 4194304"
+        explained = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE relay_statement({arguments})")
+        read = await conn.fetch(f"EXECUTE relay_statement({arguments})")
     assert [r["id"] for r in read] == [r["id"] for r in first]
-    limit = orjson.loads(explained)[0]["Plan"]
-    (under_limit,) = [node for node in limit["Plans"] if node["Parent Relationship"] == "Outer"]
-    scans = [node for node in _nodes(under_limit) if node.get("Relation Name") == "outbox"]
-    assert [node["Actual Rows"] for node in scans] == [2000]  # 20,000 when the backlog is read whole
+    plan = orjson.loads(explained)[0]["Plan"]
+    (limit,) = [node for node in _nodes(plan) if node["Node Type"] == "Limit"]
+    scans = [node for node in _nodes(limit) if node.get("Relation Name") == "outbox"]
+    # 20,000 when the backlog is read whole; the running sum of bytes reads one row past the last it passes on
+    assert [node["Actual Rows"] for node in scans] in ([2000], [2001])
+    assert not [node for node in _nodes(plan) if node["Node Type"] == "Sort"]
 
 
 async def test_the_next_read_forgets_the_batch_sent_and_leaves_it_out(pool) -> None:
@@ -262,7 +264,9 @@ async def test_the_next_read_forgets_the_batch_sent_and_leaves_it_out(pool) -> N
     )
 
     async def next_batch(sent: list[int], limit: int) -> list[int]:
-        rows = await pool.fetch(NEXT_BATCH, sent, producer, min(sent, default=None), max(sent, default=None), limit)
+        rows = await pool.fetch(
+            NEXT_BATCH, sent, producer, min(sent, default=None), max(sent, default=None), limit, 4 * 1024 * 1024
+        )
         return [r["id"] for r in rows]
 
     async def doubts() -> int:
@@ -510,3 +514,29 @@ async def test_a_record_at_the_probe_offset_that_is_not_the_batchs_is_never_take
             await task
     async with pool.acquire() as conn:
         assert not await settle(conn, f"{producer}-other", Probe.COMMITTED)  # nothing waits there
+
+
+async def test_a_batch_holds_at_most_its_bytes_and_always_its_first_row(pool) -> None:
+    """Rows of dead letters and exceptions can each carry a whole message: a batch stops at
+    `REBOUND_RELAY_BATCH_BYTES` of payload, so a backlog of them is never read 2,000 at once, and
+    a first row larger than that still goes alone."""
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    buffer = OutboxBuffer(producer)
+    sizes = [300_000, 100_000, 100_000, 100_000, 100_000, 10]
+    for n, size in enumerate(sizes):
+        buffer.add_raw("t", f"key-{n}", b"x" * size)
+    async with pool.acquire() as conn, conn.transaction():
+        await buffer.flush(conn)
+
+    async def batches(budget: int) -> list[list[int]]:
+        out: list[list[int]] = []
+        sent: list[int] = []
+        while rows := await pool.fetch(
+            NEXT_BATCH, sent, producer, min(sent, default=None), max(sent, default=None), 2000, budget
+        ):
+            out.append([len(r["payload"]) for r in rows])
+            sent = [r["id"] for r in rows]
+        return out
+
+    assert await batches(250_000) == [[300_000], [100_000, 100_000, 100_000], [100_000, 10]]
+    assert await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer) == 0

@@ -139,8 +139,11 @@ IN_DOUBT = "SELECT * FROM rebound.relay_in_doubt WHERE producer = $1"
 NEXT_BATCH = (
     f"WITH sent AS ({DELETE_SENT}),"
     " settled AS (DELETE FROM rebound.relay_in_doubt WHERE producer = $2 AND cardinality($1::bigint[]) > 0)"
-    " SELECT id, topic, key, payload, traceparent FROM rebound.outbox WHERE producer = $2"
-    " AND id <> ALL($1::bigint[]) ORDER BY id LIMIT $5"
+    " SELECT id, topic, key, payload, traceparent FROM ("
+    " SELECT id, topic, key, payload, traceparent,"
+    " sum(octet_length(payload)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS upto"
+    " FROM rebound.outbox WHERE producer = $2 AND id <> ALL($1::bigint[]) ORDER BY id LIMIT $5"
+    ") AS batch WHERE upto - octet_length(payload) < $6 ORDER BY id"
 )
 """Forgets the batch sent last ($1, as FORGET does) and reads the next one, in one statement: the
 rows of a committed batch are deleted by the relay's next read, not by a round trip of their own.
@@ -199,6 +202,7 @@ class OutboxRelay:
         producer: str,
         *,
         batch_size: int = 2000,
+        batch_bytes: int = 4 * 1024 * 1024,
         idle_wait_s: float = 0.5,
         on_published: Callable[[list[str]], None] | None = None,
         at_least_once: Collection[str] = AT_LEAST_ONCE_TOPICS,
@@ -213,6 +217,7 @@ class OutboxRelay:
         self.database_kwargs = dict(database_kwargs or {})
         self.producer_name = producer
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
         self.idle_wait_s = idle_wait_s
         self.published = 0
         self.on_published = on_published  # gets the topics of the rows of each batch sent
@@ -322,6 +327,7 @@ class OutboxRelay:
             min(sent, default=None),
             max(sent, default=None),
             self.batch_size,
+            self.batch_bytes,
         )
 
     async def _relay_batch(self, producer: AIOKafkaProducer, plain: AIOKafkaProducer) -> int:

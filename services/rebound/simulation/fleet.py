@@ -129,6 +129,16 @@ class Fleet:
                 member.start(env)
                 self.members.append(member)
 
+    def peak_rss_mb(self) -> dict[str, float]:
+        """The most resident memory (VmHWM, in MiB) each running member has had so far."""
+        rss = {}
+        for member in self.members:
+            if member.process is not None and member.process.poll() is None:
+                status = Path(f"/proc/{member.process.pid}/status").read_text()
+                kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+                rss[member.name] = round(kib / 1024, 1)
+        return rss
+
     def dead(self) -> list[ServiceProcess]:
         return [m for m in self.members if not m.alive()]
 
