@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rebound.settings import LOCAL_DATABASE_PASSWORD
+from tests.accounting import assert_no_secret_in_logs, configured_secrets
 from rebound.simulation.fleet import ServiceProcess
 
 pytestmark = pytest.mark.e2e
@@ -69,3 +70,39 @@ def test_a_service_stops_cleanly_on_sigterm(tmp_path: Path, settings) -> None:
         _wait_for(member.log_path, "service_stopped", seconds=1)
     finally:
         member.kill()
+
+
+def test_console_logs_hold_no_secret_either(tmp_path: Path, settings) -> None:
+    """The secret search of the fault scenarios reads JSON logs; a person runs a service with its
+    console renderer. Started with every kind of secret, and a database and a broker it cannot
+    reach, so it logs where it tries again and again, its console log holds none of them."""
+    env = {
+        **os.environ,
+        "REBOUND_LOG_FORMAT": "console",
+        "DATABASE_URL": f"postgresql://rebound:{LOCAL_DATABASE_PASSWORD}@127.0.0.1:1/rebound"
+        "?sslpassword=key-passphrase-5e1d&password=query-password-c41a",
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_USERNAME": "rebound",
+        "KAFKA_SASL_PASSWORD": "kafka-password-9b72",
+    }
+    member = ServiceProcess("grading", 0, tmp_path / "grading.log")
+    member.start(env)
+    try:
+        deadline = time.monotonic() + 30
+        while sum(member.log_path.read_text().count(e) for e in ("database_unavailable", "kafka_unavailable")) < 2:
+            assert time.monotonic() < deadline, member.log_path.read_text()
+            time.sleep(0.2)
+    finally:
+        member.kill()
+    text = member.log_path.read_text()
+    assert not text.lstrip().startswith("{"), "not the console renderer"
+    assert "127.0.0.1:1" in text  # the URL is there, its secrets are not
+    searched = configured_secrets(env)
+    assert set(searched) == {
+        "the password in DATABASE_URL",
+        "the sslpassword parameter of DATABASE_URL",
+        "the password parameter of DATABASE_URL",
+        "KAFKA_SASL_PASSWORD",
+    }, searched
+    assert assert_no_secret_in_logs(tmp_path, env) > 0
