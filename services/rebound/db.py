@@ -17,6 +17,9 @@ Connection = asyncpg.Connection | PoolConnectionProxy
 """A connection of its own or one taken from a pool: the repositories take either."""
 
 MIGRATIONS_LOCK = 0x5EB0_0001  # advisory lock id: one migrator at a time across replicas
+MIGRATION_TIMEOUT_S = 6 * 3600.0
+"""How long one migration may run (a key rebuilt on a large table takes minutes): not the pool's
+60 s per statement, after which it would be rolled back and tried again, forever."""
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -130,7 +133,7 @@ async def _migrate_once(pool: asyncpg.Pool) -> list[str]:
                 if version in done:
                     continue
                 async with conn.transaction():
-                    await conn.execute(sql)
+                    await conn.execute(sql, timeout=MIGRATION_TIMEOUT_S)
                     await conn.execute(
                         "INSERT INTO rebound.schema_migrations (version, name) VALUES ($1, $2)",
                         version,

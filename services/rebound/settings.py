@@ -70,6 +70,9 @@ class Settings:
     database_password: str | None = field(default=None, repr=False)  # replaces the URL's password
 
     def __post_init__(self) -> None:
+        for name in ("relay_batch_size", "relay_batch_bytes", "fetch_max_bytes", "batch_max_records"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"REBOUND_{name.upper()}={getattr(self, name)}: it must be at least 1")
         protocol = self.kafka_security_protocol
         if protocol not in KAFKA_PROTOCOLS:
             raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of {', '.join(KAFKA_PROTOCOLS)}")

@@ -538,5 +538,5 @@ async def test_a_batch_holds_at_most_its_bytes_and_always_its_first_row(pool) ->
             sent = [r["id"] for r in rows]
         return out
 
-    assert await batches(250_000) == [[300_000], [100_000, 100_000, 100_000], [100_000, 10]]
+    assert await batches(250_000) == [[300_000], [100_000, 100_000], [100_000, 100_000, 10]]
     assert await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer) == 0

@@ -244,3 +244,12 @@ def test_a_key_that_does_not_match_its_certificate_is_one_line(tls_files: dict[s
     )
     with pytest.raises(SettingsError, match="^KAFKA_SSL_CAFILE/KAFKA_SSL_CERTFILE/KAFKA_SSL_KEYFILE cannot be loaded"):
         kafka_options(settings)
+
+
+@pytest.mark.parametrize(
+    "variable", ["REBOUND_RELAY_BATCH_BYTES", "REBOUND_RELAY_BATCH_SIZE", "REBOUND_FETCH_MAX_BYTES"]
+)
+def test_a_batch_or_fetch_bound_below_one_is_refused_with_its_name(variable: str) -> None:
+    # a relay whose batch may hold nothing would publish nothing, and say nothing of it
+    with pytest.raises(SettingsError, match=f"{variable}=0: it must be at least 1"):
+        Settings.from_env({variable: "0"})

@@ -59,9 +59,9 @@ def position_id(topic: str, partition: int, offset: int) -> uuid.UUID:
     return uuid.uuid5(_POSITION_NAMESPACE, f"{topic}:{partition}:{offset}")
 
 
-NO_SELLER = ""
-"""The seller of a claim by position (a dead letter), and of rows written before claims named
-their seller."""
+POSITION = ":position"
+"""The seller of a claim by position (a dead letter): no seller id can contain ':'. Rows written
+before claims named their seller have '' (migration 0016)."""
 
 CLAIM = (
     'INSERT INTO rebound.inbox (consumer, seller_id, event_id, fingerprint, topic, partition, "offset")'

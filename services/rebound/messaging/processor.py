@@ -405,7 +405,7 @@ class BatchProcessor:
             self.consumer,
             [
                 (
-                    inbox.NO_SELLER,
+                    inbox.POSITION,
                     inbox.position_id(items[i].record.topic, items[i].record.partition, items[i].record.offset),
                     b"",
                     items[i].record.topic,

@@ -143,7 +143,7 @@ NEXT_BATCH = (
     " SELECT id, topic, key, payload, traceparent,"
     " sum(octet_length(payload)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS upto"
     " FROM rebound.outbox WHERE producer = $2 AND id <> ALL($1::bigint[]) ORDER BY id LIMIT $5"
-    ") AS batch WHERE upto - octet_length(payload) < $6 ORDER BY id"
+    ") AS batch WHERE upto <= $6 OR upto = octet_length(payload) ORDER BY id"
 )
 """Forgets the batch sent last ($1, as FORGET does) and reads the next one, in one statement: the
 rows of a committed batch are deleted by the relay's next read, not by a round trip of their own.
@@ -453,7 +453,7 @@ class OutboxRelay:
             if offset >= end:
                 return Probe.UNKNOWN, f"no probe record {where}: the log ends at {end} (truncated?)"
             consumer.seek(tp, offset)
-            record = await self._first_record(consumer, tp, where)
+            record = await self._first_record(consumer, tp, end, where)
             if record is None or record.offset != offset:
                 return Probe.UNKNOWN, f"no data record at {where}"
             if dict(record.headers or ()).get(HEADER) != str(outbox_id).encode():
@@ -487,11 +487,15 @@ class OutboxRelay:
             await consumer.stop()
 
     @staticmethod
-    async def _first_record(consumer: AIOKafkaConsumer, tp: TopicPartition, where: str) -> Any:
+    async def _first_record(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int, where: str) -> Any:
+        """The first data record from the consumer's position, None if only transaction markers
+        lie between it and `end`."""
         for _ in range(600):
             batch = await consumer.getmany(tp, timeout_ms=100, max_records=1)
             if batch.get(tp):
                 return batch[tp][0]
+            if await consumer.position(tp) >= end:
+                return None
         raise TimeoutError(f"could not read {where} to settle the in-doubt batch")
 
 
