@@ -67,7 +67,7 @@ def machine() -> dict:
 async def table_sizes(pool: asyncpg.Pool) -> dict:
     sizes = {}
     for table in TABLES:
-        rows = await pool.fetchval(f"SELECT count(*) FROM {table}")
+        rows = await pool.fetchval(f"SELECT count(*) FROM {table}")  # fixed table names: TABLES
         size = await pool.fetchval("SELECT pg_total_relation_size($1::regclass)", table)
         sizes[table] = {"rows": rows, "mb": round(size / 1024 / 1024, 1)}
     return sizes

@@ -101,7 +101,7 @@ async def _every(job: Periodic, pool: asyncpg.Pool, settings: Settings, producer
             await job.run(pool, settings, producer)
         except (KafkaError, *TRANSIENT_ERRORS) as error:
             log.warning("periodic_job_retry", job=job.name, error=f"{type(error).__name__}: {error}")
-        except Exception:
+        except Exception:  # a failing sweep must not take the consumer down
             log.exception("periodic_job_failed", job=job.name)
 
 
@@ -238,7 +238,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         started = time.perf_counter()
         try:
             stats = await processor.process(records)
-        except Exception:
+        except Exception:  # never let FastStream move past a batch not applied
             metrics.batches_failed.inc()
             log.exception("batch_not_applied", records=len(records))
             with contextlib.suppress(Exception):

@@ -58,17 +58,7 @@ class FakeIntakeRepository:
         key = (rma.seller_id, rma.return_id)
         if key in self.rmas:
             return False
-        self.rmas[key] = ReturnOrder(
-            rma.seller_id,
-            rma.return_id,
-            rma.shop_id,
-            rma.channel,
-            rma.order_id,
-            rma.tracking_number,
-            rma.reason_code,
-            reason_category,
-            lane,
-        )
+        self.rmas[key] = ReturnOrder.of(rma, reason_category, lane)
         self.lines[key] = [
             LineDetail(
                 OpenLine(line.line_id, line.sku, line.quantity, 0),

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
-import asyncpg
 import orjson
 from rebound_contracts import ListingRequested, MessageSource, StockAdjusted
 
@@ -248,24 +247,9 @@ class ConnectorRepository(Protocol):
     async def priced(self, key: str, request: uuid.UUID) -> None:
         """The request's price is on the marketplace (or was refused there, and reported)."""
 
-    async def unmapped(self, seller_id: str | None = None) -> list[asyncpg.Record]:
-        """Keys with no marketplace listing yet that were asked to be listed or received stock:
-        their request, the adjustments waiting and whether they were rejected for it."""
-
-    async def due(self, limit: int, per_shop: int, busy: list[str] | None = None) -> list[str]:
-        """Keys of connected shops with a write in doubt, an adjustment to apply or a price to set, the longest
-        waiting first, at most `per_shop` of each shop: a shop that its rate limit holds back does
-        not keep the others waiting. A shop not connected yet keeps its adjustments until it is.
-        `busy`: keys being synced already, left out."""
-
     async def listing(self, key: str) -> Listing | None: ...
 
     async def pending(self, key: str, after: int, limit: int) -> list[Pending]: ...
-
-    async def idle(self, limit: int, older_than_s: float) -> list[str]:
-        """Keys to reconcile: mapped, of a connected shop, with an adjustment applied, nothing in
-        flight or waiting, and not compared with their marketplace for `older_than_s`, the
-        longest first."""
 
     async def reconciled(self, key: str, baseline: Intent | None = None) -> None:
         """The key's number was compared with its marketplace's; `baseline`, when given, is the
@@ -292,12 +276,6 @@ class ConnectorRepository(Protocol):
     async def block(self, key: str, reason: str) -> None:
         """The key waits for an operator. A write in doubt or a check it had stays: they are
         settled once it is unblocked (`unblock`)."""
-
-    async def unblock(self, key: str) -> bool:
-        """The key moves again; False when there is no such key. A key blocked `in doubt` waited
-        for an operator to set the marketplace's number by hand to what it should be, its write in
-        doubt included: that write's run is booked applied. Any other keeps its write in doubt or
-        its check, settled as usual."""
 
     async def touch(self, key: str) -> None:
         """Put the key at the back of the queue (it waits for its shop)."""

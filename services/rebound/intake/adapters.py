@@ -170,17 +170,7 @@ class PostgresIntakeRepository:
             for position, line in enumerate(rma.lines)
         ]
         self._lines[key] = self._new_lines[key] = lines
-        order = ReturnOrder(
-            seller_id=rma.seller_id,
-            return_id=rma.return_id,
-            shop_id=rma.shop_id,
-            channel=rma.channel,
-            order_id=rma.order_id,
-            tracking_number=rma.tracking_number,
-            reason_code=rma.reason_code,
-            reason_category=reason_category,
-            lane=lane,
-        )
+        order = ReturnOrder.of(rma, reason_category, lane)
         (await self._orders(rma.tracking_number)).append((rma.occurred_at, order))
         return True
 

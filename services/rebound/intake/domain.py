@@ -130,6 +130,20 @@ class ReturnOrder:
     reason_category: str
     lane: str
 
+    @classmethod
+    def of(cls, rma: RmaIssued, reason_category: str, lane: str) -> ReturnOrder:
+        return cls(
+            seller_id=rma.seller_id,
+            return_id=rma.return_id,
+            shop_id=rma.shop_id,
+            channel=rma.channel,
+            order_id=rma.order_id,
+            tracking_number=rma.tracking_number,
+            reason_code=rma.reason_code,
+            reason_category=reason_category,
+            lane=lane,
+        )
+
 
 @dataclass(frozen=True)
 class LineDetail:

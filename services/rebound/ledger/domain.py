@@ -100,10 +100,6 @@ class LedgerRepository(Protocol):
         """A unit of `sku` to serve an exchange: from the exchange pool first, else off a listing
         (new before open box, longest listed first)."""
 
-    async def stale_listings(self, now: datetime, limit: int) -> list[tuple[str, str, str]]:
-        """(lpn, seller_id, warehouse_id) of listed units older than their destination's
-        `unsold_after_days`."""
-
     async def adjust(self, key: StockKey, shop_id: str, delta: int) -> Counter:
         """Move the counter of `key` by `delta` and take the key's next sequence number."""
 

@@ -200,7 +200,7 @@ def decode(record: Record, route: Route[Any, Any] | None, max_bytes: int) -> Dec
     item = Decoded(record=record, route=route)
     try:
         return _decode(item, max_bytes)
-    except Exception as error:
+    except Exception as error:  # an input no rule above foresaw
         log.exception("decoding_failed", topic=record.topic, partition=record.partition, offset=record.offset)
         return Decoded(
             record=record,
@@ -290,7 +290,7 @@ class BatchProcessor:
         items = [decode(r, self.routes.get(r.topic), self.max_message_bytes) for r in records]
         try:
             return await self._with_retry(items)
-        except Exception:
+        except Exception:  # any non-transient failure: isolate the record at fault
             log.exception("batch_failed_isolating_records", consumer=self.consumer, size=len(items))
         total = BatchStats()
         for item in items:
@@ -303,7 +303,7 @@ class BatchProcessor:
         position, the error, the raw bytes in base64) is. Only a transient error is retried."""
         try:
             return await self._with_retry([item])
-        except Exception as error:
+        except Exception as error:  # whatever it was, the record is dead-lettered, not the batch
             log.exception(
                 "record_failed",
                 consumer=self.consumer,
@@ -314,7 +314,7 @@ class BatchProcessor:
             letter = replace(item, event=None, failure=("processing_failed", f"{type(error).__name__}: {error}"))
         try:
             return await self._with_retry([letter])
-        except Exception:
+        except Exception:  # its dead letter failed too: a bare one, of this consumer's own bytes
             log.exception(
                 "dead_letter_failed",
                 consumer=self.consumer,

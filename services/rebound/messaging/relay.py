@@ -251,7 +251,7 @@ class OutboxRelay:
                     error=f"{type(error).__name__}: {error}",
                     retry_in_s=delay,
                 )
-            except Exception:
+            except Exception:  # the relay must outlive any single failure
                 log.exception("relay_failed", producer=self.producer_name, retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -388,11 +388,12 @@ class OutboxRelay:
         doubt = await self._leading.fetchrow(IN_DOUBT, self.producer_name)
         if doubt is None:
             return
-        where = (doubt["probe_topic"], doubt["probe_partition"], doubt["probe_offset"])
         if doubt["decision"] is not None:
             outcome, why = Probe(doubt["decision"]), "an operator's decision"
         else:
-            outcome, why = await self._probe(*where, doubt["probe_outbox_id"])
+            outcome, why = await self._probe(
+                doubt["probe_topic"], doubt["probe_partition"], doubt["probe_offset"], doubt["probe_outbox_id"]
+            )
         if outcome is Probe.UNKNOWN:
             doubt = await self._wait_for_decision(doubt, why)
             outcome, why = Probe(doubt["decision"]), "an operator's decision"
