@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from rebound import simulation
-from rebound.simulation import checker
+from rebound.simulation import checker, reading
 from rebound.simulation.demo import INBOUND
 from rebound.settings import URL_SECRETS, Settings
 from rebound_contracts.topics import DLQ, EXCEPTIONS
@@ -29,8 +29,8 @@ async def guarantees(bootstrap: str, wave: simulation.Wave) -> checker.Report:
 async def assert_bad_input_accounted_for(bootstrap: str, wave: simulation.Wave, before: dict) -> None:
     """Every malformed or wrong message of the wave has exactly its outcome, once; the hostile but
     valid ones (`simulation.HOSTILE_KINDS`) none but being applied, which the final stock shows."""
-    dlq = await checker.read_records(bootstrap, DLQ, sellers=None)
-    raised_read = await checker.read_records(bootstrap, EXCEPTIONS, sellers=None)
+    dlq = await reading.read_records(bootstrap, DLQ, sellers=None)
+    raised_read = await reading.read_records(bootstrap, EXCEPTIONS, sellers=None)
     # What the services wrote must parse against the contract, every record of it.
     assert not dlq.unreadable, f"{DLQ.name}: unreadable records {dlq.unreadable[:5]}"
     assert not raised_read.unreadable, f"{EXCEPTIONS.name}: unreadable records {raised_read.unreadable[:5]}"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from rebound.simulation import checker
+from rebound.simulation import reading
 from rebound.connectors.adapters import map_listing
 from rebound.simulation.fleet import Fleet
 from rebound.standins import serving
@@ -69,7 +69,7 @@ async def test_adjustments_reach_the_shop_and_are_acknowledged(settings, pool, t
         # Every unit Rebound offered is either still on the shop or sold there, never both or neither.
         assert stock.quantity + stock.sold == 20, (sku, stock)
     assert sum(stock.sold for stock in market.state.stock.values()) >= 6
-    acks = (await checker.read_records(settings.kafka_bootstrap_servers, ACKS, sellers={seller})).records
+    acks = (await reading.read_records(settings.kafka_bootstrap_servers, ACKS, sellers={seller})).records
     assert acks and {a.model.status for a in acks} == {"applied"}
     last = {adjustments[-1].event_id for adjustments in sent.values()}
     assert last <= {a.model.ref_event_id for a in acks}

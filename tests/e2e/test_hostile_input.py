@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
-from rebound.simulation import checker
+from rebound.simulation import reading
 from rebound.simulation.fleet import SERVICES, Fleet, consumed_topics, wait_until_caught_up
 from rebound_contracts import TOPICS_BY_NAME
 from rebound_contracts.topics import (
@@ -118,7 +118,7 @@ async def test_every_consumed_partition_moves_past_deeply_nested_records(setting
     for log in (tmp_path / "logs").rglob("*.log"):
         assert "batch_not_applied" not in log.read_text(), f"{log.name} could not apply a batch"
 
-    letters = (await checker.read_records(settings.kafka_bootstrap_servers, DLQ, sellers=None)).records
+    letters = (await reading.read_records(settings.kafka_bootstrap_servers, DLQ, sellers=None)).records
     lettered = {(d.model.source.topic, d.model.source.partition, d.model.source.offset): d.model for d in letters}
     for topic, positions in sent.items():
         if "nested 5,000 deep" in positions:

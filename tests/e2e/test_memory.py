@@ -16,7 +16,7 @@ import yaml
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from rebound.simulation import checker
+from rebound.simulation import reading
 from rebound.simulation.fleet import SERVICES, Fleet, wait_until_caught_up
 from rebound_contracts import ALL_TOPICS
 from rebound_contracts.topics import DLQ
@@ -73,7 +73,7 @@ async def test_a_burst_of_the_largest_bad_messages_keeps_every_service_under_its
         peaks = fleet.peak_rss_mb()
     print("\n  peak RSS:", ", ".join(f"{name} {mb:.0f} MiB" for name, mb in sorted(peaks.items())))
 
-    letters = (await checker.read_records(settings.kafka_bootstrap_servers, DLQ, sellers=None)).records
+    letters = (await reading.read_records(settings.kafka_bootstrap_servers, DLQ, sellers=None)).records
     lettered = {(d.model.source.topic, d.model.source.partition, d.model.source.offset) for d in letters}
     # Read and applied: the burst's records and their dead letters go, so the scenarios that follow
     # on this Kafka (broker kills among them) do not carry a gigabyte of them.

@@ -22,7 +22,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
-from rebound.simulation import checker
+from rebound.simulation import reading
 from rebound.connectors.sync import FAULT_KILL_AFTER_WRITE
 from rebound.simulation.fleet import Fleet
 from rebound.standins import serving
@@ -195,7 +195,7 @@ async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
         f"oversold on Shopify, whose writes are compare-and-set (seed {seed}): {dict(oversold)}"
     )
     sold = sum(units for shop in shops for _, _, units in shop.stocks())
-    acks = (await checker.read_records(settings.kafka_bootstrap_servers, ACKS, sellers={seller})).records
+    acks = (await reading.read_records(settings.kafka_bootstrap_servers, ACKS, sellers={seller})).records
     assert {a.model.status for a in acks} == {"applied"}, Counter(a.model.status for a in acks)
     drifts = log_events(logs, "storefront_drift")
     assert not drifts, f"drift reported where only Rebound writes (seed {seed}): {drifts}"

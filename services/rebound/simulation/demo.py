@@ -30,7 +30,6 @@ from rebound_contracts.outbound import (
 )
 from rebound_contracts.topics import (
     ALLOCATIONS,
-    DISPOSITIONS,
     DLQ,
     EXCEPTIONS,
     STOCK_ADJUSTMENTS,
@@ -39,7 +38,7 @@ from rebound_contracts.topics import (
 )
 
 from .. import simulation
-from . import checker
+from . import checker, reading
 from ..connections import database_connect_kwargs, kafka_options
 from ..db import create_pool, migrate
 from ..messaging.topic_admin import ensure_topics
@@ -158,16 +157,15 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
                 await close_shops(pool, wave.sellers)
             storefronts = [await _storefront(pool, wave, shop, unfilled[shop.channel]) for shop in shops]
         sellers = set(wave.sellers)
-        received = await checker.read_topic(bootstrap, UNIT_RECEIVED, sellers=sellers, kafka_options=kafka)
-        graded = await checker.read_topic(bootstrap, UNIT_GRADED, sellers=sellers, kafka_options=kafka)
-        decided = await checker.read_topic(bootstrap, DISPOSITIONS, sellers=sellers, kafka_options=kafka)
-        allocated = await checker.read_topic(bootstrap, ALLOCATIONS, sellers=sellers, kafka_options=kafka)
+        received = await reading.read_topic(bootstrap, UNIT_RECEIVED, sellers=sellers, kafka_options=kafka)
+        graded = await reading.read_topic(bootstrap, UNIT_GRADED, sellers=sellers, kafka_options=kafka)
+        allocated = await reading.read_topic(bootstrap, ALLOCATIONS, sellers=sellers, kafka_options=kafka)
         # with their Kafka keys, so the checker can hold each key to its seller
         adjustments = (
-            await checker.read_records(bootstrap, STOCK_ADJUSTMENTS, sellers=sellers, kafka_options=kafka)
+            await reading.read_records(bootstrap, STOCK_ADJUSTMENTS, sellers=sellers, kafka_options=kafka)
         ).records
-        raised = await checker.read_topic(bootstrap, EXCEPTIONS, sellers=None, kafka_options=kafka)
-        lettered = await checker.read_topic(bootstrap, DLQ, sellers=None, kafka_options=kafka)
+        raised = await reading.read_topic(bootstrap, EXCEPTIONS, sellers=None, kafka_options=kafka)
+        lettered = await reading.read_topic(bootstrap, DLQ, sellers=None, kafka_options=kafka)
 
         def ours(source: MessageSource) -> bool:
             return _inbound(source.topic) and source.offset >= before.get((source.topic, source.partition), 0)
@@ -199,7 +197,7 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
                 f"{storefront.keys_off:,} listings off",
             )
         console.print(table)
-        report = checker.check(adjustments, graded, wave.expected_stock, dispositions=decided)
+        report = await checker.check_topics(bootstrap, sellers, wave.expected_stock, kafka_options=kafka)
         console.print(report.table())
         if not report.ok:
             for check, examples in report.examples.items():
@@ -366,7 +364,7 @@ def _summary(
     received: list[tuple[int, int, UnitReceived]],
     graded: list[tuple[int, int, UnitGraded]],
     allocated: list[tuple[int, int, UnitAllocated]],
-    adjustments: list[checker.Record[StockAdjusted]],
+    adjustments: list[reading.Record[StockAdjusted]],
     exceptions: list[ExceptionRaised],
     letters: list[MessageDeadLettered],
     parked: int,
