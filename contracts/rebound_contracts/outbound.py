@@ -257,6 +257,7 @@ ExceptionKind = Literal[
     "storefront_unauthorized",
     "storefront_drift",
     "storefront_listing_refused",
+    "processing_parked",
 ]
 
 

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import importlib
 import json
+import re
 import signal
 import sys
 from enum import Enum
 from pathlib import Path
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -53,11 +54,21 @@ relay_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(relay_app, name="relay")
+parked_app = typer.Typer(
+    help="Records set aside after failing alone for want of resources: list them, apply them again.",
+    no_args_is_help=True,
+)
+app.add_typer(parked_app, name="parked")
 
 
 class Settled(str, Enum):
     committed = "committed"
     aborted = "aborted"
+
+
+class ListFormat(str, Enum):
+    table = "table"
+    json = "json"
 
 
 class Service(str, Enum):
@@ -606,6 +617,111 @@ def relay_settle(
     if not settled:
         _fail(f"{producer} has no in-doubt batch waiting for a decision (`rebound relay status`)")
     typer.echo(f"{producer}: its in-doubt batch is settled as {outcome.value}; the relay goes on within seconds")
+
+
+@parked_app.command("list")
+def parked_list(
+    output: Annotated[ListFormat, typer.Option("--format", help="table for a terminal, or json.")] = ListFormat.table,
+) -> None:
+    """List the parked records, oldest first.
+
+    For each: which consumer set it aside, where it was read, its seller and event, why, and how
+    many times it failed.
+
+    A record is parked when it fails alone, a few times over, for want of resources (a statement
+    or lock timeout, the server out of shared memory); it is reported as a `processing_parked`
+    exception too. Once the cause is fixed, `rebound parked retry CONSUMER` applies it."""
+    rows = asyncio.run(_with_conn(Settings.from_env(), _parked_rows))
+    if output is ListFormat.json:
+        typer.echo(json.dumps([dict(row) | {"parked_at": row["parked_at"].isoformat()} for row in rows], indent=2))
+        return
+    if not rows:
+        typer.echo("no parked record")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("consumer", "record", "seller", "event", "attempts", "parked at", "error")
+    for row in rows:
+        table.add_row(
+            row["consumer"],
+            f"{row['topic']}[{row['partition']}]@{row['offset']}",
+            row["seller_id"],
+            row["event_id"],
+            str(row["attempts"]),
+            row["parked_at"].isoformat(timespec="seconds"),
+            row["error"],
+        )
+    Console(width=200).print(table)
+
+
+async def _parked_rows(conn: Connection) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        'SELECT consumer, topic, partition, "offset", seller_id, event_id::text, attempts, parked_at, error'
+        ' FROM rebound.parked_records ORDER BY parked_at, consumer, topic, partition, "offset"'
+    )
+    return [dict(row) for row in rows]
+
+
+@parked_app.command("retry")
+def parked_retry(
+    consumer: Annotated[
+        str, typer.Argument(help="The consumer that parked the records, e.g. rebound-grading (`rebound parked list`).")
+    ],
+    positions: Annotated[
+        list[str] | None,
+        typer.Argument(help="Only these records, as TOPIC[PARTITION]@OFFSET; all of the consumer's when none."),
+    ] = None,
+) -> None:
+    """Apply a consumer's parked records again, each alone, in the order they were read.
+
+    Exactly once still holds: a record whose event was applied meanwhile is a duplicate, and one
+    that fails again stays parked with its new error (the command then exits with 1)."""
+    from .messaging.processor import BatchProcessor
+
+    services = {f"rebound-{service.value}": service.value for service in Service}
+    if consumer not in services:
+        _fail(f"no consumer {consumer!r}: one of {', '.join(sorted(services))}")
+    wanted = [_position(text) for text in positions] if positions else None
+    settings = Settings.from_env()
+    logs.configure("warning", settings.log_format)
+    spec = importlib.import_module(f"rebound.{services[consumer]}.app").spec()
+
+    async def retry() -> list[Any]:
+        from .db import create_pool
+
+        pool = await create_pool(
+            settings.database_url, wait_seconds=30, connect_kwargs=database_connect_kwargs(settings)
+        )
+        try:
+            processor = BatchProcessor(
+                consumer,
+                spec.routes,
+                pool,
+                max_message_bytes=settings.max_message_bytes,
+                lock_keys=spec.lock_keys,
+                max_locks=settings.max_locks_per_transaction,
+            )
+            return await processor.retry_parked(wanted)
+        finally:
+            await pool.close()
+
+    outcomes = asyncio.run(retry())
+    if not outcomes:
+        _fail(f"{consumer} has no parked record" + (" at those positions" if wanted else ""))
+    for done in outcomes:
+        where = f"{done.topic}[{done.partition}]@{done.offset}"
+        typer.echo(f"{where}: {done.outcome}" + (f" ({done.error})" if done.error else ""))
+    if any(done.outcome == "parked" for done in outcomes):
+        raise typer.Exit(code=1)
+
+
+def _position(text: str) -> tuple[str, int, int]:
+    """TOPIC[PARTITION]@OFFSET, as `rebound parked list` writes it."""
+    match = re.fullmatch(r"(.+)\[(\d+)\]@(\d+)", text)
+    if match is None:
+        _fail(f"{text!r} is not a record position: TOPIC[PARTITION]@OFFSET, e.g. wms.unit-inspected.v1[3]@1042")
+    return match[1], int(match[2]), int(match[3])
 
 
 @app.command()

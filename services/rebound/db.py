@@ -40,6 +40,17 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Errors after which the same work may succeed if tried again."""
 
+RESOURCE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.QueryCanceledError,  # statement_timeout, or cancelled by an operator
+    asyncpg.exceptions.LockNotAvailableError,  # lock_timeout
+    asyncpg.exceptions.OutOfMemoryError,  # "out of shared memory": the server's lock table is full
+    asyncpg.exceptions.DiskFullError,
+    asyncio.TimeoutError,  # the pool's command_timeout, raised on a statement that took too long
+)
+"""Errors of work that may succeed later or in smaller pieces, or fail the same way every time
+(a batch too slow for the statement limit): raised inside a transaction, they are retried a few
+times, then the work is split, and a record that still fails alone is parked."""
+
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
     """What a pool does to a connection given back, after rolling back a transaction left open:

@@ -75,6 +75,13 @@ class ServiceMetrics:
             ["topic"],
             registry=r,
         )
+        self.parked = Counter(
+            "rebound_messages_parked",
+            "Valid consumed records set aside after failing alone for want of resources (statement or lock"
+            " timeouts, out of shared memory); `rebound parked list` shows them, `rebound parked retry` applies them.",
+            ["topic"],
+            registry=r,
+        )
         self.exceptions = Counter(
             "rebound_exceptions_raised",
             "Operator exceptions (returns.exceptions.v1) raised while applying records, per consumed topic.",
@@ -126,7 +133,7 @@ class ServiceMetrics:
             registry=r,
         )
         for topic in consumed_topics:  # present at 0 from the start, so a rate() has a baseline
-            for counter in (self.processed, self.duplicates, self.dead_lettered, self.exceptions):
+            for counter in (self.processed, self.duplicates, self.dead_lettered, self.parked, self.exceptions):
                 counter.labels(topic)
 
     def record_batch(self, stats: BatchStats, seconds: float, now: datetime) -> None:
@@ -135,6 +142,7 @@ class ServiceMetrics:
             self.processed.labels(topic).inc(counts.applied)
             self.duplicates.labels(topic).inc(counts.duplicates)
             self.dead_lettered.labels(topic).inc(counts.dead_lettered)
+            self.parked.labels(topic).inc(counts.parked)
             self.exceptions.labels(topic).inc(counts.exceptions)
         self.batch_duration.observe(seconds)
         for topic, caused_at in stats.emitted:

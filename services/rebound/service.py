@@ -183,6 +183,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
                 pool,
                 max_message_bytes=settings.max_message_bytes,
                 lock_keys=spec.lock_keys,
+                max_locks=settings.max_locks_per_transaction,
                 tracing=tracer,
             ),
         )
@@ -255,6 +256,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
             applied=stats.applied,
             duplicates=stats.duplicates,
             dead_lettered=stats.dead_lettered,
+            parked=stats.parked,
             exceptions=stats.exceptions,
         )
 

@@ -47,6 +47,9 @@ class Settings:
     # Bytes one fetch of a consumer brings at most (a partition's first record batch comes whatever
     # its size): under a backlog of large records, what a consumer holds before it applies them.
     fetch_max_bytes: int = 1024 * 1024
+    # Advisory locks one transaction of a consumer takes at most: a batch needing more is applied
+    # in consecutive transactions, so the server's lock table is never exhausted by a few batches.
+    max_locks_per_transaction: int = 512
     relay_batch_size: int = 2000
     # Bytes of payload a relay batch holds at most (its first row whatever its size): a backlog of
     # dead letters and exceptions, each carrying up to a whole message, stays this small in memory.
@@ -70,7 +73,13 @@ class Settings:
     database_password: str | None = field(default=None, repr=False)  # replaces the URL's password
 
     def __post_init__(self) -> None:
-        for name in ("relay_batch_size", "relay_batch_bytes", "fetch_max_bytes", "batch_max_records"):
+        for name in (
+            "relay_batch_size",
+            "relay_batch_bytes",
+            "fetch_max_bytes",
+            "batch_max_records",
+            "max_locks_per_transaction",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"REBOUND_{name.upper()}={getattr(self, name)}: it must be at least 1")
         protocol = self.kafka_security_protocol
@@ -138,6 +147,7 @@ class Settings:
             commit_interval_ms=int(env.get("REBOUND_COMMIT_INTERVAL_MS", "500")),
             max_message_bytes=int(env.get("REBOUND_MAX_MESSAGE_BYTES", str(256 * 1024))),
             fetch_max_bytes=int(env.get("REBOUND_FETCH_MAX_BYTES", str(1024 * 1024))),
+            max_locks_per_transaction=int(env.get("REBOUND_MAX_LOCKS_PER_TRANSACTION", "512")),
             relay_batch_size=int(env.get("REBOUND_RELAY_BATCH_SIZE", "2000")),
             relay_batch_bytes=int(env.get("REBOUND_RELAY_BATCH_BYTES", str(4 * 1024 * 1024))),
             pool_size=int(env.get("REBOUND_POOL_SIZE", "4")),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from faststream import FastStream
 
@@ -14,14 +14,11 @@ from ..service import ServiceSpec, build_app
 from ..settings import Settings
 from .adapters import PostgresGradingRepository
 from .handlers import apply_refurbishment, grade_unit, record_receipt
-from ..db import Connection
 
 
-async def lock_keys(
-    _conn: Connection, events: Sequence[UnitReceived | UnitInspected | UnitRefurbished]
-) -> Iterable[str]:
+def lock_keys(event: UnitReceived | UnitInspected | UnitRefurbished) -> Iterable[str]:
     # Receipts and inspections of one LPN come on different topics: serialise them per LPN.
-    return [f"lpn:{event.lpn}" for event in events]
+    return (f"lpn:{event.lpn}",)
 
 
 def spec() -> ServiceSpec:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -18,20 +18,18 @@ from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
 from .adapters import PostgresIntakeRepository
 from .handlers import raise_insights, receive_parcel, register_return, report_unmatched_parcels
-from ..db import Connection
 
 INSIGHTS_EVERY_S = 300.0  # a month's returns change slowly; insights are raised once each
 
 
-async def lock_keys(_conn: Connection, events: Sequence[BaseModel]) -> Iterable[str]:
+def lock_keys(event: BaseModel) -> Iterable[str]:
     # A scan and its RMA travel on different topics: serialise them on the tracking number,
     # so a scan never parks while its RMA is being registered by another transaction.
     keys = []
-    for event in events:
-        if isinstance(event, (RmaIssued, ParcelScanned)):
-            keys.append(f"intake:tracking:{event.tracking_number}")
-        if isinstance(event, ParcelScanned):
-            keys.extend(f"lpn:{unit.lpn}" for unit in event.units)
+    if isinstance(event, (RmaIssued, ParcelScanned)):
+        keys.append(f"intake:tracking:{event.tracking_number}")
+    if isinstance(event, ParcelScanned):
+        keys.extend(f"lpn:{unit.lpn}" for unit in event.units)
     return keys
 
 

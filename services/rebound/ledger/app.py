@@ -3,7 +3,7 @@ per-key stock, answers connectors' acknowledgements, picks and exchange requests
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -17,17 +17,14 @@ from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
 from .adapters import PostgresLedgerRepository
 from .handlers import allocation_lock, apply_ack, apply_pick, move_unsold, place_unit, serve_exchange
-from ..db import Connection
 
 UNSOLD_SWEEP_EVERY_S = 600.0
 
 
-async def lock_keys(
-    _conn: Connection, events: Sequence[DispositionDecided | StorefrontAck | UnitPicked | ExchangeRequested]
-) -> Iterable[str]:
+def lock_keys(event: DispositionDecided | StorefrontAck | UnitPicked | ExchangeRequested) -> Iterable[str]:
     # All an event can touch (its unit, listing keys, pools, lots) lies within one seller and
     # warehouse: one lock each, taken up front in one order, so replicas never deadlock.
-    return [allocation_lock(e.seller_id, e.warehouse_id) for e in events]
+    return (allocation_lock(event.seller_id, event.warehouse_id),)
 
 
 async def _sweep_unsold(pool: asyncpg.Pool, _settings: Settings, producer: str) -> int:

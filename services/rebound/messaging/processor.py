@@ -28,7 +28,7 @@ from rebound_contracts.outbound import DeadLetterKind, ExceptionKind
 from rebound_contracts.topics import DLQ, EXCEPTIONS
 
 from .. import tracing
-from ..db import Connection, TRANSIENT_ERRORS, advisory_xact_locks
+from ..db import RESOURCE_ERRORS, Connection, TRANSIENT_ERRORS, advisory_xact_locks
 from ..tracing import Tracing
 from . import inbox
 from .outbox import OutboxBuffer
@@ -96,9 +96,19 @@ class Context:
 E = TypeVar("E", bound=TenantEvent)
 R = TypeVar("R")
 
-LockKeys = Callable[[Connection, Sequence[Any]], Awaitable[Iterable[str]]]
-"""`lock_keys(conn, events)`: the advisory locks a batch of the service's own routes' events takes
-first (events typed as its handlers take them)."""
+LockKeys = Callable[[Any], Iterable[str]]
+"""`lock_keys(event)`: the advisory locks one of the service's own routes' events needs (typed as
+its handlers take it); a batch takes its events' locks first, in one order."""
+
+MAX_LOCKS_PER_TRANSACTION = 512
+"""Advisory locks one transaction takes at most, whatever its batch: a batch that needs more is
+applied in consecutive transactions (an event needing more than this alone gets one of its own).
+PostgreSQL's lock table holds `max_locks_per_transaction` (64) × `max_connections` locks for the
+whole server; past it every transaction fails with "out of shared memory"."""
+
+ATTEMPTS_BEFORE_SETTING_ASIDE = 3
+"""Tries of a batch that fails for want of resources (statement or lock timeout, out of shared
+memory) before it is split in halves, and of one record before it is parked."""
 
 
 @runtime_checkable
@@ -135,6 +145,8 @@ class Decoded:
     event: TenantEvent | None = None
     digest: bytes = b""
     failure: tuple[DeadLetterKind, str] | None = None
+    parked: str | None = None
+    """Why this valid record is set aside (`rebound.parked_records`) instead of applied."""
     seller_id: str | None = None
     event_id: str | None = None
     """The document's event_id as sent, when it is a string (for the logs of an unreadable record)."""
@@ -151,6 +163,7 @@ class TopicStats:
     duplicates: int = 0
     dead_lettered: int = 0
     exceptions: int = 0
+    parked: int = 0
 
 
 @dataclass
@@ -183,6 +196,10 @@ class BatchStats:
     @property
     def exceptions(self) -> int:
         return self._total("exceptions")
+
+    @property
+    def parked(self) -> int:
+        return self._total("parked")
 
 
 def _validation_summary(error: ValidationError) -> str:
@@ -263,6 +280,14 @@ def dead_letter(
     )
 
 
+class _Strained(Exception):
+    """A resource error raised inside a batch's transaction (not while connecting)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class BatchProcessor:
     """Applies batches of records for one consumer group, exactly once per event."""
 
@@ -274,6 +299,8 @@ class BatchProcessor:
         *,
         max_message_bytes: int = 256 * 1024,
         lock_keys: LockKeys | None = None,
+        max_locks: int = MAX_LOCKS_PER_TRANSACTION,
+        attempts: int = ATTEMPTS_BEFORE_SETTING_ASIDE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         tracing: Tracing | None = None,
     ) -> None:
@@ -283,35 +310,74 @@ class BatchProcessor:
         self.pool = pool
         self.max_message_bytes = max_message_bytes
         self.lock_keys = lock_keys
+        self.max_locks = max_locks
+        self.attempts = attempts
         self.clock = clock
         self._registered: set[str] = set()  # sellers known to be registered
 
     async def process(self, records: Sequence[Record]) -> BatchStats:
         items = [decode(r, self.routes.get(r.topic), self.max_message_bytes) for r in records]
-        try:
-            return await self._with_retry(items)
-        except Exception:  # any non-transient failure: isolate the record at fault
-            log.exception("batch_failed_isolating_records", consumer=self.consumer, size=len(items))
         total = BatchStats()
-        for item in items:
-            _merge(total, await self._apply_alone(item))
+        for part in self._within_lock_budget(items):
+            _merge(total, await self._apply_or_split(part))
         return total
 
-    async def _apply_alone(self, item: Decoded) -> BatchStats:
-        """One record in a transaction of its own. If it fails, it is dead-lettered; if even its
-        dead letter cannot be stored, a dead letter of only what this consumer wrote itself (the
-        position, the error, the raw bytes in base64) is. Only a transient error is retried."""
+    def _within_lock_budget(self, items: list[Decoded]) -> list[list[Decoded]]:
+        """Consecutive parts of the batch whose events need at most `max_locks` advisory locks."""
+        if self.lock_keys is None:
+            return [items]
+        parts: list[list[Decoded]] = [[]]
+        held: set[str] = set()
+        for item in items:
+            needed = set(self.lock_keys(item.event)) if item.event is not None else set()
+            if parts[-1] and len(held | needed) > self.max_locks:
+                parts.append([])
+                held = set()
+            parts[-1].append(item)
+            held |= needed
+        return parts
+
+    async def _apply_or_split(self, items: list[Decoded], attempts: int | None = None) -> BatchStats:
+        """Apply `items` in one transaction. When that fails (for want of resources after a few
+        tries, at once for anything else that is not transient), apply each half the same way,
+        down to one record, which is then parked or dead-lettered: the rest of the batch goes on,
+        and finding the record at fault takes a logarithmic number of transactions."""
+        tries = attempts if attempts is not None else self.attempts
         try:
-            return await self._with_retry([item])
-        except Exception as error:  # whatever it was, the record is dead-lettered, not the batch
-            log.exception(
-                "record_failed",
+            return await self._with_retry(items, attempts=tries)
+        except Exception as error:  # noqa: BLE001 — not transient, whatever it is: isolate what fails
+            if len(items) == 1:
+                return await self._set_aside(items[0], error)
+            log.warning(
+                "batch_failed_splitting",
                 consumer=self.consumer,
-                topic=item.record.topic,
-                partition=item.record.partition,
-                offset=item.record.offset,
+                size=len(items),
+                error=f"{type(error).__name__}: {error}",
             )
-            letter = replace(item, event=None, failure=("processing_failed", f"{type(error).__name__}: {error}"))
+        half = len(items) // 2
+        total = BatchStats()
+        for part in (items[:half], items[half:]):
+            # A part of a failed batch is tried once; a record alone as often as a whole batch.
+            _merge(total, await self._apply_or_split(part, None if len(part) == 1 else 1))
+        return total
+
+    async def _set_aside(self, item: Decoded, error: Exception) -> BatchStats:
+        """A record that failed alone. Valid and short of resources: parked, kept for `rebound
+        parked retry`. Anything else: dead-lettered; if even its dead letter cannot be stored, a
+        dead letter of only what this consumer wrote itself (the position, the error, the raw bytes
+        in base64) is."""
+        reason = f"{type(error).__name__}: {error}"
+        if isinstance(error, RESOURCE_ERRORS) and item.event is not None and item.failure is None:
+            return await self._with_retry([replace(item, parked=reason)])  # logged as record_parked
+        log.error(
+            "record_failed",
+            consumer=self.consumer,
+            topic=item.record.topic,
+            partition=item.record.partition,
+            offset=item.record.offset,
+            exc_info=error,
+        )
+        letter = replace(item, event=None, failure=("processing_failed", reason))
         try:
             return await self._with_retry([letter])
         except Exception:  # its dead letter failed too: a bare one, of this consumer's own bytes
@@ -322,21 +388,41 @@ class BatchProcessor:
                 partition=item.record.partition,
                 offset=item.record.offset,
             )
-        kind, reason = letter.failure or ("processing_failed", "unknown")
+        kind, why = letter.failure or ("processing_failed", "unknown")
         bare = replace(
             letter,
             seller_id=None,
             event_id=None,
-            failure=(kind, reason.encode("ascii", "backslashreplace").decode("ascii")),
+            failure=(kind, why.encode("ascii", "backslashreplace").decode("ascii")),
         )
         return await self._with_retry([bare])
 
-    async def _with_retry(self, items: list[Decoded]) -> BatchStats:
-        delay = 0.1
+    async def _with_retry(self, items: list[Decoded], *, attempts: int | None = None) -> BatchStats:
+        """Apply `items` in one transaction. A connection that fails is retried until the database
+        answers again; a failure for want of resources `attempts` times in all (None: without
+        end), then raised."""
+        delay, strained = 0.1, 0
         while True:
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    return await self._apply(conn, items)
+                async with self.pool.acquire() as conn:
+                    try:
+                        async with conn.transaction():
+                            return await self._apply(conn, items)
+                    except RESOURCE_ERRORS as error:
+                        # Raised inside the transaction: the work was too much, not the connection.
+                        raise _Strained(error) from error
+            except _Strained as strain:
+                strained += 1
+                if attempts is not None and strained >= attempts:
+                    raise strain.error from None
+                log.warning(
+                    "batch_strained",
+                    consumer=self.consumer,
+                    size=len(items),
+                    attempt=strained,
+                    error=f"{type(strain.error).__name__}: {strain.error}",
+                    retry_in_s=round(delay, 2),
+                )
             except TRANSIENT_ERRORS as error:
                 log.warning(
                     "batch_retry",
@@ -344,15 +430,15 @@ class BatchProcessor:
                     error=f"{type(error).__name__}: {error}",
                     retry_in_s=round(delay, 2),
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _apply(self, conn: Connection, items: list[Decoded]) -> BatchStats:
         stats = BatchStats()
         outbox = OutboxBuffer(self.consumer)
         events = [item.event for item in items if item.event is not None]
         if self.lock_keys and events:
-            await advisory_xact_locks(conn, await self.lock_keys(conn, events))
+            await advisory_xact_locks(conn, [key for event in events for key in self.lock_keys(event)])
         # Read after the locks, and once per record, strictly increasing: the events of records
         # that share a lock are stamped in the order they were applied (the -1 and +1 of one
         # move share their record's stamp).
@@ -374,7 +460,8 @@ class BatchProcessor:
             i: item.failure for i, item in enumerate(items) if item.failure is not None
         }
         duplicates: set[int] = set()
-        readable = [(i, item.event) for i, item in enumerate(items) if item.event is not None]
+        parking = {i for i, item in enumerate(items) if item.parked is not None}
+        readable = [(i, item.event) for i, item in enumerate(items) if item.event is not None and i not in parking]
         claims = await inbox.claim_all(
             conn,
             self.consumer,
@@ -398,8 +485,9 @@ class BatchProcessor:
                     "conflicting_duplicate",
                     f"event_id {claimed.event_id} was already applied with other content",
                 )
-        # Dead letters are claimed by position, so a re-delivered record is dead-lettered once.
-        unreadable = sorted(failures)
+        # Dead letters and parked records are claimed by position, so a re-delivered record is
+        # dead-lettered or parked once (a parked record's event_id stays free for its retry).
+        unreadable = sorted(set(failures) | parking)
         letters = await inbox.claim_all(
             conn,
             self.consumer,
@@ -442,6 +530,12 @@ class BatchProcessor:
                     partition=record.partition,
                     offset=record.offset,
                 )
+                continue
+            if i in parking:
+                if i in new_letters:
+                    await self._park(conn, outbox, item, now)
+                    stats.of(record.topic).parked += 1
+                    stats.of(record.topic).exceptions += 1
                 continue
             if i in failures:
                 if i in new_letters:
@@ -488,6 +582,107 @@ class BatchProcessor:
                 await repository.flush()
         stats.outbox_rows = await outbox.flush(conn)
         return stats
+
+    async def _park(self, conn: Connection, outbox: OutboxBuffer, item: Decoded, now: datetime) -> None:
+        """Keep a valid record that failed alone for want of resources, and report it."""
+        record, event = item.record, item.event
+        assert event is not None and record.value is not None and item.parked is not None
+        await conn.execute(
+            'INSERT INTO rebound.parked_records (consumer, topic, partition, "offset", seller_id, event_id,'
+            " key, value, error, attempts, parked_at, last_tried_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) ON CONFLICT DO NOTHING",
+            self.consumer,
+            record.topic,
+            record.partition,
+            record.offset,
+            event.seller_id,
+            event.event_id,
+            record.key,
+            record.value,
+            item.parked,
+            self.attempts,
+            now,
+        )
+        ctx = Context(conn=conn, outbox=outbox, source=item.source, now=now, event=event)
+        ctx.raise_exception(
+            "processing_parked",
+            f"{self.consumer} set this event aside after {self.attempts} failed attempts ({item.parked}); "
+            f"`rebound parked retry {self.consumer}` applies it again",
+        )
+        log.warning(
+            "record_parked",
+            consumer=self.consumer,
+            error=item.parked,
+            event_id=str(event.event_id),
+            seller_id=event.seller_id,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+
+    async def retry_parked(self, positions: Sequence[tuple[str, int, int]] | None = None) -> list[Retried]:
+        """Apply this consumer's parked records again (all, or those at `positions`), each alone
+        and in position order. One that applies (or was applied meanwhile: a duplicate) is
+        forgotten; one that fails again stays parked with its new error."""
+        rows = await self.pool.fetch(
+            'SELECT topic, partition, "offset", key, value FROM rebound.parked_records WHERE consumer = $1'
+            ' ORDER BY topic, partition, "offset"',
+            self.consumer,
+        )
+        wanted = set(positions) if positions is not None else None
+        outcomes = []
+        for row in rows:
+            position = (row["topic"], row["partition"], row["offset"])
+            if wanted is not None and position not in wanted:
+                continue
+            stored = StoredRecord(*position, row["key"], row["value"])
+            item = decode(stored, self.routes.get(stored.topic), self.max_message_bytes)
+            try:
+                stats = await self._with_retry([item], attempts=self.attempts)
+            except Exception as error:  # noqa: BLE001 — whatever it is, the record stays parked, with its error
+                reason = f"{type(error).__name__}: {error}"
+                await self.pool.execute(
+                    "UPDATE rebound.parked_records SET attempts = attempts + $5, error = $6, last_tried_at = now()"
+                    ' WHERE consumer = $1 AND topic = $2 AND partition = $3 AND "offset" = $4',
+                    self.consumer,
+                    *position,
+                    self.attempts,
+                    reason,
+                )
+                outcomes.append(Retried(*position, "parked", reason))
+                continue
+            await self.pool.execute(
+                "DELETE FROM rebound.parked_records"
+                ' WHERE consumer = $1 AND topic = $2 AND partition = $3 AND "offset" = $4',
+                self.consumer,
+                *position,
+            )
+            outcome = "applied" if stats.applied else "duplicate" if stats.duplicates else "dead-lettered"
+            outcomes.append(Retried(*position, outcome, ""))
+        return outcomes
+
+
+@dataclass
+class StoredRecord:
+    """A record kept by Rebound (a parked one), as the processor reads records."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Retried:
+    """What became of a parked record when it was applied again."""
+
+    topic: str
+    partition: int
+    offset: int
+    outcome: str
+    """applied, duplicate (applied meanwhile), dead-lettered, or parked (failed again)"""
+    error: str
 
 
 def _merge(total: BatchStats, part: BatchStats) -> None:
