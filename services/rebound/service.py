@@ -19,6 +19,7 @@ from itertools import chain
 
 import asyncpg
 import structlog
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy, FastStream
@@ -106,16 +107,29 @@ async def _every(job: Periodic, pool: asyncpg.Pool, settings: Settings, producer
 
 
 async def prune_inbox(pool: asyncpg.Pool, settings: Settings, consumer: str) -> int:
-    """Keep the inbox bounded: see `inbox.prune` for which rows may go."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_options(settings))
+    """Keep the inbox bounded: see `inbox.prune` for which rows may go. Below what Kafka can still
+    deliver means below the partition's log start offset (retention deleted the rest) and below the
+    group's committed offset: a group whose offsets expired re-reads from the earliest offset, and
+    every record it can read still has its row."""
+    options = kafka_options(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **options)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(consumer)
     finally:
         await admin.close()
-    committed = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+    committed = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+    if not committed:
+        return 0
+    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, **options)
+    await reader.start()
+    try:
+        starts = await reader.beginning_offsets(list(committed))
+    finally:
+        await reader.stop()
+    below = {(tp.topic, tp.partition): min(offset, starts[tp]) for tp, offset in committed.items()}
     async with pool.acquire() as conn:
-        deleted = await inbox.prune(conn, consumer, committed, settings.inbox_retention_s)
+        deleted = await inbox.prune(conn, consumer, below, settings.inbox_retention_s)
     return deleted
 
 

@@ -336,6 +336,7 @@ async def run(
     env: dict[str, str] | None = None,
     duplicate_rate: float = 0.02,
     bad_rate: float = 0.02,
+    bad_kinds: tuple[str, ...] = (),
 ) -> Outcome:
     """Start the services, send the wave while `scenario` runs (faults overlap the sending), wait
     until everything is caught up, then hold the output to the guarantees."""
@@ -354,6 +355,7 @@ async def run(
             duplicate_rate=duplicate_rate,
             out_of_order_rate=0.05,
             bad_rate=bad_rate,
+            bad_kinds=bad_kinds,
             hostile_rate=HOSTILE_RATE,
         )
     )

@@ -301,6 +301,16 @@ def test_config_rejects_naive_start_and_bad_rates():
         WaveConfig(start=datetime(2026, 1, 1))
     with pytest.raises(ValueError):
         WaveConfig(bad_rate=1.5, start=START)
+    with pytest.raises(ValueError, match="unknown bad kinds"):
+        WaveConfig(bad_kinds=("invalid_json", "not_a_kind"), start=START)
+
+
+def test_a_wave_sends_only_the_bad_kinds_it_is_told_to():
+    chosen = ("invalid_json", "unknown_seller")
+    some, every = wave(bad_rate=0.05, bad_kinds=chosen), wave(bad_rate=0.05)
+    assert set(some.bad_by_kind) == set(chosen)
+    assert sum(some.bad_by_kind.values()) == sum(every.bad_by_kind.values())  # as many, of those kinds
+    assert "conflicting_duplicate" in every.bad_by_kind  # none named: every kind
 
 
 def test_each_shop_order_is_picked_from_its_key_and_an_order_without_a_unit_is_oversold():

@@ -119,15 +119,16 @@ async def claim_all(
 async def prune(
     conn: Connection,
     consumer: str,
-    committed: dict[tuple[str, int], int],
+    below: dict[tuple[str, int], int],
     older_than_s: float,
     batch: int = 5000,
 ) -> int:
     """Delete inbox rows that can no longer be needed: older than `older_than_s` (an upstream
-    retry of the same event after that is applied again) AND below the group's committed offset
-    of their partition (Kafka will never deliver them again). Returns the rows deleted."""
+    retry of the same event after that is applied again) AND below `below`'s offset of their
+    partition, under which Kafka delivers nothing any more (the log start offset, and the group's
+    committed offset). Returns the rows deleted."""
     deleted = 0
-    for (topic, partition), offset in committed.items():
+    for (topic, partition), offset in below.items():
         while True:
             status = await conn.execute(
                 "DELETE FROM rebound.inbox WHERE ctid = ANY(ARRAY(SELECT ctid FROM rebound.inbox"

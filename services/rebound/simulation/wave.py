@@ -63,6 +63,8 @@ class WaveConfig:
     bad_rate: float = 0.0
     hostile_rate: float = 0.0
     """Share of the wave's own events written as a hostile sender would (`HOSTILE_KINDS`)."""
+    bad_kinds: tuple[str, ...] = ()
+    """The kinds of bad input sent (`BAD_KINDS`); none named: every kind."""
     reinspect_rate: float = 0.01
     start: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -74,6 +76,9 @@ class WaveConfig:
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.start.tzinfo is None or self.start.utcoffset() is None:
             raise ValueError("start must be an aware datetime")
+        unknown = sorted(set(self.bad_kinds) - set(BAD_KINDS))
+        if unknown:
+            raise ValueError(f"unknown bad kinds {unknown}: choose from {', '.join(BAD_KINDS)}")
 
 
 @dataclass(frozen=True)
@@ -861,9 +866,10 @@ def generate(config: WaveConfig) -> Wave:
             placed.append((min(len(base), i + 1 + rng.randint(0, 400)), 0, duplicates, out, None))
 
     n_bad = round(config.bad_rate * len(base))
+    sent = config.bad_kinds or BAD_KINDS
     if config.bad_rate > 0:
-        n_bad = max(n_bad, len(BAD_KINDS))
-    kinds = [BAD_KINDS[j % len(BAD_KINDS)] for j in range(n_bad)]
+        n_bad = max(n_bad, len(sent))
+    kinds = [sent[j % len(sent)] for j in range(n_bad)]
     rng.shuffle(kinds)
     maker = _BadMaker(rng, new_id, config, base, sellers)
     bad_by_kind: Counter[str] = Counter()
