@@ -4,6 +4,7 @@ ends the step it broke."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -175,3 +176,58 @@ async def test_a_batch_that_meets_an_ended_session_is_retried_whole(monkeypatch:
         await processor.process(records)
     assert applied == [3]
     assert [entry["event"] for entry in logs] == ["batch_retry"]
+
+
+async def test_a_statement_timeout_while_the_database_is_silent_is_waited_out_not_held_against_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A network partition makes the pool's command_timeout fire inside a batch's transaction: the
+    # batch must not be split and parked for it, but wait until the database answers again.
+    processor = BatchProcessor("rebound-unit", [], cast(asyncpg.Pool, Pool(ended=0)), attempts=1)
+    silent = [True, True]
+    tries: list[int] = []
+
+    async def apply(_conn: Connection, items: list) -> BatchStats:
+        tries.append(len(items))
+        if silent:
+            raise asyncio.TimeoutError
+
+        return BatchStats()
+
+    async def answers() -> bool:
+        return not silent.pop()
+
+    monkeypatch.setattr(processor, "_apply", apply)
+    monkeypatch.setattr(processor, "_database_answers", answers)
+    monkeypatch.setattr(asyncio, "sleep", _no_wait)
+    records = [
+        SimpleNamespace(topic="t", partition=0, offset=offset, key=b"k", value=b"{}", headers=()) for offset in range(3)
+    ]
+    with capture_logs() as logs:
+        stats = await processor.process(records)
+    assert tries == [3, 3, 3] and stats.parked == 0  # the whole batch, once the database answered
+    assert [entry["event"] for entry in logs] == ["batch_retry", "batch_retry"]
+
+
+async def test_a_statement_timeout_with_the_database_answering_counts_against_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    processor = BatchProcessor("rebound-unit", [], cast(asyncpg.Pool, Pool(ended=0)), attempts=1)
+    tries: list[int] = []
+
+    async def apply(_conn: Connection, items: list) -> BatchStats:
+        tries.append(len(items))
+        raise asyncio.TimeoutError
+
+    async def answers() -> bool:
+        return True
+
+    monkeypatch.setattr(processor, "_apply", apply)
+    monkeypatch.setattr(processor, "_database_answers", answers)
+    with pytest.raises(asyncio.TimeoutError):
+        await processor._with_retry([SimpleNamespace()], attempts=1)  # type: ignore[list-item]  # items are opaque here
+    assert tries == [1]
+
+
+async def _no_wait(_seconds: float) -> None:
+    return None

@@ -106,6 +106,10 @@ applied in consecutive transactions (an event needing more than this alone gets 
 PostgreSQL's lock table holds `max_locks_per_transaction` (64) × `max_connections` locks for the
 whole server; past it every transaction fails with "out of shared memory"."""
 
+ANSWER_TIMEOUT_S = 5.0
+"""How long a database that let a statement time out has to answer `SELECT true` for the timeout
+to count against the batch (otherwise the database is taken for unreachable, and waited for)."""
+
 ATTEMPTS_BEFORE_SETTING_ASIDE = 3
 """Tries of a batch that fails for want of resources (statement or lock timeout, out of shared
 memory) before it is split in halves, and of one record before it is parked."""
@@ -412,6 +416,13 @@ class BatchProcessor:
                         # Raised inside the transaction: the work was too much, not the connection.
                         raise _Strained(error) from error
             except _Strained as strain:
+                if isinstance(strain.error, asyncio.TimeoutError) and not await self._database_answers():
+                    # The client's own timeout, with the database silent (a network partition, a
+                    # half-open connection): not the batch's fault. Wait for the database.
+                    log.warning("batch_retry", consumer=self.consumer, error="database not answering")
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
                 strained += 1
                 if attempts is not None and strained >= attempts:
                     raise strain.error from None
@@ -432,6 +443,15 @@ class BatchProcessor:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    async def _database_answers(self) -> bool:
+        """Whether the database answers a trivial query within `ANSWER_TIMEOUT_S`: tells a statement
+        that was too slow from a database that cannot be reached."""
+        try:
+            async with self.pool.acquire(timeout=ANSWER_TIMEOUT_S) as conn:
+                return await conn.fetchval("SELECT true", timeout=ANSWER_TIMEOUT_S) is True
+        except Exception:  # noqa: BLE001 — whatever stops the query, the database is not answering
+            return False
 
     async def _apply(self, conn: Connection, items: list[Decoded]) -> BatchStats:
         stats = BatchStats()
