@@ -13,6 +13,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.errors import TopicAuthorizationFailedError
 from aiokafka.partitioner import DefaultPartitioner
 
 from rebound.messaging.outbox import OutboxBuffer, notify_channel
@@ -514,6 +515,49 @@ async def test_a_record_at_the_probe_offset_that_is_not_the_batchs_is_never_take
             await task
     async with pool.acquire() as conn:
         assert not await settle(conn, f"{producer}-other", Probe.COMMITTED)  # nothing waits there
+
+
+async def test_a_probe_that_keeps_failing_waits_for_an_operator_and_settles_itself_once_it_reads(
+    pool, settings, scratch_topic
+) -> None:
+    """Reading the probe record keeps failing (reads refused): after the grace the batch waits for
+    an operator like one whose record is gone, instead of the relay starting over for ever; read
+    again later, the record settles it without the operator."""
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    payloads = await _write_rows(pool, producer, scratch_topic, 20)
+    await _crash_after_the_first_batch(pool, settings, producer, batch_size=10)
+    relay = _relay(pool, settings, producer, batch_size=10)
+    read_probe = relay._probe
+    refusing = [True]
+    probes: list[bool] = []
+
+    async def probe(*args: object) -> tuple[Probe, str]:
+        probes.append(refusing[0])
+        if refusing[0]:
+            raise TopicAuthorizationFailedError()
+        return await read_probe(*args)  # type: ignore[arg-type]  # the probe's own arguments, passed on
+
+    async def drained() -> bool:
+        return not await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(relay_module, "UNRESOLVED_POLL_S", 0.1)
+        patch.setattr(relay_module, "REPROBE_S", 0.3)
+        patch.setattr(relay_module, "PROBE_FAILING_GRACE_S", 0.5)
+        patch.setattr(relay, "_probe", probe)
+        task = asyncio.create_task(relay.run())
+        try:
+            assert "TopicAuthorizationFailedError" in await _unresolved(pool, producer)
+            assert relay.published == 0 and probes.count(True) >= 2  # tried again before giving up
+            refusing[0] = False
+            await _until(drained, "drained")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert await _in_doubt(pool, producer) is None
+    after = await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)
+    assert sorted(v for _, v, _ in after) == sorted(payloads)  # the first batch committed once, then the rest
 
 
 async def test_a_batch_holds_at_most_its_bytes_and_always_its_first_row(pool) -> None:

@@ -39,6 +39,7 @@ import contextlib
 import functools
 import os
 import signal
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from enum import Enum
@@ -165,6 +166,14 @@ def _fault_switch(name: str) -> int:
 UNRESOLVED_POLL_S = 5.0
 """How often a relay waiting for an operator's word on its in-doubt batch looks for it."""
 
+REPROBE_S = 30.0
+"""How often a relay waiting for an operator's word reads its probe record again: one that could
+not be read (Kafka refusing, a topic away) and can now settles the batch without the operator."""
+
+PROBE_FAILING_GRACE_S = 60.0
+"""How long reading a batch's probe record may keep failing (the topic deleted, reads not
+authorised) before the batch waits for an operator instead of the relay starting over for ever."""
+
 
 class Probe(Enum):
     """What reading an in-doubt batch's probe record back says of its Kafka transaction."""
@@ -230,6 +239,7 @@ class OutboxRelay:
         self._transactions = 0
         self.on_blocked = on_blocked  # told True while the relay waits for an operator, then False
         self._sent: list[int] = []  # the last batch committed to Kafka, forgotten by the next read
+        self._probe_failing_since: float | None = None  # monotonic time of the first failed probe in a row
 
     @property
     def transactional_id(self) -> str:
@@ -391,12 +401,9 @@ class OutboxRelay:
         if doubt["decision"] is not None:
             outcome, why = Probe(doubt["decision"]), "an operator's decision"
         else:
-            outcome, why = await self._probe(
-                doubt["probe_topic"], doubt["probe_partition"], doubt["probe_offset"], doubt["probe_outbox_id"]
-            )
+            outcome, why = await self._probe_doubt(doubt, grace_s=PROBE_FAILING_GRACE_S)
         if outcome is Probe.UNKNOWN:
-            doubt = await self._wait_for_decision(doubt, why)
-            outcome, why = Probe(doubt["decision"]), "an operator's decision"
+            outcome, why = await self._wait_for_decision(doubt, why)
         log.warning(
             "relay_recovered_in_doubt_batch",
             producer=self.producer_name,
@@ -409,8 +416,27 @@ class OutboxRelay:
         else:
             await self._leading.execute("DELETE FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name)
 
-    async def _wait_for_decision(self, doubt: asyncpg.Record, why: str) -> asyncpg.Record:
-        """Publish nothing until an operator says whether the in-doubt batch reached Kafka."""
+    async def _probe_doubt(self, doubt: asyncpg.Record, *, grace_s: float) -> tuple[Probe, str]:
+        """`_probe` of the batch's record. Reading it may fail for a while (a broker just back):
+        the error is raised and the relay starts over; once it has failed for `grace_s` in a row,
+        it is UNKNOWN, with the error as the reason."""
+        try:
+            verdict = await self._probe(
+                doubt["probe_topic"], doubt["probe_partition"], doubt["probe_offset"], doubt["probe_outbox_id"]
+            )
+        except (KafkaError, TimeoutError) as error:
+            now = time.monotonic()
+            if self._probe_failing_since is None:
+                self._probe_failing_since = now
+            if now - self._probe_failing_since < grace_s:
+                raise
+            return Probe.UNKNOWN, f"its probe record cannot be read: {type(error).__name__}: {error}"
+        self._probe_failing_since = None
+        return verdict
+
+    async def _wait_for_decision(self, doubt: asyncpg.Record, why: str) -> tuple[Probe, str]:
+        """Publish nothing until an operator says whether the in-doubt batch reached Kafka, or its
+        probe record, read again every `REPROBE_S`, says it after all."""
         await self._leading.execute(
             "UPDATE rebound.relay_in_doubt SET unresolved = $2, unresolved_at = now() WHERE producer = $1",
             self.producer_name,
@@ -427,6 +453,7 @@ class OutboxRelay:
         )
         if self.on_blocked is not None:
             self.on_blocked(True)
+        next_probe = time.monotonic() + REPROBE_S
         try:
             while True:
                 await asyncio.sleep(UNRESOLVED_POLL_S)
@@ -434,7 +461,17 @@ class OutboxRelay:
                 if latest is None or latest["outbox_ids"] != doubt["outbox_ids"]:
                     raise RuntimeError(f"relay {self.producer_name}: its in-doubt batch changed while it waited")
                 if latest["decision"] is not None:
-                    return latest
+                    return Probe(latest["decision"]), "an operator's decision"
+                if time.monotonic() >= next_probe:
+                    next_probe = time.monotonic() + REPROBE_S
+                    outcome, found = await self._probe_doubt(doubt, grace_s=0.0)
+                    if outcome is not Probe.UNKNOWN:
+                        await self._leading.execute(
+                            "UPDATE rebound.relay_in_doubt SET unresolved = NULL, unresolved_at = NULL"
+                            " WHERE producer = $1",
+                            self.producer_name,
+                        )
+                        return outcome, f"{found}, once it could be read again"
         finally:
             if self.on_blocked is not None:
                 self.on_blocked(False)
