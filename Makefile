@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 UNITS ?= 2000
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status browser demo test test-faults soak lint bench bench-connectors bench-full test-docker test-unit schemas asyncapi clean-state manifests
+.PHONY: help install up down status browser netfault demo test test-faults soak lint bench bench-connectors bench-full test-docker test-unit schemas asyncapi clean-state manifests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -42,18 +42,21 @@ demo: up ## run every service, simulate a return wave, print the summary and the
 browser: ## find a headless Chromium for the HTML report test, or install Debian's chromium package
 	deploy/scripts/chromium.sh
 
+netfault: ## check what the network-partition scenarios need (root, cgroup v2), installing Debian's nftables if nft is missing
+	deploy/scripts/netfault.sh
+
 lint: install ## ruff (lint and format check) and mypy over services, contracts, tests and bench (part of make test)
 	$(BIN)/ruff check services contracts tests bench
 	$(BIN)/ruff format --check services contracts tests bench
 	$(BIN)/mypy
 
-test: up browser lint ## the lint, then every test (unit, integration, end-to-end, fault scenarios) against the real Kafka and PostgreSQL
+test: up browser netfault lint ## the lint, then every test (unit, integration, end-to-end, fault scenarios) against the real Kafka and PostgreSQL
 	$(BIN)/pytest
 
-test-faults: up ## the fault scenarios alone, short profile (kill -9, rebalances, broker and database restarts)
+test-faults: up netfault ## the fault scenarios alone, short profile (kill -9, rebalances, broker and database restarts)
 	$(BIN)/pytest tests/faults -s
 
-soak: up ## the fault scenarios at full size (20,000 units, 12 kills, 30 s outage), ROUNDS times (default 1)
+soak: up netfault ## the fault scenarios at full size (20,000 units, 12 kills, 30 s outage), ROUNDS times (default 1)
 	for round in $$(seq $${ROUNDS:-1}); do REBOUND_FAULT_PROFILE=full $(BIN)/pytest tests/faults -s || exit 1; done
 
 bench: up ## benchmark: the bare-loop ceilings (one hop, three hops), inspection -> adjustment at 100k units, whole waves of 10k and 100k (1 and 2 replicas), latency at half load beside the bare loop's, the connectors on the four stand-ins, the targets met or not

@@ -52,6 +52,27 @@ RESOURCE_ERRORS: tuple[type[BaseException], ...] = (
 times, then the work is split, and a record that still fails alone is parked."""
 
 
+DEAD_PEER_SETTINGS = {
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
+"""What every connection asks of its server session: to probe a silent client after 5 s and end
+the session after three unanswered probes 2 s apart, or once data it sent has gone unacknowledged
+for 10 s. A client cut off without its socket closing (a network partition, a host gone, a
+half-open connection) then loses its session, with its locks and the relay leadership it held,
+within about 11 s, not the operating system's two hours. A live client's kernel answers the
+probes however busy the client is; over a Unix socket PostgreSQL ignores them."""
+
+
+def with_dead_peer_settings(connect_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`connect_kwargs` with DEAD_PEER_SETTINGS under the server settings it names itself."""
+    kwargs = dict(connect_kwargs or {})
+    kwargs["server_settings"] = {**DEAD_PEER_SETTINGS, **kwargs.get("server_settings", {})}
+    return kwargs
+
+
 async def _keep_session(_conn: asyncpg.Connection) -> None:
     """What a pool does to a connection given back, after rolling back a transaction left open:
     nothing. asyncpg's default resets the session (advisory locks, LISTEN, settings), one more
@@ -78,7 +99,7 @@ async def create_pool(
                 max_size=max_size,
                 command_timeout=60,
                 reset=_keep_session,
-                **(connect_kwargs or {}),
+                **with_dead_peer_settings(connect_kwargs),
             )
         except TRANSIENT_ERRORS as error:
             if waited >= wait_seconds:

@@ -34,6 +34,8 @@ from rebound.simulation.fleet import RETRIABLE, Fleet, ServiceProcess, backlog, 
 from rebound.settings import LOCAL_DATABASE_PASSWORD, Settings
 from tests.accounting import assert_bad_input_accounted_for, assert_no_secret_in_logs, guarantees
 
+from .network import Network
+
 REPO = Path(__file__).resolve().parents[2]
 
 HOSTILE_RATE = 0.01
@@ -75,9 +77,10 @@ class Infra:
         self.away: set[str] = set()  # what a scenario has stopped or killed and not brought back yet
         # What deploy/scripts/kafka.sh and postgres.sh start (and would leave alone if these named
         # anything else): the scenarios kill and restart them, so they must be exactly those.
-        kafka = f"127.0.0.1:{os.environ.get('KAFKA_PORT') or 19092}"
-        port = os.environ.get("PGPORT_REBOUND") or 15432
-        database = f"postgresql://rebound:{LOCAL_DATABASE_PASSWORD}@127.0.0.1:{port}/rebound"
+        self.kafka_port = int(os.environ.get("KAFKA_PORT") or 19092)
+        self.postgres_port = int(os.environ.get("PGPORT_REBOUND") or 15432)
+        kafka = f"127.0.0.1:{self.kafka_port}"
+        database = f"postgresql://rebound:{LOCAL_DATABASE_PASSWORD}@127.0.0.1:{self.postgres_port}/rebound"
         if (
             settings.kafka_bootstrap_servers != kafka
             or settings.database_url != database
@@ -142,6 +145,7 @@ class Chaos:
     profile: Profile
     bootstrap: str
     pool: asyncpg.Pool
+    network: Network | None = None  # with it, each member runs in a cgroup a scenario can cut off
     started: float = field(default_factory=time.monotonic)
     done: list[str] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
@@ -337,6 +341,7 @@ async def run(
     duplicate_rate: float = 0.02,
     bad_rate: float = 0.02,
     bad_kinds: tuple[str, ...] = (),
+    partitions: bool = False,
 ) -> Outcome:
     """Start the services, send the wave while `scenario` runs (faults overlap the sending), wait
     until everything is caught up, then hold the output to the guarantees."""
@@ -368,7 +373,8 @@ async def run(
     await simulation.register_sellers(settings.database_url, wave.sellers)
     before = await inbound_end_offsets(settings.kafka_bootstrap_servers)
     service_env = {**os.environ, **(env or {})}
-    fleet = Fleet(log_dir=log_dir, replicas=replicas, env=service_env)
+    network = Network("fleet") if partitions else None
+    fleet = Fleet(log_dir=log_dir, replicas=replicas, env=service_env, launcher=network.launcher if network else None)
     chaos = Chaos(
         fleet=fleet,
         infra=Infra(settings),
@@ -376,6 +382,7 @@ async def run(
         profile=shape,
         bootstrap=settings.kafka_bootstrap_servers,
         pool=pool,
+        network=network,
     )
     relay_kills = bool(service_env.get(FAULT_KILL_AFTER_COMMIT) or service_env.get(FAULT_KILL_BEFORE_COMMIT))
 
@@ -431,7 +438,11 @@ async def run(
     finally:
         if supervisor is not None:
             supervisor.cancel()
+        if network is not None:
+            network.heal()
         fleet.stop()
+        if network is not None:
+            network.close()
         # A scenario that failed half-way may have left the broker or the database down: the
         # scenarios after it must start on running infrastructure (`up` is a no-op when it runs).
         await chaos.infra.kafka("up")

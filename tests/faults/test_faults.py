@@ -8,6 +8,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 import signal
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,14 +17,15 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.errors import KafkaError
 
-from rebound.messaging.relay import FAULT_KILL_AFTER_COMMIT, FAULT_KILL_BEFORE_COMMIT
+from rebound.messaging.relay import FAULT_KILL_AFTER_COMMIT, FAULT_KILL_BEFORE_COMMIT, leader_lock_id
 from rebound.simulation.demo import INBOUND
 from rebound.simulation.wave import BAD_KINDS
-from rebound.simulation.fleet import SERVICES
+from rebound.simulation.fleet import SERVICES, ServiceProcess
 
 from tests.accounting import configured_secrets
 
 from .harness import REPO, Chaos, Outcome, run
+from .network import local_port_owner
 
 pytestmark = pytest.mark.faults
 
@@ -143,6 +145,66 @@ async def postgres_unreachable(chaos: Chaos) -> None:
     chaos.note("postgres back; no service had exited")
 
 
+CUT_S = 25.0
+"""How long a partition lasts: over twice the ~11 s in which PostgreSQL ends the session of a
+client that stopped answering (DEAD_PEER_SETTINGS), so the leadership moves during the cut."""
+
+LEADER_LOCK_HOLDER = (
+    "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+    " AND l.classid::bigint = $1 AND l.objid::bigint = $2"
+)
+
+
+async def relay_leader(chaos: Chaos, service: str) -> ServiceProcess | None:
+    """The member whose session holds `service`'s relay leadership lock, as the server sees it."""
+    key = leader_lock_id(f"rebound-{service}")
+    port = await chaos.pool.fetchval(LEADER_LOCK_HOLDER, key >> 32, key & 0xFFFF_FFFF)
+    alive = {m.process.pid: m for m in chaos.fleet.members if m.alive() and m.process is not None}
+    owner = None if port is None else await asyncio.to_thread(local_port_owner, port, list(alive))
+    return None if owner is None else alive[owner]
+
+
+async def cut_off(chaos: Chaos, service: str, what: str, ports: tuple[int, ...], *, moves: bool) -> None:
+    """Cut the leader of `service`'s relay off from `ports` for CUT_S, no socket closed; with
+    `moves`, another replica must take the leadership before the cut heals."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while (leader := await relay_leader(chaos, service)) is None:
+        assert asyncio.get_running_loop().time() < deadline, f"no replica leads {service}'s relay"
+        await asyncio.sleep(0.5)
+    assert chaos.network is not None, "run the scenario with partitions=True"
+    await chaos.fault(f"cut off from {what} for {CUT_S:.0f} s, no socket closed (leads {service}'s relay)", leader)
+    chaos.network.cut_off(leader.name, ports)
+    cut_at = time.monotonic()
+    successor = None
+    try:
+        while time.monotonic() - cut_at < CUT_S:
+            await asyncio.sleep(0.5)
+            holder = await relay_leader(chaos, service)
+            if successor is None and holder is not None and holder is not leader:
+                successor = holder
+                chaos.note(f"{holder.name} leads {service}'s relay, {time.monotonic() - cut_at:.1f} s into the cut")
+    finally:
+        chaos.network.heal(leader.name)
+    chaos.note(f"{leader.name} reconnected to {what}")
+    if moves:
+        assert successor is not None, (
+            f"{service}'s relay stayed with {leader.name}, cut off from {what}, for {CUT_S:.0f} s"
+        )
+
+
+async def leaders_cut_off(chaos: Chaos) -> None:
+    """Half-open connections: a relay leader cut off from PostgreSQL (its Kafka still up), then one
+    cut off from both (a host partitioned away), then one cut off from Kafka alone."""
+    postgres, kafka = chaos.infra.postgres_port, chaos.infra.kafka_port
+    await chaos.pause(0.5, 2.0)
+    await cut_off(chaos, "ledger", "postgres", (postgres,), moves=True)
+    await chaos.pause(0.5, 2.0)
+    await cut_off(chaos, "grading", "postgres and kafka", (postgres, kafka), moves=True)
+    await chaos.pause(0.5, 2.0)
+    await cut_off(chaos, "intake", "kafka", (kafka,), moves=False)
+
+
 async def relays_kill_themselves(chaos: Chaos) -> None:
     """Nothing: the kills come from the relays themselves (their fault switch); the harness restarts them."""
 
@@ -234,6 +296,10 @@ async def test_everything_at_once(settings, pool, tmp_path: Path) -> None:
     )
     assert outcome.log_events("inbox_pruned"), "the inbox was never pruned during the scenario"
     assert_relay_recovered_committed_batches(outcome)
+
+
+async def test_relay_leaders_cut_off_without_a_closed_socket(settings, pool, tmp_path: Path) -> None:
+    await run("leaders_cut_off", leaders_cut_off, settings, pool, tmp_path / "logs", replicas=2, partitions=True)
 
 
 async def test_kills_over_sasl_with_password_files_leak_no_secret(

@@ -55,7 +55,7 @@ from aiokafka.producer import sender as aiokafka_sender
 from rebound_contracts import ALL_TOPICS
 
 from .. import tracing
-from ..db import Connection, TRANSIENT_ERRORS
+from ..db import Connection, TRANSIENT_ERRORS, with_dead_peer_settings
 from .outbox import NOTIFY_CHANNEL, notify_channel
 
 log = structlog.get_logger(__name__)
@@ -193,10 +193,19 @@ drained. After a vacuum that left thousands of empty pages, it planned the delet
 as a sequential scan of the whole table."""
 
 
+LEADER_STATEMENT_TIMEOUT_S = 15.0
+"""How long a statement of the leader's may go unanswered (each reads or writes one bounded batch
+by its index) before the leader gives up its connection and starts over: a leader whose database
+went silent stops there, while the server, noticing the silent client (DEAD_PEER_SETTINGS), ends
+its session and hands the leadership lock to a replica."""
+
+
 async def connect_leader(database_url: str, **kwargs: Any) -> Connection:
     """The relay's own connection (the leadership lock, the notifications, every relay statement)."""
-    server_settings = {**LEADER_PLANNER, **kwargs.pop("server_settings", {})}
-    return await asyncpg.connect(database_url, server_settings=server_settings, **kwargs)
+    kwargs = with_dead_peer_settings(kwargs)
+    kwargs["server_settings"] = {**LEADER_PLANNER, **kwargs["server_settings"]}
+    kwargs.setdefault("command_timeout", LEADER_STATEMENT_TIMEOUT_S)
+    return await asyncpg.connect(database_url, **kwargs)
 
 
 def leader_lock_id(producer: str) -> int:
@@ -267,6 +276,16 @@ class OutboxRelay:
             delay = min(delay * 2, 5.0)
 
     async def _run_as_leader(self) -> None:
+        plain = self._producer()  # idempotent: a retried request is not written twice
+        try:  # stopped however far it got: a start that fails leaves a client to close
+            # Kafka answers before the leadership is taken: a replica cut off from Kafka leaves
+            # it to one that is not, instead of taking it back at each of its restarts.
+            await plain.start()
+            await self._lead(plain)
+        finally:
+            await plain.stop()
+
+    async def _lead(self, plain: AIOKafkaProducer) -> None:
         # A dedicated connection: it holds the leadership lock and listens for new rows.
         conn = await connect_leader(self.database_url, **self.database_kwargs)
         try:
@@ -281,10 +300,8 @@ class OutboxRelay:
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             shorten_concurrent_transactions_retry()
             producer = self._producer(transactional_id=self.transactional_id)
-            plain = self._producer()  # idempotent: a retried request is not written twice
-            try:  # stopped however far they got: a start that fails leaves a client to close
+            try:
                 await producer.start()  # InitProducerId: fences a zombie and aborts its open transaction
-                await plain.start()
                 await self._recover(producer)
                 while True:
                     # Cleared before the query, so a notification that arrives while it runs is
@@ -297,12 +314,11 @@ class OutboxRelay:
                         if conn.is_closed():
                             raise asyncpg.exceptions.ConnectionDoesNotExistError("leader connection lost")
             finally:
-                await plain.stop()
                 await producer.stop()
         finally:
             self._leader = None
             with contextlib.suppress(Exception):
-                await conn.close()
+                await conn.close(timeout=5)  # a server that does not answer: the socket is dropped
 
     def _producer(self, **kwargs: Any) -> AIOKafkaProducer:
         return AIOKafkaProducer(

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,11 +57,13 @@ class ServiceProcess:
     def name(self) -> str:
         return f"{self.service}-{self.replica}"
 
-    def start(self, env: dict[str, str]) -> None:
+    def start(self, env: dict[str, str], launcher: Sequence[str] = ()) -> None:
+        """Start the service; `launcher`, a command that runs the command after it (a wrapper,
+        e.g. one that puts the process in a cgroup), goes first."""
         self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "rebound", "run", self.service],
+            [*launcher, sys.executable, "-m", "rebound", "run", self.service],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -119,15 +121,15 @@ class Fleet:
     services: Iterable[str] = SERVICES
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     members: list[ServiceProcess] = field(default_factory=list)
+    launcher: Callable[[str], Sequence[str]] | None = None  # a member's name -> see ServiceProcess.start
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**self.env, "REBOUND_LOG_FORMAT": "json"}
         for service in self.services:
             for replica in range(self.replicas):
                 member = ServiceProcess(service, replica, self.log_dir / f"{service}-{replica}.log")
-                member.start(env)
                 self.members.append(member)
+                self.restart(member)
 
     def peak_rss_mb(self) -> dict[str, float]:
         """The most resident memory (VmHWM, in MiB) each running member has had so far."""
@@ -143,7 +145,8 @@ class Fleet:
         return [m for m in self.members if not m.alive()]
 
     def restart(self, member: ServiceProcess) -> None:
-        member.start({**self.env, "REBOUND_LOG_FORMAT": "json"})
+        launcher = self.launcher(member.name) if self.launcher is not None else ()
+        member.start({**self.env, "REBOUND_LOG_FORMAT": "json"}, launcher)
 
     def stop(self) -> None:
         for member in self.members:
