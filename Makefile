@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml contracts/pyproject.toml
 	$(BIN)/pip install --quiet -e ./contracts -e '.[dev]'
 	@touch $@
 
-up: install ## start Kafka and PostgreSQL (local, loopback), create topics, migrate
+up: install ## start Kafka and PostgreSQL (local, loopback), create topics, migrate; KAFKA_BROKERS=3 for a three-node Kafka
 	deploy/scripts/kafka.sh up
 	deploy/scripts/postgres.sh up
 	$(BIN)/rebound topics

@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
-# Local single-node Apache Kafka 4.1 (KRaft, broker+controller in one JVM) on
-# loopback, without Docker: jars come from Maven Central via deploy/kafka/pom.xml.
+# Local Apache Kafka 4.1 on loopback (KRaft, each node a broker and a controller in one JVM),
+# without Docker: jars come from Maven Central via deploy/kafka/pom.xml. One node by default;
+# KAFKA_BROKERS=3 makes a three-node cluster as production runs it: every topic, Kafka's own
+# included, on three replicas with min.insync.replicas=2, and unclean leader election off.
 # A missing JDK or Maven is installed with apt-get when running as root.
 #
-#   deploy/scripts/kafka.sh up|down|kill|status|wipe
+#   deploy/scripts/kafka.sh up [NODE]     start every node (or node NODE) that is not running
+#   deploy/scripts/kafka.sh kill [NODE]   SIGKILL every node (or node NODE): a crash, for fault tests
+#   deploy/scripts/kafka.sh down|status|wipe|bootstrap
 #   deploy/scripts/kafka.sh run-class CLASS [ARGS...]   # e.g. org.apache.kafka.tools.TopicCommand --list ...
 #
 # Environment:
-#   REBOUND_STATE            state root (default: <repo>/.state); Kafka uses $REBOUND_STATE/kafka
-#   KAFKA_PORT               client listener port (default 19092)
+#   REBOUND_STATE            state root (default: <repo>/.state); the jars go to $REBOUND_STATE/kafka/libs
+#   KAFKA_STATE              the cluster's own directory (default: $REBOUND_STATE/kafka); node 1
+#                            keeps its data there, node N in node-N/
+#   KAFKA_BROKERS            nodes in the cluster (default 1). Its storage is formatted for that
+#                            many: another count needs `wipe` first
+#   KAFKA_PORT               client listener port (default 19092); node N listens on it + 100 x (N - 1),
+#                            and so do the ports below
 #   KAFKA_CONTROLLER_PORT    KRaft controller port (default 19093)
 #   KAFKA_SASL_PORT          SASL_PLAINTEXT listener, SCRAM-SHA-512 (default 19094)
 #   KAFKA_SSL_PORT           SASL_SSL listener, SCRAM-SHA-512 over TLS (default 19095; only
 #                            when openssl is installed)
-#   KAFKA_HEAP_OPTS          JVM heap flags (default "-Xms256m -Xmx1g")
-#   KAFKA_READY_TIMEOUT      seconds to wait for the broker on `up` (default 60)
-#   KAFKA_BOOTSTRAP_SERVERS  if set to anything but the local address, an external
-#                            broker is used and this script does nothing
+#   KAFKA_HEAP_OPTS          JVM heap flags per node (default "-Xms256m -Xmx1g"; "-Xms128m -Xmx512m"
+#                            with several nodes)
+#   KAFKA_READY_TIMEOUT      seconds to wait for the nodes on `up` (default 60)
+#   KAFKA_BOOTSTRAP_SERVERS  if set to anything but the local address(es) (`bootstrap` prints
+#                            them), an external broker is used and this script does nothing
 #
 # The SASL listeners know one SCRAM-SHA-512 user, `rebound`, whose password is generated once into
 # $REBOUND_STATE/kafka/sasl-password (mode 600). For the SASL_SSL listener a throwaway CA and a
@@ -31,13 +41,10 @@ LOG4J_BROKER="$REPO_ROOT/deploy/kafka/log4j2-broker.xml"
 LOG4J_TOOLS="$REPO_ROOT/deploy/kafka/log4j2-tools.xml"
 
 STATE_ROOT="${REBOUND_STATE:-$REPO_ROOT/.state}"
-KDIR="$STATE_ROOT/kafka"
-LIBS="$KDIR/libs"
-DATA="$KDIR/data"
-LOG="$KDIR/kafka.log"
-PIDFILE="$KDIR/kafka.pid"
-PROPS="$KDIR/server.properties"
+KDIR="${KAFKA_STATE:-$STATE_ROOT/kafka}"
+LIBS="$STATE_ROOT/kafka/libs"
 CLUSTER_ID_FILE="$KDIR/cluster.id"
+BROKERS_FILE="$KDIR/brokers"   # how many nodes the storage was formatted for (absent: 1)
 POM_HASH_FILE="$LIBS/.pom.sha256"
 SASL_USER=rebound
 SASL_PASSWORD_FILE="$KDIR/sasl-password"
@@ -46,35 +53,58 @@ SCRAM_MARKER="$KDIR/.scram-user"
 TLS_DIR="$KDIR/tls"
 
 HOST=127.0.0.1
+BROKERS="${KAFKA_BROKERS:-1}"
 PORT="${KAFKA_PORT:-19092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 SASL_PORT="${KAFKA_SASL_PORT:-19094}"
 SSL_PORT="${KAFKA_SSL_PORT:-19095}"
-HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 READY_TIMEOUT="${KAFKA_READY_TIMEOUT:-60}"
-LOCAL_BOOTSTRAP="$HOST:$PORT"
 
 die() { echo "kafka: $*" >&2; exit 1; }
+
+[[ "$BROKERS" =~ ^[1-9]$ ]] || die "KAFKA_BROKERS=$BROKERS: use a number of nodes from 1 to 9"
+if ((BROKERS == 1)); then HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"; else HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"; fi
+NODES="$(seq "$BROKERS")"
+
+# Node N's directory, files and ports (node 1 keeps the single-node layout).
+node_dir() { if (($1 == 1)); then echo "$KDIR"; else echo "$KDIR/node-$1"; fi; }
+node_data() { echo "$(node_dir "$1")/data"; }
+node_log() { echo "$(node_dir "$1")/kafka.log"; }
+node_pidfile() { echo "$(node_dir "$1")/kafka.pid"; }
+node_props() { echo "$(node_dir "$1")/server.properties"; }
+node_port() { echo $(($2 + 100 * ($1 - 1))); }
+
+LOCAL_BOOTSTRAP="$(for n in $NODES; do printf '%s%s:%s' "$([[ $n == 1 ]] || echo ,)" "$HOST" "$(node_port "$n" "$PORT")"; done)"
+QUORUM_VOTERS="$(for n in $NODES; do printf '%s%s@%s:%s' "$([[ $n == 1 ]] || echo ,)" "$n" "$HOST" "$(node_port "$n" "$CONTROLLER_PORT")"; done)"
 
 # Display paths relative to the repo when possible (shorter error lines).
 rel() { local p="$1"; [[ "$p" == "$REPO_ROOT/"* ]] && p="${p#"$REPO_ROOT"/}"; echo "$p"; }
 
 external_broker() {
-  # The local default itself is not "external": only a different value is.
-  [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" && "$KAFKA_BOOTSTRAP_SERVERS" != "$LOCAL_BOOTSTRAP" ]]
+  # The local addresses are not "external" (node 1's alone, or all of them): only others are.
+  [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" && "$KAFKA_BOOTSTRAP_SERVERS" != "$LOCAL_BOOTSTRAP" \
+     && "$KAFKA_BOOTSTRAP_SERVERS" != "$HOST:$PORT" ]]
 }
 
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
-# PID of our broker if it is alive (checks the cmdline so a recycled PID is never trusted).
+# PID of node N if it is alive (checks the cmdline so a recycled PID is never trusted).
 running_pid() {
-  [[ -f "$PIDFILE" ]] || return 1
-  local pid
-  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+  local pidfile pid
+  pidfile="$(node_pidfile "$1")"
+  [[ -f "$pidfile" ]] || return 1
+  pid="$(cat "$pidfile" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $PROPS" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $(node_props "$1")" || return 1
   echo "$pid"
+}
+
+# The node named on the command line (every node when none is), checked against KAFKA_BROKERS.
+nodes_named() {
+  [[ -z "${1:-}" ]] && { echo "$NODES"; return 0; }
+  [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= 1 && $1 <= BROKERS)) || die "node $1: the cluster has nodes 1 to $BROKERS (KAFKA_BROKERS)"
+  echo "$1"
 }
 
 APT_LOG=/tmp/rebound-kafka-apt.log
@@ -106,7 +136,8 @@ fetch_jars() {
     || die "mvn not found and not installable here (see $APT_LOG; install Maven 3.6+, e.g. apt-get install -y maven)"
   echo "kafka: fetching jars with Maven into $(rel "$LIBS") ..."
   # Fetch into a temp dir and swap, so a failed/partial fetch never leaves a mixed classpath.
-  local tmp="$KDIR/libs.tmp"
+  local tmp="$LIBS.tmp"
+  mkdir -p "$(dirname "$LIBS")"
   rm -rf "$tmp"
   if ! mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies \
         -DoutputDirectory="$tmp" >"$KDIR/mvn.log" 2>&1; then
@@ -168,77 +199,101 @@ ensure_tls() {
 }
 
 write_props() {
-  local listeners="PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,SASL://$HOST:$SASL_PORT"
-  local advertised="PLAINTEXT://$HOST:$PORT,SASL://$HOST:$SASL_PORT"
+  local node="$1" props port sasl ssl
+  props="$(node_props "$node")"
+  port="$(node_port "$node" "$PORT")"
+  sasl="$(node_port "$node" "$SASL_PORT")"
+  ssl="$(node_port "$node" "$SSL_PORT")"
+  local listeners="PLAINTEXT://$HOST:$port,CONTROLLER://$HOST:$(node_port "$node" "$CONTROLLER_PORT"),SASL://$HOST:$sasl"
+  local advertised="PLAINTEXT://$HOST:$port,SASL://$HOST:$sasl"
   local protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL:SASL_PLAINTEXT"
   if have_tls; then
-    listeners+=",SASL_SSL://$HOST:$SSL_PORT"
-    advertised+=",SASL_SSL://$HOST:$SSL_PORT"
+    listeners+=",SASL_SSL://$HOST:$ssl"
+    advertised+=",SASL_SSL://$HOST:$ssl"
     protocols+=",SASL_SSL:SASL_SSL"
   fi
-  : >"$PROPS" && chmod 600 "$PROPS"   # it holds the local keystore password
-  cat >"$PROPS" <<EOF
+  # Three replicas of everything where there are three nodes, two of them in sync for a write.
+  local replicas=1 min_isr=1
+  ((BROKERS >= 3)) && replicas=3 && min_isr=2
+  mkdir -p "$(node_dir "$node")"
+  : >"$props" && chmod 600 "$props"   # it holds the local keystore password
+  cat >"$props" <<PROPS
 # Generated by deploy/scripts/kafka.sh on every 'up' -- edit the script, not this file.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
+node.id=$node
+controller.quorum.voters=$QUORUM_VOTERS
 listeners=$listeners
 advertised.listeners=$advertised
 listener.security.protocol.map=$protocols
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-log.dirs=$DATA
+log.dirs=$(node_data "$node")
 
 # SCRAM-SHA-512 on the SASL listeners; users live in the KRaft metadata (user $SASL_USER).
 sasl.enabled.mechanisms=SCRAM-SHA-512
 listener.name.sasl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-EOF
+PROPS
   if have_tls; then
-    cat >>"$PROPS" <<EOF
+    cat >>"$props" <<PROPS
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.ssl.keystore.type=PKCS12
 listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/broker.p12
 listener.name.sasl_ssl.ssl.keystore.password=$(cat "$TLS_DIR/keystore-password")
-EOF
+PROPS
   fi
-  cat >>"$PROPS" <<EOF
+  cat >>"$props" <<PROPS
 
 num.partitions=6
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+default.replication.factor=$replicas
+min.insync.replicas=$min_isr
+offsets.topic.replication.factor=$replicas
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$min_isr
+share.coordinator.state.topic.replication.factor=$replicas
+share.coordinator.state.topic.min.isr=$min_isr
+unclean.leader.election.enable=false
 auto.create.topics.enable=false
 group.initial.rebalance.delay.ms=0
-# A restarted (or crashed) single node re-registers sooner: fault tests restart it often.
+# A restarted (or crashed) node re-registers sooner: fault tests restart it often.
 broker.session.timeout.ms=3000
 broker.heartbeat.interval.ms=1000
 message.max.bytes=2097152
 # Abort hung transactions quickly so crashed test producers don't block consumers for long.
 transaction.abort.timed.out.transaction.cleanup.interval.ms=10000
-EOF
+PROPS
+}
+
+formatted_for() { if [[ -s "$BROKERS_FILE" ]]; then cat "$BROKERS_FILE"; else echo 1; fi; }
+
+# Storage formatted for another number of nodes cannot join this cluster's quorum.
+check_formatted_size() {
+  [[ -f "$(node_data 1)/meta.properties" ]] || return 0
+  local had
+  had="$(formatted_for)"
+  [[ "$had" == "$BROKERS" ]] \
+    || die "$(rel "$KDIR") holds a $had-node cluster, KAFKA_BROKERS=$BROKERS asks for $BROKERS: stop it and wipe its data first (KAFKA_BROKERS=$had $0 wipe, or make clean-state), or set KAFKA_STATE to another directory"
 }
 
 format_storage() {
-  [[ -f "$DATA/meta.properties" ]] && return 0
+  local node="$1" data
+  data="$(node_data "$node")"
+  [[ -f "$data/meta.properties" ]] && return 0
   if [[ ! -s "$CLUSTER_ID_FILE" ]]; then
     run_class kafka.tools.StorageTool random-uuid >"$CLUSTER_ID_FILE" \
       || die "could not generate a cluster id (kafka.tools.StorageTool random-uuid)"
   fi
-  echo "kafka: formatting storage in $(rel "$DATA") (cluster id $(cat "$CLUSTER_ID_FILE"))"
+  echo "kafka: formatting node $node's storage in $(rel "$data") (cluster id $(cat "$CLUSTER_ID_FILE"))"
   run_class kafka.tools.StorageTool format --ignore-formatted \
-      -t "$(cat "$CLUSTER_ID_FILE")" -c "$PROPS" \
+      -t "$(cat "$CLUSTER_ID_FILE")" -c "$(node_props "$node")" \
       --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$(cat "$SASL_PASSWORD_FILE")]" \
       >"$KDIR/format.log" 2>&1 \
     || die "storage format failed, see $(rel "$KDIR/format.log")"
+  echo "$BROKERS" >"$BROKERS_FILE"
   scram_marker_value >"$SCRAM_MARKER"
 }
 
 # Storage formatted before the SASL listener existed (or a new password): create the user on the
-# running broker. Idempotent; skipped while the marker matches, so restarts stay fast.
+# running cluster. Idempotent; skipped while the marker matches, so restarts stay fast.
 ensure_scram_user() {
   [[ -f "$SCRAM_MARKER" && "$(cat "$SCRAM_MARKER")" == "$(scram_marker_value)" ]] && return 0
   run_class kafka.admin.ConfigCommand --bootstrap-server "$LOCAL_BOOTSTRAP" --alter \
@@ -249,22 +304,60 @@ ensure_scram_user() {
   echo "kafka: SCRAM-SHA-512 user $SASL_USER created (password in $(rel "$SASL_PASSWORD_FILE"))"
 }
 
-# Ready = port answers, the broker logged that startup finished (it waits to be
-# unfenced before logging it), and a real metadata round-trip lists broker id 1.
+# Ready = each node's port answers, it logged that startup finished (it waits to be unfenced
+# before logging it), and a real metadata round-trip lists every node's broker id.
 wait_ready() {
-  local pid="$1" deadline=$((SECONDS + READY_TIMEOUT))
+  local deadline=$((SECONDS + READY_TIMEOUT)) node pid missing
   while ((SECONDS < deadline)); do
-    kill -0 "$pid" 2>/dev/null || die "broker exited during startup, see $(rel "$LOG")"
-    if port_open "$PORT" && grep -q "Kafka Server started" "$LOG" 2>/dev/null; then
-      if timeout 20 java -Xmx256m -Dlog4j2.configurationFile="$LOG4J_TOOLS" -cp "$LIBS/*" \
-           org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$LOCAL_BOOTSTRAP" 2>/dev/null \
-           | grep -q "(id: 1 "; then
-        return 0
-      fi
+    missing=""
+    for node in $NODES; do
+      pid="$(cat "$(node_pidfile "$node")" 2>/dev/null || true)"
+      [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || die "node $node exited during startup, see $(rel "$(node_log "$node")")"
+      port_open "$(node_port "$node" "$PORT")" && grep -q "Kafka Server started" "$(node_log "$node")" 2>/dev/null \
+        || missing+=" $node"
+    done
+    if [[ -z "$missing" ]]; then
+      local listed
+      listed="$(timeout 20 java -Xmx256m -Dlog4j2.configurationFile="$LOG4J_TOOLS" -cp "$LIBS/*" \
+           org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$LOCAL_BOOTSTRAP" 2>/dev/null || true)"
+      for node in $NODES; do
+        grep -q "(id: $node " <<<"$listed" || missing+=" $node"
+      done
+      [[ -z "$missing" ]] && return 0
     fi
     sleep 0.3
   done
-  die "broker did not become ready in ${READY_TIMEOUT}s (pid $pid left running; 'kafka.sh down' stops it), see $(rel "$LOG")"
+  die "node(s)$missing did not become ready in ${READY_TIMEOUT}s (left running; 'kafka.sh down' stops them), see $(rel "$KDIR")/**/kafka.log"
+}
+
+start_node() {
+  local node="$1" port pid log pidfile
+  port="$(node_port "$node" "$PORT")"
+  log="$(node_log "$node")"
+  pidfile="$(node_pidfile "$node")"
+  rm -f "$pidfile"
+  port_open "$port" && die "port $port is already in use by another process (set KAFKA_PORT or stop it)"
+  port_open "$(node_port "$node" "$CONTROLLER_PORT")" && die "controller port $(node_port "$node" "$CONTROLLER_PORT") is already in use by another process (set KAFKA_CONTROLLER_PORT or stop it)"
+  port_open "$(node_port "$node" "$SASL_PORT")" && die "SASL port $(node_port "$node" "$SASL_PORT") is already in use by another process (set KAFKA_SASL_PORT or stop it)"
+  if have_tls && port_open "$(node_port "$node" "$SSL_PORT")"; then
+    die "SSL port $(node_port "$node" "$SSL_PORT") is already in use by another process (set KAFKA_SSL_PORT or stop it)"
+  fi
+  mkdir -p "$(node_data "$node")"
+  write_props "$node"
+  format_storage "$node"
+  [[ -f "$log" ]] && mv -f "$log" "$log.prev"   # keep one previous run's log for post-mortems
+  # setsid+nohup: the node must survive the calling shell/terminal (make, CI step).
+  # The inner bash writes its own PID and then execs java, so the PID file is exactly the JVM.
+  nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" \
+    java $HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+      -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+      -Dlog4j2.configurationFile="$LOG4J_BROKER" -Dkafka.logs.dir="$(node_dir "$node")" \
+      -cp "$LIBS/*" kafka.Kafka "$(node_props "$node")" \
+    >"$log" 2>&1 </dev/null 9>&- &   # 9>&-: do not leak the script lock into the node
+  local i
+  for i in $(seq 50); do [[ -s "$pidfile" ]] && break; sleep 0.1; done
+  pid="$(cat "$pidfile" 2>/dev/null || true)"
+  [[ -n "$pid" ]] || die "node $node did not start, see $(rel "$log")"
 }
 
 cmd_up() {
@@ -272,50 +365,35 @@ cmd_up() {
     echo "kafka: KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS is set, using the external broker (nothing started)"
     return 0
   fi
-  local pid
-  if pid="$(running_pid)"; then
-    if port_open "$PORT"; then
-      echo "kafka: already running on $LOCAL_BOOTSTRAP (pid $pid)"
-      return 0
-    fi
-    # Alive but not listening yet: probably another 'up' is still starting it.
-    wait_ready "$pid"
-    echo "kafka: ready on $LOCAL_BOOTSTRAP (pid $pid)"
+  local node started=""
+  check_formatted_size
+  for node in $(nodes_named "${1:-}"); do
+    running_pid "$node" >/dev/null || started+=" $node"
+  done
+  if [[ -z "$started" ]]; then
+    # All running, or another 'up' is still starting them: wait for them either way.
+    wait_ready
+    echo "kafka: already running on $LOCAL_BOOTSTRAP"
     return 0
   fi
-  rm -f "$PIDFILE"
-  port_open "$PORT" && die "port $PORT is already in use by another process (set KAFKA_PORT or stop it)"
-  port_open "$CONTROLLER_PORT" && die "controller port $CONTROLLER_PORT is already in use by another process (set KAFKA_CONTROLLER_PORT or stop it)"
-  port_open "$SASL_PORT" && die "SASL port $SASL_PORT is already in use by another process (set KAFKA_SASL_PORT or stop it)"
-
   require_java
-  mkdir -p "$KDIR" "$DATA"
+  mkdir -p "$KDIR"
   fetch_jars
   ensure_sasl_password
   ensure_tls
-  if have_tls && port_open "$SSL_PORT"; then
-    die "SSL port $SSL_PORT is already in use by another process (set KAFKA_SSL_PORT or stop it)"
-  fi
-  write_props
-  format_storage
-
-  [[ -f "$LOG" ]] && mv -f "$LOG" "$LOG.prev"   # keep one previous run's log for post-mortems
   local t0=$SECONDS
-  # setsid+nohup: the broker must survive the calling shell/terminal (make, CI step).
-  # The inner bash writes its own PID and then execs java, so the PID file is exactly the JVM.
-  nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
-    java $HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
-      -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
-      -Dlog4j2.configurationFile="$LOG4J_BROKER" -Dkafka.logs.dir="$KDIR" \
-      -cp "$LIBS/*" kafka.Kafka "$PROPS" \
-    >"$LOG" 2>&1 </dev/null 9>&- &   # 9>&-: do not leak the script lock into the broker
-  local i
-  for i in $(seq 50); do [[ -s "$PIDFILE" ]] && break; sleep 0.1; done
-  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-  [[ -n "$pid" ]] || die "broker process did not start, see $(rel "$LOG")"
-  wait_ready "$pid"
+  # Every node first, then the wait: a controller quorum of several nodes forms only once a
+  # majority of them runs.
+  for node in $started; do start_node "$node"; done
+  wait_ready
   ensure_scram_user
-  echo "kafka: ready on $LOCAL_BOOTSTRAP (pid $pid, started in $((SECONDS - t0))s, log $(rel "$LOG"))"
+  echo "kafka: ready on $LOCAL_BOOTSTRAP (node(s)$started started in $((SECONDS - t0))s, logs in $(rel "$KDIR"))"
+}
+
+stop_pids() {
+  local signal="$1" pid
+  shift
+  for pid in "$@"; do kill "-$signal" "$pid" 2>/dev/null || true; done
 }
 
 cmd_down() {
@@ -323,32 +401,44 @@ cmd_down() {
     echo "kafka: external broker in use ($KAFKA_BOOTSTRAP_SERVERS), nothing to stop"
     return 0
   fi
-  local pid
-  if ! pid="$(running_pid)"; then
-    rm -f "$PIDFILE"
+  local node pid pids=()
+  for node in $NODES; do
+    if pid="$(running_pid "$node")"; then pids+=("$pid"); else rm -f "$(node_pidfile "$node")"; fi
+  done
+  if ((${#pids[@]} == 0)); then
     echo "kafka: not running"
     return 0
   fi
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + 30))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "kafka: broker did not stop within 30s, sending SIGKILL" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  fi
-  rm -f "$PIDFILE"
+  stop_pids TERM "${pids[@]}"   # all at once: a node stopping alone may wait for a quorum that is leaving too
+  local deadline=$((SECONDS + 30)) alive
+  while ((SECONDS < deadline)); do
+    alive=()
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+    ((${#alive[@]} == 0)) && break
+    sleep 0.2
+  done
+  for pid in "${pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "kafka: pid $pid did not stop within 30s, sending SIGKILL" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+      while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    fi
+  done
+  for node in $NODES; do rm -f "$(node_pidfile "$node")"; done
   echo "kafka: stopped"
 }
 
 # A hard crash for fault tests: SIGKILL, no shutdown; `up` restarts on the same data.
 cmd_kill() {
   external_broker && die "an external broker is in use ($KAFKA_BOOTSTRAP_SERVERS): not killing it"
-  local pid
-  pid="$(running_pid)" || { echo "kafka: not running"; return 0; }
-  kill -KILL "$pid"
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  echo "kafka: killed (pid $pid)"
+  local node pid killed=""
+  for node in $(nodes_named "${1:-}"); do
+    pid="$(running_pid "$node")" || continue
+    kill -KILL "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    killed+=" $node (pid $pid)"
+  done
+  if [[ -z "$killed" ]]; then echo "kafka: not running"; else echo "kafka: killed node(s)$killed"; fi
 }
 
 cmd_status() {
@@ -356,22 +446,30 @@ cmd_status() {
     echo "kafka: external broker $KAFKA_BOOTSTRAP_SERVERS (not managed here)"
     return 0
   fi
-  local pid
-  if pid="$(running_pid)" && port_open "$PORT"; then
-    echo "kafka: running on $LOCAL_BOOTSTRAP (pid $pid)"
-    return 0
-  fi
-  echo "kafka: not running"
-  return 1
+  local node pid down=0
+  for node in $NODES; do
+    if pid="$(running_pid "$node")" && port_open "$(node_port "$node" "$PORT")"; then
+      echo "kafka: node $node running on $HOST:$(node_port "$node" "$PORT") (pid $pid)"
+    else
+      echo "kafka: node $node not running"
+      down=1
+    fi
+  done
+  return "$down"
 }
 
 cmd_wipe() {
   cmd_down
-  rm -rf "$DATA" "$CLUSTER_ID_FILE" "$PROPS" "$LOG" "$LOG.prev" "$KDIR/format.log" "$SCRAM_MARKER"
+  local node
+  for node in $NODES; do
+    rm -rf "$(node_data "$node")" "$(node_props "$node")" "$(node_log "$node")" "$(node_log "$node").prev"
+    ((node == 1)) || rm -rf "$(node_dir "$node")"
+  done
+  rm -f "$CLUSTER_ID_FILE" "$BROKERS_FILE" "$KDIR/format.log" "$SCRAM_MARKER"
   echo "kafka: data wiped (jars kept in $(rel "$LIBS"))"
 }
 
-# Serialize up/down/wipe so two concurrent callers (parallel make, test runners)
+# Serialize up/down/kill/wipe so two concurrent callers (parallel make, test runners)
 # cannot both start a server on the same data directory.
 lock() {
   mkdir -p "$KDIR"
@@ -380,11 +478,12 @@ lock() {
 }
 
 case "${1:-}" in
-  up) lock; cmd_up ;;
+  up) lock; cmd_up "${2:-}" ;;
   down) lock; cmd_down ;;
-  kill) lock; cmd_kill ;;
+  kill) lock; cmd_kill "${2:-}" ;;
   status) cmd_status ;;
   wipe) lock; cmd_wipe ;;
+  bootstrap) echo "$LOCAL_BOOTSTRAP" ;;
   run-class)
     shift
     [[ $# -ge 1 ]] || die "usage: $0 run-class CLASS [ARGS...]"
@@ -393,7 +492,7 @@ case "${1:-}" in
     run_class "$@"
     ;;
   *)
-    echo "usage: $0 {up|down|kill|status|wipe|run-class CLASS [ARGS...]}" >&2
+    echo "usage: $0 {up [NODE]|down|kill [NODE]|status|wipe|bootstrap|run-class CLASS [ARGS...]}" >&2
     exit 2
     ;;
 esac

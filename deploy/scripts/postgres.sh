@@ -6,6 +6,7 @@
 # Environment:
 #   REBOUND_STATE    state root (default: <repo>/.state); the cluster lives in $REBOUND_STATE/pg
 #   PGPORT_REBOUND   TCP port on 127.0.0.1 (default 15432)
+#   PGDATABASE_REBOUND  the database `up` creates for user rebound, if missing (default rebound)
 #   PG_BIN           directory with initdb/pg_ctl/... (default: newest /usr/lib/postgresql/*/bin)
 #   DATABASE_URL     if set to anything but the local URL, an external database is used
 #                    and this script does nothing
@@ -25,7 +26,8 @@ PORT="${PGPORT_REBOUND:-15432}"
 DB_USER=rebound
 # The local cluster's password: distinctive, so a test can grep a run's logs for it.
 DB_PASS=localdev-7f3a9c
-DB_NAME=rebound
+DB_NAME="${PGDATABASE_REBOUND:-rebound}"
+[[ "$DB_NAME" =~ ^[a-z_][a-z0-9_]*$ ]] || { echo "postgres: PGDATABASE_REBOUND=$DB_NAME: use lowercase letters, digits and _" >&2; exit 1; }
 LOCAL_URL="postgresql://$DB_USER:$DB_PASS@$HOST:$PORT/$DB_NAME"
 SHOWN_URL="postgresql://$DB_USER:***@$HOST:$PORT/$DB_NAME"   # what we print: no password in logs
 # Long enough for crash recovery to replay the WAL written since the last checkpoint.

@@ -158,7 +158,8 @@ class PatientKafkaBroker(KafkaBroker):
 def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
     # On SIGTERM the in-flight batch finishes (and is acknowledged) before the consumer leaves.
     broker = PatientKafkaBroker(
-        settings.kafka_bootstrap_servers,
+        # A list: FastStream takes a string for one server, where aiokafka splits it at commas.
+        [server.strip() for server in settings.kafka_bootstrap_servers.split(",")],
         logger=None,
         graceful_timeout=30.0,
         security=kafka_security(settings),

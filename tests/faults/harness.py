@@ -71,48 +71,58 @@ def run_seed() -> int:
 
 
 class Infra:
-    """The local Kafka and PostgreSQL, through the project's own scripts."""
+    """The local Kafka and PostgreSQL, through the project's own scripts. `env`: what those
+    scripts are told besides the environment (another cluster: KAFKA_STATE, KAFKA_BROKERS,
+    KAFKA_PORT..., PGDATABASE_REBOUND)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
         self.away: set[str] = set()  # what a scenario has stopped or killed and not brought back yet
+        self.env = {**os.environ, **(env or {})}
         # What deploy/scripts/kafka.sh and postgres.sh start (and would leave alone if these named
         # anything else): the scenarios kill and restart them, so they must be exactly those.
-        self.kafka_port = int(os.environ.get("KAFKA_PORT") or 19092)
-        self.postgres_port = int(os.environ.get("PGPORT_REBOUND") or 15432)
-        kafka = f"127.0.0.1:{self.kafka_port}"
-        database = f"postgresql://rebound:{LOCAL_DATABASE_PASSWORD}@127.0.0.1:{self.postgres_port}/rebound"
+        self.kafka_port = int(self.env.get("KAFKA_PORT") or 19092)
+        self.postgres_port = int(self.env.get("PGPORT_REBOUND") or 15432)
+        brokers = int(self.env.get("KAFKA_BROKERS") or 1)
+        nodes = [f"127.0.0.1:{self.kafka_port + 100 * node}" for node in range(brokers)]
+        database_name = self.env.get("PGDATABASE_REBOUND") or "rebound"
+        database = f"postgresql://rebound:{LOCAL_DATABASE_PASSWORD}@127.0.0.1:{self.postgres_port}/{database_name}"
         if (
-            settings.kafka_bootstrap_servers != kafka
+            settings.kafka_bootstrap_servers not in (nodes[0], ",".join(nodes))
             or settings.database_url != database
             or os.environ.get("REBOUND_TESTCONTAINERS") == "1"
         ):
             pytest.fail(
-                f"fault scenarios restart the local Kafka ({kafka}, from KAFKA_PORT) and PostgreSQL"
+                f"fault scenarios restart the local Kafka ({','.join(nodes)}, from KAFKA_PORT) and PostgreSQL"
                 " (from PGPORT_REBOUND) that `make up` starts, not an external broker, database or"
                 " containers: unset KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL / REBOUND_TESTCONTAINERS",
                 pytrace=False,
             )
 
-    @staticmethod
-    def _script(name: str, action: str) -> None:
-        subprocess.run(
-            [str(REPO / "deploy" / "scripts" / name), action],
+    def script(self, name: str, *args: str) -> str:
+        done = subprocess.run(
+            [str(REPO / "deploy" / "scripts" / name), *args],
             check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            capture_output=True,
+            text=True,
+            env=self.env,
             timeout=180,
         )
+        return done.stdout
 
     async def _run(self, server: str, action: str) -> None:
         # Away from the moment the script starts stopping it until it answers again.
         if action != "up":
             self.away.add(server)
-        await asyncio.to_thread(self._script, f"{server}.sh", action)
+        await asyncio.to_thread(self.script, f"{server}.sh", action)
         if action == "up":
             self.away.discard(server)
 
     async def kafka(self, action: str) -> None:
         await self._run("kafka", action)
+
+    async def kafka_node(self, action: str, node: int) -> None:
+        """`kill` or `up` one node of a cluster of several: the cluster stays up meanwhile."""
+        await asyncio.to_thread(self.script, "kafka.sh", action, str(node))
 
     async def postgres(self, action: str) -> None:
         await self._run("postgres", action)
@@ -342,6 +352,7 @@ async def run(
     bad_rate: float = 0.02,
     bad_kinds: tuple[str, ...] = (),
     partitions: bool = False,
+    infra_env: dict[str, str] | None = None,
 ) -> Outcome:
     """Start the services, send the wave while `scenario` runs (faults overlap the sending), wait
     until everything is caught up, then hold the output to the guarantees."""
@@ -377,7 +388,7 @@ async def run(
     fleet = Fleet(log_dir=log_dir, replicas=replicas, env=service_env, launcher=network.launcher if network else None)
     chaos = Chaos(
         fleet=fleet,
-        infra=Infra(settings),
+        infra=Infra(settings, infra_env),
         rng=rng,
         profile=shape,
         bootstrap=settings.kafka_bootstrap_servers,

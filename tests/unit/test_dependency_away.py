@@ -33,11 +33,16 @@ class Admin:
     """An admin client of a broker that answers only after `broken` attempts broke off."""
 
     broken = 0
+    brokers = 1
     instances: list[Admin] = []
+    created: list = []  # every NewTopic asked for
 
     def __init__(self, **_options: object) -> None:
         self.closed = False
         Admin.instances.append(self)
+
+    async def describe_cluster(self) -> dict:
+        return {"brokers": [{"node_id": n} for n in range(1, Admin.brokers + 1)]}
 
     async def start(self) -> None:
         return None
@@ -48,6 +53,7 @@ class Admin:
         return []
 
     async def create_topics(self, new_topics: list) -> SimpleNamespace:
+        Admin.created += new_topics
         return SimpleNamespace(topic_errors=[(t.name, 0, None) for t in new_topics])
 
     async def describe_topics(self, names: list[str]) -> list[dict]:
@@ -59,7 +65,7 @@ class Admin:
 
 @pytest.fixture
 def admin(monkeypatch: pytest.MonkeyPatch) -> type[Admin]:
-    Admin.broken, Admin.instances = 0, []
+    Admin.broken, Admin.brokers, Admin.instances, Admin.created = 0, 1, [], []
     monkeypatch.setattr(topics, "AIOKafkaAdminClient", Admin)
     return Admin
 
@@ -73,6 +79,17 @@ async def test_topics_are_ensured_when_the_broker_went_away_after_the_admin_clie
         "KafkaConnectionError: Connection at 127.0.0.1:19092 closed"
     ] * 2
     assert len(admin.instances) == 3 and all(a.closed for a in admin.instances)
+
+
+@pytest.mark.parametrize(("brokers", "replicas", "min_insync"), [(1, 1, "1"), (2, 1, "1"), (3, 3, "2"), (5, 3, "2")])
+async def test_topics_are_replicated_as_the_cluster_allows(
+    admin: type[Admin], brokers: int, replicas: int, min_insync: str
+) -> None:
+    admin.brokers = brokers
+    await topics.ensure_topics("127.0.0.1:19092", wait_seconds=0, topics=[DLQ])
+    [created] = admin.created
+    assert (created.replication_factor, created.topic_configs["min.insync.replicas"]) == (replicas, min_insync)
+    assert created.topic_configs["unclean.leader.election.enable"] == "false"
 
 
 async def test_a_broker_refusing_a_topic_is_not_waited_for(admin: type[Admin], monkeypatch: pytest.MonkeyPatch) -> None:

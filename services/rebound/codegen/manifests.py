@@ -18,11 +18,10 @@ import yaml
 
 from rebound_contracts import ALL_TOPICS, Topic
 
-from ..messaging.topic_admin import TOPIC_CONFIG
+from ..messaging.topic_admin import REPLICAS, TOPIC_CONFIG, replication_for
 
 TOPICS_DIR = Path(__file__).resolve().parents[3] / "deploy" / "k8s" / "topics"
-REPLICAS = 3
-MIN_INSYNC_REPLICAS = 2
+_, MIN_INSYNC_REPLICAS = replication_for(REPLICAS)
 # The Strimzi `Kafka` resource the topics belong to, and its namespace (topics/kustomization.yaml).
 STRIMZI_CLUSTER = "rebound"
 KAFKA_NAMESPACE = "kafka"
@@ -34,7 +33,9 @@ def resource_name(topic_name: str) -> str:
     return re.sub(r"[^a-z0-9.-]+", "-", topic_name.lower()).strip("-.")
 
 
-def _config_value(value: str) -> int | str:
+def _config_value(value: str) -> int | bool | str:
+    if value in ("true", "false"):
+        return value == "true"
     return int(value) if value.isdigit() else value
 
 

@@ -17,20 +17,32 @@ from ..connections import KafkaRefused, kafka_away, kafka_error_text, kafka_refu
 
 log = structlog.get_logger(__name__)
 
-TOPIC_CONFIG = {"max.message.bytes": "2097152", "min.insync.replicas": "1"}
+TOPIC_CONFIG = {"max.message.bytes": "2097152", "unclean.leader.election.enable": "false"}
+"""Every topic's own settings. A replica that fell out of sync never becomes leader (it would
+drop acknowledged records, a committed stock adjustment among them)."""
+
+REPLICAS = 3
+"""Replicas of each topic on a cluster of three brokers or more; fewer brokers get one each."""
+
+
+def replication_for(brokers: int) -> tuple[int, int]:
+    """Replicas per topic and `min.insync.replicas` for a cluster of `brokers`: three and two
+    where there are three brokers, so a write acknowledged by `acks=all` is on two of them and
+    one broker may be lost; one and one on a smaller (development) cluster."""
+    return (REPLICAS, 2) if brokers >= REPLICAS else (1, 1)
 
 
 async def ensure_topics(
     bootstrap_servers: str,
     *,
-    replication: int = 1,
     wait_seconds: float = 120.0,
     kafka_options: Mapping[str, Any] | None = None,
     topics: Iterable[Topic] = ALL_TOPICS,
 ) -> list[str]:
-    """Create missing topics and add partitions to those that have fewer than `topics` say;
-    return the names created. Waits for the broker with back-off, but not for one that refuses
-    the credentials (KafkaRefused). `kafka_options`: see `connections.kafka_options`."""
+    """Create missing topics (replicated as `replication_for` the cluster says) and add partitions
+    to those that have fewer than `topics` say; return the names created. Waits for the broker
+    with back-off, but not for one that refuses the credentials (KafkaRefused). `kafka_options`:
+    see `connections.kafka_options`."""
     topics = list(topics)
     options = dict(kafka_options or {})
     delay, waited = 0.2, 0.0
@@ -38,7 +50,7 @@ async def ensure_topics(
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000, **options)
         try:
             await admin.start()
-            return await _create_and_grow(admin, topics, replication)
+            return await _create_and_grow(admin, topics)
         except Exception as error:
             # The broker can go away at any step, not only before the first: each attempt
             # starts over, and what an earlier one created is found existing.
@@ -56,10 +68,12 @@ async def ensure_topics(
         delay = min(delay * 2, 5.0)
 
 
-async def _create_and_grow(admin: AIOKafkaAdminClient, topics: list[Topic], replication: int) -> list[str]:
+async def _create_and_grow(admin: AIOKafkaAdminClient, topics: list[Topic]) -> list[str]:
     existing = set(await admin.list_topics())
+    replication, min_insync = replication_for(len((await admin.describe_cluster())["brokers"]))
+    config = {**TOPIC_CONFIG, "min.insync.replicas": str(min_insync)}
     missing = [
-        NewTopic(t.name, num_partitions=t.partitions, replication_factor=replication, topic_configs=TOPIC_CONFIG)
+        NewTopic(t.name, num_partitions=t.partitions, replication_factor=replication, topic_configs=config)
         for t in topics
         if t.name not in existing
     ]
