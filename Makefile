@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 UNITS ?= 2000
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status browser netfault demo test test-faults soak lint bench bench-connectors bench-full test-docker test-unit schemas asyncapi clean-state manifests
+.PHONY: help install up down status browser netfault demo test test-faults soak lint bench bench-connectors bench-light bench-full test-docker test-unit schemas asyncapi clean-state manifests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench: up ## benchmark: the bare-loop ceilings (one hop, three hops), inspection
 
 bench-connectors: up ## only the connectors against the four marketplace stand-ins (about 2 minutes)
 	$(BIN)/python -m bench --connectors
+
+bench-light: up ## only the light-load step: inspections one by one at 10, 50 and 100 units/s, with the CPU each process uses (about 4 minutes)
+	$(BIN)/python -m bench --light-load
 
 bench-full: up ## the benchmark plus a 1,000,000-unit run
 	$(BIN)/python -m bench --full

@@ -7,7 +7,8 @@ End to end is timed from inspection to adjustment, as the ceiling is: the wave's
 parcels and units are registered first, then every inspection is sent at once. The whole-wave
 runs (RMA and scan included) show scale: 10k and 100k units, 1 and 2 replicas, 1M with --full
 (after the latency step). Latency is measured at half the end-to-end rate, for Rebound and then
-for the three-hop bare loop at the same offered load. Then the connectors against the four
+for the three-hop bare loop at the same offered load; then at light load (10, 50 and 100
+units/s, one by one), with the CPU each process used (alone with --light-load). Then the connectors against the four
 marketplace stand-ins (`bench/connectors.py`; alone with --connectors). The run ends with the
 targets of docs/benchmarks.md, what Rebound measured against each and, where it applies, the three-hop bare loop."""
 
@@ -85,6 +86,90 @@ def connector_targets(result: dict) -> list[dict]:
     ]
 
 
+LIGHT_RATES = (10, 50, 100)
+"""Units a second of the light-load step: where QC stations send inspections one by one."""
+IDLE_S = 10.0  # the fleet left idle this long before the first light load, its CPU measured
+
+
+async def light_load(settings: Settings, seconds: float, log_dir: Path) -> dict:
+    """Inspections sent one by one at each of LIGHT_RATES, each timed until its adjustment is
+    readable, with the machine's busy share and each process's CPU while they were sent; and the
+    same CPU measure of the idle fleet before the first rate."""
+    runs: dict[str, dict] = {}
+    for rate in LIGHT_RATES:
+        print(f"light load: {rate} units/s for {seconds:.0f} s ...", flush=True)
+        first = not runs
+        run = await pipeline.latency(
+            settings, rate, seconds, log_dir / f"light-{rate}", cpu=True, idle_s=IDLE_S if first else 0.0
+        )
+        print(
+            f"  p50 {run['p50']} ms, p99 {run['p99']} ms, machine {run['cpu']['machine_busy']:.0%} busy, "
+            f"{run['cpu']['cpu_ms_per_unit']} ms of CPU per unit",
+            flush=True,
+        )
+        runs[str(rate)] = run
+    return runs
+
+
+def light_targets(light: dict) -> list[dict]:
+    """Issue-23's light-load goals, each with what this run measured."""
+    rows = []
+    if "50" in light:
+        at50 = light["50"]
+        rows += [
+            {"target": "50 units/s: p50 ≤ 20 ms", "measured": f"{at50['p50']} ms", "met": at50["p50"] <= 20},
+            {"target": "50 units/s: p99 ≤ 100 ms", "measured": f"{at50['p99']} ms", "met": at50["p99"] <= 100},
+            {
+                "target": "50 units/s: machine ≤ 15 % busy",
+                "measured": f"{at50['cpu']['machine_busy']:.1%}",
+                "met": at50["cpu"]["machine_busy"] <= 0.15,
+            },
+        ]
+    if "10" in light:
+        at10 = light["10"]
+        rows += [
+            {"target": "10 units/s: p99 ≤ 50 ms", "measured": f"{at10['p99']} ms", "met": at10["p99"] <= 50},
+            {
+                "target": "10 units/s: machine ≤ 10 % busy",
+                "measured": f"{at10['cpu']['machine_busy']:.1%}",
+                "met": at10["cpu"]["machine_busy"] <= 0.10,
+            },
+        ]
+        if "idle" in at10:
+            idle = at10["idle"]["machine_busy"]
+            rows.append({"target": "idle fleet ≤ 2 % of the machine", "measured": f"{idle:.1%}", "met": idle <= 0.02})
+    return rows
+
+
+def light_markdown(light: dict) -> list[str]:
+    processes = sorted({name for run in light.values() for name in run["cpu"]["cpu_s"]})
+    lines = [
+        "",
+        "Light load: inspections sent one by one at a fixed rate, each timed until its adjustment is "
+        "readable (read_committed); CPU seconds while they were sent (the load generator not counted)",
+        "",
+        "| Offered | Units | p50 ms | p95 ms | p99 ms | max ms | Machine busy | CPU ms per unit | "
+        + " | ".join(f"{name} s" for name in processes)
+        + " |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in processes) + " |",
+    ]
+    for rate, run in light.items():
+        cpu = run["cpu"]
+        lines.append(
+            f"| {rate}/s | {run['units']:,} | {run['p50']} | {run['p95']} | {run['p99']} | {run['max']} "
+            f"| {cpu['machine_busy']:.1%} | {cpu['cpu_ms_per_unit']} | "
+            + " | ".join(str(cpu["cpu_s"].get(name, "")) for name in processes)
+            + " |"
+        )
+    idle = next((run["idle"] for run in light.values() if "idle" in run), None)
+    if idle:
+        lines += [
+            "",
+            f"Idle fleet over {idle['seconds']} s: machine {idle['machine_busy']:.1%} busy, CPU s {idle['cpu_s']}",
+        ]
+    return lines
+
+
 def targets(result: dict) -> list[dict]:
     """The benchmark issue's targets, each with what this run measured and whether it met it (a
     target a run did not measure, the million-unit wave without --full, is left out)."""
@@ -119,6 +204,7 @@ def targets(result: dict) -> list[dict]:
         {"target": "no service above 200 MB RSS", "measured": f"{rss:.0f} MB", "met": rss <= 200},
     ]
     rows += connector_targets(result)
+    rows += light_targets(result.get("light_load", {}))
     by_size = {run["units"]: run for run in result["scale"] if run["replicas"] == 1}
     if 1_000_000 in by_size and result["units"] in by_size:
         change = by_size[1_000_000]["units_per_s"] / by_size[result["units"]]["units_per_s"] - 1
@@ -182,6 +268,8 @@ def markdown(result: dict) -> str:
         f"({bare['units']:,} units at {bare['offered_units_per_s']:,.0f} units/s): p50 {bare['p50']} ms, "
         f"p95 {bare['p95']} ms, p99 {bare['p99']} ms, max {bare['max']} ms",
     ]
+    if "light_load" in result:
+        lines += light_markdown(result["light_load"])
     lines += connectors.markdown(result["connectors"])
     lines += ["", "| Target | Rebound | Bare loop, three hops | Met by Rebound |", "| --- | ---: | ---: | --- |"]
     lines += [
@@ -225,6 +313,7 @@ async def main(full: bool, units: int, ceiling_units: int, latency_s: float) -> 
     print(f"latency of the three-hop bare loop at the same {half:,.0f} units/s ...", flush=True)
     bare = await ceiling.measure_chain_latency(settings.kafka_bootstrap_servers, settings.database_url, half, latency_s)
     print(f"  p50 {bare['p50']} ms, p99 {bare['p99']} ms", flush=True)
+    light = await light_load(settings, latency_s, logs)
     storefronts = await connectors.measure(settings, pool, logs / "connectors")
     if full:
         # Last: PostgreSQL is still writing back the checkpoints of a million units' writes for
@@ -243,9 +332,26 @@ async def main(full: bool, units: int, ceiling_units: int, latency_s: float) -> 
         "replicas": insp["replicas"],
         "latency_ms": lat,
         "latency_three_hops_ms": bare,
+        "light_load": light,
         "inspections": insp,
         "scale": scale,
         "connectors": storefronts,
+    }
+
+
+async def light_only(seconds: float) -> dict:
+    settings = Settings.from_env()
+    await ensure_topics(settings.kafka_bootstrap_servers)
+    pool = await create_pool(settings.database_url)
+    try:
+        await migrate(pool)
+    finally:
+        await pool.close()
+    logs = OUT / "logs" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "light_load": await light_load(settings, seconds, logs),
     }
 
 
@@ -281,9 +387,26 @@ if __name__ == "__main__":
         action="store_true",
         help="only the connectors against the marketplace stand-ins (about 2 minutes)",
     )
+    parser.add_argument(
+        "--light-load",
+        action="store_true",
+        help=f"only the light-load step: {', '.join(map(str, LIGHT_RATES))} units/s, --latency-seconds each",
+    )
     args = parser.parse_args()
     configure("warning")
     began = time.monotonic()
+    if args.light_load:
+        light = asyncio.run(light_only(args.latency_seconds))
+        light["targets"] = light_targets(light["light_load"])
+        OUT.mkdir(exist_ok=True)
+        (OUT / "light-load.json").write_text(json.dumps(light, indent=2))
+        print("\n".join(light_markdown(light["light_load"])))
+        print(
+            "\n".join(
+                f"{row['target']}: {row['measured']} ({'met' if row['met'] else 'not met'})" for row in light["targets"]
+            )
+        )
+        raise SystemExit(0)
     if args.connectors:
         alone = asyncio.run(connectors_only())
         alone["targets"] = connector_targets(alone)

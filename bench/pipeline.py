@@ -21,6 +21,7 @@ from rebound.settings import Settings
 from rebound_contracts import StockAdjusted
 from rebound_contracts.topics import DISPOSITIONS, STOCK_ADJUSTMENTS, UNIT_GRADED, UNIT_INSPECTED, UNIT_REFURBISHED
 
+from .cpu import CpuWindow
 from .stats import percentiles
 
 
@@ -247,9 +248,13 @@ def _restamped(value: bytes, now: datetime) -> bytes:
     return orjson.dumps(document)
 
 
-async def latency(settings: Settings, units_per_s: float, seconds: float, log_dir: Path) -> dict:
+async def latency(
+    settings: Settings, units_per_s: float, seconds: float, log_dir: Path, *, cpu: bool = False, idle_s: float = 0.0
+) -> dict:
     """Inspections offered at a fixed rate, each stamped with the moment it is sent; latency is
-    from that `occurred_at` to its adjustment being readable with read_committed."""
+    from that `occurred_at` to its adjustment being readable with read_committed. With `cpu`, the
+    CPU the machine and each process used while the units were sent (`cpu`), and before that,
+    with nothing sent, for `idle_s` (`idle`)."""
     units = max(50, int(units_per_s * seconds))
     wave = simulation.generate(simulation.WaveConfig(units=units, seed=random.randrange(1 << 30), reinspect_rate=0.0))
     await simulation.register_sellers(settings.database_url, wave.sellers)
@@ -267,6 +272,13 @@ async def latency(settings: Settings, units_per_s: float, seconds: float, log_di
             start = await _ends(settings.kafka_bootstrap_servers)
             await watcher.start()
             await producer.start()
+            idle = CpuWindow(fleet)
+            if cpu and idle_s:
+                idle.begin()
+                await asyncio.sleep(idle_s)
+                idle.end()
+            window = CpuWindow(fleet)
+            window.begin()
             sent_at: dict[str, float] = {}
             interval = 1.0 / units_per_s
             begin = time.perf_counter()
@@ -276,6 +288,7 @@ async def latency(settings: Settings, units_per_s: float, seconds: float, log_di
                 sent_at[message.key.decode()] = now.timestamp()
                 await producer.send(message.topic, _restamped(message.value, now), key=message.key)
             await producer.flush()
+            window.end()
             firsts: dict[str, float] = {}
             cursor = 0
 
@@ -289,12 +302,17 @@ async def latency(settings: Settings, units_per_s: float, seconds: float, log_di
             await watcher.wait(all_seen, timeout=300)
         samples = sorted((firsts[lpn] - sent_at[lpn]) * 1000 for lpn in expected)
         by_hop = await hops(settings.kafka_bootstrap_servers, pool, start, {lpn: firsts[lpn] for lpn in expected})
-        return {
+        measured = {
             "offered_units_per_s": round(units_per_s, 1),
             "units": len(samples),
             **percentiles(samples),
             "hops": by_hop,
         }
+        if cpu:
+            measured["cpu"] = window.as_dict(len(sent))
+            if idle_s:
+                measured["idle"] = idle.as_dict(0)
+        return measured
     finally:
         await watcher.stop()
         await producer.stop()
