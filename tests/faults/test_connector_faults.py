@@ -266,8 +266,8 @@ async def _break(
     shopify.faults.sales_before_write = 5
     await asyncio.sleep(rng.uniform(8.0, 10.0))
     note(
-        "from now on each connector process kills itself after its "
-        f"{switched[FAULT_KILL_AFTER_WRITE]}th marketplace write, before booking it"
+        "from now on each connector process kills itself at marketplace write number "
+        f"{switched[FAULT_KILL_AFTER_WRITE]} of each start, once the write is made and before booking it"
     )
     fleet.env = switched
     for _ in range(4):
