@@ -86,6 +86,7 @@ asyncapi: install ## regenerate contracts/asyncapi.yaml (AsyncAPI 3.0) from the 
 manifests: install ## regenerate deploy/k8s/topics (Strimzi KafkaTopics) from the topic registry
 	$(BIN)/python -m rebound.codegen.manifests
 
-clean-state: down ## delete local Kafka and PostgreSQL data (keeps the downloaded jars)
+clean-state: down ## delete local Kafka and PostgreSQL data (keeps the downloaded jars), the three-broker scenario's cluster too
 	deploy/scripts/kafka.sh wipe
+	KAFKA_STATE="$${REBOUND_STATE:-$(CURDIR)/.state}/kafka-three" KAFKA_BROKERS=3 deploy/scripts/kafka.sh wipe
 	deploy/scripts/postgres.sh wipe
