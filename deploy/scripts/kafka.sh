@@ -14,8 +14,8 @@
 #   REBOUND_STATE            state root (default: <repo>/.state); the jars go to $REBOUND_STATE/kafka/libs
 #   KAFKA_STATE              the cluster's own directory (default: $REBOUND_STATE/kafka); node 1
 #                            keeps its data there, node N in node-N/
-#   KAFKA_BROKERS            nodes in the cluster (default 1). Its storage is formatted for that
-#                            many: another count needs `wipe` first
+#   KAFKA_BROKERS            nodes in the cluster (default: as many as its storage was formatted
+#                            for, else 1). Another count than the storage's needs `wipe` first
 #   KAFKA_PORT               client listener port (default 19092); node N listens on it + 100 x (N - 1),
 #                            and so do the ports below
 #   KAFKA_CONTROLLER_PORT    KRaft controller port (default 19093)
@@ -53,7 +53,9 @@ SCRAM_MARKER="$KDIR/.scram-user"
 TLS_DIR="$KDIR/tls"
 
 HOST=127.0.0.1
-BROKERS="${KAFKA_BROKERS:-1}"
+# Unset, the size the cluster's storage was formatted for, so that down, status, kill and wipe
+# reach every node of a cluster started with KAFKA_BROKERS=3.
+BROKERS="${KAFKA_BROKERS:-$(cat "$BROKERS_FILE" 2>/dev/null || echo 1)}"
 PORT="${KAFKA_PORT:-19092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 SASL_PORT="${KAFKA_SASL_PORT:-19094}"
@@ -304,13 +306,14 @@ ensure_scram_user() {
   echo "kafka: SCRAM-SHA-512 user $SASL_USER created (password in $(rel "$SASL_PASSWORD_FILE"))"
 }
 
-# Ready = each node's port answers, it logged that startup finished (it waits to be unfenced
-# before logging it), and a real metadata round-trip lists every node's broker id.
+# Ready = each node named (every node by default) has its port answering, logged that startup
+# finished (it waits to be unfenced before logging it), and a real metadata round-trip lists its
+# broker id. A node not named may be down: `up 2` while node 1 is killed waits for node 2 alone.
 wait_ready() {
-  local deadline=$((SECONDS + READY_TIMEOUT)) node pid missing
+  local deadline=$((SECONDS + READY_TIMEOUT)) wanted="${*:-$NODES}" node pid missing
   while ((SECONDS < deadline)); do
     missing=""
-    for node in $NODES; do
+    for node in $wanted; do
       pid="$(cat "$(node_pidfile "$node")" 2>/dev/null || true)"
       [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || die "node $node exited during startup, see $(rel "$(node_log "$node")")"
       port_open "$(node_port "$node" "$PORT")" && grep -q "Kafka Server started" "$(node_log "$node")" 2>/dev/null \
@@ -320,7 +323,7 @@ wait_ready() {
       local listed
       listed="$(timeout 20 java -Xmx256m -Dlog4j2.configurationFile="$LOG4J_TOOLS" -cp "$LIBS/*" \
            org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$LOCAL_BOOTSTRAP" 2>/dev/null || true)"
-      for node in $NODES; do
+      for node in $wanted; do
         grep -q "(id: $node " <<<"$listed" || missing+=" $node"
       done
       [[ -z "$missing" ]] && return 0
@@ -365,14 +368,15 @@ cmd_up() {
     echo "kafka: KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS is set, using the external broker (nothing started)"
     return 0
   fi
-  local node started=""
+  local node nodes started=""
   check_formatted_size
-  for node in $(nodes_named "${1:-}"); do
+  nodes="$(nodes_named "${1:-}")" || exit 1
+  for node in $nodes; do
     running_pid "$node" >/dev/null || started+=" $node"
   done
   if [[ -z "$started" ]]; then
     # All running, or another 'up' is still starting them: wait for them either way.
-    wait_ready
+    wait_ready $nodes
     echo "kafka: already running on $LOCAL_BOOTSTRAP"
     return 0
   fi
@@ -385,7 +389,7 @@ cmd_up() {
   # Every node first, then the wait: a controller quorum of several nodes forms only once a
   # majority of them runs.
   for node in $started; do start_node "$node"; done
-  wait_ready
+  wait_ready $started
   ensure_scram_user
   echo "kafka: ready on $LOCAL_BOOTSTRAP (node(s)$started started in $((SECONDS - t0))s, logs in $(rel "$KDIR"))"
 }
@@ -431,11 +435,13 @@ cmd_down() {
 # A hard crash for fault tests: SIGKILL, no shutdown; `up` restarts on the same data.
 cmd_kill() {
   external_broker && die "an external broker is in use ($KAFKA_BOOTSTRAP_SERVERS): not killing it"
-  local node pid killed=""
-  for node in $(nodes_named "${1:-}"); do
+  local node nodes pid killed=""
+  nodes="$(nodes_named "${1:-}")" || exit 1
+  for node in $nodes; do
     pid="$(running_pid "$node")" || continue
     kill -KILL "$pid"
     while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    rm -f "$(node_pidfile "$node")"
     killed+=" $node (pid $pid)"
   done
   if [[ -z "$killed" ]]; then echo "kafka: not running"; else echo "kafka: killed node(s)$killed"; fi

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -31,10 +32,40 @@ def _cgroup2_root() -> Path:
     pytest.fail("network partitions need a cgroup v2 hierarchy mounted (none in /proc/self/mounts)", pytrace=False)
 
 
-def _nft(*commands: str) -> None:
+def _nft(*commands: str) -> str:
     done = subprocess.run(["nft", "-f", "-"], input="\n".join(commands), capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"nft failed: {done.stderr.strip()}\n" + "\n".join(commands))
+    return done.stdout
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def _remove_cgroup(root: Path, base: Path) -> None:
+    """Move what still runs in `base` and its children to `root`, then remove them."""
+    groups = [*(p for p in base.iterdir() if p.is_dir()), base] if base.is_dir() else []
+    for group in groups:
+        with contextlib.suppress(OSError):
+            for pid in (group / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    (root / "cgroup.procs").write_text(pid)
+    for group in groups:
+        with contextlib.suppress(OSError):
+            group.rmdir()
+
+
+def _sweep_stale(root: Path) -> None:
+    """Remove the tables and cgroups a test process left when it died before closing its network:
+    their names end with that process's pid."""
+    for table in re.findall(r"^table inet (rebound_\w+_(\d+))$", _nft("list tables"), re.MULTILINE):
+        if not _alive(int(table[1])):
+            _nft(f"delete table inet {table[0]}")
+    for base in root.glob("rebound-*-*"):
+        pid = base.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove_cgroup(root, base)
 
 
 class Network:
@@ -46,6 +77,7 @@ class Network:
         if os.geteuid() != 0:
             pytest.fail("network partitions need root (nftables rules, cgroups)", pytrace=False)
         root = _cgroup2_root()
+        _sweep_stale(root)
         self.root = root
         self.base = root / f"rebound-{name}-{os.getpid()}"
         if not self.base.is_relative_to(NFT_CGROUP_ROOT):
@@ -74,10 +106,24 @@ class Network:
             match = f'socket cgroupv2 level 2 "{(self.base / name).relative_to(NFT_CGROUP_ROOT)}"'
             listed = ", ".join(map(str, ports))
             commands += [
-                f"add rule inet {self.table} out {match} tcp dport {{ {listed} }} drop",
-                f"add rule inet {self.table} in {match} tcp sport {{ {listed} }} drop",
+                f"add rule inet {self.table} out {match} tcp dport {{ {listed} }} counter drop",
+                f"add rule inet {self.table} in {match} tcp sport {{ {listed} }} counter drop",
             ]
         _nft(*commands)
+
+    def dropped(self, name: str) -> int:
+        """Packets dropped so far between `name`'s sockets and the ports it is cut off from (0 when
+        it is not cut off): proof that a cut took effect."""
+        if name not in self.cut:
+            return 0
+        path = str((self.base / name).relative_to(NFT_CGROUP_ROOT))
+        listing = _nft(f"list table inet {self.table}")
+        return sum(
+            int(packets)
+            for line in listing.splitlines()
+            if f'"{path}"' in line
+            for packets in re.findall(r"counter packets (\d+)", line)
+        )
 
     def cut_off(self, name: str, ports: tuple[int, ...]) -> None:
         """Drop, from now on, every packet between `name`'s sockets and `ports`."""
@@ -96,25 +142,24 @@ class Network:
 
     def close(self) -> None:
         """Heal everything and remove the cgroups, moving what still runs in them to the root."""
-        self.heal()
-        for group in [*self.base.iterdir(), self.base]:
-            if not group.is_dir():
-                continue
-            for pid in (group / "cgroup.procs").read_text().split():
-                with contextlib.suppress(ProcessLookupError):
-                    (self.root / "cgroup.procs").write_text(pid)
-        for group in [p for p in self.base.iterdir() if p.is_dir()]:
-            group.rmdir()
-        self.base.rmdir()
+        try:
+            self.heal()
+        finally:
+            _remove_cgroup(self.root, self.base)
 
 
-def local_port_owner(port: int, pids: list[int]) -> int | None:
-    """Which of `pids` has a TCP socket bound to local `port` (IPv4 or IPv6), if any."""
+ESTABLISHED = "01"  # the state column of /proc/net/tcp
+
+
+def local_port_owner(port: int, remote_port: int, pids: list[int]) -> int | None:
+    """Which of `pids` holds the established TCP connection from local `port` to `remote_port`
+    (IPv4 or IPv6), if any: a local port is unique only with its peer."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+            local, remote = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
+            if (local, remote, fields[3]) == (port, remote_port, ESTABLISHED):
                 inodes.add(f"socket:[{fields[9]}]")
     for pid in pids:
         with contextlib.suppress(OSError):

@@ -161,19 +161,30 @@ async def relay_leader(chaos: Chaos, service: str) -> ServiceProcess | None:
     key = leader_lock_id(f"rebound-{service}")
     port = await chaos.pool.fetchval(LEADER_LOCK_HOLDER, key >> 32, key & 0xFFFF_FFFF)
     alive = {m.process.pid: m for m in chaos.fleet.members if m.alive() and m.process is not None}
-    owner = None if port is None else await asyncio.to_thread(local_port_owner, port, list(alive))
+    postgres = chaos.infra.postgres_port
+    owner = None if port is None else await asyncio.to_thread(local_port_owner, port, postgres, list(alive))
     return None if owner is None else alive[owner]
+
+
+async def _leader_of(chaos: Chaos, service: str) -> ServiceProcess:
+    deadline = time.monotonic() + 60
+    while (leader := await relay_leader(chaos, service)) is None:
+        assert time.monotonic() < deadline, f"no replica leads {service}'s relay"
+        await asyncio.sleep(0.5)
+    return leader
 
 
 async def cut_off(chaos: Chaos, service: str, what: str, ports: tuple[int, ...], *, moves: bool) -> None:
     """Cut the leader of `service`'s relay off from `ports` for CUT_S, no socket closed; with
     `moves`, another replica must take the leadership before the cut heals."""
-    deadline = asyncio.get_running_loop().time() + 60
-    while (leader := await relay_leader(chaos, service)) is None:
-        assert asyncio.get_running_loop().time() < deadline, f"no replica leads {service}'s relay"
-        await asyncio.sleep(0.5)
     assert chaos.network is not None, "run the scenario with partitions=True"
+    leader = await _leader_of(chaos, service)
     await chaos.fault(f"cut off from {what} for {CUT_S:.0f} s, no socket closed (leads {service}'s relay)", leader)
+    # Read again: the fault may have waited for the next slice of the wave, and the leadership
+    # may have moved meanwhile (a member cut off that does not lead would prove nothing).
+    if (now := await _leader_of(chaos, service)) is not leader:
+        chaos.note(f"{now.name} leads {service}'s relay by now: it is cut off instead")
+        leader = now
     chaos.network.cut_off(leader.name, ports)
     cut_at = time.monotonic()
     successor = None
@@ -184,9 +195,11 @@ async def cut_off(chaos: Chaos, service: str, what: str, ports: tuple[int, ...],
             if successor is None and holder is not None and holder is not leader:
                 successor = holder
                 chaos.note(f"{holder.name} leads {service}'s relay, {time.monotonic() - cut_at:.1f} s into the cut")
+        dropped = chaos.network.dropped(leader.name)
     finally:
         chaos.network.heal(leader.name)
-    chaos.note(f"{leader.name} reconnected to {what}")
+    chaos.note(f"{leader.name} reconnected to {what} ({dropped} packets dropped during the cut)")
+    assert dropped > 0, f"not one packet between {leader.name} and {what} was dropped: the cut did not take effect"
     if moves:
         assert successor is not None, (
             f"{service}'s relay stayed with {leader.name}, cut off from {what}, for {CUT_S:.0f} s"

@@ -10,6 +10,7 @@ PostgreSQL), both made afresh for each run and the cluster stopped after it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from rebound.db import create_pool, migrate
 from rebound.messaging.relay import OutboxRelay
-from rebound.messaging.topic_admin import ensure_topics
+from rebound.messaging.topic_admin import BrokersMissing, ensure_topics
 from rebound.settings import Settings
 from rebound_contracts import TOPICS_BY_NAME
 
@@ -126,16 +127,36 @@ async def test_three_brokers_lose_the_stock_adjustment_leader_and_the_transactio
     assert len(outcome.chaos.faults) == 2, outcome.chaos.done  # both nodes were killed, mid-wave (run() checks)
 
 
-async def _describe_configs(bootstrap: str) -> dict[str, set]:
-    """Replica counts and the settings that make a write durable, over every topic of the registry."""
+async def test_a_topic_is_not_created_on_fewer_replicas_while_a_broker_is_down(
+    three_brokers: tuple[Settings, dict[str, str], asyncpg.Pool],
+) -> None:
+    """Node 1 and node 2 killed, node 2 started alone again (`up 2` waits for node 2 only), so two
+    of three brokers run: a missing topic waits for the third rather than being made on two
+    replicas, or on one, for good; once node 1 is back it is made on three."""
+    settings, env, _ = three_brokers
+    infra = Infra(settings, env)
+    late = dataclasses.replace(TOPICS_BY_NAME[STOCK_ADJUSTMENTS], name="rebound.created-late.v1")
+    await infra.kafka_node("kill", 1)
+    await infra.kafka_node("kill", 2)
+    await infra.kafka_node("up", 2)
+    with pytest.raises(BrokersMissing, match="2 of the cluster's 3 brokers are up"):
+        await ensure_topics(settings.kafka_bootstrap_servers, wait_seconds=0, topics=[late])
+    await infra.kafka_node("up", 1)
+    assert await ensure_topics(settings.kafka_bootstrap_servers, wait_seconds=60, topics=[late]) == [late.name]
+    topics = await _describe_configs(settings.kafka_bootstrap_servers, [late.name])
+    assert topics == {"replicas": {3}, "min.insync.replicas": {"2"}, "unclean.leader.election.enable": {"false"}}
+
+
+async def _describe_configs(bootstrap: str, names: list[str] | None = None) -> dict[str, set]:
+    """Replica counts and the settings that make a write durable, over `names` (every topic of the
+    registry by default)."""
+    names = names or list(TOPICS_BY_NAME)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        described = await admin.describe_topics(list(TOPICS_BY_NAME))
+        described = await admin.describe_topics(names)
         replicas = {len(p["replicas"]) for d in described for p in d["partitions"]}
-        responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name) for name in TOPICS_BY_NAME]
-        )
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
         found: dict[str, set] = {
             "replicas": replicas,
             "min.insync.replicas": set(),

@@ -33,7 +33,8 @@ class Admin:
     """An admin client of a broker that answers only after `broken` attempts broke off."""
 
     broken = 0
-    brokers = 1
+    brokers = 1  # up
+    configured = 1  # the brokers' default.replication.factor
     instances: list[Admin] = []
     created: list = []  # every NewTopic asked for
 
@@ -43,6 +44,10 @@ class Admin:
 
     async def describe_cluster(self) -> dict:
         return {"brokers": [{"node_id": n} for n in range(1, Admin.brokers + 1)]}
+
+    async def describe_configs(self, resources: list) -> list[SimpleNamespace]:
+        entries = [("default.replication.factor", str(Admin.configured), False, False, False)]
+        return [SimpleNamespace(resources=[(0, None, r.resource_type, r.name, entries) for r in resources])]
 
     async def start(self) -> None:
         return None
@@ -65,7 +70,7 @@ class Admin:
 
 @pytest.fixture
 def admin(monkeypatch: pytest.MonkeyPatch) -> type[Admin]:
-    Admin.broken, Admin.brokers, Admin.instances, Admin.created = 0, 1, [], []
+    Admin.broken, Admin.brokers, Admin.configured, Admin.instances, Admin.created = 0, 1, 1, [], []
     monkeypatch.setattr(topics, "AIOKafkaAdminClient", Admin)
     return Admin
 
@@ -90,6 +95,15 @@ async def test_topics_are_replicated_as_the_cluster_allows(
     [created] = admin.created
     assert (created.replication_factor, created.topic_configs["min.insync.replicas"]) == (replicas, min_insync)
     assert created.topic_configs["unclean.leader.election.enable"] == "false"
+
+
+async def test_a_topic_waits_for_the_brokers_its_replicas_need(admin: type[Admin]) -> None:
+    """A cluster of three (its default.replication.factor) with one broker down: the topic is not
+    made on fewer replicas; the attempt is repeated like a broker away, then given up."""
+    admin.brokers, admin.configured = 2, 3
+    with pytest.raises(topics.BrokersMissing, match="2 of the cluster's 3 brokers are up"):
+        await topics.ensure_topics("127.0.0.1:19092", wait_seconds=0.5, topics=[DLQ])
+    assert admin.created == [] and len(admin.instances) > 1
 
 
 async def test_a_broker_refusing_a_topic_is_not_waited_for(admin: type[Admin], monkeypatch: pytest.MonkeyPatch) -> None:

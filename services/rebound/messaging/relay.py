@@ -420,6 +420,7 @@ class OutboxRelay:
             outcome, why = await self._probe_doubt(doubt, grace_s=PROBE_FAILING_GRACE_S)
         if outcome is Probe.UNKNOWN:
             outcome, why = await self._wait_for_decision(doubt, why)
+        self._probe_failing_since = None  # settled: the next batch's probe starts its own grace
         log.warning(
             "relay_recovered_in_doubt_batch",
             producer=self.producer_name,

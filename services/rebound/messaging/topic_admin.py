@@ -9,7 +9,8 @@ from typing import Any
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
-from aiokafka.errors import InvalidPartitionsError, KafkaConnectionError, TopicAlreadyExistsError, for_code
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import InvalidPartitionsError, KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
 from rebound_contracts import ALL_TOPICS, Topic
 
@@ -30,6 +31,13 @@ def replication_for(brokers: int) -> tuple[int, int]:
     where there are three brokers, so a write acknowledged by `acks=all` is on two of them and
     one broker may be lost; one and one on a smaller (development) cluster."""
     return (REPLICAS, 2) if brokers >= REPLICAS else (1, 1)
+
+
+class BrokersMissing(KafkaError):
+    """Fewer brokers are up than a new topic's replicas: it is not created on fewer (it would stay
+    under-replicated for good), and the attempt is repeated like any broker that is away."""
+
+    retriable = True
 
 
 async def ensure_topics(
@@ -70,12 +78,12 @@ async def ensure_topics(
 
 async def _create_and_grow(admin: AIOKafkaAdminClient, topics: list[Topic]) -> list[str]:
     existing = set(await admin.list_topics())
-    replication, min_insync = replication_for(len((await admin.describe_cluster())["brokers"]))
+    absent = [t for t in topics if t.name not in existing]
+    replication, min_insync = (1, 1) if not absent else await _replication(admin, [t.name for t in absent])
     config = {**TOPIC_CONFIG, "min.insync.replicas": str(min_insync)}
     missing = [
         NewTopic(t.name, num_partitions=t.partitions, replication_factor=replication, topic_configs=config)
-        for t in topics
-        if t.name not in existing
+        for t in absent
     ]
     created = []
     for topic in missing:
@@ -92,6 +100,26 @@ async def _create_and_grow(admin: AIOKafkaAdminClient, topics: list[Topic]) -> l
         log.info("topics_created", topics=created)
     await _grow(admin, [t for t in topics if t.name in existing])
     return created
+
+
+async def _replication(admin: AIOKafkaAdminClient, names: list[str]) -> tuple[int, int]:
+    """`replication_for` the cluster's size: the brokers up, or the cluster's own
+    `default.replication.factor` when it is larger, so that a cluster of three with one broker
+    down still gets three replicas. Raises BrokersMissing while fewer brokers than that are up."""
+    brokers = (await admin.describe_cluster())["brokers"]
+    wanted = {"default.replication.factor": None}
+    resource = ConfigResource(ConfigResourceType.BROKER, str(brokers[0]["node_id"]), wanted)
+    configured = 1
+    for response in await admin.describe_configs([resource]):
+        for _code, _message, _type, _name, entries in response.resources:
+            configured = max([configured, *(int(e[1]) for e in entries if e[0] == "default.replication.factor")])
+    replication, min_insync = replication_for(max(len(brokers), configured))
+    if len(brokers) < replication:
+        raise BrokersMissing(
+            f"{len(brokers)} of the cluster's {configured} brokers are up, topics {', '.join(names)} "
+            f"need {replication} replicas: they are created once the brokers are back"
+        )
+    return replication, min_insync
 
 
 async def _grow(admin: AIOKafkaAdminClient, topics: list[Topic]) -> None:
