@@ -584,3 +584,40 @@ async def test_a_batch_holds_at_most_its_bytes_and_always_its_first_row(pool) ->
 
     assert await batches(250_000) == [[300_000], [100_000, 100_000], [100_000, 100_000, 10]]
     assert await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer) == 0
+
+
+async def test_a_lone_batch_is_forgotten_by_the_next_read_or_by_a_graceful_stop(pool, settings, scratch_topic) -> None:
+    """A batch sent with nothing behind it is forgotten by the read the next notification brings,
+    not by a read of its own that would find nothing: a unit that travels alone costs the relay
+    one statement. A relay stopped before that read forgets the batch on its way out, so its
+    successor sends nothing again and no in-doubt record is left."""
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    relay = _relay(pool, settings, producer)
+    reads: list[int] = []
+    read = relay._next_batch
+
+    async def counted() -> list:
+        rows = await read()
+        reads.append(len(rows))
+        return rows
+
+    async def left() -> int:
+        return await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(relay_module, "FORGET_WITHIN_S", 30.0)  # only a notification or the stop forgets
+        patch.setattr(relay, "_next_batch", counted)
+        task = asyncio.create_task(relay.run())
+        try:
+            await _until(lambda: asyncio.sleep(0, bool(reads)), "elected and idle")
+            for n in (1, 2):
+                await _write_rows(pool, producer, scratch_topic, 1)
+                await _until(lambda n=n: asyncio.sleep(0, relay.published == n), f"{n} sent")
+            assert reads == [0, 1, 1]  # the second read forgot the first row: no read found nothing
+            assert await left() == 1 and await _in_doubt(pool, producer) is not None
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert await left() == 0 and await _in_doubt(pool, producer) is None
+    assert len(await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)) == 2
