@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 UNITS ?= 2000
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status browser netfault demo test test-faults soak lint bench bench-connectors bench-light bench-full test-docker test-unit schemas asyncapi clean-state manifests
+.PHONY: help install up down status browser netfault demo run test test-faults soak lint bench bench-connectors bench-light bench-full test-docker test-unit schemas asyncapi clean-state manifests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ status: ## is the local infrastructure running?
 demo: up ## run every service, simulate a return wave, print the summary and the guarantee check
 	$(BIN)/rebound demo --units $(UNITS)
 
+run: up ## every service and the connectors in the foreground, their log lines behind their names, until Ctrl-C (REPLICAS=N each)
+	$(BIN)/rebound run-all --replicas $${REPLICAS:-1}
+
 browser: ## find a headless Chromium for the HTML report test, or install Debian's chromium package
 	deploy/scripts/chromium.sh
 
@@ -65,7 +68,7 @@ bench: up ## benchmark: the bare-loop ceilings (one hop, three hops), inspection
 bench-connectors: up ## only the connectors against the four marketplace stand-ins (about 2 minutes)
 	$(BIN)/python -m bench --connectors
 
-bench-light: up ## only the light-load step: inspections one by one at 10, 50 and 100 units/s, with the CPU each process uses (about 4 minutes)
+bench-light: up ## only the light-load step: inspections one by one at 10, 50 and 100 units/s, with the CPU each process uses, after 90 s of warm-up (about 6 minutes)
 	$(BIN)/python -m bench --light-load
 
 bench-full: up ## the benchmark plus a 1,000,000-unit run

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import json
+import os
 import re
 import signal
 import sys
@@ -94,6 +95,30 @@ def run(service: Annotated[Service, typer.Argument(help="The service to run.")])
     logs.configure(settings.log_level, settings.log_format, service=service.value)
     module = importlib.import_module(f"rebound.{service.value}.app")
     asyncio.run(module.create_app(settings).run())
+
+
+@app.command("run-all")
+def run_all(
+    replicas: Annotated[int, typer.Option(min=1, max=8, help="Processes per service (one consumer group each).")] = 1,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="How the services write their lines: console or json.")
+    ] = "console",
+) -> None:
+    """Run every service and the connectors in the foreground until Ctrl-C: each process's log
+    lines behind its name, a process that exits reported and started again.
+
+    Kafka and PostgreSQL must be up (`make up`); each service waits for them, saying so."""
+    from .supervisor import run_all as supervise
+
+    if log_format not in ("console", "json"):
+        _fail(f"--log-format {log_format}: console or json")
+    env = {**os.environ, "REBOUND_LOG_FORMAT": log_format}
+    settings = Settings.from_env(env)  # a setting that is wrong stops here, once, not in every process
+    typer.echo(
+        f"rebound run-all: {', '.join(s.value for s in Service)} ({replicas} each), Kafka "
+        f"{settings.kafka_bootstrap_servers}, PostgreSQL {settings.redacted_database_url()}; Ctrl-C stops them"
+    )
+    asyncio.run(supervise([s.value for s in Service], replicas=replicas, env=env))
 
 
 @app.command()
@@ -192,10 +217,17 @@ def demo(
             min=0, max=1, help="Share of the units on offer after the wave that are then sold (picked for orders)."
         ),
     ] = 0.6,
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            "--keep-running", help="After the summary, keep every service running on the wave's data until Ctrl-C."
+        ),
+    ] = False,
 ) -> None:
     """Run every service, simulate a return wave, print a summary and check the guarantees.
 
-    Exits 1 when a guarantee was broken, 2 when the pipeline did not catch up."""
+    Exits 1 when a guarantee was broken, 2 when the pipeline did not catch up (after Ctrl-C, with
+    --keep-running)."""
     from .simulation.demo import DemoOptions
     from .simulation.demo import main as run_demo
 
@@ -215,6 +247,12 @@ def demo(
         ),
         settings,
     )
+    if keep_running:
+        from .supervisor import run_all as supervise
+
+        typer.echo("rebound demo: the services keep running on the wave's data (rebound run-all); Ctrl-C stops them")
+        env = {**os.environ, "REBOUND_LOG_FORMAT": "console"}
+        asyncio.run(supervise([s.value for s in Service], replicas=replicas, env=env))
     raise typer.Exit(code)
 
 
