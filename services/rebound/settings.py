@@ -40,7 +40,7 @@ class Settings:
     # (tests/integration/test_fetch_hold.py), so the hold costs no latency; a short one costs a
     # fetch every few ms per idle consumer (docs/benchmarks.md, "Fetch hold").
     fetch_max_wait_ms: int = 500
-    batch_wait_ms: int = 100
+    batch_wait_ms: int = 500
     # The least time between two offset commits of a consumer (see messaging.commits).
     commit_interval_ms: int = 500
     max_message_bytes: int = 256 * 1024
@@ -143,7 +143,7 @@ class Settings:
             log_level=env.get("REBOUND_LOG_LEVEL", "info"),
             batch_max_records=int(env.get("REBOUND_BATCH_MAX_RECORDS", "500")),
             fetch_max_wait_ms=int(env.get("REBOUND_FETCH_MAX_WAIT_MS", "500")),
-            batch_wait_ms=int(env.get("REBOUND_BATCH_WAIT_MS", "100")),
+            batch_wait_ms=int(env.get("REBOUND_BATCH_WAIT_MS", "500")),
             commit_interval_ms=int(env.get("REBOUND_COMMIT_INTERVAL_MS", "500")),
             max_message_bytes=int(env.get("REBOUND_MAX_MESSAGE_BYTES", str(256 * 1024))),
             fetch_max_bytes=int(env.get("REBOUND_FETCH_MAX_BYTES", str(1024 * 1024))),
