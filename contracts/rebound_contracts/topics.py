@@ -61,7 +61,7 @@ RMA = Topic(
     ("seller_id", "return_id"),
     "inbound",
     ("shop connector",),
-    ("intake",),
+    ("intake", "console"),
     description="Return orders (RMAs) forwarded from the shop.",
 )
 PARCEL_SCANNED = Topic(
@@ -70,7 +70,7 @@ PARCEL_SCANNED = Topic(
     ("warehouse_id", "tracking_number"),
     "inbound",
     ("WMS dock scanner",),
-    ("intake",),
+    ("intake", "console"),
     description="A returned parcel opened at the dock; each unit has an LPN.",
 )
 UNIT_INSPECTED = Topic(
@@ -79,7 +79,7 @@ UNIT_INSPECTED = Topic(
     ("lpn",),
     "inbound",
     ("WMS QC station",),
-    ("grading",),
+    ("grading", "console"),
     description="QC checks of one unit; the latest inspection of an LPN stands.",
 )
 UNIT_REFURBISHED = Topic(
@@ -88,7 +88,7 @@ UNIT_REFURBISHED = Topic(
     ("lpn",),
     "inbound",
     ("WMS refurbishment station",),
-    ("grading",),
+    ("grading", "console"),
     description="Work done on one unit (cleaned, repackaged...).",
 )
 UNIT_RECEIVED = Topic(
@@ -97,7 +97,7 @@ UNIT_RECEIVED = Topic(
     ("lpn",),
     "internal",
     ("intake",),
-    ("grading", "WMS"),
+    ("grading", "WMS", "console"),
     description="A unit matched to its RMA line and sorted to a lane.",
     at_least_once=True,
 )
@@ -107,7 +107,7 @@ UNIT_GRADED = Topic(
     ("lpn",),
     "outbound",
     ("grading",),
-    ("relisting", "analytics"),
+    ("relisting", "analytics", "console"),
     description="A unit's grade (A, B, C, SCRAP) with its reasons.",
     at_least_once=True,
 )
@@ -117,7 +117,7 @@ STOCK_ADJUSTMENTS = Topic(
     ("seller_id", "channel", "warehouse_id", "sku", "condition"),
     "outbound",
     ("ledger",),
-    ("connectors",),
+    ("connectors", "console"),
     description="Sellable stock moves, exactly once, gapless `sequence` per key.",
 )
 LISTINGS = Topic(
@@ -126,7 +126,7 @@ LISTINGS = Topic(
     ("seller_id", "channel", "warehouse_id", "sku", "condition"),
     "outbound",
     ("ledger",),
-    ("storefront connectors",),
+    ("connectors",),
     description="Listing requests, e.g. an open-box listing at the seller's discount.",
 )
 DISPOSITIONS = Topic(
@@ -135,7 +135,7 @@ DISPOSITIONS = Topic(
     ("lpn",),
     "outbound",
     ("relisting",),
-    ("ledger", "analytics"),
+    ("ledger", "analytics", "console"),
     description="Where a graded unit may go, best first, and the policy rule that decided it.",
     at_least_once=True,
 )
@@ -145,7 +145,7 @@ ALLOCATIONS = Topic(
     ("lpn",),
     "outbound",
     ("ledger",),
-    ("analytics", "WMS"),
+    ("analytics", "WMS", "console"),
     description="Where a unit now is (listing, pool, lot, repair...), and why earlier candidates were passed over.",
 )
 UNIT_PICKED = Topic(
@@ -154,7 +154,7 @@ UNIT_PICKED = Topic(
     ("lpn",),
     "inbound",
     ("WMS picking",),
-    ("ledger",),
+    ("ledger", "console"),
     description="A unit picked for a customer order: stock goes down, the storefront is not told.",
 )
 EXCHANGE_REQUESTED = Topic(
@@ -163,7 +163,7 @@ EXCHANGE_REQUESTED = Topic(
     ("seller_id", "exchange_id"),
     "inbound",
     ("shop connector",),
-    ("ledger",),
+    ("ledger", "console"),
     description="A buyer wants the same product in another size.",
 )
 EXCHANGE_ALLOCATED = Topic(
@@ -172,7 +172,7 @@ EXCHANGE_ALLOCATED = Topic(
     ("seller_id", "exchange_id"),
     "outbound",
     ("ledger",),
-    ("WMS", "shop connector"),
+    ("WMS", "shop connector", "console"),
     description="Which LPN serves an exchange request, or that none can.",
 )
 INSIGHTS = Topic(
@@ -190,7 +190,7 @@ ACKS = Topic(
     ("seller_id", "channel", "warehouse_id", "sku", "condition"),
     "inbound",
     ("connectors",),
-    ("ledger",),
+    ("ledger", "console"),
     description="Connectors' answers to stock adjustments and listing requests: applied, rejected, paused.",
 )
 EXCEPTIONS = Topic(
@@ -199,7 +199,7 @@ EXCEPTIONS = Topic(
     ("seller_id",),
     "outbound",
     ("intake", "grading", "relisting", "ledger", "connectors"),
-    ("operators",),
+    ("operators", "console"),
     description="Valid input that cannot be applied (unmatched parcel, cross-tenant reference...).",
 )
 DLQ = Topic(
@@ -208,7 +208,7 @@ DLQ = Topic(
     ("consumer",),
     "outbound",
     ("intake", "grading", "relisting", "ledger", "connectors"),
-    ("operators",),
+    ("operators", "console"),
     description="Unreadable messages (bad JSON, schema violation, conflicting duplicate), raw.",
 )
 

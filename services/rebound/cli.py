@@ -12,12 +12,15 @@ import signal
 import sys
 from enum import Enum
 from pathlib import Path
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from . import logs
+from .clitools import ListFormat
+from .clitools import fail as _fail
+from .clitools import with_conn as _with_conn
+from .console.cli import cases_app, trace
 from .connections import database_connect_kwargs, kafka_options
 from .settings import Settings
 
@@ -60,16 +63,13 @@ parked_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(parked_app, name="parked")
+app.add_typer(cases_app, name="cases")
+app.command("trace")(trace)
 
 
 class Settled(str, Enum):
     committed = "committed"
     aborted = "aborted"
-
-
-class ListFormat(str, Enum):
-    table = "table"
-    json = "json"
 
 
 class Service(str, Enum):
@@ -78,11 +78,7 @@ class Service(str, Enum):
     relisting = "relisting"
     ledger = "ledger"
     connectors = "connectors"
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"rebound: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(code=1)
+    console = "console"
 
 
 @app.command()
@@ -811,17 +807,6 @@ def _read_policy(file: Path):  # noqa: ANN202 - a Policy, imported lazily
         _fail(f"{file}: cannot read it: {error.strerror or error}")
     except PolicyError as error:
         _fail(f"{error}; nothing changed")
-
-
-async def _with_conn(settings: Settings, work: Callable[[Connection], Awaitable[T]]) -> T:
-    from .db import create_pool
-
-    pool = await create_pool(settings.database_url, wait_seconds=30, connect_kwargs=database_connect_kwargs(settings))
-    try:
-        async with pool.acquire() as conn:
-            return await work(conn)
-    finally:
-        await pool.close()
 
 
 @policy_app.command("validate")

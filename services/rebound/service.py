@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from itertools import chain
 
 import asyncpg
@@ -26,11 +26,13 @@ from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
+from rebound_contracts import Topic
+
 from .connections import database_connect_kwargs, kafka_away, kafka_error_text, kafka_options, kafka_security
 from .db import TRANSIENT_ERRORS, create_pool, migrate
 from .messaging import inbox
 from .messaging.commits import OffsetCommitter
-from .messaging.processor import BatchProcessor, LockKeys, Route
+from .messaging.processor import BatchProcessor, BatchStats, LockKeys, Record, Route
 from .messaging.relay import OutboxRelay
 from .messaging.topic_admin import ensure_topics
 from .observability import Observability
@@ -41,6 +43,10 @@ log = structlog.get_logger(__name__)
 
 SERVICES = ("intake", "grading", "relisting", "ledger")
 """The pipeline's services, in the order a unit meets them (the connectors follow)."""
+
+CONSUMERS = (*SERVICES, "connectors", "console")
+"""Every Rebound service that consumes topics, each as its own consumer group: the pipeline's,
+the storefront connectors, and the console's read models."""
 
 PROCESSOR = "rebound_processor"
 """Where a running service keeps its batch processor: in the broker's context (set at start)."""
@@ -55,16 +61,31 @@ class Periodic:
     run: Callable[[asyncpg.Pool, Settings, str], Awaitable[object]]  # (pool, settings, producer)
 
 
+class Processor(Protocol):
+    """What consumes a service's batches: `BatchProcessor` for the pipeline's services."""
+
+    async def process(self, records: Sequence[Record]) -> BatchStats: ...
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str
     routes: Sequence[Route]
     lock_keys: LockKeys | None = None
     periodic: Sequence[Periodic] = ()
+    reads: Sequence[Topic] = ()
+    """Topics consumed by `projector` instead of by routes (a read model's)."""
+    projector: Callable[[str, Sequence[Topic], asyncpg.Pool, Settings], Processor] | None = None
+    """Builds the batch processor of a service that keeps read models (consumer, topics, pool,
+    settings); None: a `BatchProcessor` over the routes."""
 
     @property
     def group_id(self) -> str:
         return f"rebound-{self.name}"
+
+    @property
+    def topics(self) -> list[Topic]:
+        return [route.topic for route in self.routes] + list(self.reads)
 
 
 async def _poll(subscriber: Any, consumer: Any) -> tuple[Any, ...]:
@@ -166,7 +187,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         apply_types=False,
     )
     committer = OffsetCommitter(settings.commit_interval_ms / 1000)
-    observability = Observability(spec.group_id, [route.topic for route in spec.routes], settings)
+    observability = Observability(spec.group_id, spec.topics, settings)
     metrics = observability.metrics
 
     @contextlib.asynccontextmanager
@@ -190,9 +211,11 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         await migrate(pool)
         observability.probes.pool = pool
         tracer = Tracing(spec.name, settings.otlp_endpoint)
-        broker.context.set_global(
-            PROCESSOR,
-            BatchProcessor(
+        processor: Processor
+        if spec.projector is not None:
+            processor = spec.projector(spec.group_id, spec.reads, pool, settings)
+        else:
+            processor = BatchProcessor(
                 spec.group_id,
                 spec.routes,
                 pool,
@@ -200,8 +223,8 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
                 lock_keys=spec.lock_keys,
                 max_locks=settings.max_locks_per_transaction,
                 tracing=tracer,
-            ),
-        )
+            )
+        broker.context.set_global(PROCESSOR, processor)
         relay = OutboxRelay(
             settings.database_url,
             settings.kafka_bootstrap_servers,
@@ -217,7 +240,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]
         jobs = [*spec.periodic, Periodic("prune-inbox", settings.inbox_prune_every_s, prune_inbox)]
         tasks += [asyncio.create_task(_every(job, pool, settings, spec.group_id), name=job.name) for job in jobs]
-        log.info("service_started", topics=[r.topic.name for r in spec.routes], group_id=spec.group_id)
+        log.info("service_started", topics=[t.name for t in spec.topics], group_id=spec.group_id)
         try:
             yield
         finally:
@@ -230,7 +253,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
             log.info("service_stopped")
 
     subscriber = broker.subscriber(
-        *[route.topic.name for route in spec.routes],
+        *[topic.name for topic in spec.topics],
         group_id=spec.group_id,
         batch=True,
         max_records=settings.batch_max_records,
@@ -249,7 +272,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
 
     @subscriber
     async def on_batch(message: KafkaMessage) -> None:
-        processor: BatchProcessor = broker.context.get(PROCESSOR)
+        processor: Processor = broker.context.get(PROCESSOR)
         records = message.raw_message
         started = time.perf_counter()
         try:

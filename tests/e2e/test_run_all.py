@@ -18,7 +18,7 @@ from rebound.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
-SERVICES = ("intake", "grading", "relisting", "ledger", "connectors")
+SERVICES = ("intake", "grading", "relisting", "ledger", "connectors", "console")
 
 
 class Output:

@@ -40,7 +40,7 @@ from pydantic.json_schema import models_json_schema
 from rebound_contracts import ALL_TOPICS
 from rebound_contracts.topics import Topic
 
-from ..service import SERVICES, ServiceSpec
+from ..service import CONSUMERS, ServiceSpec
 
 DOCUMENT = Path(__file__).resolve().parents[3] / "contracts" / "asyncapi.yaml"
 KAFKA_BINDING_VERSION = "0.5.0"
@@ -80,7 +80,7 @@ def _parties(topics: tuple[Topic, ...]) -> list[str]:
     return list(dict.fromkeys(party for t in topics for party in (*t.producers, *t.consumers)))
 
 
-def build(topics: tuple[Topic, ...] = ALL_TOPICS, services: tuple[str, ...] = SERVICES) -> dict:
+def build(topics: tuple[Topic, ...] = ALL_TOPICS, services: tuple[str, ...] = CONSUMERS) -> dict:
     """The AsyncAPI 3.0 document of `topics`, as plain JSON-compatible data."""
     models = list(dict.fromkeys(t.model for t in topics))
     refs, definitions = models_json_schema(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,7 +60,7 @@ from ..standins.shops import (
 from ..standins.tiktok import TikTokStandIn
 
 INBOUND = tuple(topic for topic in ALL_TOPICS if topic.direction == "inbound")
-FLEET = (*SERVICES, "connectors")
+FLEET = (*SERVICES, "connectors", "console")
 
 
 @dataclass(frozen=True)
@@ -210,9 +210,27 @@ async def run_demo(options: DemoOptions, settings: Settings, console: Console) -
                 )
         ok = report.ok and all(storefront.ok for storefront in storefronts)
         console.print("[bold green]all guarantees held[/]" if ok else "[bold red]a guarantee was broken[/]")
+        await _console_hint(pool, wave.sellers, console)
         return ok
     finally:
         await pool.close()
+
+
+async def _console_hint(pool: asyncpg.Pool, sellers: Sequence[str], console: Console) -> None:
+    """Where the wave's open cases and its units' paths are, for the person who ran it."""
+    cases = await pool.fetchval(
+        "SELECT count(*) FROM console.cases WHERE status = 'open' AND seller_id = ANY($1::text[])", list(sellers)
+    )
+    lpn = await pool.fetchval(
+        "SELECT k.value FROM console.event_keys k JOIN console.events e USING (event_id)"
+        " WHERE k.kind = 'lpn' AND e.seller_id = ANY($1::text[]) AND e.topic = $2 LIMIT 1",
+        list(sellers),
+        STOCK_ADJUSTMENTS.name,
+    )
+    console.print(
+        f"the work queue holds {cases:,} open cases of this wave's sellers: `rebound cases list`"
+        + (f"; a unit from the dock to the shop: `rebound trace {lpn}`" if lpn else "")
+    )
 
 
 def dock_lead(units: int) -> timedelta:

@@ -1,0 +1,304 @@
+"""Cases: exceptions and dead letters as work with an owner and a status, and what an operator
+does to them. Every action is one transaction that changes the case, writes its audit row, and,
+for a replay, writes the event it sends to the console's outbox: the console's relay publishes it
+like any service's event, and the pipeline does the rest."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import orjson
+from pydantic import ValidationError
+
+from rebound_contracts.common import Envelope
+from rebound_contracts.topics import BY_NAME
+
+from ..db import Connection
+from ..messaging.ids import derived_id
+from ..messaging.outbox import OutboxBuffer
+
+PRODUCER = "rebound-console"
+"""The console's consumer group, and the producer of the events its actions send."""
+
+Status = Literal["open", "resolved", "dismissed"]
+STATUSES: tuple[Status, ...] = ("open", "resolved", "dismissed")
+
+REPLAYABLE_EXCEPTIONS = frozenset({"unknown_seller"})
+"""Exceptions whose event was never applied, so sending it again (under a new event_id: its own
+is spent) applies it once the cause is fixed, e.g. the seller registered."""
+
+
+class CaseError(Exception):
+    """An action that cannot be done, with the reason to show the operator."""
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str
+    source: str
+    kind: str
+    seller_id: str | None
+    status: str
+    owner: str | None
+    opened_at: datetime
+    updated_at: datetime
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    consumer: str | None
+    key: str | None
+    event: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **{name: getattr(self, name) for name in self.__dataclass_fields__},
+            "opened_at": self.opened_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+    def raw(self) -> bytes | None:
+        """A dead letter's bytes as its consumer read them (None for an exception)."""
+        encoded = self.event.get("raw_base64")
+        return base64.b64decode(encoded) if isinstance(encoded, str) else None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    actor: str
+    action: str
+    detail: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "actor": self.actor, "action": self.action, "detail": self.detail}
+
+
+_SELECT_CASES = (
+    'SELECT case_id, source, kind, seller_id, status, owner, opened_at, updated_at, detail, topic, partition, "offset",'
+    " consumer, key, event FROM console.cases"
+)
+_CASE_BY_ID = {
+    False: _SELECT_CASES + " WHERE case_id = $1::uuid AND ($2::text[] IS NULL OR seller_id = ANY($2::text[]))",
+    True: _SELECT_CASES
+    + " WHERE case_id = $1::uuid AND ($2::text[] IS NULL OR seller_id = ANY($2::text[])) FOR UPDATE",
+}
+"""The case by id, visible to the caller, by whether it is locked for update."""
+
+
+def _case(row: Any) -> Case:
+    values = dict(row)
+    values["case_id"] = str(values["case_id"])
+    values["event"] = orjson.loads(values["event"])
+    return Case(**values)
+
+
+def _sellers(sellers: Collection[str] | None) -> list[str] | None:
+    return None if sellers is None else list(sellers)
+
+
+async def list_cases(
+    conn: Connection,
+    *,
+    status: Status | None = "open",
+    kind: str | None = None,
+    seller_id: str | None = None,
+    sellers: Collection[str] | None = None,
+    limit: int = 100,
+) -> list[Case]:
+    """Cases, the oldest first; `sellers` is what the caller may see (None: everything). A case
+    of no known seller (a dead letter whose seller could not be read) is visible only to those
+    who see everything."""
+    rows = await conn.fetch(
+        _SELECT_CASES + " WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2)"
+        " AND ($3::text IS NULL OR seller_id = $3) AND ($4::text[] IS NULL OR seller_id = ANY($4::text[]))"
+        " ORDER BY opened_at, case_id LIMIT $5",
+        status,
+        kind,
+        seller_id,
+        _sellers(sellers),
+        limit,
+    )
+    return [_case(r) for r in rows]
+
+
+async def get_case(
+    conn: Connection, case_id: str, sellers: Collection[str] | None = None, *, lock: bool = False
+) -> Case:
+    """The case, if the caller (`sellers`, None: everything) may see it; `lock`: for update, until
+    the transaction ends."""
+    try:
+        UUID(case_id)
+    except ValueError:
+        raise CaseError(f"{case_id!r} is not a case id (a UUID)") from None
+    row = await conn.fetchrow(
+        _CASE_BY_ID[lock],
+        case_id,
+        _sellers(sellers),
+    )
+    if row is None:
+        raise CaseError(f"no case {case_id}")
+    return _case(row)
+
+
+async def audit_trail(conn: Connection, case_id: str) -> list[AuditEntry]:
+    rows = await conn.fetch(
+        "SELECT at, actor, action, detail FROM console.audit WHERE case_id = $1::uuid ORDER BY id", case_id
+    )
+    return [AuditEntry(r["at"], r["actor"], r["action"], orjson.loads(r["detail"])) for r in rows]
+
+
+async def _locked_open(conn: Connection, case_id: str, sellers: Collection[str] | None) -> Case:
+    case = await get_case(conn, case_id, sellers, lock=True)
+    if case.status != "open":
+        raise CaseError(f"case {case_id} is already {case.status}")
+    return case
+
+
+async def _record(
+    conn: Connection,
+    case_id: str,
+    actor: str,
+    action: str,
+    detail: dict[str, Any],
+    *,
+    status: Status | None = None,
+    owner: str | None = None,
+) -> None:
+    await conn.execute(
+        "UPDATE console.cases SET status = coalesce($2, status), owner = coalesce($3, owner), updated_at = now()"
+        " WHERE case_id = $1::uuid",
+        case_id,
+        status,
+        owner,
+    )
+    await conn.execute(
+        "INSERT INTO console.audit (case_id, actor, action, detail) VALUES ($1::uuid, $2, $3, $4::jsonb)",
+        case_id,
+        actor,
+        action,
+        orjson.dumps(detail).decode(),
+    )
+
+
+async def assign(
+    conn: Connection, case_id: str, owner: str, actor: str, sellers: Collection[str] | None = None
+) -> None:
+    async with conn.transaction():
+        await _locked_open(conn, case_id, sellers)
+        await _record(conn, case_id, actor, "assign", {"owner": owner}, owner=owner)
+
+
+async def close(
+    conn: Connection,
+    case_id: str,
+    status: Literal["resolved", "dismissed"],
+    reason: str,
+    actor: str,
+    sellers: Collection[str] | None = None,
+) -> None:
+    """Resolve (the cause was fixed elsewhere) or dismiss (nothing is to be done) a case, with why."""
+    if not reason.strip():
+        raise CaseError("say why: a case is closed with a reason")
+    async with conn.transaction():
+        await _locked_open(conn, case_id, sellers)
+        await _record(
+            conn, case_id, actor, "resolve" if status == "resolved" else "dismiss", {"reason": reason}, status=status
+        )
+
+
+@dataclass(frozen=True)
+class Replayed:
+    topic: str
+    key: str
+    event_id: str
+    corrected: bool
+
+
+def _summary(error: ValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['msg']}" for e in error.errors()[:5]]
+    return "; ".join(parts)
+
+
+def replayable(case: Case, corrected: bytes | None) -> tuple[bytes, Envelope]:
+    """What a replay of `case` sends to the case's topic (the corrected bytes, or the original
+    ones) and the event they hold; CaseError when it must not be sent, and why."""
+    topic = BY_NAME.get(case.topic)
+    if topic is None:
+        raise CaseError(f"case {case.case_id} came from {case.topic!r}, which is not a topic of contract v1")
+    if case.source == "exception":
+        if case.kind not in REPLAYABLE_EXCEPTIONS:
+            raise CaseError(
+                f"a {case.kind} exception's event was applied: sending it again changes nothing; "
+                "fix what it reports, then resolve the case"
+            )
+        original = dict(case.event["original"])
+        # Its own event_id is spent (the consumer took it), so it goes under one derived from it.
+        original["event_id"] = str(
+            derived_id(UUID(original["event_id"]), datetime.fromisoformat(original["occurred_at"]), "replay")
+        )
+        payload = corrected if corrected is not None else orjson.dumps(original)
+    else:
+        raw = case.raw()
+        if corrected is None and case.event.get("truncated"):
+            raise CaseError("this dead letter kept only the first bytes of its message: replay it with --file")
+        payload = corrected if corrected is not None else (raw or b"")
+    try:
+        event = topic.model.model_validate_json(payload)
+    except ValidationError as error:
+        raise CaseError(f"not a valid {topic.model.__name__} for {topic.name}: {_summary(error)}") from None
+    if case.source == "dead_letter" and case.kind == "conflicting_duplicate":
+        spent = _event_id_in(case.raw())
+        if spent is not None and str(event.event_id) == spent:
+            raise CaseError(
+                f"event_id {spent} was applied with other content: a corrected message needs an event_id of its own"
+            )
+    assert isinstance(event, Envelope), "every topic of contract v1 carries an envelope"
+    return payload, event
+
+
+def _event_id_in(raw: bytes | None) -> str | None:
+    try:
+        document = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        return None
+    value = document.get("event_id") if isinstance(document, dict) else None
+    return value if isinstance(value, str) else None
+
+
+async def replay(
+    conn: Connection,
+    case_id: str,
+    actor: str,
+    corrected: bytes | None = None,
+    sellers: Collection[str] | None = None,
+) -> Replayed:
+    """Send a case's message again to the topic it came from (corrected, or as it was) and resolve
+    the case. Refused, with the reason, when the message would not be applied: it is not valid for
+    its topic, its event_id is spent, or its case is closed."""
+    async with conn.transaction():
+        case = await _locked_open(conn, case_id, sellers)
+        payload, event = replayable(case, corrected)
+        seller = getattr(event, "seller_id", None)
+        if sellers is not None and seller not in sellers:
+            raise CaseError(f"the message names seller {seller!r}, whose data you may not change")
+        topic = BY_NAME[case.topic]
+        key = topic.key_of(event)
+        outbox = OutboxBuffer(PRODUCER)
+        outbox.add_raw(topic.name, key, payload)
+        await outbox.flush(conn)
+        done = Replayed(topic.name, key, str(getattr(event, "event_id")), corrected is not None)
+        await _record(
+            conn,
+            case_id,
+            actor,
+            "replay",
+            {"topic": done.topic, "key": done.key, "event_id": done.event_id, "corrected": done.corrected},
+            status="resolved",
+        )
+    return done

@@ -1,0 +1,121 @@
+"""The console's projector against the real PostgreSQL: a batch read twice (a crash between the
+transaction and the offset commit) changes nothing, an operator's work on a case survives it, a
+key's stock is its highest sequence whatever order adjustments come in, and a record the console
+cannot read is left to the service that dead-letters it while the rest of its batch is stored."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import timedelta
+
+import orjson
+from pydantic import BaseModel
+
+from rebound.console import cases as work
+from rebound.console.app import READS
+from rebound.console.projector import Projector
+from rebound.console.trace import trace
+from rebound.messaging import inbox
+from rebound_contracts import TOPICS_BY_NAME, ExceptionRaised, MessageDeadLettered, MessageSource
+from rebound_contracts.topics import (
+    ACKS,
+    DLQ,
+    EXCEPTIONS,
+    PARCEL_SCANNED,
+    RMA,
+    STOCK_ADJUSTMENTS,
+    UNIT_INSPECTED,
+)
+from tests import factories as f
+from tests.factories import Record
+
+
+def _records(messages: list[tuple[str, BaseModel | bytes]]) -> list[Record]:
+    records = []
+    for offset, (topic, message) in enumerate(messages):
+        if isinstance(message, BaseModel):
+            key, value = TOPICS_BY_NAME[topic].key_of(message).encode(), message.model_dump_json().encode()
+        else:
+            key, value = b"raw", message
+        records.append(Record(topic, value, 0, offset, key))
+    return records
+
+
+async def _counts(pool, seller: str) -> tuple[int, int, int]:
+    return tuple(
+        await pool.fetchrow(
+            "SELECT (SELECT count(*) FROM console.events WHERE seller_id = $1),"
+            " (SELECT count(*) FROM console.event_keys JOIN console.events USING (event_id) WHERE seller_id = $1),"
+            " (SELECT count(*) FROM console.cases WHERE seller_id = $1)",
+            seller,
+        )
+    )
+
+
+async def test_a_batch_read_twice_changes_nothing_and_stock_keeps_the_highest_sequence(pool) -> None:
+    seller = f.uid("console-seller-")
+    lpn = f.uid("L")
+    rma = f.rma(seller)
+    scan = f.scan(seller, rma.tracking_number, [(lpn, "TEE-BLK-M")])
+    newer, older = (
+        f.adjusted(seller, "TEE-BLK-M", 7, +1, available=3),
+        f.adjusted(seller, "TEE-BLK-M", 6, -1, available=2),
+    )
+    answer = f.ack(seller, f"{seller}:tiktok:W1:TEE-BLK-M:new", "rejected", reason="listing deleted")
+    # A position of this run alone: a dead letter's id is its position's.
+    source = MessageSource(topic=UNIT_INSPECTED.name, partition=2, offset=uuid.uuid4().int >> 66)
+    raw = b'{"seller_id": "' + seller.encode() + b'", "lpn": 7}'
+    letter = MessageDeadLettered(
+        event_id=inbox.position_id(source.topic, source.partition, source.offset),
+        occurred_at=f.T0,
+        seller_id=seller,
+        kind="schema_violation",
+        error="lpn: Input should be a valid string",
+        source=source,
+        key=lpn,
+        raw_base64=base64.b64encode(raw).decode(),
+        raw_size=len(raw),
+        consumer="rebound-grading",
+    )
+    exception = ExceptionRaised(
+        event_id=uuid.uuid4(),
+        occurred_at=f.T0 + timedelta(days=3, minutes=1),  # intake reports it after the scan
+        seller_id=seller,
+        kind="unexpected_unit",
+        detail=f"LPN {lpn} is not expected",
+        source=MessageSource(topic=PARCEL_SCANNED.name, partition=0, offset=9),
+        source_event_id=scan.event_id,
+        original=orjson.loads(scan.model_dump_json()),
+    )
+    records = _records(
+        [
+            (RMA.name, rma),
+            (PARCEL_SCANNED.name, scan),
+            (PARCEL_SCANNED.name, b"{not json"),  # intake dead-letters it; the console skips it
+            (STOCK_ADJUSTMENTS.name, newer),
+            (STOCK_ADJUSTMENTS.name, older),
+            (ACKS.name, answer),
+            (DLQ.name, letter),
+            (EXCEPTIONS.name, exception),
+        ]
+    )
+    projector = Projector(f"it-console-{seller}", READS, pool)
+
+    stats = await projector.process(records)
+    assert stats.applied == len(records) - 1
+    first = await _counts(pool, seller)
+    assert first == (6, first[1], 2) and first[1] > 6
+    async with pool.acquire() as conn:
+        await work.close(conn, str(letter.event_id), "dismissed", "sent again by the WMS", "op-1")
+
+    await projector.process(records)  # the same batch again, as after a crash before the offset commit
+    assert await _counts(pool, seller) == first
+    async with pool.acquire() as conn:
+        assert (await work.get_case(conn, str(letter.event_id))).status == "dismissed", "a replayed case stays worked"
+        steps = await trace(conn, lpn)
+        stock = await conn.fetchrow("SELECT * FROM console.stock WHERE seller_id = $1", seller)
+    assert [s.topic for s in steps] == [RMA.name, PARCEL_SCANNED.name, EXCEPTIONS.name]
+    assert steps[2].summary == f"exception unexpected_unit: LPN {lpn} is not expected"
+    assert (stock["available"], stock["sequence"]) == (3, 7), "the highest sequence wins, not the last read"
+    assert (stock["ack_status"], stock["ack_reason"]) == ("rejected", "listing deleted")
