@@ -20,7 +20,7 @@ from . import logs
 from .clitools import ListFormat
 from .clitools import fail as _fail
 from .clitools import with_conn as _with_conn
-from .console.cli import cases_app, trace
+from .console.cli import accounts_app, cases_app, console, trace
 from .connections import database_connect_kwargs, kafka_options
 from .settings import Settings
 
@@ -65,6 +65,8 @@ parked_app = typer.Typer(
 app.add_typer(parked_app, name="parked")
 app.add_typer(cases_app, name="cases")
 app.command("trace")(trace)
+app.add_typer(accounts_app, name="accounts")
+app.command("console")(console)
 
 
 class Settled(str, Enum):

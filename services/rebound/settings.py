@@ -71,6 +71,9 @@ class Settings:
     kafka_ssl_certfile: str | None = None  # client certificate (mutual TLS), with kafka_ssl_keyfile
     kafka_ssl_keyfile: str | None = None
     database_password: str | None = field(default=None, repr=False)  # replaces the URL's password
+    # Signs the console's sessions and CSRF tokens; None: a random one per start (sessions end
+    # when the console stops), which is right for one local console and wrong for replicas.
+    console_secret: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in (
@@ -169,6 +172,9 @@ class Settings:
             kafka_ssl_certfile=_set(env.get("KAFKA_SSL_CERTFILE")),
             kafka_ssl_keyfile=_set(env.get("KAFKA_SSL_KEYFILE")),
             database_password=_secret("DATABASE_PASSWORD", None, env.get("DATABASE_PASSWORD_FILE")),
+            console_secret=_secret(
+                "REBOUND_CONSOLE_SECRET", env.get("REBOUND_CONSOLE_SECRET"), env.get("REBOUND_CONSOLE_SECRET_FILE")
+            ),
         )
 
     def redacted_database_url(self) -> str:

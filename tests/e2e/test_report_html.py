@@ -3,27 +3,16 @@ drawn bars and cells match the report's figures."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
 
 from rebound.reports.domain import UnitFacts, build_report
 from rebound.reports.render import as_html
-
-BROWSERS = ("chromium", "chromium-browser", "google-chrome-stable", "google-chrome")
-
-
-def chromium() -> str:
-    found = os.environ.get("CHROMIUM") or next((b for b in map(shutil.which, BROWSERS) if b), None)
-    if not found:
-        pytest.fail("no headless Chromium: run `make browser` (deploy/scripts/chromium.sh)", pytrace=False)
-    return found
+from tests.browsers import chromium
 
 
 def run_browser(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ import typer
 from ..clitools import ListFormat, fail, with_conn
 from ..settings import Settings
 from . import cases as work
-from .trace import Step, trace as unit_trace, units_named
+from .trace import trace_units
 
 if TYPE_CHECKING:
     from ..db import Connection
@@ -209,24 +209,159 @@ def trace(
     go and the rule that decided, where it went, each stock adjustment and the shop's answer,
     exceptions), as the console's read models hold them."""
 
-    async def read(conn: Connection) -> list[tuple[str | None, str, list[Step]]]:
-        units = await units_named(conn, query, limit=limit)
-        return [(seller, lpn, await unit_trace(conn, lpn, [seller] if seller else None)) for seller, lpn in units]
-
-    traced = _run(read)
+    traced = _run(lambda c: trace_units(c, query, limit=limit))
     if not traced:
         fail(
             f"no unit the console has seen is named by {query!r} (an LPN, return id, tracking number, order id or SKU)"
         )
     if output is ListFormat.json:
-        document = [
-            {"seller_id": s, "lpn": lpn, "steps": [step.as_json() for step in steps]} for s, lpn, steps in traced
-        ]
-        typer.echo(json.dumps({"query": query, "units": document}, indent=2))
+        typer.echo(json.dumps({"query": query, "units": [unit.as_json() for unit in traced]}, indent=2))
         return
-    for seller, lpn, steps in traced:
+    for unit in traced:
         table = _table("when", "topic", "what happened, and why")
-        table.title = f"unit {lpn} of seller {seller}: {len(steps)} steps"
-        for step in steps:
+        table.title = f"unit {unit.lpn} of seller {unit.seller_id}: {len(unit.steps)} steps"
+        for step in unit.steps:
             table.add_row(step.occurred_at.isoformat(timespec="milliseconds"), step.topic, step.summary)
         _print(table)
+
+
+accounts_app = typer.Typer(
+    help="The console's accounts: admins see every seller, operators their warehouse's sellers, a seller's users"
+    " their own.",
+    no_args_is_help=True,
+)
+
+
+def _password(from_stdin: bool) -> str:
+    """A new password: the first line of standard input, or typed twice at a prompt."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+def _accounts(work_on: Callable[[Connection], Awaitable[T]]) -> T:
+    from .accounts import AccountError
+
+    try:
+        return asyncio.run(with_conn(Settings.from_env(), work_on))
+    except AccountError as error:
+        fail(str(error))
+
+
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input instead of a prompt.")
+]
+
+
+@accounts_app.command("add")
+def accounts_add(
+    username: Annotated[str, typer.Argument(help="The name to sign in with.")],
+    role: Annotated[str, typer.Option(help="admin, operator or seller.")],
+    warehouse: Annotated[str | None, typer.Option(help="An operator's warehouse.")] = None,
+    seller: Annotated[str | None, typer.Option(help="A seller's user: the seller.")] = None,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Add an account. Its password is kept as an argon2id hash."""
+    from . import accounts
+
+    if role not in accounts.ROLES:
+        fail(f"--role {role}: one of {', '.join(accounts.ROLES)}")
+    password = _password(password_stdin)
+    made = _accounts(lambda c: accounts.add(c, username, password, role, warehouse_id=warehouse, seller_id=seller))
+    typer.echo(f"account {made.describe()} added")
+
+
+@accounts_app.command("list")
+def accounts_list(output: FormatOption = ListFormat.table) -> None:
+    """List the accounts."""
+    from . import accounts
+
+    found = _accounts(accounts.listed)
+    if output is ListFormat.json:
+        document = [
+            {"username": a.username, "role": a.role, "warehouse_id": a.warehouse_id, "seller_id": a.seller_id,
+             "disabled": disabled}
+            for a, disabled in found
+        ]  # fmt: skip
+        typer.echo(json.dumps(document, indent=2))
+        return
+    for account, disabled in found:
+        typer.echo(account.describe() + (" — disabled" if disabled else ""))
+
+
+@accounts_app.command("password")
+def accounts_password(
+    username: Annotated[str, typer.Argument(help="The account.")], password_stdin: PasswordStdin = False
+) -> None:
+    """Set an account's password."""
+    from . import accounts
+
+    password = _password(password_stdin)
+    _accounts(lambda c: accounts.set_password(c, username, password))
+    typer.echo(f"account {username}: password set")
+
+
+@accounts_app.command("disable")
+def accounts_disable(
+    username: Annotated[str, typer.Argument(help="The account.")],
+    enable: Annotated[bool, typer.Option("--enable", help="Enable it again instead.")] = False,
+) -> None:
+    """Disable an account: its sessions end at their next request, and it cannot sign in."""
+    from . import accounts
+
+    _accounts(lambda c: accounts.set_disabled(c, username, not enable))
+    typer.echo(f"account {username}: {'enabled' if enable else 'disabled'}")
+
+
+@accounts_app.command("serve")
+def accounts_serve(
+    warehouse: Annotated[str, typer.Argument(help="The warehouse.")],
+    sellers: Annotated[list[str], typer.Argument(help="The sellers whose returns it handles.")],
+    stop: Annotated[bool, typer.Option("--stop", help="It no longer handles them.")] = False,
+) -> None:
+    """Say which sellers a warehouse handles: its operators see their units, cases and stock."""
+    from . import accounts
+
+    _accounts(lambda c: accounts.serve(c, warehouse, sellers, stop=stop))
+    typer.echo(f"warehouse {warehouse}: {'no longer ' if stop else ''}serves {', '.join(sellers)}")
+
+
+def console(
+    host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The port to listen on.")] = 8700,
+    secure_cookies: Annotated[
+        bool, typer.Option("--secure-cookies", help="Send cookies over HTTPS only (behind a TLS proxy).")
+    ] = False,
+) -> None:
+    """Serve the warehouse console (work queue, unit trace, stock) until Ctrl-C.
+
+    Sign-in needs an account (`rebound accounts add`). Sessions and CSRF tokens are signed with
+    REBOUND_CONSOLE_SECRET (or the file REBOUND_CONSOLE_SECRET_FILE names): set it the same on
+    every replica; without it a random one is made and sessions end when the console stops. The
+    pages read what `rebound run console` projects from the topics."""
+    import secrets
+
+    import uvicorn
+
+    from .. import logs
+    from ..connections import database_connect_kwargs
+    from ..db import create_pool, migrate
+    from .web import create_web
+
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format, service="console-web")
+    secret = settings.console_secret
+    if secret is None:
+        typer.echo("rebound console: REBOUND_CONSOLE_SECRET is not set: sessions end when the console stops", err=True)
+        secret = secrets.token_urlsafe(32)
+
+    async def open_pool() -> Any:
+        pool = await create_pool(
+            settings.database_url, max_size=settings.pool_size, connect_kwargs=database_connect_kwargs(settings)
+        )
+        await migrate(pool)
+        return pool
+
+    typer.echo(f"rebound console: http://{host}:{port}/ (Ctrl-C stops it)")
+    app = create_web(secret, open_pool=open_pool, secure_cookies=secure_cookies)
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=secure_cookies)

@@ -96,3 +96,21 @@ async def units_named(
         limit,
     )
     return [(r["seller_id"], r["lpn"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class TracedUnit:
+    seller_id: str | None
+    lpn: str
+    steps: list[Step]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"seller_id": self.seller_id, "lpn": self.lpn, "steps": [step.as_json() for step in self.steps]}
+
+
+async def trace_units(
+    conn: Connection, query: str, sellers: Collection[str] | None = None, limit: int = 20
+) -> list[TracedUnit]:
+    """Each unit `query` names (see `units_named`), at most `limit`, with its path."""
+    units = await units_named(conn, query, sellers, limit=limit)
+    return [TracedUnit(seller, lpn, await trace(conn, lpn, [seller] if seller else sellers)) for seller, lpn in units]
