@@ -74,6 +74,10 @@ class Settled(str, Enum):
     aborted = "aborted"
 
 
+CONSOLE_PORT = 8700
+"""Where `rebound run-all` and `rebound demo --keep-running` serve the console."""
+
+
 class Service(str, Enum):
     intake = "intake"
     grading = "grading"
@@ -101,9 +105,13 @@ def run_all(
     log_format: Annotated[
         str, typer.Option("--log-format", help="How the services write their lines: console or json.")
     ] = "console",
+    console_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port of the console's web app on 127.0.0.1 (0: none).")
+    ] = CONSOLE_PORT,
 ) -> None:
-    """Run every service and the connectors in the foreground until Ctrl-C: each process's log
-    lines behind its name, a process that exits reported and started again.
+    """Run every service, the connectors and the console (its consumer and its web app) in the
+    foreground until Ctrl-C: each process's log lines behind its name, a process that exits
+    reported and started again.
 
     Kafka and PostgreSQL must be up (`make up`); each service waits for them, saying so."""
     from .supervisor import run_all as supervise
@@ -116,7 +124,9 @@ def run_all(
         f"rebound run-all: {', '.join(s.value for s in Service)} ({replicas} each), Kafka "
         f"{settings.kafka_bootstrap_servers}, PostgreSQL {settings.redacted_database_url()}; Ctrl-C stops them"
     )
-    asyncio.run(supervise([s.value for s in Service], replicas=replicas, env=env))
+    if console_port:
+        typer.echo(f"rebound run-all: the console at http://127.0.0.1:{console_port}/ (accounts: rebound accounts add)")
+    asyncio.run(supervise([s.value for s in Service], replicas=replicas, env=env, console_port=console_port or None))
 
 
 @app.command()
@@ -246,11 +256,17 @@ def demo(
         settings,
     )
     if keep_running:
+        from .console.accounts import reset_demo_admin
         from .supervisor import run_all as supervise
 
+        username, password = asyncio.run(_with_conn(settings, reset_demo_admin))
         typer.echo("rebound demo: the services keep running on the wave's data (rebound run-all); Ctrl-C stops them")
+        typer.echo(
+            f"rebound demo: the console at http://127.0.0.1:{CONSOLE_PORT}/ — sign in as {username}, "
+            f"password {password} (a new one each demo)"
+        )
         env = {**os.environ, "REBOUND_LOG_FORMAT": "console"}
-        asyncio.run(supervise([s.value for s in Service], replicas=replicas, env=env))
+        asyncio.run(supervise([s.value for s in Service], replicas=replicas, env=env, console_port=CONSOLE_PORT))
     raise typer.Exit(code)
 
 

@@ -1,6 +1,7 @@
 """`rebound run-all`: the whole local system in the foreground, until Ctrl-C.
 
-Every service (and the connectors) runs as a process of its own, as in production; their log
+Every service (the connectors and the console's consumer too) runs as a process of its own, as
+in production, and so does the console's web app (`rebound console`); their log
 lines are shown as they come, each behind the name of the process that wrote it. A process that
 exits while the system runs is reported, with its exit code, and started again after a back-off
 (1 s, doubling up to 30 s while it keeps failing within a minute of its start). Ctrl-C (SIGINT) or
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
 import time
@@ -51,10 +53,11 @@ class Supervisor:
         env: Mapping[str, str] | None = None,
         out: TextIO | None = None,
         command: Callable[[str], Sequence[str]] | None = None,
+        once: Sequence[str] = (),
     ) -> None:
         self.members = [
             Member(service, replica, backoff_s=BACKOFF_S[0]) for service in services for replica in range(replicas)
-        ]
+        ] + [Member(service, 0, backoff_s=BACKOFF_S[0]) for service in once]
         self.env = dict(os.environ if env is None else env)
         self.out = out or sys.stdout
         self.width = max(len(name) for name in [NAME, *(m.name for m in self.members)])
@@ -131,8 +134,32 @@ class Supervisor:
         self.say(NAME, "stopped")
 
 
-async def run_all(services: Sequence[str], *, replicas: int, env: Mapping[str, str]) -> None:
-    supervisor = Supervisor(services, replicas=replicas, env=env)
+WEB = "console-web"
+"""The console's web app (`rebound console`), run once whatever the replicas: it serves one port."""
+
+
+def command(service: str, console_port: int) -> list[str]:
+    """The command line of a process of `service`."""
+    if service == WEB:
+        return [sys.executable, "-m", "rebound", "console", "--port", str(console_port)]
+    return [sys.executable, "-m", "rebound", "run", service]
+
+
+async def run_all(
+    services: Sequence[str], *, replicas: int, env: Mapping[str, str], console_port: int | None = None
+) -> None:
+    """Supervise `services` and, on `console_port`, the console's web app, until SIGINT or SIGTERM."""
+    environment = dict(env)
+    # One secret for every start of the web app: its sessions outlive a restart.
+    if not environment.get("REBOUND_CONSOLE_SECRET") and not environment.get("REBOUND_CONSOLE_SECRET_FILE"):
+        environment["REBOUND_CONSOLE_SECRET"] = secrets.token_urlsafe(32)
+    supervisor = Supervisor(
+        services,
+        replicas=replicas,
+        env=environment,
+        command=lambda service: command(service, console_port or 0),
+        once=(WEB,) if console_port else (),
+    )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, supervisor.stop)

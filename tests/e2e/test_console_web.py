@@ -7,13 +7,11 @@ whatever the URL; a form posted without its CSRF token is refused."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.request import urlopen
 
 import orjson
 import pytest
@@ -26,6 +24,7 @@ from tests import factories as f
 from tests.browsers import chromium
 from tests.e2e.test_console import _send, _unit
 from tests.integration.pipeline import Pipeline
+from tests.local import answers, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -33,16 +32,10 @@ WITH_CONSOLE = (*SERVICES, "console")
 PASSWORD = "correct horse battery"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def console_url(settings, tmp_path: Path) -> Iterator[str]:
     """`rebound console` as a process of its own, on a free port, until the test ends."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
@@ -55,16 +48,8 @@ def console_url(settings, tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"rebound console did not start: {(tmp_path / 'console-web.log').read_text()}")
-                time.sleep(0.2)
+        if not answers(f"{url}/health", alive=lambda: process.poll() is None):
+            raise AssertionError(f"rebound console did not start: {(tmp_path / 'console-web.log').read_text()}")
         yield url
     finally:
         process.terminate()

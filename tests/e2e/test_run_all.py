@@ -1,5 +1,5 @@
-"""`rebound run-all` (`make run`): every service in the foreground with its lines behind its
-name; a process that dies is reported and started again; Ctrl-C stops everything."""
+"""`rebound run-all` (`make run`): every service, and the console's web app, in the foreground
+with its lines behind its name; a process that dies is reported and started again; Ctrl-C stops everything."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rebound.settings import Settings
+from tests.local import answers, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -58,14 +59,20 @@ def test_run_all_runs_every_service_restarts_one_that_dies_and_stops_on_ctrl_c(s
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "DATABASE_URL": settings.database_url,
     }
+    port = free_port()
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "rebound", "run-all"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+        [sys.executable, "-m", "rebound", "run-all", "--console-port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     output = Output(supervisor)
     try:
         pids = {s: int(output.wait_for(rf"^run-all\s+\| {s}-0 started \(pid (\d+)\)").group(1)) for s in SERVICES}
         for service in SERVICES:  # each one's own lines, behind its name, in the console format
             output.wait_for(rf"^{service}-0\s+\| .*service_started", seconds=90)
+        web = int(output.wait_for(r"^run-all\s+\| console-web-0 started \(pid (\d+)\)").group(1))
+        assert answers(f"http://127.0.0.1:{port}/health"), "the console's web app serves"
         mark = len(output.lines)
         os.kill(pids["grading"], signal.SIGKILL)
         exited = r"^run-all\s+\| grading-0 exited with code -9 after [\d.]+ s; starting it again in 1 s"
@@ -76,7 +83,7 @@ def test_run_all_runs_every_service_restarts_one_that_dies_and_stops_on_ctrl_c(s
         supervisor.send_signal(signal.SIGINT)
         assert supervisor.wait(60) == 0
         output.wait_for(r"^run-all\s+\| stopped$", seconds=5)
-        assert not [pid for pid in [again, *pids.values()] if _alive(pid)], "a service outlived run-all"
+        assert not [pid for pid in [again, web, *pids.values()] if _alive(pid)], "a process outlived run-all"
         stopped = [line for line in output.lines if "service_stopped" in line]
         assert len(stopped) == len(SERVICES), "every service stops gracefully, on SIGTERM"
     finally:

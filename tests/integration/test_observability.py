@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -29,14 +28,9 @@ from rebound.settings import Settings
 from rebound_contracts.topics import PARCEL_SCANNED, RMA, UNIT_RECEIVED
 
 from tests import factories as f
+from tests.local import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _get(port: int, path: str) -> tuple[int, bytes]:
@@ -97,7 +91,7 @@ async def test_a_service_process_serves_health_ready_and_metrics_and_exits_0_on_
     tmp_path: Path,
 ) -> None:
     seller = await _add_seller(pool)
-    port = _free_port()
+    port = free_port()
     service = ServiceProcess("intake", 0, tmp_path / "intake.log")
     service.start(
         {

@@ -73,9 +73,12 @@ def containers(obj: dict) -> list[dict]:
 
 
 def deployments_by_service() -> dict[str, dict]:
+    """The Deployments of `rebound run SERVICE`, by service."""
     by_service = {}
     for deployment in of_kind("Deployment"):
         (container,) = containers(deployment)
+        if container["args"][:1] == ["console"]:
+            continue  # the console's web app: test_the_console_web_app_is_served_behind_tls
         assert container["args"][:1] == ["run"], f"{deployment['metadata']['name']} does not `rebound run`"
         by_service[container["args"][1]] = deployment
     return by_service
@@ -142,6 +145,22 @@ def test_each_deployment_has_a_service_exposing_its_http_port(service: str) -> N
     assert {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"} in matching[0]["spec"]["ports"]
 
 
+def test_the_console_web_app_is_served_behind_tls_with_one_secret_for_every_replica() -> None:
+    [deployment] = [d for d in of_kind("Deployment") if containers(d)[0]["args"][:1] == ["console"]]
+    (container,) = containers(deployment)
+    assert deployment["spec"]["replicas"] == 2
+    assert container["args"] == ["console", "--host", "0.0.0.0", "--port", str(HTTP_PORT), "--secure-cookies"]
+    assert {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"} in container["ports"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    [secret_ref] = [v["valueFrom"]["secretKeyRef"] for v in container["env"] if v["name"] == "REBOUND_CONSOLE_SECRET"]
+    [secret] = [s for s in of_kind("Secret") if s["metadata"]["name"] == secret_ref["name"]]
+    assert secret["stringData"] == {secret_ref["key"]: "REPLACE-ME"}
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    [service] = [s for s in of_kind("Service") if s["spec"]["selector"].items() <= pod_labels.items()]
+    assert {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"} in service["spec"]["ports"]
+
+
 def test_jobs_migrate_the_database_and_create_the_topics() -> None:
     assert sorted(tuple(containers(job)[0]["args"]) for job in of_kind("Job")) == [("migrate",), ("topics",)]
 
@@ -172,7 +191,7 @@ def test_every_env_var_the_manifests_set_is_read_by_the_settings() -> None:
 
 
 def test_the_database_url_is_only_in_the_secret_with_a_value_to_replace() -> None:
-    (secret,) = of_kind("Secret")
+    [secret] = [s for s in of_kind("Secret") if "DATABASE_URL" in s["stringData"]]
     assert set(secret["stringData"]) == {"DATABASE_URL"}
     assert url_password(secret["stringData"]["DATABASE_URL"]) == "REPLACE-ME"
     for config_map in of_kind("ConfigMap"):
@@ -229,7 +248,9 @@ def compose() -> dict:
 
 def test_compose_runs_kafka_postgres_the_one_shot_jobs_and_every_service() -> None:
     services = compose()["services"]
-    assert set(services) == {"kafka", "postgres", "migrate", "topics"} | rebound_services()
+    assert set(services) == {"kafka", "postgres", "migrate", "topics", "console-web"} | rebound_services()
+    assert services["console-web"]["command"][:1] == ["console"]
+    assert services["console-web"]["ports"] == ["127.0.0.1:8700:8700"]
     assert services["kafka"]["image"] == "apache/kafka:4.1.1"
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert services["postgres"]["image"] == "postgres:17"

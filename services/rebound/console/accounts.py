@@ -6,6 +6,7 @@ a hash made with weaker parameters than today's is replaced at the next sign-in.
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Literal
 
@@ -166,3 +167,20 @@ async def serve(conn: Connection, warehouse_id: str, sellers: list[str], *, stop
             "INSERT INTO console.warehouse_sellers (warehouse_id, seller_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             [(warehouse_id, s) for s in sellers],
         )
+
+
+DEMO_ADMIN = "demo-admin"
+
+
+async def reset_demo_admin(conn: Connection) -> tuple[str, str]:
+    """The admin `rebound demo --keep-running` signs in with: made, or given a new random
+    password, each demo; its name and password, to print for the person who ran it."""
+    password = secrets.token_urlsafe(12)
+    await conn.execute(
+        "INSERT INTO console.accounts (username, password_hash, role) VALUES ($1, $2, 'admin')"
+        " ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, role = 'admin',"
+        " warehouse_id = NULL, seller_id = NULL, disabled = false",
+        DEMO_ADMIN,
+        _hasher.hash(password),
+    )
+    return DEMO_ADMIN, password

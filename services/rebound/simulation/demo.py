@@ -230,6 +230,7 @@ async def _console_hint(pool: asyncpg.Pool, sellers: Sequence[str], console: Con
     console.print(
         f"the work queue holds {cases:,} open cases of this wave's sellers: `rebound cases list`"
         + (f"; a unit from the dock to the shop: `rebound trace {lpn}`" if lpn else "")
+        + "; in the browser: `rebound demo --keep-running` (or `make run`) serves the console"
     )
 
 
