@@ -53,6 +53,7 @@ def _age(then: datetime) -> str:
 
 
 templates.env.filters["age"] = _age
+templates.env.filters["when"] = lambda at: at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
 
 
