@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from rebound_contracts import (
     AdjustmentCause,
     ExchangeRequested,
     InspectionChecks,
+    ListingRequested,
     Money,
+    ParcelMatched,
     ParcelScanned,
     RmaIssued,
     RmaLine,
@@ -94,6 +97,17 @@ def scan(
         operator_id="op-1",
         tracking_number=tracking,
         units=[ScannedUnit(lpn=lpn, sku=sku) for lpn, sku in units],
+    )
+
+
+def match(seller_id: str, tracking: str, return_id: str, *, at: datetime = T0 + timedelta(days=4)) -> ParcelMatched:
+    return ParcelMatched(
+        event_id=uuid.uuid4(),
+        occurred_at=at,
+        seller_id=seller_id,
+        tracking_number=tracking,
+        return_id=return_id,
+        operator_id="op-anna",
     )
 
 
@@ -246,4 +260,24 @@ def adjusted(
         cause=AdjustmentCause(
             kind="unit_graded" if delta > 0 else "unit_reallocated", lpn=uid("L"), source_event_id=uuid.uuid4()
         ),
+    )
+
+
+def listing(
+    seller: str, sku: str, price: str, note: str, *, later: int = 0, condition: str = "open_box", currency: str = "USD"
+) -> ListingRequested:
+    """A listing request for the key `seller:tiktok:W1:sku:condition`."""
+    return ListingRequested(
+        event_id=uuid.uuid4(),
+        occurred_at=T0 + timedelta(days=4, minutes=later),
+        seller_id=seller,
+        action="upsert",
+        shop_id=f"shop-{seller}",
+        channel="tiktok",
+        warehouse_id="W1",
+        sku=sku,
+        condition=condition,
+        price=Money(amount=Decimal(price), currency=currency),
+        condition_note=note,
+        listing_sku=f"{sku}-OB" if condition == "open_box" else None,
     )

@@ -4,6 +4,7 @@ from .common import Channel, Condition, Envelope, Grade, Lane, Money, ReasonCate
 from .inbound import (
     ExchangeRequested,
     InspectionChecks,
+    ParcelMatched,
     ParcelScanned,
     RmaIssued,
     RmaLine,
@@ -55,6 +56,7 @@ __all__ = [
     "MessageDeadLettered",
     "MessageSource",
     "Money",
+    "ParcelMatched",
     "ParcelScanned",
     "ReasonCategory",
     "RmaIssued",

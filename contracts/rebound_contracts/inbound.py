@@ -80,6 +80,16 @@ class UnitRefurbished(TenantEvent):
     actions: Annotated[list[RefurbishAction], Field(min_length=1, max_length=10)]
 
 
+class ParcelMatched(TenantEvent):
+    """`returns.parcel-matched.v1`: an operator matched a parcel waiting without its return order
+    (scanned under `tracking_number`, which no return of the seller carries) to the seller's
+    return `return_id`; its units are received against that return."""
+
+    tracking_number: Identifier
+    return_id: Identifier
+    operator_id: Identifier
+
+
 class UnitPicked(TenantEvent):
     """`wms.unit-picked.v1`: the warehouse picked a unit for a customer order on `channel`. The
     storefront already counted its own sale, so Rebound's ledger goes down without sending a -1."""

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from .inbound import (
     ExchangeRequested,
+    ParcelMatched,
     ParcelScanned,
     RmaIssued,
     StorefrontAck,
@@ -72,6 +73,15 @@ PARCEL_SCANNED = Topic(
     ("WMS dock scanner",),
     ("intake", "console"),
     description="A returned parcel opened at the dock; each unit has an LPN.",
+)
+PARCEL_MATCHED = Topic(
+    "returns.parcel-matched.v1",
+    ParcelMatched,
+    ("seller_id", "tracking_number"),
+    "inbound",
+    ("console",),
+    ("intake", "console"),
+    description="An operator's match of a parcel waiting without its return order to one of the seller's returns.",
 )
 UNIT_INSPECTED = Topic(
     "wms.unit-inspected.v1",
@@ -215,6 +225,7 @@ DLQ = Topic(
 ALL: tuple[Topic, ...] = (
     RMA,
     PARCEL_SCANNED,
+    PARCEL_MATCHED,
     UNIT_INSPECTED,
     UNIT_REFURBISHED,
     UNIT_PICKED,

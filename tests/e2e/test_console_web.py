@@ -1,7 +1,8 @@
 """The warehouse console in a real headless Chromium, served by `rebound console` over the read
 models the console's consumer fills from the real Kafka, with the services running as processes:
 an operator signs in, replays a corrected dead letter and sees its unit graded and its stock
-adjusted, and traces a unit end to end; a seller's user reaches nothing of another seller's,
+adjusted, matches a parked parcel to its return order by the order id and sees its unit reach
+the shop, and traces a unit end to end; a seller's user reaches nothing of another seller's,
 whatever the URL; a form posted without its CSRF token is refused."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -19,7 +20,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from rebound.console import accounts
 from rebound.simulation.fleet import SERVICES, Fleet, wait_until_caught_up
-from rebound_contracts.topics import UNIT_INSPECTED
+from rebound_contracts.topics import PARCEL_SCANNED, RMA, UNIT_INSPECTED
 from tests import factories as f
 from tests.browsers import chromium
 from tests.e2e.test_console import _send, _unit
@@ -68,6 +69,22 @@ async def _sign_in(browser: Browser, url: str, username: str, target: str = "/ca
     return page
 
 
+def _shows(page: Page, text: str) -> Callable[[], Awaitable[bool]]:
+    async def shown() -> bool:
+        return text in await page.locator("main").inner_text()
+
+    return shown
+
+
+async def _reload_until(page: Page, shown: Callable[[], Awaitable[object]], what: str, seconds: float = 90) -> None:
+    """Reload the page until `shown()` is truthy: the pipeline's work arrives in its own time."""
+    deadline = time.monotonic() + seconds
+    while not await shown():
+        assert time.monotonic() < deadline, f"no {what} after {seconds:g} s"
+        await page.wait_for_timeout(500)
+        await page.reload()
+
+
 async def test_operators_work_cases_and_trace_units_and_sellers_see_only_their_own(
     settings, pool, console_url: str, tmp_path: Path
 ) -> None:
@@ -80,6 +97,9 @@ async def test_operators_work_cases_and_trace_units_and_sellers_see_only_their_o
         await accounts.add(conn, other_user, PASSWORD, "seller", seller_id=other)
         await accounts.serve(conn, warehouse, [seller])
 
+    # A parcel whose label no return carries: it waits, parked, until an operator matches it.
+    relabelled, unlabelled = f.rma(seller, lines=[(pipe.id("SKU-A"), 1)]), pipe.id("W5")
+    parcel = f.scan(seller, pipe.id("RELABELLED"), [(unlabelled, pipe.id("SKU-A"))])
     broken = orjson.loads(f.inspection(seller, lettered).model_dump_json())
     del broken["checks"]  # a schema violation: dead-lettered by grading
     others_broken = orjson.loads(f.inspection(other, others_lettered).model_dump_json())
@@ -93,10 +113,15 @@ async def test_operators_work_cases_and_trace_units_and_sellers_see_only_their_o
             *_unit(other, others, sku=pipe.id("SKU-B")),
             *_unit(other, others_lettered, sku=pipe.id("SKU-B"))[:2],
             (UNIT_INSPECTED.name, orjson.dumps(others_broken)),
+            (RMA.name, relabelled),
+            (PARCEL_SCANNED.name, parcel),
+            (UNIT_INSPECTED.name, f.inspection(seller, unlabelled, "A")),
         ],
     )
 
-    with Fleet(log_dir=tmp_path / "logs", services=WITH_CONSOLE) as fleet:
+    # A parked parcel is reported as unmatched after a second (by intake's sweep, every 30 s).
+    env = {**os.environ, "REBOUND_UNMATCHED_PARCEL_AFTER_S": "1"}
+    with Fleet(log_dir=tmp_path / "logs", services=WITH_CONSOLE, env=env) as fleet:
         await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=180, services=WITH_CONSOLE)
         others_case = await pool.fetchval(
             "SELECT case_id::text FROM console.cases WHERE seller_id = $1 AND kind = 'schema_violation'", other
@@ -140,13 +165,25 @@ async def test_operators_work_cases_and_trace_units_and_sellers_see_only_their_o
             await page.get_by_role("link", name="Unit trace").click()
             await page.get_by_label("LPN, tracking number, return id, order id or SKU").fill(lettered)
             await page.get_by_role("button", name="Trace").click()
-            deadline = time.monotonic() + 90
-            while "storefront.stock-adjustments.v1" not in await page.locator("main").inner_text():
-                assert time.monotonic() < deadline, "the replayed unit's stock was never adjusted"
-                await page.wait_for_timeout(500)
-                await page.reload()
+            await _reload_until(page, _shows(page, "storefront.stock-adjustments.v1"), "the replayed unit's adjustment")
             steps = await page.get_by_role("table").inner_text()
             assert "graded A (revision 1)" in steps, steps
+
+            # The parked parcel's case: matched by the order id of its return, its unit is graded
+            # and its stock adjusted.
+            await page.goto(f"{console_url}/cases?kind=unmatched_parcel")
+            unmatched = page.get_by_role("link", name="exception: unmatched_parcel")
+            await _reload_until(page, unmatched.count, "the parked parcel's unmatched_parcel case")
+            await unmatched.click()
+            await expect(page.locator("main")).to_contain_text(f"Parcel {parcel.tracking_number}'s units")
+            await page.get_by_label("Its return order").fill(relabelled.order_id)
+            await page.get_by_role("button", name="Match and resolve").click()
+            await expect(page.get_by_role("status")).to_contain_text(f"matched to return {relabelled.return_id}")
+            await expect(page.locator("#case-status")).to_have_text("resolved")
+            await page.goto(f"{console_url}/trace?q={unlabelled}")
+            await _reload_until(page, _shows(page, "storefront.stock-adjustments.v1"), "the matched unit's adjustment")
+            steps = await page.get_by_role("table").inner_text()
+            assert f"parcel {parcel.tracking_number} matched to return {relabelled.return_id}" in steps, steps
 
             # The first unit, end to end, in time order.
             await page.goto(f"{console_url}/trace?q={traced}")

@@ -27,6 +27,8 @@ from rebound_contracts.topics import (
     EXCHANGE_REQUESTED,
     PARCEL_SCANNED,
     RMA,
+    LISTINGS,
+    PARCEL_MATCHED,
     STOCK_ADJUSTMENTS,
     UNIT_GRADED,
     UNIT_INSPECTED,
@@ -65,6 +67,8 @@ async def _events(pipe: Pipeline, seller: str) -> dict[str, BaseModel | dict]:
         UNIT_PICKED.name: f.picked(seller, pipe.id("L7")),
         EXCHANGE_REQUESTED.name: f.exchange(seller, "TEE-BLK-L"),
         STOCK_ADJUSTMENTS.name: f.adjusted(seller, "TEE-BLK-L", 1, +1),
+        LISTINGS.name: f.listing(seller, "TEE-BLK-L", "19.90", "Open box: inspected, like new"),
+        PARCEL_MATCHED.name: f.match(seller, f.uid("T"), f.uid("R")),
     }
 
 

@@ -26,6 +26,7 @@ from rebound_contracts.topics import (
     EXCEPTIONS,
     EXCHANGE_ALLOCATED,
     EXCHANGE_REQUESTED,
+    PARCEL_MATCHED,
     PARCEL_SCANNED,
     RMA,
     STOCK_ADJUSTMENTS,
@@ -88,6 +89,27 @@ async def _scan_state(pipe: Pipeline, _event: Any) -> Any:
         pipe,
         "SELECT lpn, seller_id, return_id FROM intake.units WHERE lpn = ANY($1::text[])",
         [pipe.id("L1"), pipe.id("L2")],
+    )
+
+
+async def _match(pipe: Pipeline, seller: str) -> tuple[TenantEvent, Any]:
+    order, relabelled = f.rma(seller), f.uid("T")  # its parcel came under a label no return carries
+    await pipe.feed(
+        pipe.intake,
+        [
+            pipe.record(order, RMA.name),
+            pipe.record(f.scan(seller, relabelled, [(pipe.id("L1"), "TEE-BLK-M")]), PARCEL_SCANNED.name),
+        ],
+    )
+    return f.match(seller, relabelled, order.return_id), ([(pipe.id("L1"), seller, order.return_id)], 0)
+
+
+async def _match_state(pipe: Pipeline, match: Any) -> Any:
+    return (
+        await _rows(pipe, "SELECT lpn, seller_id, return_id FROM intake.units WHERE lpn = $1", pipe.id("L1")),
+        await pipe.pool.fetchval(
+            "SELECT count(*) FROM intake.parked_scans WHERE tracking_number = $1", match.tracking_number
+        ),
     )
 
 
@@ -179,6 +201,14 @@ CASES = [
         _scan,
         _scan_state,
         lambda pipe: {"units": [ScannedUnit(lpn=pipe.id("L2"), sku="TEE-BLK-M")]},
+        [(UNIT_RECEIVED.name, "")],
+    ),
+    Case(
+        PARCEL_MATCHED,
+        "intake",
+        _match,
+        _match_state,
+        lambda pipe: {"operator_id": "someone-else"},
         [(UNIT_RECEIVED.name, "")],
     ),
     Case(

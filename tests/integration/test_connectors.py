@@ -9,8 +9,6 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import timedelta
-from decimal import Decimal
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ from rebound.standins import serving
 from rebound.standins.shopify import ShopifyStandIn, Store
 from rebound.standins.tiktok import Stock, TikTokStandIn
 from rebound_contracts import TOPICS_BY_NAME
-from rebound_contracts import ListingRequested, Money
+from rebound_contracts import ListingRequested
 from rebound_contracts.topics import ACKS, EXCEPTIONS, LISTINGS, STOCK_ADJUSTMENTS
 from tests import factories as f
 from tests.shops import connect_tiktok
@@ -499,30 +497,11 @@ async def test_a_unit_sold_twice_is_reported_and_owed_even_with_nothing_pending(
     assert (world.stock("HAT").quantity, world.stock("HAT").sold) == (0, 3)  # the next unit went to that order
 
 
-def _request(
-    seller: str, sku: str, price: str, note: str, *, later: int = 0, condition: str = "open_box", currency: str = "USD"
-) -> ListingRequested:
-    return ListingRequested(
-        event_id=uuid.uuid4(),
-        occurred_at=f.T0 + timedelta(days=4, minutes=later),
-        seller_id=seller,
-        action="upsert",
-        shop_id=f"shop-{seller}",
-        channel="tiktok",
-        warehouse_id="W1",
-        sku=sku,
-        condition=condition,
-        price=Money(amount=Decimal(price), currency=currency),
-        condition_note=note,
-        listing_sku=f"{sku}-OB" if condition == "open_box" else None,
-    )
-
-
 async def test_a_listing_request_tells_whoever_maps_the_key_what_to_create(world: World, settings) -> None:
     key = f"{world.seller}:tiktok:W1:LAMP:open_box"
     await world.ask(
-        _request(world.seller, "LAMP", "19.90", "Open box: inspected, like new", later=2),
-        _request(world.seller, "LAMP", "24.00", "an older request", later=1),
+        f.listing(world.seller, "LAMP", "19.90", "Open box: inspected, like new", later=2),
+        f.listing(world.seller, "LAMP", "24.00", "an older request", later=1),
     )  # late: ignored
     shown = subprocess.run(
         [sys.executable, "-m", "rebound", "connect", "unmapped", "--seller", world.seller],
@@ -547,7 +526,7 @@ async def test_a_listing_request_tells_whoever_maps_the_key_what_to_create(world
 
 async def test_a_listing_requests_price_is_set_before_its_first_unit_is_offered(world: World) -> None:
     await world.listing("VASE")
-    await world.ask(_request(world.seller, "VASE", "31.00", "New: returned unopened", later=1, condition="new"))
+    await world.ask(f.listing(world.seller, "VASE", "31.00", "New: returned unopened", later=1, condition="new"))
     seen = []
     set_quantity = TikTokShop.set_quantity
 
@@ -562,7 +541,7 @@ async def test_a_listing_requests_price_is_set_before_its_first_unit_is_offered(
     assert seen == [("31.00", "USD")] and world.stock("VASE").quantity == 1
     await world.outbox()
     # a refused price is reported once; the quantity still moves
-    await world.ask(_request(world.seller, "VASE", "29.00", "New", later=2, condition="new", currency="XTS"))
+    await world.ask(f.listing(world.seller, "VASE", "29.00", "New", later=2, condition="new", currency="XTS"))
     await world.send(f.adjusted(world.seller, "VASE", 2, +1))
     await world.sync()
     out = await world.outbox()

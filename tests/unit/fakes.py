@@ -79,6 +79,9 @@ class FakeIntakeRepository:
             (r for r in self.rmas.values() if r.seller_id == seller_id and r.tracking_number == tracking_number), None
         )
 
+    async def rma_by_id(self, seller_id: str, return_id: str) -> ReturnOrder | None:
+        return self.rmas.get((seller_id, return_id))
+
     async def lines_for_update(self, seller_id: str, return_id: str) -> list[LineDetail]:
         return list(self.lines[(seller_id, return_id)])
 

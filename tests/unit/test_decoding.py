@@ -19,6 +19,7 @@ from rebound_contracts.topics import (
     ACKS,
     ALL,
     EXCHANGE_REQUESTED,
+    PARCEL_MATCHED,
     PARCEL_SCANNED,
     RMA,
     UNIT_INSPECTED,
@@ -45,6 +46,7 @@ def _valid(topic: str) -> dict:
     event = {
         RMA.name: lambda: f.rma("s1"),
         PARCEL_SCANNED.name: lambda: f.scan("s1", "T1", [("L1", "SKU")]),
+        PARCEL_MATCHED.name: lambda: f.match("s1", "T1", "R1"),
         UNIT_INSPECTED.name: lambda: f.inspection("s1", "L1"),
         UNIT_REFURBISHED.name: lambda: f.refurbished("s1", "L1", "repackaged"),
         UNIT_PICKED.name: lambda: f.picked("s1", "L1"),
@@ -65,6 +67,7 @@ def test_every_inbound_topic_of_the_registry_is_covered() -> None:
     assert INBOUND == [
         RMA.name,
         PARCEL_SCANNED.name,
+        PARCEL_MATCHED.name,
         UNIT_INSPECTED.name,
         UNIT_REFURBISHED.name,
         UNIT_PICKED.name,

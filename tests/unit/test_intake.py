@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rebound.intake.domain import OpenLine, categorise_reason, lane_for, match_units
-from rebound.intake.handlers import receive_parcel, register_return
+from rebound.intake.handlers import match_parcel, receive_parcel, register_return
 from rebound_contracts.topics import UNIT_RECEIVED
 from tests import factories as f
 
@@ -72,6 +72,47 @@ async def test_a_parcel_before_its_rma_is_parked_and_matched_when_the_rma_arrive
     await register_return(late, order, repo)
     assert [u.lpn for u in emitted(late, UNIT_RECEIVED.name)] == ["L1"]
     assert repo.parked == []
+
+
+async def test_an_operator_matches_a_parked_parcel_to_a_return_of_another_tracking_number() -> None:
+    repo = FakeIntakeRepository()
+    order = f.rma("s1", lines=[("TEE-BLK-M", 1)])
+    await register_return(context(order), order, repo)
+    parcel = f.scan("s1", "RELABELLED-1", [("L1", "TEE-BLK-M")])  # a label no return carries
+    await receive_parcel(context(parcel), parcel, repo)
+    assert len(repo.parked) == 1
+
+    matched = f.match("s1", "RELABELLED-1", order.return_id)
+    ctx = context(matched)
+    await match_parcel(ctx, matched, repo)
+    [unit] = emitted(ctx, UNIT_RECEIVED.name)
+    assert (unit.lpn, unit.return_id, unit.tracking_number, unit.lane) == (
+        "L1",
+        order.return_id,
+        "RELABELLED-1",
+        "FAST",
+    )
+    assert repo.parked == [] and ctx.exceptions_raised == 0
+
+    again = context(matched)  # the parcel was received: a second match finds nothing to take
+    await match_parcel(again, f.match("s1", "RELABELLED-1", order.return_id), repo)
+    [exception] = emitted(again, "returns.exceptions.v1")
+    assert exception.kind == "unknown_reference" and "RELABELLED-1" in exception.detail
+
+
+async def test_a_match_to_a_return_the_seller_does_not_have_leaves_the_parcel_parked() -> None:
+    repo = FakeIntakeRepository()
+    others = f.rma("s2")
+    await register_return(context(others), others, repo)
+    parcel = f.scan("s1", "RELABELLED-2", [("L1", "TEE-BLK-M")])
+    await receive_parcel(context(parcel), parcel, repo)
+    matched = f.match("s1", "RELABELLED-2", others.return_id)  # another seller's return id
+    ctx = context(matched)
+    await match_parcel(ctx, matched, repo)
+    assert emitted(ctx, UNIT_RECEIVED.name) == []
+    [exception] = emitted(ctx, "returns.exceptions.v1")
+    assert exception.kind == "unknown_reference" and others.return_id in exception.detail
+    assert len(repo.parked) == 1
 
 
 async def test_a_unit_the_rma_does_not_list_is_parked_as_an_exception() -> None:

@@ -17,6 +17,7 @@ from rebound_contracts.topics import (
     EXCEPTIONS,
     EXCHANGE_ALLOCATED,
     EXCHANGE_REQUESTED,
+    PARCEL_MATCHED,
     PARCEL_SCANNED,
     RMA,
     STOCK_ADJUSTMENTS,
@@ -34,6 +35,7 @@ from .projector import Projector
 READS: tuple[Topic, ...] = (
     RMA,
     PARCEL_SCANNED,
+    PARCEL_MATCHED,
     UNIT_RECEIVED,
     UNIT_INSPECTED,
     UNIT_REFURBISHED,

@@ -8,15 +8,16 @@ from __future__ import annotations
 import base64
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
 import orjson
 from pydantic import ValidationError
 
+from rebound_contracts import ParcelMatched
 from rebound_contracts.common import Envelope
-from rebound_contracts.topics import BY_NAME
+from rebound_contracts.topics import BY_NAME, PARCEL_MATCHED, RMA
 
 from ..db import Connection
 from ..messaging.ids import derived_id
@@ -299,6 +300,78 @@ async def replay(
             actor,
             "replay",
             {"topic": done.topic, "key": done.key, "event_id": done.event_id, "corrected": done.corrected},
+            status="resolved",
+        )
+    return done
+
+
+MATCHABLE = frozenset({"unmatched_parcel"})
+"""Exceptions whose parcel waits, parked, for a return order an operator can name."""
+
+
+@dataclass(frozen=True)
+class Matched:
+    tracking_number: str
+    return_id: str
+    event_id: str
+
+
+async def returns_named(conn: Connection, seller_id: str, reference: str) -> list[str]:
+    """The seller's return ids that `reference` names: a return id, an order id or a tracking
+    number, as the console read them from the return orders."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT e.body->>'return_id' AS return_id FROM console.event_keys k"
+        " JOIN console.events e USING (event_id)"
+        " WHERE k.kind = ANY($1::text[]) AND k.value = $2 AND e.topic = $3 AND e.seller_id = $4"
+        " ORDER BY 1",
+        ["return", "order", "tracking"],
+        reference,
+        RMA.name,
+        seller_id,
+    )
+    return [r["return_id"] for r in rows]
+
+
+async def match(
+    conn: Connection, case_id: str, reference: str, actor: str, sellers: Collection[str] | None = None
+) -> Matched:
+    """Match the parked parcel of an `unmatched_parcel` case to the seller's return that
+    `reference` names (its return id, order id or tracking number) and resolve the case: the
+    console sends `returns.parcel-matched.v1`, and intake receives the parcel's units against that
+    return. Refused, with the reason, when the reference names no return of the seller, or several."""
+    async with conn.transaction():
+        case = await _locked_open(conn, case_id, sellers)
+        if case.source != "exception" or case.kind not in MATCHABLE:
+            raise CaseError(f"a {case.kind} case has no parcel waiting for its return order")
+        seller, tracking = case.event["seller_id"], case.event["original"]["tracking_number"]
+        found = await returns_named(conn, seller, reference.strip())
+        if not found:
+            raise CaseError(
+                f"no return of seller {seller} has the return id, order id or tracking number {reference!r}"
+            )
+        if len(found) > 1:
+            raise CaseError(f"{reference!r} names {len(found)} returns ({', '.join(found)}): give the return id")
+        try:
+            event = ParcelMatched(
+                event_id=derived_id(UUID(case.case_id), case.opened_at, f"match:{found[0]}"),
+                occurred_at=datetime.now(UTC),
+                seller_id=seller,
+                tracking_number=tracking,
+                return_id=found[0],
+                operator_id=actor,
+            )
+        except ValidationError as error:
+            raise CaseError(f"not a valid {ParcelMatched.__name__}: {_summary(error)}") from None
+        outbox = OutboxBuffer(PRODUCER)
+        outbox.add(PARCEL_MATCHED, event)
+        await outbox.flush(conn)
+        done = Matched(tracking, found[0], str(event.event_id))
+        await _record(
+            conn,
+            case_id,
+            actor,
+            "match",
+            {"tracking_number": tracking, "return_id": done.return_id, "event_id": done.event_id},
             status="resolved",
         )
     return done

@@ -170,6 +170,21 @@ def cases_dismiss(
     typer.echo(f"case {case_id}: dismissed")
 
 
+@cases_app.command("match")
+def cases_match(
+    case_id: Annotated[str, typer.Argument(help="An unmatched_parcel case.")],
+    reference: Annotated[str, typer.Argument(help="Its return order: the return id, order id or tracking number.")],
+    actor: ActorOption = None,
+) -> None:
+    """Match a parcel that waits without its return order to the seller's return, and resolve
+    the case: intake receives the parcel's units against that return (returns.parcel-matched.v1)."""
+    done = _run(lambda c: work.match(c, case_id, reference, _actor(actor)))
+    typer.echo(
+        f"case {case_id}: resolved; parcel {done.tracking_number} matched to return {done.return_id}"
+        f" (event {done.event_id})"
+    )
+
+
 @cases_app.command("replay")
 def cases_replay(
     case_id: Annotated[str, typer.Argument(help="The case.")],

@@ -16,6 +16,7 @@ from rebound_contracts import (
     ExchangeAllocated,
     ExchangeRequested,
     MessageDeadLettered,
+    ParcelMatched,
     ParcelScanned,
     RmaIssued,
     StockAdjusted,
@@ -152,6 +153,8 @@ def _summary(event: BaseModel) -> str:
                 f"parcel {event.tracking_number} opened at {event.warehouse_id} (station {event.station_id}, "
                 f"operator {event.operator_id}): {_plural(len(event.units), 'unit')}"
             )
+        case ParcelMatched():
+            return f"parcel {event.tracking_number} matched to return {event.return_id} by operator {event.operator_id}"
         case UnitReceived():
             return (
                 f"received against return {event.return_id} line {event.line_id}: reason {event.reason_category} "

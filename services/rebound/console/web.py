@@ -172,7 +172,14 @@ async def case_page(visit: Visit) -> Response:
     except work.CaseError:
         return visit.render("missing.html", status_code=404, what=f"case {case_id}")
     trail = await work.audit_trail(visit.conn, case.case_id)
-    return visit.render("case.html", case=case, trail=trail, message=_message_text(case))
+    return visit.render(
+        "case.html",
+        case=case,
+        trail=trail,
+        message=_message_text(case),
+        matchable=work.MATCHABLE,
+        replayable=work.REPLAYABLE_EXCEPTIONS,
+    )
 
 
 async def case_action(visit: Visit) -> Response:
@@ -188,6 +195,12 @@ async def case_action(visit: Visit) -> Response:
             status: Literal["resolved", "dismissed"] = "resolved" if action == "resolve" else "dismissed"
             await work.close(visit.conn, case_id, status, str(form.get("reason", "")).strip(), actor, sellers)
             done = f"Case {status}."
+        elif action == "match":
+            matched = await work.match(visit.conn, case_id, str(form.get("reference", "")), actor, sellers)
+            done = (
+                f"Parcel {matched.tracking_number} matched to return {matched.return_id}: its units are received"
+                " against it; the case is resolved."
+            )
         elif action == "replay":
             case = await work.get_case(visit.conn, case_id, sellers)
             text = str(form.get("message", "")).replace("\r\n", "\n")

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 import orjson
-from rebound_contracts import MessageSource, ParcelScanned, RmaIssued
+from rebound_contracts import MessageSource, ParcelMatched, ParcelScanned, RmaIssued
 
 from ..db import Connection
 from .domain import LineDetail, OpenLine, ReturnOrder
@@ -63,7 +63,7 @@ class PostgresIntakeRepository:
         self._new_lines: dict[ReturnKey, list[_Line]] = {}
         self._new_units: list[tuple] = []
 
-    async def prefetch(self, events: Sequence[RmaIssued | ParcelScanned]) -> None:
+    async def prefetch(self, events: Sequence[RmaIssued | ParcelScanned | ParcelMatched]) -> None:
         """What the batch's events need, in at most five statements: the return orders of their
         tracking numbers (of every seller), which sellers' scans of those are parked, which return ids
         the RMAs name exist already, the lines the scans may be counted on, and who owns the
@@ -198,6 +198,12 @@ class PostgresIntakeRepository:
             if order.seller_id == seller_id
         ]
         return min(mine, key=lambda m: m[:2])[2] if mine else None
+
+    async def rma_by_id(self, seller_id: str, return_id: str) -> ReturnOrder | None:
+        row = await self.conn.fetchrow(
+            "SELECT " + _RMA_COLUMNS + " FROM intake.rmas WHERE seller_id = $1 AND return_id = $2", seller_id, return_id
+        )
+        return None if row is None else _order(row)
 
     async def lines_for_update(self, seller_id: str, return_id: str) -> list[LineDetail]:
         key = (seller_id, return_id)

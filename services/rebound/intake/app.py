@@ -1,4 +1,4 @@
-"""Intake as a FastStream app: consumes return orders and dock scans."""
+"""Intake as a FastStream app: consumes return orders, dock scans and operators' parcel matches."""
 
 from __future__ import annotations
 
@@ -9,24 +9,25 @@ import asyncpg
 from faststream import FastStream
 from pydantic import BaseModel
 
-from rebound_contracts import ParcelScanned, RmaIssued
-from rebound_contracts.topics import PARCEL_SCANNED, RMA
+from rebound_contracts import ParcelMatched, ParcelScanned, RmaIssued
+from rebound_contracts.topics import PARCEL_MATCHED, PARCEL_SCANNED, RMA
 
 from ..messaging.processor import Route
 from ..messaging.outbox import OutboxBuffer
 from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
 from .adapters import PostgresIntakeRepository
-from .handlers import raise_insights, receive_parcel, register_return, report_unmatched_parcels
+from .handlers import match_parcel, raise_insights, receive_parcel, register_return, report_unmatched_parcels
 
 INSIGHTS_EVERY_S = 300.0  # a month's returns change slowly; insights are raised once each
 
 
 def lock_keys(event: BaseModel) -> Iterable[str]:
     # A scan and its RMA travel on different topics: serialise them on the tracking number,
-    # so a scan never parks while its RMA is being registered by another transaction.
+    # so a scan never parks while its RMA is being registered by another transaction; an
+    # operator's match takes the parked scans of its tracking number likewise.
     keys = []
-    if isinstance(event, (RmaIssued, ParcelScanned)):
+    if isinstance(event, (RmaIssued, ParcelScanned, ParcelMatched)):
         keys.append(f"intake:tracking:{event.tracking_number}")
     if isinstance(event, ParcelScanned):
         keys.extend(f"lpn:{unit.lpn}" for unit in event.units)
@@ -61,6 +62,7 @@ def spec() -> ServiceSpec:
         routes=(
             Route(RMA, register_return, PostgresIntakeRepository),
             Route(PARCEL_SCANNED, receive_parcel, PostgresIntakeRepository),
+            Route(PARCEL_MATCHED, match_parcel, PostgresIntakeRepository),
         ),
         lock_keys=lock_keys,
         periodic=(

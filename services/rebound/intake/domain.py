@@ -169,6 +169,9 @@ class IntakeRepository(Protocol):
     async def rma_for_tracking(self, seller_id: str, tracking_number: str) -> ReturnOrder | None:
         """The seller's first return order (by issue time) with this tracking number."""
 
+    async def rma_by_id(self, seller_id: str, return_id: str) -> ReturnOrder | None:
+        """The seller's return order of that id."""
+
     async def lines_for_update(self, seller_id: str, return_id: str) -> list[LineDetail]: ...
 
     async def owners_of(self, lpns: list[str]) -> dict[str, str]:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from rebound_contracts import InsightRaised, Money, ParcelScanned, RmaIssued, UnitReceived
+from rebound_contracts import InsightRaised, Money, ParcelMatched, ParcelScanned, RmaIssued, UnitReceived
 from rebound_contracts.topics import INSIGHTS, UNIT_RECEIVED
 
 from ..messaging.ids import derived_id
@@ -17,7 +17,7 @@ from ..messaging.outbox import OutboxBuffer
 from ..messaging.processor import Context
 from ..reports import queries as reports
 from ..reports.insights import size_signals
-from .domain import IntakeRepository
+from .domain import IntakeRepository, ReturnOrder
 from .domain import categorise_reason, lane_for, match_units
 from ..db import Connection
 
@@ -54,9 +54,43 @@ async def register_return(ctx: Context, rma: RmaIssued, repo: IntakeRepository) 
         ctx.exceptions_raised += parked_ctx.exceptions_raised
 
 
-async def receive_parcel(ctx: Context, scan: ParcelScanned, repo: IntakeRepository) -> None:
-    """Match a scanned parcel to its return order, register its units, sort them into lanes."""
-    rma = await repo.rma_for_tracking(scan.seller_id, scan.tracking_number)
+async def match_parcel(ctx: Context, match: ParcelMatched, repo: IntakeRepository) -> None:
+    """An operator's match of a parcel waiting without its return order to one of the seller's
+    returns: its units are received against that return, as if it carried the parcel's number."""
+    rma = await repo.rma_by_id(match.seller_id, match.return_id)
+    if rma is None:
+        ctx.raise_exception(
+            "unknown_reference",
+            f"return {match.return_id} is not one of this seller's; parcel {match.tracking_number} stays parked",
+        )
+        return
+    scans = await repo.take_parked_scans(match.seller_id, match.tracking_number)
+    if not scans:
+        ctx.raise_exception(
+            "unknown_reference",
+            f"no parcel of this seller waits under tracking number {match.tracking_number} (received already?)",
+        )
+        return
+    for scan, source in scans:
+        parked_ctx = dataclasses.replace(ctx, event=scan, source=source, exceptions_raised=0)
+        log.info(
+            "parked_parcel_matched_by_operator",
+            seller_id=match.seller_id,
+            return_id=rma.return_id,
+            tracking_number=scan.tracking_number,
+            operator_id=match.operator_id,
+        )
+        await receive_parcel(parked_ctx, scan, repo, rma)
+        ctx.exceptions_raised += parked_ctx.exceptions_raised
+
+
+async def receive_parcel(
+    ctx: Context, scan: ParcelScanned, repo: IntakeRepository, rma: ReturnOrder | None = None
+) -> None:
+    """Match a scanned parcel to its return order (`rma`, when an operator chose it), register its
+    units, sort them into lanes."""
+    if rma is None:
+        rma = await repo.rma_for_tracking(scan.seller_id, scan.tracking_number)
     if rma is None:
         if await repo.sellers_with_tracking(scan.tracking_number):
             # Reported, and parked all the same: the seller's own return may carry the number too,
