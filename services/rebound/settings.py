@@ -56,6 +56,7 @@ class Settings:
     relay_batch_bytes: int = 4 * 1024 * 1024
     pool_size: int = 4
     unmatched_parcel_after_s: float = 900.0
+    waiting_case_after_s: float = 3600.0  # console: an inspection waiting this long for its receipt is a case
     inbox_retention_s: float = 7 * 24 * 3600.0
     inbox_prune_every_s: float = 300.0
     reconcile_every_s: float = 300.0  # connectors: how often each listing's number is compared
@@ -155,6 +156,7 @@ class Settings:
             relay_batch_bytes=int(env.get("REBOUND_RELAY_BATCH_BYTES", str(4 * 1024 * 1024))),
             pool_size=int(env.get("REBOUND_POOL_SIZE", "4")),
             unmatched_parcel_after_s=float(env.get("REBOUND_UNMATCHED_PARCEL_AFTER_S", "900")),
+            waiting_case_after_s=float(env.get("REBOUND_WAITING_CASE_AFTER_S", "3600")),
             inbox_retention_s=float(env.get("REBOUND_INBOX_RETENTION_S", str(7 * 24 * 3600))),
             inbox_prune_every_s=float(env.get("REBOUND_INBOX_PRUNE_EVERY_S", "300")),
             reconcile_every_s=float(env.get("REBOUND_RECONCILE_EVERY_S", "300")),

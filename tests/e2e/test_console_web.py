@@ -174,6 +174,9 @@ async def test_operators_work_cases_and_trace_units_and_sellers_see_only_their_o
             await page.goto(f"{console_url}/cases?kind=unmatched_parcel")
             unmatched = page.get_by_role("link", name="exception: unmatched_parcel")
             await _reload_until(page, unmatched.count, "the parked parcel's unmatched_parcel case")
+            await page.get_by_role("link", name="Waiting").click()
+            await expect(page.get_by_role("table").first).to_contain_text(parcel.tracking_number)
+            await page.go_back()
             await unmatched.click()
             await expect(page.locator("main")).to_contain_text(f"Parcel {parcel.tracking_number}'s units")
             await page.get_by_label("Its return order").fill(relabelled.order_id)
@@ -184,6 +187,8 @@ async def test_operators_work_cases_and_trace_units_and_sellers_see_only_their_o
             await _reload_until(page, _shows(page, "storefront.stock-adjustments.v1"), "the matched unit's adjustment")
             steps = await page.get_by_role("table").inner_text()
             assert f"parcel {parcel.tracking_number} matched to return {relabelled.return_id}" in steps, steps
+            await page.goto(f"{console_url}/waiting")
+            await expect(page.locator("main")).not_to_contain_text(parcel.tracking_number)
 
             # The first unit, end to end, in time order.
             await page.goto(f"{console_url}/trace?q={traced}")

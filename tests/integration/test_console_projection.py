@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from pydantic import BaseModel
@@ -16,6 +16,7 @@ from rebound.console import cases as work
 from rebound.console.app import READS
 from rebound.console.projector import Projector
 from rebound.console.trace import trace
+from rebound.console.waiting import CASE_KIND, escalate, waiting
 from rebound.messaging import inbox
 from rebound_contracts import TOPICS_BY_NAME, ExceptionRaised, MessageDeadLettered, MessageSource
 from rebound_contracts.topics import (
@@ -26,6 +27,7 @@ from rebound_contracts.topics import (
     RMA,
     STOCK_ADJUSTMENTS,
     UNIT_INSPECTED,
+    UNIT_RECEIVED,
 )
 from tests import factories as f
 from tests.factories import Record
@@ -119,3 +121,46 @@ async def test_a_batch_read_twice_changes_nothing_and_stock_keeps_the_highest_se
     assert steps[2].summary == f"exception unexpected_unit: LPN {lpn} is not expected"
     assert (stock["available"], stock["sequence"]) == (3, 7), "the highest sequence wins, not the last read"
     assert (stock["ack_status"], stock["ack_reason"]) == ("rejected", "listing deleted")
+
+
+async def test_what_waits_is_listed_an_inspection_waiting_too_long_is_a_case_and_its_receipt_resolves_it(pool) -> None:
+    seller = f.uid("console-waits-")
+    early, late = f.uid("L"), f.uid("L")
+    rma = f.rma(seller)
+    scan = f.scan(seller, f.uid("T"), [(early, "TEE-BLK-M")])  # a label no return carries
+    inspection, inspected_late = f.inspection(seller, early), f.inspection(seller, late)
+    receipt_first = f.received(seller, late)  # read before its inspection: nothing waits for it
+    projector = Projector("rebound-console", READS, pool)
+    await projector.process(_records([(RMA.name, rma), (PARCEL_SCANNED.name, scan), (UNIT_INSPECTED.name, inspection)]))
+    await projector.process(_records([(UNIT_RECEIVED.name, receipt_first), (UNIT_INSPECTED.name, inspected_late)]))
+
+    async with pool.acquire() as conn:
+        found = await waiting(conn, [seller])
+        assert [(w.kind, w.key, w.case_id) for w in found] == [
+            ("scan", scan.tracking_number, None),
+            ("inspection", early, None),
+        ]
+        assert await waiting(conn, [f.uid("another-")]) == [], "another seller sees none of it"
+
+        # Read a minute ago or more: the inspection becomes a case, once; the scan is intake's to report.
+        async with conn.transaction():
+            assert await escalate(conn, datetime.now(UTC) + timedelta(minutes=1)) >= 1
+        async with conn.transaction():
+            await escalate(conn, datetime.now(UTC) + timedelta(minutes=1))
+        [case] = await work.list_cases(conn, kind=CASE_KIND, seller_id=seller)
+        assert (case.source, case.key, case.event["original"]["lpn"]) == ("waiting", early, early)
+        assert [w.case_id for w in await waiting(conn, [seller])] == [None, case.case_id]
+
+    # The parcel is matched and received: nothing waits, and the case is resolved by the console.
+    received = f.received(seller, early)
+    await projector.process(
+        _records([(UNIT_RECEIVED.name, received.model_copy(update={"tracking_number": scan.tracking_number}))])
+    )
+    async with pool.acquire() as conn:
+        assert await waiting(conn, [seller]) == []
+        resolved = await work.get_case(conn, case.case_id)
+        trail = await work.audit_trail(conn, case.case_id)
+    assert resolved.status == "resolved"
+    assert [(e.actor, e.action, e.detail) for e in trail] == [
+        ("rebound-console", "resolve", {"reason": "the unit's receipt arrived"})
+    ]

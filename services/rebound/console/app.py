@@ -28,9 +28,10 @@ from rebound_contracts.topics import (
     UNIT_REFURBISHED,
 )
 
-from ..service import ServiceSpec, build_app
+from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
 from .projector import Projector
+from .waiting import escalate_waiting
 
 READS: tuple[Topic, ...] = (
     RMA,
@@ -57,7 +58,13 @@ def _projector(consumer: str, topics: Sequence[Topic], pool: asyncpg.Pool, setti
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name="console", routes=(), reads=READS, projector=_projector)
+    return ServiceSpec(
+        name="console",
+        routes=(),
+        reads=READS,
+        projector=_projector,
+        periodic=(Periodic("waiting-cases", 30.0, escalate_waiting),),
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastStream:

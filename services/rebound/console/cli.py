@@ -137,6 +137,36 @@ def cases_raw(case_id: Annotated[str, typer.Argument(help="The case.")]) -> None
     sys.stdout.buffer.write(raw if raw is not None else json.dumps(case.event["original"], indent=2).encode() + b"\n")
 
 
+@cases_app.command("waiting")
+def cases_waiting(
+    seller: Annotated[str | None, typer.Option(help="Only this seller's.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many, the oldest first.")] = 500,
+    output: FormatOption = ListFormat.table,
+) -> None:
+    """List what waits in the pipeline, the oldest first: parcels without their return order,
+    inspections without their unit's receipt (an inspection that waits too long becomes a case)."""
+    from .waiting import WAITS_FOR, waiting
+
+    found = _run(lambda c: waiting(c, None if seller is None else [seller], limit=limit))
+    if output is ListFormat.json:
+        typer.echo(json.dumps([w.as_json() for w in found], indent=2))
+        return
+    if not found:
+        typer.echo("nothing waits")
+        return
+    table = _table("since", "what", "waits for", "seller", "warehouse", "case")
+    for w in found:
+        table.add_row(
+            w.since.isoformat(timespec="seconds"),
+            f"{w.kind} {w.key}",
+            WAITS_FOR[w.kind],
+            w.seller_id,
+            w.warehouse_id,
+            w.case_id or "",
+        )
+    _print(table)
+
+
 @cases_app.command("assign")
 def cases_assign(
     case_id: Annotated[str, typer.Argument(help="The case.")],

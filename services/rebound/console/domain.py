@@ -91,6 +91,27 @@ class ShopAnswer:
     at: datetime
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """An event the pipeline keeps until another arrives: a scan waits for its return order, an
+    inspection for its unit's receipt."""
+
+    kind: str  # scan | inspection
+    seller_id: str
+    key: str  # the scan's tracking number, the inspection's LPN
+    warehouse_id: str
+    since: datetime
+
+
+@dataclass(frozen=True)
+class Arrived:
+    """A unit's receipt: what waited for it (its parcel's scan, its inspection) waits no more."""
+
+    seller_id: str
+    tracking_number: str
+    lpn: str
+
+
 @dataclass
 class Projection:
     """What one event adds to the console's tables."""
@@ -100,6 +121,8 @@ class Projection:
     case: Case | None = None
     stock: StockLevel | None = None
     answer: ShopAnswer | None = None
+    waiting: Waiting | None = None
+    arrived: Arrived | None = None
 
 
 def money(value: Money | None) -> str:
@@ -224,6 +247,14 @@ def project(event: BaseModel) -> Projection:
             event.sequence,
             event.occurred_at,
         )
+    if isinstance(event, ParcelScanned):
+        projection.waiting = Waiting(
+            "scan", event.seller_id, event.tracking_number, event.warehouse_id, event.occurred_at
+        )
+    if isinstance(event, UnitInspected):
+        projection.waiting = Waiting("inspection", event.seller_id, event.lpn, event.warehouse_id, event.occurred_at)
+    if isinstance(event, UnitReceived):
+        projection.arrived = Arrived(event.seller_id, event.tracking_number, event.lpn)
     if isinstance(event, StorefrontAck):
         projection.keys.add(("ref", str(event.ref_event_id)))
         projection.answer = ShopAnswer(

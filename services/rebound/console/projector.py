@@ -23,7 +23,8 @@ from rebound_contracts import Topic
 
 from ..db import TRANSIENT_ERRORS, Connection
 from ..messaging.processor import BatchStats, Record
-from .domain import Projection, ShopAnswer, StockLevel, project
+from .cases import PRODUCER
+from .domain import Arrived, Projection, ShopAnswer, StockLevel, project
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +92,7 @@ class Projector:
         while True:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
-                    await store(conn, [(item.record.topic, item.event, item.projection) for item in items])
+                    await store(conn, items)
                 break
             except TRANSIENT_ERRORS as error:
                 log.warning("batch_retry", consumer=self.consumer, error=f"{type(error).__name__}: {error}")
@@ -103,8 +104,9 @@ class Projector:
         return stats
 
 
-async def store(conn: Connection, rows: Sequence[tuple[str, BaseModel, Projection]]) -> None:
-    """Write the projections of events (topic, event, projection), each kind of row in one statement."""
+async def store(conn: Connection, items: Sequence[Projected]) -> None:
+    """Write the projections of records, each kind of row in one statement."""
+    rows = [(item.record.topic, item.event, item.projection) for item in items]
     projections = [p for _, _, p in rows]
     timeline = [(t, e, p) for t, e, p in rows if p.summary is not None]
     if timeline:
@@ -152,6 +154,8 @@ async def store(conn: Connection, rows: Sequence[tuple[str, BaseModel, Projectio
                 for c in cases
             ],
         )
+    await _store_waiting(conn, [item for item in items if item.projection.waiting is not None])
+    await _clear_arrived(conn, [p.arrived for p in projections if p.arrived is not None])
     await _store_stock(conn, [p.stock for p in projections if p.stock is not None])
     await _store_answers(conn, [p.answer for p in projections if p.answer is not None])
 
@@ -195,4 +199,60 @@ async def _store_answers(conn: Connection, answers: list[ShopAnswer]) -> None:
         " ack_status = excluded.ack_status, ack_reason = excluded.ack_reason, ack_at = excluded.ack_at"
         " WHERE console.stock.ack_at IS NULL OR console.stock.ack_at < excluded.ack_at",
         [(*_listing_key(a), a.status, a.reason, a.at) for a in latest.values()],
+    )
+
+
+async def _store_waiting(conn: Connection, items: list[Projected]) -> None:
+    if not items:
+        return
+    await conn.executemany(
+        "INSERT INTO console.waiting (event_id, kind, seller_id, key, warehouse_id, since, topic, partition,"
+        ' "offset") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING',
+        [
+            (
+                getattr(item.event, "event_id"),
+                w.kind,
+                w.seller_id,
+                w.key,
+                w.warehouse_id,
+                w.since,
+                item.record.topic,
+                item.record.partition,
+                item.record.offset,
+            )
+            for item in items
+            if (w := item.projection.waiting) is not None
+        ],
+    )
+
+
+async def _clear_arrived(conn: Connection, arrived: list[Arrived]) -> None:
+    """Receipts: their scans and inspections wait no more, and a case an inspection that waited
+    too long became is resolved, in its audit trail."""
+    if not arrived:
+        return
+    sellers, tracking, lpns = (
+        [a.seller_id for a in arrived],
+        [a.tracking_number for a in arrived],
+        [a.lpn for a in arrived],
+    )
+    await conn.execute(
+        "DELETE FROM console.waiting w USING unnest($1::text[], $2::text[], $3::text[]) AS a(s, t, l)"
+        " WHERE w.seller_id = a.s AND ((w.kind = 'scan' AND w.key = a.t) OR (w.kind = 'inspection' AND w.key = a.l))",
+        sellers,
+        tracking,
+        lpns,
+    )
+    await conn.execute(
+        "WITH resolved AS ("
+        " UPDATE console.cases c SET status = 'resolved', updated_at = now()"
+        " FROM unnest($1::text[], $2::text[]) AS a(s, l)"
+        " WHERE c.source = 'waiting' AND c.status = 'open' AND c.seller_id = a.s AND c.key = a.l"
+        " RETURNING c.case_id)"
+        " INSERT INTO console.audit (case_id, actor, action, detail)"
+        " SELECT case_id, $3, 'resolve', $4::jsonb FROM resolved",
+        sellers,
+        lpns,
+        PRODUCER,
+        orjson.dumps({"reason": "the unit's receipt arrived"}).decode(),
     )

@@ -34,6 +34,7 @@ from ..db import Connection
 from . import accounts, cases as work
 from .stock import levels
 from .trace import trace_units
+from .waiting import waiting
 
 log = structlog.get_logger("rebound.console.web")
 
@@ -221,6 +222,15 @@ async def trace_page(visit: Visit) -> Response:
     return visit.render("trace.html", query=query, units=units)
 
 
+async def waiting_page(visit: Visit) -> Response:
+    found = await waiting(visit.conn, visit.sellers)
+    return visit.render(
+        "waiting.html",
+        scans=[w for w in found if w.kind == "scan"],
+        inspections=[w for w in found if w.kind == "inspection"],
+    )
+
+
 async def stock_page(visit: Visit) -> Response:
     found = await levels(visit.conn, visit.sellers)
     return visit.render("stock.html", levels=found)
@@ -263,6 +273,7 @@ def create_web(
         Route("/cases/{case_id}", signed_in(case_page)),
         Route("/cases/{case_id}/{action}", signed_in(case_action, acts=True), methods=["POST"]),
         Route("/trace", signed_in(trace_page)),
+        Route("/waiting", signed_in(waiting_page)),
         Route("/stock", signed_in(stock_page)),
     ]
     middleware = [
