@@ -90,9 +90,11 @@ async def test_operators_work_cases_and_trace_units_and_sellers_see_only_their_o
 ) -> None:
     pipe = Pipeline(pool)
     seller, other = await pipe.add_sellers("web-a", "web-b")
-    warehouse, operator, other_user = pipe.id("WH"), pipe.id("op"), pipe.id("b-user")
+    warehouse, operator, other_user, admin = pipe.id("WH"), pipe.id("op"), pipe.id("b-user"), pipe.id("admin")
     traced, lettered, others, others_lettered = pipe.id("W1"), pipe.id("W2"), pipe.id("W3"), pipe.id("W4")
+    newcomer, newcomers = pipe.id("web-new"), pipe.id("W6")  # a seller registered only once its events wait
     async with pool.acquire() as conn:
+        await accounts.add(conn, admin, PASSWORD, "admin")
         await accounts.add(conn, operator, PASSWORD, "operator", warehouse_id=warehouse)
         await accounts.add(conn, other_user, PASSWORD, "seller", seller_id=other)
         await accounts.serve(conn, warehouse, [seller])
@@ -116,6 +118,7 @@ async def test_operators_work_cases_and_trace_units_and_sellers_see_only_their_o
             (RMA.name, relabelled),
             (PARCEL_SCANNED.name, parcel),
             (UNIT_INSPECTED.name, f.inspection(seller, unlabelled, "A")),
+            *_unit(newcomer, newcomers),
         ],
     )
 
@@ -243,7 +246,20 @@ async def test_operators_work_cases_and_trace_units_and_sellers_see_only_their_o
             await theirs.goto(f"{console_url}/stock")
             await expect(theirs.get_by_role("table")).to_contain_text(pipe.id("SKU-B"))
             await expect(theirs.get_by_role("table")).not_to_contain_text(pipe.id("SKU-A"))
+
+            # An admin registers the unknown seller from one of its cases: its three waiting events
+            # are sent again, and its unit reaches the shop.
+            page = await _sign_in(browser, console_url, admin, "/cases?kind=unknown_seller")
+            await page.get_by_role("row").filter(has_text=newcomer).first.get_by_role("link").click()
+            await page.get_by_label(f"Register seller {newcomer} as").fill("Newcomer Ltd")
+            await page.get_by_role("button", name="Register and replay").click()
+            await expect(page.get_by_role("status")).to_contain_text(
+                f"Seller {newcomer} registered; 3 of its events sent again"
+            )
+            await page.goto(f"{console_url}/trace?q={newcomers}")
+            await _reload_until(page, _shows(page, "storefront.stock-adjustments.v1"), "the newcomer's adjustment")
             await browser.close()
 
         assert fleet.dead() == [], "a service died"
+    assert await pool.fetchval("SELECT name FROM rebound.sellers WHERE seller_id = $1", newcomer) == "Newcomer Ltd"
     assert (await pool.fetchval("SELECT status FROM console.cases WHERE case_id = $1::uuid", others_case)) == "open"

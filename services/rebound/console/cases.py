@@ -375,3 +375,29 @@ async def match(
             status="resolved",
         )
     return done
+
+
+@dataclass(frozen=True)
+class Registered:
+    seller_id: str
+    replayed: list[Replayed]
+
+
+async def register_seller(conn: Connection, case_id: str, name: str, actor: str) -> Registered:
+    """Register the unknown seller of an `unknown_seller` case (an admin's action: a tenant is
+    added to the seller registry, as `rebound sellers add` does) and replay every event of that
+    seller that waits as an open `unknown_seller` case, the oldest first, each resolving its case."""
+    async with conn.transaction():
+        case = await _locked_open(conn, case_id, None)
+        if case.source != "exception" or case.kind != "unknown_seller" or not case.seller_id:
+            raise CaseError(f"a {case.kind} case names no seller to register")
+        if not name.strip():
+            raise CaseError("give the seller a name")
+        await conn.execute(
+            "INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            case.seller_id,
+            name.strip(),
+        )
+        waiting = await list_cases(conn, kind="unknown_seller", seller_id=case.seller_id, limit=10_000)
+        replayed = [await replay(conn, other.case_id, actor) for other in waiting]
+    return Registered(case.seller_id, replayed)

@@ -215,6 +215,18 @@ def cases_match(
     )
 
 
+@cases_app.command("register-seller")
+def cases_register_seller(
+    case_id: Annotated[str, typer.Argument(help="An unknown_seller case.")],
+    name: Annotated[str, typer.Option(help="The seller's name.")],
+    actor: ActorOption = None,
+) -> None:
+    """Register the seller an unknown_seller case names, and replay every event of it waiting as
+    an open case, the oldest first."""
+    done = _run(lambda c: work.register_seller(c, case_id, name, _actor(actor)))
+    typer.echo(f"seller {done.seller_id} registered; {len(done.replayed)} events sent again, their cases resolved")
+
+
 @cases_app.command("replay")
 def cases_replay(
     case_id: Annotated[str, typer.Argument(help="The case.")],

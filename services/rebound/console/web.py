@@ -202,6 +202,14 @@ async def case_action(visit: Visit) -> Response:
                 f"Parcel {matched.tracking_number} matched to return {matched.return_id}: its units are received"
                 " against it; the case is resolved."
             )
+        elif action == "register":
+            if visit.sellers is not None:
+                return PlainTextResponse("Only an admin registers sellers.", status_code=403)
+            registered = await work.register_seller(visit.conn, case_id, str(form.get("name", "")), actor)
+            done = (
+                f"Seller {registered.seller_id} registered; {len(registered.replayed)} of its events sent again,"
+                " their cases resolved."
+            )
         elif action == "replay":
             case = await work.get_case(visit.conn, case_id, sellers)
             text = str(form.get("message", "")).replace("\r\n", "\n")
