@@ -15,18 +15,28 @@ from pydantic import BaseModel
 from rebound.console import cases as work
 from rebound.console.app import READS
 from rebound.console.projector import Projector
+from rebound.console.stock import elsewhere, levels
 from rebound.console.trace import trace
 from rebound.console.waiting import CASE_KIND, escalate, waiting
 from rebound.messaging import inbox
-from rebound_contracts import TOPICS_BY_NAME, ExceptionRaised, MessageDeadLettered, MessageSource
+from rebound_contracts import (
+    TOPICS_BY_NAME,
+    Destination,
+    ExceptionRaised,
+    MessageDeadLettered,
+    MessageSource,
+    UnitAllocated,
+)
 from rebound_contracts.topics import (
     ACKS,
+    ALLOCATIONS,
     DLQ,
     EXCEPTIONS,
     PARCEL_SCANNED,
     RMA,
     STOCK_ADJUSTMENTS,
     UNIT_INSPECTED,
+    UNIT_PICKED,
     UNIT_RECEIVED,
 )
 from tests import factories as f
@@ -163,4 +173,53 @@ async def test_what_waits_is_listed_an_inspection_waiting_too_long_is_a_case_and
     assert resolved.status == "resolved"
     assert [(e.actor, e.action, e.detail) for e in trail] == [
         ("rebound-console", "resolve", {"reason": "the unit's receipt arrived"})
+    ]
+
+
+def _allocated(seller: str, lpn: str, destination: Destination | None, *, days: float) -> UnitAllocated:
+    return UnitAllocated(
+        event_id=uuid.uuid4(),
+        occurred_at=f.T0 + timedelta(days=days),
+        seller_id=seller,
+        lpn=lpn,
+        sku="TEE-BLK-M",
+        warehouse_id="W1",
+        grade="A",
+        grade_revision=1,
+        rule="default",
+        cause="decided",
+        candidate=0 if destination else None,
+        destination=destination,
+        source_event_id=uuid.uuid4(),
+    )
+
+
+async def test_each_key_shows_the_units_on_offer_and_the_rest_where_they_sit(pool) -> None:
+    seller = f.uid("console-units-")
+    sold, offered, moved, pooled, held = (f.uid("L") for _ in range(5))
+    listing = Destination(kind="listing", channel="tiktok", condition="new")
+    pool_of_exchanges = Destination(kind="exchange_pool", pool="sizes")
+    projector = Projector("rebound-console", READS, pool)
+    await projector.process(
+        _records(
+            [
+                (STOCK_ADJUSTMENTS.name, f.adjusted(seller, "TEE-BLK-M", 1, +1, available=2)),
+                (ALLOCATIONS.name, _allocated(seller, sold, listing, days=4)),
+                (ALLOCATIONS.name, _allocated(seller, offered, listing, days=4)),
+                (UNIT_PICKED.name, f.picked(seller, sold)),  # a day after it was offered
+                # Read newest first: the unit moved from the listing to the pool stays in the pool.
+                (ALLOCATIONS.name, _allocated(seller, moved, pool_of_exchanges, days=6)),
+                (ALLOCATIONS.name, _allocated(seller, moved, listing, days=4)),
+                (ALLOCATIONS.name, _allocated(seller, pooled, pool_of_exchanges, days=4)),
+                (ALLOCATIONS.name, _allocated(seller, held, None, days=4)),
+            ]
+        )
+    )
+    async with pool.acquire() as conn:
+        [level] = await levels(conn, [seller])
+        others = await elsewhere(conn, [seller])
+    assert (level.on_offer, level.lpns) == (1, (offered,))
+    assert [(e.place, e.units, sorted(e.lpns)) for e in others] == [
+        ("exchange_pool", 2, sorted([moved, pooled])),
+        ("held", 1, [held]),
     ]

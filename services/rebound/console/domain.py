@@ -112,6 +112,21 @@ class Arrived:
     lpn: str
 
 
+@dataclass(frozen=True)
+class Placed:
+    """Where a unit was allocated (`place` None: held in the warehouse), or that it was picked."""
+
+    seller_id: str
+    lpn: str
+    at: datetime
+    picked: bool = False
+    warehouse_id: str | None = None
+    sku: str | None = None
+    place: str | None = None
+    channel: str | None = None
+    condition: str | None = None
+
+
 @dataclass
 class Projection:
     """What one event adds to the console's tables."""
@@ -123,6 +138,7 @@ class Projection:
     answer: ShopAnswer | None = None
     waiting: Waiting | None = None
     arrived: Arrived | None = None
+    placed: Placed | None = None
 
 
 def money(value: Money | None) -> str:
@@ -255,6 +271,20 @@ def project(event: BaseModel) -> Projection:
         projection.waiting = Waiting("inspection", event.seller_id, event.lpn, event.warehouse_id, event.occurred_at)
     if isinstance(event, UnitReceived):
         projection.arrived = Arrived(event.seller_id, event.tracking_number, event.lpn)
+    if isinstance(event, UnitAllocated):
+        where = event.destination
+        projection.placed = Placed(
+            event.seller_id,
+            event.lpn,
+            event.occurred_at,
+            warehouse_id=event.warehouse_id,
+            sku=event.sku,
+            place=where.kind if where else None,
+            channel=where.channel if where else None,
+            condition=where.condition if where else None,
+        )
+    if isinstance(event, UnitPicked):
+        projection.placed = Placed(event.seller_id, event.lpn, event.occurred_at, picked=True, channel=event.channel)
     if isinstance(event, StorefrontAck):
         projection.keys.add(("ref", str(event.ref_event_id)))
         projection.answer = ShopAnswer(

@@ -24,7 +24,7 @@ from rebound_contracts import Topic
 from ..db import TRANSIENT_ERRORS, Connection
 from ..messaging.processor import BatchStats, Record
 from .cases import PRODUCER
-from .domain import Arrived, Projection, ShopAnswer, StockLevel, project
+from .domain import Arrived, Placed, Projection, ShopAnswer, StockLevel, project
 
 log = structlog.get_logger(__name__)
 
@@ -156,6 +156,7 @@ async def store(conn: Connection, items: Sequence[Projected]) -> None:
         )
     await _store_waiting(conn, [item for item in items if item.projection.waiting is not None])
     await _clear_arrived(conn, [p.arrived for p in projections if p.arrived is not None])
+    await _store_placed(conn, [p.placed for p in projections if p.placed is not None])
     await _store_stock(conn, [p.stock for p in projections if p.stock is not None])
     await _store_answers(conn, [p.answer for p in projections if p.answer is not None])
 
@@ -256,3 +257,26 @@ async def _clear_arrived(conn: Connection, arrived: list[Arrived]) -> None:
         PRODUCER,
         orjson.dumps({"reason": "the unit's receipt arrived"}).decode(),
     )
+
+
+async def _store_placed(conn: Connection, placed: list[Placed]) -> None:
+    """Each unit's latest allocation and latest pick, whatever order they are read in."""
+    allocations = [p for p in placed if not p.picked]
+    if allocations:
+        await conn.executemany(
+            "INSERT INTO console.units (seller_id, lpn, warehouse_id, sku, place, channel, condition, placed_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (seller_id, lpn) DO UPDATE SET"
+            " warehouse_id = excluded.warehouse_id, sku = excluded.sku, place = excluded.place,"
+            " channel = excluded.channel, condition = excluded.condition, placed_at = excluded.placed_at"
+            " WHERE console.units.placed_at IS NULL OR console.units.placed_at < excluded.placed_at",
+            [(p.seller_id, p.lpn, p.warehouse_id, p.sku, p.place, p.channel, p.condition, p.at) for p in allocations],
+        )
+    picks = [p for p in placed if p.picked]
+    if picks:
+        await conn.executemany(
+            "INSERT INTO console.units (seller_id, lpn, picked_at, picked_channel) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (seller_id, lpn) DO UPDATE SET picked_at = excluded.picked_at,"
+            " picked_channel = excluded.picked_channel"
+            " WHERE console.units.picked_at IS NULL OR console.units.picked_at < excluded.picked_at",
+            [(p.seller_id, p.lpn, p.at, p.channel) for p in picks],
+        )

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp
 
 from ..db import Connection
 from . import accounts, cases as work
-from .stock import levels
+from .stock import elsewhere, levels
 from .trace import trace_units
 from .waiting import waiting
 
@@ -241,7 +241,7 @@ async def waiting_page(visit: Visit) -> Response:
 
 async def stock_page(visit: Visit) -> Response:
     found = await levels(visit.conn, visit.sellers)
-    return visit.render("stock.html", levels=found)
+    return visit.render("stock.html", levels=found, elsewhere=await elsewhere(visit.conn, visit.sellers))
 
 
 async def health(request: Request) -> Response:
