@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from .db import create_pool, migrate
+from .db import Connection, create_pool, migrate
 from .grading.domain import DEFAULT_RULES_DOCUMENT
 
 
@@ -18,15 +18,20 @@ async def _pool(database_url: str, connect_kwargs: Mapping[str, Any] | None) -> 
     return pool
 
 
+async def insert_sellers(conn: Connection, sellers: Mapping[str, str]) -> None:
+    """Register `sellers` (id -> name); one already registered keeps its name."""
+    await conn.executemany(
+        "INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", list(sellers.items())
+    )
+
+
 async def add_sellers(
     database_url: str, sellers: dict[str, str], *, connect_kwargs: Mapping[str, Any] | None = None
 ) -> None:
     pool = await _pool(database_url, connect_kwargs)
     try:
-        await pool.executemany(
-            "INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            list(sellers.items()),
-        )
+        async with pool.acquire() as conn:
+            await insert_sellers(conn, sellers)
     finally:
         await pool.close()
 

@@ -22,6 +22,8 @@ from rebound_contracts.topics import BY_NAME, PARCEL_MATCHED, RMA
 from ..db import Connection
 from ..messaging.ids import derived_id
 from ..messaging.outbox import OutboxBuffer
+from ..sellers import insert_sellers
+from . import domain
 
 PRODUCER = "rebound-console"
 """The console's consumer group, and the producer of the events its actions send."""
@@ -39,22 +41,12 @@ class CaseError(Exception):
 
 
 @dataclass(frozen=True)
-class Case:
-    case_id: str
-    source: str
-    kind: str
-    seller_id: str | None
+class Case(domain.Case):
+    """A case as the work queue has it: what was reported, and what people did about it."""
+
     status: str
     owner: str | None
-    opened_at: datetime
     updated_at: datetime
-    detail: str
-    topic: str
-    partition: int
-    offset: int
-    consumer: str | None
-    key: str | None
-    event: dict[str, Any]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +59,14 @@ class Case:
         """A dead letter's bytes as its consumer read them (None for an exception)."""
         encoded = self.event.get("raw_base64")
         return base64.b64decode(encoded) if isinstance(encoded, str) else None
+
+    def message(self) -> bytes:
+        """The message behind the case, as an operator reads and corrects it: a dead letter's
+        bytes, or the event an exception (or a waiting inspection) carries, as JSON."""
+        raw = self.raw()
+        if raw is not None:
+            return raw
+        return orjson.dumps(self.event.get("original"), option=orjson.OPT_INDENT_2) + b"\n"
 
 
 @dataclass(frozen=True)
@@ -213,6 +213,22 @@ async def close(
         )
 
 
+async def _send_and_resolve(
+    conn: Connection,
+    case_id: str,
+    actor: str,
+    action: str,
+    message: tuple[str, str, bytes],
+    detail: dict[str, Any],
+) -> None:
+    """Write `message` (topic, key, payload) to the console's outbox, for its relay to publish,
+    and resolve the case with `action` in its audit trail: in the caller's transaction."""
+    outbox = OutboxBuffer(PRODUCER)
+    outbox.add_raw(*message)
+    await outbox.flush(conn)
+    await _record(conn, case_id, actor, action, detail, status="resolved")
+
+
 @dataclass(frozen=True)
 class Replayed:
     topic: str
@@ -290,17 +306,14 @@ async def replay(
             raise CaseError(f"the message names seller {seller!r}, whose data you may not change")
         topic = BY_NAME[case.topic]
         key = topic.key_of(event)
-        outbox = OutboxBuffer(PRODUCER)
-        outbox.add_raw(topic.name, key, payload)
-        await outbox.flush(conn)
-        done = Replayed(topic.name, key, str(getattr(event, "event_id")), corrected is not None)
-        await _record(
+        done = Replayed(topic.name, key, str(event.event_id), corrected is not None)
+        await _send_and_resolve(
             conn,
             case_id,
             actor,
             "replay",
+            (topic.name, key, payload),
             {"topic": done.topic, "key": done.key, "event_id": done.event_id, "corrected": done.corrected},
-            status="resolved",
         )
     return done
 
@@ -362,17 +375,14 @@ async def match(
             )
         except ValidationError as error:
             raise CaseError(f"not a valid {ParcelMatched.__name__}: {_summary(error)}") from None
-        outbox = OutboxBuffer(PRODUCER)
-        outbox.add(PARCEL_MATCHED, event)
-        await outbox.flush(conn)
         done = Matched(tracking, found[0], str(event.event_id))
-        await _record(
+        await _send_and_resolve(
             conn,
             case_id,
             actor,
             "match",
+            (PARCEL_MATCHED.name, PARCEL_MATCHED.key_of(event), event.model_dump_json().encode()),
             {"tracking_number": tracking, "return_id": done.return_id, "event_id": done.event_id},
-            status="resolved",
         )
     return done
 
@@ -393,11 +403,7 @@ async def register_seller(conn: Connection, case_id: str, name: str, actor: str)
             raise CaseError(f"a {case.kind} case names no seller to register")
         if not name.strip():
             raise CaseError("give the seller a name")
-        await conn.execute(
-            "INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            case.seller_id,
-            name.strip(),
-        )
+        await insert_sellers(conn, {case.seller_id: name.strip()})
         waiting = await list_cases(conn, kind="unknown_seller", seller_id=case.seller_id, limit=10_000)
         replayed = [await replay(conn, other.case_id, actor) for other in waiting]
     return Registered(case.seller_id, replayed)

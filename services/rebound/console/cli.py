@@ -133,8 +133,7 @@ def cases_raw(case_id: Annotated[str, typer.Argument(help="The case.")]) -> None
     """Write the message behind a case to standard output, byte for byte (a dead letter's as its
     consumer read it, an exception's event as JSON): edit it, then `rebound cases replay ID --file`."""
     case = _run(lambda c: work.get_case(c, case_id))
-    raw = case.raw()
-    sys.stdout.buffer.write(raw if raw is not None else json.dumps(case.event["original"], indent=2).encode() + b"\n")
+    sys.stdout.buffer.write(case.message())
 
 
 @cases_app.command("waiting")

@@ -3,7 +3,7 @@ by, and, for exceptions and dead letters, the case an operator works. Pure: no I
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,14 +31,12 @@ from rebound_contracts import (
 from rebound_contracts.common import Money
 from rebound_contracts.outbound import Destination
 
-KEY_KINDS = ("lpn", "return", "tracking", "order", "sku", "ref")
-"""What an event can be found by. `ref` ties a stock adjustment to the shop's answer to it."""
-
 THROUGH_KINDS = ("return", "tracking", "ref")
 """Keys a unit's trace follows to events that name no unit: its return order, its parcel, the
 shop's answers to its adjustments."""
 
-# Fields of an event (or of the event an exception carries) that name a key, at any depth.
+# Fields of an event (or of the event an exception carries) that name a key, at any depth; a
+# stock adjustment and the shop's answer to it also share a `ref`.
 _FIELD_KINDS = {
     "lpn": "lpn",
     "return_id": "return",
@@ -53,7 +51,7 @@ class Case:
     """An exception or a dead letter, as work for an operator."""
 
     case_id: str
-    source: str  # exception | dead_letter
+    source: str  # exception | dead_letter | waiting
     kind: str
     seller_id: str | None
     opened_at: datetime
@@ -332,7 +330,3 @@ def dead_letter_case(event: MessageDeadLettered) -> Case:
         key=event.key,
         event=event.model_dump(mode="json"),
     )
-
-
-def unit_keys(keys: Iterable[tuple[str, str]]) -> set[str]:
-    return {value for kind, value in keys if kind == "lpn"}

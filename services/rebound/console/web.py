@@ -159,11 +159,8 @@ async def case_list(visit: Visit) -> Response:
 
 
 def _message_text(case: work.Case) -> str:
-    """The message as an operator edits it before a replay: a dead letter's bytes, or an exception's event."""
-    raw = case.raw()
-    if raw is not None:
-        return raw.decode("utf-8", "backslashreplace")
-    return json.dumps(case.event.get("original"), indent=2, ensure_ascii=False)
+    """The message as an operator edits it before a replay."""
+    return case.message().decode("utf-8", "backslashreplace")
 
 
 async def case_page(visit: Visit) -> Response:
@@ -203,7 +200,7 @@ async def case_action(visit: Visit) -> Response:
                 " against it; the case is resolved."
             )
         elif action == "register":
-            if visit.sellers is not None:
+            if visit.account.role != "admin":
                 return PlainTextResponse("Only an admin registers sellers.", status_code=403)
             registered = await work.register_seller(visit.conn, case_id, str(form.get("name", "")), actor)
             done = (
