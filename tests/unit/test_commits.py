@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaConnectionError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError
 
 from rebound.messaging.commits import OffsetCommitter, next_offsets
 
@@ -19,15 +19,24 @@ class Rec:
 
 
 class Consumer:
-    """Records each commit; blocks while `gate` is closed; fails with the queued errors first."""
+    """Records each commit; blocks while `gate` is closed; fails with the queued errors first.
+    Owns the partitions in `owned` (None: every one), and refuses a commit naming another, as
+    aiokafka's consumer does."""
 
     def __init__(self) -> None:
         self.commits: list[dict[TopicPartition, int]] = []
         self.gate = asyncio.Event()
         self.gate.set()
         self.errors: list[Exception] = []
+        self.owned: set[TopicPartition] | None = None
+
+    def assignment(self) -> set[TopicPartition]:
+        everything = {TopicPartition(t, p) for t in "ab" for p in range(8)}
+        return set(everything if self.owned is None else self.owned)
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if moved := set(offsets) - self.assignment():
+            raise IllegalStateError(f"Partition {moved.pop()} is not assigned")
         await self.gate.wait()
         if self.errors:
             raise self.errors.pop(0)
@@ -74,6 +83,17 @@ async def test_a_failed_commit_is_retried_and_a_rebalanced_one_is_dropped():
     await committer.flush()
     await committer.flush()
     assert consumer.commits == [{TopicPartition("a", 0): 2, TopicPartition("a", 1): 1}]
+
+
+async def test_after_a_rebalance_the_partitions_still_owned_are_committed_and_the_moved_ones_dropped():
+    consumer, committer = Consumer(), OffsetCommitter()
+    await committer.note(consumer, [Rec("a", 0, 9), Rec("a", 1, 9)])  # applied before the rebalance
+    consumer.owned = {TopicPartition("a", 1)}  # a-0 moved to another member
+    await committer.note(consumer, [Rec("a", 1, 3)])  # a-1 re-read from its last commit
+    await committer.flush()
+    assert consumer.commits == [{TopicPartition("a", 1): 10}]
+    await committer.flush()
+    assert consumer.commits == [{TopicPartition("a", 1): 10}], "a-0 is its new owner's to commit"
 
 
 async def test_once_closing_each_batch_commits_before_note_returns():

@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 class Committing(Protocol):
     async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
 
+    def assignment(self) -> set[TopicPartition]: ...
+
 
 class Positioned(Protocol):
     topic: str
@@ -73,10 +75,20 @@ class OffsetCommitter:
             self._wake.set()
 
     async def flush(self) -> None:
-        """Commit what was noted and not committed yet."""
+        """Commit what was noted and not committed yet, for the partitions this member still owns.
+        Those a rebalance moved away are dropped (their new owner starts from the last commit and
+        the inbox skips what this member already applied); the others' offsets never are: a record
+        re-read after the rebalance and applied again is not read a third time, and an offset lost
+        here would stay behind until the partition's next record, however long that takes."""
         if not self._pending or self._consumer is None:
             return
-        offsets, self._pending = self._pending, {}
+        owned = self._consumer.assignment()
+        offsets = {tp: offset for tp, offset in self._pending.items() if tp in owned}
+        if moved := len(self._pending) - len(offsets):
+            log.info("offset_commit_skipped", reason="partitions moved to another member", partitions=moved)
+        self._pending = {}
+        if not offsets:
+            return
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as error:
