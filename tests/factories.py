@@ -14,15 +14,18 @@ from rebound_contracts import (
     ListingRequested,
     Money,
     ParcelMatched,
+    ParcelReceivedUnexpected,
     ParcelScanned,
     RmaIssued,
     RmaLine,
     ScannedUnit,
     StockAdjusted,
     StorefrontAck,
+    UnitAddedToReturn,
     UnitGraded,
     UnitInspected,
     UnitPicked,
+    UnitQuarantined,
     UnitReceived,
     UnitRefurbished,
 )
@@ -108,6 +111,36 @@ def match(seller_id: str, tracking: str, return_id: str, *, at: datetime = T0 + 
         tracking_number=tracking,
         return_id=return_id,
         operator_id="op-anna",
+    )
+
+
+def received_unexpected(
+    seller_id: str, tracking: str, *, at: datetime = T0 + timedelta(days=4)
+) -> ParcelReceivedUnexpected:
+    return ParcelReceivedUnexpected(
+        event_id=uuid.uuid4(), occurred_at=at, seller_id=seller_id, tracking_number=tracking, operator_id="op-anna"
+    )
+
+
+def added(
+    seller_id: str, lpn: str, return_id: str, line_id: str = "l0", *, at: datetime = T0 + timedelta(days=4)
+) -> UnitAddedToReturn:
+    return UnitAddedToReturn(
+        event_id=uuid.uuid4(),
+        occurred_at=at,
+        seller_id=seller_id,
+        lpn=lpn,
+        return_id=return_id,
+        line_id=line_id,
+        operator_id="op-anna",
+    )
+
+
+def quarantined(
+    seller_id: str, lpn: str, reason: str = "counterfeit", *, at: datetime = T0 + timedelta(days=4)
+) -> UnitQuarantined:
+    return UnitQuarantined(
+        event_id=uuid.uuid4(), occurred_at=at, seller_id=seller_id, lpn=lpn, reason=reason, operator_id="op-anna"
     )
 
 

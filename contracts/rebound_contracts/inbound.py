@@ -90,6 +90,36 @@ class ParcelMatched(TenantEvent):
     operator_id: Identifier
 
 
+class ParcelReceivedUnexpected(TenantEvent):
+    """`returns.parcel-received-unexpected.v1`: an operator received a parcel that waits without
+    its return order (scanned under `tracking_number`) as unexpected stock: its units are
+    registered to the seller, each one an unexpected unit that waits for an operator to add it to
+    a return (`returns.unit-added-to-return.v1`) or quarantine it (`returns.unit-quarantined.v1`)."""
+
+    tracking_number: Identifier
+    operator_id: Identifier
+
+
+class UnitAddedToReturn(TenantEvent):
+    """`returns.unit-added-to-return.v1`: an operator added an unexpected unit (one its parcel's
+    return did not list, or one received as unexpected stock) to the seller's return `return_id`,
+    on its line `line_id`: the unit is received against that return like any other."""
+
+    lpn: Identifier
+    return_id: Identifier
+    line_id: Identifier
+    operator_id: Identifier
+
+
+class UnitQuarantined(TenantEvent):
+    """`returns.unit-quarantined.v1`: an operator set an unexpected unit aside, for `reason`: it is
+    never received against a return, graded or offered."""
+
+    lpn: Identifier
+    reason: Annotated[str, Field(min_length=1, max_length=256, pattern=NO_NUL)]
+    operator_id: Identifier
+
+
 class UnitPicked(TenantEvent):
     """`wms.unit-picked.v1`: the warehouse picked a unit for a customer order on `channel`. The
     storefront already counted its own sale, so Rebound's ledger goes down without sending a -1."""

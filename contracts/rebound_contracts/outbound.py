@@ -269,6 +269,9 @@ class ExceptionRaised(TenantEvent):
     source: MessageSource
     source_event_id: UUID
     original: dict[str, Any]
+    lpn: Identifier | None = None
+    """The unit the exception is about, when it is about one unit of `original` (an
+    `unexpected_unit`, say): what an operator acts on."""
 
 
 DeadLetterKind = Literal["invalid_json", "schema_violation", "oversized", "conflicting_duplicate", "processing_failed"]

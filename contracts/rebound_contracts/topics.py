@@ -10,11 +10,14 @@ from pydantic import BaseModel
 from .inbound import (
     ExchangeRequested,
     ParcelMatched,
+    ParcelReceivedUnexpected,
     ParcelScanned,
     RmaIssued,
     StorefrontAck,
+    UnitAddedToReturn,
     UnitInspected,
     UnitPicked,
+    UnitQuarantined,
     UnitRefurbished,
 )
 from .outbound import (
@@ -82,6 +85,33 @@ PARCEL_MATCHED = Topic(
     ("console",),
     ("intake", "console"),
     description="An operator's match of a parcel waiting without its return order to one of the seller's returns.",
+)
+PARCEL_RECEIVED_UNEXPECTED = Topic(
+    "returns.parcel-received-unexpected.v1",
+    ParcelReceivedUnexpected,
+    ("seller_id", "tracking_number"),
+    "inbound",
+    ("console",),
+    ("intake", "console"),
+    description="An operator's receipt of a parcel waiting without its return order as unexpected stock.",
+)
+UNIT_ADDED_TO_RETURN = Topic(
+    "returns.unit-added-to-return.v1",
+    UnitAddedToReturn,
+    ("lpn",),
+    "inbound",
+    ("console",),
+    ("intake", "console"),
+    description="An operator's addition of an unexpected unit to one of the seller's returns, on one of its lines.",
+)
+UNIT_QUARANTINED = Topic(
+    "returns.unit-quarantined.v1",
+    UnitQuarantined,
+    ("lpn",),
+    "inbound",
+    ("console",),
+    ("intake", "console"),
+    description="An operator's decision to set an unexpected unit aside for good.",
 )
 UNIT_INSPECTED = Topic(
     "wms.unit-inspected.v1",
@@ -226,6 +256,9 @@ ALL: tuple[Topic, ...] = (
     RMA,
     PARCEL_SCANNED,
     PARCEL_MATCHED,
+    PARCEL_RECEIVED_UNEXPECTED,
+    UNIT_ADDED_TO_RETURN,
+    UNIT_QUARANTINED,
     UNIT_INSPECTED,
     UNIT_REFURBISHED,
     UNIT_PICKED,

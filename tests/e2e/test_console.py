@@ -5,6 +5,8 @@ pipeline once fixed; a seller sees nothing of another seller's."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 
 import orjson
@@ -14,6 +16,7 @@ from pydantic import BaseModel
 
 from rebound.console import cases as work
 from rebound.console.trace import trace, units_named
+from rebound.console.waiting import waiting
 from rebound.simulation.fleet import SERVICES, Fleet, wait_until_caught_up
 from rebound_contracts import TOPICS_BY_NAME
 from rebound_contracts.topics import PARCEL_SCANNED, RMA, UNIT_INSPECTED
@@ -152,3 +155,79 @@ async def test_a_unit_is_traced_and_bad_input_becomes_cases_that_are_worked(sett
         assert [(e.actor, e.detail["event_id"], e.detail["corrected"]) for e in replays] == [
             ("op-anna", broken["event_id"], True)
         ]
+
+
+async def _cases(pool, kind: str, seller: str, count: int, timeout: float = 120.0) -> list[work.Case]:
+    """The seller's open cases of `kind`, once there are `count` of them."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        async with pool.acquire() as conn:
+            found = await work.list_cases(conn, kind=kind, seller_id=seller)
+        if len(found) >= count:
+            return found
+        assert asyncio.get_running_loop().time() < deadline, f"{len(found)} open {kind} cases of {seller}, not {count}"
+        await asyncio.sleep(0.5)
+
+
+async def test_a_parcel_without_return_received_as_unexpected_stock_has_each_unit_decided(
+    settings, pool, tmp_path: Path
+) -> None:
+    pipe = Pipeline(pool)
+    [seller] = await pipe.add_sellers("console-u")
+    tee, hat, expected = pipe.id("L-tee"), pipe.id("L-hat"), pipe.id("L-expected")
+    order = f.rma(seller, lines=[("TEE-BLK-M", 1), ("TEE-BLK-L", 1)])  # its parcel holds the M only
+    relabelled = f.uid("T")  # a parcel no return carries: the L tee and a hat nobody ordered
+    await _send(
+        settings,
+        [
+            (RMA.name, order),
+            (PARCEL_SCANNED.name, f.scan(seller, order.tracking_number, [(expected, "TEE-BLK-M")])),
+            (PARCEL_SCANNED.name, f.scan(seller, relabelled, [(tee, "TEE-BLK-L"), (hat, "HAT-RED")])),
+            (UNIT_INSPECTED.name, f.inspection(seller, tee, "A")),
+            (UNIT_INSPECTED.name, f.inspection(seller, hat, "A")),
+        ],
+    )
+    # A parked parcel is reported as unmatched after a second (by intake's sweep, every 30 s).
+    env = {**os.environ, "REBOUND_UNMATCHED_PARCEL_AFTER_S": "1"}
+    with Fleet(log_dir=tmp_path / "logs", services=WITH_CONSOLE, env=env) as fleet:
+        [unmatched] = await _cases(pool, "unmatched_parcel", seller, 1)
+        async with pool.acquire() as conn:
+            received = await work.receive_unexpected(conn, unmatched.case_id, "op-anna")
+        assert received.tracking_number == relabelled
+        units = {case.event["lpn"]: case for case in await _cases(pool, "unexpected_unit", seller, 2)}
+        assert sorted(units) == sorted([tee, hat])
+        async with pool.acquire() as conn:
+            with pytest.raises(work.CaseError, match="say which line"):  # a hat is on neither line
+                await work.add_to_return(conn, units[hat].case_id, order.order_id, None, "op-anna")
+            added = await work.add_to_return(conn, units[tee].case_id, order.order_id, None, "op-anna")
+            assert (added.lpn, added.return_id, added.line_id) == (tee, order.return_id, "l1")  # by its SKU
+            with pytest.raises(work.CaseError, match="reason"):
+                await work.quarantine(conn, units[hat].case_id, " ", "op-anna")
+            await work.quarantine(conn, units[hat].case_id, "counterfeit", "op-anna")
+            assert [e.action for e in await work.audit_trail(conn, units[hat].case_id)] == ["quarantine"]
+        await wait_until_caught_up(settings.kafka_bootstrap_servers, pool, timeout=180, services=WITH_CONSOLE)
+        assert fleet.dead() == [], "a service died"
+
+    async with pool.acquire() as conn:
+        topics = [step.topic for step in await trace(conn, tee)]
+        for expected_topic in (
+            "returns.unit-added-to-return.v1",
+            "returns.unit-received.v1",
+            "returns.unit-graded.v1",
+            "storefront.stock-adjustments.v1",
+        ):
+            assert topics.count(expected_topic) == 1, (expected_topic, topics)
+        hat_topics = [step.topic for step in await trace(conn, hat)]
+        assert "returns.unit-quarantined.v1" in hat_topics and "returns.unit-received.v1" not in hat_topics
+        assert await conn.fetchval("SELECT quarantine_reason FROM intake.units WHERE lpn = $1", hat) == "counterfeit"
+        assert (
+            await conn.fetchval(
+                "SELECT received FROM intake.rma_lines WHERE seller_id = $1 AND return_id = $2 AND line_id = 'l1'",
+                seller,
+                order.return_id,
+            )
+            == 1
+        )
+        # Nothing of it waits any more: the parcel was received, the hat's inspection will never be.
+        assert [w.key for w in await waiting(conn, [seller])] == []
+        assert await work.list_cases(conn, seller_id=seller) == []

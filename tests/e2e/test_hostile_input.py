@@ -29,6 +29,9 @@ from rebound_contracts.topics import (
     RMA,
     LISTINGS,
     PARCEL_MATCHED,
+    PARCEL_RECEIVED_UNEXPECTED,
+    UNIT_ADDED_TO_RETURN,
+    UNIT_QUARANTINED,
     STOCK_ADJUSTMENTS,
     UNIT_GRADED,
     UNIT_INSPECTED,
@@ -69,6 +72,9 @@ async def _events(pipe: Pipeline, seller: str) -> dict[str, BaseModel | dict]:
         STOCK_ADJUSTMENTS.name: f.adjusted(seller, "TEE-BLK-L", 1, +1),
         LISTINGS.name: f.listing(seller, "TEE-BLK-L", "19.90", "Open box: inspected, like new"),
         PARCEL_MATCHED.name: f.match(seller, f.uid("T"), f.uid("R")),
+        PARCEL_RECEIVED_UNEXPECTED.name: f.received_unexpected(seller, f.uid("T")),
+        UNIT_ADDED_TO_RETURN.name: f.added(seller, pipe.id("L8"), f.uid("R")),
+        UNIT_QUARANTINED.name: f.quarantined(seller, pipe.id("L9")),
     }
 
 

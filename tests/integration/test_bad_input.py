@@ -17,7 +17,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from rebound_contracts import InspectionChecks, ScannedUnit, TenantEvent
+from rebound_contracts import InspectionChecks, RmaIssued, ScannedUnit, TenantEvent
 from rebound_contracts.topics import (
     ACKS,
     ALL,
@@ -27,6 +27,9 @@ from rebound_contracts.topics import (
     EXCHANGE_ALLOCATED,
     EXCHANGE_REQUESTED,
     PARCEL_MATCHED,
+    PARCEL_RECEIVED_UNEXPECTED,
+    UNIT_ADDED_TO_RETURN,
+    UNIT_QUARANTINED,
     PARCEL_SCANNED,
     RMA,
     STOCK_ADJUSTMENTS,
@@ -110,6 +113,39 @@ async def _match_state(pipe: Pipeline, match: Any) -> Any:
         await pipe.pool.fetchval(
             "SELECT count(*) FROM intake.parked_scans WHERE tracking_number = $1", match.tracking_number
         ),
+    )
+
+
+async def _received_unexpected(pipe: Pipeline, seller: str) -> tuple[TenantEvent, Any]:
+    relabelled = f.uid("T")  # a parcel no return carries, waiting parked
+    await pipe.feed(
+        pipe.intake, [pipe.record(f.scan(seller, relabelled, [(pipe.id("L1"), "TEE-BLK-M")]), PARCEL_SCANNED.name)]
+    )
+    return f.received_unexpected(seller, relabelled), ([(pipe.id("L1"), seller, None)], 0)
+
+
+async def _unexpected_unit(pipe: Pipeline, seller: str) -> RmaIssued:
+    """A return of two tees whose parcel held one of them and a hat: the hat, L1, is an unexpected
+    unit, and the return's second line has room for it."""
+    order = f.rma(seller, lines=[("TEE-BLK-M", 1), ("TEE-BLK-L", 1)])
+    scan = f.scan(seller, order.tracking_number, [(pipe.id("L0"), "TEE-BLK-M"), (pipe.id("L1"), "HAT-RED")])
+    await pipe.feed(pipe.intake, [pipe.record(order, RMA.name), pipe.record(scan, PARCEL_SCANNED.name)])
+    return order
+
+
+async def _added(pipe: Pipeline, seller: str) -> tuple[TenantEvent, Any]:
+    order = await _unexpected_unit(pipe, seller)
+    return f.added(seller, pipe.id("L1"), order.return_id, "l1"), [(pipe.id("L1"), seller, order.return_id, None)]
+
+
+async def _quarantined(pipe: Pipeline, seller: str) -> tuple[TenantEvent, Any]:
+    await _unexpected_unit(pipe, seller)
+    return f.quarantined(seller, pipe.id("L1")), [(pipe.id("L1"), seller, None, "counterfeit")]
+
+
+async def _unit_state(pipe: Pipeline, _event: Any) -> Any:
+    return await _rows(
+        pipe, "SELECT lpn, seller_id, return_id, quarantine_reason FROM intake.units WHERE lpn = $1", pipe.id("L1")
     )
 
 
@@ -210,6 +246,30 @@ CASES = [
         _match_state,
         lambda pipe: {"operator_id": "someone-else"},
         [(UNIT_RECEIVED.name, "")],
+    ),
+    Case(
+        PARCEL_RECEIVED_UNEXPECTED,
+        "intake",
+        _received_unexpected,
+        _match_state,
+        lambda pipe: {"operator_id": "someone-else"},
+        [(EXCEPTIONS.name, "unexpected_unit")],
+    ),
+    Case(
+        UNIT_ADDED_TO_RETURN,
+        "intake",
+        _added,
+        _unit_state,
+        lambda pipe: {"line_id": "l7"},
+        [(UNIT_RECEIVED.name, "")],
+    ),
+    Case(
+        UNIT_QUARANTINED,
+        "intake",
+        _quarantined,
+        _unit_state,
+        lambda pipe: {"reason": "torn"},
+        [],
     ),
     Case(
         UNIT_INSPECTED,

@@ -14,7 +14,7 @@ import orjson
 
 from rebound.db import Connection
 from rebound.grading.domain import DEFAULT_RULES, GradingRepository, GradingRules, Refurbishment, UnitState
-from rebound.intake.domain import IntakeRepository, LineDetail, OpenLine, ReturnOrder
+from rebound.intake.domain import IntakeRepository, LineDetail, OpenLine, RegisteredUnit, ReturnOrder
 from rebound.messaging.outbox import OutboxBuffer
 from rebound.messaging.processor import Context
 from rebound_contracts import (
@@ -92,13 +92,39 @@ class FakeIntakeRepository:
         self, scan: ParcelScanned, rows: list[tuple[str, str, str | None, str | None, str | None]]
     ) -> None:
         for lpn, sku, return_id, line_id, lane in rows:
-            self.units[lpn] = dict(seller_id=scan.seller_id, sku=sku, return_id=return_id, line_id=line_id, lane=lane)
+            self.units[lpn] = dict(
+                seller_id=scan.seller_id,
+                sku=sku,
+                return_id=return_id,
+                line_id=line_id,
+                lane=lane,
+                warehouse_id=scan.warehouse_id,
+                tracking_number=scan.tracking_number,
+                quarantine_reason=None,
+            )
             if line_id and return_id:
-                key = (scan.seller_id, return_id)
-                self.lines[key] = [
-                    replace(d, line=replace(d.line, received=d.line.received + 1)) if d.line.line_id == line_id else d
-                    for d in self.lines[key]
-                ]
+                self._count(scan.seller_id, return_id, line_id)
+
+    def _count(self, seller_id: str, return_id: str, line_id: str) -> None:
+        key = (seller_id, return_id)
+        self.lines[key] = [
+            replace(d, line=replace(d.line, received=d.line.received + 1)) if d.line.line_id == line_id else d
+            for d in self.lines[key]
+        ]
+
+    async def unit_for_update(self, lpn: str) -> RegisteredUnit | None:
+        unit = self.units.get(lpn)
+        if unit is None:
+            return None
+        fields = ("seller_id", "sku", "warehouse_id", "tracking_number", "return_id", "quarantine_reason")
+        return RegisteredUnit(lpn, *(unit[name] for name in fields))
+
+    async def receive_unit(self, unit: RegisteredUnit, rma: ReturnOrder, line_id: str) -> None:
+        self.units[unit.lpn].update(return_id=rma.return_id, line_id=line_id, lane=rma.lane)
+        self._count(rma.seller_id, rma.return_id, line_id)
+
+    async def quarantine_unit(self, unit: RegisteredUnit, reason: str, at: datetime) -> None:
+        self.units[unit.lpn]["quarantine_reason"] = reason
 
     async def park_scan(self, scan: ParcelScanned, source: MessageSource, *, reported: bool = False) -> None:
         self.parked.append((scan, source))

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from rebound.intake.domain import OpenLine, categorise_reason, lane_for, match_units
-from rebound.intake.handlers import match_parcel, receive_parcel, register_return
+from rebound.intake.handlers import (
+    add_unit_to_return,
+    match_parcel,
+    quarantine_unit,
+    receive_parcel,
+    receive_unexpected,
+    register_return,
+)
+from rebound_contracts import UnitAddedToReturn
 from rebound_contracts.topics import UNIT_RECEIVED
 from tests import factories as f
 
@@ -126,6 +134,108 @@ async def test_a_unit_the_rma_does_not_list_is_parked_as_an_exception() -> None:
     exceptions = emitted(ctx, "returns.exceptions.v1")
     assert [(e.kind, e.original["event_id"]) for e in exceptions] == [("unexpected_unit", str(parcel.event_id))]
     assert repo.units["L2"]["return_id"] is None  # kept, never dropped
+
+
+async def test_an_operator_receives_a_parked_parcel_as_unexpected_stock_whose_units_each_wait_for_a_decision() -> None:
+    repo = FakeIntakeRepository()
+    parcel = f.scan("s1", "NO-RETURN-1", [("L1", "TEE-BLK-M"), ("L2", "HAT-RED")])
+    await receive_parcel(context(parcel), parcel, repo)
+    received = f.received_unexpected("s1", "NO-RETURN-1")
+    ctx = context(received)
+    await receive_unexpected(ctx, received, repo)
+    assert emitted(ctx, UNIT_RECEIVED.name) == [] and repo.parked == []
+    exceptions = emitted(ctx, "returns.exceptions.v1")
+    assert [(e.kind, e.lpn, e.original["event_id"]) for e in exceptions] == [
+        ("unexpected_unit", "L1", str(parcel.event_id)),
+        ("unexpected_unit", "L2", str(parcel.event_id)),
+    ]
+    assert {lpn: (u["seller_id"], u["return_id"]) for lpn, u in repo.units.items()} == {
+        "L1": ("s1", None),
+        "L2": ("s1", None),
+    }
+    again = context(received)  # nothing waits under that label any more
+    await receive_unexpected(again, f.received_unexpected("s1", "NO-RETURN-1"), repo)
+    [exception] = emitted(again, "returns.exceptions.v1")
+    assert exception.kind == "unknown_reference" and "NO-RETURN-1" in exception.detail
+
+
+async def _with_unexpected_hat(repo: FakeIntakeRepository):
+    order = f.rma("s1", lines=[("TEE-BLK-M", 1), ("TEE-BLK-L", 1)])
+    await register_return(context(order), order, repo)
+    parcel = f.scan("s1", order.tracking_number, [("L1", "TEE-BLK-M"), ("L2", "HAT-RED")])
+    await receive_parcel(context(parcel), parcel, repo)
+    return order
+
+
+async def test_an_unexpected_unit_added_to_a_return_line_is_received_against_it_once() -> None:
+    repo = FakeIntakeRepository()
+    order = await _with_unexpected_hat(repo)
+    added = f.added("s1", "L2", order.return_id, "l1")
+    ctx = context(added)
+    await add_unit_to_return(ctx, added, repo)
+    [unit] = emitted(ctx, UNIT_RECEIVED.name)
+    assert (unit.lpn, unit.sku, unit.return_id, unit.line_id, unit.lane, unit.unit_price.amount) == (
+        "L2",
+        "HAT-RED",
+        order.return_id,
+        "l1",
+        "FAST",
+        order.lines[1].unit_price.amount,
+    )
+    assert unit.occurred_at == added.occurred_at and ctx.exceptions_raised == 0
+    assert [d.line.received for d in repo.lines[("s1", order.return_id)]] == [1, 1]
+    second, quarantined = f.added("s1", "L2", order.return_id, "l1"), f.quarantined("s1", "L2")
+    for decision in (second, quarantined):
+        again = context(decision)  # it is received: no second receipt, no quarantine
+        if isinstance(decision, UnitAddedToReturn):
+            await add_unit_to_return(again, decision, repo)
+        else:
+            await quarantine_unit(again, decision, repo)
+        assert emitted(again, UNIT_RECEIVED.name) == []
+        [exception] = emitted(again, "returns.exceptions.v1")
+        assert (exception.kind, exception.lpn) == ("unknown_reference", "L2")
+        assert order.return_id in exception.detail
+    assert repo.units["L2"]["quarantine_reason"] is None
+
+
+async def test_an_addition_to_a_return_line_that_is_not_there_or_full_leaves_the_unit_waiting() -> None:
+    repo = FakeIntakeRepository()
+    order = await _with_unexpected_hat(repo)
+    others = f.rma("s2")
+    await register_return(context(others), others, repo)
+    for decision, why in (
+        (f.added("s1", "L2", order.return_id, "l9"), "has no line l9"),
+        (f.added("s1", "L2", others.return_id), "is not one of this seller's"),
+        (f.added("s1", "L2", order.return_id, "l0"), "has all its 1 unit(s) already"),  # L1 filled it
+    ):
+        ctx = context(decision)
+        await add_unit_to_return(ctx, decision, repo)
+        assert emitted(ctx, UNIT_RECEIVED.name) == []
+        [exception] = emitted(ctx, "returns.exceptions.v1")
+        assert (exception.kind, exception.lpn) == ("unexpected_unit", "L2")  # a new case, to decide again
+        assert why in exception.detail and decision.return_id in exception.detail
+    assert repo.units["L2"]["return_id"] is None
+
+
+async def test_a_quarantined_unit_is_never_received_and_another_sellers_unit_is_not_touched() -> None:
+    repo = FakeIntakeRepository()
+    order = await _with_unexpected_hat(repo)
+    quarantined = f.quarantined("s1", "L2", "counterfeit")
+    ctx = context(quarantined)
+    await quarantine_unit(ctx, quarantined, repo)
+    assert ctx.outbox.rows == [] and repo.units["L2"]["quarantine_reason"] == "counterfeit"
+    added = f.added("s1", "L2", order.return_id, "l1")
+    later = context(added)
+    await add_unit_to_return(later, added, repo)
+    [exception] = emitted(later, "returns.exceptions.v1")
+    assert exception.kind == "unknown_reference" and "quarantined (counterfeit)" in exception.detail
+    assert emitted(later, UNIT_RECEIVED.name) == []
+    foreign = f.quarantined("s2", "L2", "not mine")
+    refused = context(foreign)
+    await quarantine_unit(refused, foreign, repo)
+    [exception] = emitted(refused, "returns.exceptions.v1")
+    assert (exception.kind, exception.seller_id) == ("unknown_lpn", "s2")
+    assert repo.units["L2"]["quarantine_reason"] == "counterfeit"
 
 
 async def test_a_tracking_number_of_another_seller_is_reported_and_the_parcel_waits_for_its_own_return() -> None:

@@ -15,9 +15,16 @@ from uuid import UUID
 import orjson
 from pydantic import ValidationError
 
-from rebound_contracts import ParcelMatched
-from rebound_contracts.common import Envelope
-from rebound_contracts.topics import BY_NAME, PARCEL_MATCHED, RMA
+from rebound_contracts import ParcelReceivedUnexpected, Topic, UnitAddedToReturn, UnitQuarantined
+from rebound_contracts.common import Envelope, TenantEvent
+from rebound_contracts.topics import (
+    BY_NAME,
+    PARCEL_MATCHED,
+    PARCEL_RECEIVED_UNEXPECTED,
+    RMA,
+    UNIT_ADDED_TO_RETURN,
+    UNIT_QUARANTINED,
+)
 
 from ..db import Connection
 from ..messaging.ids import derived_id
@@ -356,35 +363,159 @@ async def match(
         case = await _locked_open(conn, case_id, sellers)
         if case.source != "exception" or case.kind not in MATCHABLE:
             raise CaseError(f"a {case.kind} case has no parcel waiting for its return order")
-        seller, tracking = case.event["seller_id"], case.event["original"]["tracking_number"]
-        found = await returns_named(conn, seller, reference.strip())
-        if not found:
-            raise CaseError(
-                f"no return of seller {seller} has the return id, order id or tracking number {reference!r}"
-            )
-        if len(found) > 1:
-            raise CaseError(f"{reference!r} names {len(found)} returns ({', '.join(found)}): give the return id")
-        try:
-            event = ParcelMatched(
-                event_id=derived_id(UUID(case.case_id), case.opened_at, f"match:{found[0]}"),
-                occurred_at=datetime.now(UTC),
-                seller_id=seller,
-                tracking_number=tracking,
-                return_id=found[0],
-                operator_id=actor,
-            )
-        except ValidationError as error:
-            raise CaseError(f"not a valid {ParcelMatched.__name__}: {_summary(error)}") from None
-        done = Matched(tracking, found[0], str(event.event_id))
-        await _send_and_resolve(
+        tracking = case.event["original"]["tracking_number"]
+        return_id = await _one_return(conn, case.event["seller_id"], reference)
+        event = await _decide(
             conn,
-            case_id,
+            case,
             actor,
             "match",
-            (PARCEL_MATCHED.name, PARCEL_MATCHED.key_of(event), event.model_dump_json().encode()),
-            {"tracking_number": tracking, "return_id": done.return_id, "event_id": done.event_id},
+            PARCEL_MATCHED,
+            {"tracking_number": tracking, "return_id": return_id},
         )
-    return done
+    return Matched(tracking, return_id, str(event.event_id))
+
+
+async def _one_return(conn: Connection, seller_id: str, reference: str) -> str:
+    """The one return of the seller that `reference` names; CaseError when it names none or several."""
+    found = await returns_named(conn, seller_id, reference.strip())
+    if not found:
+        raise CaseError(f"no return of seller {seller_id} has the return id, order id or tracking number {reference!r}")
+    if len(found) > 1:
+        raise CaseError(f"{reference!r} names {len(found)} returns ({', '.join(found)}): give the return id")
+    return found[0]
+
+
+async def _decide(
+    conn: Connection, case: Case, actor: str, action: str, topic: Topic, fields: dict[str, Any]
+) -> TenantEvent:
+    """Send the operator's decision on `case` (an event of `topic` made of `fields`, for the
+    case's seller), audit it as `action` and resolve the case, in the caller's transaction. Its
+    event_id derives from the case and the decision: the same decision twice is one event."""
+    decided = ",".join(f"{name}={value}" for name, value in sorted(fields.items()))
+    try:
+        event = topic.model(
+            event_id=derived_id(UUID(case.case_id), case.opened_at, f"{action}:{decided}"),
+            occurred_at=datetime.now(UTC),
+            seller_id=case.seller_id,
+            operator_id=actor,
+            **fields,
+        )
+    except ValidationError as error:
+        raise CaseError(f"not a valid {topic.model.__name__}: {_summary(error)}") from None
+    assert isinstance(event, TenantEvent)
+    await _send_and_resolve(
+        conn,
+        case.case_id,
+        actor,
+        action,
+        (topic.name, topic.key_of(event), event.model_dump_json().encode()),
+        {**fields, "event_id": str(event.event_id)},
+    )
+    return event
+
+
+async def receive_unexpected(
+    conn: Connection, case_id: str, actor: str, sellers: Collection[str] | None = None
+) -> ParcelReceivedUnexpected:
+    """Receive the parked parcel of an `unmatched_parcel` case as unexpected stock and resolve the
+    case: the console sends `returns.parcel-received-unexpected.v1`; intake registers the parcel's
+    units to the seller, and each becomes an `unexpected_unit` case (add it to a return, or
+    quarantine it)."""
+    async with conn.transaction():
+        case = await _locked_open(conn, case_id, sellers)
+        if case.source != "exception" or case.kind not in MATCHABLE:
+            raise CaseError(f"a {case.kind} case has no parcel waiting for its return order")
+        tracking = case.event["original"]["tracking_number"]
+        event = await _decide(
+            conn, case, actor, "receive_unexpected", PARCEL_RECEIVED_UNEXPECTED, {"tracking_number": tracking}
+        )
+    assert isinstance(event, ParcelReceivedUnexpected)
+    return event
+
+
+UNIT_DECISIONS = frozenset({"unexpected_unit"})
+"""Exceptions about one unit that waits, registered but unexpected, for an operator to add it to
+a return or quarantine it."""
+
+
+def _unexpected_unit(case: Case) -> tuple[str, str]:
+    """The LPN and SKU of an `unexpected_unit` case's unit."""
+    lpn = case.event.get("lpn") if case.source == "exception" and case.kind in UNIT_DECISIONS else None
+    if not isinstance(lpn, str):
+        raise CaseError(f"a {case.kind} case names no unexpected unit")
+    units = case.event["original"].get("units") or []
+    sku = next((u.get("sku") for u in units if isinstance(u, dict) and u.get("lpn") == lpn), None)
+    return lpn, str(sku or "")
+
+
+async def return_lines(conn: Connection, seller_id: str, return_id: str) -> list[tuple[str, str]]:
+    """The (line id, SKU) of the seller's return, as the console read its return order."""
+    body = await conn.fetchval(
+        "SELECT body FROM console.events e JOIN console.event_keys k USING (event_id)"
+        " WHERE k.kind = 'return' AND k.value = $1 AND e.topic = $2 AND e.seller_id = $3"
+        " ORDER BY e.occurred_at LIMIT 1",
+        return_id,
+        RMA.name,
+        seller_id,
+    )
+    lines = orjson.loads(body).get("lines", []) if body is not None else []
+    return [(str(line["line_id"]), str(line["sku"])) for line in lines]
+
+
+async def add_to_return(
+    conn: Connection,
+    case_id: str,
+    reference: str,
+    line_id: str | None,
+    actor: str,
+    sellers: Collection[str] | None = None,
+) -> UnitAddedToReturn:
+    """Add the unit of an `unexpected_unit` case to the seller's return that `reference` names (its
+    return id, order id or tracking number), on `line_id` (None: the line of the unit's SKU, or the
+    return's only line), and resolve the case: the console sends `returns.unit-added-to-return.v1`
+    and intake receives the unit against that line."""
+    async with conn.transaction():
+        case = await _locked_open(conn, case_id, sellers)
+        lpn, sku = _unexpected_unit(case)
+        assert case.seller_id is not None
+        return_id = await _one_return(conn, case.seller_id, reference)
+        lines = await return_lines(conn, case.seller_id, return_id)
+        listed = ", ".join(f"{line} ({line_sku})" for line, line_sku in lines)
+        chosen = (line_id or "").strip()
+        if chosen and chosen not in {line for line, _ in lines}:
+            raise CaseError(f"return {return_id} has no line {chosen!r}; its lines: {listed}")
+        if not chosen:
+            same = [line for line, line_sku in lines if line_sku == sku]
+            if same or len(lines) == 1:
+                chosen = (same or [lines[0][0]])[0]
+            else:
+                raise CaseError(f"say which line of return {return_id} the unit ({sku}) is for: {listed}")
+        event = await _decide(
+            conn,
+            case,
+            actor,
+            "add_to_return",
+            UNIT_ADDED_TO_RETURN,
+            {"lpn": lpn, "return_id": return_id, "line_id": chosen},
+        )
+    assert isinstance(event, UnitAddedToReturn)
+    return event
+
+
+async def quarantine(
+    conn: Connection, case_id: str, reason: str, actor: str, sellers: Collection[str] | None = None
+) -> UnitQuarantined:
+    """Quarantine the unit of an `unexpected_unit` case, for `reason`, and resolve the case: the
+    console sends `returns.unit-quarantined.v1`; intake sets the unit aside for good."""
+    if not reason.strip():
+        raise CaseError("say why: a unit is quarantined with a reason")
+    async with conn.transaction():
+        case = await _locked_open(conn, case_id, sellers)
+        lpn, _ = _unexpected_unit(case)
+        event = await _decide(conn, case, actor, "quarantine", UNIT_QUARANTINED, {"lpn": lpn, "reason": reason.strip()})
+    assert isinstance(event, UnitQuarantined)
+    return event
 
 
 @dataclass(frozen=True)

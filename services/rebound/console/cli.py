@@ -214,6 +214,50 @@ def cases_match(
     )
 
 
+@cases_app.command("receive-unexpected")
+def cases_receive_unexpected(
+    case_id: Annotated[str, typer.Argument(help="An unmatched_parcel case.")],
+    actor: ActorOption = None,
+) -> None:
+    """Receive a parcel that waits without its return order as unexpected stock, and resolve the
+    case: intake registers its units, and each becomes an unexpected_unit case, to add to a return
+    or quarantine (returns.parcel-received-unexpected.v1)."""
+    done = _run(lambda c: work.receive_unexpected(c, case_id, _actor(actor)))
+    typer.echo(
+        f"case {case_id}: resolved; parcel {done.tracking_number} received as unexpected stock (event {done.event_id})"
+    )
+
+
+@cases_app.command("add-to-return")
+def cases_add_to_return(
+    case_id: Annotated[str, typer.Argument(help="An unexpected_unit case.")],
+    reference: Annotated[str, typer.Argument(help="The return: its return id, order id or tracking number.")],
+    line: Annotated[
+        str | None, typer.Option(help="The return's line (default: the line of the unit's SKU, or its only line).")
+    ] = None,
+    actor: ActorOption = None,
+) -> None:
+    """Add an unexpected unit to one of the seller's returns, and resolve the case: intake receives
+    it against that line, and it is graded and offered like any unit (returns.unit-added-to-return.v1)."""
+    done = _run(lambda c: work.add_to_return(c, case_id, reference, line, _actor(actor)))
+    typer.echo(
+        f"case {case_id}: resolved; unit {done.lpn} added to return {done.return_id} line {done.line_id}"
+        f" (event {done.event_id})"
+    )
+
+
+@cases_app.command("quarantine")
+def cases_quarantine(
+    case_id: Annotated[str, typer.Argument(help="An unexpected_unit case.")],
+    reason: Annotated[str, typer.Option(help="Why the unit is set aside.")],
+    actor: ActorOption = None,
+) -> None:
+    """Quarantine an unexpected unit for good, and resolve the case: it is never received, graded or
+    offered (returns.unit-quarantined.v1)."""
+    done = _run(lambda c: work.quarantine(c, case_id, reason, _actor(actor)))
+    typer.echo(f"case {case_id}: resolved; unit {done.lpn} quarantined (event {done.event_id})")
+
+
 @cases_app.command("register-seller")
 def cases_register_seller(
     case_id: Annotated[str, typer.Argument(help="An unknown_seller case.")],

@@ -17,14 +17,17 @@ from rebound_contracts import (
     ExchangeRequested,
     MessageDeadLettered,
     ParcelMatched,
+    ParcelReceivedUnexpected,
     ParcelScanned,
     RmaIssued,
     StockAdjusted,
     StorefrontAck,
+    UnitAddedToReturn,
     UnitAllocated,
     UnitGraded,
     UnitInspected,
     UnitPicked,
+    UnitQuarantined,
     UnitReceived,
     UnitRefurbished,
 )
@@ -103,11 +106,13 @@ class Waiting:
 
 @dataclass(frozen=True)
 class Arrived:
-    """A unit's receipt: what waited for it (its parcel's scan, its inspection) waits no more."""
+    """A unit's receipt, or an operator's decision that ends a wait: what waited for it (a parcel's
+    scan, a unit's inspection) waits no more, for `why`."""
 
     seller_id: str
-    tracking_number: str
-    lpn: str
+    tracking_number: str | None
+    lpn: str | None
+    why: str = "the unit's receipt arrived"
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,15 @@ def _summary(event: BaseModel) -> str:
             )
         case ParcelMatched():
             return f"parcel {event.tracking_number} matched to return {event.return_id} by operator {event.operator_id}"
+        case ParcelReceivedUnexpected():
+            return f"parcel {event.tracking_number} received as unexpected stock by operator {event.operator_id}"
+        case UnitAddedToReturn():
+            return (
+                f"added to return {event.return_id} line {event.line_id} by operator {event.operator_id}"
+                " (an unexpected unit)"
+            )
+        case UnitQuarantined():
+            return f"quarantined by operator {event.operator_id}: {event.reason}"
         case UnitReceived():
             return (
                 f"received against return {event.return_id} line {event.line_id}: reason {event.reason_category} "
@@ -269,6 +283,10 @@ def project(event: BaseModel) -> Projection:
         projection.waiting = Waiting("inspection", event.seller_id, event.lpn, event.warehouse_id, event.occurred_at)
     if isinstance(event, UnitReceived):
         projection.arrived = Arrived(event.seller_id, event.tracking_number, event.lpn)
+    if isinstance(event, ParcelReceivedUnexpected):
+        projection.arrived = Arrived(event.seller_id, event.tracking_number, None, "received as unexpected stock")
+    if isinstance(event, UnitQuarantined):
+        projection.arrived = Arrived(event.seller_id, None, event.lpn, "the unit was quarantined")
     if isinstance(event, UnitAllocated):
         where = event.destination
         projection.placed = Placed(

@@ -228,35 +228,32 @@ async def _store_waiting(conn: Connection, items: list[Projected]) -> None:
 
 
 async def _clear_arrived(conn: Connection, arrived: list[Arrived]) -> None:
-    """Receipts: their scans and inspections wait no more, and a case an inspection that waited
-    too long became is resolved, in its audit trail."""
+    """Receipts (and operators' decisions that end a wait): their scans and inspections wait no
+    more, and a case an inspection that waited too long became is resolved, in its audit trail."""
     if not arrived:
         return
-    sellers, tracking, lpns = (
+    await conn.execute(
+        "DELETE FROM console.waiting w USING unnest($1::text[], $2::text[], $3::text[]) AS a(s, t, l)"
+        " WHERE w.seller_id = a.s AND ((w.kind = 'scan' AND w.key = a.t) OR (w.kind = 'inspection' AND w.key = a.l))",
         [a.seller_id for a in arrived],
         [a.tracking_number for a in arrived],
         [a.lpn for a in arrived],
     )
-    await conn.execute(
-        "DELETE FROM console.waiting w USING unnest($1::text[], $2::text[], $3::text[]) AS a(s, t, l)"
-        " WHERE w.seller_id = a.s AND ((w.kind = 'scan' AND w.key = a.t) OR (w.kind = 'inspection' AND w.key = a.l))",
-        sellers,
-        tracking,
-        lpns,
-    )
-    await conn.execute(
-        "WITH resolved AS ("
-        " UPDATE console.cases c SET status = 'resolved', updated_at = now()"
-        " FROM unnest($1::text[], $2::text[]) AS a(s, l)"
-        " WHERE c.source = 'waiting' AND c.status = 'open' AND c.seller_id = a.s AND c.key = a.l"
-        " RETURNING c.case_id)"
-        " INSERT INTO console.audit (case_id, actor, action, detail)"
-        " SELECT case_id, $3, 'resolve', $4::jsonb FROM resolved",
-        sellers,
-        lpns,
-        PRODUCER,
-        orjson.dumps({"reason": "the unit's receipt arrived"}).decode(),
-    )
+    for why in sorted({a.why for a in arrived if a.lpn is not None}):
+        units = [a for a in arrived if a.lpn is not None and a.why == why]
+        await conn.execute(
+            "WITH resolved AS ("
+            " UPDATE console.cases c SET status = 'resolved', updated_at = now()"
+            " FROM unnest($1::text[], $2::text[]) AS a(s, l)"
+            " WHERE c.source = 'waiting' AND c.status = 'open' AND c.seller_id = a.s AND c.key = a.l"
+            " RETURNING c.case_id)"
+            " INSERT INTO console.audit (case_id, actor, action, detail)"
+            " SELECT case_id, $3, 'resolve', $4::jsonb FROM resolved",
+            [a.seller_id for a in units],
+            [a.lpn for a in units],
+            PRODUCER,
+            orjson.dumps({"reason": why}).decode(),
+        )
 
 
 async def _store_placed(conn: Connection, placed: list[Placed]) -> None:

@@ -27,8 +27,11 @@ _SELECT = (
 _UNRECEIVED = (
     " NOT EXISTS (SELECT 1 FROM console.event_keys k JOIN console.events r USING (event_id)"
     " WHERE k.kind = CASE w.kind WHEN 'scan' THEN 'tracking' ELSE 'lpn' END AND k.value = w.key"
-    " AND r.topic = 'returns.unit-received.v1' AND r.seller_id = w.seller_id)"
+    " AND r.topic IN ('returns.unit-received.v1', 'returns.parcel-received-unexpected.v1',"
+    " 'returns.unit-quarantined.v1') AND r.seller_id = w.seller_id)"
 )
+"""What ends a wait: a unit's receipt, or an operator's decision (a parcel received as unexpected
+stock, a unit quarantined); read before the waiting event, it is filtered out here."""
 
 
 def case_id_of(event_id: uuid.UUID | str) -> str:

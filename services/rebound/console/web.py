@@ -176,6 +176,7 @@ async def case_page(visit: Visit) -> Response:
         trail=trail,
         message=_message_text(case),
         matchable=work.MATCHABLE,
+        unit_decisions=work.UNIT_DECISIONS,
         replayable=work.REPLAYABLE_EXCEPTIONS,
     )
 
@@ -199,6 +200,19 @@ async def case_action(visit: Visit) -> Response:
                 f"Parcel {matched.tracking_number} matched to return {matched.return_id}: its units are received"
                 " against it; the case is resolved."
             )
+        elif action == "receive-unexpected":
+            received = await work.receive_unexpected(visit.conn, case_id, actor, sellers)
+            done = (
+                f"Parcel {received.tracking_number} received as unexpected stock: each of its units is a case of"
+                " its own, to add to a return or quarantine; this case is resolved."
+            )
+        elif action == "add-to-return":
+            reference, line = str(form.get("reference", "")), str(form.get("line_id", "")).strip() or None
+            added = await work.add_to_return(visit.conn, case_id, reference, line, actor, sellers)
+            done = f"Unit {added.lpn} added to return {added.return_id}, line {added.line_id}; the case is resolved."
+        elif action == "quarantine":
+            quarantined = await work.quarantine(visit.conn, case_id, str(form.get("reason", "")), actor, sellers)
+            done = f"Unit {quarantined.lpn} quarantined; the case is resolved."
         elif action == "register":
             if visit.account.role != "admin":
                 return PlainTextResponse("Only an admin registers sellers.", status_code=403)

@@ -13,10 +13,11 @@ from uuid import UUID
 
 import asyncpg
 import orjson
-from rebound_contracts import MessageSource, ParcelMatched, ParcelScanned, RmaIssued
+from rebound_contracts import MessageSource, ParcelMatched, ParcelReceivedUnexpected, ParcelScanned, RmaIssued
+from rebound_contracts.common import TenantEvent
 
 from ..db import Connection
-from .domain import LineDetail, OpenLine, ReturnOrder
+from .domain import LineDetail, OpenLine, RegisteredUnit, ReturnOrder
 
 _RMA_COLUMNS = "seller_id, return_id, shop_id, channel, order_id, tracking_number, reason_code, reason_category, lane"
 
@@ -63,12 +64,13 @@ class PostgresIntakeRepository:
         self._new_lines: dict[ReturnKey, list[_Line]] = {}
         self._new_units: list[tuple] = []
 
-    async def prefetch(self, events: Sequence[RmaIssued | ParcelScanned | ParcelMatched]) -> None:
+    async def prefetch(self, events: Sequence[TenantEvent]) -> None:
         """What the batch's events need, in at most five statements: the return orders of their
         tracking numbers (of every seller), which sellers' scans of those are parked, which return ids
         the RMAs name exist already, the lines the scans may be counted on, and who owns the
-        LPNs the scans list."""
-        await self._read_orders(sorted({e.tracking_number for e in events}))
+        LPNs the scans list. An operator's decision on one unit reads what it needs as it is applied."""
+        tracked = (RmaIssued, ParcelScanned, ParcelMatched, ParcelReceivedUnexpected)
+        await self._read_orders(sorted({e.tracking_number for e in events if isinstance(e, tracked)}))
         rmas = [e for e in events if isinstance(e, RmaIssued)]
         if rmas:
             rma_tracking = sorted({e.tracking_number for e in rmas})
@@ -305,6 +307,32 @@ class PostgresIntakeRepository:
             for line in lines:
                 line.changed = False
         self._new_rmas, self._new_lines, self._new_units = [], {}, []
+
+    async def unit_for_update(self, lpn: str) -> RegisteredUnit | None:
+        await self.flush()  # a unit registered earlier in the batch is read like any other
+        row = await self.conn.fetchrow(
+            "SELECT lpn, seller_id, sku, warehouse_id, tracking_number, return_id, quarantine_reason"
+            " FROM intake.units WHERE lpn = $1 FOR UPDATE",
+            lpn,
+        )
+        return None if row is None else RegisteredUnit(**dict(row))
+
+    async def receive_unit(self, unit: RegisteredUnit, rma: ReturnOrder, line_id: str) -> None:
+        await self.conn.execute(
+            "UPDATE intake.units SET return_id = $2, line_id = $3, lane = $4 WHERE lpn = $1",
+            unit.lpn,
+            rma.return_id,
+            line_id,
+            rma.lane,
+        )
+        line = next(line for line in self._lines[(rma.seller_id, rma.return_id)] if line.line_id == line_id)
+        line.received += 1
+        line.changed = True
+
+    async def quarantine_unit(self, unit: RegisteredUnit, reason: str, at: datetime) -> None:
+        await self.conn.execute(
+            "UPDATE intake.units SET quarantine_reason = $2, quarantined_at = $3 WHERE lpn = $1", unit.lpn, reason, at
+        )
 
     async def park_scan(self, scan: ParcelScanned, source: MessageSource, *, reported: bool = False) -> None:
         self._parked.add((scan.seller_id, scan.tracking_number))

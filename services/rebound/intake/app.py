@@ -1,4 +1,5 @@
-"""Intake as a FastStream app: consumes return orders, dock scans and operators' parcel matches."""
+"""Intake as a FastStream app: consumes return orders, dock scans and operators' decisions on
+parcels and units that came without their return order."""
 
 from __future__ import annotations
 
@@ -9,15 +10,26 @@ import asyncpg
 from faststream import FastStream
 from pydantic import BaseModel
 
-from rebound_contracts import ParcelMatched, ParcelScanned, RmaIssued
-from rebound_contracts.topics import PARCEL_MATCHED, PARCEL_SCANNED, RMA
+from rebound_contracts import ParcelMatched, ParcelReceivedUnexpected, ParcelScanned, RmaIssued
+from rebound_contracts import UnitAddedToReturn, UnitQuarantined
+from rebound_contracts.topics import PARCEL_MATCHED, PARCEL_RECEIVED_UNEXPECTED, PARCEL_SCANNED, RMA
+from rebound_contracts.topics import UNIT_ADDED_TO_RETURN, UNIT_QUARANTINED
 
 from ..messaging.processor import Route
 from ..messaging.outbox import OutboxBuffer
 from ..service import Periodic, ServiceSpec, build_app
 from ..settings import Settings
 from .adapters import PostgresIntakeRepository
-from .handlers import match_parcel, raise_insights, receive_parcel, register_return, report_unmatched_parcels
+from .handlers import (
+    add_unit_to_return,
+    match_parcel,
+    quarantine_unit,
+    raise_insights,
+    receive_parcel,
+    receive_unexpected,
+    register_return,
+    report_unmatched_parcels,
+)
 
 INSIGHTS_EVERY_S = 300.0  # a month's returns change slowly; insights are raised once each
 
@@ -25,12 +37,15 @@ INSIGHTS_EVERY_S = 300.0  # a month's returns change slowly; insights are raised
 def lock_keys(event: BaseModel) -> Iterable[str]:
     # A scan and its RMA travel on different topics: serialise them on the tracking number,
     # so a scan never parks while its RMA is being registered by another transaction; an
-    # operator's match takes the parked scans of its tracking number likewise.
+    # operator's match or receipt takes the parked scans of its tracking number likewise; an
+    # operator's decision on an unexpected unit is serialised on the unit.
     keys = []
-    if isinstance(event, (RmaIssued, ParcelScanned, ParcelMatched)):
+    if isinstance(event, (RmaIssued, ParcelScanned, ParcelMatched, ParcelReceivedUnexpected)):
         keys.append(f"intake:tracking:{event.tracking_number}")
     if isinstance(event, ParcelScanned):
         keys.extend(f"lpn:{unit.lpn}" for unit in event.units)
+    if isinstance(event, (UnitAddedToReturn, UnitQuarantined)):
+        keys.append(f"lpn:{event.lpn}")
     return keys
 
 
@@ -63,6 +78,9 @@ def spec() -> ServiceSpec:
             Route(RMA, register_return, PostgresIntakeRepository),
             Route(PARCEL_SCANNED, receive_parcel, PostgresIntakeRepository),
             Route(PARCEL_MATCHED, match_parcel, PostgresIntakeRepository),
+            Route(PARCEL_RECEIVED_UNEXPECTED, receive_unexpected, PostgresIntakeRepository),
+            Route(UNIT_ADDED_TO_RETURN, add_unit_to_return, PostgresIntakeRepository),
+            Route(UNIT_QUARANTINED, quarantine_unit, PostgresIntakeRepository),
         ),
         lock_keys=lock_keys,
         periodic=(

@@ -154,6 +154,20 @@ class LineDetail:
     colour: str | None
 
 
+@dataclass(frozen=True)
+class RegisteredUnit:
+    """A unit intake registered from a dock scan; `return_id` None: an unexpected unit, waiting
+    for an operator (added to a return, or quarantined: `quarantine_reason`)."""
+
+    lpn: str
+    seller_id: str
+    sku: str
+    warehouse_id: str
+    tracking_number: str
+    return_id: str | None
+    quarantine_reason: str | None
+
+
 # --- Storage, as the handlers see it ------------------------------------------------------
 
 
@@ -181,6 +195,16 @@ class IntakeRepository(Protocol):
         self, scan: ParcelScanned, rows: list[tuple[str, str, str | None, str | None, str | None]]
     ) -> None:
         """Register (lpn, sku, return_id, line_id, lane) rows and count them on their lines."""
+
+    async def unit_for_update(self, lpn: str) -> RegisteredUnit | None:
+        """The registered unit, locked until the transaction ends."""
+
+    async def receive_unit(self, unit: RegisteredUnit, rma: ReturnOrder, line_id: str) -> None:
+        """Receive an unexpected unit against the return's line (read with `lines_for_update`),
+        counting it on the line."""
+
+    async def quarantine_unit(self, unit: RegisteredUnit, reason: str, at: datetime) -> None:
+        """Set an unexpected unit aside for good."""
 
     async def park_scan(self, scan: ParcelScanned, source: MessageSource, *, reported: bool = False) -> None:
         """Keep a scan until a return of its seller carries its tracking number; `reported`: an

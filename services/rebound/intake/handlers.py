@@ -9,7 +9,18 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from rebound_contracts import InsightRaised, Money, ParcelMatched, ParcelScanned, RmaIssued, UnitReceived
+from rebound_contracts import (
+    InsightRaised,
+    MessageSource,
+    Money,
+    ParcelMatched,
+    ParcelReceivedUnexpected,
+    ParcelScanned,
+    RmaIssued,
+    UnitAddedToReturn,
+    UnitQuarantined,
+    UnitReceived,
+)
 from rebound_contracts.topics import INSIGHTS, UNIT_RECEIVED
 
 from ..messaging.ids import derived_id
@@ -17,7 +28,7 @@ from ..messaging.outbox import OutboxBuffer
 from ..messaging.processor import Context
 from ..reports import queries as reports
 from ..reports.insights import size_signals
-from .domain import IntakeRepository, ReturnOrder
+from .domain import IntakeRepository, LineDetail, RegisteredUnit, ReturnOrder
 from .domain import categorise_reason, lane_for, match_units
 from ..db import Connection
 
@@ -64,14 +75,7 @@ async def match_parcel(ctx: Context, match: ParcelMatched, repo: IntakeRepositor
             f"return {match.return_id} is not one of this seller's; parcel {match.tracking_number} stays parked",
         )
         return
-    scans = await repo.take_parked_scans(match.seller_id, match.tracking_number)
-    if not scans:
-        ctx.raise_exception(
-            "unknown_reference",
-            f"no parcel of this seller waits under tracking number {match.tracking_number} (received already?)",
-        )
-        return
-    for scan, source in scans:
+    for scan, source in await _take_parked(ctx, match.tracking_number, repo):
         parked_ctx = dataclasses.replace(ctx, event=scan, source=source, exceptions_raised=0)
         log.info(
             "parked_parcel_matched_by_operator",
@@ -82,6 +86,20 @@ async def match_parcel(ctx: Context, match: ParcelMatched, repo: IntakeRepositor
         )
         await receive_parcel(parked_ctx, scan, repo, rma)
         ctx.exceptions_raised += parked_ctx.exceptions_raised
+
+
+async def _take_parked(
+    ctx: Context, tracking_number: str, repo: IntakeRepository
+) -> list[tuple[ParcelScanned, MessageSource]]:
+    """The seller's parcels parked under `tracking_number`, un-parked for an operator's decision;
+    none, reported, when nothing waits (received meanwhile, or never scanned)."""
+    scans = await repo.take_parked_scans(ctx.event.seller_id, tracking_number)
+    if not scans:
+        ctx.raise_exception(
+            "unknown_reference",
+            f"no parcel of this seller waits under tracking number {tracking_number} (received already?)",
+        )
+    return scans
 
 
 async def receive_parcel(
@@ -106,18 +124,7 @@ async def receive_parcel(
         )
         return
 
-    owners = await repo.owners_of([unit.lpn for unit in scan.units])
-    fresh = []
-    for unit in scan.units:
-        owner = owners.get(unit.lpn)
-        if owner is None:
-            fresh.append((unit.lpn, unit.sku))
-            owners[unit.lpn] = scan.seller_id  # a parcel listing the same LPN twice counts it once
-        elif owner != scan.seller_id:
-            ctx.raise_exception("cross_tenant_reference", f"LPN {unit.lpn} belongs to another seller")
-        else:
-            ctx.raise_exception("duplicate_lpn", f"LPN {unit.lpn} is already registered")
-
+    fresh = await _registrable(ctx, scan, repo)
     details = await repo.lines_for_update(rma.seller_id, rma.return_id)
     by_line = {d.line.line_id: d for d in details}
     matches = match_units([d.line for d in details], fresh)
@@ -133,32 +140,144 @@ async def receive_parcel(
             ctx.raise_exception(
                 "unexpected_unit",
                 f"LPN {match.lpn} (SKU {match.sku}) is not expected by return {rma.return_id}; parked",
+                lpn=match.lpn,
             )
             continue
-        line = by_line[match.line_id]
-        ctx.emit(
-            UNIT_RECEIVED,
-            UnitReceived(
-                event_id=derived_id(scan.event_id, scan.occurred_at, match.lpn),
-                occurred_at=scan.occurred_at,
-                seller_id=scan.seller_id,
-                lpn=match.lpn,
-                sku=match.sku,
-                warehouse_id=scan.warehouse_id,
-                tracking_number=scan.tracking_number,
-                return_id=rma.return_id,
-                order_id=rma.order_id,
-                line_id=match.line_id,
-                shop_id=rma.shop_id,
-                channel=rma.channel,
-                reason_code=rma.reason_code,
-                reason_category=rma.reason_category,
-                lane=rma.lane,
-                unit_price=Money(amount=line.unit_price, currency=line.currency),
-                size=line.size,
-                colour=line.colour,
-            ),
+        received = RegisteredUnit(
+            match.lpn, scan.seller_id, match.sku, scan.warehouse_id, scan.tracking_number, rma.return_id, None
         )
+        ctx.emit(UNIT_RECEIVED, _received(received, rma, by_line[match.line_id], scan.event_id, scan.occurred_at))
+
+
+async def _registrable(ctx: Context, scan: ParcelScanned, repo: IntakeRepository) -> list[tuple[str, str]]:
+    """The (lpn, sku) of the scan's units that are not registered yet; an LPN registered already
+    is reported (another seller's, or a duplicate of this seller's)."""
+    owners = await repo.owners_of([unit.lpn for unit in scan.units])
+    fresh = []
+    for unit in scan.units:
+        owner = owners.get(unit.lpn)
+        if owner is None:
+            fresh.append((unit.lpn, unit.sku))
+            owners[unit.lpn] = scan.seller_id  # a parcel listing the same LPN twice counts it once
+        elif owner != scan.seller_id:
+            ctx.raise_exception("cross_tenant_reference", f"LPN {unit.lpn} belongs to another seller")
+        else:
+            ctx.raise_exception("duplicate_lpn", f"LPN {unit.lpn} is already registered")
+    return fresh
+
+
+def _received(unit: RegisteredUnit, rma: ReturnOrder, line: LineDetail, cause: uuid.UUID, at: datetime) -> UnitReceived:
+    """The unit, received against `rma`'s `line`: what grading, the WMS and the console learn."""
+    return UnitReceived(
+        event_id=derived_id(cause, at, unit.lpn),
+        occurred_at=at,
+        seller_id=unit.seller_id,
+        lpn=unit.lpn,
+        sku=unit.sku,
+        warehouse_id=unit.warehouse_id,
+        tracking_number=unit.tracking_number,
+        return_id=rma.return_id,
+        order_id=rma.order_id,
+        line_id=line.line.line_id,
+        shop_id=rma.shop_id,
+        channel=rma.channel,
+        reason_code=rma.reason_code,
+        reason_category=rma.reason_category,
+        lane=rma.lane,
+        unit_price=Money(amount=line.unit_price, currency=line.currency),
+        size=line.size,
+        colour=line.colour,
+    )
+
+
+async def receive_unexpected(ctx: Context, received: ParcelReceivedUnexpected, repo: IntakeRepository) -> None:
+    """An operator received a parcel that waits without its return order as unexpected stock: its
+    units are registered to the seller, each one an `unexpected_unit` for an operator to add to a
+    return or quarantine."""
+    for scan, source in await _take_parked(ctx, received.tracking_number, repo):
+        parked_ctx = dataclasses.replace(ctx, event=scan, source=source, exceptions_raised=0)
+        fresh = await _registrable(parked_ctx, scan, repo)
+        await repo.add_units(scan, [(lpn, sku, None, None, None) for lpn, sku in fresh])
+        for lpn, sku in fresh:
+            parked_ctx.raise_exception(
+                "unexpected_unit",
+                f"LPN {lpn} (SKU {sku}) came in parcel {scan.tracking_number}, received without a return order; parked",
+                lpn=lpn,
+            )
+        log.info(
+            "parked_parcel_received_unexpected",
+            seller_id=scan.seller_id,
+            tracking_number=scan.tracking_number,
+            units=len(fresh),
+            operator_id=received.operator_id,
+        )
+        ctx.exceptions_raised += parked_ctx.exceptions_raised
+
+
+async def _unexpected_unit(ctx: Context, seller_id: str, lpn: str, repo: IntakeRepository) -> RegisteredUnit | None:
+    """The seller's unexpected unit `lpn`, locked; None, reported, when it is not one."""
+    unit = await repo.unit_for_update(lpn)
+    if unit is None or unit.seller_id != seller_id:
+        ctx.raise_exception("unknown_lpn", f"LPN {lpn} is not a unit of this seller", lpn=lpn)
+        return None
+    if unit.quarantine_reason is not None:
+        ctx.raise_exception("unknown_reference", f"LPN {lpn} is quarantined ({unit.quarantine_reason})", lpn=lpn)
+        return None
+    if unit.return_id is not None:
+        ctx.raise_exception("unknown_reference", f"LPN {lpn} is received against return {unit.return_id}", lpn=lpn)
+        return None
+    return unit
+
+
+async def add_unit_to_return(ctx: Context, added: UnitAddedToReturn, repo: IntakeRepository) -> None:
+    """An operator added an unexpected unit to one of the seller's returns, on one of its lines:
+    the unit is received against it (and counted on the line) like any unit of that return."""
+    unit = await _unexpected_unit(ctx, added.seller_id, added.lpn, repo)
+    if unit is None:
+        return
+    rma = await repo.rma_by_id(added.seller_id, added.return_id)
+    lines = (
+        {} if rma is None else {d.line.line_id: d for d in await repo.lines_for_update(rma.seller_id, rma.return_id)}
+    )
+    line = lines.get(added.line_id)
+    refused = None
+    if rma is None:
+        refused = f"return {added.return_id} is not one of this seller's"
+    elif line is None:
+        refused = f"return {rma.return_id} has no line {added.line_id} (its lines: {', '.join(lines)})"
+    elif line.line.remaining <= 0:
+        refused = f"line {added.line_id} of return {rma.return_id} has all its {line.line.quantity} unit(s) already"
+    if rma is None or line is None or refused is not None:
+        # Still unexpected, still waiting: a case of its own, for the operator to decide again.
+        ctx.raise_exception(
+            "unexpected_unit", f"{refused}; LPN {added.lpn} (SKU {unit.sku}) stays parked", lpn=unit.lpn
+        )
+        return
+    await repo.receive_unit(unit, rma, line.line.line_id)
+    log.info(
+        "unexpected_unit_added_to_return",
+        seller_id=unit.seller_id,
+        lpn=unit.lpn,
+        return_id=rma.return_id,
+        line_id=line.line.line_id,
+        operator_id=added.operator_id,
+    )
+    ctx.emit(UNIT_RECEIVED, _received(unit, rma, line, added.event_id, added.occurred_at))
+
+
+async def quarantine_unit(ctx: Context, quarantined: UnitQuarantined, repo: IntakeRepository) -> None:
+    """An operator set an unexpected unit aside for good: it can no longer be added to a return."""
+    unit = await _unexpected_unit(ctx, quarantined.seller_id, quarantined.lpn, repo)
+    if unit is None:
+        return
+    await repo.quarantine_unit(unit, quarantined.reason, quarantined.occurred_at)
+    log.info(
+        "unexpected_unit_quarantined",
+        seller_id=unit.seller_id,
+        lpn=unit.lpn,
+        reason=quarantined.reason,
+        operator_id=quarantined.operator_id,
+    )
 
 
 async def report_unmatched_parcels(

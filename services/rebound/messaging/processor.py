@@ -66,8 +66,9 @@ class Context:
     def emit(self, topic: Topic, message: BaseModel) -> None:
         self.outbox.add(topic, message, self.traceparent)
 
-    def raise_exception(self, kind: ExceptionKind, detail: str) -> None:
-        """Report valid-but-wrong input to operators, with the original event."""
+    def raise_exception(self, kind: ExceptionKind, detail: str, *, lpn: str | None = None) -> None:
+        """Report valid-but-wrong input to operators, with the original event (and the unit of it
+        the exception is about, if one)."""
         event = self.event
         exception = ExceptionRaised(
             event_id=exception_event_id(self.source, f"{kind}#{self.exceptions_raised}"),
@@ -78,6 +79,7 @@ class Context:
             source=self.source,
             source_event_id=event.event_id,
             original=event.model_dump(mode="json"),
+            lpn=lpn,
         )
         structlog.get_logger("rebound.exceptions").warning(
             "exception_raised",
