@@ -41,7 +41,7 @@ def console_url(settings, tmp_path: Path) -> Iterator[str]:
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "DATABASE_URL": settings.database_url,
-        "REBOUND_CONSOLE_SECRET": "a secret for this test alone",
+        "REBOUND_CONSOLE_SECRET": "a secret for this test alone, 32 characters or more",
     }
     log = (tmp_path / "console-web.log").open("wb")
     process = subprocess.Popen(

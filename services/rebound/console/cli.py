@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+MIN_SECRET = 32
+"""Characters of REBOUND_CONSOLE_SECRET at least: it signs every session."""
+
 cases_app = typer.Typer(
     help="The work queue: exceptions and dead letters as cases to assign, resolve, dismiss or replay.",
     no_args_is_help=True,
@@ -451,6 +454,13 @@ def console(
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format, service="console-web")
     secret = settings.console_secret
+    if secret is not None and (len(secret) < MIN_SECRET or secret == "REPLACE-ME"):
+        typer.echo(
+            f"rebound console: REBOUND_CONSOLE_SECRET must be at least {MIN_SECRET} random characters"
+            " (e.g. `openssl rand -base64 48`): whoever knows it can sign in as anyone",
+            err=True,
+        )
+        raise typer.Exit(2)
     if secret is None:
         typer.echo("rebound console: REBOUND_CONSOLE_SECRET is not set: sessions end when the console stops", err=True)
         secret = secrets.token_urlsafe(32)

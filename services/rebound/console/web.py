@@ -10,6 +10,7 @@ under the account's name."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -40,7 +41,27 @@ log = structlog.get_logger("rebound.console.web")
 
 SESSION_COOKIE = "rebound_console"
 SESSION_SECONDS = 12 * 3600
-"""A session lasts a shift; then the user signs in again."""
+"""A session lasts a shift from its sign-in; then the user signs in again."""
+
+SIGN_IN_ATTEMPTS = 5
+SIGN_IN_WINDOW_S = 900.0
+"""Failed sign-ins of one user name a replica takes in the window; past them it refuses that name
+until the oldest failure leaves the window."""
+
+_failed: dict[str, list[float]] = {}
+
+HEADERS = [
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cache-control", b"no-store"),
+]
+"""On every response: no framing (a one-click action in a frame), nothing loaded or posted
+elsewhere, no page kept in a shared cache."""
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -95,10 +116,12 @@ def signed_in(handler: Handler, *, acts: bool = False) -> Callable[[Request], Aw
     `acts`, one whose account only looks (a seller's user) is refused."""
 
     async def endpoint(request: Request) -> Response:
-        username = request.session.get("user")
+        session = request.session
+        username, since = session.get("user"), session.get("since")
+        current = isinstance(since, int) and 0 <= time.time() - since < SESSION_SECONDS
         async with _pool(request).acquire() as conn:
-            account = await accounts.find(conn, username) if isinstance(username, str) else None
-            if account is None:
+            account = await accounts.find(conn, username) if isinstance(username, str) and current else None
+            if account is None or session.get("stamp") != account.stamp:
                 request.session.clear()
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
@@ -112,7 +135,8 @@ def signed_in(handler: Handler, *, acts: bool = False) -> Callable[[Request], Aw
 
 def _next(url: str | None) -> str:
     """Where to go after signing in: a path of this site only."""
-    return url if url and url.startswith("/") and not url.startswith("//") else "/cases"
+    local = url and url.startswith("/") and not url.startswith("//") and not any(c == "\\" or c < " " for c in url)
+    return url if local and url else "/cases"
 
 
 async def login_page(request: Request) -> Response:
@@ -123,18 +147,38 @@ async def login(request: Request) -> Response:
     form = await request.form()
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     target = _next(str(form.get("next", "")))
-    async with _pool(request).acquire() as conn:
-        account = await accounts.authenticate(conn, username, password)
+    now, name = time.monotonic(), username.strip().lower()[:64]
+    recent = [t for t in _failed.pop(name, []) if now - t < SIGN_IN_WINDOW_S]
+    if recent:
+        _failed[name] = recent
+    if len(recent) >= SIGN_IN_ATTEMPTS:
+        wait = int(SIGN_IN_WINDOW_S - (now - recent[0])) + 1
+        log.warning("console_sign_in_throttled", failures=len(recent))
+        return templates.TemplateResponse(
+            request,
+            "login.html",
+            {"next": target, "error": f"Too many failed sign-ins for this name: try again in {wait} s."},
+            status_code=429,
+        )
+    account = await accounts.authenticate(_pool(request), username, password)
     if account is None:
-        log.warning("console_sign_in_refused", username=username[:64])
+        recent.append(now)
+        if len(_failed) >= 10_000:  # bounded: names whose failures left the window go first
+            for stale in [n for n, times in _failed.items() if now - times[-1] >= SIGN_IN_WINDOW_S]:
+                del _failed[stale]
+        _failed[name] = recent
+        log.warning("console_sign_in_refused", failures=len(recent))
         return templates.TemplateResponse(
             request,
             "login.html",
             {"next": target, "error": "Wrong user name or password.", "username": username},
             status_code=401,
         )
+    _failed.pop(name, None)
     request.session.clear()
     request.session["user"] = account.username
+    request.session["since"] = int(time.time())
+    request.session["stamp"] = account.stamp
     log.info("console_signed_in", username=account.username, role=account.role)
     return RedirectResponse(target, status_code=303)
 
@@ -295,16 +339,44 @@ def create_web(
         Route("/waiting", signed_in(waiting_page)),
         Route("/stock", signed_in(stock_page)),
     ]
+    # Over HTTPS the cookies are __Host- ones: no other host (a sibling subdomain) can set them.
+    prefix = "__Host-" if secure_cookies else ""
     middleware = [
         Middleware(
             SessionMiddleware,
             secret_key=secret,
-            session_cookie=SESSION_COOKIE,
+            session_cookie=prefix + SESSION_COOKIE,
             max_age=SESSION_SECONDS,
             same_site="strict",
             https_only=secure_cookies,
         )
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    protected: ASGIApp = asgi_csrf(app, signing_secret=secret, always_protect={"/login"}, cookie_secure=secure_cookies)
-    return protected
+    if pool is not None:  # usable before (or without) a lifespan's start
+        app.state.pool = pool
+    protected: ASGIApp = asgi_csrf(
+        app,
+        cookie_name=prefix + "csrftoken",
+        signing_secret=secret,
+        always_protect={"/login"},
+        cookie_secure=secure_cookies,
+    )
+    return _with_headers(protected)
+
+
+def _with_headers(app: ASGIApp) -> ASGIApp:
+    """`app`, every response of which carries HEADERS."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *HEADERS]}
+            await send(message)
+
+        await app(scope, receive, sending)
+
+    return wrapped
