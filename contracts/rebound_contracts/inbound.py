@@ -31,6 +31,9 @@ class RmaIssued(TenantEvent):
     tracking_number: Identifier
     reason_code: Annotated[str, Field(min_length=1, max_length=256, pattern=NO_NUL)]
     lines: Annotated[list[RmaLine], Field(min_length=1, max_length=500)]
+    buyer_id: Identifier | None = None
+    """The marketplace's identifier of the buyer (a user id or login, never a name or an address),
+    when the shop gives one: operators find a buyer's returns by it."""
 
 
 class ScannedUnit(BaseModel):

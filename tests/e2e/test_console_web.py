@@ -166,7 +166,7 @@ async def test_operators_work_cases_and_trace_units_and_sellers_see_only_their_o
             await expect(page.get_by_role("table")).to_contain_text(f"{operator}replay")
 
             await page.get_by_role("link", name="Unit trace").click()
-            await page.get_by_label("LPN, tracking number, return id, order id or SKU").fill(lettered)
+            await page.get_by_label("LPN, tracking number, return id, order id, SKU or buyer").fill(lettered)
             await page.get_by_role("button", name="Trace").click()
             await _reload_until(page, _shows(page, "storefront.stock-adjustments.v1"), "the replayed unit's adjustment")
             steps = await page.get_by_role("table").inner_text()

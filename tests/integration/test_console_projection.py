@@ -16,7 +16,7 @@ from rebound.console import cases as work
 from rebound.console.app import READS
 from rebound.console.projector import Projector
 from rebound.console.stock import elsewhere, levels
-from rebound.console.trace import trace
+from rebound.console.trace import trace, units_named
 from rebound.console.waiting import CASE_KIND, escalate, waiting
 from rebound.messaging import inbox
 from rebound_contracts import (
@@ -223,3 +223,23 @@ async def test_each_key_shows_the_units_on_offer_and_the_rest_where_they_sit(poo
         ("exchange_pool", 2, sorted([moved, pooled])),
         ("held", 1, [held]),
     ]
+
+
+async def test_a_buyer_names_the_returns_and_units_of_its_seller_only(pool) -> None:
+    seller, other = f.uid("console-buyer-"), f.uid("console-buyer-")
+    buyer, shared_return = f.uid("buyer-"), f.uid("R")
+    mine = f.rma(seller).model_copy(update={"buyer_id": buyer, "return_id": shared_return})
+    theirs = f.rma(other).model_copy(update={"return_id": shared_return})  # same return id, no buyer
+    unit, their_unit = f.uid("L"), f.uid("L")
+    records: list[tuple[str, BaseModel | bytes]] = [
+        (RMA.name, mine),
+        (RMA.name, theirs),
+        (UNIT_RECEIVED.name, f.received(seller, unit).model_copy(update={"return_id": shared_return})),
+        (UNIT_RECEIVED.name, f.received(other, their_unit).model_copy(update={"return_id": shared_return})),
+    ]
+    await Projector("rebound-console", READS, pool).process(_records(records))
+    async with pool.acquire() as conn:
+        assert await work.returns_named(conn, seller, buyer) == [shared_return]
+        assert await work.returns_named(conn, other, buyer) == []
+        assert await units_named(conn, buyer) == [(seller, unit)], "the buyer's returns, not another seller's"
+        assert await units_named(conn, buyer, sellers=[other]) == []

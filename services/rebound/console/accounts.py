@@ -166,7 +166,8 @@ async def set_disabled(conn: Connection, username: str, disabled: bool) -> None:
 async def listed(conn: Connection) -> list[tuple[Account, bool]]:
     """Every account, with whether it is disabled."""
     rows = await conn.fetch(
-        "SELECT username, role, warehouse_id, seller_id, disabled FROM console.accounts ORDER BY username"
+        "SELECT username, role, warehouse_id, seller_id, password_hash, disabled FROM console.accounts"
+        " ORDER BY username"
     )
     return [(_account(r), r["disabled"]) for r in rows]
 
@@ -184,6 +185,15 @@ async def serve(conn: Connection, warehouse_id: str, sellers: list[str], *, stop
             "INSERT INTO console.warehouse_sellers (warehouse_id, seller_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             [(warehouse_id, s) for s in sellers],
         )
+
+
+async def served(conn: Connection) -> dict[str, list[str]]:
+    """Each warehouse and the sellers it serves."""
+    rows = await conn.fetch("SELECT warehouse_id, seller_id FROM console.warehouse_sellers ORDER BY 1, 2")
+    found: dict[str, list[str]] = {}
+    for r in rows:
+        found.setdefault(r["warehouse_id"], []).append(r["seller_id"])
+    return found
 
 
 DEMO_ADMIN = "demo-admin"

@@ -337,14 +337,14 @@ class Matched:
 
 
 async def returns_named(conn: Connection, seller_id: str, reference: str) -> list[str]:
-    """The seller's return ids that `reference` names: a return id, an order id or a tracking
-    number, as the console read them from the return orders."""
+    """The seller's return ids that `reference` names: a return id, an order id, a tracking
+    number or a buyer, as the console read them from the return orders."""
     rows = await conn.fetch(
         "SELECT DISTINCT e.body->>'return_id' AS return_id FROM console.event_keys k"
         " JOIN console.events e USING (event_id)"
         " WHERE k.kind = ANY($1::text[]) AND k.value = $2 AND e.topic = $3 AND e.seller_id = $4"
         " ORDER BY 1",
-        ["return", "order", "tracking"],
+        ["return", "order", "tracking", "buyer"],
         reference,
         RMA.name,
         seller_id,
@@ -380,7 +380,9 @@ async def _one_return(conn: Connection, seller_id: str, reference: str) -> str:
     """The one return of the seller that `reference` names; CaseError when it names none or several."""
     found = await returns_named(conn, seller_id, reference.strip())
     if not found:
-        raise CaseError(f"no return of seller {seller_id} has the return id, order id or tracking number {reference!r}")
+        raise CaseError(
+            f"no return of seller {seller_id} has the return id, order id, tracking number or buyer {reference!r}"
+        )
     if len(found) > 1:
         raise CaseError(f"{reference!r} names {len(found)} returns ({', '.join(found)}): give the return id")
     return found[0]

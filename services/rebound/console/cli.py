@@ -205,7 +205,9 @@ def cases_dismiss(
 @cases_app.command("match")
 def cases_match(
     case_id: Annotated[str, typer.Argument(help="An unmatched_parcel case.")],
-    reference: Annotated[str, typer.Argument(help="Its return order: the return id, order id or tracking number.")],
+    reference: Annotated[
+        str, typer.Argument(help="Its return order: the return id, order id, tracking number or buyer id.")
+    ],
     actor: ActorOption = None,
 ) -> None:
     """Match a parcel that waits without its return order to the seller's return, and resolve
@@ -234,7 +236,7 @@ def cases_receive_unexpected(
 @cases_app.command("add-to-return")
 def cases_add_to_return(
     case_id: Annotated[str, typer.Argument(help="An unexpected_unit case.")],
-    reference: Annotated[str, typer.Argument(help="The return: its return id, order id or tracking number.")],
+    reference: Annotated[str, typer.Argument(help="The return: its return id, order id, tracking number or buyer id.")],
     line: Annotated[
         str | None, typer.Option(help="The return's line (default: the line of the unit's SKU, or its only line).")
     ] = None,
@@ -303,7 +305,7 @@ def cases_replay(
 
 
 def trace(
-    query: Annotated[str, typer.Argument(help="An LPN, return id, tracking number, order id or SKU.")],
+    query: Annotated[str, typer.Argument(help="An LPN, return id, tracking number, order id, SKU or buyer id.")],
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Trace at most this many units.")] = 20,
     output: FormatOption = ListFormat.table,
 ) -> None:
@@ -315,7 +317,8 @@ def trace(
     traced = _run(lambda c: trace_units(c, query, limit=limit))
     if not traced:
         fail(
-            f"no unit the console has seen is named by {query!r} (an LPN, return id, tracking number, order id or SKU)"
+            f"no unit the console has seen is named by {query!r}"
+            " (an LPN, return id, tracking number, order id, SKU or buyer id)"
         )
     if output is ListFormat.json:
         typer.echo(json.dumps({"query": query, "units": [unit.as_json() for unit in traced]}, indent=2))
@@ -452,7 +455,6 @@ def console(
     from .web import create_web
 
     settings = Settings.from_env()
-    logs.configure(settings.log_level, settings.log_format, service="console-web")
     secret = settings.console_secret
     if secret is not None and (len(secret) < MIN_SECRET or secret == "REPLACE-ME"):
         typer.echo(
@@ -461,6 +463,7 @@ def console(
             err=True,
         )
         raise typer.Exit(2)
+    logs.configure(settings.log_level, settings.log_format, service="console-web")
     if secret is None:
         typer.echo("rebound console: REBOUND_CONSOLE_SECRET is not set: sessions end when the console stops", err=True)
         secret = secrets.token_urlsafe(32)

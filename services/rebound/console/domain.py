@@ -46,6 +46,7 @@ _FIELD_KINDS = {
     "tracking_number": "tracking",
     "order_id": "order",
     "sku": "sku",
+    "buyer_id": "buyer",
 }
 
 

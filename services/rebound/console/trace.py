@@ -77,15 +77,26 @@ async def trace(conn: Connection, lpn: str, sellers: Collection[str] | None = No
 async def units_named(
     conn: Connection, query: str, sellers: Collection[str] | None = None, limit: int = 100
 ) -> list[tuple[str, str]]:
-    """The units (seller, LPN) an LPN, return id, tracking number, order id or SKU names, at most
-    `limit`, only `sellers`' (None: any seller's)."""
+    """The units (seller, LPN) an LPN, return id, tracking number, order id, SKU or buyer names (a
+    buyer's: the units of that seller's returns of the buyer), at most `limit`, only `sellers'`
+    (None: any seller's)."""
     rows = await conn.fetch(
         """
+        WITH wanted AS (
+            SELECT k.kind, k.value, NULL::text AS seller_id FROM console.event_keys k
+            WHERE k.value = $1 AND k.kind = ANY($2::text[])
+            UNION
+            SELECT r.kind, r.value, e.seller_id FROM console.event_keys b
+            JOIN console.event_keys r ON r.event_id = b.event_id AND r.kind = 'return'
+            JOIN console.events e ON e.event_id = b.event_id
+            WHERE b.kind = 'buyer' AND b.value = $1
+        )
         SELECT DISTINCT e.seller_id, unit.value AS lpn
-        FROM console.event_keys k
+        FROM wanted w
+        JOIN console.event_keys k ON k.kind = w.kind AND k.value = w.value
         JOIN console.event_keys unit ON unit.event_id = k.event_id AND unit.kind = 'lpn'
         JOIN console.events e ON e.event_id = k.event_id
-        WHERE k.value = $1 AND k.kind = ANY($2::text[]) AND (k.kind <> 'lpn' OR unit.value = k.value)
+        WHERE (k.kind <> 'lpn' OR unit.value = k.value) AND (w.seller_id IS NULL OR e.seller_id = w.seller_id)
           AND ($3::text[] IS NULL OR e.seller_id = ANY($3::text[]))
         ORDER BY e.seller_id, unit.value
         LIMIT $4

@@ -111,9 +111,10 @@ def _pool(request: Request) -> asyncpg.Pool:
     return pool
 
 
-def signed_in(handler: Handler, *, acts: bool = False) -> Callable[[Request], Awaitable[Response]]:
+def signed_in(handler: Handler, *, acts: bool = False, admin: bool = False) -> Callable[[Request], Awaitable[Response]]:
     """The endpoint for `handler`: a visitor who is not signed in goes to the sign-in page; with
-    `acts`, one whose account only looks (a seller's user) is refused."""
+    `acts`, one whose account only looks (a seller's user) is refused; with `admin`, anyone but
+    an admin."""
 
     async def endpoint(request: Request) -> Response:
         session = request.session
@@ -127,6 +128,8 @@ def signed_in(handler: Handler, *, acts: bool = False) -> Callable[[Request], Aw
                 return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
             if acts and not account.acts:
                 return PlainTextResponse("Your account can look but not act.", status_code=403)
+            if admin and account.role != "admin":
+                return PlainTextResponse("Only an admin manages accounts.", status_code=403)
             visit = Visit(request, account, await accounts.visible_sellers(conn, account), conn)
             return await handler(visit)
 
@@ -279,6 +282,61 @@ async def case_action(visit: Visit) -> Response:
     return visit.back(url, done)
 
 
+async def accounts_page(visit: Visit) -> Response:
+    return visit.render(
+        "accounts.html",
+        accounts=await accounts.listed(visit.conn),
+        served=await accounts.served(visit.conn),
+        roles=accounts.ROLES,
+        min_password=accounts.MIN_PASSWORD,
+    )
+
+
+def _field(form: Any, name: str) -> str | None:
+    value = str(form.get(name, "")).strip()
+    return value or None
+
+
+async def accounts_action(visit: Visit) -> Response:
+    """An admin adds an account, sets its password, disables or enables it, or says which sellers
+    a warehouse serves: what `rebound accounts ...` does from a terminal."""
+    action, form = visit.request.path_params["action"], await visit.request.form()
+    name, actor = _field(form, "username") or "", visit.account.username
+    try:
+        if action == "add":
+            role = _field(form, "role") or ""
+            made = await accounts.add(
+                visit.conn,
+                name,
+                str(form.get("password", "")),
+                role,  # type: ignore[arg-type]  # checked by add
+                warehouse_id=_field(form, "warehouse_id") if role == "operator" else None,
+                seller_id=_field(form, "seller_id") if role == "seller" else None,
+            )
+            done = f"Account {made.describe()} added."
+        elif action == "password":
+            await accounts.set_password(visit.conn, name, str(form.get("password", "")))
+            done = f"{name}'s password is set; its sessions have ended."
+        elif action in ("disable", "enable"):
+            if action == "disable" and name == actor:
+                raise accounts.AccountError("an admin does not disable its own account")
+            await accounts.set_disabled(visit.conn, name, action == "disable")
+            done = f"{name} {action}d."
+        elif action in ("serve", "unserve"):
+            warehouse = _field(form, "warehouse_id") or ""
+            sellers = [s for s in str(form.get("sellers", "")).replace(",", " ").split() if s]
+            if not warehouse or not sellers:
+                raise accounts.AccountError("name the warehouse and at least one seller")
+            await accounts.serve(visit.conn, warehouse, sellers, stop=action == "unserve")
+            done = f"{warehouse} {'no longer serves' if action == 'unserve' else 'serves'} {', '.join(sellers)}."
+        else:
+            return visit.render("missing.html", status_code=404, what=f"action {action}")
+    except accounts.AccountError as error:
+        return visit.back("/accounts", str(error), error=True)
+    log.info("console_account_changed", action=action, username=name or None, actor=actor)
+    return visit.back("/accounts", done)
+
+
 async def trace_page(visit: Visit) -> Response:
     query = visit.request.query_params.get("q", "").strip()
     units = await trace_units(visit.conn, query, visit.sellers) if query else []
@@ -335,6 +393,8 @@ def create_web(
         Route("/cases", signed_in(case_list)),
         Route("/cases/{case_id}", signed_in(case_page)),
         Route("/cases/{case_id}/{action}", signed_in(case_action, acts=True), methods=["POST"]),
+        Route("/accounts", signed_in(accounts_page, admin=True)),
+        Route("/accounts/{action}", signed_in(accounts_action, admin=True), methods=["POST"]),
         Route("/trace", signed_in(trace_page)),
         Route("/waiting", signed_in(waiting_page)),
         Route("/stock", signed_in(stock_page)),

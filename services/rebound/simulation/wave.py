@@ -160,6 +160,8 @@ SIZE_WEIGHTS = (8, 20, 32, 26, 14)
 CHANNELS = ("tiktok", "shopify", "amazon", "ebay")
 MAIN_CHANNEL_WEIGHTS = (70, 12, 10, 8)
 WAREHOUSES = ("US-LAX-1", "US-NJ-1", "GB-LHR-1", "DE-FRA-1", "JP-TYO-1")
+BUYERS = 701
+"""Buyers a wave's returns come from, so that a large wave has buyers with several returns."""
 
 # Raw reason codes as each marketplace sends them, by what the buyer meant. Shopify has no
 # "damaged" code: its buyers pick DEFECTIVE for a parcel that arrived broken.
@@ -439,6 +441,7 @@ def _make_return(
         tracking_number=f"SIM{seed}TRK{n:08d}",
         reason_code=reason_code,
         lines=lines,
+        buyer_id=f"BUYER-{seed}-{n % BUYERS:03d}",  # a buyer returns now and then
     )
     tally.reasons[reason_code] += 1
 
