@@ -54,11 +54,15 @@ PROCESSOR = "rebound_processor"
 
 @dataclass(frozen=True)
 class Periodic:
-    """Work a service does on a timer rather than on a message, e.g. a sweep."""
+    """Work a service does on a timer rather than on a message, e.g. a sweep. With `wake`, it runs
+    as soon as the event is set (by whatever made work for it), at most once every
+    `at_most_every_s`, and every `every_s` when nothing sets it."""
 
     name: str
     every_s: float
     run: Callable[[asyncpg.Pool, Settings, str], Awaitable[object]]  # (pool, settings, producer)
+    wake: asyncio.Event | None = None
+    at_most_every_s: float = 0.0
 
 
 class Processor(Protocol):
@@ -73,6 +77,9 @@ class ServiceSpec:
     routes: Sequence[Route]
     lock_keys: LockKeys | None = None
     periodic: Sequence[Periodic] = ()
+    after_batch: Callable[[BatchStats], None] | None = None
+    """Called once a batch is applied and committed in PostgreSQL: e.g. to wake a periodic job
+    for the work the batch made."""
     reads: Sequence[Topic] = ()
     """Topics consumed by `projector` instead of by routes (a read model's)."""
     projector: Callable[[str, Sequence[Topic], asyncpg.Pool, Settings], Processor] | None = None
@@ -117,8 +124,17 @@ async def _the_message(message: KafkaMessage) -> KafkaMessage:
 
 
 async def _every(job: Periodic, pool: asyncpg.Pool, settings: Settings, producer: str) -> None:
+    last = -float("inf")
     while True:
-        await asyncio.sleep(job.every_s)
+        if job.wake is None:
+            await asyncio.sleep(job.every_s)
+        else:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(job.wake.wait(), job.every_s)
+            if (gap := last + job.at_most_every_s - time.monotonic()) > 0:
+                await asyncio.sleep(gap)
+            job.wake.clear()  # what woke it meanwhile is in this run
+            last = time.monotonic()
         try:
             await job.run(pool, settings, producer)
         except (KafkaError, *TRANSIENT_ERRORS) as error:
@@ -285,6 +301,8 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
             await asyncio.sleep(1.0)
             return
         metrics.record_batch(stats, time.perf_counter() - started, datetime.now(UTC))
+        if spec.after_batch is not None:
+            spec.after_batch(stats)
         # Applied and committed in PostgreSQL; the offsets follow in the background.
         # FastStream types the consumer as its own protocol; it is aiokafka's, which commits offsets
         await committer.note(message.consumer, records)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ marketplace and answers on `storefront.acks.v1`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ log = structlog.get_logger(__name__)
 
 TOKEN_LOCKS = 0x5EB0_0C01  # advisory lock space of shops renewing their tokens
 SYNC_EVERY_S = 0.25
+"""Rounds of syncing start at most this often: one runs as soon as a batch brings adjustments or
+listing requests, or a key's sync ends (another key of its shop may go), else every
+SYNC_IDLE_S (a key waiting out a back-off)."""
+SYNC_IDLE_S = 2.0
 SYNC_CONCURRENCY = 16
 RECONCILE_ROUND_S = 5.0
 """How often the connectors look for listings due a comparison (`REBOUND_RECONCILE_EVERY_S`)."""
@@ -182,6 +187,7 @@ def _tiktok_credentials(
 
 def spec() -> ServiceSpec:
     syncers: dict[int, Syncer] = {}  # built on the first round, when the pool exists
+    work = asyncio.Event()  # set when there may be keys to sync
 
     async def syncer_of(pool: asyncpg.Pool, settings: Settings, producer: str) -> Syncer:
         syncer = syncers.get(id(pool))
@@ -197,7 +203,7 @@ def spec() -> ServiceSpec:
                 connect_kwargs=database_connect_kwargs(settings),
             )
             client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
-            syncer = syncers[id(pool)] = Syncer(own, producer, Shops(own, client), rate=RATES)
+            syncer = syncers[id(pool)] = Syncer(own, producer, Shops(own, client), rate=RATES, landed=work.set)
         return syncer
 
     async def sync_round(pool: asyncpg.Pool, settings: Settings, producer: str) -> int:
@@ -213,9 +219,10 @@ def spec() -> ServiceSpec:
             Route(LISTINGS, keep_listing_request, PostgresConnectorRepository),
         ),
         periodic=(
-            Periodic("storefront-sync", SYNC_EVERY_S, sync_round),
+            Periodic("storefront-sync", SYNC_IDLE_S, sync_round, wake=work, at_most_every_s=SYNC_EVERY_S),
             Periodic("storefront-reconcile", RECONCILE_ROUND_S, reconcile_round),
         ),
+        after_batch=lambda stats: work.set() if stats.applied else None,
     )
 
 

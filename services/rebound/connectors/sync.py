@@ -89,6 +89,8 @@ class Syncer:
     flying: dict[str, asyncio.Task[bool]] = field(default_factory=dict)
     """Keys being synced now, by this process."""
     moved: int = 0
+    landed: Callable[[], None] | None = None
+    """Called when a key's sync ends: another key of its shop may go now."""
 
     async def round(self, limit: int = 256, concurrency: int = 16, per_shop: int = 2, *, wait: bool = True) -> int:
         """Start syncing the keys due now, at most `concurrency` keys in flight and `per_shop` of
@@ -119,6 +121,8 @@ class Syncer:
 
     def _landed(self, key: str, task: asyncio.Task[bool]) -> None:
         self.flying.pop(key, None)
+        if self.landed is not None:
+            self.landed()
         if task.cancelled():
             return
         if (error := task.exception()) is not None:
