@@ -74,7 +74,7 @@ def test_a_guessable_signing_secret_stops_the_console_with_the_reason(secret: st
     monkeypatch.setenv("REBOUND_CONSOLE_SECRET", secret)
     logging_before = structlog.get_config()["logger_factory"]
     done = CliRunner().invoke(cli, ["console", "--port", "1"])
-    assert done.exit_code == 2
+    assert done.exit_code == 1
     assert "REBOUND_CONSOLE_SECRET must be at least 32 random characters" in done.output
     # Refused before it configures logging (which would write to the runner's closed stream).
     assert structlog.get_config()["logger_factory"] is logging_before

@@ -457,12 +457,10 @@ def console(
     settings = Settings.from_env()
     secret = settings.console_secret
     if secret is not None and (len(secret) < MIN_SECRET or secret == "REPLACE-ME"):
-        typer.echo(
-            f"rebound console: REBOUND_CONSOLE_SECRET must be at least {MIN_SECRET} random characters"
-            " (e.g. `openssl rand -base64 48`): whoever knows it can sign in as anyone",
-            err=True,
+        fail(
+            f"REBOUND_CONSOLE_SECRET must be at least {MIN_SECRET} random characters"
+            " (e.g. `openssl rand -base64 48`): whoever knows it can sign in as anyone"
         )
-        raise typer.Exit(2)
     logs.configure(settings.log_level, settings.log_format, service="console-web")
     if secret is None:
         typer.echo("rebound console: REBOUND_CONSOLE_SECRET is not set: sessions end when the console stops", err=True)

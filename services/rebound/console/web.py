@@ -138,8 +138,9 @@ def signed_in(handler: Handler, *, acts: bool = False, admin: bool = False) -> C
 
 def _next(url: str | None) -> str:
     """Where to go after signing in: a path of this site only."""
-    local = url and url.startswith("/") and not url.startswith("//") and not any(c == "\\" or c < " " for c in url)
-    return url if local and url else "/cases"
+    if url and url.startswith("/") and not url.startswith("//") and not any(c == "\\" or c < " " for c in url):
+        return url
+    return "/cases"
 
 
 async def login_page(request: Request) -> Response:
@@ -166,9 +167,8 @@ async def login(request: Request) -> Response:
     account = await accounts.authenticate(_pool(request), username, password)
     if account is None:
         recent.append(now)
-        if len(_failed) >= 10_000:  # bounded: names whose failures left the window go first
-            for stale in [n for n, times in _failed.items() if now - times[-1] >= SIGN_IN_WINDOW_S]:
-                del _failed[stale]
+        while len(_failed) >= 10_000:  # bounded: the name whose last failure is oldest goes first
+            del _failed[next(iter(_failed))]
         _failed[name] = recent
         log.warning("console_sign_in_refused", failures=len(recent))
         return templates.TemplateResponse(

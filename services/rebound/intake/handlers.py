@@ -229,6 +229,13 @@ async def _unexpected_unit(ctx: Context, seller_id: str, lpn: str, repo: IntakeR
     return unit
 
 
+async def _line(repo: IntakeRepository, rma: ReturnOrder, line_id: str) -> LineDetail | None:
+    """The return's line `line_id`, read for update."""
+    return next(
+        (d for d in await repo.lines_for_update(rma.seller_id, rma.return_id) if d.line.line_id == line_id), None
+    )
+
+
 async def add_unit_to_return(ctx: Context, added: UnitAddedToReturn, repo: IntakeRepository) -> None:
     """An operator added an unexpected unit to one of the seller's returns, on one of its lines:
     the unit is received against it (and counted on the line) like any unit of that return."""
@@ -236,33 +243,26 @@ async def add_unit_to_return(ctx: Context, added: UnitAddedToReturn, repo: Intak
     if unit is None:
         return
     rma = await repo.rma_by_id(added.seller_id, added.return_id)
-    lines = (
-        {} if rma is None else {d.line.line_id: d for d in await repo.lines_for_update(rma.seller_id, rma.return_id)}
-    )
-    line = lines.get(added.line_id)
-    refused = None
     if rma is None:
         refused = f"return {added.return_id} is not one of this seller's"
-    elif line is None:
-        refused = f"return {rma.return_id} has no line {added.line_id} (its lines: {', '.join(lines)})"
+    elif (line := await _line(repo, rma, added.line_id)) is None:
+        refused = f"return {rma.return_id} has no line {added.line_id}"
     elif line.line.remaining <= 0:
         refused = f"line {added.line_id} of return {rma.return_id} has all its {line.line.quantity} unit(s) already"
-    if rma is None or line is None or refused is not None:
-        # Still unexpected, still waiting: a case of its own, for the operator to decide again.
-        ctx.raise_exception(
-            "unexpected_unit", f"{refused}; LPN {added.lpn} (SKU {unit.sku}) stays parked", lpn=unit.lpn
+    else:
+        await repo.receive_unit(unit, rma, line.line.line_id)
+        log.info(
+            "unexpected_unit_added_to_return",
+            seller_id=unit.seller_id,
+            lpn=unit.lpn,
+            return_id=rma.return_id,
+            line_id=line.line.line_id,
+            operator_id=added.operator_id,
         )
+        ctx.emit(UNIT_RECEIVED, _received(unit, rma, line, added.event_id, added.occurred_at))
         return
-    await repo.receive_unit(unit, rma, line.line.line_id)
-    log.info(
-        "unexpected_unit_added_to_return",
-        seller_id=unit.seller_id,
-        lpn=unit.lpn,
-        return_id=rma.return_id,
-        line_id=line.line.line_id,
-        operator_id=added.operator_id,
-    )
-    ctx.emit(UNIT_RECEIVED, _received(unit, rma, line, added.event_id, added.occurred_at))
+    # Still unexpected, still waiting: a case of its own, for the operator to decide again.
+    ctx.raise_exception("unexpected_unit", f"{refused}; LPN {added.lpn} (SKU {unit.sku}) stays parked", lpn=unit.lpn)
 
 
 async def quarantine_unit(ctx: Context, quarantined: UnitQuarantined, repo: IntakeRepository) -> None:
