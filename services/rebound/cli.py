@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+import uvloop
 
 from . import logs
 from .clitools import ListFormat
@@ -96,7 +97,10 @@ def run(service: Annotated[Service, typer.Argument(help="The service to run.")])
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format, service=service.value)
     module = importlib.import_module(f"rebound.{service.value}.app")
-    asyncio.run(module.create_app(settings).run())
+    # uvloop: the event loop, its sockets and its timers in C. A service's work is mostly round
+    # trips to Kafka and PostgreSQL, and the standard loop's Python took a seventh of its CPU.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(module.create_app(settings).run())
 
 
 @app.command("run-all")
