@@ -282,6 +282,27 @@ async def test_the_next_read_forgets_the_batch_sent_and_leaves_it_out(pool) -> N
     assert await pool.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer) == 6
 
 
+@pytest.mark.parametrize("statement", ["forget", "next-batch"])
+async def test_forgetting_commits_without_waiting_for_the_disk_and_nothing_else_does(pool, statement) -> None:
+    """A forget's transaction commits with synchronous_commit off (a lost forget is recovered
+    like a crash), and the setting ends with it: the session's next transaction, such as the next
+    in-doubt record, waits for the disk again."""
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    await _write_rows(pool, producer, "t", 4)
+    async with pool.acquire() as conn:
+        ids = [r["id"] for r in await conn.fetch("SELECT id FROM rebound.outbox WHERE producer = $1", producer)]
+        arguments = (ids[:2], producer, min(ids[:2]), max(ids[:2]))
+        async with conn.transaction():
+            if statement == "forget":
+                await conn.execute(FORGET, *arguments)
+            else:
+                assert [r["id"] for r in await conn.fetch(NEXT_BATCH, *arguments, 10, 1 << 20)] == ids[2:]
+            in_its_transaction = await conn.fetchval("SHOW synchronous_commit")
+        after = await conn.fetchval("SHOW synchronous_commit")
+        left = await conn.fetchval("SELECT count(*) FROM rebound.outbox WHERE producer = $1", producer)
+    assert (in_its_transaction, after, left) == ("off", "on", 2)
+
+
 async def test_a_crash_after_the_kafka_commit_does_not_publish_twice(pool, settings, scratch_topic) -> None:
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
     payloads = await _write_rows(pool, producer, scratch_topic, 40)

@@ -124,9 +124,17 @@ async def _send_in_batches(producer: AIOKafkaProducer, rows: list[asyncpg.Record
     return sent
 
 
-DELETE_SENT = "DELETE FROM rebound.outbox WHERE producer = $2 AND id BETWEEN $3 AND $4 AND id = ANY($1::bigint[])"
+DELETE_SENT = (
+    "DELETE FROM rebound.outbox WHERE producer = $2 AND id BETWEEN $3 AND $4 AND id = ANY($1::bigint[])"
+    " AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'"
+)
 """Deletes a sent batch's rows ($1, of producer $2, ids $3 to $4): the part of `FORGET` and
-`NEXT_BATCH` that forgets the rows."""
+`NEXT_BATCH` that forgets the rows. Its transaction commits without waiting for the WAL to reach
+the disk (`synchronous_commit` off for it alone): forgetting needs no durability of its own. If a
+crash of PostgreSQL loses it, the rows and the in-doubt record come back, and the relay does what
+it does after any crash: an at-least-once batch is sent again (a repeat the inboxes skip), an
+in-doubt one is probed and found committed. Nothing durable can follow it without it: the next
+in-doubt record is a synchronous commit, which flushes the WAL written before it."""
 
 FORGET = f"WITH sent AS ({DELETE_SENT}) DELETE FROM rebound.relay_in_doubt WHERE producer = $2"
 """Deletes a sent batch's rows ($1) and its in-doubt record: one statement, so one round trip, and
