@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from rebound.connectors.adapters import PostgresConnectorRepository, connect_shop, map_listing
+from rebound.connectors.adapters import DUE, PostgresConnectorRepository, connect_shop, map_listing
 from rebound.connectors.app import Shops, shopify_settings, spec
 from rebound.connectors.domain import Intent
 from rebound.connectors.sync import Syncer
@@ -151,6 +151,52 @@ async def test_a_gap_is_waited_for_and_what_came_meanwhile_goes_in_one_call(worl
     assert world.stock("CAP").quantity == 3 and world.market.state.writes == writes + 1
     acks = [event for topic, event in await world.outbox() if topic == ACKS.name]
     assert [a.ref_event_id for a in acks] == [first.event_id, third.event_id]
+
+
+async def test_the_keys_due_are_found_without_reading_the_listings_that_wait_for_nothing(world: World) -> None:
+    """Thousands of listings of the connected shop are caught up, thousands more of a shop that is
+    not connected have adjustments waiting: finding the one key due reads a few pages, not them
+    (one look costs about 100 ms at 44,000 listings when it reads them all, and the connectors
+    look whenever work comes)."""
+    await world.listing("CAP")
+    await world.send(f.adjusted(world.seller, "CAP", 1, +1))
+    await world.sync()
+    await world.send(f.adjusted(world.seller, "CAP", 2, +1))  # received as the connectors receive it
+    other = f"{world.seller}-away"
+    await world.pool.execute(
+        "INSERT INTO connectors.listings (key, seller_id, channel, shop_id, applied_through, received_through)"
+        " SELECT $1 || ':tiktok:W1:sku-' || n || ':new', $1, 'tiktok', $2, 0, 0 FROM generate_series(1, 3000) AS n"
+        " UNION ALL SELECT $3 || ':tiktok:W1:sku-' || n || ':new', $3, 'tiktok', 'away', 0, 1"
+        " FROM generate_series(1, 3000) AS n",
+        world.seller,
+        f"shop-{world.seller}",
+        other,
+    )
+    await world.pool.execute(
+        "INSERT INTO connectors.adjustments (key, sequence, delta, event, source)"
+        " SELECT key, 1, 1, '{}', '{}' FROM connectors.listings WHERE seller_id = $1",
+        other,
+    )
+    await world.pool.execute("ANALYZE connectors.listings")
+    try:
+        async with world.pool.acquire() as conn:
+            explained = await conn.fetchval(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+                + DUE.replace("$1", "256").replace("$2", "2").replace("$3::text[]", "'{}'::text[]")
+            )
+            due = await PostgresConnectorRepository(conn).due(256, 2)
+    finally:
+        await world.pool.execute("DELETE FROM connectors.adjustments WHERE key LIKE $1 || ':%'", other)
+        await world.pool.execute(
+            "DELETE FROM connectors.listings WHERE seller_id = ANY($1::text[]) AND key <> $2",
+            [world.seller, other],
+            f"{world.seller}:tiktok:W1:CAP:new",
+        )
+    plan = orjson.loads(explained)[0]["Plan"]
+    assert f"{world.seller}:tiktok:W1:CAP:new" in due
+    assert not [key for key in due if key.startswith(f"{world.seller}:") and "CAP" not in key]
+    # A few dozen; about 900 when every listing is read.
+    assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] < 200, plan["Shared Hit Blocks"]
 
 
 @pytest.mark.parametrize("landed", [True, False])

@@ -39,6 +39,26 @@ def stock_key(event: Any) -> str:
     return f"{event.seller_id}:{event.channel}:{event.warehouse_id}:{event.sku}:{event.condition}"
 
 
+DUE = (
+    "SELECT key FROM (SELECT l.key, l.updated_at, row_number() OVER"
+    " (PARTITION BY l.seller_id, l.channel, l.shop_id ORDER BY l.updated_at) AS turn"
+    " FROM connectors.shops s JOIN connectors.listings l"
+    " ON (s.seller_id, s.channel, s.shop_id) = (l.seller_id, l.channel, l.shop_id)"
+    " WHERE l.blocked IS NULL AND (l.intent IS NOT NULL OR l.received_through > l.applied_through"
+    " OR (l.ids IS NOT NULL AND l.priced IS DISTINCT FROM ((l.requested -> 'event' ->> 'event_id')::uuid)))"
+    " AND (l.not_before IS NULL OR l.not_before <= now()) AND NOT l.key = ANY($3::text[])"
+    " AND (l.intent IS NOT NULL OR EXISTS (SELECT 1 FROM connectors.adjustments a"
+    " WHERE a.key = l.key AND a.sequence = l.applied_through + 1)"
+    " OR (l.ids IS NOT NULL AND l.priced IS DISTINCT FROM (l.requested->'event'->>'event_id')::uuid))) due"
+    " WHERE turn <= $2 ORDER BY updated_at LIMIT $1"
+)
+"""The listing keys due ($1 at most, $2 of each shop, none of $3, oldest first): those of a
+connected shop, not blocked, their wait over, with a write in flight, their next adjustment
+received, or a price to push. The first condition is the predicate of the index
+`listings_maybe_due`, word for word, so PostgreSQL reads the candidates of each connected shop
+through it; a key whose adjustments wait is due once the next one in sequence is there."""
+
+
 class PostgresConnectorRepository:
     """`domain.ConnectorRepository` on PostgreSQL (its methods are documented there)."""
 
@@ -55,10 +75,14 @@ class PostgresConnectorRepository:
             adjustment.channel,
             adjustment.shop_id,
         )
+        # The listing's received_through follows in the same statement: `due` finds the keys
+        # whose adjustments wait by it.
         status = await self.conn.execute(
-            "INSERT INTO connectors.adjustments (key, sequence, delta, event, source)"
+            "WITH added AS (INSERT INTO connectors.adjustments (key, sequence, delta, event, source)"
             " SELECT $1, $2, $3, $4, $5 FROM connectors.listings"
-            " WHERE key = $1 AND applied_through < $2 ON CONFLICT DO NOTHING",
+            " WHERE key = $1 AND applied_through < $2 ON CONFLICT DO NOTHING RETURNING sequence)"
+            " UPDATE connectors.listings SET received_through = greatest(received_through, added.sequence)"
+            " FROM added WHERE key = $1",
             key,
             adjustment.sequence,
             adjustment.delta,
@@ -95,21 +119,7 @@ class PostgresConnectorRepository:
         )
 
     async def due(self, limit: int, per_shop: int, busy: list[str] | None = None) -> list[str]:
-        rows = await self.conn.fetch(
-            "SELECT key FROM (SELECT l.key, l.updated_at, row_number() OVER"
-            " (PARTITION BY l.seller_id, l.channel, l.shop_id ORDER BY l.updated_at) AS turn"
-            " FROM connectors.listings l JOIN connectors.shops s"
-            " ON (s.seller_id, s.channel, s.shop_id) = (l.seller_id, l.channel, l.shop_id)"
-            " WHERE l.blocked IS NULL AND (l.not_before IS NULL OR l.not_before <= now())"
-            " AND NOT l.key = ANY($3::text[])"
-            " AND (l.intent IS NOT NULL OR EXISTS (SELECT 1 FROM connectors.adjustments a"
-            " WHERE a.key = l.key AND a.sequence = l.applied_through + 1)"
-            " OR (l.ids IS NOT NULL AND l.priced IS DISTINCT FROM (l.requested->'event'->>'event_id')::uuid))) due"
-            " WHERE turn <= $2 ORDER BY updated_at LIMIT $1",
-            limit,
-            per_shop,
-            busy or [],
-        )
+        rows = await self.conn.fetch(DUE, limit, per_shop, busy or [])
         return [r["key"] for r in rows]
 
     async def listing(self, key: str) -> Listing | None:
