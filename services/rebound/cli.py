@@ -82,7 +82,7 @@ CONSOLE_PORT = 8700
 STOP_CHECK_S = 1.0
 """How often a running service looks whether it was asked to stop (FastStream checks every 0.1 s
 by default): a graceful stop begins at most this long after SIGTERM, and an idle service wakes
-once a second for it instead of ten times (a third less of its idle CPU)."""
+once a second for it instead of ten times."""
 
 
 class Service(str, Enum):
@@ -104,7 +104,7 @@ def run(service: Annotated[Service, typer.Argument(help="The service to run.")])
     logs.configure(settings.log_level, settings.log_format, service=service.value)
     module = importlib.import_module(f"rebound.{service.value}.app")
     # uvloop: the event loop, its sockets and its timers in C. A service's work is mostly round
-    # trips to Kafka and PostgreSQL, and the standard loop's Python took a seventh of its CPU.
+    # trips to Kafka and PostgreSQL, which the standard loop drives in Python.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(module.create_app(settings).run(sleep_time=STOP_CHECK_S))
 

@@ -47,8 +47,8 @@ DUE = (
     " WHERE l.blocked IS NULL AND (l.intent IS NOT NULL OR l.received_through > l.applied_through"
     " OR (l.ids IS NOT NULL AND l.priced IS DISTINCT FROM ((l.requested -> 'event' ->> 'event_id')::uuid)))"
     " AND (l.not_before IS NULL OR l.not_before <= now()) AND NOT l.key = ANY($3::text[])"
-    " AND (l.intent IS NOT NULL OR EXISTS (SELECT 1 FROM connectors.adjustments a"
-    " WHERE a.key = l.key AND a.sequence = l.applied_through + 1)"
+    " AND (l.intent IS NOT NULL OR (SELECT 1 FROM connectors.adjustments a"
+    " WHERE a.key = l.key AND a.sequence = l.applied_through + 1) IS NOT NULL"
     " OR (l.ids IS NOT NULL AND l.priced IS DISTINCT FROM (l.requested->'event'->>'event_id')::uuid))) due"
     " WHERE turn <= $2 ORDER BY updated_at LIMIT $1"
 )
@@ -56,7 +56,9 @@ DUE = (
 connected shop, not blocked, their wait over, with a write in flight, their next adjustment
 received, or a price to push. The first condition is the predicate of the index
 `listings_maybe_due`, word for word, so PostgreSQL reads the candidates of each connected shop
-through it; a key whose adjustments wait is due once the next one in sequence is there."""
+through it; a key whose adjustments wait is due once the next one in sequence is there. That
+one is looked up by the key's index, candidate by candidate (a scalar subquery: an EXISTS under
+an OR may be planned as a hash of every adjustment waiting, shops not connected included)."""
 
 
 class PostgresConnectorRepository:
