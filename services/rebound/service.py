@@ -227,6 +227,17 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         await migrate(pool)
         observability.probes.pool = pool
         tracer = Tracing(spec.name, settings.otlp_endpoint)
+        relay = OutboxRelay(
+            settings.database_url,
+            settings.kafka_bootstrap_servers,
+            spec.group_id,
+            batch_size=settings.relay_batch_size,
+            batch_bytes=settings.relay_batch_bytes,
+            on_published=metrics.record_published,
+            kafka_options=kafka,
+            database_kwargs=database,
+            on_blocked=metrics.set_relay_blocked,
+        )
         processor: Processor
         if spec.projector is not None:
             processor = spec.projector(spec.group_id, spec.reads, pool, settings)
@@ -239,19 +250,9 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
                 lock_keys=spec.lock_keys,
                 max_locks=settings.max_locks_per_transaction,
                 tracing=tracer,
+                relay=relay,
             )
         broker.context.set_global(PROCESSOR, processor)
-        relay = OutboxRelay(
-            settings.database_url,
-            settings.kafka_bootstrap_servers,
-            spec.group_id,
-            batch_size=settings.relay_batch_size,
-            batch_bytes=settings.relay_batch_bytes,
-            on_published=metrics.record_published,
-            kafka_options=kafka,
-            database_kwargs=database,
-            on_blocked=metrics.set_relay_blocked,
-        )
         committer.start()
         tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]
         jobs = [*spec.periodic, Periodic("prune-inbox", settings.inbox_prune_every_s, prune_inbox)]

@@ -19,8 +19,11 @@ from aiokafka.partitioner import DefaultPartitioner
 from rebound.messaging.outbox import OutboxBuffer, notify_channel
 from rebound.connections import database_connect_kwargs
 from rebound.messaging import relay as relay_module
+from rebound.messaging.processor import BatchProcessor, Context, Route, StoredRecord
 from rebound.messaging.relay import FORGET, NEXT_BATCH, OutboxRelay, Probe, connect_leader, settle
 from rebound.settings import Settings
+from rebound_contracts import Topic, UnitInspected
+from tests import factories
 
 pytestmark = pytest.mark.integration
 
@@ -641,4 +644,55 @@ async def test_a_lone_batch_is_forgotten_by_the_next_read_or_by_a_graceful_stop(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     assert await left() == 0 and await _in_doubt(pool, producer) is None
+    assert len(await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)) == 2
+
+
+async def _apply_one_through(
+    pool: asyncpg.Pool, settings: Settings, producer: str, topic: str, relay: OutboxRelay
+) -> list[str]:
+    """One record applied by a processor whose process runs `relay`, its handler emitting one row
+    to `topic`; returns the notifications a listener on the producer's channel heard meanwhile."""
+    seller = f"it-wake-{uuid.uuid4().hex[:8]}"
+    await pool.execute("INSERT INTO rebound.sellers (seller_id, name) VALUES ($1, $1)", seller)
+    inspected = factories.inspection(seller, f"LPN-{uuid.uuid4().hex[:8]}")
+    source = Topic(topic, UnitInspected, ("seller_id", "lpn"), "inbound", (), ())
+
+    async def emit(ctx: Context, event: UnitInspected, _repository: None) -> None:
+        ctx.outbox.add_raw(topic, event.lpn, event.model_dump_json().encode())
+
+    processor = BatchProcessor(producer, [Route(source, emit, lambda _conn: None)], pool, relay=relay)
+    heard: list[str] = []
+    listener = await asyncpg.connect(settings.database_url)
+    try:
+        await listener.add_listener(notify_channel(producer), lambda _c, _pid, _ch, payload: heard.append(payload))
+        record = StoredRecord(topic, 0, 0, inspected.lpn.encode(), inspected.model_dump_json().encode())
+        assert (await processor.process([record])).outbox_rows == 1
+        await listener.fetchval("SELECT 1")  # a notification sent before this answer is heard by now
+    finally:
+        await listener.close()
+    return heard
+
+
+async def test_a_batch_wakes_its_own_leading_relay_in_the_process_not_through_postgresql(
+    pool, settings, scratch_topic
+) -> None:
+    """While the relay of the processor's own process leads, the processor wakes it once the batch
+    commits, and PostgreSQL notifies nobody (a notification signals every listening backend of the
+    database). While another process's relay leads, the batch notifies it."""
+    producer = f"it-wake-{uuid.uuid4().hex[:8]}"
+    leader = _relay(pool, settings, producer, idle_wait_s=3600.0)  # only a wake-up sends the row in time
+    task = asyncio.create_task(leader.run())
+    try:
+        await _until(lambda: asyncio.sleep(0, leader.leading), "elected")
+        assert await _apply_one_through(pool, settings, producer, scratch_topic, leader) == []
+        await _until(lambda: asyncio.sleep(0, leader.published == 1), "sent after the in-process wake-up")
+
+        elsewhere = _relay(pool, settings, producer)  # this process's relay, not the leader
+        assert not elsewhere.leading
+        assert await _apply_one_through(pool, settings, producer, scratch_topic, elsewhere) == [producer]
+        await _until(lambda: asyncio.sleep(0, leader.published == 2), "sent after the notification")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     assert len(await _read_committed(settings.kafka_bootstrap_servers, scratch_topic)) == 2

@@ -117,6 +117,15 @@ ATTEMPTS_BEFORE_SETTING_ASIDE = 3
 memory) before it is split in halves, and of one record before it is parked."""
 
 
+class LocalRelay(Protocol):
+    """The relay of this process's producer (`OutboxRelay`)."""
+
+    @property
+    def leading(self) -> bool: ...
+
+    def wake(self) -> None: ...
+
+
 @runtime_checkable
 class Prefetching(Protocol):
     """A repository that reads what a batch's events need in a few statements, before they are
@@ -309,8 +318,12 @@ class BatchProcessor:
         attempts: int = ATTEMPTS_BEFORE_SETTING_ASIDE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         tracing: Tracing | None = None,
+        relay: LocalRelay | None = None,
     ) -> None:
         self.consumer = consumer
+        # While it leads, the relay is woken here once a batch's rows are committed, instead of
+        # by a notification through PostgreSQL (see outbox.INSERT_AND_NOTIFY).
+        self.relay = relay
         self.tracing = tracing or Tracing(consumer)
         self.routes = {route.topic.name: route for route in routes}
         self.pool = pool
@@ -413,10 +426,13 @@ class BatchProcessor:
                 async with self.pool.acquire() as conn:
                     try:
                         async with conn.transaction():
-                            return await self._apply(conn, items)
+                            stats = await self._apply(conn, items)
                     except RESOURCE_ERRORS as error:
                         # Raised inside the transaction: the work was too much, not the connection.
                         raise _Strained(error) from error
+                if stats.outbox_rows and self.relay is not None:
+                    self.relay.wake()  # committed: the rows are there to read
+                return stats
             except _Strained as strain:
                 if isinstance(strain.error, asyncio.TimeoutError) and not await self._database_answers():
                     # The client's own timeout, with the database silent (a network partition, a
@@ -602,7 +618,7 @@ class BatchProcessor:
         for repository in repositories.values():  # writes a repository deferred to the batch's end
             if isinstance(repository, Flushing):
                 await repository.flush()
-        stats.outbox_rows = await outbox.flush(conn)
+        stats.outbox_rows = await outbox.flush(conn, notify=self.relay is None or not self.relay.leading)
         return stats
 
     async def _park(self, conn: Connection, outbox: OutboxBuffer, item: Decoded, now: datetime) -> None:

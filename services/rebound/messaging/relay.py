@@ -362,6 +362,15 @@ class OutboxRelay:
             self._wake.set()
 
     @property
+    def leading(self) -> bool:
+        """Whether this replica's relay holds the leadership: rows committed now are read by it."""
+        return self._leader is not None
+
+    def wake(self) -> None:
+        """Read the outbox now: rows were committed in this process (without a notification)."""
+        self._wake.set()
+
+    @property
     def _leading(self) -> Connection:
         """The leader's connection, while this replica leads."""
         if self._leader is None:
