@@ -73,6 +73,13 @@ async def _sizes(counting: Counting, processor: BatchProcessor, batch: Callable[
 SELLERS = ("s", "t", "u", "v")
 
 
+def _locks_taken_by_the_claim(counting: Counting) -> bool:
+    """Whether the batches' advisory locks were taken by the inbox claim's statement, not in a
+    round trip of their own."""
+    locking = [q for q in counting.queries if "pg_advisory_xact_lock" in q]
+    return bool(locking) and all("INSERT INTO rebound.inbox" in q for q in locking)
+
+
 def _seller_of(sellers: list[str], size: int, i: int) -> str:
     """The seller of a batch's i-th event: the bigger batch spreads over more sellers (1, 2, 4)."""
     return sellers[i % {1: 1, 5: 2, 40: 4}[size]]
@@ -120,6 +127,7 @@ async def test_grading_statements_do_not_grow_with_the_batch(pipe: Pipeline, cou
         )
         == 46
     )
+    assert _locks_taken_by_the_claim(counting)
 
 
 async def test_relisting_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting, settings: Settings):
@@ -161,6 +169,7 @@ async def test_ledger_statements_do_not_grow_with_the_batch(pipe: Pipeline, coun
     # Which keys are blocked is read with their stock counters, not in a round trip of its own.
     blocked_reads = [q for q in counting.queries if "FROM ledger.blocked_listings" in q]
     assert blocked_reads and all("FROM ledger.stock" in q for q in blocked_reads)
+    assert _locks_taken_by_the_claim(counting)
 
 
 async def test_a_connection_given_back_to_the_pool_costs_no_statement(settings: Settings):

@@ -6,9 +6,11 @@ import hashlib
 import uuid
 from enum import Enum
 
+from collections.abc import Iterable
+
 import orjson
 import structlog
-from ..db import Connection
+from ..db import Connection, advisory_xact_locks
 
 log = structlog.get_logger(__name__)
 
@@ -63,16 +65,32 @@ POSITION = ":position"
 """The seller of a claim by position (a dead letter): no seller id can contain ':'. Rows written
 before claims named their seller have '' (migration 0016)."""
 
-CLAIM = (
-    'INSERT INTO rebound.inbox (consumer, seller_id, event_id, fingerprint, topic, partition, "offset")'
-    " SELECT $1, s, e, f, t, p, o"
-    " FROM unnest($2::text[], $3::uuid[], $4::bytea[], $5::text[], $6::int[], $7::bigint[])"
+_ENTRIES = (
+    "unnest($2::text[], $3::uuid[], $4::bytea[], $5::text[], $6::int[], $7::bigint[])"
     " WITH ORDINALITY AS u(s, e, f, t, p, o, n)"
+)
+_UNCLAIMED = (
     # a row of before seller-scoped claims stands for the event of whichever seller sends it again
-    " WHERE NOT EXISTS (SELECT 1 FROM rebound.inbox i WHERE i.consumer = $1 AND i.seller_id = ''"
+    " NOT EXISTS (SELECT 1 FROM rebound.inbox i WHERE i.consumer = $1 AND i.seller_id = ''"
     " AND i.event_id = u.e)"
     " ORDER BY n ON CONFLICT DO NOTHING RETURNING seller_id, event_id"
 )
+_INSERT = (
+    'INSERT INTO rebound.inbox (consumer, seller_id, event_id, fingerprint, topic, partition, "offset")'
+    " SELECT $1, s, e, f, t, p, o"
+)
+CLAIM = f"{_INSERT} FROM {_ENTRIES} WHERE{_UNCLAIMED}"
+"""Claims entries ($2 to $7) for consumer $1; returns those it inserted."""
+
+_LOCKS = (
+    "WITH locked AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(h)) AS held FROM"
+    " (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest($8::text[]) AS k ORDER BY h) AS ordered)"
+)
+LOCK_AND_CLAIM = f"{_LOCKS} {_INSERT} FROM locked, {_ENTRIES} WHERE held >= 0 AND{_UNCLAIMED}"
+"""Takes the advisory locks of keys $8 as `db.advisory_xact_locks` does (in one order), then
+claims as `CLAIM` does: one round trip instead of two. Every entry is joined to the one row of the
+locks, computed once (MATERIALIZED), so they are all held before the first entry is inserted,
+whatever order the planner gives the join."""
 STORED = (
     "SELECT i.seller_id, i.event_id, i.fingerprint FROM rebound.inbox i"
     " JOIN unnest($2::text[], $3::uuid[]) AS u(s, e) ON i.event_id = u.e AND i.seller_id IN (u.s, '')"
@@ -84,18 +102,21 @@ async def claim_all(
     conn: Connection,
     consumer: str,
     entries: list[tuple[str, uuid.UUID, bytes, str, int, int]],
+    locks: Iterable[str] = (),
 ) -> list[Claim]:
-    """Claim (seller_id, event_id, fingerprint, topic, partition, offset) entries in two round
-    trips at most. An event is one seller's: another seller's event with the same id is another
-    event. A (seller, id) repeated within `entries` is NEW once, then DUPLICATE or CONFLICT like any
-    other. Rows without a seller (written before claims had one) match that id for every seller."""
+    """Take the advisory locks of `locks` (see `db.advisory_xact_locks`), then claim (seller_id, event_id,
+    fingerprint, topic, partition, offset) entries: two round trips at most. An event is one
+    seller's: another seller's event with the same id is another event. A (seller, id) repeated
+    within `entries` is NEW once, then DUPLICATE or CONFLICT like any other. Rows without a seller
+    (written before claims had one) match that id for every seller."""
+    keys = sorted(set(locks))
     if not entries:
+        await advisory_xact_locks(conn, keys)
         return []
     sellers, ids, digests, topics, partitions, offsets = (list(column) for column in zip(*entries, strict=True))
-    inserted = {
-        (row["seller_id"], row["event_id"])
-        for row in await conn.fetch(CLAIM, consumer, sellers, ids, digests, topics, partitions, offsets)
-    }
+    columns = (consumer, sellers, ids, digests, topics, partitions, offsets)
+    new = await (conn.fetch(LOCK_AND_CLAIM, *columns, keys) if keys else conn.fetch(CLAIM, *columns))
+    inserted = {(row["seller_id"], row["event_id"]) for row in new}
     stored: dict[tuple[str, uuid.UUID], bytes] = {}
     missing = list({(s, i) for s, i in zip(sellers, ids, strict=True) if (s, i) not in inserted})
     if missing:

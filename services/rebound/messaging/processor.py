@@ -28,7 +28,7 @@ from rebound_contracts.outbound import DeadLetterKind, ExceptionKind
 from rebound_contracts.topics import DLQ, EXCEPTIONS
 
 from .. import tracing
-from ..db import RESOURCE_ERRORS, Connection, TRANSIENT_ERRORS, advisory_xact_locks
+from ..db import RESOURCE_ERRORS, Connection, TRANSIENT_ERRORS
 from ..tracing import Tracing
 from . import inbox
 from .outbox import OutboxBuffer
@@ -475,12 +475,6 @@ class BatchProcessor:
         stats = BatchStats()
         outbox = OutboxBuffer(self.consumer)
         events = [item.event for item in items if item.event is not None]
-        if self.lock_keys and events:
-            await advisory_xact_locks(conn, [key for event in events for key in self.lock_keys(event)])
-        # Read after the locks, and once per record, strictly increasing: the events of records
-        # that share a lock are stamped in the order they were applied (the -1 and +1 of one
-        # move share their record's stamp).
-        now = self.clock()
         sellers = {e.seller_id for e in events}
         unseen = sellers - self._registered
         if unseen:
@@ -514,7 +508,13 @@ class BatchProcessor:
                 )
                 for i, event in readable
             ],
+            # Taken by the claim's own statement, before anything of the batch is read.
+            locks=[key for event in events for key in self.lock_keys(event)] if self.lock_keys else (),
         )
+        # Read after the locks, and once per record, strictly increasing: the events of records
+        # that share a lock are stamped in the order they were applied (the -1 and +1 of one
+        # move share their record's stamp).
+        now = self.clock()
         for (i, claimed), claim in zip(readable, claims, strict=True):
             if claim is inbox.Claim.DUPLICATE:
                 duplicates.add(i)
