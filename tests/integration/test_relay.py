@@ -255,6 +255,23 @@ async def test_the_leader_reads_the_next_batch_not_the_backlog(settings) -> None
     assert not [node for node in _nodes(plan) if node["Node Type"] == "Sort"]
 
 
+async def test_the_leaders_statements_are_planned_once(settings) -> None:
+    """The leader's statements are few and fixed, and the planner settings above fix their plans:
+    planned again for each execution (PostgreSQL's choice for these), each cost the database as
+    much planning as running."""
+    producer = f"it-relay-{uuid.uuid4().hex[:8]}"
+    conn = await connect_leader(settings.database_url)
+    try:
+        for _ in range(8):
+            await conn.fetch(NEXT_BATCH, [], producer, None, None, 2000, 4194304)
+        plans = await conn.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", NEXT_BATCH
+        )
+    finally:
+        await conn.close()
+    assert plans is not None and dict(plans) == {"generic_plans": 8, "custom_plans": 0}
+
+
 async def test_the_next_read_forgets_the_batch_sent_and_leaves_it_out(pool) -> None:
     producer = f"it-relay-{uuid.uuid4().hex[:8]}"
     await _write_rows(pool, producer, "t", 10)

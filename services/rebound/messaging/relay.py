@@ -198,9 +198,16 @@ class Probe(Enum):
     UNKNOWN = "unknown"  # the record is gone or is not the batch's: nothing can tell
 
 
-LEADER_PLANNER = {"enable_seqscan": "off", "enable_bitmapscan": "off", "enable_sort": "off"}
+LEADER_PLANNER = {
+    "enable_seqscan": "off",
+    "enable_bitmapscan": "off",
+    "enable_sort": "off",
+    "plan_cache_mode": "force_generic_plan",
+}
 """How the leader connection plans: its outbox statements walk the (producer, id) index in id
-order and stop at their bound or LIMIT (the in-doubt record is read by its key). Left to the
+order and stop at their bound or LIMIT (the in-doubt record is read by its key), and each is
+planned once, not at every execution (PostgreSQL kept planning the read of the next batch for its
+arguments, which cost as much as running it, to find the same plan). Left to the
 statistics autovacuum takes of a table the relays keep nearly empty, PostgreSQL planned the read
 of the next batch as a bitmap scan of all the producer's rows and a sort: each batch then read
 the whole backlog (and, until vacuum, its deleted rows), so the longer the backlog, the slower it
