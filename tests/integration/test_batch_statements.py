@@ -128,6 +128,9 @@ async def test_grading_statements_do_not_grow_with_the_batch(pipe: Pipeline, cou
         == 46
     )
     assert _locks_taken_by_the_claim(counting)
+    # The sellers' rules are read with the units, not in a round trip of their own.
+    rule_reads = [q for q in counting.queries if "grading_rules FROM rebound.sellers" in q]
+    assert rule_reads and all("FROM grading.units" in q for q in rule_reads)
 
 
 async def test_relisting_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting, settings: Settings):
@@ -146,6 +149,9 @@ async def test_relisting_statements_do_not_grow_with_the_batch(pipe: Pipeline, c
         await pipe.pool.fetchval("SELECT count(*) FROM relisting.decisions WHERE seller_id = ANY($1::text[])", sellers)
         == 46
     )
+    # The sellers' policies are read with the units' owners, not in a round trip of their own.
+    policy_reads = [q for q in counting.queries if "FROM relisting.policies" in q]
+    assert policy_reads and all("FROM relisting.decisions" in q for q in policy_reads)
 
 
 async def test_ledger_statements_do_not_grow_with_the_batch(pipe: Pipeline, counting: Counting, settings: Settings):

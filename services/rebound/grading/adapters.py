@@ -21,6 +21,19 @@ _COLUMNS = (
 )
 
 
+_UNITS = "SELECT " + _COLUMNS + " FROM grading.units WHERE lpn = ANY($1::text[])"
+
+_RULES = "SELECT seller_id, grading_rules FROM rebound.sellers WHERE seller_id = ANY($1::text[])"
+
+_UNITS_AND_RULES = (
+    "SELECT " + _COLUMNS + ", NULL AS grading_rules FROM grading.units WHERE lpn = ANY($1::text[])"
+    " UNION ALL SELECT NULL, seller_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, grading_rules"
+    " FROM rebound.sellers WHERE seller_id = ANY($2::text[])"
+)
+"""The units $1 that exist (rows with an `lpn`), and the rules of the sellers $2 (rows without):
+one round trip for what a batch's prefetch needs."""
+
+
 @dataclass
 class _Row:
     """A unit's row as the batch has it; written back by `flush` when `dirty`."""
@@ -104,20 +117,26 @@ class PostgresGradingRepository:
         self._rows: dict[str, _Row | None] = {}  # None: no such unit yet
 
     async def prefetch(self, events: Sequence[UnitReceived | UnitInspected | UnitRefurbished]) -> None:
-        await self._read(sorted({e.lpn for e in events}))
-        await self._read_rules({e.seller_id for e in events})
+        """Read the batch's units and its sellers' rules, in one statement."""
+        lpns = sorted({e.lpn for e in events})
+        sellers = {e.seller_id for e in events}
+        records = await self.conn.fetch(_UNITS_AND_RULES, lpns, list(sellers))
+        self._keep_units(lpns, [r for r in records if r["lpn"] is not None])
+        self._keep_rules(sellers, [r for r in records if r["lpn"] is None])
 
     async def _read_rules(self, sellers: set[str]) -> None:
-        rows = await self.conn.fetch(
-            "SELECT seller_id, grading_rules FROM rebound.sellers WHERE seller_id = ANY($1::text[])", list(sellers)
-        )
+        self._keep_rules(sellers, await self.conn.fetch(_RULES, list(sellers)))
+
+    def _keep_rules(self, sellers: set[str], rows: Sequence[asyncpg.Record]) -> None:
         self._rules.update(dict.fromkeys(sellers, DEFAULT_RULES))
         self._rules.update(
             {r["seller_id"]: parse_rules(orjson.loads(r["grading_rules"])) for r in rows if r["grading_rules"]}
         )
 
     async def _read(self, lpns: list[str]) -> None:
-        records = await self.conn.fetch("SELECT " + _COLUMNS + " FROM grading.units WHERE lpn = ANY($1::text[])", lpns)
+        self._keep_units(lpns, await self.conn.fetch(_UNITS, lpns))
+
+    def _keep_units(self, lpns: list[str], records: Sequence[asyncpg.Record]) -> None:
         self._rows.update(dict.fromkeys(lpns))
         self._rows.update({r["lpn"]: _Row.of(r) for r in records})
 

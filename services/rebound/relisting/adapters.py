@@ -5,10 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import asyncpg
 from rebound_contracts import UnitGraded
 
 from ..db import Connection
 from .domain import DEFAULT_POLICY, Policy
+
+
+_POLICIES = "SELECT seller_id, policy, version FROM relisting.policies WHERE seller_id = ANY($1::text[])"
+
+_OWNERS_AND_POLICIES = (
+    "SELECT lpn, seller_id, NULL AS policy, NULL AS version FROM relisting.decisions WHERE lpn = ANY($1::text[])"
+    " UNION ALL SELECT NULL, seller_id, policy, version FROM relisting.policies WHERE seller_id = ANY($2::text[])"
+)
+"""The sellers of the units $1 already decided (rows with an `lpn`), and the policies of the sellers
+$2 that have one (rows without): one round trip for what a batch's prefetch needs."""
 
 
 class PostgresRelistingRepository:
@@ -22,17 +33,18 @@ class PostgresRelistingRepository:
         self._owners: dict[str, str | None] = {}  # as stored before this batch
 
     async def prefetch(self, events: Sequence[UnitGraded]) -> None:
-        """Read the owners of the batch's units, and its sellers' policies: a statement each."""
+        """Read the owners of the batch's units and its sellers' policies, in one statement."""
         lpns = list({e.lpn for e in events})
-        rows = await self.conn.fetch("SELECT lpn, seller_id FROM relisting.decisions WHERE lpn = ANY($1::text[])", lpns)
+        sellers = {e.seller_id for e in events}
+        rows = await self.conn.fetch(_OWNERS_AND_POLICIES, lpns, list(sellers))
         self._owners.update(dict.fromkeys(lpns))
-        self._owners.update({r["lpn"]: r["seller_id"] for r in rows})
-        await self._read_policies({e.seller_id for e in events})
+        self._owners.update({r["lpn"]: r["seller_id"] for r in rows if r["lpn"] is not None})
+        self._keep_policies(sellers, [r for r in rows if r["lpn"] is None])
 
     async def _read_policies(self, sellers: set[str]) -> None:
-        rows = await self.conn.fetch(
-            "SELECT seller_id, policy, version FROM relisting.policies WHERE seller_id = ANY($1::text[])", list(sellers)
-        )
+        self._keep_policies(sellers, await self.conn.fetch(_POLICIES, list(sellers)))
+
+    def _keep_policies(self, sellers: set[str], rows: Sequence[asyncpg.Record]) -> None:
         self._policies.update(dict.fromkeys(sellers, (DEFAULT_POLICY, 0)))
         self._policies.update({r["seller_id"]: (Policy.model_validate_json(r["policy"]), r["version"]) for r in rows})
 
