@@ -51,6 +51,8 @@ SKUS = [f"SKU-{n}" for n in range(6)]
 UNITS_PER_KEY = 16
 OUTAGE_S = 30.0
 BUYERS_PER_S = 4.0
+LATE_AT_MOST_S = 40.0
+"""How long answers may keep coming late before the scenario gives up waiting for a timeout."""
 
 MarketShops = TikTokShops | ShopifyShops | EbayShops
 """The shops of the three marketplaces tried here: each has its stand-in as `market`."""
@@ -203,7 +205,7 @@ async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
     resolved = log_events(logs, "storefront_in_doubt_resolved")
     restored = log_events(logs, "storefront_sales_restored")
     stale = log_events(logs, "storefront_stale")
-    timed_out = [e for e in log_events(logs, "storefront_unavailable") if "Timeout" in e.get("error", "")]
+    timed_out = _timed_out(logs)
     console.print(
         f"  {len(keys)} listings, {sum(offered.values())} units offered, {sold} sold by the buyers; "
         f"{len(self_kills)} kills between a write and its bookkeeping, {len(resolved)} writes in doubt "
@@ -217,6 +219,11 @@ async def test_connectors_under_kills_storms_expiring_tokens_and_an_outage(
     if shopify.faults.sales_before_write < 5:  # a forced sale needs a unit on the listing at that write
         assert stale, "a sale between Shopify's read and write did not make the write stale"
     assert sold > 0
+
+
+def _timed_out(logs: Path) -> list[dict]:
+    """The marketplace calls the connectors gave up on for want of an answer."""
+    return [e for e in log_events(logs, "storefront_unavailable") if "Timeout" in e.get("error", "")]
 
 
 async def _send(bootstrap: str, keys: list[str], offered: Counter[str], rng: random.Random) -> None:
@@ -265,6 +272,19 @@ async def _break(
     note("buyers buy; the next 5 Shopify writes in stock land just after a sale")
     shopify.faults.sales_before_write = 5
     await asyncio.sleep(rng.uniform(8.0, 10.0))
+    # Before any kill: a connector killed while it waits for a late answer never times out on it.
+    note(
+        "a quarter of the answers come 12 s late on every marketplace, for 6 s and until a connector"
+        " times out on one (they time out at 10 s)"
+    )
+    for faults in (tiktok.state.faults, ebay.state.faults, shopify.faults):
+        faults.late = 0.25
+    began = time.monotonic()
+    while time.monotonic() - began < 6.0 or not _timed_out(fleet.log_dir):
+        assert time.monotonic() - began < LATE_AT_MOST_S, f"no call timed out in {LATE_AT_MOST_S:.0f} s of late answers"
+        await asyncio.sleep(0.5)
+    for faults in (tiktok.state.faults, ebay.state.faults, shopify.faults):
+        faults.late = 0.0
     note(
         "from now on each connector process kills itself at marketplace write number "
         f"{switched[FAULT_KILL_AFTER_WRITE]} of each start, once the write is made and before booking it"
@@ -277,12 +297,6 @@ async def _break(
             victim.kill()
             kills["chaos"] += 1
         await asyncio.sleep(rng.uniform(0.5, 2.0))
-    note("a quarter of the answers come 12 s late on every marketplace, for 6 s (the connectors time out at 10 s)")
-    for faults in (tiktok.state.faults, ebay.state.faults, shopify.faults):
-        faults.late = 0.25
-    await asyncio.sleep(6.0)
-    for faults in (tiktok.state.faults, ebay.state.faults, shopify.faults):
-        faults.late = 0.0
     note("429 and 5xx storm on every marketplace for 5 s")
     for faults in (tiktok.state.faults, ebay.state.faults):
         faults.rate_limited, faults.server_errors = 0.3, 0.2
@@ -333,10 +347,17 @@ async def _wait_reconciled(
     """Until every listing has been compared with its marketplace since now."""
     since = await pool.fetchval("SELECT now()")
     deadline = time.monotonic() + timeout
-    while left := await pool.fetchval(
-        "SELECT count(*) FROM connectors.listings WHERE seller_id = $1 AND reconciled_at <= $2", seller, since
+    while left := await pool.fetch(
+        "SELECT key, blocked, intent, owed, applied_through, received_through, not_before, reconciled_at"
+        " FROM connectors.listings WHERE seller_id = $1 AND reconciled_at <= $2",
+        seller,
+        since,
     ):
-        assert time.monotonic() < deadline, f"{left} listings not reconciled after {timeout:.0f} s"
+        # What keeps each one from being found idle (a write in flight, a block, an adjustment
+        # not applied) or compared (its shop paused, its sales not known that far yet).
+        assert time.monotonic() < deadline, f"{len(left)} listings not reconciled after {timeout:.0f} s: " + "; ".join(
+            str(dict(row)) for row in left
+        )
         await asyncio.sleep(0.5)
     note("every listing reconciled once more after the run")
 
