@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from enum import Enum
-
 from collections.abc import Iterable
+from enum import Enum
 
 import orjson
 import structlog

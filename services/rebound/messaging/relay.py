@@ -378,7 +378,7 @@ class OutboxRelay:
         self._wake.set()
 
     @property
-    def _leading(self) -> Connection:
+    def _leader_connection(self) -> Connection:
         """The leader's connection, while this replica leads."""
         if self._leader is None:
             raise RuntimeError(f"relay {self.producer_name}: not the leader")
@@ -387,7 +387,7 @@ class OutboxRelay:
     async def _next_batch(self) -> list[asyncpg.Record]:
         """Forget the batch sent last and read the next one."""
         sent, self._sent = self._sent, []
-        return await self._leading.fetch(
+        return await self._leader_connection.fetch(
             NEXT_BATCH,
             sent,
             self.producer_name,
@@ -429,7 +429,7 @@ class OutboxRelay:
             sent = await _send_in_batches(producer, rows)
             delivered = await asyncio.gather(*(future for future, _ in sent))
             probe, probe_id = delivered[-1], sent[-1][1]  # the first record of the last batch sent
-            await self._leading.execute(
+            await self._leader_connection.execute(
                 "INSERT INTO rebound.relay_in_doubt (producer, outbox_ids, probe_topic,"
                 " probe_partition, probe_offset, probe_outbox_id) VALUES ($1, $2, $3, $4, $5, $6)"
                 " ON CONFLICT (producer) DO UPDATE SET outbox_ids = EXCLUDED.outbox_ids,"
@@ -458,10 +458,10 @@ class OutboxRelay:
                 await asyncio.wait_for(self._forget(sent), FORGET_ON_STOP_S)
 
     async def _forget(self, ids: list[int]) -> None:
-        await self._leading.execute(FORGET, ids, self.producer_name, min(ids), max(ids))
+        await self._leader_connection.execute(FORGET, ids, self.producer_name, min(ids), max(ids))
 
     async def _recover(self, producer: AIOKafkaProducer) -> None:
-        doubt = await self._leading.fetchrow(IN_DOUBT, self.producer_name)
+        doubt = await self._leader_connection.fetchrow(IN_DOUBT, self.producer_name)
         if doubt is None:
             return
         if doubt["decision"] is not None:
@@ -481,7 +481,9 @@ class OutboxRelay:
         if outcome is Probe.COMMITTED:
             await self._forget(list(doubt["outbox_ids"]))
         else:
-            await self._leading.execute("DELETE FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name)
+            await self._leader_connection.execute(
+                "DELETE FROM rebound.relay_in_doubt WHERE producer = $1", self.producer_name
+            )
 
     async def _probe_doubt(self, doubt: asyncpg.Record, *, grace_s: float) -> tuple[Probe, str]:
         """`_probe` of the batch's record. Reading it may fail for a while (a broker just back):
@@ -504,7 +506,7 @@ class OutboxRelay:
     async def _wait_for_decision(self, doubt: asyncpg.Record, why: str) -> tuple[Probe, str]:
         """Publish nothing until an operator says whether the in-doubt batch reached Kafka, or its
         probe record, read again every `REPROBE_S`, says it after all."""
-        await self._leading.execute(
+        await self._leader_connection.execute(
             "UPDATE rebound.relay_in_doubt SET unresolved = $2, unresolved_at = now() WHERE producer = $1",
             self.producer_name,
             why,
@@ -524,7 +526,7 @@ class OutboxRelay:
         try:
             while True:
                 await asyncio.sleep(UNRESOLVED_POLL_S)
-                latest = await self._leading.fetchrow(IN_DOUBT, self.producer_name)
+                latest = await self._leader_connection.fetchrow(IN_DOUBT, self.producer_name)
                 if latest is None or latest["outbox_ids"] != doubt["outbox_ids"]:
                     raise RuntimeError(f"relay {self.producer_name}: its in-doubt batch changed while it waited")
                 if latest["decision"] is not None:
@@ -533,7 +535,7 @@ class OutboxRelay:
                     next_probe = time.monotonic() + REPROBE_S
                     outcome, found = await self._probe_doubt(doubt, grace_s=0.0)
                     if outcome is not Probe.UNKNOWN:
-                        await self._leading.execute(
+                        await self._leader_connection.execute(
                             "UPDATE rebound.relay_in_doubt SET unresolved = NULL, unresolved_at = NULL"
                             " WHERE producer = $1",
                             self.producer_name,
