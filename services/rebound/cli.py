@@ -23,6 +23,7 @@ from .clitools import fail as _fail
 from .clitools import with_conn as _with_conn
 from .console.cli import accounts_app, cases_app, console, trace
 from .connections import database_connect_kwargs, kafka_options
+from .dump import install_thread_dump
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ def run(service: Annotated[Service, typer.Argument(help="The service to run.")])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format, service=service.value)
+    install_thread_dump()
     module = importlib.import_module(f"rebound.{service.value}.app")
     # uvloop: the event loop, its sockets and its timers in C. A service's work is mostly round
     # trips to Kafka and PostgreSQL, which the standard loop drives in Python.

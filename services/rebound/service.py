@@ -30,6 +30,7 @@ from rebound_contracts import Topic
 
 from .connections import database_connect_kwargs, kafka_away, kafka_error_text, kafka_options, kafka_security
 from .db import TRANSIENT_ERRORS, create_pool, migrate
+from .dump import install_state_dump
 from .messaging import inbox
 from .messaging.commits import OffsetCommitter
 from .messaging.processor import BatchProcessor, BatchStats, LockKeys, Record, Route
@@ -95,12 +96,48 @@ class ServiceSpec:
         return [route.topic for route in self.routes] + list(self.reads)
 
 
-async def _poll(subscriber: Any, consumer: Any) -> tuple[Any, ...]:
+POLL_RETRY_S = 1.0
+"""The pause after a poll that raised, before the next one."""
+
+
+@dataclass
+class PollErrors:
+    """What a consumer's polls raised in a row. aiokafka raises from every poll an error that one
+    of its background tasks met and did not retry: e.g. a committed-offset fetch answered
+    COORDINATOR_NOT_AVAILABLE by a broker that is stopping ends the task that serves those
+    fetches, and the fetcher then waits on it for good; every poll raises the same error and no
+    record is read again until the group rebalances. The second error in a row makes the
+    consumer rejoin its group, which starts those tasks afresh."""
+
+    in_a_row: int = 0
+    rejoins: int = 0
+
+    def failed(self, consumer: Any, error: KafkaError) -> None:
+        self.in_a_row += 1
+        rejoin = self.in_a_row >= 2
+        log.warning(
+            "kafka_poll_failed", error=f"{type(error).__name__}: {error}", in_a_row=self.in_a_row, rejoin=rejoin
+        )
+        if rejoin:
+            # aiokafka has no public call for it (docs/decisions/0002-patched-library-internals.md)
+            consumer._coordinator.request_rejoin()
+            self.rejoins += 1
+            self.in_a_row = 0
+
+
+async def _poll(subscriber: Any, errors: PollErrors, consumer: Any) -> tuple[Any, ...]:
     """One poll of aiokafka's `consumer` for FastStream's batch `subscriber`: returns as soon as
     records arrive, or empty after `batch_timeout_ms`. FastStream's own poll also sleeps
     `batch_timeout_ms` after an empty one, and a record that arrives during that sleep waits it
-    out: on a quiet topic, up to that long added to every hop."""
-    batches = await consumer.getmany(timeout_ms=subscriber.batch_timeout_ms, max_records=subscriber.max_records)
+    out: on a quiet topic, up to that long added to every hop. A poll that raises is logged
+    here (FastStream's own log of it is off with its logger) and answered by `errors`."""
+    try:
+        batches = await consumer.getmany(timeout_ms=subscriber.batch_timeout_ms, max_records=subscriber.max_records)
+    except KafkaError as error:
+        errors.failed(consumer, error)
+        await asyncio.sleep(POLL_RETRY_S)
+        return ()
+    errors.in_a_row = 0
     return tuple(chain.from_iterable(batches.values()))
 
 
@@ -217,6 +254,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
             database=settings.redacted_database_url(),
         )
         await observability.start()  # /health answers while the service still waits for Kafka or PostgreSQL
+        install_state_dump(asyncio.get_running_loop(), lambda: subscriber.consumer)
         # A service may start before Kafka or PostgreSQL: it waits for them, logging each retry.
         kafka = kafka_options(settings)
         database = database_connect_kwargs(settings)
@@ -284,7 +322,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         decoder=_the_message,
     )
     # A library internal replaced on purpose (docs/decisions/0002-patched-library-internals.md)
-    subscriber.get_msg = functools.partial(_poll, subscriber)  # type: ignore[method-assign]
+    subscriber.get_msg = functools.partial(_poll, subscriber, PollErrors())  # type: ignore[method-assign]
     observability.probes.assignment = lambda: None if subscriber.consumer is None else subscriber.consumer.assignment()
 
     @subscriber

@@ -62,6 +62,17 @@ async def _poll(
         await asyncio.sleep(0.2)
 
 
+async def _logged(service: ServiceProcess, marker: bytes, timeout: float) -> dict:
+    """The first line of the service's log that holds `marker`, parsed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in service.log_path.read_bytes().splitlines():
+            if marker in line:
+                return orjson.loads(line)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{marker!r} not logged in {timeout:.0f} s; see {service.log_path}")
+
+
 def _values(body: bytes) -> dict[tuple[str, frozenset], float]:
     return {
         (s.name, frozenset(s.labels.items())): s.value
@@ -109,12 +120,13 @@ async def test_a_service_process_serves_health_ready_and_metrics_and_exits_0_on_
         # Other members of the group may be running: wait until this one holds a partition to send to.
         _, body = await _poll(service, port, "/ready", lambda s, b: s == 200 and bool(_rma_partitions(b)), 120)
         assert orjson.loads(body)["checks"] == {"database": "ok", "kafka": "ok", "lag": "ok"}
+        sent_to = _rma_partitions(body)
         assert (await _get(port, "/metrics/x"))[0] == 404
 
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
         await producer.start()
         try:
-            for partition in _rma_partitions(body):
+            for partition in sent_to:
                 order = f.rma(seller)
                 await producer.send_and_wait(
                     RMA.name, order.model_dump_json().encode(), key=RMA.key_of(order).encode(), partition=partition
@@ -153,6 +165,15 @@ async def test_a_service_process_serves_health_ready_and_metrics_and_exits_0_on_
                 assert await group.known() is known, group_id
             finally:
                 await group.close()
+
+        # kill -USR1 / -USR2: the process logs its tasks and its consumer, and its threads' stacks
+        assert service.dump_state()
+        dump = await _logged(service, b'"state_dumped"', 10)
+        assert {"offset-committer", "intake-relay"} <= set(dump["tasks"]), dump["tasks"]
+        read = dump["consumer"]["partitions"]
+        assert all(read[f"{RMA.name}-{p}"]["position"] >= 2 for p in sent_to), read
+        assert dump["consumer"]["member_id"] and dump["consumer"]["generation"] >= 1
+        assert b"most recent call first" in service.log_path.read_bytes()
     finally:
         code = service.stop(30)
     assert code == 0, f"exit code {code}; see {service.log_path}"

@@ -4,9 +4,11 @@ harness reviving members that killed themselves on purpose) has seen it."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from aiokafka import TopicPartition
 
 from rebound.simulation import fleet as processes
 from rebound.simulation.fleet import Backlog, wait_until_caught_up
@@ -68,3 +70,21 @@ async def test_a_member_that_stays_down_is_reported(backlogs: list[Backlog]) -> 
     with pytest.raises(RuntimeError, match=r"service process exited: ledger-0 \(exit 1\)"):
         # a stand-in fleet and no pool: `backlog`, the one user of the pool, is replaced
         await wait_until_caught_up("kafka", None, fleet=Fleet(member), on_poll=lambda _: None, timeout=5)  # type: ignore[arg-type]
+
+
+async def test_a_timeout_names_the_services_and_partitions_that_lag(backlogs: list[Backlog]) -> None:
+    behind = {
+        "grading": {
+            TopicPartition("wms.unit-inspected.v1", 3): (40, 52),
+            TopicPartition("wms.unit-inspected.v1", 1): (7, 8),
+        },
+        "relisting": {TopicPartition("returns.unit-graded.v1", 0): (0, 2)},
+    }
+    backlogs += [Backlog(lag=15, outbox=1, behind=behind)]
+    expected = (
+        "lag 15 (grading 13: wms.unit-inspected.v1-3 at 40 of 52, wms.unit-inspected.v1-1 at 7 of 8;"
+        " relisting 2: returns.unit-graded.v1-0 at 0 of 2), outbox 1"
+    )
+    with pytest.raises(TimeoutError, match=re.escape(f"not caught up after 0 s: {expected}")):
+        # no pool: `backlog`, the one user of the pool, is replaced
+        await wait_until_caught_up("kafka", None, timeout=0)  # type: ignore[arg-type]

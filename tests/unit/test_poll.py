@@ -1,15 +1,20 @@
 """A service's consumer polls again at once after an empty poll: a record that arrives then is
 taken as soon as it is fetched, not after a sleep (FastStream's own batch poll sleeps
-`batch_timeout_ms` after every empty poll, which a quiet topic adds to every hop)."""
+`batch_timeout_ms` after every empty poll, which a quiet topic adds to every hop). A poll that
+raises is retried after a pause, and the second in a row makes the consumer rejoin its group."""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
 import anyio
 import pytest
+from aiokafka.errors import KafkaError
 from faststream.kafka.subscriber.usecase import BatchSubscriber
 
 from rebound.grading.app import spec
-from rebound.service import build_app
+from rebound.service import POLL_RETRY_S, PollErrors, _poll, build_app
 from rebound.settings import Settings
 
 
@@ -42,3 +47,45 @@ async def test_an_empty_poll_is_followed_by_the_next_poll_without_a_sleep(monkey
     assert await subscriber.get_msg(consumer) == ()
     assert await subscriber.get_msg(consumer) == ("record",)
     assert consumer.polls == [(123, 45), (123, 45)]
+
+
+class FailingConsumer:
+    """Raises from its polls what its background tasks met, as aiokafka does, then answers."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.rejoins = 0
+        self._coordinator = self
+
+    def request_rejoin(self) -> None:
+        self.rejoins += 1
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaError("Unexpected error during coordination")
+        return {"tp": ["record"]}
+
+
+async def test_a_poll_that_raises_is_retried_and_the_second_in_a_row_rejoins_the_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    subscriber = SimpleNamespace(batch_timeout_ms=10, max_records=5)
+    errors = PollErrors()
+    consumer = FailingConsumer(failures=1)
+    assert await _poll(subscriber, errors, consumer) == ()
+    assert await _poll(subscriber, errors, consumer) == ("record",)
+    assert (consumer.rejoins, slept) == (0, [POLL_RETRY_S])  # one error, then a poll that answers
+
+    consumer.failures = 3
+    for _ in range(3):
+        assert await _poll(subscriber, errors, consumer) == ()
+    assert consumer.rejoins == 1 and errors.in_a_row == 1  # the count starts again after a rejoin
+    assert await _poll(subscriber, errors, consumer) == ("record",)
+    assert errors.in_a_row == 0

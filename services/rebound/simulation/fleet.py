@@ -41,6 +41,10 @@ RETRIABLE = (
 log = structlog.get_logger(__name__)
 
 
+DUMP_WAIT_S = 2.0
+"""How long members are given to log their state when the fleet has not caught up in time."""
+
+
 def consumed_topics(service: str) -> list[str]:
     return [t.name for t in ALL_TOPICS if service in t.consumers]
 
@@ -85,6 +89,20 @@ class ServiceProcess:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def dump_state(self) -> bool:
+        """Ask the process to log what it is doing (rebound.dump: its tasks and consumer, and its
+        threads' stacks); False if it is not running or has not started its app (until then
+        the signals would end it)."""
+        if self.process is None or not self.alive():
+            return False
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_start)
+            if b'"service_started"' not in log.read():
+                return False
+        self.process.send_signal(signal.SIGUSR2)
+        self.process.send_signal(signal.SIGUSR1)
+        return True
 
     @property
     def exit_code(self) -> int | None:
@@ -167,10 +185,24 @@ class Fleet:
 class Backlog:
     lag: int  # records not yet consumed and committed, over every service
     outbox: int  # events written but not yet in Kafka
+    behind: Mapping[str, Mapping[TopicPartition, tuple[int, int]]] = field(default_factory=dict)
+    """Each lagging service's partitions, with their committed and end offsets."""
 
     @property
     def empty(self) -> bool:
         return self.lag == 0 and self.outbox == 0
+
+    def describe(self) -> str:
+        """The figures, and which service lags where: e.g. `lag 12 (grading 12: wms.unit-inspected.v1-3
+        at 40 of 52), outbox 0`."""
+        parts = []
+        for service, partitions in sorted(self.behind.items()):
+            shown = sorted(partitions.items(), key=lambda item: item[1][0] - item[1][1])[:4]
+            where = ", ".join(f"{tp.topic}-{tp.partition} at {start} of {end}" for tp, (start, end) in shown)
+            more = f" and {len(partitions) - len(shown)} more" if len(partitions) > len(shown) else ""
+            lag = sum(end - start for start, end in partitions.values())
+            parts.append(f"{service} {lag}: {where}{more}")
+        return f"lag {self.lag}" + (f" ({'; '.join(parts)})" if parts else "") + f", outbox {self.outbox}"
 
 
 async def backlog(
@@ -202,7 +234,7 @@ async def backlog(
     await admin.start()
     await consumer.start()
     try:
-        behind: dict[TopicPartition, tuple[int, int]] = {}
+        by_service: dict[str, dict[TopicPartition, tuple[int, int]]] = {}
         for service in services:
             committed = await admin.list_consumer_group_offsets(f"rebound-{service}")
             partitions = [tp for t in set(consumed_topics(service)) for tp in _partitions(t)]
@@ -210,10 +242,13 @@ async def backlog(
                 done = committed.get(tp)
                 start = done.offset if done is not None and done.offset >= 0 else 0
                 if end > start:
-                    behind[tp] = (start, end)
+                    by_service.setdefault(service, {})[tp] = (start, end)
+        behind = {tp: span for partitions in by_service.values() for tp, span in partitions.items()}
         if count_records and behind:
-            return Backlog(lag=await _visible_records(consumer, behind), outbox=outbox)
-        return Backlog(lag=sum(end - start for start, end in behind.values()), outbox=outbox)
+            lag = await _visible_records(consumer, behind)
+        else:
+            lag = sum(end - start for start, end in behind.values())
+        return Backlog(lag=lag, outbox=outbox, behind=by_service)
     finally:
         await consumer.stop()
         await admin.close()
@@ -289,5 +324,7 @@ async def wait_until_caught_up(
             names = ", ".join(f"{m.name} (exit {m.exit_code})" for m in still_down)
             raise RuntimeError(f"service process exited: {names} (see {fleet.log_dir})")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"not caught up after {timeout:.0f} s: lag {state.lag}, outbox {state.outbox}")
+            if fleet is not None and any([m.dump_state() for m in fleet.members]):
+                await asyncio.sleep(DUMP_WAIT_S)  # each member's state is in its log
+            raise TimeoutError(f"not caught up after {timeout:.0f} s: {state.describe()}")
         await asyncio.sleep(0.5)
