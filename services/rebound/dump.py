@@ -74,12 +74,11 @@ async def consumer_state(consumer: Any) -> dict[str, Any]:
         "coordinator": getattr(coordinator, "coordinator_id", None),
     }
     now_ms = time.time() * 1000
+    assigned = sorted(consumer.assignment())
+    # A partition without a valid position waits for one: each is given a second, all at once.
+    positions = await asyncio.gather(*(_position(consumer, tp) for tp in assigned))
     partitions = {}
-    for tp in sorted(consumer.assignment()):
-        try:
-            position: int | str = await asyncio.wait_for(consumer.position(tp), 1.0)
-        except (TimeoutError, KafkaError) as error:  # e.g. moved away meanwhile: said, not raised
-            position = type(error).__name__
+    for tp, position in zip(assigned, positions, strict=True):
         polled = consumer.last_poll_timestamp(tp)
         partitions[f"{tp.topic}-{tp.partition}"] = {
             "position": position,
@@ -89,6 +88,14 @@ async def consumer_state(consumer: Any) -> dict[str, Any]:
         }
     state["partitions"] = partitions
     return state
+
+
+async def _position(consumer: Any, tp: Any) -> int | str:
+    """The next offset the consumer will fetch, or why it has none (e.g. `TimeoutError`)."""
+    try:
+        return await asyncio.wait_for(consumer.position(tp), 1.0)
+    except (TimeoutError, KafkaError) as error:  # e.g. moved away meanwhile: said, not raised
+        return type(error).__name__
 
 
 async def _log_state(consumer: Any) -> None:

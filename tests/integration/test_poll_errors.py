@@ -20,6 +20,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 
 from rebound import service
+from rebound.dump import consumer_state
 from rebound.service import PollErrors, _poll
 
 pytestmark = pytest.mark.integration
@@ -76,6 +77,10 @@ async def test_without_a_rejoin_the_consumer_never_reads_again(settings, scratch
                 raised += 1
                 await asyncio.sleep(0.1)
         assert raised == POLLS
+        # What a service's state dump shows of it: partitions held, none with a position to fetch
+        # from (the pending error, or no answer in time), none ever fetched.
+        held = (await consumer_state(consumer))["partitions"].values()
+        assert held and all(p["position"] in ("KafkaError", "TimeoutError") and p["highwater"] is None for p in held)
     finally:
         await consumer.stop()
 
