@@ -91,6 +91,16 @@ class ServiceMetrics:
         self.batches_failed = Counter(
             "rebound_batches_failed", "Batches not applied: rolled back, and the same records come again.", registry=r
         )
+        self.poll_failures = Counter(
+            "rebound_kafka_poll_failures",
+            "Polls of the consumer that raised (logged as kafka_poll_failed); each is tried again a second later.",
+            registry=r,
+        )
+        self.rejoins = Counter(
+            "rebound_consumer_rejoins",
+            "Times the consumer rejoined its group after two failed polls in a row.",
+            registry=r,
+        )
         self.batch_duration = Histogram(
             "rebound_batch_duration_seconds",
             "Time to apply one batch of records, its transaction included.",
@@ -135,6 +145,11 @@ class ServiceMetrics:
         for topic in consumed_topics:  # present at 0 from the start, so a rate() has a baseline
             for counter in (self.processed, self.duplicates, self.dead_lettered, self.parked, self.exceptions):
                 counter.labels(topic)
+
+    def record_poll_failure(self, rejoined: bool) -> None:
+        self.poll_failures.inc()
+        if rejoined:
+            self.rejoins.inc()
 
     def record_batch(self, stats: BatchStats, seconds: float, now: datetime) -> None:
         """A batch was applied and committed: `now` is just after its commit."""

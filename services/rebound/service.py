@@ -111,6 +111,8 @@ class PollErrors:
 
     in_a_row: int = 0
     rejoins: int = 0
+    on_failed: Callable[[bool], None] | None = None
+    """Told of each failed poll, and whether it made the consumer rejoin (the service's metrics)."""
 
     def failed(self, consumer: Any, error: KafkaError) -> None:
         self.in_a_row += 1
@@ -123,6 +125,8 @@ class PollErrors:
             consumer._coordinator.request_rejoin()
             self.rejoins += 1
             self.in_a_row = 0
+        if self.on_failed is not None:
+            self.on_failed(rejoin)
 
 
 async def _poll(subscriber: Any, errors: PollErrors, consumer: Any) -> tuple[Any, ...]:
@@ -322,7 +326,8 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         decoder=_the_message,
     )
     # A library internal replaced on purpose (docs/decisions/0002-patched-library-internals.md)
-    subscriber.get_msg = functools.partial(_poll, subscriber, PollErrors())  # type: ignore[method-assign]
+    errors = PollErrors(on_failed=metrics.record_poll_failure)
+    subscriber.get_msg = functools.partial(_poll, subscriber, errors)  # type: ignore[method-assign]
     observability.probes.assignment = lambda: None if subscriber.consumer is None else subscriber.consumer.assignment()
 
     @subscriber

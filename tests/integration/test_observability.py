@@ -146,6 +146,8 @@ async def test_a_service_process_serves_health_ready_and_metrics_and_exits_0_on_
         values = _values(body)
         assert (_value(body, "rebound_batch_duration_seconds_count") or 0) >= 1
         assert _value(body, "rebound_batches_failed_total") == 0
+        assert _value(body, "rebound_kafka_poll_failures_total") == 0
+        assert _value(body, "rebound_consumer_rejoins_total") == 0
         lag_partitions = {
             dict(labels)["partition"]
             for name, labels in values

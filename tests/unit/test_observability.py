@@ -168,6 +168,8 @@ async def test_metrics_are_prometheus_text_with_the_recorded_values(serve) -> No
         "rebound_relay_published",
         "rebound_relay_blocked",
         "rebound_batches_failed",
+        "rebound_kafka_poll_failures",
+        "rebound_consumer_rejoins",
         "rebound_stock_adjustment_latency_seconds",
         "rebound_messages_dead_lettered",
         "rebound_messages_duplicate",
@@ -287,6 +289,14 @@ def test_adjustment_latency_is_observed_for_stock_adjustments_only() -> None:
     assert sample(metrics, "rebound_stock_adjustment_latency_seconds_count") == 2.0
     assert sample(metrics, "rebound_stock_adjustment_latency_seconds_sum") == pytest.approx(4.0)
     assert sample(metrics, "rebound_stock_adjustment_latency_seconds_bucket", le="2.5") == 1.0
+
+
+def test_failed_polls_and_the_rejoins_they_caused_are_counted() -> None:
+    metrics = ServiceMetrics()
+    for rejoined in (False, True, False):
+        metrics.record_poll_failure(rejoined)
+    assert sample(metrics, "rebound_kafka_poll_failures_total") == 3.0
+    assert sample(metrics, "rebound_consumer_rejoins_total") == 1.0
 
 
 def test_relayed_rows_are_counted_per_topic() -> None:

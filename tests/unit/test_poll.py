@@ -77,7 +77,8 @@ async def test_a_poll_that_raises_is_retried_and_the_second_in_a_row_rejoins_the
 
     monkeypatch.setattr(asyncio, "sleep", sleep)
     subscriber = SimpleNamespace(batch_timeout_ms=10, max_records=5)
-    errors = PollErrors()
+    told: list[bool] = []  # what the service's metrics are told: each failure, and whether it rejoined
+    errors = PollErrors(on_failed=told.append)
     consumer = FailingConsumer(failures=1)
     assert await _poll(subscriber, errors, consumer) == ()
     assert await _poll(subscriber, errors, consumer) == ("record",)
@@ -89,3 +90,4 @@ async def test_a_poll_that_raises_is_retried_and_the_second_in_a_row_rejoins_the
     assert consumer.rejoins == 1 and errors.in_a_row == 1  # the count starts again after a rejoin
     assert await _poll(subscriber, errors, consumer) == ("record",)
     assert errors.in_a_row == 0
+    assert told == [False, False, True, False]
