@@ -110,7 +110,6 @@ class PollErrors:
     consumer rejoin its group, which starts those tasks afresh."""
 
     in_a_row: int = 0
-    rejoins: int = 0
     on_failed: Callable[[bool], None] | None = None
     """Told of each failed poll, and whether it made the consumer rejoin (the service's metrics)."""
 
@@ -123,7 +122,6 @@ class PollErrors:
         if rejoin:
             # aiokafka has no public call for it (docs/decisions/0002-patched-library-internals.md)
             consumer._coordinator.request_rejoin()
-            self.rejoins += 1
             self.in_a_row = 0
         if self.on_failed is not None:
             self.on_failed(rejoin)

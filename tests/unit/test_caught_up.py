@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 
 from rebound.simulation import fleet as processes
 from rebound.simulation.fleet import Backlog, wait_until_caught_up
@@ -88,3 +89,48 @@ async def test_a_timeout_names_the_services_and_partitions_that_lag(backlogs: li
     with pytest.raises(TimeoutError, match=re.escape(f"not caught up after 0 s: {expected}")):
         # no pool: `backlog`, the one user of the pool, is replaced
         await wait_until_caught_up("kafka", None, timeout=0)  # type: ignore[arg-type]
+
+
+class Admin:
+    """Committed offsets per group: grading and the console both behind on one partition."""
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def list_consumer_group_offsets(self, group: str) -> dict:
+        inspected = TopicPartition("wms.unit-inspected.v1", 0)
+        return {inspected: OffsetAndMetadata({"rebound-grading": 7, "rebound-console": 4}[group], "")}
+
+
+class Ends:
+    """Every partition ends at 10."""
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict:
+        return dict.fromkeys(partitions, 10)
+
+
+class Outbox:
+    async def fetchval(self, *_: object) -> int:
+        return 0
+
+
+async def test_two_groups_behind_on_one_partition_both_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(processes, "AIOKafkaAdminClient", Admin)
+    monkeypatch.setattr(processes, "AIOKafkaConsumer", Ends)
+    state = await processes.backlog("kafka", Outbox(), ["grading", "console"])  # type: ignore[arg-type]
+    inspected = TopicPartition("wms.unit-inspected.v1", 0)
+    assert state.behind["grading"][inspected] == (7, 10) and state.behind["console"][inspected] == (4, 10)
+    # grading's 3 and the console's 6 on it, and every other partition each reads from 0 to 10
+    others = sum(len(spans) - 1 for spans in state.behind.values())
+    assert state.lag == 3 + 6 + 10 * others

@@ -80,12 +80,16 @@ class ServiceProcess:
         app, with its graceful SIGTERM handler); False if it exited or the time ran out first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.alive():
-            with self.log_path.open("rb") as log:
-                log.seek(self.log_start)
-                if b"service_starting" in log.read():
-                    return True
+            if self._logged(b"service_starting"):
+                return True
             time.sleep(0.05)
         return False
+
+    def _logged(self, marker: bytes) -> bool:
+        """Whether this start of the process has logged `marker`."""
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_start)
+            return marker in log.read()
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -94,12 +98,8 @@ class ServiceProcess:
         """Ask the process to log what it is doing (rebound.dump: its tasks and consumer, and its
         threads' stacks); False if it is not running or has not started its app (until then
         the signals would end it)."""
-        if self.process is None or not self.alive():
+        if self.process is None or not self.alive() or not self._logged(b'"service_started"'):
             return False
-        with self.log_path.open("rb") as log:
-            log.seek(self.log_start)
-            if b'"service_started"' not in log.read():
-                return False
         self.process.send_signal(signal.SIGUSR2)
         self.process.send_signal(signal.SIGUSR1)
         return True
@@ -243,11 +243,12 @@ async def backlog(
                 start = done.offset if done is not None and done.offset >= 0 else 0
                 if end > start:
                     by_service.setdefault(service, {})[tp] = (start, end)
-        behind = {tp: span for partitions in by_service.values() for tp, span in partitions.items()}
-        if count_records and behind:
-            lag = await _visible_records(consumer, behind)
+        # Each service apart: two groups (the console's and a pipeline service's) may both lag on
+        # one partition.
+        if count_records:
+            lag = sum([await _visible_records(consumer, spans) for spans in by_service.values()])
         else:
-            lag = sum(end - start for start, end in behind.values())
+            lag = sum(end - start for spans in by_service.values() for start, end in spans.values())
         return Backlog(lag=lag, outbox=outbox, behind=by_service)
     finally:
         await consumer.stop()
