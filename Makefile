@@ -68,7 +68,7 @@ bench: up ## benchmark: the bare-loop ceilings (one hop, three hops), inspection
 bench-connectors: up ## only the connectors against the four marketplace stand-ins (about 2 minutes)
 	$(BIN)/python -m bench --connectors
 
-bench-light: up ## only the light-load step: inspections one by one at 10, 50 and 100 units/s, with the CPU each process uses, after 90 s of warm-up (about 6 minutes)
+bench-light: up ## only the light-load step: inspections one by one at 10, 50 and 100 units/s, with the CPU each process uses, beside the three-hop and one-hop bare loops at each rate, after 90 s of warm-up (about 10 minutes)
 	$(BIN)/python -m bench --light-load
 
 bench-full: up ## the benchmark plus a 1,000,000-unit run

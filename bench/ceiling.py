@@ -26,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from rebound.messaging.relay import DELETE_SENT, connect_leader, shorten_concurrent_transactions_retry
 
+from .cpu import CpuWindow
 from .stats import percentiles
 
 T = TypeVar("T")
@@ -272,6 +273,10 @@ class _Chain:
             await self._get(self.ready, 120)
         self.go.set()
 
+    def pids(self) -> list[int]:
+        """The hops' process ids, in chain order (once started)."""
+        return [p.pid for p in self.processes if p.pid is not None]
+
     async def finish(self, timeout: float) -> dict[int, tuple[float, float]]:
         times = dict([await self._get(self.results, timeout) for _ in self.processes])
         for process in self.processes:
@@ -375,12 +380,21 @@ async def _read_until(bootstrap: str, topic: str, keys: set[bytes], timeout: flo
 
 
 async def measure_chain_latency(
-    bootstrap: str, database_url: str, units_per_s: float, seconds: float, hops: int = 3, warm_up: int = 100
+    bootstrap: str,
+    database_url: str,
+    units_per_s: float,
+    seconds: float,
+    hops: int = 3,
+    warm_up: int = 100,
+    *,
+    cpu: bool = False,
 ) -> dict:
     """Inspections offered to `hops` bare loops in series at a fixed rate, each hop tuned for
     latency as the services are: from each inspection's send to its adjustment being readable.
     `warm_up` units go through first, one at a time, so that no hop's first fetch, metadata
-    lookup or transaction is among the samples."""
+    lookup or transaction is among the samples. With `cpu`, the CPU the machine, Kafka,
+    PostgreSQL and each hop's process used while the units were sent, as the light-load step
+    measures Rebound's (`cpu`)."""
     units = max(50, int(units_per_s * seconds))
     chain = _chain(uuid.uuid4().hex[:8], hops, paced=True)
     admin = await _topics(bootstrap, chain)
@@ -402,6 +416,8 @@ async def measure_chain_latency(
             await _read_until(bootstrap, out, {key}, timeout=60)
         keys = {_inspection(run, i, "")[0] for i in range(warm_up, warm_up + units)}
         reader = asyncio.create_task(_read_until(bootstrap, out, keys, timeout=seconds + 300))
+        window = CpuWindow(others={f"hop {hop.number}": pid for hop, pid in zip(chain, processes.pids(), strict=True)})
+        window.begin()
         sent_at: dict[bytes, float] = {}
         interval = 1.0 / units_per_s
         begin = time.perf_counter()
@@ -410,10 +426,14 @@ async def measure_chain_latency(
             key, at = await send(i)
             sent_at[key] = at
         await producer.flush()
+        window.end()
         seen = await reader
         await processes.finish(timeout=60)
         samples = sorted((seen[key] - sent_at[key]) * 1000 for key in keys)
-        return {"offered_units_per_s": round(units_per_s, 1), "units": units, "hops": hops, **percentiles(samples)}
+        measured = {"offered_units_per_s": round(units_per_s, 1), "units": units, "hops": hops, **percentiles(samples)}
+        if cpu:
+            measured["cpu"] = window.as_dict(units)
+        return measured
     finally:
         await producer.stop()
         processes.stop()

@@ -71,6 +71,8 @@ class CpuWindow:
     goes to the postmaster only once it is waited for)."""
 
     fleet: Fleet | None = None
+    others: dict[str, int] = field(default_factory=dict)
+    """Further processes to count, by name: e.g. the bare loop's hops."""
     _machine: tuple[int, int] = (0, 0)
     _started: float = 0.0
     _cpu: dict[int, float] = field(default_factory=dict)
@@ -78,14 +80,14 @@ class CpuWindow:
     busy: float = 0.0  # share of the whole machine (every core), 0..1
     by_process: dict[str, float] = field(default_factory=dict)  # CPU seconds
 
+    def _processes(self) -> dict[str, list[int]]:
+        return {**local_processes(self.fleet), **{name: [pid] for name, pid in self.others.items()}}
+
     def begin(self) -> None:
         self._machine = _machine()
         self._started = time.monotonic()
         self._cpu = {
-            pid: cpu
-            for pids in local_processes(self.fleet).values()
-            for pid in pids
-            if (cpu := _cpu_s(pid)) is not None
+            pid: cpu for pids in self._processes().values() for pid in pids if (cpu := _cpu_s(pid)) is not None
         }
 
     def end(self) -> None:
@@ -93,7 +95,7 @@ class CpuWindow:
         self.seconds = time.monotonic() - self._started
         self.busy = (busy - self._machine[0]) / max(1, total - self._machine[1])
         self.by_process = {}
-        for name, pids in local_processes(self.fleet).items():
+        for name, pids in self._processes().items():
             spent = 0.0
             for pid in pids:
                 if (cpu := _cpu_s(pid)) is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.__main__ import markdown, targets
+from bench.__main__ import light_markdown, light_targets, markdown, targets
 
 
 def _run(rss: float, e2e: float, p50: float, p99: float, million: float | None = None) -> dict:
@@ -98,3 +98,40 @@ def test_the_table_ends_the_printed_summary() -> None:
     assert "| inspection → adjustment ≥ 2,000 units/s | 3,000 | 6,000 | yes |" in table
     assert "| connectors, tiktok: adjustment → marketplace p99 ≤ 1 s at the demo's load | 2.3 s |  | no |" in table
     assert "| shopify | 200 | 10.0 | 20.0 | 40 | 5.0 |" in markdown(result)  # the burst's coalescing
+
+
+def _light(p99: float, busy: float, bare_busy: float) -> dict:
+    def measured(busy: float, p99: float, processes: dict[str, float]) -> dict:
+        cpu = {"seconds": 30.0, "machine_busy": busy, "cpu_s": processes, "cpu_ms_per_unit": 20.0}
+        return {"units": 1_500, "p50": 15.0, "p95": 30.0, "p99": p99, "max": p99, "cpu": cpu}
+
+    rebound = measured(busy, p99, {"kafka": 8.0, "ledger": 5.0})
+    rebound["bare_three_hops"] = measured(bare_busy, 30.0, {"kafka": 7.0, "hop 1": 2.0, "hop 3": 3.0})
+    rebound["bare_one_hop"] = measured(bare_busy / 2, 10.0, {"kafka": 4.0, "hop 1": 3.0})
+    return {"50": rebound}
+
+
+def test_a_light_target_is_met_by_rebound_s_figure_and_shows_the_bare_loop_s_beside_it() -> None:
+    rows = {row["target"]: row for row in light_targets(_light(p99=80.0, busy=0.45, bare_busy=0.10))}
+    assert rows["50 units/s: machine ≤ 15 % busy"] == {
+        "target": "50 units/s: machine ≤ 15 % busy",
+        "measured": "45.0%",
+        "bare": "10.0%",
+        "met": False,
+    }
+    assert rows["50 units/s: p99 ≤ 100 ms"]["met"] is True
+    assert rows["50 units/s: p99 ≤ 100 ms"]["bare"] == "30.0 ms"
+    assert light_targets(_light(p99=80.0, busy=0.12, bare_busy=0.5))[2]["met"] is True  # the bare loop's does not count
+
+
+def test_the_light_table_has_a_row_for_each_bare_loop_after_rebound_s() -> None:
+    lines = light_markdown(_light(p99=80.0, busy=0.45, bare_busy=0.10))
+    header = next(line for line in lines if line.startswith("| Offered"))
+    assert header.endswith("| hop 1 s | hop 3 s | kafka s | ledger s |")
+    rows = [line for line in lines if line.startswith("| 50/s")]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| 50/s",
+        "| 50/s, three-hop bare loop",
+        "| 50/s, one-hop bare loop",
+    ]
+    assert rows[2].endswith("| 5.0% | 20.0 | 3.0 |  | 4.0 |  |")
