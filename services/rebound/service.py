@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
@@ -127,12 +129,55 @@ class PollErrors:
             self.on_failed(rejoin)
 
 
-async def _poll(subscriber: Any, errors: PollErrors, consumer: Any) -> tuple[Any, ...]:
+@dataclass
+class FetchHold:
+    """How long the broker may hold a consumer's next fetch: `idle_ms` after a fetch that brought
+    nothing while no fetched record waits to be taken, `busy_ms` otherwise. A held fetch ends as
+    soon as a record (or a commit) arrives on any partition it asks for, so a long hold costs an
+    idle consumer's records nothing; but aiokafka keeps one fetch in flight per broker, and a
+    partition whose records wait to be taken is left out of it: held long, that partition would
+    not be fetched again until another one's records, or the hold's end. Hence long holds only
+    after an empty fetch with nothing waiting, when every partition is in the next one.
+
+    aiokafka holds every fetch the same time; its fetcher is patched for this
+    (docs/decisions/0002-patched-library-internals.md)."""
+
+    busy_ms: int
+    idle_ms: int
+    _fetcher: Any = None
+
+    @staticmethod
+    def check() -> None:
+        """Raise if aiokafka's fetcher no longer has what `apply` patches."""
+        source = inspect.getsource(Fetcher._get_actions_per_node)
+        if not hasattr(Fetcher, "_proc_fetch_request") or "self._fetch_max_wait_ms" not in source:
+            raise RuntimeError("aiokafka's Fetcher changed: see FetchHold in services/rebound/service.py")
+
+    def apply(self, consumer: Any) -> None:
+        """Patch `consumer`'s fetcher, once per fetcher (a consumer started again has a new one)."""
+        if self.idle_ms <= self.busy_ms or consumer._fetcher is self._fetcher:
+            return
+        fetcher = consumer._fetcher
+        fetch = fetcher._proc_fetch_request
+
+        async def held(assignment: Any, node_id: int, request: Any) -> bool:
+            brought = await fetch(assignment, node_id, request)
+            fetcher._fetch_max_wait_ms = self.busy_ms if brought or fetcher._records else self.idle_ms
+            return bool(brought)
+
+        fetcher._proc_fetch_request = held
+        fetcher._fetch_max_wait_ms = self.busy_ms
+        self._fetcher = fetcher
+
+
+async def _poll(subscriber: Any, errors: PollErrors, hold: FetchHold, consumer: Any) -> tuple[Any, ...]:
     """One poll of aiokafka's `consumer` for FastStream's batch `subscriber`: returns as soon as
     records arrive, or empty after `batch_timeout_ms`. FastStream's own poll also sleeps
     `batch_timeout_ms` after an empty one, and a record that arrives during that sleep waits it
     out: on a quiet topic, up to that long added to every hop. A poll that raises is logged
-    here (FastStream's own log of it is off with its logger) and answered by `errors`."""
+    here (FastStream's own log of it is off with its logger) and answered by `errors`. The
+    consumer's fetches are held as `hold` says."""
+    hold.apply(consumer)
     try:
         batches = await consumer.getmany(timeout_ms=subscriber.batch_timeout_ms, max_records=subscriber.max_records)
     except KafkaError as error:
@@ -325,7 +370,9 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
     )
     # A library internal replaced on purpose (docs/decisions/0002-patched-library-internals.md)
     errors = PollErrors(on_failed=metrics.record_poll_failure)
-    subscriber.get_msg = functools.partial(_poll, subscriber, errors)  # type: ignore[method-assign]
+    FetchHold.check()
+    hold = FetchHold(busy_ms=settings.fetch_max_wait_ms, idle_ms=settings.idle_fetch_wait_ms)
+    subscriber.get_msg = functools.partial(_poll, subscriber, errors, hold)  # type: ignore[method-assign]
     observability.probes.assignment = lambda: None if subscriber.consumer is None else subscriber.consumer.assignment()
 
     @subscriber

@@ -40,6 +40,9 @@ class Settings:
     # (tests/integration/test_fetch_hold.py), so the hold costs no latency; a short one costs a
     # fetch every few ms per idle consumer (docs/benchmarks.md, "Fetch hold").
     fetch_max_wait_ms: int = 500
+    # The hold of a fetch that follows one which brought nothing, with no fetched record waiting
+    # (service.FetchHold): an idle consumer asks the broker less often.
+    idle_fetch_wait_ms: int = 2000
     batch_wait_ms: int = 500
     # The least time between two offset commits of a consumer (see messaging.commits).
     commit_interval_ms: int = 500
@@ -147,6 +150,7 @@ class Settings:
             log_level=env.get("REBOUND_LOG_LEVEL", "info"),
             batch_max_records=int(env.get("REBOUND_BATCH_MAX_RECORDS", "500")),
             fetch_max_wait_ms=int(env.get("REBOUND_FETCH_MAX_WAIT_MS", "500")),
+            idle_fetch_wait_ms=int(env.get("REBOUND_IDLE_FETCH_WAIT_MS", "2000")),
             batch_wait_ms=int(env.get("REBOUND_BATCH_WAIT_MS", "500")),
             commit_interval_ms=int(env.get("REBOUND_COMMIT_INTERVAL_MS", "500")),
             max_message_bytes=int(env.get("REBOUND_MAX_MESSAGE_BYTES", str(256 * 1024))),

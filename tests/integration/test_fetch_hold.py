@@ -6,10 +6,15 @@ this: were it not so, every hop would wait out the hold."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from rebound.service import FetchHold, PollErrors, _poll
 
 pytestmark = pytest.mark.integration
 
@@ -51,3 +56,53 @@ async def test_a_commit_ends_a_held_read_committed_fetch(settings, scratch_topic
     finally:
         await producer.stop()
         await consumer.stop()
+
+
+async def test_a_service_s_idle_consumer_holds_its_fetches_long_and_still_reads_at_once(
+    settings, scratch_topic
+) -> None:
+    """After a fetch that brought nothing, a service's consumer asks the broker to hold the next
+    one `idle_ms` (service.FetchHold); a record on any partition ends that fetch."""
+    bootstrap = settings.kafka_bootstrap_servers
+    consumer = AIOKafkaConsumer(
+        scratch_topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"it-hold-{uuid.uuid4().hex[:8]}",
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=100,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await consumer.start()
+    await producer.start()
+    poll = functools.partial(
+        _poll, SimpleNamespace(batch_timeout_ms=300, max_records=10), PollErrors(), FetchHold(100, HOLD_MS)
+    )
+    try:
+        fetcher = None
+        for round_ in range(3):
+            for _ in range(50):  # until a fetch has come back empty with every partition positioned
+                assert await poll(consumer) == ()
+                fetcher = consumer._fetcher
+                if consumer.assignment() and fetcher._fetch_max_wait_ms == HOLD_MS:
+                    break
+            assert fetcher is not None and fetcher._fetch_max_wait_ms == HOLD_MS
+            await asyncio.sleep(0.5)  # the long-held fetch is well under way
+            await producer.send_and_wait(scratch_topic, f"r{round_}".encode(), partition=round_ % 3)
+            # Polls for a tenth of the hold: only a fetch ended by the record can answer them.
+            got = [r.value for r in await poll_until_some(poll, consumer, HOLD_MS // 10)]
+            assert got == [f"r{round_}".encode()]
+            assert fetcher._fetch_max_wait_ms == 100  # records came: the next fetch is held briefly
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def poll_until_some(poll: Callable[[AIOKafkaConsumer], Awaitable[tuple]], consumer, within_ms: int) -> tuple:
+    """Poll in rounds of the batch wait until records come or `within_ms` has passed."""
+    deadline = asyncio.get_running_loop().time() + within_ms / 1000
+    while asyncio.get_running_loop().time() < deadline:
+        if records := await poll(consumer):
+            return records
+    return ()

@@ -21,7 +21,7 @@ from aiokafka.consumer.group_coordinator import GroupCoordinator
 
 from rebound import service
 from rebound.dump import consumer_state
-from rebound.service import PollErrors, _poll
+from rebound.service import FetchHold, PollErrors, _poll
 
 pytestmark = pytest.mark.integration
 
@@ -90,10 +90,11 @@ async def test_the_services_poll_rejoins_and_reads_every_record(settings, scratc
     subscriber = SimpleNamespace(batch_timeout_ms=200, max_records=100)
     told: list[bool] = []  # each failed poll, and whether it made the consumer rejoin
     errors = PollErrors(on_failed=told.append)
+    hold = FetchHold(busy_ms=settings.fetch_max_wait_ms, idle_ms=settings.idle_fetch_wait_ms)  # as a service holds
     try:
         read = []
         for _ in range(POLLS):
-            read += [r.value for r in await _poll(subscriber, errors, consumer)]
+            read += [r.value for r in await _poll(subscriber, errors, hold, consumer)]
             if len(read) == RECORDS:
                 break
         assert sorted(read) == [f"r{i}".encode() for i in range(RECORDS)]

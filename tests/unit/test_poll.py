@@ -6,6 +6,7 @@ raises is retried after a pause, and the second in a row makes the consumer rejo
 from __future__ import annotations
 
 import asyncio
+import functools
 from types import SimpleNamespace
 
 import anyio
@@ -14,8 +15,21 @@ from aiokafka.errors import KafkaError
 from faststream.kafka.subscriber.usecase import BatchSubscriber
 
 from rebound.grading.app import spec
-from rebound.service import POLL_RETRY_S, PollErrors, _poll, build_app
+from rebound.service import POLL_RETRY_S, FetchHold, PollErrors, _poll, build_app
 from rebound.settings import Settings
+
+
+class Fetcher:
+    """aiokafka's fetcher as FetchHold sees it: the hold of the next request, the records
+    fetched and not yet taken, and a fetch that answers from a script (brought records or not)."""
+
+    def __init__(self, hold_ms: int) -> None:
+        self._fetch_max_wait_ms = hold_ms
+        self._records: dict[str, list[str]] = {}
+        self.brings: list[bool] = []
+
+    async def _proc_fetch_request(self, assignment: object, node_id: int, request: object) -> bool:
+        return self.brings.pop(0)
 
 
 class Consumer:
@@ -24,6 +38,7 @@ class Consumer:
     def __init__(self) -> None:
         self.polls: list[tuple[int, int]] = []
         self.answers = [{}, {"tp": ["record"]}]
+        self._fetcher = Fetcher(hold_ms=500)
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> dict:
         self.polls.append((timeout_ms, max_records))
@@ -80,14 +95,40 @@ async def test_a_poll_that_raises_is_retried_and_the_second_in_a_row_rejoins_the
     told: list[bool] = []  # what the service's metrics are told: each failure, and whether it rejoined
     errors = PollErrors(on_failed=told.append)
     consumer = FailingConsumer(failures=1)
-    assert await _poll(subscriber, errors, consumer) == ()
-    assert await _poll(subscriber, errors, consumer) == ("record",)
+    poll = functools.partial(_poll, subscriber, errors, FetchHold(busy_ms=500, idle_ms=500))  # holds left alone
+    assert await poll(consumer) == ()
+    assert await poll(consumer) == ("record",)
     assert (consumer.rejoins, slept) == (0, [POLL_RETRY_S])  # one error, then a poll that answers
 
     consumer.failures = 3
     for _ in range(3):
-        assert await _poll(subscriber, errors, consumer) == ()
+        assert await poll(consumer) == ()
     assert consumer.rejoins == 1 and errors.in_a_row == 1  # the count starts again after a rejoin
-    assert await _poll(subscriber, errors, consumer) == ("record",)
+    assert await poll(consumer) == ("record",)
     assert errors.in_a_row == 0
     assert told == [False, False, True, False]
+
+
+async def test_a_fetch_is_held_long_only_after_one_that_brought_nothing_with_nothing_waiting() -> None:
+    FetchHold.check()  # aiokafka's fetcher still has what is patched
+    consumer = Consumer()
+    fetcher = consumer._fetcher
+    hold = FetchHold(busy_ms=500, idle_ms=2000)
+    hold.apply(consumer)
+    fetch = fetcher._proc_fetch_request
+    fetcher.brings = [False, True, False, False]
+    assert await fetch(None, 1, None) is False
+    assert fetcher._fetch_max_wait_ms == 2000  # nothing came, nothing waits: every partition is asked
+    assert await fetch(None, 1, None) is True
+    assert fetcher._fetch_max_wait_ms == 500
+    fetcher._records["tp-0"] = ["record"]  # taken by no poll yet: left out of the next fetch
+    assert await fetch(None, 1, None) is False
+    assert fetcher._fetch_max_wait_ms == 500
+    fetcher._records.clear()
+    assert await fetch(None, 1, None) is False
+    assert fetcher._fetch_max_wait_ms == 2000
+    hold.apply(consumer)  # once per fetcher: not wrapped again
+    assert fetcher._proc_fetch_request is fetch
+    consumer._fetcher = Fetcher(hold_ms=500)  # a consumer started again has a new fetcher
+    hold.apply(consumer)
+    assert consumer._fetcher._proc_fetch_request is not fetch
