@@ -101,6 +101,12 @@ class ServiceSpec:
 POLL_RETRY_S = 1.0
 """The pause after a poll that raised, before the next one."""
 
+FETCHER_IDLE_WAKE_MS = 2000
+"""How long aiokafka's fetcher task sleeps when nothing it waits on happens (`consumer_timeout_ms`,
+200 ms by default). A fetch's answer, records taken, a seek, a pause or resume, a rebalance and a
+metadata update each wake it at once; the timeout only bounds a sleep with none of them, and at
+200 ms it woke an idle consumer five times a second to find nothing to do."""
+
 
 @dataclass
 class PollErrors:
@@ -362,6 +368,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         batch_timeout_ms=settings.batch_wait_ms,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         fetch_max_bytes=settings.fetch_max_bytes,
+        consumer_timeout_ms=FETCHER_IDLE_WAKE_MS,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         ack_policy=AckPolicy.MANUAL,  # offsets are committed only after the database transaction

@@ -62,7 +62,9 @@ async def test_a_service_s_idle_consumer_holds_its_fetches_long_and_still_reads_
     settings, scratch_topic
 ) -> None:
     """After a fetch that brought nothing, a service's consumer asks the broker to hold the next
-    one `idle_ms` (service.FetchHold); a record on any partition ends that fetch."""
+    one `idle_ms` (service.FetchHold); a record on any partition ends that fetch. aiokafka's
+    fetcher task sleeps as long between events (service.FETCHER_IDLE_WAKE_MS), and the answer,
+    the records taken, wake it."""
     bootstrap = settings.kafka_bootstrap_servers
     consumer = AIOKafkaConsumer(
         scratch_topic,
@@ -72,6 +74,7 @@ async def test_a_service_s_idle_consumer_holds_its_fetches_long_and_still_reads_
         enable_auto_commit=False,
         auto_offset_reset="latest",
         fetch_max_wait_ms=100,
+        consumer_timeout_ms=HOLD_MS,  # the fetcher task's own sleep, as long: nothing here waits it out
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await consumer.start()

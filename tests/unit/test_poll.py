@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 from faststream.kafka.subscriber.usecase import BatchSubscriber
 
 from rebound.grading.app import spec
-from rebound.service import POLL_RETRY_S, FetchHold, PollErrors, _poll, build_app
+from rebound.service import FETCHER_IDLE_WAKE_MS, POLL_RETRY_S, FetchHold, PollErrors, _poll, build_app
 from rebound.settings import Settings
 
 
@@ -62,6 +62,8 @@ async def test_an_empty_poll_is_followed_by_the_next_poll_without_a_sleep(monkey
     assert await subscriber.get_msg(consumer) == ()
     assert await subscriber.get_msg(consumer) == ("record",)
     assert consumer.polls == [(123, 45), (123, 45)]
+    # aiokafka's fetcher task sleeps this long when nothing wakes it, not its default 200 ms
+    assert subscriber._connection_args["consumer_timeout_ms"] == FETCHER_IDLE_WAKE_MS > 200
 
 
 class FailingConsumer:
