@@ -21,8 +21,8 @@ import json
 import os
 import platform
 import time
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg

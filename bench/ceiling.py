@@ -417,7 +417,8 @@ async def measure_chain_latency(
         keys = {_inspection(run, i, "")[0] for i in range(warm_up, warm_up + units)}
         reader = asyncio.create_task(_read_until(bootstrap, out, keys, timeout=seconds + 300))
         window = CpuWindow(others={f"hop {hop.number}": pid for hop, pid in zip(chain, processes.pids(), strict=True)})
-        window.begin()
+        if cpu:
+            window.begin()
         sent_at: dict[bytes, float] = {}
         interval = 1.0 / units_per_s
         begin = time.perf_counter()
@@ -426,7 +427,8 @@ async def measure_chain_latency(
             key, at = await send(i)
             sent_at[key] = at
         await producer.flush()
-        window.end()
+        if cpu:
+            window.end()
         seen = await reader
         await processes.finish(timeout=60)
         samples = sorted((seen[key] - sent_at[key]) * 1000 for key in keys)
