@@ -12,6 +12,7 @@ from pathlib import Path
 from rebound.simulation.fleet import Fleet
 
 TICKS = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -77,7 +78,7 @@ class CpuWindow:
     _started: float = 0.0
     _cpu: dict[int, float] = field(default_factory=dict)
     seconds: float = 0.0
-    busy: float = 0.0  # share of the whole machine (every core), 0..1
+    busy: float = 0.0  # share of the whole machine (every core), 0..1, whoever used it
     by_process: dict[str, float] = field(default_factory=dict)  # CPU seconds
 
     def _processes(self) -> dict[str, list[int]]:
@@ -107,6 +108,7 @@ class CpuWindow:
         return {
             "seconds": round(self.seconds, 1),
             "machine_busy": round(self.busy, 3),
+            "processes_busy": round(spent / max(1e-9, self.seconds * CORES), 3),
             "cpu_s": self.by_process,
             "cpu_ms_per_unit": round(spent * 1000 / max(1, units), 2),
         }

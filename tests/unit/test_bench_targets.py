@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench.__main__ import light_markdown, light_targets, markdown, targets
+from bench.cpu import CORES, CpuWindow
 
 
 def _run(rss: float, e2e: float, p50: float, p99: float, million: float | None = None) -> dict:
@@ -135,3 +136,23 @@ def test_the_light_table_has_a_row_for_each_bare_loop_after_rebound_s() -> None:
         "| 50/s, one-hop bare loop",
     ]
     assert rows[2].endswith("| 5.0% | 20.0 | 3.0 |  | 4.0 |  |")
+
+
+def test_the_idle_target_counts_the_fleet_s_processes_not_the_benchmark_s_own_clients() -> None:
+    light = _light(p99=40.0, busy=0.08, bare_busy=0.05)
+    at10 = light["10"] = light.pop("50")
+    at10["idle"] = {"seconds": 30.0, "machine_busy": 0.029, "processes_busy": 0.018, "cpu_s": {"kafka": 0.9}}
+    rows = {row["target"]: row for row in light_targets(light)}
+    assert rows["idle fleet ≤ 2 % of the machine"] == {
+        "target": "idle fleet ≤ 2 % of the machine",
+        "measured": "1.8%",
+        "met": True,
+    }
+    assert "1.8% of the machine (the machine 2.9% busy" in "\n".join(light_markdown(light))
+
+
+def test_a_window_s_processes_share_is_their_cpu_over_every_core() -> None:
+    window = CpuWindow(seconds=10.0, busy=0.5, by_process={"kafka": 0.3, "ledger": 0.1})
+    shown = window.as_dict(0)
+    assert shown["processes_busy"] == round(0.4 / (10.0 * CORES), 3)
+    assert shown["machine_busy"] == 0.5
