@@ -242,6 +242,13 @@ async def hops(
     return {name: percentiles(sorted(values)) for name, values in spans.items()}
 
 
+IDLE_SETTLE_S = 15.0
+"""How long the fleet has nothing to do before its idle CPU is measured: registering the wave's
+returns and units ends with work still under way after the last of it is applied (the services'
+offset commits and relays forgetting what they sent, the broker's transaction markers and group
+writes). Idle is what a fleet with nothing to do keeps paying."""
+
+
 def _restamped(value: bytes, now: datetime) -> bytes:
     document = orjson.loads(value)
     document["occurred_at"] = now.isoformat()
@@ -254,7 +261,8 @@ async def latency(
     """Inspections offered at a fixed rate, each stamped with the moment it is sent; latency is
     from that `occurred_at` to its adjustment being readable with read_committed. With `cpu`, the
     CPU the machine and each process used while the units were sent (`cpu`), and before that,
-    with nothing sent, for `idle_s` (`idle`)."""
+    with nothing sent, for `idle_s` (`idle`), once the fleet has had nothing to do for
+    IDLE_SETTLE_S."""
     units = max(50, int(units_per_s * seconds))
     wave = simulation.generate(simulation.WaveConfig(units=units, seed=random.randrange(1 << 30), reinspect_rate=0.0))
     await simulation.register_sellers(settings.database_url, wave.sellers)
@@ -274,6 +282,7 @@ async def latency(
             await producer.start()
             idle = CpuWindow(fleet)
             if cpu and idle_s:
+                await asyncio.sleep(IDLE_SETTLE_S)
                 idle.begin()
                 await asyncio.sleep(idle_s)
                 idle.end()
