@@ -243,10 +243,10 @@ async def hops(
 
 
 IDLE_SETTLE_S = 15.0
-"""How long the fleet has nothing to do before its idle CPU is measured: registering the wave's
-returns and units ends with work still under way after the last of it is applied (the services'
-offset commits and relays forgetting what they sent, the broker's transaction markers and group
-writes). Idle is what a fleet with nothing to do keeps paying."""
+"""How long the fleet has had nothing to do before its idle CPU is measured. What a wave leaves
+behind once its last record is applied (offset commits, the relays forgetting what they sent,
+the broker's transaction markers) is not idle: idle is what a fleet with nothing to do keeps
+paying."""
 
 
 def _restamped(value: bytes, now: datetime) -> bytes:
