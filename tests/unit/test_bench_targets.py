@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.__main__ import light_markdown, light_targets, markdown, targets
-from bench.cpu import CORES, CpuWindow
+from bench import cpu
 
 
 def _run(rss: float, e2e: float, p50: float, p99: float, million: float | None = None) -> dict:
@@ -151,8 +151,9 @@ def test_the_idle_target_counts_the_fleet_s_processes_not_the_benchmark_s_own_cl
     assert "1.8% of the machine (the machine 2.9% busy" in "\n".join(light_markdown(light))
 
 
-def test_a_window_s_processes_share_is_their_cpu_over_every_core() -> None:
-    window = CpuWindow(seconds=10.0, busy=0.5, by_process={"kafka": 0.3, "ledger": 0.1})
+def test_a_window_s_processes_share_is_their_cpu_over_every_core(monkeypatch) -> None:
+    monkeypatch.setattr(cpu, "CORES", 2)
+    window = cpu.CpuWindow(seconds=10.0, busy=0.5, by_process={"kafka": 0.3, "ledger": 0.1})
     shown = window.as_dict(0)
-    assert shown["processes_busy"] == round(0.4 / (10.0 * CORES), 3)
+    assert shown["processes_busy"] == 0.02  # 0.4 s of 2 cores x 10 s
     assert shown["machine_busy"] == 0.5
