@@ -8,6 +8,7 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.helpers import create_ssl_context
@@ -29,6 +30,28 @@ def kafka_away(error: BaseException) -> bool:
     if isinstance(error, KafkaError):
         return error.retriable or isinstance(error, KafkaTimeoutError)
     return isinstance(error, (OSError, TimeoutError)) and not isinstance(error, ssl.SSLError)
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop `consumer`, whether its broker answers or not. aiokafka's fetcher, when stopped,
+    cancels each of its fetch tasks and awaits it; one asleep after a failed fetch (the broker away)
+    raises its CancelledError out of `stop()`, which then leaves the other tasks and the connections
+    open. That CancelledError is not the caller's: the rest is closed here and nothing is raised
+    (docs/decisions/0002-patched-library-internals.md). A caller that is itself being cancelled
+    still gets its CancelledError."""
+    try:
+        await consumer.stop()
+        return
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    fetcher = consumer._fetcher
+    left = [] if fetcher is None else [t for t in (fetcher._fetch_task, *fetcher._pending_tasks) if not t.done()]
+    for task in left:
+        task.cancel()
+    await asyncio.gather(*left, return_exceptions=True)
+    await consumer._client.close()
 
 
 def kafka_error_text(error: BaseException) -> str:

@@ -39,7 +39,7 @@ from starlette.routing import Route
 from rebound_contracts import Topic
 from rebound_contracts.topics import STOCK_ADJUSTMENTS
 
-from .connections import kafka_options
+from .connections import kafka_options, stop_consumer
 from .messaging.processor import BatchStats
 from .settings import Settings
 
@@ -268,7 +268,7 @@ class KafkaGroup:
 
 async def _close_quietly(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> None:
     with contextlib.suppress(Exception):
-        await consumer.stop()
+        await stop_consumer(consumer)
     with contextlib.suppress(Exception):
         await admin.close()
 

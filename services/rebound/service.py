@@ -30,7 +30,14 @@ from faststream.kafka.annotations import KafkaMessage
 
 from rebound_contracts import Topic
 
-from .connections import database_connect_kwargs, kafka_away, kafka_error_text, kafka_options, kafka_security
+from .connections import (
+    database_connect_kwargs,
+    kafka_away,
+    kafka_error_text,
+    kafka_options,
+    kafka_security,
+    stop_consumer,
+)
 from .db import TRANSIENT_ERRORS, create_pool, migrate
 from .dump import install_state_dump
 from .messaging import inbox
@@ -253,7 +260,7 @@ async def prune_inbox(pool: asyncpg.Pool, settings: Settings, consumer: str) -> 
     try:
         starts = await reader.beginning_offsets(list(committed))
     finally:
-        await reader.stop()
+        await stop_consumer(reader)
     below = {(tp.topic, tp.partition): min(offset, starts[tp]) for tp, offset in committed.items()}
     async with pool.acquire() as conn:
         deleted = await inbox.prune(conn, consumer, below, settings.inbox_retention_s)

@@ -424,6 +424,13 @@ async def run(
     async def break_things() -> None:
         try:
             await scenario(chaos)
+        except asyncio.CancelledError as error:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            # A task group takes a child's CancelledError for a cancellation and ends without an
+            # error: the run would go on with the rest of the scenario never done.
+            raise AssertionError(f"{name}: the scenario ended on a CancelledError no one asked for") from error
         finally:
             chaos.scenario_done.set()
 

@@ -227,7 +227,11 @@ async def everything_at_once(chaos: Chaos) -> None:
         await restart_postgres(chaos)
         await postgres_unreachable(chaos)
 
-    await asyncio.gather(kill_services_repeatedly(chaos), restart_kafka(chaos), database())
+    # A task group: a part that fails cancels the others and the scenario fails with it.
+    async with asyncio.TaskGroup() as parts:
+        parts.create_task(kill_services_repeatedly(chaos))
+        parts.create_task(restart_kafka(chaos))
+        parts.create_task(database())
 
 
 def assert_relay_recovered_committed_batches(outcome: Outcome) -> None:

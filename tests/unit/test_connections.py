@@ -3,14 +3,16 @@ client arguments built from them."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
-from rebound.connections import database_connect_kwargs, kafka_options, kafka_security
+from rebound.connections import database_connect_kwargs, kafka_options, kafka_security, stop_consumer
 from rebound.settings import Settings, SettingsError
 
 SECRET = "s3cr3t-Pa55-do-not-log"
@@ -253,3 +255,41 @@ def test_a_batch_or_fetch_bound_below_one_is_refused_with_its_name(variable: str
     # a relay whose batch may hold nothing would publish nothing, and say nothing of it
     with pytest.raises(SettingsError, match=f"{variable}=0: it must be at least 1"):
         Settings.from_env({variable: "0"})
+
+
+class _Client:
+    closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class _Consumer:
+    """What `stop_consumer` touches of an AIOKafkaConsumer; `stop` does what it is given."""
+
+    def __init__(self, stop: Callable[[], Awaitable[None]]) -> None:
+        self._stop = stop
+        self._fetcher = None
+        self._client = _Client()
+
+    async def stop(self) -> None:
+        await self._stop()
+
+
+async def test_a_cancelled_error_raised_inside_the_stop_closes_the_client_and_is_not_raised() -> None:
+    async def raises() -> None:
+        raise asyncio.CancelledError
+
+    consumer = _Consumer(raises)
+    await stop_consumer(consumer)
+    assert consumer._client.closed
+
+
+async def test_a_caller_cancelled_during_the_stop_is_cancelled() -> None:
+    consumer = _Consumer(lambda: asyncio.sleep(3600))
+    task = asyncio.create_task(stop_consumer(consumer))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not consumer._client.closed

@@ -55,6 +55,7 @@ from aiokafka.producer import sender as aiokafka_sender
 from rebound_contracts import ALL_TOPICS
 
 from .. import tracing
+from ..connections import stop_consumer
 from ..db import Connection, TRANSIENT_ERRORS, with_dead_peer_settings
 from .outbox import NOTIFY_CHANNEL, notify_channel
 
@@ -591,7 +592,7 @@ class OutboxRelay:
             consumer.assign([tp])
             yield consumer
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     @staticmethod
     async def _first_record(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int, where: str) -> Any:

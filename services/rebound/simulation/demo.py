@@ -39,7 +39,7 @@ from rebound_contracts.topics import (
 
 from .. import simulation
 from . import checker, reading
-from ..connections import database_connect_kwargs, kafka_options
+from ..connections import database_connect_kwargs, kafka_options, stop_consumer
 from ..db import create_pool, migrate
 from ..messaging.topic_admin import ensure_topics
 from .fleet import SERVICES, Backlog, Fleet, wait_until_caught_up
@@ -85,7 +85,7 @@ async def inbound_end_offsets(bootstrap: str, kafka: Mapping[str, Any] | None = 
         partitions = [TopicPartition(t.name, p) for t in INBOUND for p in range(t.partitions)]
         return {(tp.topic, tp.partition): end for tp, end in (await consumer.end_offsets(partitions)).items()}
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def run_demo(options: DemoOptions, settings: Settings, console: Console) -> bool:

@@ -27,6 +27,7 @@ from aiokafka.errors import (
 
 from rebound_contracts import ALL_TOPICS, TOPICS_BY_NAME
 
+from ..connections import stop_consumer
 from ..db import TRANSIENT_ERRORS
 from ..service import SERVICES
 
@@ -251,7 +252,7 @@ async def backlog(
             lag = sum(end - start for spans in by_service.values() for start, end in spans.values())
         return Backlog(lag=lag, outbox=outbox, behind=by_service)
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
         await admin.close()
 
 
