@@ -32,6 +32,13 @@ def kafka_away(error: BaseException) -> bool:
     return isinstance(error, (OSError, TimeoutError)) and not isinstance(error, ssl.SSLError)
 
 
+def being_cancelled() -> bool:
+    """Is the running task being cancelled? A CancelledError can also come out of a library's own
+    task (see `stop_consumer`); a loop that must outlive any single failure tells the two apart."""
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
+
+
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     """Stop `consumer`, whether its broker answers or not. aiokafka's fetcher, when stopped,
     cancels each of its fetch tasks and awaits it; one asleep after a failed fetch (the broker away)
@@ -43,8 +50,7 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
         await consumer.stop()
         return
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
+        if being_cancelled():
             raise
     fetcher = consumer._fetcher
     left = [] if fetcher is None else [t for t in (fetcher._fetch_task, *fetcher._pending_tasks) if not t.done()]

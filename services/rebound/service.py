@@ -37,6 +37,7 @@ from .connections import (
     kafka_options,
     kafka_security,
     stop_consumer,
+    being_cancelled,
 )
 from .db import TRANSIENT_ERRORS, create_pool, migrate
 from .dump import install_state_dump
@@ -236,6 +237,10 @@ async def _every(job: Periodic, pool: asyncpg.Pool, settings: Settings, producer
             await job.run(pool, settings, producer)
         except (KafkaError, *TRANSIENT_ERRORS) as error:
             log.warning("periodic_job_retry", job=job.name, error=f"{type(error).__name__}: {error}")
+        except asyncio.CancelledError:
+            if being_cancelled():  # the service stops
+                raise
+            log.exception("periodic_job_failed", job=job.name)
         except Exception:  # a failing sweep must not take the consumer down
             log.exception("periodic_job_failed", job=job.name)
 

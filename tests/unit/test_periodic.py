@@ -61,3 +61,19 @@ async def test_a_job_nothing_wakes_runs_on_its_timer() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_cancelled_error_from_inside_a_job_does_not_end_it_and_a_stop_does() -> None:
+    runs: list[float] = []
+
+    async def run(*_: object) -> None:
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            raise asyncio.CancelledError  # what a library's own task can let out, with no one stopping the job
+
+    task = await _running(Periodic("sweep", 0.05, run))
+    await _until(lambda: len(runs) >= 2, "the job runs again after the CancelledError it was not asked for")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert task.cancelled(), "a stop still ends it"

@@ -55,7 +55,7 @@ from aiokafka.producer import sender as aiokafka_sender
 from rebound_contracts import ALL_TOPICS
 
 from .. import tracing
-from ..connections import stop_consumer
+from ..connections import being_cancelled, stop_consumer
 from ..db import Connection, TRANSIENT_ERRORS, with_dead_peer_settings
 from .outbox import NOTIFY_CHANNEL, notify_channel
 
@@ -287,7 +287,9 @@ class OutboxRelay:
                 await self._run_as_leader()
                 delay = 0.2
             except asyncio.CancelledError:
-                raise
+                if being_cancelled():  # the service stops
+                    raise
+                log.exception("relay_failed", producer=self.producer_name, retry_in_s=delay)
             except (KafkaError, *TRANSIENT_ERRORS) as error:
                 log.warning(
                     "relay_restarting",
