@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 from rich.console import Console
 
 from rebound import simulation
+from rebound.connections import being_cancelled
 from rebound.simulation import checker
 from rebound.simulation.demo import inbound_end_offsets
 from rebound.messaging.relay import FAULT_KILL_AFTER_COMMIT, FAULT_KILL_BEFORE_COMMIT
@@ -339,6 +340,19 @@ def log_events(log_dir: Path, event: str) -> list[dict]:
     return found
 
 
+async def _not_cut_short(name: str, part: str, work: Awaitable[None]) -> None:
+    """`work`, failing the run if it ends on a CancelledError that nobody asked for (a client
+    library's own, see `rebound.connections.stop_consumer`): a task group takes such a child for a
+    cancelled one and ends without an error, and the run would go on with the rest of `part` never
+    done."""
+    try:
+        await work
+    except asyncio.CancelledError as error:
+        if being_cancelled():
+            raise
+        raise AssertionError(f"{name}: {part} ended on a CancelledError no one asked for") from error
+
+
 async def run(
     name: str,
     scenario: Scenario,
@@ -423,14 +437,7 @@ async def run(
 
     async def break_things() -> None:
         try:
-            await scenario(chaos)
-        except asyncio.CancelledError as error:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-            # A task group takes a child's CancelledError for a cancellation and ends without an
-            # error: the run would go on with the rest of the scenario never done.
-            raise AssertionError(f"{name}: the scenario ended on a CancelledError no one asked for") from error
+            await _not_cut_short(name, "the scenario", scenario(chaos))
         finally:
             chaos.scenario_done.set()
 
@@ -438,7 +445,7 @@ async def run(
     supervisor = asyncio.create_task(chaos.supervise()) if relay_kills else None
     try:
         async with asyncio.TaskGroup() as both:
-            both.create_task(send())
+            both.create_task(_not_cut_short(name, "the sending of the wave", send()))
             both.create_task(break_things())
         chaos.note("scenario done")
         if relay_kills:
