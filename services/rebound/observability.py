@@ -41,6 +41,7 @@ from rebound_contracts.topics import STOCK_ADJUSTMENTS
 
 from .connections import kafka_options, stop_consumer
 from .messaging.processor import BatchStats
+from .messaging.progress import Stall
 from .settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -132,6 +133,12 @@ class ServiceMetrics:
             "rebound_relay_blocked",
             "1 while this process's relay publishes nothing, waiting for an operator to settle its in-doubt "
             "batch (`rebound relay settle`); else 0.",
+            registry=r,
+        )
+        self.stalled_partitions = Gauge(
+            "rebound_consumer_stalled_partitions",
+            "Partitions of this replica whose position has stood still for REBOUND_STALL_AFTER_S although "
+            "records wait there (or it has no position, or no fetch answers for it).",
             registry=r,
         )
         self.adjustment_latency = Histogram(
@@ -293,6 +300,7 @@ class Probes:
         self.clock = clock
         self.pool: asyncpg.Pool | None = None
         self.assignment: Callable[[], set[TopicPartition] | None] = lambda: None
+        self.stalls: list[Stall] = []  # set by the service's progress watch
         self._lag: dict[TopicPartition, int] | None = None
         self._lag_read_at = float("-inf")
         self._lag_lock = asyncio.Lock()
@@ -309,10 +317,9 @@ class Probes:
 
     async def ready(self) -> dict[str, str]:
         """Each check's outcome: "ok", or why it failed."""
-        names = ("database", "kafka", "lag")
-        outcomes = await asyncio.gather(
-            *(_bounded(check()) for check in (self._database, self._consumer, self._lag_under_bound))
-        )
+        names = ("database", "kafka", "lag", "progress")
+        checks = (self._database, self._consumer, self._lag_under_bound, self._progress)
+        outcomes = await asyncio.gather(*(_bounded(check()) for check in checks))
         return dict(zip(names, outcomes, strict=True))
 
     async def _database(self) -> str:
@@ -328,6 +335,11 @@ class Probes:
         if assigned or await self.group.known():
             return "ok"
         return "no partitions assigned and the group is not active on the broker"
+
+    async def _progress(self) -> str:
+        if not self.stalls:
+            return "ok"
+        return "stalled: " + "; ".join(stall.describe() for stall in self.stalls)
 
     async def _lag_under_bound(self) -> str:
         total = sum((await self.lag(READY_LAG_MAX_AGE_S)).values())

@@ -20,7 +20,7 @@ from itertools import chain
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.errors import KafkaError
@@ -46,7 +46,8 @@ from .messaging.commits import OffsetCommitter
 from .messaging.processor import BatchProcessor, BatchStats, LockKeys, Record, Route
 from .messaging.relay import OutboxRelay
 from .messaging.topic_admin import ensure_topics
-from .observability import Observability
+from .messaging.progress import ProgressWatch, partition_views
+from .observability import Observability, Probes, ServiceMetrics
 from .settings import Settings
 from .tracing import Tracing
 
@@ -114,6 +115,38 @@ FETCHER_IDLE_WAKE_MS = 2000
 200 ms by default). A fetch's answer, records taken, a seek, a pause or resume, a rebalance and a
 metadata update each wake it at once; the timeout only bounds a sleep with none of them, and at
 200 ms it woke an idle consumer five times a second to find nothing to do."""
+
+PROGRESS_CHECK_S = 5.0
+"""How often a service compares its consumer's positions with what its fetches say waits."""
+
+
+async def watch_progress(
+    watch: ProgressWatch, consumer: Callable[[], Any], probes: Probes, metrics: ServiceMetrics
+) -> None:
+    """Every PROGRESS_CHECK_S, which partitions stand still while records wait (`messaging.progress`):
+    while any does, /ready fails and `rebound_consumer_stalled_partitions` counts them;
+    `consumer_stalled` is logged when a partition stalls, `consumer_moving` when none is left."""
+    stalled: set[TopicPartition] = set()
+    failing: str | None = None
+    while True:
+        await asyncio.sleep(PROGRESS_CHECK_S)
+        try:
+            current = consumer()
+            stalls = [] if current is None else watch.check(partition_views(current))
+        except Exception as error:  # a library that changed its internals: said once, never a crash
+            if (why := f"{type(error).__name__}: {error}") != failing:
+                log.exception("progress_watch_failed")
+            failing = why
+            continue
+        failing = None
+        probes.stalls = stalls
+        metrics.stalled_partitions.set(len(stalls))
+        now = {stall.tp for stall in stalls}
+        if now - stalled:
+            log.error("consumer_stalled", partitions=[stall.describe() for stall in stalls])
+        elif stalled and not now:
+            log.info("consumer_moving")
+        stalled = now
 
 
 @dataclass
@@ -360,6 +393,13 @@ def build_app(spec: ServiceSpec, settings: Settings) -> FastStream:
         tasks = [asyncio.create_task(relay.run(), name=f"{spec.name}-relay")]
         jobs = [*spec.periodic, Periodic("prune-inbox", settings.inbox_prune_every_s, prune_inbox)]
         tasks += [asyncio.create_task(_every(job, pool, settings, spec.group_id), name=job.name) for job in jobs]
+        watch = ProgressWatch(settings.stall_after_s)
+        tasks.append(
+            asyncio.create_task(
+                watch_progress(watch, lambda: subscriber.consumer, observability.probes, metrics),
+                name="progress-watch",
+            )
+        )
         log.info("service_started", topics=[t.name for t in spec.topics], group_id=spec.group_id)
         try:
             yield

@@ -66,6 +66,7 @@ class Settings:
     http_port: int | None = None  # None: no HTTP server (/health, /ready, /metrics)
     http_host: str = "0.0.0.0"
     ready_max_lag: int = 10000
+    stall_after_s: float = 120.0  # a partition not caught up whose position stands still this long is stalled
     otlp_endpoint: str | None = None  # None: trace context is passed on, no spans are exported
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None  # SCRAM-SHA-512 when the protocol is SASL_* and none is set
@@ -167,6 +168,7 @@ class Settings:
             http_port=int(port) if (port := env.get("REBOUND_HTTP_PORT", "").strip()) else None,
             http_host=env.get("REBOUND_HTTP_HOST", "0.0.0.0"),
             ready_max_lag=int(env.get("REBOUND_READY_MAX_LAG", "10000")),
+            stall_after_s=float(env.get("REBOUND_STALL_AFTER_S", "120")),
             otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None,
             kafka_security_protocol=(_set(env.get("KAFKA_SECURITY_PROTOCOL")) or "PLAINTEXT").upper(),
             kafka_sasl_mechanism=m.upper() if (m := _set(env.get("KAFKA_SASL_MECHANISM"))) else None,

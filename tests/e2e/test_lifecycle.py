@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
+
+from rebound_contracts.topics import UNIT_INSPECTED
 
 from rebound.settings import LOCAL_DATABASE_PASSWORD
 from tests.accounting import assert_no_secret_in_logs, configured_secrets
@@ -106,3 +111,38 @@ def test_console_logs_hold_no_secret_either(tmp_path: Path, settings) -> None:
         "KAFKA_SASL_PASSWORD",
     }, searched
     assert assert_no_secret_in_logs(tmp_path, env) > 0
+
+
+async def test_a_service_whose_batch_hangs_reports_its_partition_stalled_then_moving(
+    tmp_path: Path, settings, pool: asyncpg.Pool
+) -> None:
+    """Grading's batch waits on a lock held here while another record arrives behind it: the
+    service logs `consumer_stalled` for that partition, and `consumer_moving` once the lock goes."""
+    member = ServiceProcess("grading", 0, tmp_path / "grading.log")
+    member.start({**os.environ, "REBOUND_LOG_FORMAT": "json", "REBOUND_STALL_AFTER_S": "2"})
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=0)
+    await producer.start()
+    try:
+        await asyncio.to_thread(_wait_for, member.log_path, "service_started")
+        async with pool.acquire() as holder:
+            locked = holder.transaction()
+            await locked.start()
+            await holder.execute("LOCK TABLE rebound.inbox IN ACCESS EXCLUSIVE MODE")
+            # Not a return event: dead-lettered once it goes on, after its claim in the inbox.
+            await producer.send_and_wait(UNIT_INSPECTED.name, b"held", partition=0)
+            deadline = time.monotonic() + 60
+            while not await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> $1",
+                holder.get_server_pid(),
+            ):
+                assert time.monotonic() < deadline, "grading's batch never waited on the lock"
+                await asyncio.sleep(0.2)
+            await producer.send_and_wait(UNIT_INSPECTED.name, b"behind it", partition=0)
+            stalled = await asyncio.to_thread(_wait_for, member.log_path, "consumer_stalled", 30.0)
+            await locked.rollback()
+        assert any(p.startswith(f"{UNIT_INSPECTED.name}-0 at ") for p in stalled["partitions"]), stalled
+        await asyncio.to_thread(_wait_for, member.log_path, "consumer_moving", 30.0)
+        assert member.alive(), member.log_path.read_text()
+    finally:
+        await producer.stop()
+        member.kill()

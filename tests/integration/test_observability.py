@@ -119,7 +119,7 @@ async def test_a_service_process_serves_health_ready_and_metrics_and_exits_0_on_
         assert (status, orjson.loads(body)) == (200, {"status": "ok"})
         # Other members of the group may be running: wait until this one holds a partition to send to.
         _, body = await _poll(service, port, "/ready", lambda s, b: s == 200 and bool(_rma_partitions(b)), 120)
-        assert orjson.loads(body)["checks"] == {"database": "ok", "kafka": "ok", "lag": "ok"}
+        assert orjson.loads(body)["checks"] == {"database": "ok", "kafka": "ok", "lag": "ok", "progress": "ok"}
         sent_to = _rma_partitions(body)
         assert (await _get(port, "/metrics/x"))[0] == 404
 

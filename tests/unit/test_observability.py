@@ -14,6 +14,7 @@ from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from rebound import observability
 from rebound.messaging.processor import BatchStats
+from rebound.messaging.progress import PartitionView, Stall
 from rebound.observability import HttpServer, Probes, ServiceMetrics
 from rebound.settings import Settings
 from rebound_contracts.topics import (
@@ -79,6 +80,7 @@ def probes(
     assigned: AbstractSet[TopicPartition] | None = frozenset({P0}),
     max_lag: int = 100,
     clock: Clock | None = None,
+    stalls: list[Stall] | None = None,
 ) -> Probes:
     p = Probes(
         "rebound-test", group or FakeGroup(), ServiceMetrics([RMA.name]), max_lag=max_lag, clock=clock or Clock()
@@ -86,6 +88,7 @@ def probes(
     # a FakePool stands in for asyncpg's pool: the probes only call fetchval and fetchrow on it
     p.pool = cast("asyncpg.Pool | None", FakePool() if pool is _ANSWERING else pool)
     p.assignment = lambda: None if assigned is None else set(assigned)
+    p.stalls = stalls or []
     return p
 
 
@@ -174,6 +177,7 @@ async def test_metrics_are_prometheus_text_with_the_recorded_values(serve) -> No
         "rebound_messages_dead_lettered",
         "rebound_messages_duplicate",
         "rebound_exceptions_raised",
+        "rebound_consumer_stalled_partitions",
     } <= set(families)
 
 
@@ -194,7 +198,7 @@ async def test_ready_is_200_when_every_check_passes(serve) -> None:
         {
             "status": "ready",
             "failed": [],
-            "checks": {"database": "ok", "kafka": "ok", "lag": "ok"},
+            "checks": {"database": "ok", "kafka": "ok", "lag": "ok", "progress": "ok"},
             "partitions": [f"{RMA.name}:0", f"{RMA.name}:1"],
         },
     )
@@ -208,6 +212,11 @@ async def test_ready_is_200_when_every_check_passes(serve) -> None:
         ({"assigned": None}, "kafka", "the consumer has not started"),
         ({"assigned": set()}, "kafka", "no partitions assigned and the group is not active on the broker"),
         ({"group": FakeGroup({P0: 60, P1: 40})}, "lag", "lag 100 is not under 100"),
+        (
+            {"stalls": [Stall(P0, PartitionView(40, 52, 0.0), 130.0)]},
+            "progress",
+            f"stalled: {RMA.name}-0 at 40, records to 52, still for 130 s",
+        ),
     ],
 )
 async def test_ready_is_503_naming_the_failed_check(serve, setup, failed, says) -> None:
@@ -224,7 +233,7 @@ async def test_a_replica_without_partitions_is_ready_when_its_group_is_active() 
 async def test_a_check_that_hangs_fails_within_the_timeout(monkeypatch) -> None:
     monkeypatch.setattr(observability, "CHECK_TIMEOUT_S", 0.05)
     checks = await asyncio.wait_for(probes(pool=FakePool(hang=True)).ready(), 5)
-    assert checks == {"database": "no answer within 0.05 s", "kafka": "ok", "lag": "ok"}
+    assert checks == {"database": "no answer within 0.05 s", "kafka": "ok", "lag": "ok", "progress": "ok"}
 
 
 async def test_lag_is_read_from_kafka_at_most_once_per_max_age() -> None:
