@@ -45,19 +45,20 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     raises its CancelledError out of `stop()`, which then leaves the other tasks and the connections
     open. That CancelledError is not the caller's: the rest is closed here and nothing is raised
     (docs/decisions/0002-patched-library-internals.md). A caller that is itself being cancelled
-    still gets its CancelledError."""
+    gets its CancelledError once the rest is closed."""
     try:
         await consumer.stop()
         return
     except asyncio.CancelledError:
-        if being_cancelled():
-            raise
+        cancelled = being_cancelled()
     fetcher = consumer._fetcher
     left = [] if fetcher is None else [t for t in (fetcher._fetch_task, *fetcher._pending_tasks) if not t.done()]
     for task in left:
         task.cancel()
     await asyncio.gather(*left, return_exceptions=True)
     await consumer._client.close()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def kafka_error_text(error: BaseException) -> str:

@@ -46,7 +46,7 @@ from .messaging.commits import OffsetCommitter
 from .messaging.processor import BatchProcessor, BatchStats, LockKeys, Record, Route
 from .messaging.relay import OutboxRelay
 from .messaging.topic_admin import ensure_topics
-from .messaging.progress import ProgressWatch, partition_views
+from .messaging.progress import ProgressWatch, assignment_of, partition_views
 from .observability import Observability, Probes, ServiceMetrics
 from .settings import Settings
 from .tracing import Tracing
@@ -132,11 +132,13 @@ async def watch_progress(
         await asyncio.sleep(PROGRESS_CHECK_S)
         try:
             current = consumer()
-            stalls = [] if current is None else watch.check(partition_views(current))
+            stalls = [] if current is None else watch.check(partition_views(current), assignment_of(current))
         except Exception as error:  # a library that changed its internals: said once, never a crash
             if (why := f"{type(error).__name__}: {error}") != failing:
                 log.exception("progress_watch_failed")
             failing = why
+            probes.stalls, stalled = [], set()  # nothing known, nothing reported: /ready is not held
+            metrics.stalled_partitions.set(0)
             continue
         failing = None
         probes.stalls = stalls

@@ -10,7 +10,7 @@ from aiokafka import TopicPartition
 from structlog.testing import capture_logs
 
 from rebound import service
-from rebound.messaging.progress import PartitionView, ProgressWatch
+from rebound.messaging.progress import PartitionView, ProgressWatch, Stall
 from rebound.observability import Probes, ServiceMetrics
 
 TP = TopicPartition("returns.unit-graded.v1", 3)
@@ -26,6 +26,16 @@ class Clocks:
 
     def wall_ms(self) -> float:
         return self.now * 1000
+
+
+class Group:
+    """A consumer group with no lag, active on the broker."""
+
+    async def lag(self) -> dict:
+        return {}
+
+    async def known(self) -> bool:
+        return True
 
 
 def watch(clocks: Clocks) -> ProgressWatch:
@@ -94,32 +104,26 @@ def test_a_stall_ends_when_the_position_moves_and_a_revoked_partition_starts_afr
 
 
 async def test_the_service_watch_fails_ready_counts_and_logs_a_stall_then_its_end(monkeypatch) -> None:
-    class Group:
-        async def lag(self) -> dict:
-            return {}
-
-        async def known(self) -> bool:
-            return True
-
     clocks = Clocks()
-    views = [view(clocks, 40, 52)] * 3 + [view(clocks, 41, 52)]
+    positions = [40, 40, 40, 41]
     seen: list[int] = []
 
     def next_view(_consumer: object) -> dict:
         """A check every half limit: still, still (stalled), then moved; after that, no time passes."""
-        if len(seen) < len(views):
+        if len(seen) < len(positions):
             clocks.now += STALL_AFTER_S / 2
         seen.append(len(seen))
-        return views[min(len(seen), len(views)) - 1]
+        return view(clocks, positions[min(len(seen), len(positions)) - 1], 52)
 
     monkeypatch.setattr(service, "PROGRESS_CHECK_S", 0.0)
     monkeypatch.setattr(service, "partition_views", next_view)
+    monkeypatch.setattr(service, "assignment_of", lambda _consumer: None)
     metrics = ServiceMetrics()
     probes = Probes("rebound-test", Group(), metrics, max_lag=100)
     states = []
     with capture_logs() as logs:
         task = asyncio.create_task(service.watch_progress(watch(clocks), lambda: object(), probes, metrics))
-        while len(seen) < len(views):
+        while len(seen) < len(positions):
             await asyncio.sleep(0)
             states.append((len(seen), len(probes.stalls), metrics.stalled_partitions._value.get()))
         await asyncio.sleep(0)
@@ -128,3 +132,57 @@ async def test_the_service_watch_fails_ready_counts_and_logs_a_stall_then_its_en
     assert stalled_at, f"never reported stalled: {states}"
     assert probes.stalls == [] and metrics.stalled_partitions._value.get() == 0, "moving again, cleared"
     assert [e["event"] for e in logs if e["event"].startswith("consumer_")] == ["consumer_stalled", "consumer_moving"]
+
+
+def test_a_seek_back_is_not_progress_so_a_batch_failing_again_and_again_stalls() -> None:
+    clocks = Clocks()
+    progress = watch(clocks)
+    found = []
+    for n in range(8):  # read to 45, failed, sought back to 40, read again...
+        found.append(progress.check(view(clocks, 45 if n % 2 else 40, 52)))
+        clocks.now += STALL_AFTER_S / 4
+    assert not any(found[:5]) and all(found[5:]), found
+
+
+def test_a_partition_whose_fetches_stop_answering_stalls_at_the_limit_not_twice_it() -> None:
+    clocks = Clocks()
+    progress = watch(clocks)
+    fetched_at = clocks.now
+    for _ in range(4):
+        assert progress.check(view(clocks, 52, 52, fetched_s_ago=clocks.now - fetched_at)) == []
+        clocks.now += STALL_AFTER_S / 4
+    [stall] = progress.check(view(clocks, 52, 52, fetched_s_ago=clocks.now - fetched_at))
+    assert stall.for_s == STALL_AFTER_S
+
+
+def test_a_new_assignment_starts_every_partition_afresh() -> None:
+    clocks = Clocks()
+    progress = watch(clocks)
+    first, second = object(), object()
+    progress.check(view(clocks, 40, 52), first)
+    clocks.now += STALL_AFTER_S
+    assert progress.check(view(clocks, 40, 52), first), "the same assignment: stalled"
+    assert progress.check(view(clocks, 30, 52), second) == [], "a rebalance: its time starts now"
+    clocks.now += STALL_AFTER_S / 2
+    assert progress.check(view(clocks, 35, 52), second) == []
+
+
+async def test_a_watch_that_cannot_read_the_consumer_says_so_once_and_holds_nothing(monkeypatch) -> None:
+    calls: list[int] = []
+
+    def broken(_consumer: object) -> dict:
+        calls.append(1)
+        raise AttributeError("'SubscriptionState' object has no attribute 'subscription'")
+
+    monkeypatch.setattr(service, "PROGRESS_CHECK_S", 0.0)
+    monkeypatch.setattr(service, "partition_views", broken)
+    metrics = ServiceMetrics()
+    probes = Probes("rebound-test", Group(), metrics, max_lag=100)
+    probes.stalls = [Stall(TP, PartitionView(40, 52, 0.0), 130.0)]  # what an earlier check found
+    with capture_logs() as logs:
+        task = asyncio.create_task(service.watch_progress(watch(Clocks()), lambda: object(), probes, metrics))
+        while len(calls) < 5:
+            await asyncio.sleep(0)
+        task.cancel()
+    assert probes.stalls == [] and (await probes.ready())["progress"] == "ok"
+    assert [e["event"] for e in logs] == ["progress_watch_failed"]
