@@ -36,8 +36,8 @@ from .connections import (
     kafka_error_text,
     kafka_options,
     kafka_security,
-    stop_consumer,
     being_cancelled,
+    stop_consumer,
 )
 from .db import TRANSIENT_ERRORS, create_pool, migrate
 from .dump import install_state_dump

@@ -52,10 +52,8 @@ class Stall:
 def partition_views(consumer: Any) -> dict[TopicPartition, PartitionView]:
     """The consumer's assigned partitions as it sees them now (no request to the broker); none
     while a rebalance is under way (the last assignment stays visible until the next is known)."""
-    state = consumer._subscription
-    subscription = state.subscription
-    assignment = None if subscription is None else subscription.assignment
-    if assignment is None or state.reassignment_in_progress:
+    assignment: Any = assignment_of(consumer)
+    if assignment is None or consumer._subscription.reassignment_in_progress:
         return {}
     views = {}
     for tp in assignment.tps:
